@@ -1,0 +1,161 @@
+//! The server's table of active bans, which also answers "was this published recently?"
+//! for de-duplication.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::cidr::Cidr;
+use crate::protocol::{Ban, Bantime, Name, Report};
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub ban: Ban,
+    pub first_report: u64,
+    pub last_report: u64,
+    /// When this ban was last published; de-duplication counts from here.
+    pub last_published: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct BanTable {
+    entries: HashMap<Cidr, Entry>,
+}
+
+/// What recording a report did.
+pub enum Recorded {
+    /// Publish this ban.
+    New(Ban),
+    /// Published less than the de-duplication window ago.
+    Duplicate,
+}
+
+impl BanTable {
+    /// Records a report at time `now`. A report is a duplicate when the same network is still
+    /// banned and was published less than `window` ago; duplicates do not extend the window,
+    /// so an address reported every few minutes is still re-published once per window.
+    pub fn record(
+        &mut self,
+        report: &Report,
+        origin: &Name,
+        default_bantime: Duration,
+        window: Duration,
+        now: u64,
+    ) -> Recorded {
+        if let Some(entry) = self.entries.get_mut(&report.ip) {
+            let active = entry.ban.expires.map_or(true, |e| e > now);
+            if active && now < entry.last_published.saturating_add(window.as_secs()) {
+                entry.last_report = now;
+                return Recorded::Duplicate;
+            }
+        }
+        let bantime = match report.bantime {
+            Bantime::Default => Some(default_bantime.as_secs().max(1)),
+            Bantime::Permanent => None,
+            Bantime::Seconds(s) => Some(s),
+        };
+        let ban = Ban {
+            ip: report.ip,
+            prog: report.prog.clone(),
+            jail: report.jail.clone(),
+            origin: origin.clone(),
+            bantime,
+            expires: bantime.map(|b| now.saturating_add(b)),
+        };
+        let first_report = self.entries.get(&report.ip).map_or(now, |e| e.first_report);
+        self.entries.insert(
+            report.ip,
+            Entry {
+                ban: ban.clone(),
+                first_report,
+                last_report: now,
+                last_published: now,
+            },
+        );
+        Recorded::New(ban)
+    }
+
+    /// Forgets bans that have expired.
+    pub fn purge(&mut self, now: u64) -> usize {
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, e| e.ban.expires.map_or(true, |expires| expires > now));
+        before - self.entries.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(300);
+    const DAY: Duration = Duration::from_secs(86400);
+
+    fn report(ip: &str, bantime: &str) -> Report {
+        Report::parse("fail2ban", "sshd", ip, bantime).unwrap()
+    }
+
+    fn origin() -> Name {
+        Name::parse("origin", "web1").unwrap()
+    }
+
+    fn is_new(r: Recorded) -> bool {
+        matches!(r, Recorded::New(_))
+    }
+
+    #[test]
+    fn window_counts_from_last_publish_not_last_report() {
+        let mut t = BanTable::default();
+        let r = report("203.0.113.7", "");
+        assert!(is_new(t.record(&r, &origin(), DAY, WINDOW, 1000)));
+        // Reported every 4 minutes: the 2014 server never published it again.
+        assert!(!is_new(t.record(&r, &origin(), DAY, WINDOW, 1240)));
+        assert!(!is_new(t.record(&r, &origin(), DAY, WINDOW, 1299)));
+        assert!(is_new(t.record(&r, &origin(), DAY, WINDOW, 1300)));
+        assert!(!is_new(t.record(&r, &origin(), DAY, WINDOW, 1540)));
+    }
+
+    #[test]
+    fn expired_bans_are_published_again_and_purged() {
+        let mut t = BanTable::default();
+        let r = report("203.0.113.7", "60");
+        let Recorded::New(ban) = t.record(&r, &origin(), DAY, WINDOW, 1000) else {
+            panic!()
+        };
+        assert_eq!((ban.bantime, ban.expires), (Some(60), Some(1060)));
+        assert!(is_new(t.record(&r, &origin(), DAY, WINDOW, 1061)));
+        assert_eq!(t.purge(1200), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn bantime_defaults_and_permanent() {
+        let mut t = BanTable::default();
+        let Recorded::New(ban) = t.record(&report("203.0.113.7", ""), &origin(), DAY, WINDOW, 5)
+        else {
+            panic!()
+        };
+        assert_eq!(ban.expires, Some(5 + 86400));
+        let Recorded::New(ban) = t.record(&report("203.0.113.8", "-1"), &origin(), DAY, WINDOW, 5)
+        else {
+            panic!()
+        };
+        assert_eq!((ban.bantime, ban.expires), (None, None));
+        assert_eq!(t.purge(u64::MAX), 1);
+        assert_eq!(t.len(), 1);
+    }
+}

@@ -1,0 +1,246 @@
+//! IPv4 and IPv6 addresses and CIDR networks, parsed with the standard library's strict parsers
+//! rather than matched with patterns, so "1.2.3.4 && reboot" can never pass as an address.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+/// An address or network: `addr` has no bits set beyond `prefix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// A single address: /32 or /128.
+    pub fn host(addr: IpAddr) -> Cidr {
+        let addr = unmap(addr);
+        Cidr {
+            addr,
+            prefix: max_prefix(addr),
+        }
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    pub fn is_ipv4(&self) -> bool {
+        self.addr.is_ipv4()
+    }
+
+    pub fn is_host(&self) -> bool {
+        self.prefix == max_prefix(self.addr)
+    }
+
+    /// True when `addr` is inside this network.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = unmap(addr);
+        match (self.addr, addr) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                mask(u32::from(a).into(), 32, self.prefix) == u32::from(net) as u128
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => mask(a.into(), 128, self.prefix) == u128::from(net),
+            _ => false,
+        }
+    }
+
+    /// True when the two networks share at least one address.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+}
+
+/// Treats "::ffff:1.2.3.4" as "1.2.3.4" so that protection checks cannot be bypassed by
+/// writing an IPv4 address in its IPv6-mapped form.
+fn unmap(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+fn max_prefix(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+/// Keeps the top `prefix` bits of a `width`-bit value.
+fn mask(value: u128, width: u32, prefix: u8) -> u128 {
+    let host_bits = width - u32::from(prefix);
+    if host_bits >= 128 {
+        0
+    } else {
+        value >> host_bits << host_bits
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Cidr, String> {
+        let (addr_text, prefix_text) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr = IpAddr::from_str(addr_text)
+            .map_err(|_| format!("{:?} is not an IPv4 or IPv6 address", printable(text)))?;
+        let width = max_prefix(addr);
+        let prefix = match prefix_text {
+            None => width,
+            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(|| {
+                    format!("prefix length /{p} is out of range for {addr_text} (0 to {width})")
+                })?,
+            Some(p) => return Err(format!("{:?} is not a prefix length", printable(p))),
+        };
+        let network = Cidr::new(addr, prefix);
+        if network != network.masked() {
+            return Err(format!(
+                "{text} has host bits set; did you mean {}?",
+                network.masked()
+            ));
+        }
+        Ok(network)
+    }
+}
+
+impl Cidr {
+    /// Writes an IPv4-mapped IPv6 network (::ffff:a.b.c.d/96 or longer) as plain IPv4.
+    fn new(addr: IpAddr, prefix: u8) -> Cidr {
+        match unmap(addr) {
+            v4 @ IpAddr::V4(_) if prefix >= 96 || addr.is_ipv4() => Cidr {
+                addr: v4,
+                prefix: if addr.is_ipv4() { prefix } else { prefix - 96 },
+            },
+            _ => Cidr { addr, prefix },
+        }
+    }
+
+    fn masked(self) -> Cidr {
+        let addr = match self.addr {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(
+                mask(u32::from(a).into(), 32, self.prefix) as u32
+            )),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(mask(a.into(), 128, self.prefix))),
+        };
+        Cidr {
+            addr,
+            prefix: self.prefix,
+        }
+    }
+}
+
+/// Escapes control characters so that an error message stays on one line.
+pub fn printable(text: &str) -> String {
+    let mut out: String = text.chars().take(80).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 80 {
+        out.push('…');
+    }
+    out
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_host() {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(de)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(text: &str) -> Cidr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_addresses_and_networks() {
+        assert_eq!(c("203.0.113.7").to_string(), "203.0.113.7");
+        assert_eq!(c("203.0.113.0/24").to_string(), "203.0.113.0/24");
+        assert_eq!(c("2001:db8::1").to_string(), "2001:db8::1");
+        assert_eq!(c("2001:db8::/64").to_string(), "2001:db8::/64");
+        assert_eq!(c("203.0.113.7/32"), c("203.0.113.7"));
+        assert!(c("2001:db8::/64").prefix() == 64 && !c("2001:db8::/64").is_ipv4());
+    }
+
+    #[test]
+    fn unmaps_ipv4_mapped_ipv6() {
+        assert_eq!(c("::ffff:127.0.0.1"), c("127.0.0.1"));
+        assert_eq!(c("::ffff:10.0.0.0/120"), c("10.0.0.0/24"));
+        assert!(c("127.0.0.0/8").contains("::ffff:127.0.0.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn rejects_everything_else() {
+        for bad in [
+            "",
+            "1.2.3.4 && reboot",
+            "1.2.3.4\n",
+            "1.2.3.4\nreboot",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4/33",
+            "1.2.3.4/",
+            "1.2.3.4/-1",
+            "1.2.3.4/ 8",
+            "2001:db8::/129",
+            "fe80::1%eth0",
+            "example.com",
+            "1.2.3.4/24",
+            "1.2.3.4;touch /tmp/x",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn host_bits_error_suggests_the_network() {
+        let err = "198.51.100.7/24".parse::<Cidr>().unwrap_err();
+        assert!(err.contains("198.51.100.0/24"), "{err}");
+    }
+
+    #[test]
+    fn containment_and_overlap() {
+        let net = c("198.51.100.0/24");
+        assert!(net.contains("198.51.100.255".parse().unwrap()));
+        assert!(!net.contains("198.51.101.0".parse().unwrap()));
+        assert!(!net.contains("2001:db8::1".parse().unwrap()));
+        assert!(c("0.0.0.0/0").contains("8.8.8.8".parse().unwrap()));
+        assert!(c("::/0").contains("2001:db8::1".parse().unwrap()));
+        assert!(net.overlaps(&c("198.51.0.0/16")));
+        assert!(c("198.51.0.0/16").overlaps(&net));
+        assert!(!net.overlaps(&c("198.51.101.0/24")));
+    }
+
+    #[test]
+    fn printable_keeps_one_line() {
+        assert_eq!(printable("a\nb"), "a\\nb");
+        assert!(printable(&"x".repeat(1000)).chars().count() <= 81);
+    }
+}

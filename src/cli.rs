@@ -1,0 +1,108 @@
+//! Command-line definitions for the four programs, kept together so that man pages and shell
+//! completions can be generated from them.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{DEFAULT_CLIENT_CONFIG, DEFAULT_SERVER_CONFIG};
+use crate::exit::Exit;
+use crate::logging::LogTarget;
+
+/// Receives ban reports from the fleet, checks and de-duplicates them, and publishes them.
+#[derive(Debug, Parser)]
+#[command(name = "banshare-server", version)]
+pub struct ServerArgs {
+    /// Configuration file.
+    #[arg(short, long, default_value = DEFAULT_SERVER_CONFIG)]
+    pub config: PathBuf,
+    /// Where log lines go.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub log: LogTarget,
+}
+
+/// Receives bans from the server and applies them on this host.
+#[derive(Debug, Parser)]
+#[command(name = "banshare-client", version)]
+pub struct ClientArgs {
+    /// Configuration file.
+    #[arg(short, long, default_value = DEFAULT_CLIENT_CONFIG)]
+    pub config: PathBuf,
+    /// Where log lines go.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub log: LogTarget,
+}
+
+/// Reports a ban to the banshare server; run by fail2ban's actionban or psad.
+///
+/// Exit status: 0 accepted or duplicate, 64 usage, 65 invalid input, 69 server unreachable,
+/// 70 no CURVE support, 77 refused by the server, 78 configuration error.
+#[derive(Debug, Parser)]
+#[command(name = "banshare-report", version)]
+pub struct ReportArgs {
+    /// Configuration file (the client's).
+    #[arg(short, long, default_value = DEFAULT_CLIENT_CONFIG)]
+    pub config: PathBuf,
+    /// Ban length in seconds, or -1 for permanent (fail2ban's <bantime>).
+    #[arg(long, allow_negative_numbers = true)]
+    pub bantime: Option<String>,
+    /// Say what happened, also on success.
+    #[arg(short, long, short_alias = 'd')]
+    pub verbose: bool,
+    /// The reporting program, such as fail2ban or psad.
+    pub prog: String,
+    /// The jail or rule that banned the address.
+    pub jail: String,
+    /// IPv4 or IPv6 address, or CIDR network.
+    pub ip: String,
+}
+
+/// banshare administration: keys and configuration checks.
+#[derive(Debug, Parser)]
+#[command(name = "banshare", version)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Generate a CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600).
+    Keygen {
+        /// Directory for the two files.
+        #[arg(long, default_value = "/etc/banshare/keys")]
+        dir: PathBuf,
+        /// Key name; the server logs hosts by this name.
+        #[arg(long)]
+        name: String,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate a server.toml or client.toml and the key files it names.
+    CheckConfig {
+        /// The file to check.
+        path: PathBuf,
+    },
+}
+
+/// Parses arguments; usage errors exit 64 with one line on stderr.
+pub fn parse<T: Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let name = T::command().get_name().to_owned();
+            eprintln!(
+                "{name}: {} (see {name} --help)",
+                first.trim_start_matches("error: ")
+            );
+            std::process::exit(Exit::Usage.code());
+        }
+    }
+}

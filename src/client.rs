@@ -1,0 +1,302 @@
+//! banshare-client: subscribes to the server's publish socket and applies each ban on this
+//! host with the configured command, unless it would cover a protected address.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::bans::unix_now;
+use crate::cli::{self, ClientArgs};
+use crate::config::ClientConfig;
+use crate::exit::Exit;
+use crate::keys::{self, KeyPair, PublicKey};
+use crate::logging;
+use crate::protect::{self, Protected};
+use crate::protocol::{Ban, Publish, VERSION};
+use crate::runner::Runner;
+use crate::service::{self, Signals, Watchdog};
+use crate::template::Values;
+use crate::transport::{self, endpoint};
+
+/// READY=1 is sent at the first message from the server, or after this long without one,
+/// so that a host still boots while the server is down; the client keeps retrying.
+const READY_WAIT: Duration = Duration::from_secs(10);
+/// How often this host's own addresses are read again, as interfaces come and go.
+const LOCAL_REFRESH: Duration = Duration::from_secs(10);
+const TICK: Duration = Duration::from_millis(100);
+
+type Failure = (Exit, String);
+
+pub fn main() -> std::process::ExitCode {
+    let args: ClientArgs = cli::parse();
+    let code = match run(&args) {
+        Ok(()) => Exit::Ok,
+        Err((exit, message)) => {
+            log::error!("{message}");
+            exit
+        }
+    };
+    code.into()
+}
+
+fn run(args: &ClientArgs) -> Result<(), Failure> {
+    if let Some(warning) = logging::init("banshare-client", args.log, log::LevelFilter::Info) {
+        log::warn!("{warning}");
+    }
+    let config = ClientConfig::load(&args.config).map_err(|e| (Exit::Config, e.to_string()))?;
+    log::set_max_level(config.log_level.filter());
+    transport::require_curve().map_err(|e| (Exit::Software, e))?;
+    let signals = Signals::install().map_err(|e| (Exit::Software, format!("signals: {e}")))?;
+    let mut client = Client::start(&args.config, config)?;
+    client.serve(&signals);
+    service::stopping();
+    log::info!("stopping");
+    Ok(())
+}
+
+/// The keys a client needs, from the files client.toml names.
+pub fn load_keys(config: &ClientConfig) -> Result<(PublicKey, KeyPair), Failure> {
+    let failure = |e: keys::KeyError| (Exit::Config, e.to_string());
+    let server = keys::load_public(&config.server_key).map_err(failure)?;
+    let own = keys::load_secret(&config.key).map_err(failure)?;
+    Ok((server, own))
+}
+
+struct Client {
+    config_path: PathBuf,
+    config: ClientConfig,
+    ctx: zmq::Context,
+    subscriber: zmq::Socket,
+    runner: Runner,
+    protected: Protected,
+    protected_at: Instant,
+    /// The last (epoch, seq) seen, to notice missed messages.
+    position: Option<(u64, u64)>,
+    ready: bool,
+}
+
+impl Client {
+    fn start(config_path: &Path, config: ClientConfig) -> Result<Client, Failure> {
+        let ctx = zmq::Context::new();
+        let subscriber = subscribe(&ctx, &config)?;
+        Ok(Client {
+            config_path: config_path.to_owned(),
+            runner: Runner::new(config.max_concurrent_commands, config.command_timeout.0),
+            protected: protection(&config),
+            protected_at: Instant::now(),
+            config,
+            ctx,
+            subscriber,
+            position: None,
+            ready: false,
+        })
+    }
+
+    fn server_endpoint(&self) -> String {
+        endpoint(&self.config.server, self.config.publish_port)
+    }
+
+    fn serve(&mut self, signals: &Signals) {
+        let started = Instant::now();
+        let mut watchdog = Watchdog::from_env();
+        service::status(&format!("connecting to {}", self.server_endpoint()));
+        while !signals.should_stop() {
+            if signals.take_reload() {
+                self.reload();
+            }
+            watchdog.tick();
+            if !self.ready && started.elapsed() >= READY_WAIT {
+                log::warn!(
+                    "no message from {} yet; still trying",
+                    self.server_endpoint()
+                );
+                self.mark_ready("waiting for the server");
+            }
+            match self.subscriber.poll(zmq::POLLIN, TICK.as_millis() as i64) {
+                Ok(n) if n > 0 => self.drain(),
+                _ => {}
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, state: &str) {
+        self.ready = true;
+        service::ready(&format!("{state}: {}", self.server_endpoint()));
+    }
+
+    fn drain(&mut self) {
+        while let Ok(frames) = self.subscriber.recv_multipart(zmq::DONTWAIT) {
+            match Publish::decode(&frames) {
+                Ok(message) => self.handle(message),
+                Err(e) => log::warn!("ignored a malformed message from the server: {e}"),
+            }
+        }
+    }
+
+    fn handle(&mut self, message: Publish) {
+        if !self.ready {
+            log::info!("connected to {}", self.server_endpoint());
+            self.mark_ready("connected");
+        }
+        match message {
+            Publish::Heartbeat { epoch, seq } => self.track(epoch, seq, true),
+            Publish::Ban { epoch, seq, ban } => {
+                self.track(epoch, seq, false);
+                self.apply(&ban, false);
+            }
+            Publish::Unban { epoch, seq, ban } => {
+                self.track(epoch, seq, false);
+                self.apply(&ban, true);
+            }
+        }
+    }
+
+    /// Notes the server's position and says when messages were missed.
+    fn track(&mut self, epoch: u64, seq: u64, heartbeat: bool) {
+        let expected = match self.position {
+            Some((e, s)) if e == epoch => Some(if heartbeat { s } else { s + 1 }),
+            Some(_) => {
+                log::info!("server restarted (new epoch {epoch})");
+                None
+            }
+            None => None,
+        };
+        if let Some(expected) = expected.filter(|x| seq > *x) {
+            log::warn!(
+                "missed {} messages from the server (seq {expected} to {})",
+                seq - expected,
+                seq - 1
+            );
+        }
+        self.position = Some((epoch, seq));
+    }
+
+    fn apply(&mut self, ban: &Ban, unban: bool) {
+        let verb = if unban { "unban" } else { "ban" };
+        if let Err(reason) = self.check(ban) {
+            log::warn!(
+                "not applying {verb} of {} from {}: {reason}",
+                ban.ip,
+                ban.origin
+            );
+            return;
+        }
+        if !unban && ban.expires.is_some_and(|e| e <= unix_now()) {
+            log::info!("not applying ban of {}: it has already expired", ban.ip);
+            return;
+        }
+        let template = if unban {
+            &self.config.unban_command
+        } else {
+            &self.config.ban_command
+        };
+        let ip = ban.ip.to_string();
+        let bantime = ban.bantime.map_or("-1".to_string(), |b| b.to_string());
+        let argv = template.expand(&Values {
+            ip: &ip,
+            jail: ban.jail.as_str(),
+            prog: ban.prog.as_str(),
+            bantime: &bantime,
+        });
+        let label = format!(
+            "{verb} {ip} ({} {} from {})",
+            ban.prog, ban.jail, ban.origin
+        );
+        self.runner.submit(argv, label);
+    }
+
+    /// A malicious or mistaken server must not make this host ban itself, its server, a
+    /// protected network or a huge range.
+    fn check(&mut self, ban: &Ban) -> Result<(), String> {
+        self.config.min_prefix.check(&ban.ip)?;
+        if self.protected_at.elapsed() >= LOCAL_REFRESH {
+            self.protected = protection(&self.config);
+            self.protected_at = Instant::now();
+        }
+        self.protected.check(&ban.ip)
+    }
+
+    fn reload(&mut self) {
+        service::reloading();
+        log::info!("reloading {}", self.config_path.display());
+        match ClientConfig::load(&self.config_path) {
+            Ok(config) => self.apply_config(config),
+            Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+        }
+        service::ready(&format!("connected: {}", self.server_endpoint()));
+    }
+
+    fn apply_config(&mut self, config: ClientConfig) {
+        let reconnect = (
+            &config.server,
+            config.publish_port,
+            &config.server_key,
+            &config.key,
+        ) != (
+            &self.config.server,
+            self.config.publish_port,
+            &self.config.server_key,
+            &self.config.key,
+        );
+        if reconnect {
+            match subscribe(&self.ctx, &config) {
+                Ok(socket) => {
+                    self.subscriber = socket;
+                    self.position = None;
+                }
+                Err((_, e)) => {
+                    log::error!("reload failed, keeping the running configuration: {e}");
+                    return;
+                }
+            }
+        }
+        if (config.max_concurrent_commands, config.command_timeout)
+            != (
+                self.config.max_concurrent_commands,
+                self.config.command_timeout,
+            )
+        {
+            self.runner = Runner::new(config.max_concurrent_commands, config.command_timeout.0);
+        }
+        log::set_max_level(config.log_level.filter());
+        self.protected = protection(&config);
+        self.protected_at = Instant::now();
+        self.config = config;
+    }
+}
+
+fn subscribe(ctx: &zmq::Context, config: &ClientConfig) -> Result<zmq::Socket, Failure> {
+    let (server_key, key) = load_keys(config)?;
+    let fail = |e: zmq::Error| (Exit::Software, format!("subscriber socket: {e}"));
+    let socket = transport::client_socket(ctx, zmq::SUB, &server_key, &key).map_err(fail)?;
+    socket.set_subscribe(VERSION.as_bytes()).map_err(fail)?;
+    let address = endpoint(&config.server, config.publish_port);
+    socket
+        .connect(&address)
+        .map_err(|e| (Exit::Config, format!("cannot connect to {address}: {e}")))?;
+    log::info!(
+        "subscribing to {address} as key {} (server key {})",
+        key.public.fingerprint(),
+        server_key.fingerprint()
+    );
+    Ok(socket)
+}
+
+/// The built-in and configured ranges, this host's addresses and the server's addresses.
+fn protection(config: &ClientConfig) -> Protected {
+    let mut protected = Protected::new(&config.protected);
+    for addr in protect::local_addresses() {
+        protected.add(addr, "this host's");
+    }
+    let server: Vec<IpAddr> = protect::resolve(&config.server);
+    if server.is_empty() {
+        log::warn!(
+            "cannot resolve server {}; its address is not protected",
+            config.server
+        );
+    }
+    for addr in server {
+        protected.add(addr, "the banshare server's");
+    }
+    protected
+}

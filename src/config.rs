@@ -1,0 +1,415 @@
+//! server.toml and client.toml: kebab-case keys, unknown keys rejected, and every error
+//! reported as one line with file, line number and reason.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cidr::Cidr;
+use crate::duration::HumanDuration;
+use crate::template::Template;
+
+pub const DEFAULT_SERVER_CONFIG: &str = "/etc/banshare/server.toml";
+pub const DEFAULT_CLIENT_CONFIG: &str = "/etc/banshare/client.toml";
+
+/// A configuration problem, located as precisely as we can.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.path.display(), self.reason),
+            None => write!(f, "{}: {}", self.path.display(), self.reason),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warning,
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warning => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+        }
+    }
+}
+
+/// The smallest networks a single report may ban: a report for 0.0.0.0/0 must not take down
+/// the fleet's whole view of the internet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MinPrefix {
+    #[serde(default = "default_min_v4")]
+    pub ipv4: u8,
+    #[serde(default = "default_min_v6")]
+    pub ipv6: u8,
+}
+
+impl Default for MinPrefix {
+    fn default() -> Self {
+        MinPrefix {
+            ipv4: default_min_v4(),
+            ipv6: default_min_v6(),
+        }
+    }
+}
+
+impl MinPrefix {
+    pub fn check(&self, net: &Cidr) -> Result<(), String> {
+        let min = if net.is_ipv4() { self.ipv4 } else { self.ipv6 };
+        if net.prefix() < min {
+            Err(format!(
+                "{net} is wider than the smallest allowed prefix /{min}"
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn default_min_v4() -> u8 {
+    24
+}
+fn default_min_v6() -> u8 {
+    64
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind both sockets to; "::" listens on IPv6 (and IPv4 where the system allows).
+    #[serde(default = "default_listen")]
+    pub listen: IpAddr,
+    pub report_port: u16,
+    pub publish_port: u16,
+    /// The server's `.key_secret` file.
+    #[serde(default = "default_server_key")]
+    pub key: PathBuf,
+    /// Directory of `NAME.key` public key files, one per host allowed in.
+    #[serde(default = "default_authorized_keys")]
+    pub authorized_keys: PathBuf,
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: HumanDuration,
+    /// Bans for reports that give no bantime.
+    #[serde(default = "default_bantime")]
+    pub default_bantime: HumanDuration,
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_interval: HumanDuration,
+    /// Networks never banned, in addition to the built-in list.
+    #[serde(default)]
+    pub protected: Vec<Cidr>,
+    #[serde(default)]
+    pub min_prefix: MinPrefix,
+    #[serde(default = "default_log_level")]
+    pub log_level: LogLevel,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Host name or address of the server.
+    pub server: String,
+    pub report_port: u16,
+    pub publish_port: u16,
+    /// The server's public `.key` file.
+    #[serde(default = "default_server_public_key")]
+    pub server_key: PathBuf,
+    /// This host's `.key_secret` file.
+    #[serde(default = "default_host_key")]
+    pub key: PathBuf,
+    #[serde(default = "default_ban_command")]
+    pub ban_command: Template,
+    #[serde(default = "default_unban_command")]
+    pub unban_command: Template,
+    /// Networks this host never bans, in addition to its own addresses, the server's
+    /// addresses and the built-in list.
+    #[serde(default)]
+    pub protected: Vec<Cidr>,
+    #[serde(default)]
+    pub min_prefix: MinPrefix,
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: HumanDuration,
+    #[serde(default = "default_max_commands")]
+    pub max_concurrent_commands: usize,
+    /// How long `banshare-report` may take in total before giving up.
+    #[serde(default = "default_report_timeout")]
+    pub report_timeout: HumanDuration,
+    #[serde(default = "default_log_level")]
+    pub log_level: LogLevel,
+}
+
+fn default_listen() -> IpAddr {
+    IpAddr::from([0, 0, 0, 0])
+}
+fn default_server_key() -> PathBuf {
+    "/etc/banshare/keys/server.key_secret".into()
+}
+fn default_authorized_keys() -> PathBuf {
+    "/etc/banshare/authorized-keys".into()
+}
+fn default_server_public_key() -> PathBuf {
+    "/etc/banshare/keys/server.key".into()
+}
+fn default_host_key() -> PathBuf {
+    "/etc/banshare/keys/host.key_secret".into()
+}
+fn default_dedup_window() -> HumanDuration {
+    HumanDuration::secs(300)
+}
+fn default_bantime() -> HumanDuration {
+    HumanDuration::secs(86400)
+}
+fn default_heartbeat() -> HumanDuration {
+    HumanDuration::secs(1)
+}
+fn default_command_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_report_timeout() -> HumanDuration {
+    HumanDuration::secs(3)
+}
+fn default_max_commands() -> usize {
+    4
+}
+fn default_log_level() -> LogLevel {
+    LogLevel::Info
+}
+fn default_ban_command() -> Template {
+    Template::parse("/usr/bin/fail2ban-client set banshare banip <ip>").expect("valid default")
+}
+fn default_unban_command() -> Template {
+    Template::parse("/usr/bin/fail2ban-client set banshare unbanip <ip>").expect("valid default")
+}
+
+/// Which of the two config files a path holds.
+#[derive(Debug)]
+pub enum AnyConfig {
+    Server(ServerConfig),
+    Client(ClientConfig),
+}
+
+impl ServerConfig {
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = read(path)?;
+        let config: ServerConfig = parse(path, &text)?;
+        let err = |key: &str, reason: String| located(path, &text, key, reason);
+        check_ports(config.report_port, config.publish_port).map_err(|r| err("publish-port", r))?;
+        check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r))?;
+        if config.heartbeat_interval.0.is_zero() {
+            return Err(err("heartbeat-interval", "must be more than 0s".into()));
+        }
+        Ok(config)
+    }
+}
+
+impl ClientConfig {
+    pub fn load(path: &Path) -> Result<ClientConfig, ConfigError> {
+        let text = read(path)?;
+        let config: ClientConfig = parse(path, &text)?;
+        let err = |key: &str, reason: String| located(path, &text, key, reason);
+        check_ports(config.report_port, config.publish_port).map_err(|r| err("publish-port", r))?;
+        check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r))?;
+        if config.server.is_empty() || config.server.chars().any(|c| c.is_whitespace()) {
+            return Err(err("server", "must be a host name or address".into()));
+        }
+        if config.max_concurrent_commands == 0 {
+            return Err(err("max-concurrent-commands", "must be at least 1".into()));
+        }
+        for (key, value) in [
+            ("command-timeout", config.command_timeout),
+            ("report-timeout", config.report_timeout),
+        ] {
+            if value.0.is_zero() {
+                return Err(err(key, "must be more than 0s".into()));
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl AnyConfig {
+    /// Tells the two kinds apart by the `server` key that only client.toml has.
+    pub fn load(path: &Path) -> Result<AnyConfig, ConfigError> {
+        let text = read(path)?;
+        let table: toml::Table = parse(path, &text)?;
+        if table.contains_key("server") {
+            ClientConfig::load(path).map(AnyConfig::Client)
+        } else {
+            ServerConfig::load(path).map(AnyConfig::Server)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_owned(),
+        line: None,
+        reason: e.to_string(),
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError {
+        path: path.to_owned(),
+        line: e.span().map(|span| line_at(text, span.start)),
+        reason: e.message().trim().replace('\n', " "),
+    })
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// An error about `key`, pointing at the line where the key is set when it is there.
+fn located(path: &Path, text: &str, key: &str, reason: String) -> ConfigError {
+    let line = text.lines().position(|l| {
+        l.trim_start()
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with(['=', '.']))
+            || l.trim() == format!("[{key}]")
+    });
+    ConfigError {
+        path: path.to_owned(),
+        line: line.map(|l| l + 1),
+        reason: format!("{key}: {reason}"),
+    }
+}
+
+fn check_ports(report: u16, publish: u16) -> Result<(), String> {
+    if report == 0 || publish == 0 {
+        Err("ports must be between 1 and 65535".into())
+    } else if report == publish {
+        Err(format!(
+            "report-port and publish-port are both {report}; they must differ"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_min_prefix(min: &MinPrefix) -> Result<(), String> {
+    if min.ipv4 > 32 || min.ipv6 > 128 {
+        Err("ipv4 must be at most 32 and ipv6 at most 128".into())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn server_defaults() {
+        let (_d, path) = write("report-port = 5001\npublish-port = 5002\n");
+        let c = ServerConfig::load(&path).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0");
+        assert_eq!(c.dedup_window.0, Duration::from_secs(300));
+        assert_eq!(c.default_bantime.0, Duration::from_secs(86400));
+        assert_eq!(c.min_prefix, MinPrefix { ipv4: 24, ipv6: 64 });
+    }
+
+    #[test]
+    fn client_full() {
+        let (_d, path) = write(
+            r#"
+server = "banshare.example.net"
+report-port = 5001
+publish-port = 5002
+ban-command = "/usr/sbin/nft add element inet t s { <ip> }"
+protected = ["198.51.100.0/24", "2001:db8::/32"]
+command-timeout = "10s"
+min-prefix = { ipv4 = 16, ipv6 = 48 }
+"#,
+        );
+        let c = ClientConfig::load(&path).unwrap();
+        assert_eq!(c.protected.len(), 2);
+        assert_eq!(c.command_timeout.0, Duration::from_secs(10));
+        assert_eq!(c.min_prefix.ipv4, 16);
+        assert_eq!(c.unban_command.program(), "/usr/bin/fail2ban-client");
+    }
+
+    fn error_of(text: &str, client: bool) -> String {
+        let (_d, path) = write(text);
+        let err = if client {
+            ClientConfig::load(&path).unwrap_err()
+        } else {
+            ServerConfig::load(&path).unwrap_err()
+        };
+        let line = err.to_string();
+        assert!(!line.contains('\n'), "one line: {line}");
+        line.replace(&*path.to_string_lossy(), "F")
+    }
+
+    #[test]
+    fn errors_name_file_line_and_reason() {
+        let base = "report-port = 1\npublish-port = 2\n";
+        let e = error_of(&format!("{base}colour = \"red\"\n"), false);
+        assert!(e.starts_with("F:3: ") && e.contains("colour"), "{e}");
+        let e = error_of(&format!("{base}dedup-window = \"5x\"\n"), false);
+        assert!(e.starts_with("F:3: ") && e.contains("duration unit"), "{e}");
+        let e = error_of(
+            &format!("{base}protected = [\"1.2.3.4 && reboot\"]\n"),
+            false,
+        );
+        assert!(e.starts_with("F:3: ") && e.contains("not an IPv4"), "{e}");
+        let e = error_of("report-port = 7\npublish-port = 7\n", false);
+        assert!(e.starts_with("F:2: ") && e.contains("must differ"), "{e}");
+        let e = error_of("report-port = 70000\n", false);
+        assert!(e.starts_with("F:1: "), "{e}");
+        let e = error_of(
+            "server = \"s\"\nreport-port = 1\npublish-port = 2\nban-command = \"/bin/x <IP>\"\n",
+            true,
+        );
+        assert!(e.starts_with("F:4: ") && e.contains("<IP>"), "{e}");
+        let e = error_of("report-port = 1\npublish-port = 2\n", true);
+        assert!(e.contains("missing field `server`"), "{e}");
+        let e = error_of("report-port = [", false);
+        assert!(e.starts_with("F:1: "), "{e}");
+    }
+
+    #[test]
+    fn any_config_detects_kind() {
+        let (_d, path) = write("server = \"x\"\nreport-port = 1\npublish-port = 2\n");
+        assert!(matches!(AnyConfig::load(&path), Ok(AnyConfig::Client(_))));
+        let (_d, path) = write("report-port = 1\npublish-port = 2\n");
+        assert!(matches!(AnyConfig::load(&path), Ok(AnyConfig::Server(_))));
+    }
+
+    #[test]
+    fn min_prefix_check() {
+        let min = MinPrefix::default();
+        assert!(min.check(&"198.51.100.0/24".parse().unwrap()).is_ok());
+        assert!(min.check(&"198.51.0.0/16".parse().unwrap()).is_err());
+        assert!(min.check(&"0.0.0.0/0".parse().unwrap()).is_err());
+        assert!(min.check(&"::/0".parse().unwrap()).is_err());
+        assert!(min.check(&"2001:db8::/64".parse().unwrap()).is_ok());
+    }
+}

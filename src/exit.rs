@@ -1,0 +1,35 @@
+//! Exit codes from sysexits.h, so scripts and fail2ban can tell failures apart.
+
+/// A process exit status with the meaning the documentation gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// EX_USAGE: wrong arguments.
+    Usage = 64,
+    /// EX_DATAERR: invalid input, such as a malformed IP address.
+    DataErr = 65,
+    /// EX_UNAVAILABLE: the server could not be reached.
+    Unavailable = 69,
+    /// EX_SOFTWARE: an internal error, such as a ZeroMQ failure.
+    Software = 70,
+    /// EX_IOERR: a file could not be read or written.
+    IoErr = 74,
+    /// EX_TEMPFAIL: try again later.
+    TempFail = 75,
+    /// EX_NOPERM: the server refused the report.
+    NoPerm = 77,
+    /// EX_CONFIG: the configuration or a key file is wrong.
+    Config = 78,
+}
+
+impl Exit {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        std::process::ExitCode::from(exit as u8)
+    }
+}

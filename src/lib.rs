@@ -1,0 +1,26 @@
+//! banshare shares fail2ban and psad bans across a fleet: `banshare-report` sends a ban to
+//! `banshare-server`, which checks, de-duplicates and publishes it, and `banshare-client` on
+//! every host applies it. Everything travels over ZeroMQ with CURVE.
+//!
+//! The binaries in src/bin are thin: each calls one `main` here.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod bans;
+pub mod cidr;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod duration;
+pub mod exit;
+pub mod keys;
+pub mod logging;
+pub mod protect;
+pub mod protocol;
+pub mod report;
+pub mod runner;
+pub mod server;
+pub mod service;
+pub mod template;
+pub mod transport;

@@ -1,0 +1,119 @@
+//! Addresses that must never be banned: the built-in special ranges, the configured
+//! `protected` list and, on a client, this host's own addresses and the server's.
+
+use std::net::{IpAddr, ToSocketAddrs};
+
+use crate::cidr::Cidr;
+
+/// Loopback, unspecified, link-local, multicast and broadcast: banning any of these breaks
+/// the host rather than stopping an attacker.
+const BUILTIN: [(&str, &str); 9] = [
+    ("127.0.0.0/8", "loopback"),
+    ("::1", "loopback"),
+    ("0.0.0.0/8", "unspecified"),
+    ("::", "unspecified"),
+    ("169.254.0.0/16", "link-local"),
+    ("fe80::/10", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("ff00::/8", "multicast"),
+    ("255.255.255.255", "broadcast"),
+];
+
+#[derive(Debug, Clone)]
+pub struct Protected {
+    nets: Vec<(Cidr, String)>,
+}
+
+impl Protected {
+    /// The built-in ranges plus the configured ones.
+    pub fn new(configured: &[Cidr]) -> Protected {
+        let builtin = BUILTIN
+            .iter()
+            .map(|(net, why)| (net.parse().expect("valid built-in"), why.to_string()));
+        let configured = configured.iter().map(|net| (*net, "protected".to_string()));
+        Protected {
+            nets: builtin.chain(configured).collect(),
+        }
+    }
+
+    pub fn add(&mut self, addr: IpAddr, why: &str) {
+        self.nets.push((Cidr::host(addr), why.to_string()));
+    }
+
+    /// Refuses a ban that covers any protected address, with the reason.
+    pub fn check(&self, ban: &Cidr) -> Result<(), String> {
+        match self.nets.iter().find(|(net, _)| net.overlaps(ban)) {
+            Some((net, why)) => Err(format!("{ban} covers {why} address {net}")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The addresses of this host's interfaces.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        log::warn!("cannot list this host's addresses; only configured ones are protected");
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|ifa| ifa.address)
+        .filter_map(|addr| {
+            if let Some(v4) = addr.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect()
+}
+
+/// Every address the server's name resolves to.
+pub fn resolve(host: &str) -> Vec<IpAddr> {
+    (host, 0)
+        .to_socket_addrs()
+        .map(|addrs| addrs.map(|a| a.ip()).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(t: &str) -> Cidr {
+        t.parse().unwrap()
+    }
+
+    #[test]
+    fn builtin_ranges_are_protected() {
+        let p = Protected::new(&[]);
+        for ip in [
+            "127.0.0.1",
+            "::1",
+            "0.0.0.0",
+            "169.254.1.1",
+            "fe80::1",
+            "224.0.0.1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(p.check(&c(ip)).is_err(), "{ip}");
+        }
+        assert!(p.check(&c("203.0.113.7")).is_ok());
+        assert!(p.check(&c("2001:db8::7")).is_ok());
+    }
+
+    #[test]
+    fn configured_and_added_addresses_are_protected() {
+        let mut p = Protected::new(&[c("198.51.100.0/24")]);
+        p.add("192.0.2.10".parse().unwrap(), "server");
+        let err = p.check(&c("198.51.100.7")).unwrap_err();
+        assert!(err.contains("198.51.100.0/24"), "{err}");
+        assert!(p.check(&c("192.0.2.0/24")).unwrap_err().contains("server"));
+        assert!(p.check(&c("192.0.2.11")).is_ok());
+    }
+
+    #[test]
+    fn finds_loopback_among_local_addresses() {
+        assert!(local_addresses().contains(&"127.0.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,505 @@
+//! The wire format, documented in docs/protocol.md. Every message is a list of ZeroMQ frames
+//! holding short ASCII text; every field is checked here before anything else sees it.
+
+use std::fmt;
+
+use crate::cidr::{printable, Cidr};
+
+/// First frame of every current message; a new incompatible format gets a new tag.
+pub const VERSION: &str = "BANSHARE1";
+/// Largest frame any banshare socket accepts (`ZMQ_MAXMSGSIZE`); real messages are < 300 bytes.
+pub const MAX_FRAME: i64 = 4096;
+/// Longest prog, jail or key name.
+pub const MAX_NAME: usize = 64;
+
+/// A prog, jail or host name: 1 to 64 characters from `[A-Za-z0-9._@:-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(field: &str, text: &str) -> Result<Name, String> {
+        let ok = !text.is_empty()
+            && text.len() <= MAX_NAME
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._@:-".contains(&b));
+        if ok {
+            Ok(Name(text.to_owned()))
+        } else {
+            Err(format!(
+                "{field} {:?} must be 1 to {MAX_NAME} characters from A-Z a-z 0-9 . _ @ : -",
+                printable(text)
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How long a reporter asks for the ban to last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bantime {
+    /// The server's `default-bantime`.
+    Default,
+    /// fail2ban's bantime -1.
+    Permanent,
+    Seconds(u64),
+}
+
+/// Ten years: longer bantimes are surely a mistake, and bigger numbers risk overflow.
+pub const MAX_BANTIME: u64 = 10 * 366 * 86400;
+
+impl Bantime {
+    pub fn parse(text: &str) -> Result<Bantime, String> {
+        match text {
+            "" => Ok(Bantime::Default),
+            "-1" => Ok(Bantime::Permanent),
+            _ => match parse_u64(text) {
+                Some(s) if (1..=MAX_BANTIME).contains(&s) => Ok(Bantime::Seconds(s)),
+                _ => Err(format!(
+                    "bantime {:?} must be -1 or a number of seconds from 1 to {MAX_BANTIME}",
+                    printable(text)
+                )),
+            },
+        }
+    }
+
+    fn encode(self) -> String {
+        match self {
+            Bantime::Default => String::new(),
+            Bantime::Permanent => "-1".into(),
+            Bantime::Seconds(s) => s.to_string(),
+        }
+    }
+}
+
+/// Strict decimal: digits only, no sign, no spaces.
+fn parse_u64(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn text(frame: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(frame).map_err(|_| "a field is not UTF-8 text".to_string())
+}
+
+/// What a reporter asks the server to ban.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub prog: Name,
+    pub jail: Name,
+    pub ip: Cidr,
+    pub bantime: Bantime,
+}
+
+impl Report {
+    pub fn parse(prog: &str, jail: &str, ip: &str, bantime: &str) -> Result<Report, String> {
+        Ok(Report {
+            prog: Name::parse("prog", prog)?,
+            jail: Name::parse("jail", jail)?,
+            ip: ip.parse()?,
+            bantime: Bantime::parse(bantime)?,
+        })
+    }
+
+    pub fn encode(&self) -> Vec<Vec<u8>> {
+        [
+            VERSION,
+            "REPORT",
+            self.prog.as_str(),
+            self.jail.as_str(),
+            &self.ip.to_string(),
+            &self.bantime.encode(),
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect()
+    }
+}
+
+/// A request arriving on the report socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Report(Report),
+    /// The 2014 format `prog;jail;ip;sender`, answered with a bare `OK`.
+    Legacy(Report),
+}
+
+/// Why a request could not be decoded, and how to answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub reason: String,
+    pub legacy: bool,
+}
+
+pub fn decode_request(frames: &[Vec<u8>]) -> Result<Request, Invalid> {
+    let invalid = |reason: String, legacy| Invalid { reason, legacy };
+    match frames {
+        [single] if !single.starts_with(VERSION.as_bytes()) => {
+            decode_legacy(single).map_err(|r| invalid(r, true))
+        }
+        [version, ..] if version.as_slice() != VERSION.as_bytes() => invalid_version(version),
+        [_, verb, prog, jail, ip, bantime] if verb.as_slice() == b"REPORT" => {
+            let fields = (text(prog), text(jail), text(ip), text(bantime));
+            let (Ok(prog), Ok(jail), Ok(ip), Ok(bantime)) = fields else {
+                return Err(invalid("a field is not UTF-8 text".into(), false));
+            };
+            Report::parse(prog, jail, ip, bantime)
+                .map(Request::Report)
+                .map_err(|r| invalid(r, false))
+        }
+        [_, verb, ..] => Err(invalid(
+            format!(
+                "unknown request {:?} with {} frames",
+                printable(&String::from_utf8_lossy(verb)),
+                frames.len()
+            ),
+            false,
+        )),
+        _ => Err(invalid("empty request".into(), false)),
+    }
+}
+
+fn invalid_version(version: &[u8]) -> Result<Request, Invalid> {
+    Err(Invalid {
+        reason: format!(
+            "unsupported protocol {:?}; this server speaks {VERSION}",
+            printable(&String::from_utf8_lossy(version))
+        ),
+        legacy: false,
+    })
+}
+
+fn decode_legacy(frame: &[u8]) -> Result<Request, String> {
+    let line = text(frame)?;
+    let fields: Vec<&str> = line.split(';').collect();
+    let [prog, jail, ip, _sender] = fields[..] else {
+        return Err(format!(
+            "legacy report must be prog;jail;ip;sender, got {} fields",
+            fields.len()
+        ));
+    };
+    Report::parse(prog, jail, ip, "").map(Request::Legacy)
+}
+
+/// The server's answer to a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted,
+    /// Already published within the de-duplication window.
+    Duplicate,
+    Invalid(String),
+    /// Well-formed but not allowed, such as a protected address.
+    Refused(String),
+}
+
+impl Verdict {
+    fn status(&self) -> &'static str {
+        match self {
+            Verdict::Accepted => "ACCEPTED",
+            Verdict::Duplicate => "DUPLICATE",
+            Verdict::Invalid(_) => "INVALID",
+            Verdict::Refused(_) => "REFUSED",
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            Verdict::Invalid(r) | Verdict::Refused(r) => r,
+            _ => "",
+        }
+    }
+
+    pub fn encode(&self) -> Vec<Vec<u8>> {
+        [VERSION, self.status(), self.reason()]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect()
+    }
+
+    /// The 2014 protocol had a single success word.
+    pub fn encode_legacy(&self) -> Vec<Vec<u8>> {
+        let word = match self {
+            Verdict::Accepted | Verdict::Duplicate => "OK".to_string(),
+            other => format!("ERR {}: {}", other.status().to_lowercase(), other.reason()),
+        };
+        vec![word.into_bytes()]
+    }
+
+    pub fn decode(frames: &[Vec<u8>]) -> Result<Verdict, String> {
+        let [version, status, reason] = frames else {
+            return Err(format!("reply has {} frames instead of 3", frames.len()));
+        };
+        if version.as_slice() != VERSION.as_bytes() {
+            return Err("reply is not in the BANSHARE1 format".into());
+        }
+        let reason = printable(text(reason)?);
+        match status.as_slice() {
+            b"ACCEPTED" => Ok(Verdict::Accepted),
+            b"DUPLICATE" => Ok(Verdict::Duplicate),
+            b"INVALID" => Ok(Verdict::Invalid(reason)),
+            b"REFUSED" => Ok(Verdict::Refused(reason)),
+            _ => Err("reply has an unknown status".into()),
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Accepted => f.write_str("accepted"),
+            Verdict::Duplicate => f.write_str("duplicate"),
+            Verdict::Invalid(r) => write!(f, "invalid: {r}"),
+            Verdict::Refused(r) => write!(f, "refused: {r}"),
+        }
+    }
+}
+
+/// A ban as the server publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub ip: Cidr,
+    pub prog: Name,
+    pub jail: Name,
+    /// The key name of the reporting host.
+    pub origin: Name,
+    /// Seconds, or None for a permanent ban.
+    pub bantime: Option<u64>,
+    /// Unix time when the ban ends, or None for a permanent ban.
+    pub expires: Option<u64>,
+}
+
+/// A message on the publish socket. `epoch` changes on each server start and `seq` counts
+/// bans and unbans, so a subscriber can tell when it missed something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publish {
+    Ban {
+        epoch: u64,
+        seq: u64,
+        ban: Ban,
+    },
+    /// Carries the ban being lifted, so unban commands can use the same tags.
+    Unban {
+        epoch: u64,
+        seq: u64,
+        ban: Ban,
+    },
+    Heartbeat {
+        epoch: u64,
+        seq: u64,
+    },
+}
+
+fn optional(value: Option<u64>, none: &str) -> String {
+    value.map_or_else(|| none.to_string(), |v| v.to_string())
+}
+
+impl Publish {
+    pub fn encode(&self) -> Vec<Vec<u8>> {
+        let fields: Vec<String> = match self {
+            Publish::Ban { epoch, seq, ban } | Publish::Unban { epoch, seq, ban } => vec![
+                self.kind().into(),
+                epoch.to_string(),
+                seq.to_string(),
+                ban.ip.to_string(),
+                ban.prog.to_string(),
+                ban.jail.to_string(),
+                ban.origin.to_string(),
+                optional(ban.bantime, "-1"),
+                optional(ban.expires, "0"),
+            ],
+            Publish::Heartbeat { epoch, seq } => {
+                vec!["HEARTBEAT".into(), epoch.to_string(), seq.to_string()]
+            }
+        };
+        std::iter::once(VERSION.to_string())
+            .chain(fields)
+            .map(String::into_bytes)
+            .collect()
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Publish::Ban { .. } => "BAN",
+            Publish::Unban { .. } => "UNBAN",
+            Publish::Heartbeat { .. } => "HEARTBEAT",
+        }
+    }
+
+    pub fn decode(frames: &[Vec<u8>]) -> Result<Publish, String> {
+        let fields = frames
+            .iter()
+            .map(|f| text(f))
+            .collect::<Result<Vec<&str>, String>>()?;
+        let number = |name: &str, t: &str| {
+            parse_u64(t).ok_or_else(|| format!("{name} {:?} is not a number", printable(t)))
+        };
+        match fields[..] {
+            [VERSION, "HEARTBEAT", epoch, seq] => Ok(Publish::Heartbeat {
+                epoch: number("epoch", epoch)?,
+                seq: number("seq", seq)?,
+            }),
+            [VERSION, kind @ ("BAN" | "UNBAN"), epoch, seq, ip, prog, jail, origin, bantime, expires] =>
+            {
+                let bantime = match Bantime::parse(bantime)? {
+                    Bantime::Seconds(s) => Some(s),
+                    Bantime::Permanent => None,
+                    Bantime::Default => return Err("published ban has no bantime".into()),
+                };
+                let expires = number("expires", expires)?;
+                let (epoch, seq) = (number("epoch", epoch)?, number("seq", seq)?);
+                let ban = Ban {
+                    ip: ip.parse()?,
+                    prog: Name::parse("prog", prog)?,
+                    jail: Name::parse("jail", jail)?,
+                    origin: Name::parse("origin", origin)?,
+                    bantime,
+                    expires: (expires != 0).then_some(expires),
+                };
+                Ok(if kind == "BAN" {
+                    Publish::Ban { epoch, seq, ban }
+                } else {
+                    Publish::Unban { epoch, seq, ban }
+                })
+            }
+            _ => Err(format!("unknown message with {} frames", frames.len())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(parts: &[&str]) -> Vec<Vec<u8>> {
+        parts.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn report_round_trip() {
+        let report = Report::parse("fail2ban", "sshd", "2001:db8::7", "600").unwrap();
+        assert_eq!(
+            decode_request(&report.encode()),
+            Ok(Request::Report(report.clone()))
+        );
+        let default = Report::parse("psad", "psad", "203.0.113.7", "").unwrap();
+        assert_eq!(default.bantime, Bantime::Default);
+        assert_eq!(
+            decode_request(&default.encode()),
+            Ok(Request::Report(default))
+        );
+    }
+
+    #[test]
+    fn legacy_reports() {
+        let Ok(Request::Legacy(r)) = decode_request(&frames(&["fail2ban;sshd;203.0.113.7;web1"]))
+        else {
+            panic!("legacy not decoded")
+        };
+        assert_eq!(r.ip.to_string(), "203.0.113.7");
+        let semis = ";".repeat(1000);
+        let err = decode_request(&[semis.into_bytes()]).unwrap_err();
+        assert!(err.legacy && err.reason.contains("1001 fields"), "{err:?}");
+    }
+
+    #[test]
+    fn rejects_hostile_fields() {
+        let bad = [
+            ["fail2ban", "x;touch /tmp/pwned", "203.0.113.7", ""],
+            ["fail2ban", "sshd", "1.2.3.4 && reboot", ""],
+            ["fail2ban", "sshd", "1.2.3.4\n", ""],
+            ["fail2ban", "sshd", "1.2.3.4", "0"],
+            ["fail2ban", "sshd", "1.2.3.4", "-2"],
+            ["fail2ban", "sshd", "1.2.3.4", "1e9"],
+            ["", "sshd", "1.2.3.4", ""],
+            ["$(reboot)", "sshd", "1.2.3.4", ""],
+        ];
+        for [prog, jail, ip, bantime] in bad {
+            let request = frames(&[VERSION, "REPORT", prog, jail, ip, bantime]);
+            assert!(decode_request(&request).is_err(), "{request:?}");
+        }
+        let long = "a".repeat(65);
+        assert!(Name::parse("jail", &long).is_err());
+        assert!(Name::parse("jail", &long[..64]).is_ok());
+    }
+
+    #[test]
+    fn rejects_wrong_shapes() {
+        assert!(decode_request(&[]).is_err());
+        assert!(decode_request(&frames(&[VERSION])).is_err());
+        assert!(
+            decode_request(&frames(&["BANSHARE9", "REPORT", "a", "b", "1.2.3.4", ""])).is_err()
+        );
+        assert!(decode_request(&frames(&[VERSION, "REPORT", "a", "b", "1.2.3.4"])).is_err());
+        assert!(decode_request(&[
+            VERSION.into(),
+            b"REPORT".to_vec(),
+            vec![0xff],
+            b"j".to_vec(),
+            b"1.2.3.4".to_vec(),
+            vec![]
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn verdict_round_trip() {
+        for v in [
+            Verdict::Accepted,
+            Verdict::Duplicate,
+            Verdict::Invalid("bad ip".into()),
+            Verdict::Refused("protected".into()),
+        ] {
+            assert_eq!(Verdict::decode(&v.encode()), Ok(v.clone()));
+        }
+        assert_eq!(Verdict::Duplicate.encode_legacy(), frames(&["OK"]));
+    }
+
+    #[test]
+    fn publish_round_trip() {
+        let ban = Ban {
+            ip: "198.51.100.0/24".parse().unwrap(),
+            prog: Name::parse("prog", "fail2ban").unwrap(),
+            jail: Name::parse("jail", "sshd").unwrap(),
+            origin: Name::parse("origin", "web1").unwrap(),
+            bantime: Some(600),
+            expires: Some(1_800_000_000),
+        };
+        for msg in [
+            Publish::Ban {
+                epoch: 7,
+                seq: 1,
+                ban: ban.clone(),
+            },
+            Publish::Unban {
+                epoch: 7,
+                seq: 3,
+                ban: ban.clone(),
+            },
+            Publish::Ban {
+                epoch: 7,
+                seq: 2,
+                ban: Ban {
+                    bantime: None,
+                    expires: None,
+                    ..ban
+                },
+            },
+            Publish::Heartbeat { epoch: 7, seq: 3 },
+        ] {
+            assert_eq!(Publish::decode(&msg.encode()), Ok(msg));
+        }
+        assert!(Publish::decode(&frames(&[VERSION, "HEARTBEAT", "1", "-1"])).is_err());
+        assert!(Publish::decode(&frames(&[VERSION, "BAN", "1", "2", "1.2.3.4"])).is_err());
+    }
+}

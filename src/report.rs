@@ -1,0 +1,96 @@
+//! banshare-report: sends one ban to the server and exits with a sysexits code. Run by
+//! fail2ban's actionban and psad's EXTERNAL_BLOCK_SCRIPT, so it must be quick and say
+//! clearly, in one line, why it failed.
+
+use std::time::Instant;
+
+use crate::cli::{self, ReportArgs};
+use crate::client::load_keys;
+use crate::config::ClientConfig;
+use crate::exit::Exit;
+use crate::keys::{KeyPair, PublicKey};
+use crate::protocol::{Report, Verdict};
+use crate::transport::{self, endpoint};
+
+pub fn main() -> std::process::ExitCode {
+    let args: ReportArgs = cli::parse();
+    let exit = match run(&args) {
+        Ok(message) => {
+            if args.verbose {
+                eprintln!("banshare-report: {message}");
+            }
+            Exit::Ok
+        }
+        Err((exit, message)) => {
+            eprintln!("banshare-report: {message}");
+            exit
+        }
+    };
+    exit.into()
+}
+
+fn run(args: &ReportArgs) -> Result<String, (Exit, String)> {
+    let started = Instant::now();
+    let report = Report::parse(
+        &args.prog,
+        &args.jail,
+        &args.ip,
+        args.bantime.as_deref().unwrap_or(""),
+    )
+    .map_err(|e| (Exit::DataErr, e))?;
+    let config = ClientConfig::load(&args.config).map_err(|e| (Exit::Config, e.to_string()))?;
+    transport::require_curve().map_err(|e| (Exit::Software, e))?;
+    let (server_key, key) = load_keys(&config)?;
+    let address = endpoint(&config.server, config.report_port);
+    let timeout = config.report_timeout.0;
+    let verdict =
+        exchange(&address, &report, &server_key, &key, started + timeout).map_err(|e| match e {
+            Some(failure) => failure,
+            None => (
+                Exit::Unavailable,
+                format!(
+                    "no answer from {address} within {} s (server down, wrong server key, or \
+                     this host's key not authorized)",
+                    timeout.as_secs_f64()
+                ),
+            ),
+        })?;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    match verdict {
+        Verdict::Accepted | Verdict::Duplicate => Ok(format!(
+            "{} {verdict} by {address} in {elapsed:.1} ms",
+            report.ip
+        )),
+        Verdict::Invalid(_) => Err((Exit::DataErr, format!("{} {verdict}", report.ip))),
+        Verdict::Refused(_) => Err((Exit::NoPerm, format!("{} {verdict}", report.ip))),
+    }
+}
+
+/// One request and its reply, within the deadline; `Err(None)` when no answer came. A
+/// server that refuses our key answers nothing at all, so "no answer" is all we can say.
+fn exchange(
+    address: &str,
+    report: &Report,
+    server_key: &PublicKey,
+    key: &KeyPair,
+    deadline: Instant,
+) -> Result<Verdict, Option<(Exit, String)>> {
+    let fail = |e: zmq::Error| Some((Exit::Software, format!("ZeroMQ: {e}")));
+    let ctx = zmq::Context::new();
+    let socket = transport::client_socket(&ctx, zmq::REQ, server_key, key).map_err(fail)?;
+    socket
+        .connect(address)
+        .map_err(|e| Some((Exit::Config, format!("cannot connect to {address}: {e}"))))?;
+    socket.send_multipart(report.encode(), 0).map_err(fail)?;
+    let wait = deadline.saturating_duration_since(Instant::now());
+    if socket
+        .poll(zmq::POLLIN, wait.as_millis() as i64)
+        .map_err(fail)?
+        == 0
+    {
+        return Err(None);
+    }
+    let frames = socket.recv_multipart(0).map_err(fail)?;
+    Verdict::decode(&frames)
+        .map_err(|e| Some((Exit::Unavailable, format!("bad reply from {address}: {e}"))))
+}

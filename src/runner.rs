@@ -1,0 +1,215 @@
+//! Runs ban and unban commands: directly (never through a shell), with a clean environment,
+//! a timeout, and at most N at a time. A failing command is logged and never stops the daemon.
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// At most this much of a failing command's stderr is logged.
+const STDERR_LIMIT: usize = 1024;
+
+struct Job {
+    argv: Vec<String>,
+    /// What the command is for, in log lines: "ban 203.0.113.7 (sshd from web1)".
+    label: String,
+}
+
+/// A fixed pool of workers that run queued commands.
+pub struct Runner {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Runner {
+    pub fn new(workers: usize, timeout: Duration) -> Runner {
+        let (queue, jobs) = mpsc::channel::<Job>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        for i in 0..workers {
+            let jobs = Arc::clone(&jobs);
+            thread::Builder::new()
+                .name(format!("runner-{i}"))
+                .spawn(move || loop {
+                    let job = jobs.lock().expect("lock").recv();
+                    match job {
+                        Ok(job) => run_logged(&job, timeout),
+                        Err(_) => return,
+                    }
+                })
+                .expect("spawn runner thread");
+        }
+        Runner { queue }
+    }
+
+    pub fn submit(&self, argv: Vec<String>, label: String) {
+        let _ = self.queue.send(Job { argv, label });
+    }
+}
+
+fn run_logged(job: &Job, timeout: Duration) {
+    let started = Instant::now();
+    match run(&job.argv, timeout) {
+        Ok(Outcome::Exited(status, _)) if status.success() => log::info!(
+            "{}: {} succeeded in {} ms",
+            job.label,
+            job.argv[0],
+            started.elapsed().as_millis()
+        ),
+        Ok(Outcome::Exited(status, stderr)) => log::error!(
+            "{}: {} failed ({}){}",
+            job.label,
+            job.argv[0],
+            describe(status),
+            if stderr.is_empty() {
+                String::new()
+            } else {
+                format!(": {stderr}")
+            }
+        ),
+        Ok(Outcome::TimedOut) => log::error!(
+            "{}: {} did not finish within {} s and was killed",
+            job.label,
+            job.argv[0],
+            timeout.as_secs()
+        ),
+        Err(e) => log::error!("{}: cannot run {}: {e}", job.label, job.argv[0]),
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => status.to_string(),
+    }
+}
+
+pub enum Outcome {
+    /// The exit status and the start of stderr, on one line.
+    Exited(ExitStatus, String),
+    TimedOut,
+}
+
+/// Runs `argv` and waits at most `timeout`. The command gets its own process group so that
+/// a timeout kills whatever it started too.
+pub fn run(argv: &[String], timeout: Duration) -> std::io::Result<Outcome> {
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let stderr = child.stderr.take().map(|mut pipe| {
+        thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = (&mut pipe).take(STDERR_LIMIT as u64).read_to_end(&mut text);
+            // Keep draining so a chatty command never blocks on a full pipe.
+            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+            text
+        })
+    });
+    let status = wait_with_timeout(&mut child, timeout)?;
+    let text = stderr
+        .and_then(|t| t.join().ok())
+        .map(|t| one_line(&String::from_utf8_lossy(&t)))
+        .unwrap_or_default();
+    Ok(match status {
+        Some(status) => Outcome::Exited(status, text),
+        None => Outcome::TimedOut,
+    })
+}
+
+/// Polls with a short first sleep, since most ban commands finish in milliseconds.
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            let group = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            child.wait()?;
+            return Ok(None);
+        }
+        thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .escape_debug()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn reports_exit_status_and_stderr() {
+        let out = run(
+            &argv(&["/bin/sh", "-c", "echo oops >&2; echo more >&2; exit 3"]),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let Outcome::Exited(status, stderr) = out else {
+            panic!("timed out")
+        };
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(stderr, "oops more");
+    }
+
+    #[test]
+    fn kills_on_timeout_including_children() {
+        let started = Instant::now();
+        let out = run(
+            &argv(&["/bin/sh", "-c", "sleep 30 & sleep 30"]),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        assert!(matches!(out, Outcome::TimedOut));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn environment_is_clean() {
+        std::env::set_var("BANSHARE_SECRET_TEST", "x");
+        let out = run(
+            &argv(&[
+                "/bin/sh",
+                "-c",
+                "test -z \"$BANSHARE_SECRET_TEST\" && test -z \"$NOTIFY_SOCKET\"",
+            ]),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(matches!(out, Outcome::Exited(s, _) if s.success()));
+    }
+
+    #[test]
+    fn missing_program_is_an_error() {
+        assert!(run(
+            &argv(&["/nonexistent/banshare-test"]),
+            Duration::from_secs(1)
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,421 @@
+//! banshare-server: receives reports on a ROUTER socket, checks and de-duplicates them, and
+//! publishes accepted bans on an XPUB socket.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::bans::{unix_now, BanTable, Recorded};
+use crate::cli::{self, ServerArgs};
+use crate::config::{ConfigError, ServerConfig};
+use crate::exit::Exit;
+use crate::keys::{self, KeyPair, PublicKey};
+use crate::logging;
+use crate::protect::Protected;
+use crate::protocol::{decode_request, Name, Publish, Report, Request, Verdict};
+use crate::service::{self, Signals, Watchdog};
+use crate::transport::{self, endpoint, Authorizer};
+
+/// Requests handled before the loop looks at timers and signals again.
+const BATCH: usize = 256;
+/// The longest the loop sleeps, which bounds how late a signal is noticed.
+const TICK: Duration = Duration::from_millis(100);
+
+pub fn main() -> std::process::ExitCode {
+    let args: ServerArgs = cli::parse();
+    let code = match run(&args) {
+        Ok(()) => Exit::Ok,
+        Err((exit, message)) => {
+            log::error!("{message}");
+            exit
+        }
+    };
+    code.into()
+}
+
+type Failure = (Exit, String);
+
+fn config_failure(e: ConfigError) -> Failure {
+    (Exit::Config, e.to_string())
+}
+
+fn zmq_failure(what: &str) -> impl Fn(zmq::Error) -> Failure + '_ {
+    move |e| (Exit::Software, format!("{what}: {e}"))
+}
+
+fn run(args: &ServerArgs) -> Result<(), Failure> {
+    // Log to stderr until the config says how verbose to be.
+    if let Some(warning) = logging::init("banshare-server", args.log, log::LevelFilter::Info) {
+        log::warn!("{warning}");
+    }
+    let config = ServerConfig::load(&args.config).map_err(config_failure)?;
+    log::set_max_level(config.log_level.filter());
+    transport::require_curve().map_err(|e| (Exit::Software, e))?;
+    let signals = Signals::install().map_err(|e| (Exit::Software, format!("signals: {e}")))?;
+    let mut server = Server::start(&args.config, config)?;
+    service::ready(&server.describe());
+    log::info!("{}", server.describe());
+    server.serve(&signals);
+    service::stopping();
+    log::info!("stopping");
+    Ok(())
+}
+
+struct Server {
+    config_path: std::path::PathBuf,
+    config: ServerConfig,
+    key: KeyPair,
+    ctx: zmq::Context,
+    auth: Authorizer,
+    report: zmq::Socket,
+    publish: zmq::Socket,
+    protected: Protected,
+    table: BanTable,
+    epoch: u64,
+    seq: u64,
+}
+
+fn load_keys(config: &ServerConfig) -> Result<(KeyPair, keys::AuthorizedKeys), Failure> {
+    let key = keys::load_secret(&config.key).map_err(|e| (Exit::Config, e.to_string()))?;
+    let authorized = keys::load_authorized(&config.authorized_keys)
+        .map_err(|e| (Exit::Config, e.to_string()))?;
+    for problem in &authorized.problems {
+        log::warn!("authorized key skipped: {problem}");
+    }
+    Ok((key, authorized))
+}
+
+impl Server {
+    fn start(config_path: &Path, config: ServerConfig) -> Result<Server, Failure> {
+        let (key, authorized) = load_keys(&config)?;
+        let ctx = zmq::Context::new();
+        let auth =
+            Authorizer::start(&ctx, authorized.by_key).map_err(zmq_failure("ZAP handler"))?;
+        let report = bind(
+            &ctx,
+            zmq::ROUTER,
+            &key,
+            "report",
+            &config,
+            config.report_port,
+        )?;
+        let publish = bind_publish(&ctx, &key, &config)?;
+        Ok(Server {
+            config_path: config_path.to_owned(),
+            protected: Protected::new(&config.protected),
+            config,
+            key,
+            ctx,
+            auth,
+            report,
+            publish,
+            table: BanTable::default(),
+            epoch: random_epoch(),
+            seq: 0,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "listening on {} (reports) and {} (publish) with {} authorized keys",
+            endpoint(&self.config.listen.to_string(), self.config.report_port),
+            endpoint(&self.config.listen.to_string(), self.config.publish_port),
+            self.auth.keys().len()
+        )
+    }
+
+    fn serve(&mut self, signals: &Signals) {
+        let mut watchdog = Watchdog::from_env();
+        let mut next_heartbeat = Instant::now();
+        let mut next_purge = Instant::now() + Duration::from_secs(60);
+        while !signals.should_stop() {
+            if signals.take_reload() {
+                self.reload();
+            }
+            watchdog.tick();
+            let now = Instant::now();
+            if now >= next_heartbeat {
+                self.heartbeat();
+                next_heartbeat = now + self.config.heartbeat_interval.0;
+            }
+            if now >= next_purge {
+                let purged = self.table.purge(unix_now());
+                log::debug!("purged {purged} expired bans; {} active", self.table.len());
+                next_purge = now + Duration::from_secs(60);
+            }
+            let wait = next_heartbeat.saturating_duration_since(now).min(TICK);
+            let mut items = [
+                self.report.as_poll_item(zmq::POLLIN),
+                self.publish.as_poll_item(zmq::POLLIN),
+            ];
+            // EINTR from a signal just goes round the loop again.
+            if zmq::poll(&mut items, wait.as_millis() as i64).is_err() {
+                continue;
+            }
+            let (reports, subscriptions) = (items[0].is_readable(), items[1].is_readable());
+            if reports {
+                self.handle_reports();
+            }
+            if subscriptions {
+                self.handle_subscriptions();
+            }
+        }
+    }
+
+    fn handle_reports(&mut self) {
+        for _ in 0..BATCH {
+            match transport::recv_with_user(&self.report, zmq::DONTWAIT) {
+                Ok((frames, user)) => self.handle_report(frames, user),
+                Err(zmq::Error::EAGAIN) => return,
+                Err(e) => {
+                    log::error!("report socket: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Frames are the ROUTER envelope (peer id, and the empty delimiter that REQ sockets
+    /// add) followed by the request.
+    fn handle_report(&mut self, frames: Vec<Vec<u8>>, user: Option<String>) {
+        let split = match frames.get(1) {
+            Some(delimiter) if delimiter.is_empty() => 2,
+            _ => 1,
+        };
+        let (envelope, request) = frames.split_at(split.min(frames.len()));
+        let Some(origin) = user.as_deref().and_then(|u| self.auth.name_of(u)) else {
+            // The key was revoked after this connection was made: answer nothing, as the
+            // handshake would.
+            log::warn!("dropped a request from a key that is no longer authorized");
+            return;
+        };
+        let (verdict, legacy) = match decode_request(request) {
+            Ok(Request::Report(report)) => (self.decide(&report, &origin), false),
+            Ok(Request::Legacy(report)) => (self.decide(&report, &origin), true),
+            Err(invalid) => {
+                log::warn!("invalid request from {origin}: {}", invalid.reason);
+                (Verdict::Invalid(invalid.reason), invalid.legacy)
+            }
+        };
+        let reply = if legacy {
+            verdict.encode_legacy()
+        } else {
+            verdict.encode()
+        };
+        let message = envelope.iter().cloned().chain(reply);
+        if let Err(e) = self.report.send_multipart(message, zmq::DONTWAIT) {
+            log::warn!("cannot answer {origin}: {e}");
+        }
+    }
+
+    fn decide(&mut self, report: &Report, origin: &str) -> Verdict {
+        let refusal = self
+            .config
+            .min_prefix
+            .check(&report.ip)
+            .and_then(|()| self.protected.check(&report.ip));
+        if let Err(reason) = refusal {
+            log::warn!(
+                "refused {} ({} {}) from {origin}: {reason}",
+                report.ip,
+                report.prog,
+                report.jail
+            );
+            return Verdict::Refused(reason);
+        }
+        let origin = Name::parse("origin", origin)
+            .unwrap_or_else(|_| Name::parse("origin", "unnamed").expect("valid name"));
+        let recorded = self.table.record(
+            report,
+            &origin,
+            self.config.default_bantime.0,
+            self.config.dedup_window.0,
+            unix_now(),
+        );
+        match recorded {
+            Recorded::Duplicate => {
+                log::info!(
+                    "duplicate {} ({} {}) from {origin}",
+                    report.ip,
+                    report.prog,
+                    report.jail
+                );
+                Verdict::Duplicate
+            }
+            Recorded::New(ban) => {
+                self.seq += 1;
+                log::info!(
+                    "accepted {} ({} {}) from {origin}, bantime {}",
+                    ban.ip,
+                    ban.prog,
+                    ban.jail,
+                    ban.bantime.map_or("permanent".into(), |b| format!("{b}s"))
+                );
+                self.send(&Publish::Ban {
+                    epoch: self.epoch,
+                    seq: self.seq,
+                    ban,
+                });
+                Verdict::Accepted
+            }
+        }
+    }
+
+    fn send(&self, message: &Publish) {
+        if let Err(e) = self.publish.send_multipart(message.encode(), zmq::DONTWAIT) {
+            log::error!("publish failed: {e}");
+        }
+    }
+
+    fn heartbeat(&self) {
+        self.send(&Publish::Heartbeat {
+            epoch: self.epoch,
+            seq: self.seq,
+        });
+    }
+
+    /// XPUB passes each new subscription up; answering with a heartbeat at once tells the new
+    /// subscriber the current position without waiting for the next tick.
+    fn handle_subscriptions(&mut self) {
+        let mut joined = false;
+        while let Ok(frame) = self.publish.recv_bytes(zmq::DONTWAIT) {
+            joined |= frame.first() == Some(&1);
+        }
+        if joined {
+            self.heartbeat();
+        }
+    }
+
+    fn reload(&mut self) {
+        service::reloading();
+        log::info!("reloading {}", self.config_path.display());
+        match ServerConfig::load(&self.config_path) {
+            Ok(config) => self.apply(config),
+            Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+        }
+        service::ready(&self.describe());
+    }
+
+    fn apply(&mut self, config: ServerConfig) {
+        let authorized = match keys::load_authorized(&config.authorized_keys) {
+            Ok(a) => a,
+            Err(e) => {
+                log::error!("reload failed, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        for problem in &authorized.problems {
+            log::warn!("authorized key skipped: {problem}");
+        }
+        if (
+            config.listen,
+            config.report_port,
+            config.publish_port,
+            &config.key,
+        ) != (
+            self.config.listen,
+            self.config.report_port,
+            self.config.publish_port,
+            &self.config.key,
+        ) {
+            log::warn!("listen, ports and key change only on restart");
+        }
+        log::set_max_level(config.log_level.filter());
+        let old = self.auth.keys();
+        let revoked: Vec<&PublicKey> = old
+            .keys()
+            .filter(|k| !authorized.by_key.contains_key(k))
+            .collect();
+        for key in &revoked {
+            log::info!("revoked {} (key {})", old[key], key.fingerprint());
+        }
+        self.auth.replace(authorized.by_key);
+        self.protected = Protected::new(&config.protected);
+        self.config = ServerConfig {
+            listen: self.config.listen,
+            report_port: self.config.report_port,
+            publish_port: self.config.publish_port,
+            key: self.config.key.clone(),
+            ..config
+        };
+        if !revoked.is_empty() {
+            self.rebind_publish();
+        }
+    }
+
+    /// Subscriptions carry no per-message check, so a revoked subscriber is cut off by
+    /// closing every publish connection; the others reconnect through the ZAP handler at
+    /// once and catch up from the heartbeat.
+    fn rebind_publish(&mut self) {
+        let address = endpoint(&self.config.listen.to_string(), self.config.publish_port);
+        let _ = self.publish.unbind(&address);
+        for attempt in 0..50 {
+            match bind_publish(&self.ctx, &self.key, &self.config) {
+                Ok(socket) => {
+                    self.publish = socket;
+                    log::info!("publish socket reopened; revoked subscribers are disconnected");
+                    return;
+                }
+                Err((_, e)) if attempt == 49 => log::error!("cannot reopen publish socket: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+fn bind(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    key: &KeyPair,
+    name: &str,
+    config: &ServerConfig,
+    port: u16,
+) -> Result<zmq::Socket, Failure> {
+    let socket = transport::server_socket(ctx, kind, key, name).map_err(zmq_failure(name))?;
+    if kind == zmq::XPUB {
+        // Every subscription is passed up, not just the first, so each new subscriber gets
+        // a heartbeat at once.
+        socket.set_xpub_verbose(true).map_err(zmq_failure(name))?;
+        // Room for a burst of bans per subscriber; one that falls further behind notices
+        // the gap in sequence numbers.
+        socket.set_sndhwm(100_000).map_err(zmq_failure(name))?;
+    }
+    let address = endpoint(&config.listen.to_string(), port);
+    socket.bind(&address).map_err(|e| {
+        (
+            Exit::Unavailable,
+            format!("cannot listen on {address} ({name}): {e}"),
+        )
+    })?;
+    Ok(socket)
+}
+
+fn bind_publish(
+    ctx: &zmq::Context,
+    key: &KeyPair,
+    config: &ServerConfig,
+) -> Result<zmq::Socket, Failure> {
+    bind(ctx, zmq::XPUB, key, "publish", config, config.publish_port)
+}
+
+/// A new random epoch on every start, so clients can tell a restarted server from a gap.
+fn random_epoch() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)) {
+        Ok(()) => u64::from_le_bytes(bytes) >> 1,
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+    }
+}
+
+/// For `banshare check-config`: the checks a start would make, without binding.
+pub fn check(config: &ServerConfig) -> Result<String, String> {
+    let (_, authorized) = load_keys(config).map_err(|(_, e)| e)?;
+    let mut summary = format!("{} authorized keys", authorized.by_key.len());
+    for problem in authorized.problems {
+        summary.push_str(&format!("; skipped {problem}"));
+    }
+    Ok(summary)
+}

@@ -1,0 +1,91 @@
+//! What makes the daemons conventional systemd services: sd_notify messages, the watchdog,
+//! and signals (SIGHUP reloads, SIGTERM and SIGINT stop).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+
+/// Sends a state to systemd when NOTIFY_SOCKET is set; otherwise does nothing.
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        log::debug!("sd_notify failed: {e}");
+    }
+}
+
+pub fn ready(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn status(status: &str) {
+    notify(&[NotifyState::Status(status)]);
+}
+
+pub fn reloading() {
+    notify(&[
+        NotifyState::Reloading,
+        NotifyState::Status("reloading configuration"),
+    ]);
+}
+
+pub fn stopping() {
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+/// Flags set from signal handlers and read by the main loop.
+pub struct Signals {
+    reload: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Signals {
+    pub fn install() -> std::io::Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let signals = Signals {
+            reload: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        signal_hook::flag::register(SIGHUP, Arc::clone(&signals.reload))?;
+        signal_hook::flag::register(SIGTERM, Arc::clone(&signals.stop))?;
+        signal_hook::flag::register(SIGINT, Arc::clone(&signals.stop))?;
+        Ok(signals)
+    }
+
+    /// True once after each SIGHUP.
+    pub fn take_reload(&self) -> bool {
+        self.reload.swap(false, Ordering::Relaxed)
+    }
+
+    pub fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Pets the systemd watchdog at half the interval systemd asked for, if it asked.
+pub struct Watchdog {
+    every: Option<Duration>,
+    last: Instant,
+}
+
+impl Watchdog {
+    pub fn from_env() -> Watchdog {
+        let mut usec = 0;
+        let every =
+            sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
+        Watchdog {
+            every,
+            last: Instant::now(),
+        }
+    }
+
+    /// Call from the main loop: a hung loop stops the pings and systemd restarts us.
+    pub fn tick(&mut self) {
+        if let Some(every) = self.every {
+            if self.last.elapsed() >= every {
+                notify(&[NotifyState::Watchdog]);
+                self.last = Instant::now();
+            }
+        }
+    }
+}

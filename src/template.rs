@@ -1,0 +1,211 @@
+//! Ban and unban command templates. A template is split into arguments once, shell-style, when
+//! the config is read; tags are then replaced inside each argument and the program is run
+//! directly. No shell ever sees a value that came from the network.
+
+use std::fmt;
+
+/// The tags a template may use, replaced by the ban's values.
+pub const TAGS: [&str; 4] = ["<ip>", "<jail>", "<prog>", "<bantime>"];
+
+/// A command line split into program and arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    args: Vec<String>,
+}
+
+/// The values substituted into a template.
+pub struct Values<'a> {
+    pub ip: &'a str,
+    pub jail: &'a str,
+    pub prog: &'a str,
+    pub bantime: &'a str,
+}
+
+impl Template {
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let args = split(text)?;
+        if args.is_empty() {
+            return Err("command is empty".into());
+        }
+        for arg in &args {
+            check_tags(arg)?;
+        }
+        if !args[0].starts_with('/') {
+            return Err(format!(
+                "program {:?} must be an absolute path, so that PATH cannot change what runs",
+                args[0]
+            ));
+        }
+        Ok(Template { args })
+    }
+
+    /// The program and its arguments with every tag replaced.
+    pub fn expand(&self, values: &Values) -> Vec<String> {
+        self.args
+            .iter()
+            .map(|arg| {
+                arg.replace("<ip>", values.ip)
+                    .replace("<jail>", values.jail)
+                    .replace("<prog>", values.prog)
+                    .replace("<bantime>", values.bantime)
+            })
+            .collect()
+    }
+
+    pub fn program(&self) -> &str {
+        &self.args[0]
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.args.join(" "))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Template {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(de)?;
+        Template::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Rejects `<name>` tags we do not know, which are almost always typos such as `<IP>`.
+fn check_tags(arg: &str) -> Result<(), String> {
+    let mut rest = arg;
+    while let Some(start) = rest.find('<') {
+        let tail = &rest[start..];
+        match tail.find('>') {
+            Some(end) if !TAGS.contains(&&tail[..=end]) && is_tag_like(&tail[1..end]) => {
+                return Err(format!(
+                    "unknown tag {} (known tags: {})",
+                    &tail[..=end],
+                    TAGS.join(", ")
+                ))
+            }
+            Some(end) => rest = &tail[end + 1..],
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+fn is_tag_like(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Splits like a POSIX shell does for words: whitespace separates, single quotes keep
+/// everything literal, double quotes allow \" and \\, a backslash escapes one character.
+/// There is no expansion of any kind.
+pub fn split(text: &str) -> Result<Vec<String>, String> {
+    let mut args = Vec::new();
+    let mut current: Option<String> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => args.extend(current.take()),
+            '\'' => {
+                let word = current.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                let word = current.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err("unterminated double quote".into()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated double quote".into()),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => current.get_or_insert_with(String::new).push(c),
+                None => return Err("trailing backslash".into()),
+            },
+            c => current.get_or_insert_with(String::new).push(c),
+        }
+    }
+    args.extend(current);
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> Values<'static> {
+        Values {
+            ip: "203.0.113.7",
+            jail: "sshd",
+            prog: "fail2ban",
+            bantime: "600",
+        }
+    }
+
+    #[test]
+    fn splits_like_a_shell() {
+        assert_eq!(split("a  b\tc").unwrap(), ["a", "b", "c"]);
+        assert_eq!(split("a 'b c' \"d e\"").unwrap(), ["a", "b c", "d e"]);
+        assert_eq!(
+            split(r#"a\ b "x\"y" 'it''s'"#).unwrap(),
+            ["a b", "x\"y", "its"]
+        );
+        assert_eq!(split("'' x").unwrap(), ["", "x"]);
+        assert_eq!(split("$HOME;ls").unwrap(), ["$HOME;ls"]);
+        assert!(split("'open").is_err());
+        assert!(split("\"open").is_err());
+        assert!(split("x\\").is_err());
+    }
+
+    #[test]
+    fn expands_tags_inside_arguments() {
+        let t =
+            Template::parse("/usr/bin/fail2ban-client set <jail> banip --ip=<ip> <bantime> <prog>")
+                .unwrap();
+        assert_eq!(
+            t.expand(&values()),
+            [
+                "/usr/bin/fail2ban-client",
+                "set",
+                "sshd",
+                "banip",
+                "--ip=203.0.113.7",
+                "600",
+                "fail2ban"
+            ]
+        );
+    }
+
+    #[test]
+    fn values_stay_one_argument_each() {
+        let t = Template::parse("/bin/echo <jail>").unwrap();
+        let evil = Values {
+            jail: "x; touch /tmp/pwned",
+            ..values()
+        };
+        assert_eq!(t.expand(&evil), ["/bin/echo", "x; touch /tmp/pwned"]);
+    }
+
+    #[test]
+    fn rejects_bad_templates() {
+        assert!(Template::parse("").is_err());
+        assert!(Template::parse("fail2ban-client set x banip <ip>").is_err());
+        let err = Template::parse("/bin/echo <IP>").unwrap_err();
+        assert!(err.contains("unknown tag <IP>"), "{err}");
+        Template::parse("/bin/sh -c 'test 1 < 2' <ip>").unwrap();
+    }
+}

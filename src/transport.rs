@@ -1,0 +1,204 @@
+//! ZeroMQ sockets with CURVE, and the ZAP handler that lets in only authorized keys.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use crate::keys::{KeyPair, PublicKey};
+use crate::protocol::MAX_FRAME;
+
+/// The reason a daemon or the reporter will not start without CURVE.
+pub fn require_curve() -> Result<(), String> {
+    match zmq::has("curve") {
+        Some(true) => Ok(()),
+        _ => Err(
+            "this libzmq has no CURVE support; install a libzmq built with libsodium \
+                  (Debian: libzmq5)"
+                .into(),
+        ),
+    }
+}
+
+/// `tcp://host:port`, with brackets around IPv6 addresses.
+pub fn endpoint(host: &str, port: u16) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("tcp://[{v6}]:{port}"),
+        _ => format!("tcp://{host}:{port}"),
+    }
+}
+
+/// Options every banshare socket shares: a size limit, IPv6, no lingering on close, and
+/// ZMTP heartbeats so a dead peer is noticed within seconds rather than never.
+fn common(socket: &zmq::Socket) -> zmq::Result<()> {
+    socket.set_maxmsgsize(MAX_FRAME)?;
+    socket.set_ipv6(true)?;
+    socket.set_linger(0)?;
+    socket.set_heartbeat_ivl(1000)?;
+    socket.set_heartbeat_timeout(3000)?;
+    socket.set_heartbeat_ttl(3000)?;
+    Ok(())
+}
+
+/// A CURVE server socket whose peers are checked by the ZAP handler under `domain`.
+pub fn server_socket(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    key: &KeyPair,
+    domain: &str,
+) -> zmq::Result<zmq::Socket> {
+    let socket = ctx.socket(kind)?;
+    common(&socket)?;
+    socket.set_curve_server(true)?;
+    socket.set_curve_secretkey(key.secret_bytes())?;
+    socket.set_zap_domain(domain)?;
+    Ok(socket)
+}
+
+/// A CURVE client socket that only talks to the server holding `server_key`.
+pub fn client_socket(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    server_key: &PublicKey,
+    key: &KeyPair,
+) -> zmq::Result<zmq::Socket> {
+    let socket = ctx.socket(kind)?;
+    common(&socket)?;
+    socket.set_curve_serverkey(&server_key.0)?;
+    socket.set_curve_publickey(&key.public.0)?;
+    socket.set_curve_secretkey(key.secret_bytes())?;
+    Ok(socket)
+}
+
+/// Receives one whole multipart message, with the User-Id that the ZAP handler gave the
+/// sending peer (the peer's public key in Z85).
+pub fn recv_with_user(
+    socket: &zmq::Socket,
+    flags: i32,
+) -> zmq::Result<(Vec<Vec<u8>>, Option<String>)> {
+    let mut frames = Vec::new();
+    let mut user = None;
+    loop {
+        let mut msg = socket.recv_msg(flags)?;
+        if user.is_none() {
+            user = msg.gets("User-Id").map(str::to_owned);
+        }
+        frames.push(msg.to_vec());
+        if !msg.get_more() {
+            return Ok((frames, user));
+        }
+    }
+}
+
+/// The authorized keys, shared between the ZAP thread and the server loop.
+#[derive(Clone, Default)]
+pub struct Authorizer {
+    keys: Arc<RwLock<HashMap<PublicKey, String>>>,
+}
+
+impl Authorizer {
+    /// Binds the ZAP endpoint in `ctx` and answers authentication requests in a thread.
+    /// Must run before any CURVE server socket binds.
+    pub fn start(ctx: &zmq::Context, keys: HashMap<PublicKey, String>) -> zmq::Result<Authorizer> {
+        let auth = Authorizer::default();
+        auth.replace(keys);
+        let socket = ctx.socket(zmq::REP)?;
+        socket.set_linger(0)?;
+        socket.bind("inproc://zeromq.zap.01")?;
+        let shared = auth.clone();
+        std::thread::Builder::new()
+            .name("zap".into())
+            .spawn(move || shared.serve(socket))
+            .map_err(|_| zmq::Error::EMFILE)?;
+        Ok(auth)
+    }
+
+    pub fn replace(&self, keys: HashMap<PublicKey, String>) {
+        *self.keys.write().expect("lock") = keys;
+    }
+
+    pub fn keys(&self) -> HashMap<PublicKey, String> {
+        self.keys.read().expect("lock").clone()
+    }
+
+    /// The key file name for a User-Id, if that key is still authorized. Checked on every
+    /// message so that a revoked key stops working on connections that are already open.
+    pub fn name_of(&self, user_id: &str) -> Option<String> {
+        let key = PublicKey::from_z85(user_id)?;
+        self.keys.read().expect("lock").get(&key).cloned()
+    }
+
+    fn serve(&self, socket: zmq::Socket) {
+        while let Ok(request) = socket.recv_multipart(0) {
+            let reply = self.answer(&request);
+            if socket.send_multipart(reply, 0).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// ZAP request frames: version, request id, domain, address, identity, mechanism,
+    /// then the 32-byte client key for CURVE.
+    fn answer(&self, request: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let field = |i: usize| {
+            request
+                .get(i)
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+        };
+        let request_id = request.get(1).cloned().unwrap_or_default();
+        let domain = field(2).unwrap_or_default();
+        let address = field(3).unwrap_or_default();
+        let key = match (request.get(5).map(Vec::as_slice), request.get(6)) {
+            (Some(b"CURVE"), Some(key)) => <[u8; 32]>::try_from(key.as_slice()).ok().map(PublicKey),
+            _ => None,
+        };
+        let name = key.and_then(|k| self.keys.read().expect("lock").get(&k).cloned());
+        let (status, text, user) = match (key, name) {
+            (Some(key), Some(name)) => {
+                log::info!(
+                    "{domain}: accepted {name} (key {}) from {address}",
+                    key.fingerprint()
+                );
+                ("200", "OK", key.z85())
+            }
+            (Some(key), None) => {
+                log::warn!(
+                    "{domain}: refused unknown key {} from {address}",
+                    key.fingerprint()
+                );
+                ("400", "unknown key", String::new())
+            }
+            (None, _) => {
+                log::warn!("{domain}: refused non-CURVE peer from {address}");
+                ("400", "CURVE required", String::new())
+            }
+        };
+        vec![
+            b"1.0".to_vec(),
+            request_id,
+            status.into(),
+            text.into(),
+            user.into_bytes(),
+            Vec::new(),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(endpoint("127.0.0.1", 5), "tcp://127.0.0.1:5");
+        assert_eq!(endpoint("::1", 5), "tcp://[::1]:5");
+        assert_eq!(
+            endpoint("banshare.example.net", 5),
+            "tcp://banshare.example.net:5"
+        );
+    }
+
+    #[test]
+    fn curve_is_available() {
+        require_curve().unwrap();
+    }
+}
