@@ -95,12 +95,18 @@ pub fn parse<T: Parser>() -> T {
             std::process::exit(0);
         }
         Err(e) => {
+            // clap's message runs over several lines; its first paragraph says what is wrong.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
+            let problem: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let problem = problem.join(" ");
             let name = T::command().get_name().to_owned();
             eprintln!(
                 "{name}: {} (see {name} --help)",
-                first.trim_start_matches("error: ")
+                problem.trim_start_matches("error: ")
             );
             std::process::exit(Exit::Usage.code());
         }

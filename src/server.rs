@@ -340,6 +340,7 @@ impl Server {
         if !revoked.is_empty() {
             self.rebind_publish();
         }
+        log::info!("reloaded: {} authorized keys", self.auth.keys().len());
     }
 
     /// Subscriptions carry no per-message check, so a revoked subscriber is cut off by

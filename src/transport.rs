@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::keys::{KeyPair, PublicKey};
 use crate::protocol::MAX_FRAME;
@@ -128,8 +129,9 @@ impl Authorizer {
     }
 
     fn serve(&self, socket: zmq::Socket) {
+        let mut quiet = Quiet::default();
         while let Ok(request) = socket.recv_multipart(0) {
-            let reply = self.answer(&request);
+            let reply = self.answer(&request, &mut quiet);
             if socket.send_multipart(reply, 0).is_err() {
                 break;
             }
@@ -138,7 +140,7 @@ impl Authorizer {
 
     /// ZAP request frames: version, request id, domain, address, identity, mechanism,
     /// then the 32-byte client key for CURVE.
-    fn answer(&self, request: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    fn answer(&self, request: &[Vec<u8>], quiet: &mut Quiet) -> Vec<Vec<u8>> {
         let field = |i: usize| {
             request
                 .get(i)
@@ -146,7 +148,7 @@ impl Authorizer {
         };
         let request_id = request.get(1).cloned().unwrap_or_default();
         let domain = field(2).unwrap_or_default();
-        let address = field(3).unwrap_or_default();
+        let address = peer_address(&field(3).unwrap_or_default());
         let key = match (request.get(5).map(Vec::as_slice), request.get(6)) {
             (Some(b"CURVE"), Some(key)) => <[u8; 32]>::try_from(key.as_slice()).ok().map(PublicKey),
             _ => None,
@@ -161,14 +163,12 @@ impl Authorizer {
                 ("200", "OK", key.z85())
             }
             (Some(key), None) => {
-                log::warn!(
-                    "{domain}: refused unknown key {} from {address}",
-                    key.fingerprint()
-                );
+                let fingerprint = key.fingerprint();
+                quiet.warn(format!("{domain}: refused unknown key {fingerprint} from {address}"));
                 ("400", "unknown key", String::new())
             }
             (None, _) => {
-                log::warn!("{domain}: refused non-CURVE peer from {address}");
+                quiet.warn(format!("{domain}: refused non-CURVE peer from {address}"));
                 ("400", "CURVE required", String::new())
             }
         };
@@ -180,6 +180,38 @@ impl Authorizer {
             user.into_bytes(),
             Vec::new(),
         ]
+    }
+}
+
+/// Refused peers retry every 100 ms; each distinct refusal is logged once a minute.
+#[derive(Default)]
+struct Quiet {
+    last: HashMap<String, Instant>,
+}
+
+impl Quiet {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn warn(&mut self, line: String) {
+        let now = Instant::now();
+        if self.last.len() > 10_000 {
+            self.last.retain(|_, at| now.duration_since(*at) < Self::EVERY);
+        }
+        match self.last.get(&line) {
+            Some(at) if now.duration_since(*at) < Self::EVERY => {}
+            _ => {
+                log::warn!("{line} (repeats are logged once a minute)");
+                self.last.insert(line, now);
+            }
+        }
+    }
+}
+
+/// The peer's address as people write it: "127.0.0.1", not "::ffff:127.0.0.1".
+fn peer_address(text: &str) -> String {
+    match text.parse::<IpAddr>() {
+        Ok(addr) => crate::cidr::Cidr::host(addr).addr().to_string(),
+        Err(_) => crate::cidr::printable(text),
     }
 }
 
@@ -195,6 +227,12 @@ mod tests {
             endpoint("banshare.example.net", 5),
             "tcp://banshare.example.net:5"
         );
+    }
+
+    #[test]
+    fn peer_addresses_are_unmapped() {
+        assert_eq!(peer_address("::ffff:127.0.0.1"), "127.0.0.1");
+        assert_eq!(peer_address("2001:db8::1"), "2001:db8::1");
     }
 
     #[test]

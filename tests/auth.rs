@@ -1,0 +1,127 @@
+//! Only hosts whose keys the server knows can report or listen; everyone else gets nothing.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use banshare::keys;
+use common::*;
+use nix::sys::signal::Signal;
+
+const SHORT: Duration = Duration::from_millis(1500);
+
+#[test]
+fn plaintext_peer_gets_nothing() {
+    let fleet = Fleet::start(&["web1"], "", "");
+    let raw = Raw::connect(fleet.report_port, None);
+    assert_eq!(raw.request(&report_frames("fail2ban", "sshd", "203.0.113.20", ""), SHORT), None);
+    let legacy = Raw::connect(fleet.report_port, None);
+    assert_eq!(legacy.request(&[b"fail2ban;sshd;203.0.113.20;x"], SHORT), None);
+    fleet.report(0, &["fail2ban", "sshd", "203.0.113.21"]);
+    fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.21 86400");
+    assert!(!fs::read_to_string(&fleet.hosts[0].applied).unwrap().contains("203.0.113.20"));
+}
+
+#[test]
+fn wrong_server_key_gets_nothing() {
+    let fleet = Fleet::start(&["web1"], "", "");
+    let impostor = keys::KeyPair::generate().unwrap();
+    let web1 = fleet.host_key("web1");
+    let raw = Raw::connect(fleet.report_port, Some((&impostor.public, &web1)));
+    assert_eq!(raw.request(&report_frames("fail2ban", "sshd", "203.0.113.22", ""), SHORT), None);
+
+    // The same through banshare-report: exit 69 with one line saying why it may be.
+    let (public, _) = keys::generate(&fleet.keys_dir, "impostor", false).unwrap();
+    let config = common::read(&fleet.hosts[0].config).replace("server.key\"", "impostor.key\"");
+    let bad_config = fleet.dir.path().join("wrong-server-key.toml");
+    fs::write(&bad_config, config).unwrap();
+    assert!(public.exists());
+    let out = std::process::Command::new(REPORT)
+        .arg("--config")
+        .arg(&bad_config)
+        .args(["fail2ban", "sshd", "203.0.113.22"])
+        .output()
+        .unwrap();
+    let (code, stderr) = outcome(&out);
+    assert_eq!(code, 69, "{stderr}");
+    assert!(stderr.contains("no answer") && stderr.contains("wrong server key"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1);
+    assert!(fleet.applied(0).is_empty());
+}
+
+#[test]
+fn unknown_key_gets_nothing_and_is_logged() {
+    let mut fleet = Fleet::new(&["web1"], "", "");
+    fleet.add_host("stranger", "");
+    fs::remove_file(fleet.auth_dir.join("stranger.key")).unwrap();
+    fleet.start_server();
+    fleet.start_client(0);
+    let (code, stderr) = outcome(&fleet.report(1, &["fail2ban", "sshd", "203.0.113.23"]));
+    assert_eq!(code, 69, "{stderr}");
+    let stranger = keys::load_public(&fleet.keys_dir.join("stranger.key")).unwrap();
+    let log = fleet.server_log();
+    assert!(
+        log.contains(&format!("report: refused unknown key {} from 127.0.0.1", stranger.fingerprint())),
+        "{log}"
+    );
+    assert!(log.contains("publish: accepted web1"), "{log}");
+    assert!(fleet.applied(0).is_empty());
+}
+
+#[test]
+fn key_revoked_by_sighup_can_neither_report_nor_receive_within_two_seconds() {
+    let fleet = Fleet::start(&["web1", "web2"], "", "");
+    // web2 holds a report connection open, as a long-lived reporter would.
+    let web2 = fleet.host_key("web2");
+    let raw = Raw::connect(fleet.report_port, Some((&fleet.server_key(), &web2)));
+    let reply = raw.request(&report_frames("fail2ban", "sshd", "203.0.113.30", ""), SHORT);
+    assert_eq!(texts(&reply.expect("web2 may report")), ["BANSHARE1", "ACCEPTED", ""]);
+    fleet.wait_applied(1, "ban fail2ban sshd 203.0.113.30 86400");
+    let accepted_web1 = fleet.server_log().matches("publish: accepted web1").count();
+
+    fs::remove_file(fleet.auth_dir.join("web2.key")).unwrap();
+    let revoked_at = Instant::now();
+    fleet.signal_server(Signal::SIGHUP);
+    wait_for("revocation", Duration::from_secs(2), || {
+        fleet.server_log().contains("revoked web2").then_some(())
+    });
+    // The open connection is refused at its next message.
+    assert_eq!(raw.request(&report_frames("fail2ban", "sshd", "203.0.113.31", ""), SHORT), None);
+    // web1's subscriber reconnects; wait for that, so the next ban is not lost to it.
+    wait_for("web1 to resubscribe", Duration::from_secs(2), || {
+        (fleet.server_log().matches("publish: accepted web1").count() > accepted_web1).then_some(())
+    });
+    let elapsed = revoked_at.elapsed();
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+
+    let (code, stderr) = outcome(&fleet.report(1, &["fail2ban", "sshd", "203.0.113.32"]));
+    assert_eq!(code, 69, "{stderr}");
+    fleet.report(0, &["fail2ban", "sshd", "203.0.113.33"]);
+    fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.33 86400");
+    // Give a wrongly subscribed web2 the same time to receive it, then check it did not.
+    std::thread::sleep(Duration::from_millis(300));
+    let web2_applied = fleet.applied(1);
+    assert_eq!(web2_applied, ["ban fail2ban sshd 203.0.113.30 86400"], "{web2_applied:?}");
+    assert!(fleet.server_log().contains("publish: refused unknown key"), "{}", fleet.server_log());
+}
+
+#[test]
+fn reload_keeps_authorized_hosts_working_and_survives_a_bad_config() {
+    let fleet = Fleet::start(&["web1"], "", "");
+    let good = common::read(&fleet.server_config);
+    fs::write(&fleet.server_config, format!("{good}\nnonsense = 1\n")).unwrap();
+    fleet.signal_server(Signal::SIGHUP);
+    wait_for("failed reload", Duration::from_secs(2), || {
+        fleet.server_log().contains("reload failed, keeping the running configuration").then_some(())
+    });
+    assert!(fleet.server_log().contains("server.toml:"), "{}", fleet.server_log());
+    fs::write(&fleet.server_config, good).unwrap();
+    fleet.signal_server(Signal::SIGHUP);
+    wait_for("reload", Duration::from_secs(2), || {
+        fleet.server_log().contains("reloaded: 1 authorized keys").then_some(())
+    });
+    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.34"]));
+    assert_eq!(code, 0, "{stderr}");
+    fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.34 86400");
+}

@@ -1,0 +1,312 @@
+//! A fleet on loopback for integration tests: fresh keys, ephemeral ports, the real binaries.
+//! Each client's ban command appends a line to its own file, so a test can count exactly what
+//! was applied where.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use banshare::keys::{self, KeyPair, PublicKey};
+
+pub const SERVER: &str = env!("CARGO_BIN_EXE_banshare-server");
+pub const CLIENT: &str = env!("CARGO_BIN_EXE_banshare-client");
+pub const REPORT: &str = env!("CARGO_BIN_EXE_banshare-report");
+pub const ADMIN: &str = env!("CARGO_BIN_EXE_banshare");
+
+/// Polls `check` every 10 ms until it returns Some, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
+pub struct Host {
+    pub name: String,
+    pub config: PathBuf,
+    pub applied: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub report_port: u16,
+    pub publish_port: u16,
+    pub server_config: PathBuf,
+    pub server_log: PathBuf,
+    pub auth_dir: PathBuf,
+    pub keys_dir: PathBuf,
+    pub hosts: Vec<Host>,
+    server: Option<Child>,
+}
+
+impl Fleet {
+    /// Keys and configs for a server and one client per name; nothing is started yet.
+    /// `server_extra` and `client_extra` are appended to the TOML files.
+    pub fn new(names: &[&str], server_extra: &str, client_extra: &str) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("keys");
+        let auth_dir = dir.path().join("authorized-keys");
+        fs::create_dir_all(&keys_dir).unwrap();
+        fs::create_dir_all(&auth_dir).unwrap();
+        keys::generate(&keys_dir, "server", false).unwrap();
+        let (report_port, publish_port) = (free_port(), free_port());
+        let server_config = dir.path().join("server.toml");
+        fs::write(
+            &server_config,
+            format!(
+                "listen = \"127.0.0.1\"\nreport-port = {report_port}\npublish-port = {publish_port}\n\
+                 key = \"{}\"\nauthorized-keys = \"{}\"\n{server_extra}\n",
+                keys_dir.join("server.key_secret").display(),
+                auth_dir.display()
+            ),
+        )
+        .unwrap();
+        let mut fleet = Fleet {
+            server_log: dir.path().join("server.log"),
+            dir,
+            report_port,
+            publish_port,
+            server_config,
+            auth_dir,
+            keys_dir,
+            hosts: Vec::new(),
+            server: None,
+        };
+        for name in names {
+            fleet.add_host(name, client_extra);
+        }
+        fleet
+    }
+
+    /// A host with its own key pair, authorized on the server, and a client config.
+    pub fn add_host(&mut self, name: &str, client_extra: &str) {
+        let (public, _) = keys::generate(&self.keys_dir, name, false).unwrap();
+        fs::copy(&public, self.auth_dir.join(format!("{name}.key"))).unwrap();
+        let config = self.dir.path().join(format!("{name}.toml"));
+        let applied = self.dir.path().join(format!("{name}.applied"));
+        let line = |verb: &str| {
+            format!(
+                "'''/bin/sh -c 'printf \"{verb} %s %s %s %s\\n\" \"$1\" \"$2\" \"$3\" \"$4\" >> {}' sh <prog> <jail> <ip> <bantime>'''",
+                applied.display()
+            )
+        };
+        fs::write(
+            &config,
+            format!(
+                "server = \"127.0.0.1\"\nreport-port = {}\npublish-port = {}\n\
+                 server-key = \"{}\"\nkey = \"{}\"\nban-command = {}\nunban-command = {}\n\
+                 report-timeout = \"2s\"\n{client_extra}\n",
+                self.report_port,
+                self.publish_port,
+                self.keys_dir.join("server.key").display(),
+                self.keys_dir.join(format!("{name}.key_secret")).display(),
+                line("ban"),
+                line("unban"),
+            ),
+        )
+        .unwrap();
+        self.hosts.push(Host {
+            name: name.to_string(),
+            log: self.dir.path().join(format!("{name}.log")),
+            config,
+            applied,
+            child: None,
+        });
+    }
+
+    pub fn start_server(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.server_log)
+            .unwrap();
+        let child = Command::new(SERVER)
+            .args(["--log", "stderr", "--config"])
+            .arg(&self.server_config)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.server = Some(child);
+        wait_for("server to listen", Duration::from_secs(10), || {
+            read(&self.server_log).contains("listening on").then_some(())
+        });
+    }
+
+    pub fn server_pid(&self) -> i32 {
+        self.server.as_ref().unwrap().id() as i32
+    }
+
+    pub fn start_client(&mut self, i: usize) {
+        let host = &mut self.hosts[i];
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&host.log)
+            .unwrap();
+        let connected_before = read(&host.log).matches("connected to").count();
+        host.child = Some(
+            Command::new(CLIENT)
+                .args(["--log", "stderr", "--config"])
+                .arg(&host.config)
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let log = host.log.clone();
+        wait_for("client to connect", Duration::from_secs(10), || {
+            (read(&log).matches("connected to").count() > connected_before).then_some(())
+        });
+    }
+
+    /// Starts the server and every client.
+    pub fn start(names: &[&str], server_extra: &str, client_extra: &str) -> Fleet {
+        let mut fleet = Fleet::new(names, server_extra, client_extra);
+        fleet.start_server();
+        for i in 0..names.len() {
+            fleet.start_client(i);
+        }
+        fleet
+    }
+
+    /// Runs banshare-report as host `i`.
+    pub fn report(&self, i: usize, args: &[&str]) -> Output {
+        Command::new(REPORT)
+            .arg("--config")
+            .arg(&self.hosts[i].config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Lines written by host `i`'s ban and unban commands.
+    pub fn applied(&self, i: usize) -> Vec<String> {
+        read(&self.hosts[i].applied)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until host `i` has applied `line`, and returns how often it did.
+    pub fn wait_applied(&self, i: usize, line: &str) -> usize {
+        wait_for(
+            &format!("{} to apply {line:?}", self.hosts[i].name),
+            Duration::from_secs(5),
+            || {
+                let n = self.applied(i).iter().filter(|l| *l == line).count();
+                (n > 0).then_some(n)
+            },
+        )
+    }
+
+    pub fn server_log(&self) -> String {
+        read(&self.server_log)
+    }
+
+    pub fn client_log(&self, i: usize) -> String {
+        read(&self.hosts[i].log)
+    }
+
+    pub fn host_key(&self, name: &str) -> KeyPair {
+        keys::load_secret(&self.keys_dir.join(format!("{name}.key_secret"))).unwrap()
+    }
+
+    pub fn server_key(&self) -> PublicKey {
+        keys::load_public(&self.keys_dir.join("server.key")).unwrap()
+    }
+
+    pub fn signal_server(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.server_pid()), signal).unwrap();
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let children = self
+            .server
+            .iter_mut()
+            .chain(self.hosts.iter_mut().filter_map(|h| h.child.as_mut()));
+        for child in children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Exit code and the stderr text of a finished command.
+pub fn outcome(output: &Output) -> (i32, String) {
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A raw ZeroMQ REQ socket, for what banshare-report refuses to send. `curve` is
+/// (server key, own key pair); None makes a plaintext peer.
+pub struct Raw {
+    _ctx: zmq::Context,
+    pub socket: zmq::Socket,
+}
+
+impl Raw {
+    pub fn connect(port: u16, curve: Option<(&PublicKey, &KeyPair)>) -> Raw {
+        let ctx = zmq::Context::new();
+        let socket = ctx.socket(zmq::REQ).unwrap();
+        socket.set_linger(0).unwrap();
+        if let Some((server, own)) = curve {
+            socket.set_curve_serverkey(&server.0).unwrap();
+            socket.set_curve_publickey(&own.public.0).unwrap();
+            socket.set_curve_secretkey(own.secret_bytes()).unwrap();
+        }
+        socket.connect(&format!("tcp://127.0.0.1:{port}")).unwrap();
+        Raw { _ctx: ctx, socket }
+    }
+
+    /// Sends the frames and returns the reply, or None when none came within `timeout`.
+    pub fn request(&self, frames: &[&[u8]], timeout: Duration) -> Option<Vec<Vec<u8>>> {
+        self.socket.send_multipart(frames.iter().copied(), 0).ok()?;
+        let ready = self.socket.poll(zmq::POLLIN, timeout.as_millis() as i64).unwrap();
+        (ready > 0).then(|| self.socket.recv_multipart(0).unwrap())
+    }
+}
+
+/// The frames of a current-format report.
+pub fn report_frames<'a>(prog: &'a str, jail: &'a str, ip: &'a str, bantime: &'a str) -> Vec<&'a [u8]> {
+    vec![
+        b"BANSHARE1".as_slice(),
+        b"REPORT",
+        prog.as_bytes(),
+        jail.as_bytes(),
+        ip.as_bytes(),
+        bantime.as_bytes(),
+    ]
+}
+
+pub fn texts(frames: &[Vec<u8>]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect()
+}

@@ -1,0 +1,120 @@
+//! The daemons as systemd sees them: notifications on NOTIFY_SOCKET, SIGHUP, SIGTERM.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A datagram socket at a file path, standing in for systemd's notify socket.
+struct Notify {
+    socket: UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl Notify {
+    fn new(fleet: &Fleet, name: &str) -> Notify {
+        let path = fleet.dir.path().join(name);
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Notify { socket, path }
+    }
+
+    /// Reads notifications until one contains `line`; returns everything read.
+    fn expect(&self, line: &str) -> String {
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        while !seen.lines().any(|l| l == line) {
+            let n = self
+                .socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {line} after {seen:?}: {e}"));
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+        seen
+    }
+}
+
+fn spawn(program: &str, config: &std::path::Path, notify: &Notify, log: &std::path::Path) -> Child {
+    Command::new(program)
+        .args(["--log", "stderr", "--config"])
+        .arg(config)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stderr(std::fs::File::create(log).unwrap())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, sig: Signal) {
+    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+fn stops_cleanly(mut child: Child, notify: &Notify) {
+    signal(&child, Signal::SIGTERM);
+    notify.expect("STOPPING=1");
+    let status = wait_for("exit", Duration::from_secs(5), || child.try_wait().unwrap());
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn server_notifies_ready_reloading_and_stopping() {
+    let fleet = Fleet::new(&["web1"], "", "");
+    let notify = Notify::new(&fleet, "server.notify");
+    let server = spawn(SERVER, &fleet.server_config, &notify, &fleet.server_log);
+    let ready = notify.expect("READY=1");
+    assert!(ready.contains("STATUS=listening on tcp://127.0.0.1:"), "{ready}");
+    signal(&server, Signal::SIGHUP);
+    notify.expect("RELOADING=1");
+    notify.expect("READY=1");
+    stops_cleanly(server, &notify);
+    assert!(fleet.server_log().contains("stopping"));
+}
+
+#[test]
+fn client_notifies_ready_once_connected_and_stops_on_sigint_too() {
+    let mut fleet = Fleet::new(&["web1"], "", "");
+    fleet.start_server();
+    let notify = Notify::new(&fleet, "client.notify");
+    let client = spawn(CLIENT, &fleet.hosts[0].config, &notify, &fleet.hosts[0].log);
+    let ready = notify.expect("READY=1");
+    assert!(ready.contains("STATUS=connected: tcp://127.0.0.1:"), "{ready}");
+    assert!(fleet.client_log(0).contains("connected to"));
+    signal(&client, Signal::SIGHUP);
+    notify.expect("RELOADING=1");
+    notify.expect("READY=1");
+    let mut client = client;
+    signal(&client, Signal::SIGINT);
+    notify.expect("STOPPING=1");
+    let status = wait_for("exit", Duration::from_secs(5), || client.try_wait().unwrap());
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn daemons_refuse_a_bad_config_with_exit_78_and_one_line() {
+    let fleet = Fleet::new(&["web1"], "dedup-window = \"soon\"", "");
+    let out = Command::new(SERVER)
+        .args(["--log", "stderr", "--config"])
+        .arg(&fleet.server_config)
+        .output()
+        .unwrap();
+    let (code, stderr) = outcome(&out);
+    assert_eq!(code, 78, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("server.toml:6: invalid duration \"soon\""), "{stderr}");
+
+    std::fs::remove_file(fleet.keys_dir.join("web1.key_secret")).unwrap();
+    let out = Command::new(CLIENT)
+        .args(["--log", "stderr", "--config"])
+        .arg(&fleet.hosts[0].config)
+        .output()
+        .unwrap();
+    let (code, stderr) = outcome(&out);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("web1.key_secret"), "{stderr}");
+}

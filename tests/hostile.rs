@@ -1,0 +1,95 @@
+//! Injection attempts and malformed messages: rejected with a reason, nothing executed,
+//! nothing published, and the server keeps serving.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(3);
+
+/// A file that an injected command would create; unique per test run.
+fn canary(fleet: &Fleet) -> PathBuf {
+    fleet.dir.path().join("pwned")
+}
+
+/// After a sentinel ban has arrived everywhere, no earlier hostile report can still be on
+/// its way: the sentinel was published after all of them.
+fn assert_nothing_else_applied(fleet: &Fleet, sentinel: &str) {
+    fleet.report(0, &["fail2ban", "sshd", sentinel]);
+    for host in 0..fleet.hosts.len() {
+        fleet.wait_applied(host, &format!("ban fail2ban sshd {sentinel} 86400"));
+        assert_eq!(fleet.applied(host).len(), 1, "{:?}", fleet.applied(host));
+    }
+    assert!(!canary(fleet).exists(), "an injected command ran");
+}
+
+#[test]
+fn reporter_rejects_injection_with_exit_65() {
+    let fleet = Fleet::start(&["web1", "web2"], "", "");
+    let touch = format!("x;touch {}", canary(&fleet).display());
+    let and_touch = format!("1.2.3.4 && touch {}", canary(&fleet).display());
+    let cases: [[&str; 3]; 6] = [
+        ["fail2ban", &touch, "203.0.113.40"],
+        ["fail2ban", "sshd", "1.2.3.4 && reboot"],
+        ["fail2ban", "sshd", &and_touch],
+        ["fail2ban", "sshd", "203.0.113.41\n"],
+        ["fail2ban", "sshd", "203.0.113.41\nreboot"],
+        ["$(touch /tmp/x)", "sshd", "203.0.113.41"],
+    ];
+    for args in cases {
+        let (code, stderr) = outcome(&fleet.report(0, &args));
+        assert_eq!(code, 65, "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    }
+    let (code, stderr) = outcome(&fleet.report(0, &["--bantime", "1;reboot", "f", "j", "203.0.113.42"]));
+    assert_eq!(code, 65, "{stderr}");
+    assert_nothing_else_applied(&fleet, "203.0.113.43");
+}
+
+#[test]
+fn raw_socket_injection_gets_invalid_replies() {
+    let fleet = Fleet::start(&["web1", "web2"], "", "");
+    let raw = Raw::connect(fleet.report_port, Some((&fleet.server_key(), &fleet.host_key("web1"))));
+    let touch = format!("x;touch {}", canary(&fleet).display());
+    let cases: [[&str; 4]; 6] = [
+        ["fail2ban", &touch, "203.0.113.44", ""],
+        ["fail2ban", "sshd", "1.2.3.4 && reboot", ""],
+        ["fail2ban", "sshd", "203.0.113.44\n", ""],
+        ["fail2ban", "sshd", "203.0.113.44", "60; reboot"],
+        ["fail\u{0}ban", "sshd", "203.0.113.44", ""],
+        ["fail2ban", "ss\u{1b}[2Jhd", "203.0.113.44", ""],
+    ];
+    for [prog, jail, ip, bantime] in cases {
+        let reply = raw.request(&report_frames(prog, jail, ip, bantime), WAIT).expect("a reply");
+        let reply = texts(&reply);
+        assert_eq!(reply[..2], ["BANSHARE1", "INVALID"], "{prog:?} {jail:?} {ip:?}");
+        assert!(!reply[2].contains('\n'), "reason stays on one line: {reply:?}");
+    }
+    // Wrong shapes are answered too, and the server goes on.
+    for frames in [
+        vec![b"BANSHARE1".as_slice(), b"REPORT"],
+        vec![b"BANSHARE1".as_slice(), b"DROP TABLE", b"x"],
+        vec![b"BANSHARE7".as_slice(), b"REPORT", b"a", b"b", b"203.0.113.45", b""],
+        vec![b"garbage".as_slice(), b"\xff\xfe", b"", b"", b"", b"", b"", b"", b""],
+    ] {
+        let reply = texts(&raw.request(&frames, WAIT).expect("a reply"));
+        assert_eq!(reply[1], "INVALID", "{reply:?}");
+    }
+    assert_nothing_else_applied(&fleet, "203.0.113.46");
+}
+
+#[test]
+fn ten_megabyte_frame_is_dropped_and_the_server_carries_on() {
+    let fleet = Fleet::start(&["web1"], "", "");
+    let raw = Raw::connect(fleet.report_port, Some((&fleet.server_key(), &fleet.host_key("web1"))));
+    let huge = vec![b'A'; 10 * 1024 * 1024];
+    let frames = [b"BANSHARE1".as_slice(), b"REPORT", b"fail2ban", &huge, b"203.0.113.47", b""];
+    assert_eq!(raw.request(&frames, WAIT), None, "oversized frame must not be answered");
+    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.48"]));
+    assert_eq!(code, 0, "{stderr}");
+    fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.48 86400");
+    assert_eq!(fleet.applied(0).len(), 1);
+}
