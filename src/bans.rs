@@ -48,18 +48,22 @@ impl BanTable {
         window: Duration,
         now: u64,
     ) -> Recorded {
-        if let Some(entry) = self.entries.get_mut(&report.ip) {
-            let active = entry.ban.expires.map_or(true, |e| e > now);
-            if active && now < entry.last_published.saturating_add(window.as_secs()) {
-                entry.last_report = now;
-                return Recorded::Duplicate;
-            }
-        }
         let bantime = match report.bantime {
             Bantime::Default => Some(default_bantime.as_secs().max(1)),
             Bantime::Permanent => None,
             Bantime::Seconds(s) => Some(s),
         };
+        if let Some(entry) = self.entries.get_mut(&report.ip) {
+            let active = entry.ban.expires.map_or(true, |e| e > now);
+            let recent = now < entry.last_published.saturating_add(window.as_secs());
+            // fail2ban's bantime.increment makes repeat offenders' bans longer: that longer
+            // ban is news for the fleet even inside the window.
+            let longer = bantime.unwrap_or(u64::MAX) > entry.ban.bantime.unwrap_or(u64::MAX);
+            if active && recent && !longer {
+                entry.last_report = now;
+                return Recorded::Duplicate;
+            }
+        }
         let ban = Ban {
             ip: report.ip,
             prog: report.prog.clone(),
@@ -127,6 +131,46 @@ mod tests {
         assert!(!is_new(t.record(&r, &origin(), DAY, WINDOW, 1299)));
         assert!(is_new(t.record(&r, &origin(), DAY, WINDOW, 1300)));
         assert!(!is_new(t.record(&r, &origin(), DAY, WINDOW, 1540)));
+    }
+
+    #[test]
+    fn a_longer_bantime_is_published_inside_the_window() {
+        let mut t = BanTable::default();
+        assert!(is_new(t.record(
+            &report("203.0.113.7", "600"),
+            &origin(),
+            DAY,
+            WINDOW,
+            1000
+        )));
+        assert!(!is_new(t.record(
+            &report("203.0.113.7", "300"),
+            &origin(),
+            DAY,
+            WINDOW,
+            1010
+        )));
+        assert!(is_new(t.record(
+            &report("203.0.113.7", "1200"),
+            &origin(),
+            DAY,
+            WINDOW,
+            1020
+        )));
+        assert!(is_new(t.record(
+            &report("203.0.113.7", "-1"),
+            &origin(),
+            DAY,
+            WINDOW,
+            1030
+        )));
+        assert!(!is_new(t.record(
+            &report("203.0.113.7", "-1"),
+            &origin(),
+            DAY,
+            WINDOW,
+            1040
+        )));
     }
 
     #[test]

@@ -147,8 +147,12 @@ impl Cidr {
 
 /// Escapes control characters so that an error message stays on one line.
 pub fn printable(text: &str) -> String {
-    let mut out: String = text.chars().take(80).flat_map(char::escape_debug).collect();
-    if text.chars().count() > 80 {
+    let mut out: String = text
+        .chars()
+        .take(200)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().count() > 200 {
         out.push('…');
     }
     out
@@ -241,6 +245,6 @@ mod tests {
     #[test]
     fn printable_keeps_one_line() {
         assert_eq!(printable("a\nb"), "a\\nb");
-        assert!(printable(&"x".repeat(1000)).chars().count() <= 81);
+        assert!(printable(&"x".repeat(1000)).chars().count() <= 201);
     }
 }

@@ -153,20 +153,20 @@ impl Client {
 
     /// Notes the server's position and says when messages were missed.
     fn track(&mut self, epoch: u64, seq: u64, heartbeat: bool) {
-        let expected = match self.position {
-            Some((e, s)) if e == epoch => Some(if heartbeat { s } else { s + 1 }),
-            Some(_) => {
-                log::info!("server restarted (new epoch {epoch})");
-                None
-            }
-            None => None,
+        // A heartbeat repeats the last seq; a ban or unban brings the next one.
+        let newest_missed = if heartbeat {
+            seq
+        } else {
+            seq.saturating_sub(1)
         };
-        if let Some(expected) = expected.filter(|x| seq > *x) {
-            log::warn!(
-                "missed {} messages from the server (seq {expected} to {})",
-                seq - expected,
-                seq - 1
-            );
+        match self.position {
+            Some((e, last)) if e == epoch && newest_missed > last => log::warn!(
+                "missed {} messages from the server (seq {} to {newest_missed})",
+                newest_missed - last,
+                last + 1
+            ),
+            Some((e, _)) if e != epoch => log::info!("server restarted (new epoch {epoch})"),
+            _ => {}
         }
         self.position = Some((epoch, seq));
     }

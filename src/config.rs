@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::cidr::Cidr;
 use crate::duration::HumanDuration;
+use crate::protocol::MAX_BANTIME;
 use crate::template::Template;
 
 pub const DEFAULT_SERVER_CONFIG: &str = "/etc/banshare/server.toml";
@@ -212,10 +213,17 @@ impl ServerConfig {
         let text = read(path)?;
         let config: ServerConfig = parse(path, &text)?;
         let err = |key: &str, reason: String| located(path, &text, key, reason);
-        check_ports(config.report_port, config.publish_port).map_err(|r| err("publish-port", r))?;
+        check_ports(config.report_port, config.publish_port).map_err(|(k, r)| err(k, r))?;
         check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r))?;
         if config.heartbeat_interval.0.is_zero() {
             return Err(err("heartbeat-interval", "must be more than 0s".into()));
+        }
+        let bantime = config.default_bantime.0.as_secs();
+        if !(1..=MAX_BANTIME).contains(&bantime) {
+            return Err(err(
+                "default-bantime",
+                format!("must be between 1s and {MAX_BANTIME}s (ten years)"),
+            ));
         }
         Ok(config)
     }
@@ -226,11 +234,9 @@ impl ClientConfig {
         let text = read(path)?;
         let config: ClientConfig = parse(path, &text)?;
         let err = |key: &str, reason: String| located(path, &text, key, reason);
-        check_ports(config.report_port, config.publish_port).map_err(|r| err("publish-port", r))?;
+        check_ports(config.report_port, config.publish_port).map_err(|(k, r)| err(k, r))?;
         check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r))?;
-        if config.server.is_empty() || config.server.chars().any(|c| c.is_whitespace()) {
-            return Err(err("server", "must be a host name or address".into()));
-        }
+        check_host(&config.server).map_err(|r| err("server", r))?;
         if config.max_concurrent_commands == 0 {
             return Err(err("max-concurrent-commands", "must be at least 1".into()));
         }
@@ -294,15 +300,35 @@ fn located(path: &Path, text: &str, key: &str, reason: String) -> ConfigError {
     }
 }
 
-fn check_ports(report: u16, publish: u16) -> Result<(), String> {
-    if report == 0 || publish == 0 {
-        Err("ports must be between 1 and 65535".into())
+fn check_ports(report: u16, publish: u16) -> Result<(), (&'static str, String)> {
+    let range = "must be between 1 and 65535".to_string();
+    if report == 0 {
+        Err(("report-port", range))
+    } else if publish == 0 {
+        Err(("publish-port", range))
     } else if report == publish {
-        Err(format!(
-            "report-port and publish-port are both {report}; they must differ"
+        Err((
+            "publish-port",
+            format!("is the same as report-port ({report}); they must differ"),
         ))
     } else {
         Ok(())
+    }
+}
+
+/// A host name or an IP address; a URL or "host:port" is a common mistake worth catching.
+fn check_host(host: &str) -> Result<(), String> {
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if name_ok || host.parse::<IpAddr>().is_ok() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{host:?} must be a host name or an IP address, without scheme or port"
+        ))
     }
 }
 
@@ -382,6 +408,15 @@ min-prefix = { ipv4 = 16, ipv6 = 48 }
         assert!(e.starts_with("F:3: ") && e.contains("not an IPv4"), "{e}");
         let e = error_of("report-port = 7\npublish-port = 7\n", false);
         assert!(e.starts_with("F:2: ") && e.contains("must differ"), "{e}");
+        let e = error_of("report-port = 0\npublish-port = 7\n", false);
+        assert!(e.starts_with("F:1: report-port"), "{e}");
+        let e = error_of(&format!("{base}default-bantime = \"1000w\"\n"), false);
+        assert!(e.starts_with("F:3: default-bantime"), "{e}");
+        let e = error_of(
+            "server = \"tcp://gw:5\"\nreport-port = 1\npublish-port = 2\n",
+            true,
+        );
+        assert!(e.starts_with("F:1: server"), "{e}");
         let e = error_of("report-port = 70000\n", false);
         assert!(e.starts_with("F:1: "), "{e}");
         let e = error_of(

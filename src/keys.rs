@@ -176,9 +176,18 @@ pub fn load_authorized(dir: &Path) -> Result<AuthorizedKeys, KeyError> {
         else {
             continue;
         };
-        match load_public(&path) {
+        let loaded = check_name(name).and_then(|()| load_public(&path));
+        match loaded {
             Ok(key) => {
-                keys.by_key.insert(key, name.to_owned());
+                if let Some(other) = keys.by_key.insert(key, name.to_owned()) {
+                    keys.problems.push(format!(
+                        "{}: same key as {other}.key; one name per key",
+                        path.display()
+                    ));
+                }
+            }
+            Err(err @ KeyError::BadName(_)) => {
+                keys.problems.push(format!("{}: {err}", path.display()))
             }
             Err(err) => keys.problems.push(err.to_string()),
         }
@@ -338,9 +347,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         generate(dir.path(), "good", false).unwrap();
         fs::write(dir.path().join("broken.key"), "nothing").unwrap();
+        fs::copy(dir.path().join("good.key"), dir.path().join("bad name.key")).unwrap();
         let keys = load_authorized(dir.path()).unwrap();
         assert_eq!(keys.by_key.values().collect::<Vec<_>>(), ["good"]);
-        assert_eq!(keys.problems.len(), 1);
+        assert_eq!(keys.problems.len(), 2, "{:?}", keys.problems);
     }
 
     #[test]

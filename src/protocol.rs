@@ -7,7 +7,8 @@ use crate::cidr::{printable, Cidr};
 
 /// First frame of every current message; a new incompatible format gets a new tag.
 pub const VERSION: &str = "BANSHARE1";
-/// Largest frame any banshare socket accepts (`ZMQ_MAXMSGSIZE`); real messages are < 300 bytes.
+/// Largest frame any banshare socket accepts (`ZMQ_MAXMSGSIZE`, which counts the frame after
+/// CURVE adds its 33 bytes); real frames are under 300 bytes.
 pub const MAX_FRAME: i64 = 4096;
 /// Longest prog, jail or key name.
 pub const MAX_NAME: usize = 64;
@@ -145,7 +146,7 @@ pub struct Invalid {
 pub fn decode_request(frames: &[Vec<u8>]) -> Result<Request, Invalid> {
     let invalid = |reason: String, legacy| Invalid { reason, legacy };
     match frames {
-        [single] if !single.starts_with(VERSION.as_bytes()) => {
+        [single] if !single.starts_with(b"BANSHARE") => {
             decode_legacy(single).map_err(|r| invalid(r, true))
         }
         [version, ..] if version.as_slice() != VERSION.as_bytes() => invalid_version(version),

@@ -212,7 +212,14 @@ impl Server {
             .config
             .min_prefix
             .check(&report.ip)
-            .and_then(|()| self.protected.check(&report.ip));
+            .and_then(|()| self.protected.check(&report.ip))
+            .and_then(|()| match self.auth.fleet_host_in(&report.ip) {
+                Some((addr, name)) => Err(format!(
+                    "{} covers fleet host {name}'s address {addr}",
+                    report.ip
+                )),
+                None => Ok(()),
+            });
         if let Err(reason) = refusal {
             log::warn!(
                 "refused {} ({} {}) from {origin}: {reason}",

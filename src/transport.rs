@@ -1,10 +1,11 @@
 //! ZeroMQ sockets with CURVE, and the ZAP handler that lets in only authorized keys.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::cidr::Cidr;
 use crate::keys::{KeyPair, PublicKey};
 use crate::protocol::MAX_FRAME;
 
@@ -94,6 +95,9 @@ pub fn recv_with_user(
 #[derive(Clone, Default)]
 pub struct Authorizer {
     keys: Arc<RwLock<HashMap<PublicKey, String>>>,
+    /// Addresses that authorized hosts connected from, so that no report can ban a member
+    /// of the fleet.
+    peers: Arc<RwLock<HashMap<IpAddr, String>>>,
 }
 
 impl Authorizer {
@@ -114,7 +118,22 @@ impl Authorizer {
     }
 
     pub fn replace(&self, keys: HashMap<PublicKey, String>) {
+        let names: HashSet<&String> = keys.values().collect();
+        self.peers
+            .write()
+            .expect("lock")
+            .retain(|_, name| names.contains(name));
+        drop(names);
         *self.keys.write().expect("lock") = keys;
+    }
+
+    /// The fleet host, and its address, that a ban of `net` would cut off.
+    pub fn fleet_host_in(&self, net: &Cidr) -> Option<(IpAddr, String)> {
+        let peers = self.peers.read().expect("lock");
+        peers
+            .iter()
+            .find(|(addr, _)| net.contains(**addr))
+            .map(|(addr, name)| (*addr, name.clone()))
     }
 
     pub fn keys(&self) -> HashMap<PublicKey, String> {
@@ -156,6 +175,9 @@ impl Authorizer {
         let name = key.and_then(|k| self.keys.read().expect("lock").get(&k).cloned());
         let (status, text, user) = match (key, name) {
             (Some(key), Some(name)) => {
+                if let Ok(addr) = address.parse::<IpAddr>() {
+                    self.peers.write().expect("lock").insert(addr, name.clone());
+                }
                 log::info!(
                     "{domain}: accepted {name} (key {}) from {address}",
                     key.fingerprint()
@@ -164,7 +186,9 @@ impl Authorizer {
             }
             (Some(key), None) => {
                 let fingerprint = key.fingerprint();
-                quiet.warn(format!("{domain}: refused unknown key {fingerprint} from {address}"));
+                quiet.warn(format!(
+                    "{domain}: refused unknown key {fingerprint} from {address}"
+                ));
                 ("400", "unknown key", String::new())
             }
             (None, _) => {
@@ -195,7 +219,8 @@ impl Quiet {
     fn warn(&mut self, line: String) {
         let now = Instant::now();
         if self.last.len() > 10_000 {
-            self.last.retain(|_, at| now.duration_since(*at) < Self::EVERY);
+            self.last
+                .retain(|_, at| now.duration_since(*at) < Self::EVERY);
         }
         match self.last.get(&line) {
             Some(at) if now.duration_since(*at) < Self::EVERY => {}
@@ -210,7 +235,7 @@ impl Quiet {
 /// The peer's address as people write it: "127.0.0.1", not "::ffff:127.0.0.1".
 fn peer_address(text: &str) -> String {
     match text.parse::<IpAddr>() {
-        Ok(addr) => crate::cidr::Cidr::host(addr).addr().to_string(),
+        Ok(addr) => Cidr::host(addr).addr().to_string(),
         Err(_) => crate::cidr::printable(text),
     }
 }
@@ -233,6 +258,50 @@ mod tests {
     fn peer_addresses_are_unmapped() {
         assert_eq!(peer_address("::ffff:127.0.0.1"), "127.0.0.1");
         assert_eq!(peer_address("2001:db8::1"), "2001:db8::1");
+    }
+
+    fn zap_request(address: &str, key: &PublicKey) -> Vec<Vec<u8>> {
+        let parts: [&[u8]; 7] = [
+            b"1.0",
+            b"7",
+            b"report",
+            address.as_bytes(),
+            b"",
+            b"CURVE",
+            &key.0,
+        ];
+        parts.iter().map(|p| p.to_vec()).collect()
+    }
+
+    #[test]
+    fn zap_accepts_known_keys_and_remembers_fleet_addresses() {
+        let web1 = KeyPair::generate().unwrap().public;
+        let stranger = KeyPair::generate().unwrap().public;
+        let auth = Authorizer::default();
+        auth.replace(HashMap::from([(web1, "web1".to_string())]));
+        let mut quiet = Quiet::default();
+        let reply = auth.answer(&zap_request("::ffff:198.51.100.2", &web1), &mut quiet);
+        assert_eq!(reply[1], b"7");
+        assert_eq!(reply[2], b"200");
+        assert_eq!(reply[4], web1.z85().into_bytes());
+        assert_eq!(auth.name_of(&web1.z85()).as_deref(), Some("web1"));
+        let reply = auth.answer(&zap_request("198.51.100.3", &stranger), &mut quiet);
+        assert_eq!(reply[2], b"400");
+        assert_eq!(auth.name_of(&stranger.z85()), None);
+
+        let net: Cidr = "198.51.100.0/24".parse().unwrap();
+        let found = auth.fleet_host_in(&net).unwrap();
+        assert_eq!(
+            (found.0.to_string(), found.1),
+            ("198.51.100.2".into(), "web1".into())
+        );
+        assert!(auth
+            .fleet_host_in(&"198.51.100.3".parse().unwrap())
+            .is_none());
+        // Revoking the key forgets its addresses.
+        auth.replace(HashMap::new());
+        assert!(auth.fleet_host_in(&net).is_none());
+        assert_eq!(auth.name_of(&web1.z85()), None);
     }
 
     #[test]

@@ -15,12 +15,23 @@ const SHORT: Duration = Duration::from_millis(1500);
 fn plaintext_peer_gets_nothing() {
     let fleet = Fleet::start(&["web1"], "", "");
     let raw = Raw::connect(fleet.report_port, None);
-    assert_eq!(raw.request(&report_frames("fail2ban", "sshd", "203.0.113.20", ""), SHORT), None);
+    assert_eq!(
+        raw.request(
+            &report_frames("fail2ban", "sshd", "203.0.113.20", ""),
+            SHORT
+        ),
+        None
+    );
     let legacy = Raw::connect(fleet.report_port, None);
-    assert_eq!(legacy.request(&[b"fail2ban;sshd;203.0.113.20;x"], SHORT), None);
+    assert_eq!(
+        legacy.request(&[b"fail2ban;sshd;203.0.113.20;x"], SHORT),
+        None
+    );
     fleet.report(0, &["fail2ban", "sshd", "203.0.113.21"]);
     fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.21 86400");
-    assert!(!fs::read_to_string(&fleet.hosts[0].applied).unwrap().contains("203.0.113.20"));
+    assert!(!fs::read_to_string(&fleet.hosts[0].applied)
+        .unwrap()
+        .contains("203.0.113.20"));
 }
 
 #[test]
@@ -29,7 +40,13 @@ fn wrong_server_key_gets_nothing() {
     let impostor = keys::KeyPair::generate().unwrap();
     let web1 = fleet.host_key("web1");
     let raw = Raw::connect(fleet.report_port, Some((&impostor.public, &web1)));
-    assert_eq!(raw.request(&report_frames("fail2ban", "sshd", "203.0.113.22", ""), SHORT), None);
+    assert_eq!(
+        raw.request(
+            &report_frames("fail2ban", "sshd", "203.0.113.22", ""),
+            SHORT
+        ),
+        None
+    );
 
     // The same through banshare-report: exit 69 with one line saying why it may be.
     let (public, _) = keys::generate(&fleet.keys_dir, "impostor", false).unwrap();
@@ -45,7 +62,10 @@ fn wrong_server_key_gets_nothing() {
         .unwrap();
     let (code, stderr) = outcome(&out);
     assert_eq!(code, 69, "{stderr}");
-    assert!(stderr.contains("no answer") && stderr.contains("wrong server key"), "{stderr}");
+    assert!(
+        stderr.contains("no answer") && stderr.contains("wrong server key"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1);
     assert!(fleet.applied(0).is_empty());
 }
@@ -62,7 +82,10 @@ fn unknown_key_gets_nothing_and_is_logged() {
     let stranger = keys::load_public(&fleet.keys_dir.join("stranger.key")).unwrap();
     let log = fleet.server_log();
     assert!(
-        log.contains(&format!("report: refused unknown key {} from 127.0.0.1", stranger.fingerprint())),
+        log.contains(&format!(
+            "report: refused unknown key {} from 127.0.0.1",
+            stranger.fingerprint()
+        )),
         "{log}"
     );
     assert!(log.contains("publish: accepted web1"), "{log}");
@@ -75,8 +98,14 @@ fn key_revoked_by_sighup_can_neither_report_nor_receive_within_two_seconds() {
     // web2 holds a report connection open, as a long-lived reporter would.
     let web2 = fleet.host_key("web2");
     let raw = Raw::connect(fleet.report_port, Some((&fleet.server_key(), &web2)));
-    let reply = raw.request(&report_frames("fail2ban", "sshd", "203.0.113.30", ""), SHORT);
-    assert_eq!(texts(&reply.expect("web2 may report")), ["BANSHARE1", "ACCEPTED", ""]);
+    let reply = raw.request(
+        &report_frames("fail2ban", "sshd", "203.0.113.30", ""),
+        SHORT,
+    );
+    assert_eq!(
+        texts(&reply.expect("web2 may report")),
+        ["BANSHARE1", "ACCEPTED", ""]
+    );
     fleet.wait_applied(1, "ban fail2ban sshd 203.0.113.30 86400");
     let accepted_web1 = fleet.server_log().matches("publish: accepted web1").count();
 
@@ -87,7 +116,13 @@ fn key_revoked_by_sighup_can_neither_report_nor_receive_within_two_seconds() {
         fleet.server_log().contains("revoked web2").then_some(())
     });
     // The open connection is refused at its next message.
-    assert_eq!(raw.request(&report_frames("fail2ban", "sshd", "203.0.113.31", ""), SHORT), None);
+    assert_eq!(
+        raw.request(
+            &report_frames("fail2ban", "sshd", "203.0.113.31", ""),
+            SHORT
+        ),
+        None
+    );
     // web1's subscriber reconnects; wait for that, so the next ban is not lost to it.
     wait_for("web1 to resubscribe", Duration::from_secs(2), || {
         (fleet.server_log().matches("publish: accepted web1").count() > accepted_web1).then_some(())
@@ -102,8 +137,16 @@ fn key_revoked_by_sighup_can_neither_report_nor_receive_within_two_seconds() {
     // Give a wrongly subscribed web2 the same time to receive it, then check it did not.
     std::thread::sleep(Duration::from_millis(300));
     let web2_applied = fleet.applied(1);
-    assert_eq!(web2_applied, ["ban fail2ban sshd 203.0.113.30 86400"], "{web2_applied:?}");
-    assert!(fleet.server_log().contains("publish: refused unknown key"), "{}", fleet.server_log());
+    assert_eq!(
+        web2_applied,
+        ["ban fail2ban sshd 203.0.113.30 86400"],
+        "{web2_applied:?}"
+    );
+    assert!(
+        fleet.server_log().contains("publish: refused unknown key"),
+        "{}",
+        fleet.server_log()
+    );
 }
 
 #[test]
@@ -113,13 +156,23 @@ fn reload_keeps_authorized_hosts_working_and_survives_a_bad_config() {
     fs::write(&fleet.server_config, format!("{good}\nnonsense = 1\n")).unwrap();
     fleet.signal_server(Signal::SIGHUP);
     wait_for("failed reload", Duration::from_secs(2), || {
-        fleet.server_log().contains("reload failed, keeping the running configuration").then_some(())
+        fleet
+            .server_log()
+            .contains("reload failed, keeping the running configuration")
+            .then_some(())
     });
-    assert!(fleet.server_log().contains("server.toml:"), "{}", fleet.server_log());
+    assert!(
+        fleet.server_log().contains("server.toml:"),
+        "{}",
+        fleet.server_log()
+    );
     fs::write(&fleet.server_config, good).unwrap();
     fleet.signal_server(Signal::SIGHUP);
     wait_for("reload", Duration::from_secs(2), || {
-        fleet.server_log().contains("reloaded: 1 authorized keys").then_some(())
+        fleet
+            .server_log()
+            .contains("reloaded: 1 authorized keys")
+            .then_some(())
     });
     let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.34"]));
     assert_eq!(code, 0, "{stderr}");

@@ -20,7 +20,9 @@ impl Notify {
     fn new(fleet: &Fleet, name: &str) -> Notify {
         let path = fleet.dir.path().join(name);
         let socket = UnixDatagram::bind(&path).unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         Notify { socket, path }
     }
 
@@ -68,7 +70,10 @@ fn server_notifies_ready_reloading_and_stopping() {
     let notify = Notify::new(&fleet, "server.notify");
     let server = spawn(SERVER, &fleet.server_config, &notify, &fleet.server_log);
     let ready = notify.expect("READY=1");
-    assert!(ready.contains("STATUS=listening on tcp://127.0.0.1:"), "{ready}");
+    assert!(
+        ready.contains("STATUS=listening on tcp://127.0.0.1:"),
+        "{ready}"
+    );
     signal(&server, Signal::SIGHUP);
     notify.expect("RELOADING=1");
     notify.expect("READY=1");
@@ -83,7 +88,10 @@ fn client_notifies_ready_once_connected_and_stops_on_sigint_too() {
     let notify = Notify::new(&fleet, "client.notify");
     let client = spawn(CLIENT, &fleet.hosts[0].config, &notify, &fleet.hosts[0].log);
     let ready = notify.expect("READY=1");
-    assert!(ready.contains("STATUS=connected: tcp://127.0.0.1:"), "{ready}");
+    assert!(
+        ready.contains("STATUS=connected: tcp://127.0.0.1:"),
+        "{ready}"
+    );
     assert!(fleet.client_log(0).contains("connected to"));
     signal(&client, Signal::SIGHUP);
     notify.expect("RELOADING=1");
@@ -91,7 +99,9 @@ fn client_notifies_ready_once_connected_and_stops_on_sigint_too() {
     let mut client = client;
     signal(&client, Signal::SIGINT);
     notify.expect("STOPPING=1");
-    let status = wait_for("exit", Duration::from_secs(5), || client.try_wait().unwrap());
+    let status = wait_for("exit", Duration::from_secs(5), || {
+        client.try_wait().unwrap()
+    });
     assert_eq!(status.code(), Some(0));
 }
 
@@ -106,7 +116,10 @@ fn daemons_refuse_a_bad_config_with_exit_78_and_one_line() {
     let (code, stderr) = outcome(&out);
     assert_eq!(code, 78, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("server.toml:6: invalid duration \"soon\""), "{stderr}");
+    assert!(
+        stderr.contains("server.toml:6: invalid duration \"soon\""),
+        "{stderr}"
+    );
 
     std::fs::remove_file(fleet.keys_dir.join("web1.key_secret")).unwrap();
     let out = Command::new(CLIENT)

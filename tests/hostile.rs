@@ -44,7 +44,8 @@ fn reporter_rejects_injection_with_exit_65() {
         assert_eq!(code, 65, "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
     }
-    let (code, stderr) = outcome(&fleet.report(0, &["--bantime", "1;reboot", "f", "j", "203.0.113.42"]));
+    let (code, stderr) =
+        outcome(&fleet.report(0, &["--bantime", "1;reboot", "f", "j", "203.0.113.42"]));
     assert_eq!(code, 65, "{stderr}");
     assert_nothing_else_applied(&fleet, "203.0.113.43");
 }
@@ -52,7 +53,10 @@ fn reporter_rejects_injection_with_exit_65() {
 #[test]
 fn raw_socket_injection_gets_invalid_replies() {
     let fleet = Fleet::start(&["web1", "web2"], "", "");
-    let raw = Raw::connect(fleet.report_port, Some((&fleet.server_key(), &fleet.host_key("web1"))));
+    let raw = Raw::connect(
+        fleet.report_port,
+        Some((&fleet.server_key(), &fleet.host_key("web1"))),
+    );
     let touch = format!("x;touch {}", canary(&fleet).display());
     let cases: [[&str; 4]; 6] = [
         ["fail2ban", &touch, "203.0.113.44", ""],
@@ -63,17 +67,43 @@ fn raw_socket_injection_gets_invalid_replies() {
         ["fail2ban", "ss\u{1b}[2Jhd", "203.0.113.44", ""],
     ];
     for [prog, jail, ip, bantime] in cases {
-        let reply = raw.request(&report_frames(prog, jail, ip, bantime), WAIT).expect("a reply");
+        let reply = raw
+            .request(&report_frames(prog, jail, ip, bantime), WAIT)
+            .expect("a reply");
         let reply = texts(&reply);
-        assert_eq!(reply[..2], ["BANSHARE1", "INVALID"], "{prog:?} {jail:?} {ip:?}");
-        assert!(!reply[2].contains('\n'), "reason stays on one line: {reply:?}");
+        assert_eq!(
+            reply[..2],
+            ["BANSHARE1", "INVALID"],
+            "{prog:?} {jail:?} {ip:?}"
+        );
+        assert!(
+            !reply[2].contains('\n'),
+            "reason stays on one line: {reply:?}"
+        );
     }
     // Wrong shapes are answered too, and the server goes on.
     for frames in [
         vec![b"BANSHARE1".as_slice(), b"REPORT"],
         vec![b"BANSHARE1".as_slice(), b"DROP TABLE", b"x"],
-        vec![b"BANSHARE7".as_slice(), b"REPORT", b"a", b"b", b"203.0.113.45", b""],
-        vec![b"garbage".as_slice(), b"\xff\xfe", b"", b"", b"", b"", b"", b"", b""],
+        vec![
+            b"BANSHARE7".as_slice(),
+            b"REPORT",
+            b"a",
+            b"b",
+            b"203.0.113.45",
+            b"",
+        ],
+        vec![
+            b"garbage".as_slice(),
+            b"\xff\xfe",
+            b"",
+            b"",
+            b"",
+            b"",
+            b"",
+            b"",
+            b"",
+        ],
     ] {
         let reply = texts(&raw.request(&frames, WAIT).expect("a reply"));
         assert_eq!(reply[1], "INVALID", "{reply:?}");
@@ -84,10 +114,24 @@ fn raw_socket_injection_gets_invalid_replies() {
 #[test]
 fn ten_megabyte_frame_is_dropped_and_the_server_carries_on() {
     let fleet = Fleet::start(&["web1"], "", "");
-    let raw = Raw::connect(fleet.report_port, Some((&fleet.server_key(), &fleet.host_key("web1"))));
+    let raw = Raw::connect(
+        fleet.report_port,
+        Some((&fleet.server_key(), &fleet.host_key("web1"))),
+    );
     let huge = vec![b'A'; 10 * 1024 * 1024];
-    let frames = [b"BANSHARE1".as_slice(), b"REPORT", b"fail2ban", &huge, b"203.0.113.47", b""];
-    assert_eq!(raw.request(&frames, WAIT), None, "oversized frame must not be answered");
+    let frames = [
+        b"BANSHARE1".as_slice(),
+        b"REPORT",
+        b"fail2ban",
+        &huge,
+        b"203.0.113.47",
+        b"",
+    ];
+    assert_eq!(
+        raw.request(&frames, WAIT),
+        None,
+        "oversized frame must not be answered"
+    );
     let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.48"]));
     assert_eq!(code, 0, "{stderr}");
     fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.48 86400");

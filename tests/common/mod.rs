@@ -24,7 +24,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         if let Some(value) = check() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -150,7 +153,9 @@ impl Fleet {
             .unwrap();
         self.server = Some(child);
         wait_for("server to listen", Duration::from_secs(10), || {
-            read(&self.server_log).contains("listening on").then_some(())
+            read(&self.server_log)
+                .contains("listening on")
+                .then_some(())
         });
     }
 
@@ -287,13 +292,21 @@ impl Raw {
     /// Sends the frames and returns the reply, or None when none came within `timeout`.
     pub fn request(&self, frames: &[&[u8]], timeout: Duration) -> Option<Vec<Vec<u8>>> {
         self.socket.send_multipart(frames.iter().copied(), 0).ok()?;
-        let ready = self.socket.poll(zmq::POLLIN, timeout.as_millis() as i64).unwrap();
+        let ready = self
+            .socket
+            .poll(zmq::POLLIN, timeout.as_millis() as i64)
+            .unwrap();
         (ready > 0).then(|| self.socket.recv_multipart(0).unwrap())
     }
 }
 
 /// The frames of a current-format report.
-pub fn report_frames<'a>(prog: &'a str, jail: &'a str, ip: &'a str, bantime: &'a str) -> Vec<&'a [u8]> {
+pub fn report_frames<'a>(
+    prog: &'a str,
+    jail: &'a str,
+    ip: &'a str,
+    bantime: &'a str,
+) -> Vec<&'a [u8]> {
     vec![
         b"BANSHARE1".as_slice(),
         b"REPORT",
