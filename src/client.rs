@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::bans::unix_now;
 use crate::cli::{self, ClientArgs};
 use crate::config::ClientConfig;
+use crate::connection::ConnectionWatch;
 use crate::exit::Exit;
 use crate::keys::{self, KeyPair, PublicKey};
 use crate::logging;
@@ -66,7 +67,7 @@ struct Client {
     config_path: PathBuf,
     config: ClientConfig,
     ctx: zmq::Context,
-    subscriber: zmq::Socket,
+    subscription: Subscription,
     runner: Runner,
     protected: Protected,
     protected_at: Instant,
@@ -78,7 +79,7 @@ struct Client {
 impl Client {
     fn start(config_path: &Path, config: ClientConfig) -> Result<Client, Failure> {
         let ctx = zmq::Context::new();
-        let subscriber = subscribe(&ctx, &config)?;
+        let subscription = subscribe(&ctx, &config)?;
         Ok(Client {
             config_path: config_path.to_owned(),
             runner: Runner::new(config.max_concurrent_commands, config.command_timeout.0),
@@ -86,7 +87,7 @@ impl Client {
             protected_at: Instant::now(),
             config,
             ctx,
-            subscriber,
+            subscription,
             position: None,
             ready: false,
         })
@@ -112,9 +113,20 @@ impl Client {
                 );
                 self.mark_ready("waiting for the server");
             }
-            match self.subscriber.poll(zmq::POLLIN, TICK.as_millis() as i64) {
-                Ok(n) if n > 0 => self.drain(),
-                _ => {}
+            let mut items = [
+                self.subscription.socket.as_poll_item(zmq::POLLIN),
+                self.subscription.watch.socket().as_poll_item(zmq::POLLIN),
+            ];
+            // EINTR from a signal just goes round the loop again.
+            if zmq::poll(&mut items, TICK.as_millis() as i64).is_err() {
+                continue;
+            }
+            let (messages, events) = (items[0].is_readable(), items[1].is_readable());
+            if events {
+                self.subscription.watch.drain();
+            }
+            if messages {
+                self.drain();
             }
         }
     }
@@ -125,7 +137,7 @@ impl Client {
     }
 
     fn drain(&mut self) {
-        while let Ok(frames) = self.subscriber.recv_multipart(zmq::DONTWAIT) {
+        while let Ok(frames) = self.subscription.socket.recv_multipart(zmq::DONTWAIT) {
             match Publish::decode(&frames) {
                 Ok(message) => self.handle(message),
                 Err(e) => log::warn!("ignored a malformed message from the server: {e}"),
@@ -240,8 +252,8 @@ impl Client {
         );
         if reconnect {
             match subscribe(&self.ctx, &config) {
-                Ok(socket) => {
-                    self.subscriber = socket;
+                Ok(subscription) => {
+                    self.subscription = subscription;
                     self.position = None;
                 }
                 Err((_, e)) => {
@@ -265,12 +277,20 @@ impl Client {
     }
 }
 
-fn subscribe(ctx: &zmq::Context, config: &ClientConfig) -> Result<zmq::Socket, Failure> {
+/// The subscriber socket and the watch on its connection.
+struct Subscription {
+    socket: zmq::Socket,
+    watch: ConnectionWatch,
+}
+
+fn subscribe(ctx: &zmq::Context, config: &ClientConfig) -> Result<Subscription, Failure> {
     let (server_key, key) = load_keys(config)?;
     let fail = |e: zmq::Error| (Exit::Software, format!("subscriber socket: {e}"));
     let socket = transport::client_socket(ctx, zmq::SUB, &server_key, &key).map_err(fail)?;
     socket.set_subscribe(VERSION.as_bytes()).map_err(fail)?;
     let address = endpoint(&config.server, config.publish_port);
+    // Attached before connecting, so that not even the first failure goes unexplained.
+    let watch = ConnectionWatch::attach(ctx, &socket, &address).map_err(fail)?;
     socket
         .connect(&address)
         .map_err(|e| (Exit::Config, format!("cannot connect to {address}: {e}")))?;
@@ -279,7 +299,7 @@ fn subscribe(ctx: &zmq::Context, config: &ClientConfig) -> Result<zmq::Socket, F
         key.public.fingerprint(),
         server_key.fingerprint()
     );
-    Ok(socket)
+    Ok(Subscription { socket, watch })
 }
 
 /// The built-in and configured ranges, this host's addresses and the server's addresses.

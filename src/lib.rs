@@ -12,6 +12,7 @@ pub mod cidr;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod connection;
 pub mod duration;
 pub mod exit;
 pub mod keys;

@@ -147,6 +147,51 @@ fn key_revoked_by_sighup_can_neither_report_nor_receive_within_two_seconds() {
         "{}",
         fleet.server_log()
     );
+    wait_for("web2 to explain", Duration::from_secs(2), || {
+        fleet
+            .client_log(1)
+            .contains("refused this host's key")
+            .then_some(())
+    });
+}
+
+/// CURVE failures are silent on the wire; the client's log must say what is wrong.
+#[test]
+fn client_explains_why_it_is_not_connected() {
+    let mut fleet = Fleet::new(&["down", "wrongkey", "unknown"], "", "");
+    keys::generate(&fleet.keys_dir, "impostor", false).unwrap();
+    let config = common::read(&fleet.hosts[1].config).replace("server.key\"", "impostor.key\"");
+    fs::write(&fleet.hosts[1].config, config).unwrap();
+    fs::remove_file(fleet.auth_dir.join("unknown.key")).unwrap();
+    fleet.spawn_client(0);
+    wait_for("unreachable", Duration::from_secs(5), || {
+        fleet
+            .client_log(0)
+            .contains("cannot reach tcp://127.0.0.1:")
+            .then_some(())
+    });
+    fleet.start_server();
+    fleet.spawn_client(1);
+    fleet.spawn_client(2);
+    wait_for("wrong key explained", Duration::from_secs(5), || {
+        fleet
+            .client_log(1)
+            .contains("check that server-key is this server's public key")
+            .then_some(())
+    });
+    wait_for("refusal explained", Duration::from_secs(5), || {
+        fleet
+            .client_log(2)
+            .contains("refused this host's key")
+            .then_some(())
+    });
+    // The client that waited for the server connects once it is up.
+    wait_for("late connection", Duration::from_secs(5), || {
+        fleet
+            .client_log(0)
+            .contains("CURVE handshake with tcp://127.0.0.1:")
+            .then_some(())
+    });
 }
 
 #[test]

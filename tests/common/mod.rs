@@ -163,14 +163,14 @@ impl Fleet {
         self.server.as_ref().unwrap().id() as i32
     }
 
-    pub fn start_client(&mut self, i: usize) {
+    /// Starts host `i`'s client without waiting for it to connect.
+    pub fn spawn_client(&mut self, i: usize) {
         let host = &mut self.hosts[i];
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&host.log)
             .unwrap();
-        let connected_before = read(&host.log).matches("connected to").count();
         host.child = Some(
             Command::new(CLIENT)
                 .args(["--log", "stderr", "--config"])
@@ -179,9 +179,13 @@ impl Fleet {
                 .spawn()
                 .unwrap(),
         );
-        let log = host.log.clone();
+    }
+
+    pub fn start_client(&mut self, i: usize) {
+        let connected_before = self.client_log(i).matches("connected to").count();
+        self.spawn_client(i);
         wait_for("client to connect", Duration::from_secs(10), || {
-            (read(&log).matches("connected to").count() > connected_before).then_some(())
+            (self.client_log(i).matches("connected to").count() > connected_before).then_some(())
         });
     }
 
