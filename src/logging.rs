@@ -2,7 +2,7 @@
 //! to stderr, which journald captures. Secrets are never passed to the logger.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::PathBuf;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -15,12 +15,20 @@ pub enum LogTarget {
     Syslog,
 }
 
+/// The syslog socket; BANSHARE_SYSLOG_SOCKET overrides it for chroots and tests.
+fn syslog_socket() -> PathBuf {
+    std::env::var_os("BANSHARE_SYSLOG_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev/log"))
+}
+
 /// Starts logging. Returns a warning to log if syslog was asked for but is unavailable.
 pub fn init(program: &str, target: LogTarget, level: LevelFilter) -> Option<String> {
+    let socket = syslog_socket();
     let use_syslog = match target {
         LogTarget::Stderr => false,
         LogTarget::Syslog => true,
-        LogTarget::Auto => Path::new("/dev/log").exists(),
+        LogTarget::Auto => socket.exists(),
     };
     let mut warning = None;
     let logger: Box<dyn Log> = if use_syslog {
@@ -30,12 +38,14 @@ pub fn init(program: &str, target: LogTarget, level: LevelFilter) -> Option<Stri
             process: program.to_owned(),
             pid: std::process::id(),
         };
-        // syslog::unix only uses the local socket; syslog::init would silently fall back to
-        // the network, which we never want.
-        match syslog::unix(formatter) {
+        // Only the local socket: syslog::init would silently fall back to the network.
+        match syslog::unix_custom(formatter, &socket) {
             Ok(writer) => Box::new(syslog::BasicLogger::new(writer)),
             Err(e) => {
-                warning = Some(format!("syslog unavailable ({e}); logging to stderr"));
+                warning = Some(format!(
+                    "syslog unavailable at {} ({e}); logging to stderr",
+                    socket.display()
+                ));
                 Box::new(Stderr::new(program))
             }
         }

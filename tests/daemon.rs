@@ -131,3 +131,57 @@ fn daemons_refuse_a_bad_config_with_exit_78_and_one_line() {
     assert_eq!(code, 78, "{stderr}");
     assert!(stderr.contains("web1.key_secret"), "{stderr}");
 }
+
+#[test]
+fn logs_to_syslog_facility_daemon_when_the_socket_exists() {
+    let fleet = Fleet::new(&["web1"], "", "");
+    let path = fleet.dir.path().join("log.sock");
+    let syslog = UnixDatagram::bind(&path).unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut server = Command::new(SERVER)
+        .args(["--log", "auto", "--config"])
+        .arg(&fleet.server_config)
+        .env("BANSHARE_SYSLOG_SOCKET", &path)
+        .stderr(std::fs::File::create(&fleet.server_log).unwrap())
+        .spawn()
+        .unwrap();
+    let ident = format!("banshare-server[{}]: ", server.id());
+    let mut buf = [0u8; 4096];
+    let line = loop {
+        let n = syslog.recv(&mut buf).expect("a syslog message");
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if line.contains("listening on") {
+            break line;
+        }
+    };
+    // <30> is facility daemon (3) * 8 + severity info (6).
+    assert!(line.starts_with("<30>"), "{line}");
+    assert!(line.contains(&ident), "{line}");
+    signal(&server, Signal::SIGTERM);
+    assert_eq!(server.wait().unwrap().code(), Some(0));
+    assert_eq!(fleet.server_log(), "", "nothing on stderr");
+}
+
+#[test]
+fn pets_the_watchdog_when_systemd_asks() {
+    let fleet = Fleet::new(&["web1"], "", "");
+    let notify = Notify::new(&fleet, "watchdog.notify");
+    // systemd sets WATCHDOG_PID to the service's pid; exec keeps the shell's pid.
+    let mut server = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" --log stderr --config \"$1\"")
+        .arg(SERVER)
+        .arg(&fleet.server_config)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(std::fs::File::create(&fleet.server_log).unwrap())
+        .spawn()
+        .unwrap();
+    notify.expect("READY=1");
+    notify.expect("WATCHDOG=1");
+    notify.expect("WATCHDOG=1");
+    signal(&server, Signal::SIGTERM);
+    assert_eq!(server.wait().unwrap().code(), Some(0));
+}
