@@ -25,6 +25,8 @@ const READY_WAIT: Duration = Duration::from_secs(10);
 /// How often this host's own addresses are read again, as interfaces come and go.
 const LOCAL_REFRESH: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(100);
+/// After the server refused our key, try again this often with a new socket.
+const RETRY_REFUSED: Duration = Duration::from_secs(2);
 
 type Failure = (Exit, String);
 
@@ -80,6 +82,12 @@ impl Client {
     fn start(config_path: &Path, config: ClientConfig) -> Result<Client, Failure> {
         let ctx = zmq::Context::new();
         let subscription = subscribe(&ctx, &config)?;
+        log::info!(
+            "subscribing to {} as key {} (server key {})",
+            endpoint(&config.server, config.publish_port),
+            subscription.key.fingerprint(),
+            subscription.server_key.fingerprint()
+        );
         Ok(Client {
             config_path: config_path.to_owned(),
             runner: Runner::new(config.max_concurrent_commands, config.command_timeout.0),
@@ -106,6 +114,7 @@ impl Client {
                 self.reload();
             }
             watchdog.tick();
+            self.retry_if_refused();
             if !self.ready && started.elapsed() >= READY_WAIT {
                 log::warn!(
                     "no message from {} yet; still trying",
@@ -128,6 +137,19 @@ impl Client {
             if messages {
                 self.drain();
             }
+        }
+    }
+
+    fn retry_if_refused(&mut self) {
+        if self.subscription.watch.refused_for() < Some(RETRY_REFUSED) {
+            return;
+        }
+        match subscribe(&self.ctx, &self.config) {
+            Ok(mut subscription) => {
+                subscription.watch.continue_from(&self.subscription.watch);
+                self.subscription = subscription;
+            }
+            Err((_, e)) => log::error!("cannot open a new subscriber socket: {e}"),
         }
     }
 
@@ -281,6 +303,8 @@ impl Client {
 struct Subscription {
     socket: zmq::Socket,
     watch: ConnectionWatch,
+    key: PublicKey,
+    server_key: PublicKey,
 }
 
 fn subscribe(ctx: &zmq::Context, config: &ClientConfig) -> Result<Subscription, Failure> {
@@ -294,12 +318,13 @@ fn subscribe(ctx: &zmq::Context, config: &ClientConfig) -> Result<Subscription, 
     socket
         .connect(&address)
         .map_err(|e| (Exit::Config, format!("cannot connect to {address}: {e}")))?;
-    log::info!(
-        "subscribing to {address} as key {} (server key {})",
-        key.public.fingerprint(),
-        server_key.fingerprint()
-    );
-    Ok(Subscription { socket, watch })
+    log::debug!("subscriber socket connecting to {address}");
+    Ok(Subscription {
+        socket,
+        watch,
+        key: key.public,
+        server_key,
+    })
 }
 
 /// The built-in and configured ranges, this host's addresses and the server's addresses.

@@ -3,6 +3,7 @@
 //! was refused would just wait forever without saying why.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use zmq::SocketEvent as E;
 
@@ -26,6 +27,9 @@ pub struct ConnectionWatch {
     /// Whether TCP connected, and whether the handshake failed, in the current attempt.
     attempt_connected: bool,
     attempt_failed: bool,
+    /// When the server last refused our key. libzmq never retries after that, so the owner
+    /// must open a new socket (see `refused_for`).
+    refused_at: Option<Instant>,
 }
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
@@ -61,6 +65,7 @@ impl ConnectionWatch {
             up: false,
             attempt_connected: false,
             attempt_failed: false,
+            refused_at: None,
         })
     }
 
@@ -71,6 +76,19 @@ impl ConnectionWatch {
 
     pub fn is_up(&self) -> bool {
         self.up
+    }
+
+    /// How long ago the server refused our key, if it did: libzmq gives up on the endpoint
+    /// then, so the owner should open a new socket after a pause. A key authorized later
+    /// (and a server reload) then gets the host in without a restart.
+    pub fn refused_for(&self) -> Option<Duration> {
+        self.refused_at.map(|at| at.elapsed())
+    }
+
+    /// Carries what was already logged over to the watch of a new socket, so that retries
+    /// do not repeat the same message.
+    pub fn continue_from(&mut self, previous: &ConnectionWatch) {
+        self.reported = previous.reported;
     }
 
     /// Reads pending events and logs each change of state once.
@@ -93,6 +111,7 @@ impl ConnectionWatch {
             }
             E::HANDSHAKE_FAILED_AUTH => {
                 self.attempt_failed = true;
+                self.refused_at = Some(Instant::now());
                 self.report(Condition::KeyRefused);
             }
             E::HANDSHAKE_FAILED_PROTOCOL | E::HANDSHAKE_FAILED_NO_DETAIL => {

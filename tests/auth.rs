@@ -223,3 +223,32 @@ fn reload_keeps_authorized_hosts_working_and_survives_a_bad_config() {
     assert_eq!(code, 0, "{stderr}");
     fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.34 86400");
 }
+
+/// libzmq gives up on an endpoint whose server refused the key; the client must not.
+#[test]
+fn client_refused_at_first_gets_in_once_its_key_is_authorized() {
+    let mut fleet = Fleet::new(&["late"], "", "");
+    let key_file = fleet.auth_dir.join("late.key");
+    let saved = fs::read(&key_file).unwrap();
+    fs::remove_file(&key_file).unwrap();
+    fleet.start_server();
+    fleet.spawn_client(0);
+    wait_for("refusal", Duration::from_secs(5), || {
+        fleet
+            .client_log(0)
+            .contains("refused this host's key")
+            .then_some(())
+    });
+    fs::write(&key_file, saved).unwrap();
+    fleet.signal_server(Signal::SIGHUP);
+    wait_for("connection", Duration::from_secs(5), || {
+        fleet.client_log(0).contains("connected to").then_some(())
+    });
+    fleet.report(0, &["fail2ban", "sshd", "203.0.113.35"]);
+    fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.35 86400");
+    let refusals = fleet
+        .client_log(0)
+        .matches("refused this host's key")
+        .count();
+    assert_eq!(refusals, 1, "retries must not repeat the message");
+}
