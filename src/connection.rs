@@ -1,11 +1,16 @@
-//! Watches a socket's connection through a ZeroMQ socket monitor and logs what an admin
-//! needs to know. CURVE failures are silent on the wire, so without this a client whose key
-//! was refused would just wait forever without saying why.
+//! Watches connections through ZeroMQ socket monitors and logs what an admin needs to know.
+//! CURVE failures are silent on the wire: without this, a client whose key was refused would
+//! wait forever without saying why, and the server would not mention peers that fail the
+//! handshake before its ZAP handler sees them.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use zmq::SocketEvent as E;
+
+use crate::logging::Quiet;
+use crate::transport::peer_address;
 
 /// What the admin is told; each is logged when it differs from the last one logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,16 +39,38 @@ pub struct ConnectionWatch {
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
+/// Connects a PAIR socket to a new monitor of `watched` for `events`.
+fn monitor(ctx: &zmq::Context, watched: &zmq::Socket, events: &[E]) -> zmq::Result<zmq::Socket> {
+    let address = format!(
+        "inproc://banshare-monitor-{}",
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    );
+    let mask = events.iter().fold(0, |mask, e| mask | e.to_raw() as i32);
+    watched.monitor(&address, mask)?;
+    let monitor = ctx.socket(zmq::PAIR)?;
+    monitor.set_linger(0)?;
+    monitor.connect(&address)?;
+    Ok(monitor)
+}
+
+/// Pending monitor events: the event and its value (a file descriptor or an error code).
+fn events(monitor: &zmq::Socket) -> impl Iterator<Item = (E, u32)> + '_ {
+    std::iter::from_fn(move || monitor.recv_multipart(zmq::DONTWAIT).ok()).filter_map(|frames| {
+        let head = frames.first().filter(|f| f.len() >= 6)?;
+        let event = E::from_raw(u16::from_ne_bytes([head[0], head[1]]));
+        Some((
+            event,
+            u32::from_ne_bytes([head[2], head[3], head[4], head[5]]),
+        ))
+    })
+}
+
 impl ConnectionWatch {
     pub fn attach(
         ctx: &zmq::Context,
         watched: &zmq::Socket,
         endpoint: &str,
     ) -> zmq::Result<ConnectionWatch> {
-        let address = format!(
-            "inproc://banshare-monitor-{}",
-            NEXT_ID.fetch_add(1, Ordering::Relaxed)
-        );
         let events = [
             E::CONNECTED,
             E::CONNECT_RETRIED,
@@ -53,11 +80,7 @@ impl ConnectionWatch {
             E::HANDSHAKE_FAILED_PROTOCOL,
             E::HANDSHAKE_FAILED_NO_DETAIL,
         ];
-        let mask = events.iter().fold(0, |mask, e| mask | e.to_raw() as i32);
-        watched.monitor(&address, mask)?;
-        let monitor = ctx.socket(zmq::PAIR)?;
-        monitor.set_linger(0)?;
-        monitor.connect(&address)?;
+        let monitor = monitor(ctx, watched, &events)?;
         Ok(ConnectionWatch {
             monitor,
             endpoint: endpoint.to_owned(),
@@ -93,11 +116,9 @@ impl ConnectionWatch {
 
     /// Reads pending events and logs each change of state once.
     pub fn drain(&mut self) {
-        while let Ok(frames) = self.monitor.recv_multipart(zmq::DONTWAIT) {
-            if let Some(event) = frames.first().filter(|f| f.len() >= 6) {
-                let raw = u16::from_ne_bytes([event[0], event[1]]);
-                self.on(E::from_raw(raw));
-            }
+        let pending: Vec<_> = events(&self.monitor).collect();
+        for (event, _) in pending {
+            self.on(event);
         }
     }
 
@@ -161,4 +182,84 @@ impl ConnectionWatch {
             ),
         }
     }
+}
+
+/// libzmq's codes for why a handshake failed (zmq.h, ZMQ_PROTOCOL_ERROR_ZMTP_*).
+const CRYPTOGRAPHIC: u32 = 0x1100_0001;
+const MECHANISM_MISMATCH: u32 = 0x1100_0002;
+
+/// Logs peers that fail the handshake on a listening socket, with their address. Peers with
+/// an unknown key are logged by the ZAP handler; these never get that far.
+pub struct ListenerWatch {
+    monitor: zmq::Socket,
+    name: String,
+    /// Peer address by connection file descriptor, from ACCEPTED to DISCONNECTED.
+    peers: HashMap<u32, String>,
+    /// The reason of a failed handshake, waiting for the DISCONNECTED event that names the
+    /// connection (libzmq reports them in this order on its I/O thread).
+    failed: Option<&'static str>,
+    quiet: Quiet,
+}
+
+impl ListenerWatch {
+    pub fn attach(
+        ctx: &zmq::Context,
+        watched: &zmq::Socket,
+        name: &str,
+    ) -> zmq::Result<ListenerWatch> {
+        let events = [
+            E::ACCEPTED,
+            E::DISCONNECTED,
+            E::HANDSHAKE_FAILED_PROTOCOL,
+            E::HANDSHAKE_FAILED_NO_DETAIL,
+        ];
+        Ok(ListenerWatch {
+            monitor: monitor(ctx, watched, &events)?,
+            name: name.to_owned(),
+            peers: HashMap::new(),
+            failed: None,
+            quiet: Quiet::default(),
+        })
+    }
+
+    pub fn socket(&self) -> &zmq::Socket {
+        &self.monitor
+    }
+
+    pub fn drain(&mut self) {
+        let pending: Vec<_> = events(&self.monitor).collect();
+        for (event, value) in pending {
+            match event {
+                E::ACCEPTED => {
+                    self.peers.insert(value, peer_of(value));
+                }
+                E::HANDSHAKE_FAILED_PROTOCOL | E::HANDSHAKE_FAILED_NO_DETAIL => {
+                    self.failed = Some(match value {
+                        MECHANISM_MISMATCH => "a peer without CURVE (plaintext)",
+                        CRYPTOGRAPHIC => "a peer using a wrong server key",
+                        _ => "a peer that failed the CURVE handshake",
+                    });
+                }
+                E::DISCONNECTED => {
+                    let address = self.peers.remove(&value).unwrap_or_else(|| "?".into());
+                    if let Some(reason) = self.failed.take() {
+                        self.quiet
+                            .warn(format!("{}: refused {reason} from {address}", self.name));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The remote address of a connection the monitor announced by its file descriptor.
+fn peer_of(fd: u32) -> String {
+    let addr = nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(fd as i32);
+    let ip = addr.ok().and_then(|a| {
+        a.as_sockaddr_in()
+            .map(|v4| v4.ip().to_string())
+            .or_else(|| a.as_sockaddr_in6().map(|v6| v6.ip().to_string()))
+    });
+    ip.map_or_else(|| "?".into(), |ip| peer_address(&ip))
 }

@@ -1,8 +1,10 @@
 //! Logging to syslog (facility daemon, ident = program name) when /dev/log exists, otherwise
 //! to stderr, which journald captures. Secrets are never passed to the logger.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -98,4 +100,30 @@ impl Log for Stderr {
     }
 
     fn flush(&self) {}
+}
+
+/// Warnings that a peer can trigger over and over (a refused client retries every 100 ms):
+/// each distinct line is logged at most once a minute, so a flood cannot fill the disk.
+#[derive(Default)]
+pub struct Quiet {
+    last: HashMap<String, Instant>,
+}
+
+impl Quiet {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    pub fn warn(&mut self, line: String) {
+        let now = Instant::now();
+        if self.last.len() > 10_000 {
+            self.last
+                .retain(|_, at| now.duration_since(*at) < Self::EVERY);
+        }
+        match self.last.get(&line) {
+            Some(at) if now.duration_since(*at) < Self::EVERY => {}
+            _ => {
+                log::warn!("{line} (repeats are logged once a minute)");
+                self.last.insert(line, now);
+            }
+        }
+    }
 }

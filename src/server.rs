@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::bans::{unix_now, BanTable, Recorded};
 use crate::cli::{self, ServerArgs};
 use crate::config::{ConfigError, ServerConfig};
+use crate::connection::ListenerWatch;
 use crate::exit::Exit;
 use crate::keys::{self, KeyPair, PublicKey};
 use crate::logging;
@@ -66,8 +67,8 @@ struct Server {
     key: KeyPair,
     ctx: zmq::Context,
     auth: Authorizer,
-    report: zmq::Socket,
-    publish: zmq::Socket,
+    report: Listener,
+    publish: Listener,
     protected: Protected,
     table: BanTable,
     epoch: u64,
@@ -144,14 +145,23 @@ impl Server {
             }
             let wait = next_heartbeat.saturating_duration_since(now).min(TICK);
             let mut items = [
-                self.report.as_poll_item(zmq::POLLIN),
-                self.publish.as_poll_item(zmq::POLLIN),
+                self.report.socket.as_poll_item(zmq::POLLIN),
+                self.publish.socket.as_poll_item(zmq::POLLIN),
+                self.report.watch.socket().as_poll_item(zmq::POLLIN),
+                self.publish.watch.socket().as_poll_item(zmq::POLLIN),
             ];
             // EINTR from a signal just goes round the loop again.
             if zmq::poll(&mut items, wait.as_millis() as i64).is_err() {
                 continue;
             }
-            let (reports, subscriptions) = (items[0].is_readable(), items[1].is_readable());
+            let [reports, subscriptions, report_events, publish_events] =
+                items.map(|item| item.is_readable());
+            if report_events {
+                self.report.watch.drain();
+            }
+            if publish_events {
+                self.publish.watch.drain();
+            }
             if reports {
                 self.handle_reports();
             }
@@ -163,7 +173,7 @@ impl Server {
 
     fn handle_reports(&mut self) {
         for _ in 0..BATCH {
-            match transport::recv_with_user(&self.report, zmq::DONTWAIT) {
+            match transport::recv_with_user(&self.report.socket, zmq::DONTWAIT) {
                 Ok((frames, user)) => self.handle_report(frames, user),
                 Err(zmq::Error::EAGAIN) => return,
                 Err(e) => {
@@ -202,7 +212,7 @@ impl Server {
             verdict.encode()
         };
         let message = envelope.iter().cloned().chain(reply);
-        if let Err(e) = self.report.send_multipart(message, zmq::DONTWAIT) {
+        if let Err(e) = self.report.socket.send_multipart(message, zmq::DONTWAIT) {
             log::warn!("cannot answer {origin}: {e}");
         }
     }
@@ -268,7 +278,11 @@ impl Server {
     }
 
     fn send(&self, message: &Publish) {
-        if let Err(e) = self.publish.send_multipart(message.encode(), zmq::DONTWAIT) {
+        if let Err(e) = self
+            .publish
+            .socket
+            .send_multipart(message.encode(), zmq::DONTWAIT)
+        {
             log::error!("publish failed: {e}");
         }
     }
@@ -284,7 +298,7 @@ impl Server {
     /// subscriber the current position without waiting for the next tick.
     fn handle_subscriptions(&mut self) {
         let mut joined = false;
-        while let Ok(frame) = self.publish.recv_bytes(zmq::DONTWAIT) {
+        while let Ok(frame) = self.publish.socket.recv_bytes(zmq::DONTWAIT) {
             joined |= frame.first() == Some(&1);
         }
         if joined {
@@ -355,11 +369,11 @@ impl Server {
     /// once and catch up from the heartbeat.
     fn rebind_publish(&mut self) {
         let address = endpoint(&self.config.listen.to_string(), self.config.publish_port);
-        let _ = self.publish.unbind(&address);
+        let _ = self.publish.socket.unbind(&address);
         for attempt in 0..50 {
             match bind_publish(&self.ctx, &self.key, &self.config) {
-                Ok(socket) => {
-                    self.publish = socket;
+                Ok(listener) => {
+                    self.publish = listener;
                     log::info!("publish socket reopened; revoked subscribers are disconnected");
                     return;
                 }
@@ -370,6 +384,12 @@ impl Server {
     }
 }
 
+/// A bound socket and the watch that logs peers failing its handshake.
+struct Listener {
+    socket: zmq::Socket,
+    watch: ListenerWatch,
+}
+
 fn bind(
     ctx: &zmq::Context,
     kind: zmq::SocketType,
@@ -377,7 +397,7 @@ fn bind(
     name: &str,
     config: &ServerConfig,
     port: u16,
-) -> Result<zmq::Socket, Failure> {
+) -> Result<Listener, Failure> {
     let socket = transport::server_socket(ctx, kind, key, name).map_err(zmq_failure(name))?;
     if kind == zmq::XPUB {
         // Every subscription is passed up, not just the first, so each new subscriber gets
@@ -387,6 +407,7 @@ fn bind(
         // the gap in sequence numbers.
         socket.set_sndhwm(100_000).map_err(zmq_failure(name))?;
     }
+    let watch = ListenerWatch::attach(ctx, &socket, name).map_err(zmq_failure(name))?;
     let address = endpoint(&config.listen.to_string(), port);
     socket.bind(&address).map_err(|e| {
         (
@@ -394,14 +415,14 @@ fn bind(
             format!("cannot listen on {address} ({name}): {e}"),
         )
     })?;
-    Ok(socket)
+    Ok(Listener { socket, watch })
 }
 
 fn bind_publish(
     ctx: &zmq::Context,
     key: &KeyPair,
     config: &ServerConfig,
-) -> Result<zmq::Socket, Failure> {
+) -> Result<Listener, Failure> {
     bind(ctx, zmq::XPUB, key, "publish", config, config.publish_port)
 }
 

@@ -3,10 +3,10 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
 use crate::cidr::Cidr;
 use crate::keys::{KeyPair, PublicKey};
+use crate::logging::Quiet;
 use crate::protocol::MAX_FRAME;
 
 /// The reason a daemon or the reporter will not start without CURVE.
@@ -207,33 +207,8 @@ impl Authorizer {
     }
 }
 
-/// Refused peers retry every 100 ms; each distinct refusal is logged once a minute.
-#[derive(Default)]
-struct Quiet {
-    last: HashMap<String, Instant>,
-}
-
-impl Quiet {
-    const EVERY: Duration = Duration::from_secs(60);
-
-    fn warn(&mut self, line: String) {
-        let now = Instant::now();
-        if self.last.len() > 10_000 {
-            self.last
-                .retain(|_, at| now.duration_since(*at) < Self::EVERY);
-        }
-        match self.last.get(&line) {
-            Some(at) if now.duration_since(*at) < Self::EVERY => {}
-            _ => {
-                log::warn!("{line} (repeats are logged once a minute)");
-                self.last.insert(line, now);
-            }
-        }
-    }
-}
-
 /// The peer's address as people write it: "127.0.0.1", not "::ffff:127.0.0.1".
-fn peer_address(text: &str) -> String {
+pub fn peer_address(text: &str) -> String {
     match text.parse::<IpAddr>() {
         Ok(addr) => Cidr::host(addr).addr().to_string(),
         Err(_) => crate::cidr::printable(text),

@@ -32,6 +32,11 @@ fn plaintext_peer_gets_nothing() {
     assert!(!fs::read_to_string(&fleet.hosts[0].applied)
         .unwrap()
         .contains("203.0.113.20"));
+    let log = fleet.server_log();
+    assert!(
+        log.contains("report: refused a peer without CURVE (plaintext) from 127.0.0.1"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -68,6 +73,11 @@ fn wrong_server_key_gets_nothing() {
     );
     assert_eq!(stderr.lines().count(), 1);
     assert!(fleet.applied(0).is_empty());
+    let log = fleet.server_log();
+    assert!(
+        log.contains("report: refused a peer using a wrong server key from 127.0.0.1"),
+        "{log}"
+    );
 }
 
 #[test]
