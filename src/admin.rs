@@ -2,7 +2,7 @@
 
 use crate::cli::{self, AdminArgs, AdminCommand};
 use crate::config::AnyConfig;
-use crate::exit::Exit;
+use crate::exit::{Exit, Failure};
 use crate::{client, keys, server};
 
 pub fn main() -> std::process::ExitCode {
@@ -20,7 +20,7 @@ pub fn main() -> std::process::ExitCode {
     exit.into()
 }
 
-fn run(command: AdminCommand) -> Result<String, (Exit, String)> {
+fn run(command: AdminCommand) -> Result<String, Failure> {
     match command {
         AdminCommand::Keygen { dir, name, force } => {
             let (public, secret) = keys::generate(&dir, &name, force).map_err(|e| {
@@ -44,7 +44,7 @@ fn run(command: AdminCommand) -> Result<String, (Exit, String)> {
 }
 
 /// Everything a daemon checks before it starts: the file itself and the keys it names.
-fn check_config(path: &std::path::Path) -> Result<String, (Exit, String)> {
+fn check_config(path: &std::path::Path) -> Result<String, Failure> {
     let config = AnyConfig::load(path).map_err(|e| (Exit::Config, e.to_string()))?;
     let (kind, detail) = match config {
         AnyConfig::Server(c) => ("server", server::check(&c).map_err(|e| (Exit::Config, e))?),

@@ -9,9 +9,8 @@ use crate::bans::unix_now;
 use crate::cli::{self, ClientArgs};
 use crate::config::ClientConfig;
 use crate::connection::ConnectionWatch;
-use crate::exit::Exit;
+use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
-use crate::logging;
 use crate::protect::{self, Protected};
 use crate::protocol::{Ban, Publish, VERSION};
 use crate::runner::Runner;
@@ -28,33 +27,18 @@ const TICK: Duration = Duration::from_millis(100);
 /// After the server refused our key, try again this often with a new socket.
 const RETRY_REFUSED: Duration = Duration::from_secs(2);
 
-type Failure = (Exit, String);
-
 pub fn main() -> std::process::ExitCode {
     let args: ClientArgs = cli::parse();
-    let code = match run(&args) {
-        Ok(()) => Exit::Ok,
-        Err((exit, message)) => {
-            log::error!("{message}");
-            exit
-        }
-    };
-    code.into()
-}
-
-fn run(args: &ClientArgs) -> Result<(), Failure> {
-    if let Some(warning) = logging::init("banshare-client", args.log, log::LevelFilter::Info) {
-        log::warn!("{warning}");
-    }
-    let config = ClientConfig::load(&args.config).map_err(|e| (Exit::Config, e.to_string()))?;
-    log::set_max_level(config.log_level.filter());
-    transport::require_curve().map_err(|e| (Exit::Software, e))?;
-    let signals = Signals::install().map_err(|e| (Exit::Software, format!("signals: {e}")))?;
-    let mut client = Client::start(&args.config, config)?;
-    client.serve(&signals);
-    service::stopping();
-    log::info!("stopping");
-    Ok(())
+    service::run_daemon(
+        "banshare-client",
+        args.log,
+        || ClientConfig::load(&args.config).map_err(|e| (Exit::Config, e.to_string())),
+        |config| config.log_level,
+        |config, signals| {
+            Client::start(&args.config, config)?.serve(signals);
+            Ok(())
+        },
+    )
 }
 
 /// The keys a client needs, from the files client.toml names.

@@ -22,6 +22,9 @@ pub enum Exit {
     Config = 78,
 }
 
+/// A failure on its way to the program's edge: the exit code and one line for the user.
+pub type Failure = (Exit, String);
+
 impl Exit {
     pub fn code(self) -> i32 {
         self as i32

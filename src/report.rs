@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::cli::{self, ReportArgs};
 use crate::client::load_keys;
 use crate::config::ClientConfig;
-use crate::exit::Exit;
+use crate::exit::{Exit, Failure};
 use crate::keys::{KeyPair, PublicKey};
 use crate::protocol::{Report, Verdict};
 use crate::transport::{self, endpoint};
@@ -29,7 +29,7 @@ pub fn main() -> std::process::ExitCode {
     exit.into()
 }
 
-fn run(args: &ReportArgs) -> Result<String, (Exit, String)> {
+fn run(args: &ReportArgs) -> Result<String, Failure> {
     let started = Instant::now();
     let report = Report::parse(
         &args.prog,
@@ -74,7 +74,7 @@ fn exchange(
     server_key: &PublicKey,
     key: &KeyPair,
     deadline: Instant,
-) -> Result<Verdict, Option<(Exit, String)>> {
+) -> Result<Verdict, Option<Failure>> {
     let fail = |e: zmq::Error| Some((Exit::Software, format!("ZeroMQ: {e}")));
     let ctx = zmq::Context::new();
     let socket = transport::client_socket(&ctx, zmq::REQ, server_key, key).map_err(fail)?;

@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 
 use crate::bans::{unix_now, BanTable, Recorded};
 use crate::cli::{self, ServerArgs};
-use crate::config::{ConfigError, ServerConfig};
+use crate::config::ServerConfig;
 use crate::connection::ListenerWatch;
-use crate::exit::Exit;
+use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
-use crate::logging;
 use crate::protect::Protected;
 use crate::protocol::{decode_request, Name, Publish, Report, Request, Verdict};
 use crate::service::{self, Signals, Watchdog};
@@ -23,42 +22,23 @@ const TICK: Duration = Duration::from_millis(100);
 
 pub fn main() -> std::process::ExitCode {
     let args: ServerArgs = cli::parse();
-    let code = match run(&args) {
-        Ok(()) => Exit::Ok,
-        Err((exit, message)) => {
-            log::error!("{message}");
-            exit
-        }
-    };
-    code.into()
-}
-
-type Failure = (Exit, String);
-
-fn config_failure(e: ConfigError) -> Failure {
-    (Exit::Config, e.to_string())
+    service::run_daemon(
+        "banshare-server",
+        args.log,
+        || ServerConfig::load(&args.config).map_err(|e| (Exit::Config, e.to_string())),
+        |config| config.log_level,
+        |config, signals| {
+            let mut server = Server::start(&args.config, config)?;
+            service::ready(&server.describe());
+            log::info!("{}", server.describe());
+            server.serve(signals);
+            Ok(())
+        },
+    )
 }
 
 fn zmq_failure(what: &str) -> impl Fn(zmq::Error) -> Failure + '_ {
     move |e| (Exit::Software, format!("{what}: {e}"))
-}
-
-fn run(args: &ServerArgs) -> Result<(), Failure> {
-    // Log to stderr until the config says how verbose to be.
-    if let Some(warning) = logging::init("banshare-server", args.log, log::LevelFilter::Info) {
-        log::warn!("{warning}");
-    }
-    let config = ServerConfig::load(&args.config).map_err(config_failure)?;
-    log::set_max_level(config.log_level.filter());
-    transport::require_curve().map_err(|e| (Exit::Software, e))?;
-    let signals = Signals::install().map_err(|e| (Exit::Software, format!("signals: {e}")))?;
-    let mut server = Server::start(&args.config, config)?;
-    service::ready(&server.describe());
-    log::info!("{}", server.describe());
-    server.serve(&signals);
-    service::stopping();
-    log::info!("stopping");
-    Ok(())
 }
 
 struct Server {

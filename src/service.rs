@@ -7,6 +7,43 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
+use crate::config::LogLevel;
+use crate::exit::{Exit, Failure};
+use crate::logging::{self, LogTarget};
+use crate::transport;
+
+/// What the server and the client share around their own work: logging, the config, the
+/// CURVE check and signals; then `serve`, and STOPPING=1 on the way out. A failure becomes
+/// one log line and its exit code.
+pub fn run_daemon<C>(
+    program: &str,
+    target: LogTarget,
+    load: impl FnOnce() -> Result<C, Failure>,
+    log_level: impl Fn(&C) -> LogLevel,
+    serve: impl FnOnce(C, &Signals) -> Result<(), Failure>,
+) -> std::process::ExitCode {
+    // Log at info until the config says how verbose to be.
+    if let Some(warning) = logging::init(program, target, log::LevelFilter::Info) {
+        log::warn!("{warning}");
+    }
+    let result = load().and_then(|config| {
+        log::set_max_level(log_level(&config).filter());
+        transport::require_curve().map_err(|e| (Exit::Software, e))?;
+        let signals = Signals::install().map_err(|e| (Exit::Software, format!("signals: {e}")))?;
+        serve(config, &signals)?;
+        stopping();
+        log::info!("stopping");
+        Ok(())
+    });
+    match result {
+        Ok(()) => Exit::Ok.into(),
+        Err((exit, message)) => {
+            log::error!("{message}");
+            exit.into()
+        }
+    }
+}
+
 /// Sends a state to systemd when NOTIFY_SOCKET is set; otherwise does nothing.
 fn notify(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(false, states) {
