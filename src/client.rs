@@ -133,7 +133,10 @@ impl Client {
                 subscription.watch.continue_from(&self.subscription.watch);
                 self.subscription = subscription;
             }
-            Err((_, e)) => log::error!("cannot open a new subscriber socket: {e}"),
+            Err((_, e)) => {
+                log::error!("cannot open a new subscriber socket: {e}");
+                self.subscription.watch.postpone_retry();
+            }
         }
     }
 

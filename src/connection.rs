@@ -97,15 +97,16 @@ impl ConnectionWatch {
         &self.monitor
     }
 
-    pub fn is_up(&self) -> bool {
-        self.up
-    }
-
     /// How long ago the server refused our key, if it did: libzmq gives up on the endpoint
     /// then, so the owner should open a new socket after a pause. A key authorized later
     /// (and a server reload) then gets the host in without a restart.
     pub fn refused_for(&self) -> Option<Duration> {
         self.refused_at.map(|at| at.elapsed())
+    }
+
+    /// Restarts the wait before the next retry, after a retry could not even start.
+    pub fn postpone_retry(&mut self) {
+        self.refused_at = Some(Instant::now());
     }
 
     /// Carries what was already logged over to the watch of a new socket, so that retries

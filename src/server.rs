@@ -100,7 +100,7 @@ impl Server {
             "listening on {} (reports) and {} (publish) with {} authorized keys",
             endpoint(&self.config.listen.to_string(), self.config.report_port),
             endpoint(&self.config.listen.to_string(), self.config.publish_port),
-            self.auth.keys().len()
+            self.auth.count()
         )
     }
 
@@ -341,7 +341,7 @@ impl Server {
         if !revoked.is_empty() {
             self.rebind_publish();
         }
-        log::info!("reloaded: {} authorized keys", self.auth.keys().len());
+        log::info!("reloaded: {} authorized keys", self.auth.count());
     }
 
     /// Subscriptions carry no per-message check, so a revoked subscriber is cut off by

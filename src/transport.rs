@@ -140,6 +140,10 @@ impl Authorizer {
         self.keys.read().expect("lock").clone()
     }
 
+    pub fn count(&self) -> usize {
+        self.keys.read().expect("lock").len()
+    }
+
     /// The key file name for a User-Id, if that key is still authorized. Checked on every
     /// message so that a revoked key stops working on connections that are already open.
     pub fn name_of(&self, user_id: &str) -> Option<String> {
