@@ -6,6 +6,7 @@
 //!   command.
 //!
 //! Run: `cargo build --release --bins --examples && target/release/examples/bench [N ...]`
+//! (`DURABILITY=write` in the environment runs the server with `durability = "write"`).
 //!
 //! Each client's ban command is this program again (`bench applied SOCKET CLIENT IP`), which
 //! sends one datagram to the benchmark, so "applied" includes a real exec, as a firewall
@@ -93,6 +94,7 @@ impl Fleet {
                 .port()
         };
         let (report, publish) = (port(), port());
+        let durability = std::env::var("DURABILITY").unwrap_or_else(|_| "fsync".into());
         let socket_path = dir.join("applied.sock");
         let socket = UnixDatagram::bind(&socket_path).unwrap();
         let (tx, applied) = mpsc::channel();
@@ -107,9 +109,11 @@ impl Fleet {
             &dir.join("server.toml"),
             &format!(
                 "listen = \"127.0.0.1\"\nreport-port = {report}\npublish-port = {publish}\n\
-                 key = \"{}/server.key_secret\"\nauthorized-keys = \"{}\"\nlog-level = \"warning\"\n",
+                 key = \"{}/server.key_secret\"\nauthorized-keys = \"{}\"\nlog-level = \"warning\"\n\
+                 state-dir = \"{}/state\"\ndurability = \"{durability}\"\n",
                 keys.display(),
-                auth.display()
+                auth.display(),
+                dir.display()
             ),
         );
         let mut configs = Vec::new();

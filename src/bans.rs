@@ -30,8 +30,8 @@ pub struct BanTable {
 
 /// What recording a report did.
 pub enum Recorded {
-    /// Publish this ban.
-    New(Ban),
+    /// Store and publish this ban.
+    New(Entry),
     /// Published less than the de-duplication window ago.
     Duplicate,
 }
@@ -73,16 +73,25 @@ impl BanTable {
             expires: bantime.map(|b| now.saturating_add(b)),
         };
         let first_report = self.entries.get(&report.ip).map_or(now, |e| e.first_report);
-        self.entries.insert(
-            report.ip,
-            Entry {
-                ban: ban.clone(),
-                first_report,
-                last_report: now,
-                last_published: now,
-            },
-        );
-        Recorded::New(ban)
+        let entry = Entry {
+            ban,
+            first_report,
+            last_report: now,
+            last_published: now,
+        };
+        self.entries.insert(report.ip, entry.clone());
+        Recorded::New(entry)
+    }
+
+    /// A table holding bans read back from disk.
+    pub fn from_entries(entries: Vec<Entry>) -> BanTable {
+        BanTable {
+            entries: entries.into_iter().map(|e| (e.ban.ip, e)).collect(),
+        }
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
     }
 
     /// Forgets bans that have expired.
@@ -177,7 +186,7 @@ mod tests {
     fn expired_bans_are_published_again_and_purged() {
         let mut t = BanTable::default();
         let r = report("203.0.113.7", "60");
-        let Recorded::New(ban) = t.record(&r, &origin(), DAY, WINDOW, 1000) else {
+        let Recorded::New(Entry { ban, .. }) = t.record(&r, &origin(), DAY, WINDOW, 1000) else {
             panic!()
         };
         assert_eq!((ban.bantime, ban.expires), (Some(60), Some(1060)));
@@ -189,12 +198,14 @@ mod tests {
     #[test]
     fn bantime_defaults_and_permanent() {
         let mut t = BanTable::default();
-        let Recorded::New(ban) = t.record(&report("203.0.113.7", ""), &origin(), DAY, WINDOW, 5)
+        let Recorded::New(Entry { ban, .. }) =
+            t.record(&report("203.0.113.7", ""), &origin(), DAY, WINDOW, 5)
         else {
             panic!()
         };
         assert_eq!(ban.expires, Some(5 + 86400));
-        let Recorded::New(ban) = t.record(&report("203.0.113.8", "-1"), &origin(), DAY, WINDOW, 5)
+        let Recorded::New(Entry { ban, .. }) =
+            t.record(&report("203.0.113.8", "-1"), &origin(), DAY, WINDOW, 5)
         else {
             panic!()
         };

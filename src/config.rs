@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::cidr::Cidr;
 use crate::duration::HumanDuration;
 use crate::protocol::MAX_BANTIME;
+use crate::store::Durability;
 use crate::template::Template;
 
 pub const DEFAULT_SERVER_CONFIG: &str = "/etc/banshare/server.toml";
@@ -115,6 +116,12 @@ pub struct ServerConfig {
     pub default_bantime: HumanDuration,
     #[serde(default = "default_heartbeat")]
     pub heartbeat_interval: HumanDuration,
+    /// Where the ban table is kept.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// How far a report must have reached before it is acknowledged.
+    #[serde(default = "default_durability")]
+    pub durability: Durability,
     /// Networks never banned, in addition to the built-in list.
     #[serde(default)]
     pub protected: Vec<Cidr>,
@@ -172,6 +179,12 @@ fn default_server_public_key() -> PathBuf {
 }
 fn default_host_key() -> PathBuf {
     "/etc/banshare/keys/host.key_secret".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/lib/banshare".into()
+}
+fn default_durability() -> Durability {
+    Durability::Fsync
 }
 fn default_dedup_window() -> HumanDuration {
     HumanDuration::secs(300)

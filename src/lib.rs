@@ -23,5 +23,6 @@ pub mod report;
 pub mod runner;
 pub mod server;
 pub mod service;
+pub mod store;
 pub mod template;
 pub mod transport;

@@ -11,8 +11,9 @@ use crate::connection::ListenerWatch;
 use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
 use crate::protect::Protected;
-use crate::protocol::{decode_request, Name, Publish, Report, Request, Verdict};
+use crate::protocol::{decode_request, Ban, Name, Publish, Report, Request, Verdict};
 use crate::service::{self, Signals, Watchdog};
+use crate::store::{Store, StoreError};
 use crate::transport::{self, endpoint, Authorizer};
 
 /// Requests handled before the loop looks at timers and signals again.
@@ -31,10 +32,15 @@ pub fn main() -> std::process::ExitCode {
             let mut server = Server::start(&args.config, config)?;
             service::ready(&server.describe());
             log::info!("{}", server.describe());
-            server.serve(signals);
-            Ok(())
+            server.serve(signals)
         },
     )
+}
+
+/// The store cannot make reports durable: stop without acknowledging anything more, and let
+/// systemd restart us; reporters spool meanwhile, and the journal on disk stays the truth.
+fn store_failure(e: StoreError) -> Failure {
+    (Exit::IoErr, format!("cannot write the ban table: {e}"))
 }
 
 fn zmq_failure(what: &str) -> impl Fn(zmq::Error) -> Failure + '_ {
@@ -51,6 +57,7 @@ struct Server {
     publish: Listener,
     protected: Protected,
     table: BanTable,
+    store: Store,
     epoch: u64,
     seq: u64,
 }
@@ -68,6 +75,7 @@ fn load_keys(config: &ServerConfig) -> Result<(KeyPair, keys::AuthorizedKeys), F
 impl Server {
     fn start(config_path: &Path, config: ServerConfig) -> Result<Server, Failure> {
         let (key, authorized) = load_keys(&config)?;
+        let (store, table) = open_store(&config)?;
         let ctx = zmq::Context::new();
         let auth =
             Authorizer::start(&ctx, authorized.by_key).map_err(zmq_failure("ZAP handler"))?;
@@ -89,7 +97,8 @@ impl Server {
             auth,
             report,
             publish,
-            table: BanTable::default(),
+            table,
+            store,
             epoch: random_epoch(),
             seq: 0,
         })
@@ -104,7 +113,7 @@ impl Server {
         )
     }
 
-    fn serve(&mut self, signals: &Signals) {
+    fn serve(&mut self, signals: &Signals) -> Result<(), Failure> {
         let mut watchdog = Watchdog::from_env();
         let mut next_heartbeat = Instant::now();
         let mut next_purge = Instant::now() + Duration::from_secs(60);
@@ -119,8 +128,7 @@ impl Server {
                 next_heartbeat = now + self.config.heartbeat_interval.0;
             }
             if now >= next_purge {
-                let purged = self.table.purge(unix_now());
-                log::debug!("purged {purged} expired bans; {} active", self.table.len());
+                self.purge()?;
                 next_purge = now + Duration::from_secs(60);
             }
             let wait = next_heartbeat.saturating_duration_since(now).min(TICK);
@@ -143,30 +151,68 @@ impl Server {
                 self.publish.watch.drain();
             }
             if reports {
-                self.handle_reports();
+                self.handle_reports()?;
             }
             if subscriptions {
                 self.handle_subscriptions();
             }
         }
+        Ok(())
     }
 
-    fn handle_reports(&mut self) {
+    /// Forgets expired bans, and compacts the journal when it has grown.
+    fn purge(&mut self) -> Result<(), Failure> {
+        let purged = self.table.purge(unix_now());
+        log::debug!("purged {purged} expired bans; {} active", self.table.len());
+        let live: Vec<_> = self.table.entries().cloned().collect();
+        if self.store.compact_if_large(&live).map_err(store_failure)? {
+            log::info!("compacted the ban table to {} bans", live.len());
+        }
+        Ok(())
+    }
+
+    /// Handles up to BATCH waiting reports, then makes the accepted ones durable with one
+    /// commit before anything is published or acknowledged (group commit).
+    fn handle_reports(&mut self) -> Result<(), Failure> {
+        let mut replies = Vec::new();
+        let mut accepted = Vec::new();
         for _ in 0..BATCH {
             match transport::recv_with_user(&self.report.socket, zmq::DONTWAIT) {
-                Ok((frames, user)) => self.handle_report(frames, user),
-                Err(zmq::Error::EAGAIN) => return,
+                Ok((frames, user)) => {
+                    replies.extend(self.handle_report(frames, user, &mut accepted)?)
+                }
+                Err(zmq::Error::EAGAIN) => break,
                 Err(e) => {
                     log::error!("report socket: {e}");
-                    return;
+                    break;
                 }
             }
         }
+        if !accepted.is_empty() {
+            self.store.commit().map_err(store_failure)?;
+        }
+        for ban in accepted {
+            self.seq += 1;
+            let (epoch, seq) = (self.epoch, self.seq);
+            self.send(&Publish::Ban { epoch, seq, ban });
+        }
+        for reply in replies {
+            if let Err(e) = self.report.socket.send_multipart(reply, zmq::DONTWAIT) {
+                log::warn!("cannot answer a reporter: {e}");
+            }
+        }
+        Ok(())
     }
 
-    /// Frames are the ROUTER envelope (peer id, and the empty delimiter that REQ sockets
-    /// add) followed by the request.
-    fn handle_report(&mut self, frames: Vec<Vec<u8>>, user: Option<String>) {
+    /// Decides one request. Frames are the ROUTER envelope (peer id, and the empty
+    /// delimiter that REQ sockets add) followed by the request. Returns the reply, if any;
+    /// accepted bans are appended to the store and to `accepted`.
+    fn handle_report(
+        &mut self,
+        frames: Vec<Vec<u8>>,
+        user: Option<String>,
+        accepted: &mut Vec<Ban>,
+    ) -> Result<Option<Vec<Vec<u8>>>, Failure> {
         let split = match frames.get(1) {
             Some(delimiter) if delimiter.is_empty() => 2,
             _ => 1,
@@ -176,11 +222,11 @@ impl Server {
             // The key was revoked after this connection was made: answer nothing, as the
             // handshake would.
             log::warn!("dropped a request from a key that is no longer authorized");
-            return;
+            return Ok(None);
         };
         let (verdict, legacy) = match decode_request(request) {
-            Ok(Request::Report(report)) => (self.decide(&report, &origin), false),
-            Ok(Request::Legacy(report)) => (self.decide(&report, &origin), true),
+            Ok(Request::Report(report)) => (self.decide(&report, &origin, accepted)?, false),
+            Ok(Request::Legacy(report)) => (self.decide(&report, &origin, accepted)?, true),
             Err(invalid) => {
                 log::warn!("invalid request from {origin}: {}", invalid.reason);
                 (Verdict::Invalid(invalid.reason), invalid.legacy)
@@ -191,33 +237,23 @@ impl Server {
         } else {
             verdict.encode()
         };
-        let message = envelope.iter().cloned().chain(reply);
-        if let Err(e) = self.report.socket.send_multipart(message, zmq::DONTWAIT) {
-            log::warn!("cannot answer {origin}: {e}");
-        }
+        Ok(Some(envelope.iter().cloned().chain(reply).collect()))
     }
 
-    fn decide(&mut self, report: &Report, origin: &str) -> Verdict {
-        let refusal = self
-            .config
-            .min_prefix
-            .check(&report.ip)
-            .and_then(|()| self.protected.check(&report.ip))
-            .and_then(|()| match self.auth.fleet_host_in(&report.ip) {
-                Some((addr, name)) => Err(format!(
-                    "{} covers fleet host {name}'s address {addr}",
-                    report.ip
-                )),
-                None => Ok(()),
-            });
-        if let Err(reason) = refusal {
+    fn decide(
+        &mut self,
+        report: &Report,
+        origin: &str,
+        accepted: &mut Vec<Ban>,
+    ) -> Result<Verdict, Failure> {
+        if let Err(reason) = self.refusal(report) {
             log::warn!(
                 "refused {} ({} {}) from {origin}: {reason}",
                 report.ip,
                 report.prog,
                 report.jail
             );
-            return Verdict::Refused(reason);
+            return Ok(Verdict::Refused(reason));
         }
         let origin = Name::parse("origin", origin)
             .unwrap_or_else(|_| Name::parse("origin", "unnamed").expect("valid name"));
@@ -236,10 +272,10 @@ impl Server {
                     report.prog,
                     report.jail
                 );
-                Verdict::Duplicate
+                Ok(Verdict::Duplicate)
             }
-            Recorded::New(ban) => {
-                self.seq += 1;
+            Recorded::New(entry) => {
+                let ban = &entry.ban;
                 log::info!(
                     "accepted {} ({} {}) from {origin}, bantime {}",
                     ban.ip,
@@ -247,13 +283,23 @@ impl Server {
                     ban.jail,
                     ban.bantime.map_or("permanent".into(), |b| format!("{b}s"))
                 );
-                self.send(&Publish::Ban {
-                    epoch: self.epoch,
-                    seq: self.seq,
-                    ban,
-                });
-                Verdict::Accepted
+                self.store.append(&entry).map_err(store_failure)?;
+                accepted.push(entry.ban);
+                Ok(Verdict::Accepted)
             }
+        }
+    }
+
+    /// Why the server will not ban this network, if it will not.
+    fn refusal(&self, report: &Report) -> Result<(), String> {
+        self.config.min_prefix.check(&report.ip)?;
+        self.protected.check(&report.ip)?;
+        match self.auth.fleet_host_in(&report.ip) {
+            Some((addr, name)) => Err(format!(
+                "{} covers fleet host {name}'s address {addr}",
+                report.ip
+            )),
+            None => Ok(()),
         }
     }
 
@@ -362,6 +408,31 @@ impl Server {
             }
         }
     }
+}
+
+/// Reads the ban table back, saying loudly what could not be recovered.
+fn open_store(config: &ServerConfig) -> Result<(Store, BanTable), Failure> {
+    let (store, recovery) = Store::open(&config.state_dir, config.durability, unix_now())
+        .map_err(|e| (Exit::IoErr, format!("cannot open the ban table: {e}")))?;
+    for damage in &recovery.damaged {
+        log::error!(
+            "ban table in {}: skipped {damage}",
+            config.state_dir.display()
+        );
+    }
+    if !recovery.damaged.is_empty() {
+        log::error!(
+            "ban table damaged: recovered {} active bans from {} lines, skipped {}; a copy of \
+             the damaged journal is kept in {}",
+            recovery.entries.len(),
+            recovery.lines,
+            recovery.damaged.len(),
+            config.state_dir.display()
+        );
+    } else {
+        log::info!("ban table: {} active bans", recovery.entries.len());
+    }
+    Ok((store, BanTable::from_entries(recovery.entries)))
 }
 
 /// A bound socket and the watch that logs peers failing its handshake.

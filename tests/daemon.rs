@@ -117,7 +117,7 @@ fn daemons_refuse_a_bad_config_with_exit_78_and_one_line() {
     assert_eq!(code, 78, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("server.toml:6: invalid duration \"soon\""),
+        stderr.contains("server.toml:7: invalid duration \"soon\""),
         "{stderr}"
     );
 

@@ -80,9 +80,10 @@ impl Fleet {
             &server_config,
             format!(
                 "listen = \"127.0.0.1\"\nreport-port = {report_port}\npublish-port = {publish_port}\n\
-                 key = \"{}\"\nauthorized-keys = \"{}\"\n{server_extra}\n",
+                 key = \"{}\"\nauthorized-keys = \"{}\"\nstate-dir = \"{}\"\n{server_extra}\n",
                 keys_dir.join("server.key_secret").display(),
-                auth_dir.display()
+                auth_dir.display(),
+                dir.path().join("server-state").display()
             ),
         )
         .unwrap();
@@ -140,6 +141,7 @@ impl Fleet {
     }
 
     pub fn start_server(&mut self) {
+        let started_before = self.server_log().matches("listening on").count();
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -153,10 +155,15 @@ impl Fleet {
             .unwrap();
         self.server = Some(child);
         wait_for("server to listen", Duration::from_secs(10), || {
-            read(&self.server_log)
-                .contains("listening on")
-                .then_some(())
+            (self.server_log().matches("listening on").count() > started_before).then_some(())
         });
+    }
+
+    /// Waits for the server process to end, after a signal.
+    pub fn wait_server(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            child.wait().unwrap();
+        }
     }
 
     pub fn server_pid(&self) -> i32 {

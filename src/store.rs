@@ -1,0 +1,381 @@
+//! The server's ban table on disk: an append-only journal in `state-dir`, one checksummed
+//! text line per change, synced before a report is acknowledged. A torn or corrupt line is
+//! reported with its line number and skipped; everything else is recovered.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::bans::Entry;
+use crate::cidr::{printable, Cidr};
+use crate::protocol::{Ban, Name};
+
+const JOURNAL: &str = "bans.journal";
+
+/// How far an acknowledged report is guaranteed to have reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fdatasync before acknowledging: survives a power cut.
+    Fsync,
+    /// write(2) before acknowledging: survives `kill -9` and crashes of the server, not of
+    /// the machine.
+    Write,
+}
+
+#[derive(Debug)]
+pub struct StoreError {
+    pub path: PathBuf,
+    pub error: io::Error,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.error)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// What loading found, for the log.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub entries: Vec<Entry>,
+    /// Lines that could not be read back, with their line numbers.
+    pub damaged: Vec<String>,
+    pub lines: usize,
+}
+
+pub struct Store {
+    path: PathBuf,
+    journal: BufWriter<File>,
+    durability: Durability,
+    /// Records in the journal, to decide when to compact it.
+    records: usize,
+}
+
+fn err(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
+    move |error| StoreError {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the journal in `dir` and reads back every ban in it. The
+    /// journal is then rewritten with only the live bans, after keeping a copy of a damaged
+    /// one for inspection.
+    pub fn open(
+        dir: &Path,
+        durability: Durability,
+        now: u64,
+    ) -> Result<(Store, Recovery), StoreError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)
+            .map_err(err(dir))?;
+        let path = dir.join(JOURNAL);
+        let mut recovery = match File::open(&path) {
+            Ok(file) => read(file).map_err(err(&path))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Recovery::default(),
+            Err(e) => return Err(err(&path)(e)),
+        };
+        recovery
+            .entries
+            .retain(|e| e.ban.expires.map_or(true, |x| x > now));
+        if !recovery.damaged.is_empty() {
+            let copy = dir.join(format!("{JOURNAL}.damaged-{now}"));
+            fs::copy(&path, &copy).map_err(err(&copy))?;
+        }
+        let journal = rewrite(&path, &recovery.entries)?;
+        let store = Store {
+            journal,
+            records: recovery.entries.len(),
+            path,
+            durability,
+        };
+        Ok((store, recovery))
+    }
+
+    /// Buffers a new or changed ban; `commit` makes it durable.
+    pub fn append(&mut self, entry: &Entry) -> Result<(), StoreError> {
+        self.records += 1;
+        self.journal
+            .write_all(line(entry).as_bytes())
+            .map_err(err(&self.path))
+    }
+
+    /// Makes everything appended so far durable, per the configured durability. Called once
+    /// per batch of reports, so that one fsync covers many of them.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        self.journal.flush().map_err(err(&self.path))?;
+        if self.durability == Durability::Fsync {
+            self.journal
+                .get_ref()
+                .sync_data()
+                .map_err(err(&self.path))?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the journal with only `live` when it has grown to over twice their number,
+    /// so that expired and replaced records do not pile up.
+    pub fn compact_if_large(&mut self, live: &[Entry]) -> Result<bool, StoreError> {
+        if self.records <= 2 * live.len() + 1000 {
+            return Ok(false);
+        }
+        self.commit()?;
+        self.journal = rewrite(&self.path, live)?;
+        self.records = live.len();
+        Ok(true)
+    }
+}
+
+/// Writes `entries` to a new file and renames it over `path`, so that a crash leaves
+/// either the old journal or the new one, never half of one. Returns the new journal,
+/// open for appending.
+fn rewrite(path: &Path, entries: &[Entry]) -> Result<BufWriter<File>, StoreError> {
+    let tmp = path.with_extension("journal.new");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(&tmp)
+        .map_err(err(&tmp))?;
+    let mut out = BufWriter::new(file);
+    for entry in entries {
+        out.write_all(line(entry).as_bytes()).map_err(err(&tmp))?;
+    }
+    out.flush().map_err(err(&tmp))?;
+    out.get_ref().sync_all().map_err(err(&tmp))?;
+    fs::rename(&tmp, path).map_err(err(path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err(dir))?;
+    }
+    let file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(err(path))?;
+    Ok(BufWriter::with_capacity(64 * 1024, file))
+}
+
+/// `CRC ban IP PROG JAIL ORIGIN BANTIME EXPIRES FIRST LAST PUBLISHED`, where CRC is the
+/// CRC-32 of everything after it, BANTIME is -1 for permanent and EXPIRES 0 for never.
+fn line(entry: &Entry) -> String {
+    let ban = &entry.ban;
+    let body = format!(
+        "ban {} {} {} {} {} {} {} {} {}",
+        ban.ip,
+        ban.prog,
+        ban.jail,
+        ban.origin,
+        ban.bantime.map_or("-1".into(), |b| b.to_string()),
+        ban.expires.unwrap_or(0),
+        entry.first_report,
+        entry.last_report,
+        entry.last_published
+    );
+    format!("{:08x} {body}\n", crc32(body.as_bytes()))
+}
+
+fn parse(text: &str) -> Result<Entry, String> {
+    let (crc, body) = text.split_once(' ').ok_or("no checksum")?;
+    if u32::from_str_radix(crc, 16).ok() != Some(crc32(body.as_bytes())) {
+        return Err("checksum mismatch".into());
+    }
+    let fields: Vec<&str> = body.split(' ').collect();
+    let ["ban", ip, prog, jail, origin, bantime, expires, first, last, published] = fields[..]
+    else {
+        return Err("unknown record".into());
+    };
+    let number = |t: &str| t.parse::<u64>().map_err(|_| format!("bad number {t:?}"));
+    let bantime = match bantime {
+        "-1" => None,
+        b => Some(number(b)?),
+    };
+    let expires = number(expires)?;
+    Ok(Entry {
+        ban: Ban {
+            ip: ip.parse::<Cidr>()?,
+            prog: Name::parse("prog", prog)?,
+            jail: Name::parse("jail", jail)?,
+            origin: Name::parse("origin", origin)?,
+            bantime,
+            expires: (expires != 0).then_some(expires),
+        },
+        first_report: number(first)?,
+        last_report: number(last)?,
+        last_published: number(published)?,
+    })
+}
+
+/// Reads every record; a later record for the same network replaces an earlier one.
+fn read(file: File) -> io::Result<Recovery> {
+    let mut recovery = Recovery::default();
+    let mut by_ip = std::collections::HashMap::new();
+    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let line = line?;
+        recovery.lines += 1;
+        let parsed = std::str::from_utf8(&line)
+            .map_err(|_| "not text".to_string())
+            .and_then(parse);
+        match parsed {
+            Ok(entry) => {
+                by_ip.insert(entry.ban.ip, entry);
+            }
+            Err(why) => recovery.damaged.push(format!(
+                "line {}: {why}: {}",
+                i + 1,
+                printable(&String::from_utf8_lossy(&line))
+            )),
+        }
+    }
+    recovery.entries = by_ip.into_values().collect();
+    Ok(recovery)
+}
+
+/// CRC-32 (IEEE 802.3, as in zlib and `cksum -a crc32b`).
+fn crc32(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    !data.iter().fold(!0u32, |crc, &b| {
+        TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ip: &str, bantime: Option<u64>, expires: Option<u64>) -> Entry {
+        Entry {
+            ban: Ban {
+                ip: ip.parse().unwrap(),
+                prog: Name::parse("p", "fail2ban").unwrap(),
+                jail: Name::parse("j", "sshd").unwrap(),
+                origin: Name::parse("o", "web1").unwrap(),
+                bantime,
+                expires,
+            },
+            first_report: 10,
+            last_report: 20,
+            last_published: 30,
+        }
+    }
+
+    fn sorted(mut entries: Vec<Entry>) -> Vec<String> {
+        let mut lines: Vec<String> = entries.drain(..).map(|e| line(&e)).collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn crc32_matches_the_standard() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn entries_survive_a_reopen_and_expired_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, recovery) = Store::open(dir.path(), Durability::Fsync, 100).unwrap();
+        assert!(recovery.entries.is_empty());
+        let live = [
+            entry("203.0.113.7", Some(600), Some(700)),
+            entry("2001:db8::/64", None, None),
+        ];
+        for e in &live {
+            store.append(e).unwrap();
+        }
+        store
+            .append(&entry("203.0.113.8", Some(10), Some(110)))
+            .unwrap();
+        // A later record for the same network replaces the earlier one.
+        let replaced = entry("203.0.113.7", Some(6000), Some(6100));
+        store.append(&replaced).unwrap();
+        store.commit().unwrap();
+        drop(store);
+        let (_, recovery) = Store::open(dir.path(), Durability::Fsync, 200).unwrap();
+        assert!(recovery.damaged.is_empty());
+        assert_eq!(
+            sorted(recovery.entries),
+            sorted(vec![replaced, live[1].clone()])
+        );
+    }
+
+    #[test]
+    fn a_torn_tail_and_a_corrupt_line_are_reported_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path(), Durability::Write, 0).unwrap();
+        for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+            store.append(&entry(ip, None, None)).unwrap();
+        }
+        store.commit().unwrap();
+        drop(store);
+        let path = dir.path().join(JOURNAL);
+        let text = fs::read_to_string(&path).unwrap();
+        let damaged = text.replacen("203.0.113.2", "203.0.113.9", 1);
+        fs::write(&path, &damaged[..damaged.len() - 7]).unwrap();
+        let (_, recovery) = Store::open(dir.path(), Durability::Write, 0).unwrap();
+        assert_eq!(recovery.entries.len(), 1);
+        assert_eq!(recovery.damaged.len(), 2, "{:?}", recovery.damaged);
+        assert!(recovery.damaged[0].starts_with("line 2: checksum mismatch"));
+        assert!(recovery.damaged[1].starts_with("line 3: "));
+        // The damaged journal is kept for inspection; the new one holds what was recovered.
+        let copies = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("damaged")
+            })
+            .count();
+        assert_eq!(copies, 1);
+        let (_, again) = Store::open(dir.path(), Durability::Write, 0).unwrap();
+        assert!(again.damaged.is_empty());
+        assert_eq!(again.entries.len(), 1);
+    }
+
+    #[test]
+    fn compaction_keeps_only_live_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path(), Durability::Write, 0).unwrap();
+        let e = entry("203.0.113.7", None, None);
+        for _ in 0..1500 {
+            store.append(&e).unwrap();
+        }
+        assert!(store.compact_if_large(std::slice::from_ref(&e)).unwrap());
+        store.append(&entry("203.0.113.8", None, None)).unwrap();
+        store.commit().unwrap();
+        let lines = fs::read_to_string(dir.path().join(JOURNAL))
+            .unwrap()
+            .lines()
+            .count();
+        assert_eq!(lines, 2);
+    }
+}

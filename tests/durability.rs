@@ -1,0 +1,78 @@
+//! The server's ban table survives kill -9 and damage to its journal.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+fn verdict(fleet: &Fleet, ip: &str) -> (i32, String) {
+    let (code, stderr) = outcome(&fleet.report(0, &["-v", "fail2ban", "sshd", ip]));
+    let word = ["accepted", "duplicate"]
+        .into_iter()
+        .find(|w| stderr.contains(w))
+        .unwrap_or("?");
+    (code, word.to_string())
+}
+
+fn restart(fleet: &mut Fleet) {
+    fleet.signal_server(Signal::SIGKILL);
+    fleet.wait_server();
+    fleet.start_server();
+}
+
+#[test]
+fn every_acknowledged_report_survives_kill_9() {
+    let mut fleet = Fleet::new(&["web1"], "", "");
+    fleet.start_server();
+    let ips: Vec<String> = (1..=100).map(|i| format!("198.51.100.{i}")).collect();
+    for ip in &ips {
+        assert_eq!(verdict(&fleet, ip), (0, "accepted".into()), "{ip}");
+    }
+    restart(&mut fleet);
+    assert!(
+        fleet.server_log().contains("ban table: 100 active bans"),
+        "{}",
+        fleet.server_log()
+    );
+    // The restarted server still knows every ban, so each report is a duplicate.
+    for ip in &ips {
+        assert_eq!(verdict(&fleet, ip), (0, "duplicate".into()), "{ip}");
+    }
+}
+
+#[test]
+fn a_truncated_journal_is_reported_and_the_rest_recovered() {
+    let mut fleet = Fleet::new(&["web1"], "", "");
+    fleet.start_server();
+    for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        assert_eq!(verdict(&fleet, ip).1, "accepted");
+    }
+    fleet.signal_server(Signal::SIGKILL);
+    fleet.wait_server();
+    let journal = fleet.dir.path().join("server-state/bans.journal");
+    let text = fs::read(&journal).unwrap();
+    fs::write(&journal, &text[..text.len() - 10]).unwrap();
+    fleet.start_server();
+    let log = fleet.server_log();
+    assert!(log.contains("skipped line 3: "), "{log}");
+    assert!(
+        log.contains("recovered 2 active bans from 3 lines, skipped 1"),
+        "{log}"
+    );
+    assert_eq!(verdict(&fleet, "198.51.100.1").1, "duplicate");
+    assert_eq!(verdict(&fleet, "198.51.100.2").1, "duplicate");
+    assert_eq!(verdict(&fleet, "198.51.100.3").1, "accepted");
+    let kept = fs::read_dir(fleet.dir.path().join("server-state"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("damaged")
+        })
+        .count();
+    assert_eq!(kept, 1, "a copy of the damaged journal is kept");
+}
