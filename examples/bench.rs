@@ -127,9 +127,11 @@ impl Fleet {
                 &format!(
                     "server = \"127.0.0.1\"\nreport-port = {report}\npublish-port = {publish}\n\
                      server-key = \"{k}/server.key\"\nkey = \"{k}/{name}.key_secret\"\n\
-                     ban-command = \"{} applied {} {i} <ip>\"\nlog-level = \"warning\"\n",
+                     ban-command = \"{} applied {} {i} <ip>\"\nlog-level = \"warning\"\n\
+                     state-dir = \"{}/{name}-state\"\n",
                     me.display(),
                     socket_path.display(),
+                    dir.display(),
                     k = keys.display()
                 ),
             );

@@ -1,7 +1,8 @@
 //! The server's table of active bans, which also answers "was this published recently?"
 //! for de-duplication.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cidr::Cidr;
@@ -25,7 +26,8 @@ pub struct Entry {
 
 #[derive(Debug, Default)]
 pub struct BanTable {
-    entries: HashMap<Cidr, Entry>,
+    /// Ordered by network, so that snapshot pages have a stable order.
+    entries: BTreeMap<Cidr, Entry>,
 }
 
 /// What recording a report did.
@@ -92,6 +94,25 @@ impl BanTable {
 
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values()
+    }
+
+    /// Up to `limit` active bans after `after` in network order, and where the next page
+    /// starts (None when this is the last page).
+    pub fn page(&self, after: Option<&Cidr>, limit: usize, now: u64) -> (Vec<Ban>, Option<Cidr>) {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut range = self.entries.range((start, Bound::Unbounded));
+        let bans: Vec<Ban> = range
+            .by_ref()
+            .map(|(_, e)| &e.ban)
+            .filter(|b| b.expires.map_or(true, |x| x > now))
+            .take(limit)
+            .cloned()
+            .collect();
+        let next = match (bans.last(), range.next()) {
+            (Some(last), Some(_)) => Some(last.ip),
+            _ => None,
+        };
+        (bans, next)
     }
 
     /// Forgets bans that have expired.
@@ -180,6 +201,34 @@ mod tests {
             WINDOW,
             1040
         )));
+    }
+
+    #[test]
+    fn pages_cover_every_active_ban_once() {
+        let mut t = BanTable::default();
+        for i in 0..25 {
+            t.record(
+                &report(&format!("203.0.113.{i}"), "100"),
+                &origin(),
+                DAY,
+                WINDOW,
+                1000,
+            );
+        }
+        t.record(&report("2001:db8::1", "10"), &origin(), DAY, WINDOW, 1000);
+        let (mut seen, mut after) = (Vec::new(), None);
+        loop {
+            let (bans, next) = t.page(after.as_ref(), 10, 1050);
+            seen.extend(bans.into_iter().map(|b| b.ip.to_string()));
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        let mut expected: Vec<String> = (0..25).map(|i| format!("203.0.113.{i}")).collect();
+        expected.sort();
+        seen.sort();
+        assert_eq!(seen, expected, "the expired IPv6 ban is left out");
     }
 
     #[test]

@@ -1,20 +1,27 @@
 //! banshare-client: subscribes to the server's publish socket and applies each ban on this
-//! host with the configured command, unless it would cover a protected address.
+//! host with the configured command, unless it would cover a protected address. At start,
+//! after a gap in sequence numbers, a new server epoch or missed heartbeats, it reads the
+//! server's active bans page by page and catches up.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use crate::applied::{Action, Applied, Stale};
 use crate::bans::unix_now;
+use crate::cidr::Cidr;
 use crate::cli::{self, ClientArgs};
 use crate::config::ClientConfig;
 use crate::connection::ConnectionWatch;
 use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
 use crate::protect::{self, Protected};
-use crate::protocol::{Ban, Publish, VERSION};
+use crate::protocol::{encode_snapshot_request, Ban, Publish, SnapshotPage, VERSION};
 use crate::runner::Runner;
 use crate::service::{self, Signals, Watchdog};
+use crate::store::StoreError;
 use crate::template::Values;
 use crate::transport::{self, endpoint};
 
@@ -26,6 +33,12 @@ const LOCAL_REFRESH: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(100);
 /// After the server refused our key, try again this often with a new socket.
 const RETRY_REFUSED: Duration = Duration::from_secs(2);
+/// How long a snapshot page may take before it is asked for again.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a ban command failed, resynchronise (and so try it again) this much later.
+const RETRY_FAILED: Duration = Duration::from_secs(60);
+/// How often the record of applied bans is checked for compaction.
+const COMPACT_EVERY: Duration = Duration::from_secs(600);
 
 pub fn main() -> std::process::ExitCode {
     let args: ClientArgs = cli::parse();
@@ -34,10 +47,7 @@ pub fn main() -> std::process::ExitCode {
         args.log,
         || ClientConfig::load(&args.config).map_err(|e| (Exit::Config, e.to_string())),
         |config| config.log_level,
-        |config, signals| {
-            Client::start(&args.config, config)?.serve(signals);
-            Ok(())
-        },
+        |config, signals| Client::start(&args.config, config)?.serve(signals),
     )
 }
 
@@ -54,34 +64,67 @@ struct Client {
     config: ClientConfig,
     ctx: zmq::Context,
     subscription: Subscription,
-    runner: Runner,
+    /// A DEALER on the report socket, for snapshot pages.
+    requester: zmq::Socket,
+    runner: Runner<(Cidr, Action)>,
+    results: Receiver<((Cidr, Action), bool)>,
+    applied: Applied,
     protected: Protected,
     protected_at: Instant,
     /// The last (epoch, seq) seen, to notice missed messages.
     position: Option<(u64, u64)>,
     ready: bool,
+    resync: Option<Resync>,
+    resync_wanted: bool,
+    /// When the server was last heard from, and how often it says it sends heartbeats.
+    heard_at: Instant,
+    heartbeat: Duration,
+    /// When to resynchronise again because a ban command failed.
+    retry_failed_at: Option<Instant>,
 }
 
 impl Client {
     fn start(config_path: &Path, config: ClientConfig) -> Result<Client, Failure> {
         let ctx = zmq::Context::new();
+        let (applied, recovery) = Applied::open(&config.state_dir, unix_now()).map_err(|e| {
+            (
+                Exit::IoErr,
+                format!("cannot open the record of applied bans: {e}"),
+            )
+        })?;
+        for damage in &recovery.damaged {
+            log::error!("record of applied bans: skipped {damage}");
+        }
+        log::info!("{} bans applied here before", applied.len());
         let subscription = subscribe(&ctx, &config)?;
+        let requester = request_socket(&ctx, &config)?;
         log::info!(
             "subscribing to {} as key {} (server key {})",
             endpoint(&config.server, config.publish_port),
             subscription.key.fingerprint(),
             subscription.server_key.fingerprint()
         );
+        let (runner, results) =
+            Runner::new(config.max_concurrent_commands, config.command_timeout.0);
         Ok(Client {
             config_path: config_path.to_owned(),
-            runner: Runner::new(config.max_concurrent_commands, config.command_timeout.0),
+            runner,
+            results,
+            applied,
             protected: protection(&config),
             protected_at: Instant::now(),
             config,
             ctx,
             subscription,
+            requester,
             position: None,
             ready: false,
+            resync: None,
+            // Whatever happened while this client was not running is caught up at once.
+            resync_wanted: true,
+            heard_at: Instant::now(),
+            heartbeat: Duration::from_secs(1),
+            retry_failed_at: None,
         })
     }
 
@@ -89,9 +132,10 @@ impl Client {
         endpoint(&self.config.server, self.config.publish_port)
     }
 
-    fn serve(&mut self, signals: &Signals) {
+    fn serve(&mut self, signals: &Signals) -> Result<(), Failure> {
         let started = Instant::now();
         let mut watchdog = Watchdog::from_env();
+        let mut next_compaction = Instant::now() + COMPACT_EVERY;
         service::status(&format!("connecting to {}", self.server_endpoint()));
         while !signals.should_stop() {
             if signals.take_reload() {
@@ -106,22 +150,34 @@ impl Client {
                 );
                 self.mark_ready("waiting for the server");
             }
+            self.check_heartbeats();
+            self.drive_resync();
+            if Instant::now() >= next_compaction {
+                self.applied.compact().map_err(state_failure)?;
+                next_compaction = Instant::now() + COMPACT_EVERY;
+            }
             let mut items = [
                 self.subscription.socket.as_poll_item(zmq::POLLIN),
                 self.subscription.watch.socket().as_poll_item(zmq::POLLIN),
+                self.requester.as_poll_item(zmq::POLLIN),
             ];
             // EINTR from a signal just goes round the loop again.
             if zmq::poll(&mut items, TICK.as_millis() as i64).is_err() {
                 continue;
             }
-            let (messages, events) = (items[0].is_readable(), items[1].is_readable());
+            let [messages, events, pages] = items.map(|item| item.is_readable());
             if events {
                 self.subscription.watch.drain();
             }
             if messages {
                 self.drain();
             }
+            if pages {
+                self.read_pages();
+            }
+            self.collect_results()?;
         }
+        Ok(())
     }
 
     fn retry_if_refused(&mut self) {
@@ -145,6 +201,26 @@ impl Client {
         service::ready(&format!("{state}: {}", self.server_endpoint()));
     }
 
+    /// Three missed heartbeats mean the server or the path to it is in trouble; whatever
+    /// was published meanwhile is fetched as soon as it answers again.
+    fn check_heartbeats(&mut self) {
+        let silent = self.heard_at.elapsed();
+        if self.ready && silent > 3 * self.heartbeat && !self.resync_wanted && self.resync.is_none()
+        {
+            log::warn!(
+                "no heartbeat from {} for {} s; will resynchronise",
+                self.server_endpoint(),
+                silent.as_secs()
+            );
+            self.resync_wanted = true;
+            self.heard_at = Instant::now();
+        }
+        if self.retry_failed_at.is_some_and(|at| Instant::now() >= at) {
+            self.retry_failed_at = None;
+            self.resync_wanted = true;
+        }
+    }
+
     fn drain(&mut self) {
         while let Ok(frames) = self.subscription.socket.recv_multipart(zmq::DONTWAIT) {
             match Publish::decode(&frames) {
@@ -159,20 +235,38 @@ impl Client {
             log::info!("connected to {}", self.server_endpoint());
             self.mark_ready("connected");
         }
+        self.heard_at = Instant::now();
         match message {
-            Publish::Heartbeat { epoch, seq } => self.track(epoch, seq, true),
+            Publish::Heartbeat {
+                epoch,
+                seq,
+                interval_ms,
+            } => {
+                self.heartbeat = Duration::from_millis(interval_ms.clamp(100, 3_600_000));
+                self.track(epoch, seq, true);
+            }
             Publish::Ban { epoch, seq, ban } => {
                 self.track(epoch, seq, false);
-                self.apply(&ban, false);
+                self.received(&ban, Action::Ban);
             }
             Publish::Unban { epoch, seq, ban } => {
                 self.track(epoch, seq, false);
-                self.apply(&ban, true);
+                self.received(&ban, Action::Unban);
             }
         }
     }
 
-    /// Notes the server's position and says when messages were missed.
+    /// A ban or unban from the publish socket. During a resynchronisation it also marks the
+    /// network as current, so that the snapshot's end does not take it for a stale one.
+    fn received(&mut self, ban: &Ban, action: Action) {
+        if let Some(resync) = &mut self.resync {
+            resync.fresh.insert(ban.ip);
+        }
+        self.apply(ban, action);
+    }
+
+    /// Notes the server's position; a gap or a new epoch means messages were missed, and a
+    /// resynchronisation fetches them.
     fn track(&mut self, epoch: u64, seq: u64, heartbeat: bool) {
         // A heartbeat repeats the last seq; a ban or unban brings the next one.
         let newest_missed = if heartbeat {
@@ -181,19 +275,134 @@ impl Client {
             seq.saturating_sub(1)
         };
         match self.position {
-            Some((e, last)) if e == epoch && newest_missed > last => log::warn!(
-                "missed {} messages from the server (seq {} to {newest_missed})",
-                newest_missed - last,
-                last + 1
-            ),
-            Some((e, _)) if e != epoch => log::info!("server restarted (new epoch {epoch})"),
+            Some((e, last)) if e == epoch && newest_missed > last => {
+                log::warn!(
+                    "missed {} messages from the server (seq {} to {newest_missed}); will resynchronise",
+                    newest_missed - last,
+                    last + 1
+                );
+                self.resync_wanted = true;
+            }
+            Some((e, last)) if e == epoch && seq <= last => return,
+            Some((e, _)) if e != epoch => {
+                log::info!("server restarted (new epoch {epoch}); will resynchronise");
+                self.resync_wanted = true;
+            }
             _ => {}
         }
         self.position = Some((epoch, seq));
     }
 
-    fn apply(&mut self, ban: &Ban, unban: bool) {
-        let verb = if unban { "unban" } else { "ban" };
+    /// Starts a resynchronisation when one is wanted, and asks again when the server has
+    /// not answered a page in time.
+    fn drive_resync(&mut self) {
+        if let Some(resync) = &self.resync {
+            if resync.sent_at.elapsed() >= REQUEST_TIMEOUT {
+                log::warn!("no snapshot page from the server yet; asking again");
+                let after = resync.after;
+                match request_socket(&self.ctx, &self.config) {
+                    // A new socket, so that a late answer to the old request is never read.
+                    Ok(socket) => self.requester = socket,
+                    Err((_, e)) => log::error!("{e}"),
+                }
+                self.request_page(after.as_ref());
+            }
+            return;
+        }
+        if self.resync_wanted {
+            self.resync_wanted = false;
+            self.resync = Some(Resync::default());
+            log::info!("resynchronising with {}", self.server_endpoint());
+            self.request_page(None);
+        }
+    }
+
+    fn request_page(&mut self, after: Option<&Cidr>) {
+        let request = std::iter::once(Vec::new()).chain(encode_snapshot_request(after));
+        if let Err(e) = self.requester.send_multipart(request, zmq::DONTWAIT) {
+            log::warn!("cannot ask for a snapshot page: {e}");
+        }
+        if let Some(resync) = &mut self.resync {
+            resync.after = after.copied();
+            resync.sent_at = Instant::now();
+        }
+    }
+
+    fn read_pages(&mut self) {
+        while let Ok(frames) = self.requester.recv_multipart(zmq::DONTWAIT) {
+            // DEALER replies start with the empty delimiter the server echoes back.
+            let page = frames
+                .split_first()
+                .filter(|(delimiter, _)| delimiter.is_empty())
+                .ok_or_else(|| "reply without delimiter".to_string())
+                .and_then(|(_, rest)| SnapshotPage::decode(rest));
+            match page {
+                Ok(page) if self.resync.is_some() => self.apply_page(page),
+                Ok(_) => {}
+                Err(e) => log::warn!("ignored a malformed snapshot page: {e}"),
+            }
+        }
+    }
+
+    fn apply_page(&mut self, page: SnapshotPage) {
+        let Some(resync) = &mut self.resync else {
+            return;
+        };
+        if resync.pages == 0 {
+            // Everything published after this point arrives on the publish socket.
+            match self.position {
+                Some((e, s)) if e == page.epoch && s >= page.seq => {}
+                _ => self.position = Some((page.epoch, page.seq)),
+            }
+        }
+        resync.pages += 1;
+        resync.active.extend(page.bans.iter().map(|b| b.ip));
+        for ban in &page.bans {
+            self.apply(ban, Action::Ban);
+        }
+        match page.next {
+            Some(next) => self.request_page(Some(&next)),
+            None => self.finish_resync(),
+        }
+    }
+
+    /// After the last page: what was applied here but is no longer active on the server was
+    /// either expired (forget it) or lifted while we were away (unban it).
+    fn finish_resync(&mut self) {
+        let Some(resync) = self.resync.take() else {
+            return;
+        };
+        let (mut expired, mut lifted) = (0, 0);
+        for stale in self
+            .applied
+            .stale(&resync.active, &resync.fresh, unix_now())
+        {
+            match stale {
+                Stale::Expired(ip) => {
+                    expired += 1;
+                    if let Err(e) = self.applied.forget(&ip) {
+                        log::error!("cannot update the record of applied bans: {e}");
+                    }
+                }
+                Stale::Lifted(ban) => {
+                    lifted += 1;
+                    self.apply(&ban, Action::Unban);
+                }
+            }
+        }
+        log::info!(
+            "resynchronised: {} active bans on the server in {} pages ({} ms); {expired} expired and {lifted} lifted here",
+            resync.active.len(),
+            resync.pages,
+            resync.started.elapsed().as_millis()
+        );
+    }
+
+    fn apply(&mut self, ban: &Ban, action: Action) {
+        let verb = match action {
+            Action::Ban => "ban",
+            Action::Unban => "unban",
+        };
         if let Err(reason) = self.check(ban) {
             log::warn!(
                 "not applying {verb} of {} from {}: {reason}",
@@ -202,14 +411,17 @@ impl Client {
             );
             return;
         }
-        if !unban && ban.expires.is_some_and(|e| e <= unix_now()) {
+        if action == Action::Ban && ban.expires.is_some_and(|e| e <= unix_now()) {
             log::info!("not applying ban of {}: it has already expired", ban.ip);
             return;
         }
-        let template = if unban {
-            &self.config.unban_command
-        } else {
-            &self.config.ban_command
+        if !self.applied.needs(action, &ban.ip) {
+            log::debug!("{verb} of {} is already applied here", ban.ip);
+            return;
+        }
+        let template = match action {
+            Action::Ban => &self.config.ban_command,
+            Action::Unban => &self.config.unban_command,
         };
         let ip = ban.ip.to_string();
         let bantime = ban.bantime.map_or("-1".to_string(), |b| b.to_string());
@@ -223,7 +435,20 @@ impl Client {
             "{verb} {ip} ({} {} from {})",
             ban.prog, ban.jail, ban.origin
         );
-        self.runner.submit(argv, label);
+        self.applied.start(action, ban);
+        self.runner.submit(argv, label, (ban.ip, action));
+    }
+
+    /// Records finished commands. A failed one is tried again at a resynchronisation a
+    /// minute later.
+    fn collect_results(&mut self) -> Result<(), Failure> {
+        while let Ok(((ip, action), ok)) = self.results.try_recv() {
+            self.applied.finish(ip, action, ok).map_err(state_failure)?;
+            if !ok && self.retry_failed_at.is_none() {
+                self.retry_failed_at = Some(Instant::now() + RETRY_FAILED);
+            }
+        }
+        Ok(())
     }
 
     /// A malicious or mistaken server must not make this host ban itself, its server, a
@@ -251,19 +476,26 @@ impl Client {
         let reconnect = (
             &config.server,
             config.publish_port,
+            config.report_port,
             &config.server_key,
             &config.key,
         ) != (
             &self.config.server,
             self.config.publish_port,
+            self.config.report_port,
             &self.config.server_key,
             &self.config.key,
         );
         if reconnect {
-            match subscribe(&self.ctx, &config) {
-                Ok(subscription) => {
+            match subscribe(&self.ctx, &config)
+                .and_then(|s| Ok((s, request_socket(&self.ctx, &config)?)))
+            {
+                Ok((subscription, requester)) => {
                     self.subscription = subscription;
+                    self.requester = requester;
                     self.position = None;
+                    self.resync = None;
+                    self.resync_wanted = true;
                 }
                 Err((_, e)) => {
                     log::error!("reload failed, keeping the running configuration: {e}");
@@ -277,13 +509,64 @@ impl Client {
                 self.config.command_timeout,
             )
         {
-            self.runner = Runner::new(config.max_concurrent_commands, config.command_timeout.0);
+            // Commands still queued on the old runner finish there; their results are lost,
+            // so the next resynchronisation catches up on them.
+            let (runner, results) =
+                Runner::new(config.max_concurrent_commands, config.command_timeout.0);
+            self.runner = runner;
+            self.results = results;
+            self.resync_wanted = true;
         }
         log::set_max_level(config.log_level.filter());
         self.protected = protection(&config);
         self.protected_at = Instant::now();
         self.config = config;
     }
+}
+
+/// Paging through the server's active bans.
+struct Resync {
+    /// The last network of the previous page: the next page starts after it.
+    after: Option<Cidr>,
+    /// Networks in the snapshot so far.
+    active: HashSet<Cidr>,
+    /// Networks published while the snapshot was being read.
+    fresh: HashSet<Cidr>,
+    pages: usize,
+    started: Instant,
+    sent_at: Instant,
+}
+
+impl Default for Resync {
+    fn default() -> Self {
+        Resync {
+            after: None,
+            active: HashSet::new(),
+            fresh: HashSet::new(),
+            pages: 0,
+            started: Instant::now(),
+            sent_at: Instant::now(),
+        }
+    }
+}
+
+fn state_failure(e: StoreError) -> Failure {
+    (
+        Exit::IoErr,
+        format!("cannot update the record of applied bans: {e}"),
+    )
+}
+
+/// A DEALER socket on the server's report port, for snapshot requests.
+fn request_socket(ctx: &zmq::Context, config: &ClientConfig) -> Result<zmq::Socket, Failure> {
+    let (server_key, key) = load_keys(config)?;
+    let fail = |e: zmq::Error| (Exit::Software, format!("request socket: {e}"));
+    let socket = transport::client_socket(ctx, zmq::DEALER, &server_key, &key).map_err(fail)?;
+    let address = endpoint(&config.server, config.report_port);
+    socket
+        .connect(&address)
+        .map_err(|e| (Exit::Config, format!("cannot connect to {address}: {e}")))?;
+    Ok(socket)
 }
 
 /// The subscriber socket and the watch on its connection.

@@ -158,6 +158,9 @@ pub struct ClientConfig {
     pub command_timeout: HumanDuration,
     #[serde(default = "default_max_commands")]
     pub max_concurrent_commands: usize,
+    /// Where the record of bans applied on this host is kept.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
     /// How long `banshare-report` may take in total before giving up.
     #[serde(default = "default_report_timeout")]
     pub report_timeout: HumanDuration,

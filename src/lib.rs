@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod applied;
 pub mod bans;
 pub mod cidr;
 pub mod cli;

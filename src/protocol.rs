@@ -134,6 +134,10 @@ pub enum Request {
     Report(Report),
     /// The 2014 format `prog;jail;ip;sender`, answered with a bare `OK`.
     Legacy(Report),
+    /// A page of the active bans, starting after this network (or at the start).
+    Snapshot {
+        after: Option<Cidr>,
+    },
 }
 
 /// Why a request could not be decoded, and how to answer it.
@@ -159,6 +163,14 @@ pub fn decode_request(frames: &[Vec<u8>]) -> Result<Request, Invalid> {
                 .map(Request::Report)
                 .map_err(|r| invalid(r, false))
         }
+        [_, verb, after] if verb.as_slice() == b"SNAPSHOT" => match text(after) {
+            Ok("") => Ok(Request::Snapshot { after: None }),
+            Ok(after) => after
+                .parse()
+                .map(|after| Request::Snapshot { after: Some(after) })
+                .map_err(|r| invalid(r, false)),
+            Err(r) => Err(invalid(r, false)),
+        },
         [_, verb, ..] => Err(invalid(
             format!(
                 "unknown request {:?} with {} frames",
@@ -295,9 +307,11 @@ pub enum Publish {
         seq: u64,
         ban: Ban,
     },
+    /// Also says how often heartbeats come, so subscribers know when one is missing.
     Heartbeat {
         epoch: u64,
         seq: u64,
+        interval_ms: u64,
     },
 }
 
@@ -305,23 +319,120 @@ fn optional(value: Option<u64>, none: &str) -> String {
     value.map_or_else(|| none.to_string(), |v| v.to_string())
 }
 
+/// A ban as six text fields: ip, prog, jail, origin, bantime (-1 = permanent) and expires
+/// (0 = never). Published messages carry them as frames, snapshot pages as one line each.
+fn ban_fields(ban: &Ban) -> [String; 6] {
+    [
+        ban.ip.to_string(),
+        ban.prog.to_string(),
+        ban.jail.to_string(),
+        ban.origin.to_string(),
+        optional(ban.bantime, "-1"),
+        optional(ban.expires, "0"),
+    ]
+}
+
+fn parse_ban(fields: &[&str]) -> Result<Ban, String> {
+    let [ip, prog, jail, origin, bantime, expires] = fields else {
+        return Err(format!("a ban has 6 fields, not {}", fields.len()));
+    };
+    let bantime = match Bantime::parse(bantime)? {
+        Bantime::Seconds(s) => Some(s),
+        Bantime::Permanent => None,
+        Bantime::Default => return Err("published ban has no bantime".into()),
+    };
+    let expires = parse_u64(expires)
+        .ok_or_else(|| format!("expires {:?} is not a number", printable(expires)))?;
+    Ok(Ban {
+        ip: ip.parse()?,
+        prog: Name::parse("prog", prog)?,
+        jail: Name::parse("jail", jail)?,
+        origin: Name::parse("origin", origin)?,
+        bantime,
+        expires: (expires != 0).then_some(expires),
+    })
+}
+
+/// Active bans per snapshot page; a page stays well under a megabyte.
+pub const PAGE: usize = 1000;
+
+/// One page of the server's active bans, in address order, with the server's position when
+/// it was taken. `next` is where the following page starts; None on the last page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPage {
+    pub epoch: u64,
+    pub seq: u64,
+    pub next: Option<Cidr>,
+    pub bans: Vec<Ban>,
+}
+
+impl SnapshotPage {
+    /// `[BANSHARE1, SNAPSHOT, epoch, seq, next or "", one frame per ban...]`
+    pub fn encode(&self) -> Vec<Vec<u8>> {
+        let head = [
+            VERSION.to_string(),
+            "SNAPSHOT".into(),
+            self.epoch.to_string(),
+            self.seq.to_string(),
+            self.next.map_or(String::new(), |n| n.to_string()),
+        ];
+        head.into_iter()
+            .chain(self.bans.iter().map(|b| ban_fields(b).join(" ")))
+            .map(String::into_bytes)
+            .collect()
+    }
+
+    pub fn decode(frames: &[Vec<u8>]) -> Result<SnapshotPage, String> {
+        let fields = frames
+            .iter()
+            .map(|f| text(f))
+            .collect::<Result<Vec<&str>, String>>()?;
+        let [VERSION, "SNAPSHOT", epoch, seq, next, ref bans @ ..] = fields[..] else {
+            return Err("not a snapshot page".into());
+        };
+        let number =
+            |t: &str| parse_u64(t).ok_or_else(|| format!("{:?} is not a number", printable(t)));
+        Ok(SnapshotPage {
+            epoch: number(epoch)?,
+            seq: number(seq)?,
+            next: if next.is_empty() {
+                None
+            } else {
+                Some(next.parse()?)
+            },
+            bans: bans
+                .iter()
+                .map(|line| parse_ban(&line.split(' ').collect::<Vec<_>>()))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// `[BANSHARE1, SNAPSHOT, after]`: asks for the page of active bans after `after` ("" for
+/// the first page).
+pub fn encode_snapshot_request(after: Option<&Cidr>) -> Vec<Vec<u8>> {
+    let after = after.map_or(String::new(), Cidr::to_string);
+    vec![VERSION.into(), b"SNAPSHOT".to_vec(), after.into_bytes()]
+}
+
 impl Publish {
     pub fn encode(&self) -> Vec<Vec<u8>> {
         let fields: Vec<String> = match self {
-            Publish::Ban { epoch, seq, ban } | Publish::Unban { epoch, seq, ban } => vec![
-                self.kind().into(),
+            Publish::Ban { epoch, seq, ban } | Publish::Unban { epoch, seq, ban } => {
+                let mut fields = vec![self.kind().into(), epoch.to_string(), seq.to_string()];
+                fields.extend(ban_fields(ban));
+                fields
+            }
+            Publish::Heartbeat {
+                epoch,
+                seq,
+                interval_ms,
+            } => vec![
+                "HEARTBEAT".into(),
                 epoch.to_string(),
                 seq.to_string(),
-                ban.ip.to_string(),
-                ban.prog.to_string(),
-                ban.jail.to_string(),
-                ban.origin.to_string(),
-                optional(ban.bantime, "-1"),
-                optional(ban.expires, "0"),
+                interval_ms.to_string(),
             ],
-            Publish::Heartbeat { epoch, seq } => {
-                vec!["HEARTBEAT".into(), epoch.to_string(), seq.to_string()]
-            }
         };
         std::iter::once(VERSION.to_string())
             .chain(fields)
@@ -346,27 +457,14 @@ impl Publish {
             parse_u64(t).ok_or_else(|| format!("{name} {:?} is not a number", printable(t)))
         };
         match fields[..] {
-            [VERSION, "HEARTBEAT", epoch, seq] => Ok(Publish::Heartbeat {
+            [VERSION, "HEARTBEAT", epoch, seq, interval_ms] => Ok(Publish::Heartbeat {
                 epoch: number("epoch", epoch)?,
                 seq: number("seq", seq)?,
+                interval_ms: number("interval", interval_ms)?,
             }),
-            [VERSION, kind @ ("BAN" | "UNBAN"), epoch, seq, ip, prog, jail, origin, bantime, expires] =>
-            {
-                let bantime = match Bantime::parse(bantime)? {
-                    Bantime::Seconds(s) => Some(s),
-                    Bantime::Permanent => None,
-                    Bantime::Default => return Err("published ban has no bantime".into()),
-                };
-                let expires = number("expires", expires)?;
+            [VERSION, kind @ ("BAN" | "UNBAN"), epoch, seq, ref ban @ ..] => {
                 let (epoch, seq) = (number("epoch", epoch)?, number("seq", seq)?);
-                let ban = Ban {
-                    ip: ip.parse()?,
-                    prog: Name::parse("prog", prog)?,
-                    jail: Name::parse("jail", jail)?,
-                    origin: Name::parse("origin", origin)?,
-                    bantime,
-                    expires: (expires != 0).then_some(expires),
-                };
+                let ban = parse_ban(ban)?;
                 Ok(if kind == "BAN" {
                     Publish::Ban { epoch, seq, ban }
                 } else {
@@ -467,6 +565,49 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_round_trip() {
+        let ban = Ban {
+            ip: "198.51.100.0/24".parse().unwrap(),
+            prog: Name::parse("prog", "fail2ban").unwrap(),
+            jail: Name::parse("jail", "sshd").unwrap(),
+            origin: Name::parse("origin", "web1").unwrap(),
+            bantime: None,
+            expires: None,
+        };
+        let page = SnapshotPage {
+            epoch: 3,
+            seq: 9,
+            next: Some(ban.ip),
+            bans: vec![
+                ban.clone(),
+                Ban {
+                    bantime: Some(60),
+                    expires: Some(99),
+                    ..ban
+                },
+            ],
+        };
+        assert_eq!(SnapshotPage::decode(&page.encode()), Ok(page));
+        let last = SnapshotPage {
+            epoch: 3,
+            seq: 9,
+            next: None,
+            bans: vec![],
+        };
+        assert_eq!(SnapshotPage::decode(&last.encode()), Ok(last));
+        let after: Cidr = "2001:db8::/64".parse().unwrap();
+        assert_eq!(
+            decode_request(&encode_snapshot_request(Some(&after))),
+            Ok(Request::Snapshot { after: Some(after) })
+        );
+        assert_eq!(
+            decode_request(&encode_snapshot_request(None)),
+            Ok(Request::Snapshot { after: None })
+        );
+        assert!(decode_request(&frames(&[VERSION, "SNAPSHOT", "1.2.3.4;x"])).is_err());
+    }
+
+    #[test]
     fn publish_round_trip() {
         let ban = Ban {
             ip: "198.51.100.0/24".parse().unwrap(),
@@ -496,11 +637,16 @@ mod tests {
                     ..ban
                 },
             },
-            Publish::Heartbeat { epoch: 7, seq: 3 },
+            Publish::Heartbeat {
+                epoch: 7,
+                seq: 3,
+                interval_ms: 1000,
+            },
         ] {
             assert_eq!(Publish::decode(&msg.encode()), Ok(msg));
         }
-        assert!(Publish::decode(&frames(&[VERSION, "HEARTBEAT", "1", "-1"])).is_err());
+        assert!(Publish::decode(&frames(&[VERSION, "HEARTBEAT", "1", "-1", "1000"])).is_err());
+        assert!(Publish::decode(&frames(&[VERSION, "HEARTBEAT", "1", "1"])).is_err());
         assert!(Publish::decode(&frames(&[VERSION, "BAN", "1", "2", "1.2.3.4"])).is_err());
     }
 }

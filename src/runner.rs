@@ -12,55 +12,66 @@ use std::time::{Duration, Instant};
 /// At most this much of a failing command's stderr is logged.
 const STDERR_LIMIT: usize = 1024;
 
-struct Job {
+struct Job<T> {
     argv: Vec<String>,
     /// What the command is for, in log lines: "ban 203.0.113.7 (sshd from web1)".
     label: String,
+    /// Handed back with the result, to say which command finished.
+    token: T,
 }
 
-/// A fixed pool of workers that run queued commands.
-pub struct Runner {
-    queue: mpsc::Sender<Job>,
+/// A fixed pool of workers that run queued commands and report each result.
+pub struct Runner<T> {
+    queue: mpsc::Sender<Job<T>>,
 }
 
-impl Runner {
-    pub fn new(workers: usize, timeout: Duration) -> Runner {
-        let (queue, jobs) = mpsc::channel::<Job>();
+impl<T: Send + 'static> Runner<T> {
+    /// The runner, and the channel on which each command's token comes back with whether
+    /// the command succeeded.
+    pub fn new(workers: usize, timeout: Duration) -> (Runner<T>, mpsc::Receiver<(T, bool)>) {
+        let (queue, jobs) = mpsc::channel::<Job<T>>();
+        let (done, results) = mpsc::channel();
         let jobs = Arc::new(Mutex::new(jobs));
         for i in 0..workers {
             let jobs = Arc::clone(&jobs);
+            let done = done.clone();
             thread::Builder::new()
                 .name(format!("runner-{i}"))
                 .spawn(move || loop {
                     let job = jobs.lock().expect("lock").recv();
                     match job {
-                        Ok(job) => run_logged(&job, timeout),
+                        Ok(job) => {
+                            let ok = run_logged(&job.argv, &job.label, timeout);
+                            let _ = done.send((job.token, ok));
+                        }
                         Err(_) => return,
                     }
                 })
                 .expect("spawn runner thread");
         }
-        Runner { queue }
+        (Runner { queue }, results)
     }
 
-    pub fn submit(&self, argv: Vec<String>, label: String) {
-        let _ = self.queue.send(Job { argv, label });
+    pub fn submit(&self, argv: Vec<String>, label: String, token: T) {
+        let _ = self.queue.send(Job { argv, label, token });
     }
 }
 
-fn run_logged(job: &Job, timeout: Duration) {
+/// Runs one command and logs how it went; true when it exited 0.
+fn run_logged(argv: &[String], label: &str, timeout: Duration) -> bool {
     let started = Instant::now();
-    match run(&job.argv, timeout) {
-        Ok(Outcome::Exited(status, _)) if status.success() => log::info!(
-            "{}: {} succeeded in {} ms",
-            job.label,
-            job.argv[0],
-            started.elapsed().as_millis()
-        ),
+    match run(argv, timeout) {
+        Ok(Outcome::Exited(status, _)) if status.success() => {
+            log::info!(
+                "{label}: {} succeeded in {} ms",
+                argv[0],
+                started.elapsed().as_millis()
+            );
+            return true;
+        }
         Ok(Outcome::Exited(status, stderr)) => log::error!(
-            "{}: {} failed ({}){}",
-            job.label,
-            job.argv[0],
+            "{label}: {} failed ({}){}",
+            argv[0],
             describe(status),
             if stderr.is_empty() {
                 String::new()
@@ -69,13 +80,13 @@ fn run_logged(job: &Job, timeout: Duration) {
             }
         ),
         Ok(Outcome::TimedOut) => log::error!(
-            "{}: {} did not finish within {} s and was killed",
-            job.label,
-            job.argv[0],
+            "{label}: {} did not finish within {} s and was killed",
+            argv[0],
             timeout.as_secs()
         ),
-        Err(e) => log::error!("{}: cannot run {}: {e}", job.label, job.argv[0]),
+        Err(e) => log::error!("{label}: cannot run {}: {e}", argv[0]),
     }
+    false
 }
 
 fn describe(status: ExitStatus) -> String {

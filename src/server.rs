@@ -11,9 +11,11 @@ use crate::connection::ListenerWatch;
 use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
 use crate::protect::Protected;
-use crate::protocol::{decode_request, Ban, Name, Publish, Report, Request, Verdict};
+use crate::protocol::{
+    decode_request, Ban, Name, Publish, Report, Request, SnapshotPage, Verdict, PAGE,
+};
 use crate::service::{self, Signals, Watchdog};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, SERVER_JOURNAL};
 use crate::transport::{self, endpoint, Authorizer};
 
 /// Requests handled before the loop looks at timers and signals again.
@@ -225,6 +227,19 @@ impl Server {
             return Ok(None);
         };
         let (verdict, legacy) = match decode_request(request) {
+            Ok(Request::Snapshot { after }) => {
+                let (bans, next) = self.table.page(after.as_ref(), PAGE, unix_now());
+                log::debug!("snapshot page of {} bans for {origin}", bans.len());
+                let page = SnapshotPage {
+                    epoch: self.epoch,
+                    seq: self.seq,
+                    next,
+                    bans,
+                };
+                return Ok(Some(
+                    envelope.iter().cloned().chain(page.encode()).collect(),
+                ));
+            }
             Ok(Request::Report(report)) => (self.decide(&report, &origin, accepted)?, false),
             Ok(Request::Legacy(report)) => (self.decide(&report, &origin, accepted)?, true),
             Err(invalid) => {
@@ -317,6 +332,7 @@ impl Server {
         self.send(&Publish::Heartbeat {
             epoch: self.epoch,
             seq: self.seq,
+            interval_ms: self.config.heartbeat_interval.0.as_millis() as u64,
         });
     }
 
@@ -412,8 +428,13 @@ impl Server {
 
 /// Reads the ban table back, saying loudly what could not be recovered.
 fn open_store(config: &ServerConfig) -> Result<(Store, BanTable), Failure> {
-    let (store, recovery) = Store::open(&config.state_dir, config.durability, unix_now())
-        .map_err(|e| (Exit::IoErr, format!("cannot open the ban table: {e}")))?;
+    let (store, recovery) = Store::open(
+        &config.state_dir,
+        SERVER_JOURNAL,
+        config.durability,
+        unix_now(),
+    )
+    .map_err(|e| (Exit::IoErr, format!("cannot open the ban table: {e}")))?;
     for damage in &recovery.damaged {
         log::error!(
             "ban table in {}: skipped {damage}",

@@ -12,7 +12,9 @@ use crate::bans::Entry;
 use crate::cidr::{printable, Cidr};
 use crate::protocol::{Ban, Name};
 
-const JOURNAL: &str = "bans.journal";
+/// The server's journal; the client keeps its own, `applied.journal`, in its state-dir.
+pub const SERVER_JOURNAL: &str = "bans.journal";
+pub const CLIENT_JOURNAL: &str = "applied.journal";
 
 /// How far an acknowledged report is guaranteed to have reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -69,6 +71,7 @@ impl Store {
     /// one for inspection.
     pub fn open(
         dir: &Path,
+        name: &str,
         durability: Durability,
         now: u64,
     ) -> Result<(Store, Recovery), StoreError> {
@@ -77,7 +80,7 @@ impl Store {
             .mode(0o750)
             .create(dir)
             .map_err(err(dir))?;
-        let path = dir.join(JOURNAL);
+        let path = dir.join(name);
         let mut recovery = match File::open(&path) {
             Ok(file) => read(file).map_err(err(&path))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Recovery::default(),
@@ -87,7 +90,7 @@ impl Store {
             .entries
             .retain(|e| e.ban.expires.map_or(true, |x| x > now));
         if !recovery.damaged.is_empty() {
-            let copy = dir.join(format!("{JOURNAL}.damaged-{now}"));
+            let copy = dir.join(format!("{name}.damaged-{now}"));
             fs::copy(&path, &copy).map_err(err(&copy))?;
         }
         let journal = rewrite(&path, &recovery.entries)?;
@@ -105,6 +108,14 @@ impl Store {
         self.records += 1;
         self.journal
             .write_all(line(entry).as_bytes())
+            .map_err(err(&self.path))
+    }
+
+    /// Buffers the removal of a ban (a fleet unban); `commit` makes it durable.
+    pub fn remove(&mut self, ip: &Cidr) -> Result<(), StoreError> {
+        self.records += 1;
+        self.journal
+            .write_all(checksummed(format!("del {ip}")).as_bytes())
             .map_err(err(&self.path))
     }
 
@@ -166,7 +177,8 @@ fn rewrite(path: &Path, entries: &[Entry]) -> Result<BufWriter<File>, StoreError
 }
 
 /// `CRC ban IP PROG JAIL ORIGIN BANTIME EXPIRES FIRST LAST PUBLISHED`, where CRC is the
-/// CRC-32 of everything after it, BANTIME is -1 for permanent and EXPIRES 0 for never.
+/// CRC-32 of everything after it, BANTIME is -1 for permanent and EXPIRES 0 for never; or
+/// `CRC del IP` for a ban lifted before its time.
 fn line(entry: &Entry) -> String {
     let ban = &entry.ban;
     let body = format!(
@@ -181,15 +193,28 @@ fn line(entry: &Entry) -> String {
         entry.last_report,
         entry.last_published
     );
+    checksummed(body)
+}
+
+fn checksummed(body: String) -> String {
     format!("{:08x} {body}\n", crc32(body.as_bytes()))
 }
 
-fn parse(text: &str) -> Result<Entry, String> {
+/// A line read back: a ban (new or changed) or the removal of one.
+enum Record {
+    Ban(Entry),
+    Del(Cidr),
+}
+
+fn parse(text: &str) -> Result<Record, String> {
     let (crc, body) = text.split_once(' ').ok_or("no checksum")?;
     if u32::from_str_radix(crc, 16).ok() != Some(crc32(body.as_bytes())) {
         return Err("checksum mismatch".into());
     }
     let fields: Vec<&str> = body.split(' ').collect();
+    if let ["del", ip] = fields[..] {
+        return Ok(Record::Del(ip.parse()?));
+    }
     let ["ban", ip, prog, jail, origin, bantime, expires, first, last, published] = fields[..]
     else {
         return Err("unknown record".into());
@@ -200,7 +225,7 @@ fn parse(text: &str) -> Result<Entry, String> {
         b => Some(number(b)?),
     };
     let expires = number(expires)?;
-    Ok(Entry {
+    Ok(Record::Ban(Entry {
         ban: Ban {
             ip: ip.parse::<Cidr>()?,
             prog: Name::parse("prog", prog)?,
@@ -212,7 +237,7 @@ fn parse(text: &str) -> Result<Entry, String> {
         first_report: number(first)?,
         last_report: number(last)?,
         last_published: number(published)?,
-    })
+    }))
 }
 
 /// Reads every record; a later record for the same network replaces an earlier one.
@@ -226,8 +251,11 @@ fn read(file: File) -> io::Result<Recovery> {
             .map_err(|_| "not text".to_string())
             .and_then(parse);
         match parsed {
-            Ok(entry) => {
+            Ok(Record::Ban(entry)) => {
                 by_ip.insert(entry.ban.ip, entry);
+            }
+            Ok(Record::Del(ip)) => {
+                by_ip.remove(&ip);
             }
             Err(why) => recovery.damaged.push(format!(
                 "line {}: {why}: {}",
@@ -301,7 +329,8 @@ mod tests {
     #[test]
     fn entries_survive_a_reopen_and_expired_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut store, recovery) = Store::open(dir.path(), Durability::Fsync, 100).unwrap();
+        let (mut store, recovery) =
+            Store::open(dir.path(), SERVER_JOURNAL, Durability::Fsync, 100).unwrap();
         assert!(recovery.entries.is_empty());
         let live = [
             entry("203.0.113.7", Some(600), Some(700)),
@@ -316,9 +345,12 @@ mod tests {
         // A later record for the same network replaces the earlier one.
         let replaced = entry("203.0.113.7", Some(6000), Some(6100));
         store.append(&replaced).unwrap();
+        store.append(&entry("203.0.113.9", None, None)).unwrap();
+        store.remove(&"203.0.113.9".parse().unwrap()).unwrap();
         store.commit().unwrap();
         drop(store);
-        let (_, recovery) = Store::open(dir.path(), Durability::Fsync, 200).unwrap();
+        let (_, recovery) =
+            Store::open(dir.path(), SERVER_JOURNAL, Durability::Fsync, 200).unwrap();
         assert!(recovery.damaged.is_empty());
         assert_eq!(
             sorted(recovery.entries),
@@ -329,17 +361,17 @@ mod tests {
     #[test]
     fn a_torn_tail_and_a_corrupt_line_are_reported_and_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = Store::open(dir.path(), Durability::Write, 0).unwrap();
+        let (mut store, _) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
         for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
             store.append(&entry(ip, None, None)).unwrap();
         }
         store.commit().unwrap();
         drop(store);
-        let path = dir.path().join(JOURNAL);
+        let path = dir.path().join(SERVER_JOURNAL);
         let text = fs::read_to_string(&path).unwrap();
         let damaged = text.replacen("203.0.113.2", "203.0.113.9", 1);
         fs::write(&path, &damaged[..damaged.len() - 7]).unwrap();
-        let (_, recovery) = Store::open(dir.path(), Durability::Write, 0).unwrap();
+        let (_, recovery) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
         assert_eq!(recovery.entries.len(), 1);
         assert_eq!(recovery.damaged.len(), 2, "{:?}", recovery.damaged);
         assert!(recovery.damaged[0].starts_with("line 2: checksum mismatch"));
@@ -356,7 +388,7 @@ mod tests {
             })
             .count();
         assert_eq!(copies, 1);
-        let (_, again) = Store::open(dir.path(), Durability::Write, 0).unwrap();
+        let (_, again) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
         assert!(again.damaged.is_empty());
         assert_eq!(again.entries.len(), 1);
     }
@@ -364,7 +396,7 @@ mod tests {
     #[test]
     fn compaction_keeps_only_live_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = Store::open(dir.path(), Durability::Write, 0).unwrap();
+        let (mut store, _) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
         let e = entry("203.0.113.7", None, None);
         for _ in 0..1500 {
             store.append(&e).unwrap();
@@ -372,7 +404,7 @@ mod tests {
         assert!(store.compact_if_large(std::slice::from_ref(&e)).unwrap());
         store.append(&entry("203.0.113.8", None, None)).unwrap();
         store.commit().unwrap();
-        let lines = fs::read_to_string(dir.path().join(JOURNAL))
+        let lines = fs::read_to_string(dir.path().join(SERVER_JOURNAL))
             .unwrap()
             .lines()
             .count();

@@ -121,13 +121,14 @@ impl Fleet {
             format!(
                 "server = \"127.0.0.1\"\nreport-port = {}\npublish-port = {}\n\
                  server-key = \"{}\"\nkey = \"{}\"\nban-command = {}\nunban-command = {}\n\
-                 report-timeout = \"2s\"\n{client_extra}\n",
+                 report-timeout = \"2s\"\nstate-dir = \"{}\"\n{client_extra}\n",
                 self.report_port,
                 self.publish_port,
                 self.keys_dir.join("server.key").display(),
                 self.keys_dir.join(format!("{name}.key_secret")).display(),
                 line("ban"),
                 line("unban"),
+                self.dir.path().join(format!("{name}-state")).display(),
             ),
         )
         .unwrap();
@@ -194,6 +195,57 @@ impl Fleet {
         wait_for("client to connect", Duration::from_secs(10), || {
             (self.client_log(i).matches("connected to").count() > connected_before).then_some(())
         });
+    }
+
+    /// Stops host `i`'s client with SIGTERM and waits for it to exit.
+    pub fn stop_client(&mut self, i: usize) {
+        if let Some(mut child) = self.hosts[i].child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Reports each address from host `i` and returns those the server acknowledged.
+    pub fn report_all(&self, i: usize, ips: &[String]) -> Vec<String> {
+        ips.iter()
+            .filter(|ip| self.report(i, &["fail2ban", "sshd", ip]).status.success())
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until host `i` has applied a ban of every address in `ips`, then checks that it
+    /// applied each exactly once and nothing else.
+    pub fn assert_applied_once(&self, i: usize, ips: &[String]) {
+        let name = &self.hosts[i].name;
+        wait_for(
+            &format!("{name} to apply {} bans", ips.len()),
+            Duration::from_secs(20),
+            || {
+                let applied = self.applied(i);
+                ips.iter()
+                    .all(|ip| {
+                        applied
+                            .iter()
+                            .any(|l| l.starts_with("ban ") && l.split(' ').nth(3) == Some(ip))
+                    })
+                    .then_some(())
+            },
+        );
+        // Anything applied twice would have been queued by now.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut applied: Vec<String> = self
+            .applied(i)
+            .iter()
+            .map(|l| l.split(' ').nth(3).unwrap_or_default().to_string())
+            .collect();
+        applied.sort();
+        let mut expected = ips.to_vec();
+        expected.sort();
+        assert_eq!(
+            applied, expected,
+            "{name} must apply each acknowledged ban exactly once"
+        );
     }
 
     /// Starts the server and every client.

@@ -1,0 +1,213 @@
+//! The client's record of what it has applied, kept in its state-dir so that a restart
+//! re-applies nothing twice, yet applies everything it missed. A ban counts as applied once
+//! its command succeeded; while the command runs it is pending, so a ban arriving both from
+//! a snapshot and from the publish socket still runs once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use crate::bans::Entry;
+use crate::cidr::Cidr;
+use crate::protocol::Ban;
+use crate::store::{Durability, Recovery, Store, StoreError, CLIENT_JOURNAL};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Ban,
+    Unban,
+}
+
+pub struct Applied {
+    store: Store,
+    bans: BTreeMap<Cidr, Ban>,
+    pending: HashMap<Cidr, (Action, Ban)>,
+}
+
+/// What to do with an applied ban that the server no longer has.
+pub enum Stale {
+    /// It expired: the firewall lets it go by itself; just forget it.
+    Expired(Cidr),
+    /// It was lifted while we were away: run the unban command.
+    Lifted(Ban),
+}
+
+impl Applied {
+    pub fn open(dir: &Path, now: u64) -> Result<(Applied, Recovery), StoreError> {
+        let (store, recovery) = Store::open(dir, CLIENT_JOURNAL, Durability::Fsync, now)?;
+        let bans = recovery
+            .entries
+            .iter()
+            .map(|e| (e.ban.ip, e.ban.clone()))
+            .collect();
+        let applied = Applied {
+            store,
+            bans,
+            pending: HashMap::new(),
+        };
+        Ok((applied, recovery))
+    }
+
+    pub fn len(&self) -> usize {
+        self.bans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bans.is_empty()
+    }
+
+    /// Whether this ban or unban still needs its command run here.
+    pub fn needs(&self, action: Action, ip: &Cidr) -> bool {
+        match (action, self.pending.get(ip)) {
+            (_, Some((pending, _))) => *pending != action,
+            (Action::Ban, None) => !self.bans.contains_key(ip),
+            (Action::Unban, None) => self.bans.contains_key(ip),
+        }
+    }
+
+    pub fn start(&mut self, action: Action, ban: &Ban) {
+        self.pending.insert(ban.ip, (action, ban.clone()));
+    }
+
+    /// Records a finished command. A failed ban stays unapplied, so the next
+    /// resynchronisation tries it again.
+    pub fn finish(&mut self, ip: Cidr, action: Action, ok: bool) -> Result<(), StoreError> {
+        let Some((pending, ban)) = self.pending.remove(&ip) else {
+            return Ok(());
+        };
+        if !ok || pending != action {
+            return Ok(());
+        }
+        match action {
+            Action::Ban => {
+                self.store.append(&entry(&ban))?;
+                self.bans.insert(ip, ban);
+            }
+            Action::Unban => {
+                self.store.remove(&ip)?;
+                self.bans.remove(&ip);
+            }
+        }
+        self.store.commit()
+    }
+
+    /// Applied bans that are not among `active` (the server's snapshot) nor `fresh` (bans
+    /// received while the snapshot was being read).
+    pub fn stale(&self, active: &HashSet<Cidr>, fresh: &HashSet<Cidr>, now: u64) -> Vec<Stale> {
+        self.bans
+            .values()
+            .filter(|b| !active.contains(&b.ip) && !fresh.contains(&b.ip))
+            .filter(|b| !self.pending.contains_key(&b.ip))
+            .map(|b| match b.expires {
+                Some(expires) if expires <= now => Stale::Expired(b.ip),
+                _ => Stale::Lifted(b.clone()),
+            })
+            .collect()
+    }
+
+    pub fn forget(&mut self, ip: &Cidr) -> Result<(), StoreError> {
+        if self.bans.remove(ip).is_some() {
+            self.store.remove(ip)?;
+            self.store.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the journal small; called from time to time.
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        let live: Vec<Entry> = self.bans.values().map(entry).collect();
+        self.store.compact_if_large(&live).map(|_| ())
+    }
+}
+
+fn entry(ban: &Ban) -> Entry {
+    Entry {
+        ban: ban.clone(),
+        first_report: 0,
+        last_report: 0,
+        last_published: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Name;
+
+    fn ban(ip: &str, expires: Option<u64>) -> Ban {
+        Ban {
+            ip: ip.parse().unwrap(),
+            prog: Name::parse("p", "fail2ban").unwrap(),
+            jail: Name::parse("j", "sshd").unwrap(),
+            origin: Name::parse("o", "web1").unwrap(),
+            bantime: expires.map(|_| 100),
+            expires,
+        }
+    }
+
+    #[test]
+    fn a_ban_runs_once_and_is_remembered_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut applied, _) = Applied::open(dir.path(), 0).unwrap();
+        let b = ban("203.0.113.7", None);
+        assert!(applied.needs(Action::Ban, &b.ip));
+        applied.start(Action::Ban, &b);
+        assert!(!applied.needs(Action::Ban, &b.ip), "pending");
+        applied.finish(b.ip, Action::Ban, true).unwrap();
+        assert!(!applied.needs(Action::Ban, &b.ip));
+        drop(applied);
+        let (applied, _) = Applied::open(dir.path(), 0).unwrap();
+        assert!(!applied.needs(Action::Ban, &b.ip));
+        assert!(applied.needs(Action::Unban, &b.ip));
+    }
+
+    #[test]
+    fn a_failed_ban_stays_unapplied_and_unbans_are_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut applied, _) = Applied::open(dir.path(), 0).unwrap();
+        let b = ban("203.0.113.8", None);
+        applied.start(Action::Ban, &b);
+        applied.finish(b.ip, Action::Ban, false).unwrap();
+        assert!(applied.needs(Action::Ban, &b.ip));
+        applied.start(Action::Ban, &b);
+        applied.finish(b.ip, Action::Ban, true).unwrap();
+        applied.start(Action::Unban, &b);
+        applied.finish(b.ip, Action::Unban, true).unwrap();
+        drop(applied);
+        let (applied, _) = Applied::open(dir.path(), 0).unwrap();
+        assert!(applied.is_empty());
+    }
+
+    #[test]
+    fn stale_bans_are_expired_or_lifted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut applied, _) = Applied::open(dir.path(), 0).unwrap();
+        for b in [
+            ban("203.0.113.1", Some(50)),
+            ban("203.0.113.2", Some(500)),
+            ban("203.0.113.3", None),
+            ban("203.0.113.4", None),
+        ] {
+            applied.start(Action::Ban, &b);
+            applied.finish(b.ip, Action::Ban, true).unwrap();
+        }
+        let active: HashSet<Cidr> = ["203.0.113.3".parse().unwrap()].into();
+        let fresh: HashSet<Cidr> = ["203.0.113.4".parse().unwrap()].into();
+        let stale = applied.stale(&active, &fresh, 100);
+        let expired: Vec<String> = stale
+            .iter()
+            .filter_map(|s| match s {
+                Stale::Expired(ip) => Some(ip.to_string()),
+                _ => None,
+            })
+            .collect();
+        let lifted: Vec<String> = stale
+            .iter()
+            .filter_map(|s| match s {
+                Stale::Lifted(b) => Some(b.ip.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(expired, ["203.0.113.1"]);
+        assert_eq!(lifted, ["203.0.113.2"]);
+    }
+}

@@ -1,0 +1,92 @@
+//! Nothing lost: every acknowledged ban is applied exactly once on every host, across client
+//! and server restarts, a frozen server, and bans that expired meanwhile.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+fn addresses(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix}.{i}")).collect()
+}
+
+#[test]
+fn a_stopped_client_applies_what_it_missed_once() {
+    let mut fleet = Fleet::start(&["web1", "web2"], "", "");
+    let before = fleet.report_all(0, &addresses("198.51.100", 5));
+    fleet.assert_applied_once(1, &before);
+    fleet.stop_client(1);
+    let missed = fleet.report_all(0, &addresses("203.0.113", 100));
+    assert_eq!(missed.len(), 100);
+    fleet.start_client(1);
+    let all = [before, missed].concat();
+    fleet.assert_applied_once(1, &all);
+    fleet.assert_applied_once(0, &all);
+    let log = fleet.client_log(1);
+    assert!(log.contains("5 bans applied here before"), "{log}");
+    assert!(
+        log.contains("resynchronised: 105 active bans on the server"),
+        "{log}"
+    );
+}
+
+#[test]
+fn clients_resynchronise_after_the_server_is_killed_and_restarted() {
+    let mut fleet = Fleet::start(&["web1", "web2"], "", "");
+    let first = fleet.report_all(0, &addresses("203.0.113", 100));
+    assert_eq!(first.len(), 100);
+    fleet.signal_server(Signal::SIGKILL);
+    fleet.wait_server();
+    fleet.start_server();
+    for i in 0..2 {
+        wait_for("resynchronisation", Duration::from_secs(10), || {
+            let log = fleet.client_log(i);
+            (log.contains("new epoch") && log.contains("resynchronised: 100 active bans"))
+                .then_some(())
+        });
+    }
+    let second = fleet.report_all(1, &addresses("198.51.100", 10));
+    let all = [first, second].concat();
+    fleet.assert_applied_once(0, &all);
+    fleet.assert_applied_once(1, &all);
+}
+
+#[test]
+fn clients_catch_up_after_the_server_was_frozen() {
+    let fleet = Fleet::start(&["web1", "web2"], "", "");
+    let before = fleet.report_all(0, &addresses("198.51.100", 5));
+    fleet.signal_server(Signal::SIGSTOP);
+    // Reports keep coming while the server is frozen; they time out unacknowledged.
+    let during = std::thread::scope(|s| {
+        let reporter = s.spawn(|| fleet.report_all(1, &addresses("192.0.2", 4)));
+        std::thread::sleep(Duration::from_secs(10));
+        fleet.signal_server(Signal::SIGCONT);
+        reporter.join().unwrap()
+    });
+    for i in 0..2 {
+        wait_for("the clients to notice", Duration::from_secs(10), || {
+            let log = fleet.client_log(i);
+            (log.contains("no heartbeat from") && log.contains("resynchronised")).then_some(())
+        });
+    }
+    let after = fleet.report_all(0, &addresses("203.0.113", 5));
+    let all = [before, during, after].concat();
+    fleet.assert_applied_once(0, &all);
+    fleet.assert_applied_once(1, &all);
+}
+
+#[test]
+fn a_ban_that_expired_meanwhile_is_not_applied() {
+    let mut fleet = Fleet::start(&["web1", "web2"], "", "");
+    fleet.stop_client(1);
+    let (code, stderr) =
+        outcome(&fleet.report(0, &["--bantime", "1", "fail2ban", "sshd", "203.0.113.70"]));
+    assert_eq!(code, 0, "{stderr}");
+    fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.70 1");
+    std::thread::sleep(Duration::from_millis(1500));
+    let live = fleet.report_all(0, &["203.0.113.71".to_string()]);
+    fleet.start_client(1);
+    fleet.assert_applied_once(1, &live);
+}
