@@ -35,8 +35,10 @@ pub struct ClientArgs {
 
 /// Reports a ban to the banshare server; run by fail2ban's actionban or psad.
 ///
-/// Exit status: 0 accepted or duplicate, 64 usage, 65 invalid input, 69 server unreachable,
-/// 70 no CURVE support, 77 refused by the server, 78 configuration error.
+/// Exit status: 0 accepted or duplicate, 64 usage, 65 invalid input, 69 server unreachable
+/// and the report lost (spool full), 70 no CURVE support, 75 server unreachable and the
+/// report spooled for banshare-client to deliver, 77 refused by the server, 78 configuration
+/// error.
 #[derive(Debug, Parser)]
 #[command(name = "banshare-report", version)]
 pub struct ReportArgs {

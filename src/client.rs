@@ -18,9 +18,10 @@ use crate::connection::ConnectionWatch;
 use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
 use crate::protect::{self, Protected};
-use crate::protocol::{encode_snapshot_request, Ban, Publish, SnapshotPage, VERSION};
+use crate::protocol::{encode_snapshot_request, Ban, Publish, SnapshotPage, Verdict, VERSION};
 use crate::runner::Runner;
 use crate::service::{self, Signals, Watchdog};
+use crate::spool::{self, Spool};
 use crate::store::StoreError;
 use crate::template::Values;
 use crate::transport::{self, endpoint};
@@ -39,6 +40,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_FAILED: Duration = Duration::from_secs(60);
 /// How often the record of applied bans is checked for compaction.
 const COMPACT_EVERY: Duration = Duration::from_secs(600);
+/// How often the spool is looked at when it was empty.
+const SPOOL_CHECK: Duration = Duration::from_secs(1);
 
 pub fn main() -> std::process::ExitCode {
     let args: ClientArgs = cli::parse();
@@ -81,6 +84,11 @@ struct Client {
     heartbeat: Duration,
     /// When to resynchronise again because a ban command failed.
     retry_failed_at: Option<Instant>,
+    spool: Spool,
+    /// A DEALER on the report socket that delivers spooled reports, one at a time.
+    courier: zmq::Socket,
+    delivering: Option<(PathBuf, Instant)>,
+    next_spool_check: Instant,
 }
 
 impl Client {
@@ -98,6 +106,7 @@ impl Client {
         log::info!("{} bans applied here before", applied.len());
         let subscription = subscribe(&ctx, &config)?;
         let requester = request_socket(&ctx, &config)?;
+        let courier = request_socket(&ctx, &config)?;
         log::info!(
             "subscribing to {} as key {} (server key {})",
             endpoint(&config.server, config.publish_port),
@@ -108,6 +117,7 @@ impl Client {
             Runner::new(config.max_concurrent_commands, config.command_timeout.0);
         Ok(Client {
             config_path: config_path.to_owned(),
+            spool: Spool::new(&config.spool_dir, config.spool_max),
             runner,
             results,
             applied,
@@ -125,6 +135,9 @@ impl Client {
             heard_at: Instant::now(),
             heartbeat: Duration::from_secs(1),
             retry_failed_at: None,
+            courier,
+            delivering: None,
+            next_spool_check: Instant::now(),
         })
     }
 
@@ -152,6 +165,7 @@ impl Client {
             }
             self.check_heartbeats();
             self.drive_resync();
+            self.drive_spool();
             if Instant::now() >= next_compaction {
                 self.applied.compact().map_err(state_failure)?;
                 next_compaction = Instant::now() + COMPACT_EVERY;
@@ -160,12 +174,13 @@ impl Client {
                 self.subscription.socket.as_poll_item(zmq::POLLIN),
                 self.subscription.watch.socket().as_poll_item(zmq::POLLIN),
                 self.requester.as_poll_item(zmq::POLLIN),
+                self.courier.as_poll_item(zmq::POLLIN),
             ];
             // EINTR from a signal just goes round the loop again.
             if zmq::poll(&mut items, TICK.as_millis() as i64).is_err() {
                 continue;
             }
-            let [messages, events, pages] = items.map(|item| item.is_readable());
+            let [messages, events, pages, verdicts] = items.map(|item| item.is_readable());
             if events {
                 self.subscription.watch.drain();
             }
@@ -174,6 +189,9 @@ impl Client {
             }
             if pages {
                 self.read_pages();
+            }
+            if verdicts {
+                self.read_verdicts();
             }
             self.collect_results()?;
         }
@@ -398,6 +416,84 @@ impl Client {
         );
     }
 
+    /// Sends the oldest spooled report, or asks again when the server has not answered.
+    fn drive_spool(&mut self) {
+        match &self.delivering {
+            Some((_, sent_at)) if sent_at.elapsed() < REQUEST_TIMEOUT => return,
+            Some(_) => {
+                // A new socket, so that a late answer to the old request is never read.
+                match request_socket(&self.ctx, &self.config) {
+                    Ok(socket) => self.courier = socket,
+                    Err((_, e)) => log::error!("{e}"),
+                }
+                self.delivering = None;
+            }
+            None if Instant::now() < self.next_spool_check => return,
+            None => {}
+        }
+        self.next_spool_check = Instant::now() + SPOOL_CHECK;
+        let waiting = match self.spool.waiting() {
+            Ok(waiting) => waiting,
+            Err(e) => {
+                log::error!("cannot read spool {}: {e}", self.spool.dir().display());
+                return;
+            }
+        };
+        if waiting.len() >= self.config.spool_max {
+            log::error!(
+                "spool {} is full ({} reports): new reports from this host are being lost",
+                self.spool.dir().display(),
+                waiting.len()
+            );
+        }
+        let Some(path) = waiting.into_iter().next() else {
+            return;
+        };
+        match spool::read(&path) {
+            Ok(report) => {
+                let request = std::iter::once(Vec::new()).chain(report.encode());
+                if let Err(e) = self.courier.send_multipart(request, zmq::DONTWAIT) {
+                    log::warn!("cannot deliver {}: {e}", path.display());
+                    return;
+                }
+                self.delivering = Some((path, Instant::now()));
+            }
+            Err(e) => {
+                log::error!("removing unreadable spooled report {}: {e}", path.display());
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
+    /// The server answered a spooled report: whatever it said, the report is done.
+    fn read_verdicts(&mut self) {
+        while let Ok(frames) = self.courier.recv_multipart(zmq::DONTWAIT) {
+            let verdict = frames
+                .split_first()
+                .filter(|(delimiter, _)| delimiter.is_empty())
+                .ok_or_else(|| "reply without delimiter".to_string())
+                .and_then(|(_, rest)| Verdict::decode(rest));
+            let Some((path, _)) = self.delivering.take() else {
+                continue;
+            };
+            match verdict {
+                Ok(verdict @ (Verdict::Accepted | Verdict::Duplicate)) => {
+                    log::info!("delivered spooled report {}: {verdict}", path.display())
+                }
+                Ok(verdict) => log::warn!("spooled report {}: {verdict}", path.display()),
+                Err(e) => {
+                    log::warn!("bad answer to spooled report {}: {e}", path.display());
+                    continue;
+                }
+            }
+            if let Err(e) = std::fs::remove_file(&path) {
+                log::error!("cannot remove delivered report {}: {e}", path.display());
+            }
+            // The next one goes at once.
+            self.next_spool_check = Instant::now();
+        }
+    }
+
     fn apply(&mut self, ban: &Ban, action: Action) {
         let verb = match action {
             Action::Ban => "ban",
@@ -493,6 +589,7 @@ impl Client {
                 Ok((subscription, requester)) => {
                     self.subscription = subscription;
                     self.requester = requester;
+                    self.delivering = None;
                     self.position = None;
                     self.resync = None;
                     self.resync_wanted = true;
@@ -520,6 +617,7 @@ impl Client {
         log::set_max_level(config.log_level.filter());
         self.protected = protection(&config);
         self.protected_at = Instant::now();
+        self.spool = Spool::new(&config.spool_dir, config.spool_max);
         self.config = config;
     }
 }

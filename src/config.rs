@@ -158,6 +158,12 @@ pub struct ClientConfig {
     pub command_timeout: HumanDuration,
     #[serde(default = "default_max_commands")]
     pub max_concurrent_commands: usize,
+    /// Where banshare-report leaves reports the server did not answer, for the client.
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
+    /// The most reports the spool holds; beyond that, reports are lost (loudly).
+    #[serde(default = "default_spool_max")]
+    pub spool_max: usize,
     /// Where the record of bans applied on this host is kept.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -182,6 +188,12 @@ fn default_server_public_key() -> PathBuf {
 }
 fn default_host_key() -> PathBuf {
     "/etc/banshare/keys/host.key_secret".into()
+}
+fn default_spool_dir() -> PathBuf {
+    "/var/spool/banshare".into()
+}
+fn default_spool_max() -> usize {
+    10_000
 }
 fn default_state_dir() -> PathBuf {
     "/var/lib/banshare".into()
@@ -253,6 +265,9 @@ impl ClientConfig {
         check_ports(config.report_port, config.publish_port).map_err(|(k, r)| err(k, r))?;
         check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r))?;
         check_host(&config.server).map_err(|r| err("server", r))?;
+        if config.spool_max == 0 {
+            return Err(err("spool-max", "must be at least 1".into()));
+        }
         if config.max_concurrent_commands == 0 {
             return Err(err("max-concurrent-commands", "must be at least 1".into()));
         }

@@ -24,6 +24,7 @@ pub mod report;
 pub mod runner;
 pub mod server;
 pub mod service;
+pub mod spool;
 pub mod store;
 pub mod template;
 pub mod transport;

@@ -2,7 +2,7 @@
 //! fail2ban's actionban and psad's EXTERNAL_BLOCK_SCRIPT, so it must be quick and say
 //! clearly, in one line, why it failed.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cli::{self, ReportArgs};
 use crate::client::load_keys;
@@ -10,6 +10,7 @@ use crate::config::ClientConfig;
 use crate::exit::{Exit, Failure};
 use crate::keys::{KeyPair, PublicKey};
 use crate::protocol::{Report, Verdict};
+use crate::spool::Spool;
 use crate::transport::{self, endpoint};
 
 pub fn main() -> std::process::ExitCode {
@@ -43,18 +44,11 @@ fn run(args: &ReportArgs) -> Result<String, Failure> {
     let (server_key, key) = load_keys(&config)?;
     let address = endpoint(&config.server, config.report_port);
     let timeout = config.report_timeout.0;
-    let verdict =
-        exchange(&address, &report, &server_key, &key, started + timeout).map_err(|e| match e {
-            Some(failure) => failure,
-            None => (
-                Exit::Unavailable,
-                format!(
-                    "no answer from {address} within {} s (server down, wrong server key, or \
-                     this host's key not authorized)",
-                    timeout.as_secs_f64()
-                ),
-            ),
-        })?;
+    let verdict = match exchange(&address, &report, &server_key, &key, started + timeout) {
+        Ok(verdict) => verdict,
+        Err(Some(failure)) => return Err(failure),
+        Err(None) => return Err(spool(&config, &report, &address, timeout)),
+    };
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
     match verdict {
         Verdict::Accepted | Verdict::Duplicate => Ok(format!(
@@ -63,6 +57,26 @@ fn run(args: &ReportArgs) -> Result<String, Failure> {
         )),
         Verdict::Invalid(_) => Err((Exit::DataErr, format!("{} {verdict}", report.ip))),
         Verdict::Refused(_) => Err((Exit::NoPerm, format!("{} {verdict}", report.ip))),
+    }
+}
+
+/// No answer in time: leave the report for banshare-client, which delivers it as soon as
+/// the server answers again.
+fn spool(config: &ClientConfig, report: &Report, address: &str, timeout: Duration) -> Failure {
+    let why = format!(
+        "no answer from {address} within {} s (server down, wrong server key, or this host's \
+         key not authorized)",
+        timeout.as_secs_f64()
+    );
+    match Spool::new(&config.spool_dir, config.spool_max).put(report) {
+        Ok(path) => (
+            Exit::TempFail,
+            format!(
+                "{why}; spooled as {} for banshare-client to deliver",
+                path.display()
+            ),
+        ),
+        Err(e) => (Exit::Unavailable, format!("{why}; {e}")),
     }
 }
 

@@ -53,7 +53,7 @@ fn wrong_server_key_gets_nothing() {
         None
     );
 
-    // The same through banshare-report: exit 69 with one line saying why it may be.
+    // The same through banshare-report: exit 75, spooled, one line saying why it may be.
     let (public, _) = keys::generate(&fleet.keys_dir, "impostor", false).unwrap();
     let config = common::read(&fleet.hosts[0].config).replace("server.key\"", "impostor.key\"");
     let bad_config = fleet.dir.path().join("wrong-server-key.toml");
@@ -66,7 +66,7 @@ fn wrong_server_key_gets_nothing() {
         .output()
         .unwrap();
     let (code, stderr) = outcome(&out);
-    assert_eq!(code, 69, "{stderr}");
+    assert_eq!(code, 75, "{stderr}");
     assert!(
         stderr.contains("no answer") && stderr.contains("wrong server key"),
         "{stderr}"
@@ -88,7 +88,7 @@ fn unknown_key_gets_nothing_and_is_logged() {
     fleet.start_server();
     fleet.start_client(0);
     let (code, stderr) = outcome(&fleet.report(1, &["fail2ban", "sshd", "203.0.113.23"]));
-    assert_eq!(code, 69, "{stderr}");
+    assert_eq!(code, 75, "{stderr}");
     let stranger = keys::load_public(&fleet.keys_dir.join("stranger.key")).unwrap();
     let log = fleet.server_log();
     assert!(
@@ -141,7 +141,7 @@ fn key_revoked_by_sighup_can_neither_report_nor_receive_within_two_seconds() {
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
 
     let (code, stderr) = outcome(&fleet.report(1, &["fail2ban", "sshd", "203.0.113.32"]));
-    assert_eq!(code, 69, "{stderr}");
+    assert_eq!(code, 75, "{stderr}");
     fleet.report(0, &["fail2ban", "sshd", "203.0.113.33"]);
     fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.33 86400");
     // Give a wrongly subscribed web2 the same time to receive it, then check it did not.

@@ -58,12 +58,19 @@ fn clients_catch_up_after_the_server_was_frozen() {
     let fleet = Fleet::start(&["web1", "web2"], "", "");
     let before = fleet.report_all(0, &addresses("198.51.100", 5));
     fleet.signal_server(Signal::SIGSTOP);
-    // Reports keep coming while the server is frozen; they time out unacknowledged.
-    let during = std::thread::scope(|s| {
-        let reporter = s.spawn(|| fleet.report_all(1, &addresses("192.0.2", 4)));
+    // Reports keep coming while the server is frozen: they time out and are spooled, and
+    // web2's client delivers them once the server answers again.
+    let during = addresses("100.64.0", 4);
+    std::thread::scope(|s| {
+        let reporter = s.spawn(|| {
+            for ip in &during {
+                let (code, stderr) = outcome(&fleet.report(1, &["fail2ban", "sshd", ip]));
+                assert!(code == 0 || code == 75, "{stderr}");
+            }
+        });
         std::thread::sleep(Duration::from_secs(10));
         fleet.signal_server(Signal::SIGCONT);
-        reporter.join().unwrap()
+        reporter.join().unwrap();
     });
     for i in 0..2 {
         wait_for("the clients to notice", Duration::from_secs(10), || {
@@ -89,4 +96,40 @@ fn a_ban_that_expired_meanwhile_is_not_applied() {
     let live = fleet.report_all(0, &["203.0.113.71".to_string()]);
     fleet.start_client(1);
     fleet.assert_applied_once(1, &live);
+}
+
+#[test]
+fn reports_spooled_while_the_server_is_down_reach_every_host() {
+    let mut fleet = Fleet::new(&["web1", "web2"], "", "spool-max = 3");
+    fleet.spawn_client(0);
+    fleet.spawn_client(1);
+    let spooled = addresses("203.0.113", 3);
+    for ip in &spooled {
+        let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", ip]));
+        assert_eq!(code, 75, "{stderr}");
+    }
+    assert_eq!(fleet.spooled(0), 3);
+    // A full spool loses the report, and says so.
+    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.99"]));
+    assert_eq!(code, 69, "{stderr}");
+    assert!(
+        stderr.contains("is full") && stderr.contains("lost"),
+        "{stderr}"
+    );
+    wait_for("the client to complain", Duration::from_secs(5), || {
+        fleet.client_log(0).contains("is full").then_some(())
+    });
+    fleet.start_server();
+    fleet.assert_applied_once(0, &spooled);
+    fleet.assert_applied_once(1, &spooled);
+    wait_for("an empty spool", Duration::from_secs(5), || {
+        (fleet.spooled(0) == 0).then_some(())
+    });
+    assert_eq!(
+        fleet
+            .client_log(0)
+            .matches("delivered spooled report")
+            .count(),
+        3
+    );
 }

@@ -150,10 +150,13 @@ fn reporter_exit_codes() {
         &["--config", "/nonexistent.toml", "f", "j", "203.0.113.61"],
     );
     assert_eq!(code, 78, "{stderr}");
-    // Server down: exit 69 within the configured time limit (2 s in the test fleet).
+    // Server down: exit 75 within the configured time limit (2 s in the test fleet), with
+    // the report spooled.
     let started = Instant::now();
     let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.62"]));
-    assert_eq!(code, 69, "{stderr}");
+    assert_eq!(code, 75, "{stderr}");
+    assert!(stderr.contains("spooled as"), "{stderr}");
+    assert_eq!(fleet.spooled(0), 1);
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",

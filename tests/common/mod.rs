@@ -121,7 +121,7 @@ impl Fleet {
             format!(
                 "server = \"127.0.0.1\"\nreport-port = {}\npublish-port = {}\n\
                  server-key = \"{}\"\nkey = \"{}\"\nban-command = {}\nunban-command = {}\n\
-                 report-timeout = \"2s\"\nstate-dir = \"{}\"\n{client_extra}\n",
+                 report-timeout = \"2s\"\nstate-dir = \"{}\"\nspool-dir = \"{}\"\n{client_extra}\n",
                 self.report_port,
                 self.publish_port,
                 self.keys_dir.join("server.key").display(),
@@ -129,6 +129,7 @@ impl Fleet {
                 line("ban"),
                 line("unban"),
                 self.dir.path().join(format!("{name}-state")).display(),
+                self.spool_dir(name).display(),
             ),
         )
         .unwrap();
@@ -139,6 +140,15 @@ impl Fleet {
             applied,
             child: None,
         });
+    }
+
+    pub fn spool_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}-spool"))
+    }
+
+    /// Reports waiting in host `i`'s spool.
+    pub fn spooled(&self, i: usize) -> usize {
+        fs::read_dir(self.spool_dir(&self.hosts[i].name)).map_or(0, |d| d.count())
     }
 
     pub fn start_server(&mut self) {

@@ -1,0 +1,169 @@
+//! Reports that could not reach the server wait here, one file each, until banshare-client
+//! delivers them. Files are written under a temporary name and renamed, so the client never
+//! reads half a report; names start with the time, so the oldest goes first.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::protocol::{Bantime, Report, VERSION};
+
+const SUFFIX: &str = ".report";
+
+#[derive(Debug)]
+pub enum SpoolError {
+    Full(PathBuf, usize),
+    Io(PathBuf, io::Error),
+}
+
+impl fmt::Display for SpoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpoolError::Full(dir, max) => write!(
+                f,
+                "spool {} is full ({max} reports waiting); the report is lost",
+                dir.display()
+            ),
+            SpoolError::Io(path, e) => write!(f, "{}: {e}", path.display()),
+        }
+    }
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    max: usize,
+}
+
+impl Spool {
+    pub fn new(dir: &Path, max: usize) -> Spool {
+        Spool {
+            dir: dir.to_owned(),
+            max,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes one report atomically and returns its file.
+    pub fn put(&self, report: &Report) -> Result<PathBuf, SpoolError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |e| SpoolError::Io(path, e)
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(&self.dir)
+            .map_err(io(&self.dir))?;
+        let waiting = self.waiting().map_err(io(&self.dir))?.len();
+        if waiting >= self.max {
+            return Err(SpoolError::Full(self.dir.clone(), self.max));
+        }
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("{nanos:020}-{:010}", std::process::id());
+        let path = self.dir.join(format!("{name}{SUFFIX}"));
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        let written = file
+            .write_all(encode(report).as_bytes())
+            .and_then(|()| file.sync_all())
+            .and_then(|()| fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written.map_err(io(&path))?;
+        Ok(path)
+    }
+
+    /// Waiting reports, oldest first.
+    pub fn waiting(&self) -> io::Result<Vec<PathBuf>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with(SUFFIX))
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+}
+
+/// One field per line: the protocol version, prog, jail, ip and bantime (empty for the
+/// server's default).
+fn encode(report: &Report) -> String {
+    let bantime = match report.bantime {
+        Bantime::Default => String::new(),
+        Bantime::Permanent => "-1".into(),
+        Bantime::Seconds(s) => s.to_string(),
+    };
+    format!(
+        "{VERSION}\n{}\n{}\n{}\n{bantime}\n",
+        report.prog, report.jail, report.ip
+    )
+}
+
+/// Reads a spooled report back, checking every field again.
+pub fn read(path: &Path) -> Result<Report, String> {
+    let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let fields: Vec<&str> = text.split('\n').collect();
+    match fields[..] {
+        [VERSION, prog, jail, ip, bantime, ""] => Report::parse(prog, jail, ip, bantime),
+        _ => Err("not a spooled banshare report".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(&dir.path().join("spool"), 10);
+        let first = Report::parse("fail2ban", "sshd", "203.0.113.7", "").unwrap();
+        let second = Report::parse("psad", "psad", "2001:db8::/64", "-1").unwrap();
+        spool.put(&first).unwrap();
+        spool.put(&second).unwrap();
+        let waiting = spool.waiting().unwrap();
+        assert_eq!(waiting.len(), 2);
+        assert_eq!(read(&waiting[0]).unwrap(), first);
+        assert_eq!(read(&waiting[1]).unwrap(), second);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&waiting[0]).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+
+    #[test]
+    fn a_full_spool_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path(), 1);
+        let report = Report::parse("fail2ban", "sshd", "203.0.113.7", "").unwrap();
+        spool.put(&report).unwrap();
+        assert!(matches!(spool.put(&report), Err(SpoolError::Full(_, 1))));
+    }
+
+    #[test]
+    fn tampered_files_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.report");
+        fs::write(&path, "BANSHARE1\nfail2ban\nsshd;reboot\n203.0.113.7\n\n").unwrap();
+        assert!(read(&path).is_err());
+        fs::write(&path, "garbage").unwrap();
+        assert!(read(&path).is_err());
+    }
+}
