@@ -95,7 +95,19 @@ fn exchange(
     socket
         .connect(address)
         .map_err(|e| Some((Exit::Config, format!("cannot connect to {address}: {e}"))))?;
-    socket.send_multipart(report.encode(), 0).map_err(fail)?;
+    // A send can block for good: once the server has refused our key, libzmq drops the
+    // connection and never retries, leaving the message nowhere to go.
+    let send_limit = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis();
+    socket
+        .set_sndtimeo(send_limit.max(1) as i32)
+        .map_err(fail)?;
+    match socket.send_multipart(report.encode(), 0) {
+        Ok(()) => {}
+        Err(zmq::Error::EAGAIN) => return Err(None),
+        Err(e) => return Err(fail(e)),
+    }
     let wait = deadline.saturating_duration_since(Instant::now());
     if socket
         .poll(zmq::POLLIN, wait.as_millis() as i64)
