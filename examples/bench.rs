@@ -110,10 +110,11 @@ impl Fleet {
             &format!(
                 "listen = \"127.0.0.1\"\nreport-port = {report}\npublish-port = {publish}\n\
                  key = \"{}/server.key_secret\"\nauthorized-keys = \"{}\"\nlog-level = \"warning\"\n\
-                 state-dir = \"{}/state\"\ndurability = \"{durability}\"\n",
+                 state-dir = \"{d}/state\"\ndurability = \"{durability}\"\n\
+                 control-socket = \"{d}/control.sock\"\n",
                 keys.display(),
                 auth.display(),
-                dir.display()
+                d = dir.display()
             ),
         );
         let mut configs = Vec::new();

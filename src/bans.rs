@@ -85,6 +85,10 @@ impl BanTable {
         Recorded::New(entry)
     }
 
+    pub fn remove(&mut self, ip: &Cidr) -> Option<Entry> {
+        self.entries.remove(ip)
+    }
+
     /// A table holding bans read back from disk.
     pub fn from_entries(entries: Vec<Entry>) -> BanTable {
         BanTable {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{DEFAULT_CLIENT_CONFIG, DEFAULT_SERVER_CONFIG};
+use crate::control::DEFAULT_SOCKET;
 use crate::exit::Exit;
 use crate::logging::LogTarget;
 
@@ -59,7 +60,7 @@ pub struct ReportArgs {
     pub ip: String,
 }
 
-/// banshare administration: keys and configuration checks.
+/// banshare administration: keys, configuration checks, and the running server.
 #[derive(Debug, Parser)]
 #[command(name = "banshare", version)]
 pub struct AdminArgs {
@@ -85,6 +86,33 @@ pub enum AdminCommand {
     CheckConfig {
         /// The file to check.
         path: PathBuf,
+    },
+    /// Lift a ban on every host: the server forgets it and every client runs its
+    /// unban-command.
+    Unban {
+        /// The address or network, as it was banned.
+        ip: String,
+        /// The server's control socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// List the active bans with their origin and expiry.
+    Bans {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The server's control socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Show the server's version, uptime, position, counters and the hosts it has seen.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The server's control socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
     },
 }
 

@@ -119,6 +119,9 @@ pub struct ServerConfig {
     /// Where the ban table is kept.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// The local socket for `banshare unban`, `bans` and `status`.
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
     /// How far a report must have reached before it is acknowledged.
     #[serde(default = "default_durability")]
     pub durability: Durability,
@@ -188,6 +191,9 @@ fn default_server_public_key() -> PathBuf {
 }
 fn default_host_key() -> PathBuf {
     "/etc/banshare/keys/host.key_secret".into()
+}
+fn default_control_socket() -> PathBuf {
+    crate::control::DEFAULT_SOCKET.into()
 }
 fn default_spool_dir() -> PathBuf {
     "/var/spool/banshare".into()

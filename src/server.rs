@@ -1,13 +1,16 @@
 //! banshare-server: receives reports on a ROUTER socket, checks and de-duplicates them, and
 //! publishes accepted bans on an XPUB socket.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::bans::{unix_now, BanTable, Recorded};
+use crate::cidr::Cidr;
 use crate::cli::{self, ServerArgs};
 use crate::config::ServerConfig;
 use crate::connection::ListenerWatch;
+use crate::control::{self, Command};
 use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
 use crate::protect::Protected;
@@ -60,6 +63,9 @@ struct Server {
     protected: Protected,
     table: BanTable,
     store: Store,
+    control: zmq::Socket,
+    counters: Counters,
+    started: Instant,
     epoch: u64,
     seq: u64,
 }
@@ -90,6 +96,7 @@ impl Server {
             config.report_port,
         )?;
         let publish = bind_publish(&ctx, &key, &config)?;
+        let control = control::bind(&ctx, &config.control_socket)?;
         Ok(Server {
             config_path: config_path.to_owned(),
             protected: Protected::new(&config.protected),
@@ -101,6 +108,9 @@ impl Server {
             publish,
             table,
             store,
+            control,
+            counters: Counters::default(),
+            started: Instant::now(),
             epoch: random_epoch(),
             seq: 0,
         })
@@ -139,12 +149,13 @@ impl Server {
                 self.publish.socket.as_poll_item(zmq::POLLIN),
                 self.report.watch.socket().as_poll_item(zmq::POLLIN),
                 self.publish.watch.socket().as_poll_item(zmq::POLLIN),
+                self.control.as_poll_item(zmq::POLLIN),
             ];
             // EINTR from a signal just goes round the loop again.
             if zmq::poll(&mut items, wait.as_millis() as i64).is_err() {
                 continue;
             }
-            let [reports, subscriptions, report_events, publish_events] =
+            let [reports, subscriptions, report_events, publish_events, commands] =
                 items.map(|item| item.is_readable());
             if report_events {
                 self.report.watch.drain();
@@ -157,6 +168,9 @@ impl Server {
             }
             if subscriptions {
                 self.handle_subscriptions();
+            }
+            if commands {
+                self.handle_command()?;
             }
         }
         Ok(())
@@ -226,6 +240,7 @@ impl Server {
             log::warn!("dropped a request from a key that is no longer authorized");
             return Ok(None);
         };
+        self.auth.saw(&origin);
         let (verdict, legacy) = match decode_request(request) {
             Ok(Request::Snapshot { after }) => {
                 let (bans, next) = self.table.page(after.as_ref(), PAGE, unix_now());
@@ -243,6 +258,7 @@ impl Server {
             Ok(Request::Report(report)) => (self.decide(&report, &origin, accepted)?, false),
             Ok(Request::Legacy(report)) => (self.decide(&report, &origin, accepted)?, true),
             Err(invalid) => {
+                self.counters.invalid += 1;
                 log::warn!("invalid request from {origin}: {}", invalid.reason);
                 (Verdict::Invalid(invalid.reason), invalid.legacy)
             }
@@ -261,7 +277,8 @@ impl Server {
         origin: &str,
         accepted: &mut Vec<Ban>,
     ) -> Result<Verdict, Failure> {
-        if let Err(reason) = self.refusal(report) {
+        if let Err((kind, reason)) = self.refusal(report) {
+            *self.counters.refused.entry(kind).or_default() += 1;
             log::warn!(
                 "refused {} ({} {}) from {origin}: {reason}",
                 report.ip,
@@ -281,6 +298,7 @@ impl Server {
         );
         match recorded {
             Recorded::Duplicate => {
+                self.counters.duplicate += 1;
                 log::info!(
                     "duplicate {} ({} {}) from {origin}",
                     report.ip,
@@ -290,6 +308,7 @@ impl Server {
                 Ok(Verdict::Duplicate)
             }
             Recorded::New(entry) => {
+                self.counters.accepted += 1;
                 let ban = &entry.ban;
                 log::info!(
                     "accepted {} ({} {}) from {origin}, bantime {}",
@@ -306,19 +325,28 @@ impl Server {
     }
 
     /// Why the server will not ban this network, if it will not.
-    fn refusal(&self, report: &Report) -> Result<(), String> {
-        self.config.min_prefix.check(&report.ip)?;
-        self.protected.check(&report.ip)?;
-        match self.auth.fleet_host_in(&report.ip) {
-            Some((addr, name)) => Err(format!(
-                "{} covers fleet host {name}'s address {addr}",
-                report.ip
+    /// Why the server will not ban this network, if it will not: a short kind for the
+    /// counters, and the reason for the reporter.
+    fn refusal(&self, report: &Report) -> Result<(), (&'static str, String)> {
+        let ip = &report.ip;
+        self.config
+            .min_prefix
+            .check(ip)
+            .map_err(|r| ("min-prefix", r))?;
+        self.protected.check(ip).map_err(|r| ("protected", r))?;
+        match self.auth.fleet_host_in(ip) {
+            Some((addr, name)) => Err((
+                "fleet-host",
+                format!("{ip} covers fleet host {name}'s address {addr}"),
             )),
             None => Ok(()),
         }
     }
 
-    fn send(&self, message: &Publish) {
+    fn send(&mut self, message: &Publish) {
+        if !matches!(message, Publish::Heartbeat { .. }) {
+            self.counters.published += 1;
+        }
         if let Err(e) = self
             .publish
             .socket
@@ -328,7 +356,7 @@ impl Server {
         }
     }
 
-    fn heartbeat(&self) {
+    fn heartbeat(&mut self) {
         self.send(&Publish::Heartbeat {
             epoch: self.epoch,
             seq: self.seq,
@@ -346,6 +374,93 @@ impl Server {
         if joined {
             self.heartbeat();
         }
+    }
+
+    /// One request from `banshare` on the control socket.
+    fn handle_command(&mut self) -> Result<(), Failure> {
+        let Ok(frames) = self.control.recv_multipart(zmq::DONTWAIT) else {
+            return Ok(());
+        };
+        let reply = match Command::decode(&frames) {
+            Ok(Command::Unban(ip)) => self.unban(&ip)?,
+            Ok(Command::Bans) => Ok(self.bans_json()),
+            Ok(Command::Status) => Ok(self.status_json()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = self
+            .control
+            .send_multipart(control::encode_reply(&reply), 0)
+        {
+            log::warn!("cannot answer on the control socket: {e}");
+        }
+        Ok(())
+    }
+
+    /// Lifts a ban fleet-wide: forget it durably, then publish UNBAN.
+    fn unban(&mut self, ip: &Cidr) -> Result<Result<String, String>, Failure> {
+        let Some(entry) = self.table.remove(ip) else {
+            return Ok(Err(format!("{ip} is not banned")));
+        };
+        self.store.remove(ip).map_err(store_failure)?;
+        self.store.commit().map_err(store_failure)?;
+        self.counters.unbanned += 1;
+        self.seq += 1;
+        let (epoch, seq) = (self.epoch, self.seq);
+        log::info!(
+            "unbanned {ip} (reported by {}); published as seq {seq}",
+            entry.ban.origin
+        );
+        self.send(&Publish::Unban {
+            epoch,
+            seq,
+            ban: entry.ban,
+        });
+        Ok(Ok(format!(
+            "unbanned {ip}; every client runs its unban command"
+        )))
+    }
+
+    fn bans_json(&self) -> String {
+        let now = unix_now();
+        let bans: Vec<serde_json::Value> = self
+            .table
+            .entries()
+            .filter(|e| e.ban.expires.map_or(true, |x| x > now))
+            .map(|e| {
+                serde_json::json!({
+                    "ip": e.ban.ip.to_string(),
+                    "prog": e.ban.prog.as_str(),
+                    "jail": e.ban.jail.as_str(),
+                    "origin": e.ban.origin.as_str(),
+                    "bantime": e.ban.bantime,
+                    "expires": e.ban.expires,
+                    "first_report": e.first_report,
+                    "last_report": e.last_report,
+                })
+            })
+            .collect();
+        serde_json::Value::from(bans).to_string()
+    }
+
+    fn status_json(&self) -> String {
+        let now = unix_now();
+        let hosts: Vec<serde_json::Value> = self
+            .auth
+            .hosts_seen()
+            .into_iter()
+            .map(|(name, at)| serde_json::json!({"name": name, "last_seen": at, "seconds_ago": now.saturating_sub(at)}))
+            .collect();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "active_bans": self.table.len(),
+            "authorized_keys": self.auth.count(),
+            "counters": self.counters,
+            "hosts": hosts,
+        })
+        .to_string()
     }
 
     fn reload(&mut self) {
@@ -454,6 +569,19 @@ fn open_store(config: &ServerConfig) -> Result<(Store, BanTable), Failure> {
         log::info!("ban table: {} active bans", recovery.entries.len());
     }
     Ok((store, BanTable::from_entries(recovery.entries)))
+}
+
+/// What the server did since it started, for `banshare status`.
+#[derive(Debug, Default, serde::Serialize)]
+struct Counters {
+    accepted: u64,
+    duplicate: u64,
+    invalid: u64,
+    /// Refused reports by reason: min-prefix, protected, fleet-host.
+    refused: BTreeMap<&'static str, u64>,
+    /// Bans and unbans published.
+    published: u64,
+    unbanned: u64,
 }
 
 /// A bound socket and the watch that logs peers failing its handshake.

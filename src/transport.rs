@@ -1,6 +1,6 @@
 //! ZeroMQ sockets with CURVE, and the ZAP handler that lets in only authorized keys.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
@@ -98,6 +98,8 @@ pub struct Authorizer {
     /// Addresses that authorized hosts connected from, so that no report can ban a member
     /// of the fleet.
     peers: Arc<RwLock<HashMap<IpAddr, String>>>,
+    /// When each host was last seen (unix time), for `banshare status`.
+    seen: Arc<RwLock<BTreeMap<String, u64>>>,
 }
 
 impl Authorizer {
@@ -125,6 +127,21 @@ impl Authorizer {
             .retain(|_, name| names.contains(name));
         drop(names);
         *self.keys.write().expect("lock") = keys;
+    }
+
+    /// Notes that host `name` was heard from.
+    pub fn saw(&self, name: &str) {
+        let now = crate::bans::unix_now();
+        self.seen
+            .write()
+            .expect("lock")
+            .insert(name.to_owned(), now);
+    }
+
+    /// Every authorized host that has connected, with when it was last heard from.
+    pub fn hosts_seen(&self) -> Vec<(String, u64)> {
+        let seen = self.seen.read().expect("lock");
+        seen.iter().map(|(name, at)| (name.clone(), *at)).collect()
     }
 
     /// The fleet host, and its address, that a ban of `net` would cut off.
@@ -182,6 +199,7 @@ impl Authorizer {
                 if let Ok(addr) = address.parse::<IpAddr>() {
                     self.peers.write().expect("lock").insert(addr, name.clone());
                 }
+                self.saw(&name);
                 log::info!(
                     "{domain}: accepted {name} (key {}) from {address}",
                     key.fingerprint()

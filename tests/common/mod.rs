@@ -80,10 +80,12 @@ impl Fleet {
             &server_config,
             format!(
                 "listen = \"127.0.0.1\"\nreport-port = {report_port}\npublish-port = {publish_port}\n\
-                 key = \"{}\"\nauthorized-keys = \"{}\"\nstate-dir = \"{}\"\n{server_extra}\n",
+                 key = \"{}\"\nauthorized-keys = \"{}\"\nstate-dir = \"{}\"\n\
+                 control-socket = \"{}\"\n{server_extra}\n",
                 keys_dir.join("server.key_secret").display(),
                 auth_dir.display(),
-                dir.path().join("server-state").display()
+                dir.path().join("server-state").display(),
+                dir.path().join("control.sock").display()
             ),
         )
         .unwrap();
@@ -140,6 +142,16 @@ impl Fleet {
             applied,
             child: None,
         });
+    }
+
+    /// Runs `banshare ARGS --socket <this fleet's control socket>`.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(ADMIN)
+            .args(args)
+            .arg("--socket")
+            .arg(self.dir.path().join("control.sock"))
+            .output()
+            .unwrap()
     }
 
     pub fn spool_dir(&self, name: &str) -> PathBuf {

@@ -1,0 +1,146 @@
+//! The server's local control socket: a ZeroMQ REP socket on a Unix socket file in the
+//! runtime directory, which only root and the banshare group may use (mode 0660). It
+//! carries `banshare unban`, `banshare bans` and `banshare status`.
+//!
+//! Requests are `[BANSHARE1, UNBAN, ip]`, `[BANSHARE1, BANS]` and `[BANSHARE1, STATUS]`;
+//! replies are `[BANSHARE1, OK or ERROR, text or JSON]`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cidr::Cidr;
+use crate::exit::{Exit, Failure};
+use crate::protocol::VERSION;
+
+pub const DEFAULT_SOCKET: &str = "/run/banshare/control.sock";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Unban(Cidr),
+    Bans,
+    Status,
+}
+
+impl Command {
+    pub fn encode(&self) -> Vec<Vec<u8>> {
+        let parts = match self {
+            Command::Unban(ip) => vec![VERSION.to_string(), "UNBAN".into(), ip.to_string()],
+            Command::Bans => vec![VERSION.to_string(), "BANS".into()],
+            Command::Status => vec![VERSION.to_string(), "STATUS".into()],
+        };
+        parts.into_iter().map(String::into_bytes).collect()
+    }
+
+    pub fn decode(frames: &[Vec<u8>]) -> Result<Command, String> {
+        let texts: Vec<&str> = frames
+            .iter()
+            .map(|f| std::str::from_utf8(f).map_err(|_| "not text".to_string()))
+            .collect::<Result<_, _>>()?;
+        match texts[..] {
+            [VERSION, "UNBAN", ip] => ip.parse().map(Command::Unban),
+            [VERSION, "BANS"] => Ok(Command::Bans),
+            [VERSION, "STATUS"] => Ok(Command::Status),
+            _ => Err("unknown control request".into()),
+        }
+    }
+}
+
+/// The answer: Ok with text or JSON, or Err with the reason.
+pub fn encode_reply(reply: &Result<String, String>) -> Vec<Vec<u8>> {
+    let (status, body) = match reply {
+        Ok(body) => ("OK", body),
+        Err(reason) => ("ERROR", reason),
+    };
+    vec![VERSION.into(), status.into(), body.clone().into_bytes()]
+}
+
+/// Binds the control socket at `path`, replacing a stale socket file from an earlier run.
+pub fn bind(ctx: &zmq::Context, path: &Path) -> Result<zmq::Socket, Failure> {
+    let fail = |e: String| {
+        (
+            Exit::Unavailable,
+            format!("control socket {}: {e}", path.display()),
+        )
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+    }
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e.to_string())),
+        _ => {}
+    }
+    let socket = ctx.socket(zmq::REP).map_err(|e| fail(e.to_string()))?;
+    socket.set_linger(0).map_err(|e| fail(e.to_string()))?;
+    socket
+        .bind(&format!("ipc://{}", path.display()))
+        .map_err(|e| fail(e.to_string()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(socket)
+}
+
+/// Sends one command to the server and returns its answer (for the admin tool).
+pub fn request(path: &Path, command: &Command) -> Result<String, Failure> {
+    use nix::unistd::{access, AccessFlags};
+    let shown = path.display();
+    if !path.exists() {
+        return Err((
+            Exit::Unavailable,
+            format!("{shown} does not exist: is banshare-server running?"),
+        ));
+    }
+    if access(path, AccessFlags::W_OK).is_err() {
+        return Err((
+            Exit::NoPerm,
+            format!("{shown}: permission denied; run as root or as a member of the banshare group"),
+        ));
+    }
+    let fail = |e: zmq::Error| (Exit::Software, format!("{shown}: {e}"));
+    let ctx = zmq::Context::new();
+    let socket = ctx.socket(zmq::REQ).map_err(fail)?;
+    socket.set_linger(0).map_err(fail)?;
+    socket.connect(&format!("ipc://{shown}")).map_err(fail)?;
+    socket.send_multipart(command.encode(), 0).map_err(fail)?;
+    let timeout = Duration::from_secs(5);
+    if socket
+        .poll(zmq::POLLIN, timeout.as_millis() as i64)
+        .map_err(fail)?
+        == 0
+    {
+        return Err((
+            Exit::Unavailable,
+            format!("no answer on {shown} within 5 s"),
+        ));
+    }
+    let frames = socket.recv_multipart(0).map_err(fail)?;
+    let text = |f: &[u8]| String::from_utf8_lossy(f).into_owned();
+    match &frames[..] {
+        [version, status, body] if version.as_slice() == VERSION.as_bytes() => {
+            match status.as_slice() {
+                b"OK" => Ok(text(body)),
+                _ => Err((Exit::DataErr, text(body))),
+            }
+        }
+        _ => Err((Exit::Software, format!("unexpected answer on {shown}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip() {
+        for command in [
+            Command::Unban("2001:db8::/64".parse().unwrap()),
+            Command::Bans,
+            Command::Status,
+        ] {
+            assert_eq!(Command::decode(&command.encode()), Ok(command));
+        }
+        let bad: Vec<Vec<u8>> = vec![VERSION.into(), b"UNBAN".to_vec(), b"1.2.3.4;x".to_vec()];
+        assert!(Command::decode(&bad).is_err());
+    }
+}

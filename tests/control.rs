@@ -1,0 +1,147 @@
+//! Fleet unban, and what the server says about itself: `banshare unban`, `bans`, `status`.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::*;
+
+fn admin_ok(fleet: &Fleet, args: &[&str]) -> String {
+    let out = fleet.admin(args);
+    let (code, stderr) = outcome(&out);
+    assert_eq!(code, 0, "banshare {args:?}: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn an_unban_reaches_every_client_including_one_that_was_away() {
+    let mut fleet = Fleet::start(&["web1", "web2", "web3"], "", "");
+    let ips = vec!["203.0.113.80".to_string(), "2001:db8::80".to_string()];
+    assert_eq!(fleet.report_all(0, &ips).len(), 2);
+    for i in 0..3 {
+        fleet.assert_applied_once(i, &ips);
+    }
+    fleet.stop_client(2);
+    let said = admin_ok(&fleet, &["unban", "203.0.113.80"]);
+    assert!(said.contains("unbanned 203.0.113.80"), "{said}");
+    for i in 0..2 {
+        fleet.wait_applied(i, "unban fail2ban sshd 203.0.113.80 86400");
+    }
+    // web3 was down: it lifts the ban when it catches up.
+    fleet.start_client(2);
+    fleet.wait_applied(2, "unban fail2ban sshd 203.0.113.80 86400");
+    assert!(
+        fleet.client_log(2).contains("1 lifted here"),
+        "{}",
+        fleet.client_log(2)
+    );
+    // Unbanning again is an error; the server no longer lists it; a new report is news.
+    let out = fleet.admin(&["unban", "203.0.113.80"]);
+    assert_eq!(outcome(&out).0, 65, "{:?}", outcome(&out));
+    assert!(outcome(&out).1.contains("not banned"));
+    let bans = admin_ok(&fleet, &["bans", "--json"]);
+    assert!(
+        !bans.contains("203.0.113.80") && bans.contains("2001:db8::80"),
+        "{bans}"
+    );
+    let (code, stderr) = outcome(&fleet.report(1, &["-v", "fail2ban", "sshd", "203.0.113.80"]));
+    assert!(code == 0 && stderr.contains("accepted"), "{stderr}");
+    for i in 0..3 {
+        let unbans = fleet
+            .applied(i)
+            .iter()
+            .filter(|l| l.starts_with("unban"))
+            .count();
+        assert_eq!(unbans, 1, "host {i} unbans once: {:?}", fleet.applied(i));
+    }
+}
+
+#[test]
+fn bans_show_origin_and_expiry() {
+    let fleet = Fleet::start(&["web1", "web2"], "", "");
+    fleet.report(0, &["--bantime", "600", "fail2ban", "sshd", "203.0.113.81"]);
+    fleet.report(1, &["--bantime", "-1", "psad", "psad", "198.51.100.0/24"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&admin_ok(&fleet, &["bans", "--json"])).unwrap();
+    let bans = json.as_array().unwrap();
+    assert_eq!(bans.len(), 2, "{json}");
+    let find = |ip: &str| bans.iter().find(|b| b["ip"] == ip).unwrap().clone();
+    let timed = find("203.0.113.81");
+    assert_eq!(
+        (timed["origin"].as_str(), timed["bantime"].as_u64()),
+        (Some("web1"), Some(600))
+    );
+    let expires = timed["expires"].as_u64().unwrap();
+    assert_eq!(expires - timed["first_report"].as_u64().unwrap(), 600);
+    let permanent = find("198.51.100.0/24");
+    assert_eq!(permanent["origin"], "web2");
+    assert!(permanent["expires"].is_null());
+    let table = admin_ok(&fleet, &["bans"]);
+    assert!(
+        table.lines().next().unwrap().starts_with("ADDRESS"),
+        "{table}"
+    );
+    assert!(
+        table.contains("198.51.100.0/24") && table.contains("never"),
+        "{table}"
+    );
+}
+
+#[test]
+fn status_reports_counters_and_hosts() {
+    let fleet = Fleet::start(&["web1", "web2"], "protected = [\"198.51.100.0/24\"]", "");
+    fleet.report(0, &["fail2ban", "sshd", "203.0.113.82"]);
+    fleet.report(0, &["fail2ban", "sshd", "203.0.113.83"]);
+    fleet.report(1, &["fail2ban", "sshd", "203.0.113.82"]);
+    fleet.report(1, &["fail2ban", "sshd", "198.51.100.9"]);
+    fleet.report(1, &["fail2ban", "sshd", "10.0.0.0/8"]);
+    let raw = Raw::connect(
+        fleet.report_port,
+        Some((&fleet.server_key(), &fleet.host_key("web1"))),
+    );
+    raw.request(
+        &report_frames("fail2ban", "x;y", "203.0.113.84", ""),
+        Duration::from_secs(2),
+    )
+    .expect("an answer");
+    let status: serde_json::Value =
+        serde_json::from_str(&admin_ok(&fleet, &["status", "--json"])).unwrap();
+    let counters = &status["counters"];
+    assert_eq!(counters["accepted"], 2, "{status}");
+    assert_eq!(counters["duplicate"], 1, "{status}");
+    assert_eq!(counters["invalid"], 1, "{status}");
+    assert_eq!(counters["refused"]["protected"], 1, "{status}");
+    assert_eq!(counters["refused"]["min-prefix"], 1, "{status}");
+    assert_eq!(counters["published"], 2, "{status}");
+    assert_eq!(status["active_bans"], 2);
+    assert_eq!(status["seq"], 2);
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    let hosts: Vec<&str> = status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["web1", "web2"]);
+    let text = admin_ok(&fleet, &["status"]);
+    assert!(
+        text.contains("active bans: 2") && text.contains("web2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_control_socket_is_for_root_and_the_banshare_group_only() {
+    let fleet = Fleet::start(&["web1"], "", "");
+    let socket = fleet.dir.path().join("control.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let missing = std::process::Command::new(ADMIN)
+        .args(["status", "--socket", "/nonexistent/control.sock"])
+        .output()
+        .unwrap();
+    let (code, stderr) = outcome(&missing);
+    assert_eq!(code, 69, "{stderr}");
+    assert!(stderr.contains("is banshare-server running?"), "{stderr}");
+}
