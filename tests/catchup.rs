@@ -133,3 +133,82 @@ fn reports_spooled_while_the_server_is_down_reach_every_host() {
         3
     );
 }
+
+/// Writes `n` bans straight into the server's journal, as a server that had them would.
+fn preload(fleet: &Fleet, n: usize) -> Vec<String> {
+    use banshare::bans::Entry;
+    use banshare::protocol::{Ban, Name};
+    use banshare::store::{Durability, Store, SERVER_JOURNAL};
+    let dir = fleet.dir.path().join("server-state");
+    let (mut store, _) = Store::open(&dir, SERVER_JOURNAL, Durability::Write, 0).unwrap();
+    let name = |n: &str| Name::parse("name", n).unwrap();
+    let ips: Vec<String> = (0..n)
+        .map(|i| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+        .collect();
+    for ip in &ips {
+        let ban = Ban {
+            ip: ip.parse().unwrap(),
+            prog: name("fail2ban"),
+            jail: name("sshd"),
+            origin: name("web9"),
+            bantime: None,
+            expires: None,
+        };
+        let entry = Entry {
+            ban,
+            first_report: 1,
+            last_report: 1,
+            last_published: 1,
+        };
+        store.append(&entry).unwrap();
+    }
+    store.commit().unwrap();
+    ips
+}
+
+#[test]
+fn a_snapshot_of_100000_bans_comes_in_pages() {
+    let mut fleet = Fleet::new(&["web1"], "", "");
+    preload(&fleet, 100_000);
+    fleet.start_server();
+    assert!(fleet.server_log().contains("ban table: 100000 active bans"));
+    let raw = Raw::connect(
+        fleet.report_port,
+        Some((&fleet.server_key(), &fleet.host_key("web1"))),
+    );
+    let started = std::time::Instant::now();
+    let (mut after, mut pages, mut seen) = (String::new(), 0, std::collections::HashSet::new());
+    loop {
+        let reply = raw
+            .request(
+                &[b"BANSHARE1", b"SNAPSHOT", after.as_bytes()],
+                Duration::from_secs(5),
+            )
+            .expect("a page");
+        let page = banshare::protocol::SnapshotPage::decode(&reply).unwrap();
+        pages += 1;
+        seen.extend(page.bans.iter().map(|b| b.ip));
+        match page.next {
+            Some(next) => after = next.to_string(),
+            None => break,
+        }
+    }
+    eprintln!("100000 bans in {pages} pages in {:?}", started.elapsed());
+    assert_eq!((seen.len(), pages), (100_000, 100));
+}
+
+#[test]
+fn a_new_client_applies_a_snapshot_of_several_pages_once() {
+    let mut fleet = Fleet::new(&["web1"], "", "max-concurrent-commands = 8");
+    let ips = preload(&fleet, 2_500);
+    fleet.start_server();
+    fleet.start_client(0);
+    fleet.assert_applied_once(0, &ips);
+    assert!(
+        fleet
+            .client_log(0)
+            .contains("resynchronised: 2500 active bans on the server in 3 pages"),
+        "{}",
+        fleet.client_log(0)
+    );
+}
