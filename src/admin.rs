@@ -101,22 +101,21 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 fn bans_table(text: &str) -> Result<String, Failure> {
     let bans = parse_json(text)?;
-    let mut out = format!(
-        "{:<40} {:<20} {:<16} {:<16} {:<16}\n",
-        "ADDRESS", "EXPIRES (UTC)", "ORIGIN", "PROG", "JAIL"
-    );
+    let row = |cells: [&str; 5]| {
+        let line = format!(
+            "{:<40} {:<20} {:<16} {:<16} {}",
+            cells[0], cells[1], cells[2], cells[3], cells[4]
+        );
+        line.trim_end().to_string()
+    };
+    let mut rows = vec![row(["ADDRESS", "EXPIRES (UTC)", "ORIGIN", "PROG", "JAIL"])];
     for ban in bans.as_array().into_iter().flatten() {
         let field = |name: &str| ban[name].as_str().unwrap_or("?").to_string();
-        out.push_str(&format!(
-            "{:<40} {:<20} {:<16} {:<16} {:<16}\n",
-            field("ip"),
-            when(&ban["expires"]),
-            field("origin"),
-            field("prog"),
-            field("jail")
-        ));
+        let expires = when(&ban["expires"]);
+        let (ip, origin, prog, jail) = (field("ip"), field("origin"), field("prog"), field("jail"));
+        rows.push(row([&ip, &expires, &origin, &prog, &jail]));
     }
-    Ok(out.trim_end().to_string())
+    Ok(rows.join("\n"))
 }
 
 fn status_text(text: &str) -> Result<String, Failure> {
