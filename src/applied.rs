@@ -55,12 +55,18 @@ impl Applied {
         self.bans.is_empty()
     }
 
-    /// Whether this ban or unban still needs its command run here.
-    pub fn needs(&self, action: Action, ip: &Cidr) -> bool {
-        match (action, self.pending.get(ip)) {
+    /// Whether this ban or unban still needs its command run here. A ban is needed again
+    /// when it ends later than the one applied (a longer or renewed ban), since the applied
+    /// one may already have expired in the firewall.
+    pub fn needs(&self, action: Action, ban: &Ban) -> bool {
+        let until = |b: &Ban| b.expires.unwrap_or(u64::MAX);
+        match (action, self.pending.get(&ban.ip)) {
             (_, Some((pending, _))) => *pending != action,
-            (Action::Ban, None) => !self.bans.contains_key(ip),
-            (Action::Unban, None) => self.bans.contains_key(ip),
+            (Action::Ban, None) => self
+                .bans
+                .get(&ban.ip)
+                .map_or(true, |b| until(ban) > until(b)),
+            (Action::Unban, None) => self.bans.contains_key(&ban.ip),
         }
     }
 
@@ -149,15 +155,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut applied, _) = Applied::open(dir.path(), 0).unwrap();
         let b = ban("203.0.113.7", None);
-        assert!(applied.needs(Action::Ban, &b.ip));
+        assert!(applied.needs(Action::Ban, &b));
         applied.start(Action::Ban, &b);
-        assert!(!applied.needs(Action::Ban, &b.ip), "pending");
+        assert!(!applied.needs(Action::Ban, &b), "pending");
         applied.finish(b.ip, Action::Ban, true).unwrap();
-        assert!(!applied.needs(Action::Ban, &b.ip));
+        assert!(!applied.needs(Action::Ban, &b));
         drop(applied);
         let (applied, _) = Applied::open(dir.path(), 0).unwrap();
-        assert!(!applied.needs(Action::Ban, &b.ip));
-        assert!(applied.needs(Action::Unban, &b.ip));
+        assert!(!applied.needs(Action::Ban, &b));
+        assert!(applied.needs(Action::Unban, &b));
+    }
+
+    #[test]
+    fn a_ban_that_ends_later_is_applied_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut applied, _) = Applied::open(dir.path(), 0).unwrap();
+        let first = ban("203.0.113.9", Some(100));
+        applied.start(Action::Ban, &first);
+        applied.finish(first.ip, Action::Ban, true).unwrap();
+        assert!(!applied.needs(Action::Ban, &ban("203.0.113.9", Some(100))));
+        assert!(applied.needs(Action::Ban, &ban("203.0.113.9", Some(200))));
+        assert!(applied.needs(Action::Ban, &ban("203.0.113.9", None)));
     }
 
     #[test]
@@ -167,7 +185,7 @@ mod tests {
         let b = ban("203.0.113.8", None);
         applied.start(Action::Ban, &b);
         applied.finish(b.ip, Action::Ban, false).unwrap();
-        assert!(applied.needs(Action::Ban, &b.ip));
+        assert!(applied.needs(Action::Ban, &b));
         applied.start(Action::Ban, &b);
         applied.finish(b.ip, Action::Ban, true).unwrap();
         applied.start(Action::Unban, &b);

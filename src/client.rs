@@ -511,7 +511,7 @@ impl Client {
             log::info!("not applying ban of {}: it has already expired", ban.ip);
             return;
         }
-        if !self.applied.needs(action, &ban.ip) {
+        if !self.applied.needs(action, ban) {
             log::debug!("{verb} of {} is already applied here", ban.ip);
             return;
         }
