@@ -55,6 +55,11 @@ impl Applied {
         self.bans.is_empty()
     }
 
+    /// Commands started and not yet finished.
+    pub fn running(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Whether this ban or unban still needs its command run here. A ban is needed again
     /// when it ends later than the one applied (a longer or renewed ban), since the applied
     /// one may already have expired in the firewall.

@@ -40,6 +40,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_FAILED: Duration = Duration::from_secs(60);
 /// How often the record of applied bans is checked for compaction.
 const COMPACT_EVERY: Duration = Duration::from_secs(600);
+/// How long a stopping client waits for commands still running.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 /// How often the spool is looked at when it was empty.
 const SPOOL_CHECK: Duration = Duration::from_secs(1);
 
@@ -194,6 +196,23 @@ impl Client {
                 self.read_verdicts();
             }
             self.collect_results()?;
+        }
+        self.finish_running()
+    }
+
+    /// On the way out, waits a little for commands already running, so that what they did
+    /// is recorded and not run again at the next start.
+    fn finish_running(&mut self) -> Result<(), Failure> {
+        let deadline = Instant::now() + STOP_WAIT;
+        while self.applied.running() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            self.collect_results()?;
+        }
+        if self.applied.running() > 0 {
+            log::warn!(
+                "stopping with {} commands unfinished; they run again at the next start",
+                self.applied.running()
+            );
         }
         Ok(())
     }
