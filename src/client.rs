@@ -17,6 +17,7 @@ use crate::config::ClientConfig;
 use crate::connection::ConnectionWatch;
 use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
+use crate::logging::Quiet;
 use crate::protect::{self, Protected};
 use crate::protocol::{encode_snapshot_request, Ban, Publish, SnapshotPage, Verdict, VERSION};
 use crate::runner::Runner;
@@ -91,6 +92,7 @@ struct Client {
     courier: zmq::Socket,
     delivering: Option<(PathBuf, Instant)>,
     next_spool_check: Instant,
+    quiet: Quiet,
 }
 
 impl Client {
@@ -140,6 +142,7 @@ impl Client {
             courier,
             delivering: None,
             next_spool_check: Instant::now(),
+            quiet: Quiet::default(),
         })
     }
 
@@ -459,11 +462,12 @@ impl Client {
             }
         };
         if waiting.len() >= self.config.spool_max {
-            log::error!(
-                "spool {} is full ({} reports): new reports from this host are being lost",
+            self.quiet.warn(format!(
+                "spool {} is full ({} reports): new reports from this host are lost until \
+                 the server answers again",
                 self.spool.dir().display(),
                 waiting.len()
-            );
+            ));
         }
         let Some(path) = waiting.into_iter().next() else {
             return;
@@ -478,8 +482,17 @@ impl Client {
                 self.delivering = Some((path, Instant::now()));
             }
             Err(e) => {
-                log::error!("removing unreadable spooled report {}: {e}", path.display());
-                let _ = std::fs::remove_file(&path);
+                // Set aside, not deleted: the admin may still want what is in it.
+                let aside = path.with_extension("bad");
+                log::error!(
+                    "cannot read spooled report {} ({e}); moving it to {}",
+                    path.display(),
+                    aside.display()
+                );
+                if let Err(e) = std::fs::rename(&path, &aside) {
+                    log::error!("cannot move {}: {e}", path.display());
+                    self.next_spool_check = Instant::now() + Duration::from_secs(60);
+                }
             }
         }
     }
@@ -602,12 +615,15 @@ impl Client {
             &self.config.key,
         );
         if reconnect {
-            match subscribe(&self.ctx, &config)
-                .and_then(|s| Ok((s, request_socket(&self.ctx, &config)?)))
-            {
-                Ok((subscription, requester)) => {
+            let sockets = subscribe(&self.ctx, &config).and_then(|s| {
+                let requester = request_socket(&self.ctx, &config)?;
+                Ok((s, requester, request_socket(&self.ctx, &config)?))
+            });
+            match sockets {
+                Ok((subscription, requester, courier)) => {
                     self.subscription = subscription;
                     self.requester = requester;
+                    self.courier = courier;
                     self.delivering = None;
                     self.position = None;
                     self.resync = None;
@@ -632,6 +648,9 @@ impl Client {
             self.runner = runner;
             self.results = results;
             self.resync_wanted = true;
+        }
+        if config.state_dir != self.config.state_dir {
+            log::warn!("state-dir changes only on restart");
         }
         log::set_max_level(config.log_level.filter());
         self.protected = protection(&config);

@@ -95,7 +95,7 @@ fn default_min_v6() -> u8 {
     64
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to bind both sockets to; "::" listens on IPv6 (and IPv4 where the system allows).

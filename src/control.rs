@@ -73,9 +73,11 @@ pub fn bind(ctx: &zmq::Context, path: &Path) -> Result<zmq::Socket, Failure> {
     }
     let socket = ctx.socket(zmq::REP).map_err(|e| fail(e.to_string()))?;
     socket.set_linger(0).map_err(|e| fail(e.to_string()))?;
-    socket
-        .bind(&format!("ipc://{}", path.display()))
-        .map_err(|e| fail(e.to_string()))?;
+    // The socket file is born 0660: no moment with looser permissions.
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+    let bound = socket.bind(&format!("ipc://{}", path.display()));
+    nix::sys::stat::umask(umask);
+    bound.map_err(|e| fail(e.to_string()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o660))
         .map_err(|e| fail(e.to_string()))?;
     Ok(socket)

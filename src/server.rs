@@ -324,7 +324,6 @@ impl Server {
         }
     }
 
-    /// Why the server will not ban this network, if it will not.
     /// Why the server will not ban this network, if it will not: a short kind for the
     /// counters, and the reason for the reporter.
     fn refusal(&self, report: &Report) -> Result<(), (&'static str, String)> {
@@ -398,9 +397,13 @@ impl Server {
 
     /// Lifts a ban fleet-wide: forget it durably, then publish UNBAN.
     fn unban(&mut self, ip: &Cidr) -> Result<Result<String, String>, Failure> {
+        let now = unix_now();
         let Some(entry) = self.table.remove(ip) else {
             return Ok(Err(format!("{ip} is not banned")));
         };
+        if entry.ban.expires.is_some_and(|e| e <= now) {
+            return Ok(Err(format!("{ip} is not banned (its ban expired)")));
+        }
         self.store.remove(ip).map_err(store_failure)?;
         self.store.commit().map_err(store_failure)?;
         self.counters.unbanned += 1;
@@ -455,7 +458,7 @@ impl Server {
             "uptime_seconds": self.started.elapsed().as_secs(),
             "epoch": self.epoch,
             "seq": self.seq,
-            "active_bans": self.table.len(),
+            "active_bans": self.table.entries().filter(|e| e.ban.expires.map_or(true, |x| x > now)).count(),
             "authorized_keys": self.auth.count(),
             "counters": self.counters,
             "hosts": hosts,
@@ -484,18 +487,22 @@ impl Server {
         for problem in &authorized.problems {
             log::warn!("authorized key skipped: {problem}");
         }
-        if (
-            config.listen,
-            config.report_port,
-            config.publish_port,
-            &config.key,
-        ) != (
-            self.config.listen,
-            self.config.report_port,
-            self.config.publish_port,
-            &self.config.key,
-        ) {
-            log::warn!("listen, ports and key change only on restart");
+        // Sockets, the key and the journal stay as they were started.
+        let kept = ServerConfig {
+            listen: self.config.listen,
+            report_port: self.config.report_port,
+            publish_port: self.config.publish_port,
+            key: self.config.key.clone(),
+            state_dir: self.config.state_dir.clone(),
+            durability: self.config.durability,
+            control_socket: self.config.control_socket.clone(),
+            ..config.clone()
+        };
+        if kept != config {
+            log::warn!(
+                "listen, report-port, publish-port, key, state-dir, durability and \
+                 control-socket change only on restart"
+            );
         }
         log::set_max_level(config.log_level.filter());
         let old = self.auth.keys();
@@ -508,13 +515,7 @@ impl Server {
         }
         self.auth.replace(authorized.by_key);
         self.protected = Protected::new(&config.protected);
-        self.config = ServerConfig {
-            listen: self.config.listen,
-            report_port: self.config.report_port,
-            publish_port: self.config.publish_port,
-            key: self.config.key.clone(),
-            ..config
-        };
+        self.config = kept;
         if !revoked.is_empty() {
             self.rebind_publish();
         }

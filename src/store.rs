@@ -8,6 +8,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
+
 use crate::bans::Entry;
 use crate::cidr::{printable, Cidr};
 use crate::protocol::{Ban, Name};
@@ -51,6 +53,9 @@ pub struct Recovery {
 }
 
 pub struct Store {
+    /// Held for the store's lifetime: a second daemon on the same state-dir must not
+    /// rewrite the journal under the first.
+    _lock: Flock<File>,
     path: PathBuf,
     journal: BufWriter<File>,
     durability: Durability,
@@ -80,6 +85,7 @@ impl Store {
             .mode(0o750)
             .create(dir)
             .map_err(err(dir))?;
+        let lock = lock(&dir.join(format!("{name}.lock")))?;
         let path = dir.join(name);
         let mut recovery = match File::open(&path) {
             Ok(file) => read(file).map_err(err(&path))?,
@@ -95,6 +101,7 @@ impl Store {
         }
         let journal = rewrite(&path, &recovery.entries)?;
         let store = Store {
+            _lock: lock,
             journal,
             records: recovery.entries.len(),
             path,
@@ -143,6 +150,23 @@ impl Store {
         self.records = live.len();
         Ok(true)
     }
+}
+
+fn lock(path: &Path) -> Result<Flock<File>, StoreError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o640)
+        .open(path)
+        .map_err(err(path))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| StoreError {
+        path: path.to_owned(),
+        error: io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("{errno}: another banshare daemon is using this state directory"),
+        ),
+    })
 }
 
 /// Writes `entries` to a new file and renames it over `path`, so that a crash leaves
@@ -391,6 +415,21 @@ mod tests {
         let (_, again) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
         assert!(again.damaged.is_empty());
         assert_eq!(again.entries.len(), 1);
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut first, _) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
+        first.append(&entry("203.0.113.7", None, None)).unwrap();
+        first.commit().unwrap();
+        let err = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("another banshare daemon"), "{err}");
+        drop(first);
+        let (_, recovery) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
+        assert_eq!(recovery.entries.len(), 1);
     }
 
     #[test]

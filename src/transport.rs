@@ -125,6 +125,10 @@ impl Authorizer {
             .write()
             .expect("lock")
             .retain(|_, name| names.contains(name));
+        self.seen
+            .write()
+            .expect("lock")
+            .retain(|name, _| names.contains(name));
         drop(names);
         *self.keys.write().expect("lock") = keys;
     }
