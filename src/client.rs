@@ -358,8 +358,7 @@ impl Client {
     }
 
     fn request_page(&mut self, after: Option<&Cidr>) {
-        let request = std::iter::once(Vec::new()).chain(encode_snapshot_request(after));
-        if let Err(e) = self.requester.send_multipart(request, zmq::DONTWAIT) {
+        if let Err(e) = send_request(&self.requester, encode_snapshot_request(after)) {
             log::warn!("cannot ask for a snapshot page: {e}");
         }
         if let Some(resync) = &mut self.resync {
@@ -370,12 +369,7 @@ impl Client {
 
     fn read_pages(&mut self) {
         while let Ok(frames) = self.requester.recv_multipart(zmq::DONTWAIT) {
-            // DEALER replies start with the empty delimiter the server echoes back.
-            let page = frames
-                .split_first()
-                .filter(|(delimiter, _)| delimiter.is_empty())
-                .ok_or_else(|| "reply without delimiter".to_string())
-                .and_then(|(_, rest)| SnapshotPage::decode(rest));
+            let page = reply_body(&frames).and_then(SnapshotPage::decode);
             match page {
                 Ok(page) if self.resync.is_some() => self.apply_page(page),
                 Ok(_) => {}
@@ -474,8 +468,7 @@ impl Client {
         };
         match spool::read(&path) {
             Ok(report) => {
-                let request = std::iter::once(Vec::new()).chain(report.encode());
-                if let Err(e) = self.courier.send_multipart(request, zmq::DONTWAIT) {
+                if let Err(e) = send_request(&self.courier, report.encode()) {
                     log::warn!("cannot deliver {}: {e}", path.display());
                     return;
                 }
@@ -500,11 +493,7 @@ impl Client {
     /// The server answered a spooled report: whatever it said, the report is done.
     fn read_verdicts(&mut self) {
         while let Ok(frames) = self.courier.recv_multipart(zmq::DONTWAIT) {
-            let verdict = frames
-                .split_first()
-                .filter(|(delimiter, _)| delimiter.is_empty())
-                .ok_or_else(|| "reply without delimiter".to_string())
-                .and_then(|(_, rest)| Verdict::decode(rest));
+            let verdict = reply_body(&frames).and_then(Verdict::decode);
             let Some((path, _)) = self.delivering.take() else {
                 continue;
             };
@@ -693,7 +682,22 @@ fn state_failure(e: StoreError) -> Failure {
     )
 }
 
-/// A DEALER socket on the server's report port, for snapshot requests.
+/// Sends a request on a DEALER socket, behind the empty delimiter that a REQ socket would
+/// add, so the server handles both alike.
+fn send_request(socket: &zmq::Socket, request: Vec<Vec<u8>>) -> zmq::Result<()> {
+    let frames = std::iter::once(Vec::new()).chain(request);
+    socket.send_multipart(frames, zmq::DONTWAIT)
+}
+
+/// A reply on a DEALER socket, without the empty delimiter the server echoes back.
+fn reply_body(frames: &[Vec<u8>]) -> Result<&[Vec<u8>], String> {
+    match frames.split_first() {
+        Some((delimiter, body)) if delimiter.is_empty() => Ok(body),
+        _ => Err("reply without delimiter".into()),
+    }
+}
+
+/// A DEALER socket on the server's report port, for snapshot requests and spooled reports.
 fn request_socket(ctx: &zmq::Context, config: &ClientConfig) -> Result<zmq::Socket, Failure> {
     let (server_key, key) = load_keys(config)?;
     let fail = |e: zmq::Error| (Exit::Software, format!("request socket: {e}"));
