@@ -198,7 +198,7 @@ pub struct ListenerWatch {
     peers: HashMap<u32, String>,
     /// The reason of a failed handshake, waiting for the DISCONNECTED event that names the
     /// connection (libzmq reports them in this order on its I/O thread).
-    failed: Option<&'static str>,
+    failed: Option<String>,
     quiet: Quiet,
 }
 
@@ -236,9 +236,9 @@ impl ListenerWatch {
                 }
                 E::HANDSHAKE_FAILED_PROTOCOL | E::HANDSHAKE_FAILED_NO_DETAIL => {
                     self.failed = Some(match value {
-                        MECHANISM_MISMATCH => "a peer without CURVE (plaintext)",
-                        CRYPTOGRAPHIC => "a peer using a wrong server key",
-                        _ => "a peer that failed the CURVE handshake",
+                        MECHANISM_MISMATCH => "a peer without CURVE (plaintext)".into(),
+                        CRYPTOGRAPHIC => "a peer using a wrong server key".into(),
+                        code => format!("a peer that failed the handshake (libzmq code {code:#x})"),
                     });
                 }
                 E::DISCONNECTED => {
