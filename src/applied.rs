@@ -55,6 +55,15 @@ impl Applied {
         self.bans.is_empty()
     }
 
+    /// Applied bans that have not expired.
+    pub fn active(&self, now: u64) -> Vec<Ban> {
+        self.bans
+            .values()
+            .filter(|b| b.expires.map_or(true, |e| e > now))
+            .cloned()
+            .collect()
+    }
+
     /// Commands started and not yet finished.
     pub fn running(&self) -> usize {
         self.pending.len()

@@ -10,6 +10,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use crate::applied::{Action, Applied, Stale};
+use crate::backend::{BackendKind, Batcher, Done, Fail2ban, Nftables, Op};
 use crate::bans::unix_now;
 use crate::cidr::Cidr;
 use crate::cli::{self, ClientArgs};
@@ -72,8 +73,8 @@ struct Client {
     subscription: Subscription,
     /// A DEALER on the report socket, for snapshot pages.
     requester: zmq::Socket,
-    runner: Runner<(Cidr, Action)>,
-    results: Receiver<((Cidr, Action), bool)>,
+    applier: Applier,
+    results: Receiver<Done>,
     applied: Applied,
     protected: Protected,
     protected_at: Instant,
@@ -117,12 +118,25 @@ impl Client {
             subscription.key.fingerprint(),
             subscription.server_key.fingerprint()
         );
-        let (runner, results) =
-            Runner::new(config.max_concurrent_commands, config.command_timeout.0);
+        let (applier, results) = applier(&config)?;
+        if let Applier::Batched(batcher) = &applier {
+            if config.backend == BackendKind::Nftables {
+                // After a reboot the kernel's sets are empty: put back what was applied.
+                // Elements still there are simply renewed.
+                let active = applied.active(unix_now());
+                log::info!("restoring {} applied bans into nftables", active.len());
+                for ban in active {
+                    batcher.submit(Op {
+                        action: Action::Ban,
+                        ban,
+                    });
+                }
+            }
+        }
         Ok(Client {
             config_path: config_path.to_owned(),
             spool: Spool::new(&config.spool_dir, config.spool_max),
-            runner,
+            applier,
             results,
             applied,
             protected: protection(&config),
@@ -553,7 +567,13 @@ impl Client {
             ban.prog, ban.jail, ban.origin
         );
         self.applied.start(action, ban);
-        self.runner.submit(argv, label, (ban.ip, action));
+        match &self.applier {
+            Applier::Command(runner) => runner.submit(argv, label, (ban.ip, action)),
+            Applier::Batched(batcher) => batcher.submit(Op {
+                action,
+                ban: ban.clone(),
+            }),
+        }
     }
 
     /// Records finished commands. A failed one is tried again at a resynchronisation a
@@ -624,19 +644,17 @@ impl Client {
                 }
             }
         }
-        if (config.max_concurrent_commands, config.command_timeout)
-            != (
-                self.config.max_concurrent_commands,
-                self.config.command_timeout,
-            )
-        {
-            // Commands still queued on the old runner finish there; their results are lost,
-            // so the next resynchronisation catches up on them.
-            let (runner, results) =
-                Runner::new(config.max_concurrent_commands, config.command_timeout.0);
-            self.runner = runner;
-            self.results = results;
-            self.resync_wanted = true;
+        if applier_settings(&config) != applier_settings(&self.config) {
+            // Commands still queued on the old applier finish there; their results are
+            // lost, so the next resynchronisation catches up on them.
+            match applier(&config) {
+                Ok((applier, results)) => {
+                    self.applier = applier;
+                    self.results = results;
+                    self.resync_wanted = true;
+                }
+                Err((_, e)) => log::error!("keeping the running backend: {e}"),
+            }
         }
         if config.state_dir != self.config.state_dir {
             log::warn!("state-dir changes only on restart");
@@ -647,6 +665,54 @@ impl Client {
         self.spool = Spool::new(&config.spool_dir, config.spool_max);
         self.config = config;
     }
+}
+
+/// Where bans go: one command per ban, or batches for fail2ban and nftables.
+enum Applier {
+    Command(Runner<(Cidr, Action)>),
+    Batched(Batcher),
+}
+
+fn applier(config: &ClientConfig) -> Result<(Applier, Receiver<Done>), Failure> {
+    let (size, delay, timeout) = (
+        config.batch_size,
+        config.batch_delay.0,
+        config.command_timeout.0,
+    );
+    let (batcher, results) = match config.backend {
+        BackendKind::Command => {
+            let (runner, results) = Runner::new(config.max_concurrent_commands, timeout);
+            return Ok((Applier::Command(runner), results));
+        }
+        BackendKind::Nftables => {
+            let nft =
+                Nftables::setup(&config.nft_table, timeout).map_err(|e| (Exit::Unavailable, e))?;
+            Batcher::start(nft, size, delay)
+        }
+        BackendKind::Fail2ban => {
+            let jail = config.fail2ban_jail.clone();
+            Batcher::start(Fail2ban { jail, timeout }, size, delay)
+        }
+    };
+    log::info!(
+        "backend {:?}: batches of up to {size} bans, {} ms apart at most",
+        config.backend,
+        delay.as_millis()
+    );
+    Ok((Applier::Batched(batcher), results))
+}
+
+/// The settings that make a new applier necessary when they change.
+fn applier_settings(c: &ClientConfig) -> impl PartialEq {
+    (
+        c.backend,
+        c.batch_size,
+        c.batch_delay,
+        c.nft_table.clone(),
+        c.fail2ban_jail.clone(),
+        c.max_concurrent_commands,
+        c.command_timeout,
+    )
 }
 
 /// Paging through the server's active bans.

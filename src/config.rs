@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::backend::BackendKind;
 use crate::cidr::Cidr;
 use crate::duration::HumanDuration;
 use crate::protocol::MAX_BANTIME;
@@ -147,6 +148,21 @@ pub struct ClientConfig {
     /// This host's `.key_secret` file.
     #[serde(default = "default_host_key")]
     pub key: PathBuf,
+    /// How bans reach the firewall: "command", "fail2ban" or "nftables".
+    #[serde(default = "default_backend")]
+    pub backend: BackendKind,
+    /// For the fail2ban backend: the jail that receives the fleet's bans.
+    #[serde(default = "default_fail2ban_jail")]
+    pub fail2ban_jail: String,
+    /// For the nftables backend: the client's own table (family inet).
+    #[serde(default = "default_nft_table")]
+    pub nft_table: String,
+    /// For batched backends: a batch is applied when it holds this many bans...
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// ...or this long after its first ban arrived.
+    #[serde(default = "default_batch_delay")]
+    pub batch_delay: HumanDuration,
     #[serde(default = "default_ban_command")]
     pub ban_command: Template,
     #[serde(default = "default_unban_command")]
@@ -191,6 +207,21 @@ fn default_server_public_key() -> PathBuf {
 }
 fn default_host_key() -> PathBuf {
     "/etc/banshare/keys/host.key_secret".into()
+}
+fn default_backend() -> BackendKind {
+    BackendKind::Command
+}
+fn default_fail2ban_jail() -> String {
+    "banshare".into()
+}
+fn default_nft_table() -> String {
+    "banshare".into()
+}
+fn default_batch_size() -> usize {
+    500
+}
+fn default_batch_delay() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_millis(20))
 }
 fn default_control_socket() -> PathBuf {
     crate::control::DEFAULT_SOCKET.into()
@@ -271,6 +302,15 @@ impl ClientConfig {
         check_ports(config.report_port, config.publish_port).map_err(|(k, r)| err(k, r))?;
         check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r))?;
         check_host(&config.server).map_err(|r| err("server", r))?;
+        for (key, name) in [
+            ("fail2ban-jail", &config.fail2ban_jail),
+            ("nft-table", &config.nft_table),
+        ] {
+            crate::protocol::Name::parse(key, name).map_err(|r| err(key, r))?;
+        }
+        if config.batch_size == 0 {
+            return Err(err("batch-size", "must be at least 1".into()));
+        }
         if config.spool_max == 0 {
             return Err(err("spool-max", "must be at least 1".into()));
         }

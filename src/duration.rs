@@ -3,42 +3,44 @@
 use std::fmt;
 use std::time::Duration;
 
-const UNITS: [(char, u64); 5] = [
-    ('s', 1),
-    ('m', 60),
-    ('h', 3600),
-    ('d', 86400),
-    ('w', 7 * 86400),
+/// Units and their length in milliseconds.
+const UNITS: [(&str, u64); 6] = [
+    ("ms", 1),
+    ("s", 1000),
+    ("m", 60_000),
+    ("h", 3_600_000),
+    ("d", 86_400_000),
+    ("w", 7 * 86_400_000),
 ];
 
-/// Parses "<number><unit>" where unit is one of s, m, h, d, w. A bare number means seconds.
+/// Parses "<number><unit>" where unit is one of ms, s, m, h, d, w. A bare number means
+/// seconds.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (digits, unit) = match text.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], Some(c)),
-        _ => (text, None),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() {
         return Err(format!(
-            "invalid duration {text:?}: expected a number followed by s, m, h, d or w, like \"5m\""
+            "invalid duration {text:?}: expected a number followed by ms, s, m, h, d or w, like \"5m\""
         ));
     }
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("duration {text:?} is too large"))?;
     let factor = match unit {
-        None => 1,
-        Some(u) => UNITS
+        "" => 1000,
+        unit => UNITS
             .iter()
-            .find(|(name, _)| *name == u)
+            .find(|(name, _)| *name == unit)
             .map(|(_, f)| *f)
             .ok_or_else(|| {
-                format!("invalid duration unit {u:?} in {text:?}: use s, m, h, d or w")
+                format!("invalid duration unit {unit:?} in {text:?}: use ms, s, m, h, d or w")
             })?,
     };
-    number
-        .checked_mul(factor)
-        .map(Duration::from_secs)
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .map(Duration::from_millis)
         .ok_or_else(|| format!("duration {text:?} is too large"))
 }
 
@@ -54,7 +56,7 @@ impl HumanDuration {
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}s", self.0.as_secs())
+        write!(f, "{}ms", self.0.as_millis())
     }
 }
 
@@ -79,6 +81,7 @@ mod tests {
         assert_eq!(parse("1d").unwrap(), Duration::from_secs(86400));
         assert_eq!(parse("1w").unwrap(), Duration::from_secs(604800));
         assert_eq!(parse("42").unwrap(), Duration::from_secs(42));
+        assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod applied;
+pub mod backend;
 pub mod bans;
 pub mod cidr;
 pub mod cli;

@@ -106,6 +106,15 @@ pub enum Outcome {
 /// Runs `argv` and waits at most `timeout`. The command gets its own process group so that
 /// a timeout kills whatever it started too.
 pub fn run(argv: &[String], timeout: Duration) -> std::io::Result<Outcome> {
+    run_with_input(argv, None, timeout)
+}
+
+/// Like `run`, with `input` written to the command's standard input (for `nft -f -`).
+pub fn run_with_input(
+    argv: &[String],
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> std::io::Result<Outcome> {
     let mut child = Command::new(&argv[0])
         .args(&argv[1..])
         .env_clear()
@@ -114,11 +123,20 @@ pub fn run(argv: &[String], timeout: Duration) -> std::io::Result<Outcome> {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
         .env("LANG", "C.UTF-8")
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        // A command that exits early closes the pipe; its status says what went wrong.
+        let _ = stdin.write_all(input);
+    }
     let stderr = child.stderr.take().map(|mut pipe| {
         thread::spawn(move || {
             let mut text = Vec::new();

@@ -134,42 +134,10 @@ fn reports_spooled_while_the_server_is_down_reach_every_host() {
     );
 }
 
-/// Writes `n` bans straight into the server's journal, as a server that had them would.
-fn preload(fleet: &Fleet, n: usize) -> Vec<String> {
-    use banshare::bans::Entry;
-    use banshare::protocol::{Ban, Name};
-    use banshare::store::{Durability, Store, SERVER_JOURNAL};
-    let dir = fleet.dir.path().join("server-state");
-    let (mut store, _) = Store::open(&dir, SERVER_JOURNAL, Durability::Write, 0).unwrap();
-    let name = |n: &str| Name::parse("name", n).unwrap();
-    let ips: Vec<String> = (0..n)
-        .map(|i| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
-        .collect();
-    for ip in &ips {
-        let ban = Ban {
-            ip: ip.parse().unwrap(),
-            prog: name("fail2ban"),
-            jail: name("sshd"),
-            origin: name("web9"),
-            bantime: None,
-            expires: None,
-        };
-        let entry = Entry {
-            ban,
-            first_report: 1,
-            last_report: 1,
-            last_published: 1,
-        };
-        store.append(&entry).unwrap();
-    }
-    store.commit().unwrap();
-    ips
-}
-
 #[test]
 fn a_snapshot_of_100000_bans_comes_in_pages() {
     let mut fleet = Fleet::new(&["web1"], "", "");
-    preload(&fleet, 100_000);
+    fleet.preload(100_000);
     fleet.start_server();
     assert!(fleet.server_log().contains("ban table: 100000 active bans"));
     let raw = Raw::connect(
@@ -200,7 +168,7 @@ fn a_snapshot_of_100000_bans_comes_in_pages() {
 #[test]
 fn a_new_client_applies_a_snapshot_of_several_pages_once() {
     let mut fleet = Fleet::new(&["web1"], "", "max-concurrent-commands = 8");
-    let ips = preload(&fleet, 2_500);
+    let ips = fleet.preload(2_500);
     fleet.start_server();
     fleet.start_client(0);
     fleet.assert_applied_once(0, &ips);

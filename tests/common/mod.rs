@@ -62,6 +62,8 @@ pub struct Fleet {
     pub keys_dir: PathBuf,
     pub hosts: Vec<Host>,
     server: Option<Child>,
+    /// When set, every program runs inside this network namespace.
+    pub netns: Option<String>,
 }
 
 impl Fleet {
@@ -99,6 +101,7 @@ impl Fleet {
             keys_dir,
             hosts: Vec::new(),
             server: None,
+            netns: None,
         };
         for name in names {
             fleet.add_host(name, client_extra);
@@ -144,9 +147,53 @@ impl Fleet {
         });
     }
 
+    /// Writes `n` bans straight into the server's journal, as a server that had them would.
+    pub fn preload(&self, n: usize) -> Vec<String> {
+        use banshare::bans::Entry;
+        use banshare::protocol::{Ban, Name};
+        use banshare::store::{Durability, Store, SERVER_JOURNAL};
+        let dir = self.dir.path().join("server-state");
+        let (mut store, _) = Store::open(&dir, SERVER_JOURNAL, Durability::Write, 0).unwrap();
+        let name = |n: &str| Name::parse("name", n).unwrap();
+        let ips: Vec<String> = (0..n)
+            .map(|i| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+            .collect();
+        for ip in &ips {
+            let ban = Ban {
+                ip: ip.parse().unwrap(),
+                prog: name("fail2ban"),
+                jail: name("sshd"),
+                origin: name("web9"),
+                bantime: None,
+                expires: None,
+            };
+            let entry = Entry {
+                ban,
+                first_report: 1,
+                last_report: 1,
+                last_published: 1,
+            };
+            store.append(&entry).unwrap();
+        }
+        store.commit().unwrap();
+        ips
+    }
+
+    /// A command for `program`, inside the fleet's network namespace if it has one.
+    pub fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns, program]);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+
     /// Runs `banshare ARGS --socket <this fleet's control socket>`.
     pub fn admin(&self, args: &[&str]) -> Output {
-        Command::new(ADMIN)
+        self.command(ADMIN)
             .args(args)
             .arg("--socket")
             .arg(self.dir.path().join("control.sock"))
@@ -170,7 +217,8 @@ impl Fleet {
             .append(true)
             .open(&self.server_log)
             .unwrap();
-        let child = Command::new(SERVER)
+        let child = self
+            .command(SERVER)
             .args(["--log", "stderr", "--config"])
             .arg(&self.server_config)
             .stderr(log)
@@ -195,20 +243,19 @@ impl Fleet {
 
     /// Starts host `i`'s client without waiting for it to connect.
     pub fn spawn_client(&mut self, i: usize) {
-        let host = &mut self.hosts[i];
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&host.log)
+            .open(&self.hosts[i].log)
             .unwrap();
-        host.child = Some(
-            Command::new(CLIENT)
-                .args(["--log", "stderr", "--config"])
-                .arg(&host.config)
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
+        let child = self
+            .command(CLIENT)
+            .args(["--log", "stderr", "--config"])
+            .arg(&self.hosts[i].config)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.hosts[i].child = Some(child);
     }
 
     pub fn start_client(&mut self, i: usize) {
@@ -282,7 +329,7 @@ impl Fleet {
 
     /// Runs banshare-report as host `i`.
     pub fn report(&self, i: usize, args: &[&str]) -> Output {
-        Command::new(REPORT)
+        self.command(REPORT)
             .arg("--config")
             .arg(&self.hosts[i].config)
             .args(args)
@@ -407,4 +454,46 @@ pub fn texts(frames: &[Vec<u8>]) -> Vec<String> {
         .iter()
         .map(|f| String::from_utf8_lossy(f).into_owned())
         .collect()
+}
+
+/// A network namespace of the test's own, with its loopback up; deleted when dropped, also
+/// when the test fails.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> NetNs {
+        let name = format!("bs{}-{tag}", std::process::id());
+        let ok = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().unwrap();
+            assert!(status.success(), "ip {args:?}");
+        };
+        ok(&["netns", "add", &name]);
+        ok(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        NetNs { name }
+    }
+
+    /// Runs a command in the namespace and returns its standard output.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
 }

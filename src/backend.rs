@@ -1,0 +1,309 @@
+//! How a client puts bans into the local firewall. `command` runs the configured command
+//! once per ban; `fail2ban` and `nftables` gather bans into batches and apply each batch
+//! with one command, because one exec per ban does not keep up with a burst (fail2ban-client
+//! takes about 11 ms per address; nft adds 10,000 elements in one transaction).
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::applied::Action;
+use crate::bans::unix_now;
+use crate::cidr::Cidr;
+use crate::protocol::Ban;
+use crate::runner::{self, Outcome};
+
+const NFT: &str = "/usr/sbin/nft";
+const FAIL2BAN_CLIENT: &str = "/usr/bin/fail2ban-client";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// `ban-command` and `unban-command`, once per ban.
+    Command,
+    /// `fail2ban-client set <fail2ban-jail> banip IP IP ...`, in batches.
+    Fail2ban,
+    /// Elements in the sets of the client's own nftables table, in batches.
+    Nftables,
+}
+
+/// One ban or unban for a batched backend.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub action: Action,
+    pub ban: Ban,
+}
+
+/// The result of one op, as the client's record of applied bans wants it.
+pub type Done = ((Cidr, Action), bool);
+
+/// Applies a batch; returns one success flag per op.
+pub trait Apply: Send + 'static {
+    fn apply(&mut self, ops: &[Op]) -> Vec<bool>;
+}
+
+/// Gathers ops on a worker thread and hands them to the backend in batches: a batch closes
+/// when it holds `size` ops or `delay` after its first op arrived.
+pub struct Batcher {
+    queue: Sender<Op>,
+}
+
+impl Batcher {
+    pub fn start(
+        mut backend: impl Apply,
+        size: usize,
+        delay: Duration,
+    ) -> (Batcher, Receiver<Done>) {
+        let (queue, ops) = mpsc::channel::<Op>();
+        let (done, results) = mpsc::channel();
+        thread::Builder::new()
+            .name("batcher".into())
+            .spawn(move || {
+                while let Ok(first) = ops.recv() {
+                    let batch = gather(&ops, first, size, delay);
+                    let outcome = backend.apply(&batch);
+                    for (op, ok) in batch.iter().zip(outcome) {
+                        let _ = done.send(((op.ban.ip, op.action), ok));
+                    }
+                }
+            })
+            .expect("spawn batcher thread");
+        (Batcher { queue }, results)
+    }
+
+    pub fn submit(&self, op: Op) {
+        let _ = self.queue.send(op);
+    }
+}
+
+fn gather(ops: &Receiver<Op>, first: Op, size: usize, delay: Duration) -> Vec<Op> {
+    let deadline = Instant::now() + delay;
+    let mut batch = vec![first];
+    while batch.len() < size {
+        match ops.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(op) => batch.push(op),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    batch
+}
+
+/// Runs a command; on failure logs why and returns false.
+fn run_logged(what: &str, argv: &[String], input: Option<&[u8]>, timeout: Duration) -> bool {
+    match runner::run_with_input(argv, input, timeout) {
+        Ok(Outcome::Exited(status, _)) if status.success() => true,
+        Ok(Outcome::Exited(status, stderr)) => {
+            log::error!("{what}: {} failed ({status}): {stderr}", argv[0]);
+            false
+        }
+        Ok(Outcome::TimedOut) => {
+            log::error!("{what}: {} timed out", argv[0]);
+            false
+        }
+        Err(e) => {
+            log::error!("{what}: cannot run {}: {e}", argv[0]);
+            false
+        }
+    }
+}
+
+/// The client's own nftables table: one IPv4 and one IPv6 set with per-element timeouts,
+/// so the kernel expires bans by itself, and an input chain that drops their traffic.
+pub struct Nftables {
+    table: String,
+    timeout: Duration,
+}
+
+impl Nftables {
+    /// Creates the table, sets and chain, or brings them back to this shape: elements
+    /// already there are kept, the chain's rules are replaced, so a restart adds nothing
+    /// twice.
+    pub fn setup(table: &str, timeout: Duration) -> Result<Nftables, String> {
+        let t = table;
+        let script = format!(
+            "add table inet {t}\n\
+             add set inet {t} ban4 {{ type ipv4_addr; flags interval, timeout; }}\n\
+             add set inet {t} ban6 {{ type ipv6_addr; flags interval, timeout; }}\n\
+             add chain inet {t} input {{ type filter hook input priority -10; policy accept; }}\n\
+             flush chain inet {t} input\n\
+             add rule inet {t} input ip saddr @ban4 drop\n\
+             add rule inet {t} input ip6 saddr @ban6 drop\n"
+        );
+        let nft = Nftables {
+            table: table.to_owned(),
+            timeout,
+        };
+        if nft.run("nftables setup", &script) {
+            Ok(nft)
+        } else {
+            Err(format!(
+                "cannot set up nftables table inet {table}; see the error above"
+            ))
+        }
+    }
+
+    fn run(&self, what: &str, script: &str) -> bool {
+        let argv = [NFT.to_string(), "-f".into(), "-".into()];
+        run_logged(what, &argv, Some(script.as_bytes()), self.timeout)
+    }
+
+    /// The nft line for one op. An unban adds the element first, so that deleting it cannot
+    /// fail when it has already expired.
+    fn line(&self, op: &Op, now: u64) -> Option<String> {
+        let set = if op.ban.ip.is_ipv4() { "ban4" } else { "ban6" };
+        let (t, ip) = (&self.table, op.ban.ip);
+        match op.action {
+            Action::Ban => {
+                let timeout = match op.ban.expires {
+                    None => String::new(),
+                    Some(expires) if expires > now => format!(" timeout {}s", expires - now),
+                    Some(_) => return None,
+                };
+                Some(format!("add element inet {t} {set} {{ {ip}{timeout} }}\n"))
+            }
+            Action::Unban => Some(format!(
+                "add element inet {t} {set} {{ {ip} timeout 1s }}\n\
+                 delete element inet {t} {set} {{ {ip} }}\n"
+            )),
+        }
+    }
+}
+
+impl Apply for Nftables {
+    /// One transaction for the whole batch. If it fails, the ops are applied one by one, so
+    /// that one bad element (such as an address inside a network already banned, which nft
+    /// refuses as an overlap) does not hold back the others.
+    fn apply(&mut self, ops: &[Op]) -> Vec<bool> {
+        let now = unix_now();
+        let lines: Vec<Option<String>> = ops.iter().map(|op| self.line(op, now)).collect();
+        let script: String = lines.iter().flatten().cloned().collect();
+        if script.is_empty() || self.run(&format!("nft batch of {}", ops.len()), &script) {
+            log::info!("nftables: applied a batch of {} bans and unbans", ops.len());
+            return vec![true; ops.len()];
+        }
+        ops.iter()
+            .zip(lines)
+            .map(|(op, line)| match line {
+                None => true,
+                Some(line) => self.run(&format!("nft {} {}", verb(op.action), op.ban.ip), &line),
+            })
+            .collect()
+    }
+}
+
+fn verb(action: Action) -> &'static str {
+    match action {
+        Action::Ban => "ban",
+        Action::Unban => "unban",
+    }
+}
+
+/// Bans through a fail2ban jail (by default `banshare`), many addresses per call.
+pub struct Fail2ban {
+    pub jail: String,
+    pub timeout: Duration,
+}
+
+impl Apply for Fail2ban {
+    /// `set JAIL banip IP ...` for the bans and `set JAIL unbanip IP ...` for the unbans. A
+    /// failure (fail2ban down) fails the ops, which the client keeps and tries again.
+    fn apply(&mut self, ops: &[Op]) -> Vec<bool> {
+        let mut outcome = vec![false; ops.len()];
+        for (action, word) in [(Action::Ban, "banip"), (Action::Unban, "unbanip")] {
+            let chosen: Vec<usize> = (0..ops.len())
+                .filter(|&i| ops[i].action == action)
+                .collect();
+            if chosen.is_empty() {
+                continue;
+            }
+            let mut argv = vec![
+                FAIL2BAN_CLIENT.to_string(),
+                "set".into(),
+                self.jail.clone(),
+                word.into(),
+            ];
+            argv.extend(chosen.iter().map(|&i| ops[i].ban.ip.to_string()));
+            let what = format!("fail2ban {word} of {} addresses", chosen.len());
+            let ok = run_logged(&what, &argv, None, self.timeout);
+            if ok {
+                log::info!("{what} in jail {}", self.jail);
+            }
+            for i in chosen {
+                outcome[i] = ok;
+            }
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Name;
+
+    fn op(action: Action, ip: &str, expires: Option<u64>) -> Op {
+        Op {
+            action,
+            ban: Ban {
+                ip: ip.parse().unwrap(),
+                prog: Name::parse("p", "fail2ban").unwrap(),
+                jail: Name::parse("j", "sshd").unwrap(),
+                origin: Name::parse("o", "web1").unwrap(),
+                bantime: expires.map(|_| 60),
+                expires,
+            },
+        }
+    }
+
+    #[test]
+    fn nft_lines_carry_the_remaining_time() {
+        let nft = Nftables {
+            table: "banshare".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(
+            nft.line(&op(Action::Ban, "203.0.113.7", Some(1600)), 1000)
+                .unwrap(),
+            "add element inet banshare ban4 { 203.0.113.7 timeout 600s }\n"
+        );
+        assert_eq!(
+            nft.line(&op(Action::Ban, "2001:db8::/64", None), 1000)
+                .unwrap(),
+            "add element inet banshare ban6 { 2001:db8::/64 }\n"
+        );
+        assert_eq!(
+            nft.line(&op(Action::Ban, "203.0.113.7", Some(900)), 1000),
+            None
+        );
+        let unban = nft
+            .line(&op(Action::Unban, "203.0.113.7", None), 1000)
+            .unwrap();
+        assert!(
+            unban.contains("add element") && unban.contains("delete element"),
+            "{unban}"
+        );
+    }
+
+    struct Recorder(Sender<usize>);
+
+    impl Apply for Recorder {
+        fn apply(&mut self, ops: &[Op]) -> Vec<bool> {
+            self.0.send(ops.len()).unwrap();
+            vec![true; ops.len()]
+        }
+    }
+
+    #[test]
+    fn batches_close_on_size_or_delay() {
+        let (sizes, seen) = mpsc::channel();
+        let (batcher, done) = Batcher::start(Recorder(sizes), 3, Duration::from_millis(50));
+        for i in 0..7 {
+            batcher.submit(op(Action::Ban, &format!("203.0.113.{i}"), None));
+        }
+        let got: Vec<usize> = (0..3)
+            .map(|_| seen.recv_timeout(Duration::from_secs(2)).unwrap())
+            .collect();
+        assert_eq!(got, [3, 3, 1]);
+        assert_eq!(done.iter().take(7).filter(|(_, ok)| *ok).count(), 7);
+    }
+}

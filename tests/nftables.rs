@@ -1,0 +1,119 @@
+//! The nftables backend with real nftables, inside a network namespace of the test's own so
+//! that the host's firewall is never touched. Needs root, as the test command runs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn fleet_in(ns: &NetNs, extra: &str) -> Fleet {
+    let mut fleet = Fleet::new(&["web1"], "", &format!("backend = \"nftables\"\n{extra}"));
+    fleet.netns = Some(ns.name.clone());
+    fleet
+}
+
+/// The elements of one of the backend's sets, as nft lists them.
+fn elements(ns: &NetNs, set: &str) -> String {
+    ns.run(&["nft", "list", "set", "inet", "banshare", set])
+}
+
+fn count(ns: &NetNs) -> usize {
+    let json = ns.run(&["nft", "-j", "list", "set", "inet", "banshare", "ban4"]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    value["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item["set"]["elem"].as_array())
+        .map(Vec::len)
+        .sum()
+}
+
+#[test]
+fn bans_become_set_elements_with_their_remaining_time() {
+    let ns = NetNs::new("nft1");
+    let mut fleet = fleet_in(&ns, "");
+    fleet.start_server();
+    fleet.start_client(0);
+    let rules = ns.run(&["nft", "list", "chain", "inet", "banshare", "input"]);
+    assert!(
+        rules.contains("hook input") && rules.contains("ip saddr @ban4 drop"),
+        "{rules}"
+    );
+    for args in [
+        &["--bantime", "600", "fail2ban", "sshd", "203.0.113.7"][..],
+        &["--bantime", "-1", "fail2ban", "sshd", "198.51.100.0/24"],
+        &["fail2ban", "sshd", "2001:db8:1::/64"],
+    ] {
+        let (code, stderr) = outcome(&fleet.report(0, args));
+        assert_eq!(code, 0, "{stderr}");
+    }
+    wait_for("the elements", Duration::from_secs(5), || {
+        let v4 = elements(&ns, "ban4");
+        let v6 = elements(&ns, "ban6");
+        (v4.contains("203.0.113.7 timeout")
+            && v4.contains("198.51.100.0/24")
+            && v6.contains("2001:db8:1::/64 timeout 1d"))
+        .then_some(())
+    });
+    let v4 = elements(&ns, "ban4");
+    assert!(!v4.contains("198.51.100.0/24 timeout"), "permanent: {v4}");
+    assert!(
+        v4.contains("203.0.113.7 timeout 10m") || v4.contains("203.0.113.7 timeout 9m"),
+        "{v4}"
+    );
+
+    // An unban removes the element; unbanning an expired element does not fail the batch.
+    let out = fleet.admin(&["unban", "203.0.113.7"]);
+    assert_eq!(outcome(&out).0, 0, "{:?}", outcome(&out));
+    wait_for("the unban", Duration::from_secs(5), || {
+        (!elements(&ns, "ban4").contains("203.0.113.7")).then_some(())
+    });
+
+    // A restart keeps the elements and does not duplicate the rules.
+    fleet.stop_client(0);
+    fleet.start_client(0);
+    let rules = ns.run(&["nft", "list", "chain", "inet", "banshare", "input"]);
+    assert_eq!(rules.matches("drop").count(), 2, "{rules}");
+    assert!(elements(&ns, "ban4").contains("198.51.100.0/24"));
+}
+
+#[test]
+fn a_flushed_ruleset_is_restored_at_start() {
+    let ns = NetNs::new("nft2");
+    let mut fleet = fleet_in(&ns, "");
+    fleet.start_server();
+    fleet.start_client(0);
+    fleet.report(0, &["fail2ban", "sshd", "203.0.113.8"]);
+    wait_for("the element", Duration::from_secs(5), || {
+        elements(&ns, "ban4").contains("203.0.113.8").then_some(())
+    });
+    fleet.stop_client(0);
+    // As after a reboot: the kernel's table is gone, the client's record is not.
+    ns.run(&["nft", "flush", "ruleset"]);
+    fleet.start_client(0);
+    wait_for("the restore", Duration::from_secs(5), || {
+        elements(&ns, "ban4").contains("203.0.113.8").then_some(())
+    });
+}
+
+#[test]
+fn ten_thousand_bans_reach_the_firewall_in_batches() {
+    let ns = NetNs::new("nft3");
+    let mut fleet = fleet_in(&ns, "batch-size = 5000");
+    let ips = fleet.preload(10_000);
+    fleet.start_server();
+    let started = Instant::now();
+    fleet.start_client(0);
+    wait_for("10,000 elements", Duration::from_secs(30), || {
+        (count(&ns) == ips.len()).then_some(())
+    });
+    let took = started.elapsed();
+    eprintln!("nftables backend: 10000 bans applied in {took:?} (client start included)");
+    let batches = fleet
+        .client_log(0)
+        .matches("nftables: applied a batch")
+        .count();
+    assert!(batches <= 20, "10,000 bans in {batches} nft transactions");
+}
