@@ -201,6 +201,7 @@ fn verb(action: Action) -> &'static str {
 /// Bans through a fail2ban jail (by default `banshare`), many addresses per call.
 pub struct Fail2ban {
     pub jail: String,
+    pub socket: std::path::PathBuf,
     pub timeout: Duration,
 }
 
@@ -218,6 +219,8 @@ impl Apply for Fail2ban {
             }
             let mut argv = vec![
                 FAIL2BAN_CLIENT.to_string(),
+                "-s".into(),
+                self.socket.display().to_string(),
                 "set".into(),
                 self.jail.clone(),
                 word.into(),

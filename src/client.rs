@@ -690,8 +690,12 @@ fn applier(config: &ClientConfig) -> Result<(Applier, Receiver<Done>), Failure> 
             Batcher::start(nft, size, delay)
         }
         BackendKind::Fail2ban => {
-            let jail = config.fail2ban_jail.clone();
-            Batcher::start(Fail2ban { jail, timeout }, size, delay)
+            let fail2ban = Fail2ban {
+                jail: config.fail2ban_jail.clone(),
+                socket: config.fail2ban_socket.clone(),
+                timeout,
+            };
+            Batcher::start(fail2ban, size, delay)
         }
     };
     log::info!(
@@ -710,6 +714,7 @@ fn applier_settings(c: &ClientConfig) -> impl PartialEq {
         c.batch_delay,
         c.nft_table.clone(),
         c.fail2ban_jail.clone(),
+        c.fail2ban_socket.clone(),
         c.max_concurrent_commands,
         c.command_timeout,
     )

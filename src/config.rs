@@ -154,6 +154,9 @@ pub struct ClientConfig {
     /// For the fail2ban backend: the jail that receives the fleet's bans.
     #[serde(default = "default_fail2ban_jail")]
     pub fail2ban_jail: String,
+    /// For the fail2ban backend: fail2ban's socket.
+    #[serde(default = "default_fail2ban_socket")]
+    pub fail2ban_socket: PathBuf,
     /// For the nftables backend: the client's own table (family inet).
     #[serde(default = "default_nft_table")]
     pub nft_table: String,
@@ -213,6 +216,9 @@ fn default_backend() -> BackendKind {
 }
 fn default_fail2ban_jail() -> String {
     "banshare".into()
+}
+fn default_fail2ban_socket() -> PathBuf {
+    "/var/run/fail2ban/fail2ban.sock".into()
 }
 fn default_nft_table() -> String {
     "banshare".into()

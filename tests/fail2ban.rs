@@ -1,0 +1,239 @@
+//! The fail2ban integration with real fail2ban: the shipped action reports a ban, the
+//! shipped jail receives the fleet's bans through the client's batched fail2ban backend,
+//! and nothing loops. Each fail2ban-server runs in a network namespace of the test's own, so
+//! its nftables actions never touch the host. Needs root, as the test command runs.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+
+/// A fail2ban-server of its own, configured from a copy of Debian's /etc/fail2ban plus the
+/// files this project ships.
+struct Fail2ban {
+    dir: PathBuf,
+    ns: String,
+}
+
+impl Fail2ban {
+    fn start(ns: &NetNs, dir: &Path, client_config: &Path) -> Fail2ban {
+        let copied = Command::new("cp")
+            .args(["-r", "/etc/fail2ban"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let _ = fs::remove_file(dir.join("jail.d/defaults-debian.conf"));
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("fail2ban");
+        fs::copy(
+            repo.join("action.d/banshare.conf"),
+            dir.join("action.d/banshare.conf"),
+        )
+        .unwrap();
+        fs::copy(
+            repo.join("jail.d/banshare.conf"),
+            dir.join("jail.d/banshare.conf"),
+        )
+        .unwrap();
+        let d = dir.display();
+        let write = |name: &str, text: String| fs::write(dir.join(name), text).unwrap();
+        write(
+            "fail2ban.local",
+            format!(
+                "[Definition]\nlogtarget = {d}/fail2ban.log\nsocket = {d}/fail2ban.sock\n\
+                 pidfile = {d}/fail2ban.pid\ndbfile = {d}/fail2ban.sqlite3\n"
+            ),
+        );
+        write(
+            "jail.d/banshare.local",
+            format!("[banshare]\nlogpath = {d}/banshare-jail.log\nbanaction = nftables-allports\n"),
+        );
+        write(
+            "jail.d/sshd.local",
+            format!(
+                "[sshd]\nenabled = true\nbackend = polling\nlogpath = {d}/auth.log\nmaxretry = 3\n\
+                 banaction = nftables-allports\n\
+                 action = %(action_)s\n         banshare[banshare_report=\"{REPORT}\", config=\"{}\"]\n",
+                client_config.display()
+            ),
+        );
+        for log in ["auth.log", "banshare-jail.log"] {
+            fs::write(dir.join(log), "").unwrap();
+        }
+        let f2b = Fail2ban {
+            dir: dir.to_owned(),
+            ns: ns.name.clone(),
+        };
+        let out = f2b.run("fail2ban-server", &["-b", "-x"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_for("fail2ban to answer", Duration::from_secs(10), || {
+            f2b.client(&["ping"]).status.success().then_some(())
+        });
+        f2b
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns, program, "-c"])
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn client(&self, args: &[&str]) -> Output {
+        self.run("fail2ban-client", args)
+    }
+
+    fn banned(&self, jail: &str) -> String {
+        String::from_utf8_lossy(&self.client(&["get", jail, "banned"]).stdout).into_owned()
+    }
+
+    /// sshd lines that Debian's sshd filter counts as failures from `ip`.
+    fn failed_logins(&self, ip: &str, n: usize) {
+        let mut log = fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("auth.log"))
+            .unwrap();
+        let now = Command::new("date")
+            .arg("+%b %e %H:%M:%S")
+            .output()
+            .unwrap()
+            .stdout;
+        let now = String::from_utf8_lossy(&now).trim().to_string();
+        for i in 0..n {
+            writeln!(log, "{now} web1 sshd[{}]: Failed password for invalid user admin from {ip} port {} ssh2", 4000 + i, 50000 + i).unwrap();
+        }
+    }
+}
+
+impl Drop for Fail2ban {
+    fn drop(&mut self) {
+        let _ = self.client(&["stop"]);
+    }
+}
+
+#[test]
+fn a_fail2ban_ban_is_reported_and_lands_in_the_banshare_jail_without_looping() {
+    let ns = NetNs::new("f2b");
+    let mut fleet = Fleet::new(&["web1"], "", "");
+    fleet.netns = Some(ns.name.clone());
+    let f2b_dir = fleet.dir.path().join("fail2ban");
+    let config = fleet.hosts[0].config.clone();
+    let mut text = fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "backend = \"fail2ban\"\nfail2ban-socket = \"{}/fail2ban.sock\"\n",
+        f2b_dir.display()
+    ));
+    fs::write(&config, text).unwrap();
+    fleet.start_server();
+    let f2b = Fail2ban::start(&ns, &f2b_dir, &config);
+    fleet.start_client(0);
+
+    f2b.failed_logins("203.0.113.50", 4);
+    wait_for("the sshd ban", Duration::from_secs(15), || {
+        f2b.banned("sshd").contains("203.0.113.50").then_some(())
+    });
+    wait_for(
+        "the shared ban in the banshare jail",
+        Duration::from_secs(10),
+        || {
+            f2b.banned("banshare")
+                .contains("203.0.113.50")
+                .then_some(())
+        },
+    );
+    // The banshare jail's own ban action put it into nftables in this namespace.
+    let ruleset = ns.run(&["nft", "list", "ruleset"]);
+    assert!(ruleset.contains("203.0.113.50"), "{ruleset}");
+
+    // No loop: the address was reported and published exactly once.
+    std::thread::sleep(Duration::from_secs(2));
+    let status: serde_json::Value =
+        serde_json::from_slice(&fleet.admin(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["counters"]["accepted"], 1, "{status}");
+    assert_eq!(status["counters"]["published"], 1, "{status}");
+    assert_eq!(
+        fleet
+            .server_log()
+            .matches("accepted 203.0.113.50 (fail2ban sshd) from web1")
+            .count(),
+        1
+    );
+    assert!(fleet
+        .client_log(0)
+        .contains("fail2ban banip of 1 addresses in jail banshare"));
+}
+
+#[test]
+fn the_shipped_action_and_jail_pass_fail2ban_client_t() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("fail2ban");
+    assert!(Command::new("cp")
+        .args(["-r", "/etc/fail2ban"])
+        .arg(&conf)
+        .status()
+        .unwrap()
+        .success());
+    let _ = fs::remove_file(conf.join("jail.d/defaults-debian.conf"));
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("fail2ban");
+    fs::copy(
+        repo.join("action.d/banshare.conf"),
+        conf.join("action.d/banshare.conf"),
+    )
+    .unwrap();
+    fs::copy(
+        repo.join("jail.d/banshare.conf"),
+        conf.join("jail.d/banshare.conf"),
+    )
+    .unwrap();
+    // The package creates the banshare jail's empty log; here it lives in the test's directory.
+    let log = dir.path().join("jail.log");
+    fs::write(&log, "").unwrap();
+    let auth = dir.path().join("auth.log");
+    fs::write(&auth, "").unwrap();
+    fs::write(
+        conf.join("jail.d/zz-test.local"),
+        format!(
+            "[banshare]\nlogpath = {}\n\n[sshd]\nenabled = true\nbackend = polling\nlogpath = {}\n\
+             action = %(action_)s\n         banshare\n",
+            log.display(),
+            auth.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("fail2ban-client")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-t")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("OK: configuration test is successful"),
+        "{text}"
+    );
+    // The reporting action is what the jail will run on a ban.
+    let dump = Command::new("fail2ban-client")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-d")
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.contains("/usr/bin/banshare-report --config /etc/banshare/client.toml fail2ban sshd <ip> --bantime <bantime>"), "{dump}");
+    assert!(dump.contains("['norestored', True]"), "{dump}");
+}
