@@ -22,6 +22,11 @@ struct Fail2ban {
 
 impl Fail2ban {
     fn start(ns: &NetNs, dir: &Path, client_config: &Path) -> Fail2ban {
+        Fail2ban::start_with(ns, dir, client_config, "nftables-allports")
+    }
+
+    /// `banaction` is the banshare jail's ban action.
+    fn start_with(ns: &NetNs, dir: &Path, client_config: &Path, banaction: &str) -> Fail2ban {
         let copied = Command::new("cp")
             .args(["-r", "/etc/fail2ban"])
             .arg(dir)
@@ -51,7 +56,7 @@ impl Fail2ban {
         );
         write(
             "jail.d/banshare.local",
-            format!("[banshare]\nlogpath = {d}/banshare-jail.log\nbanaction = nftables-allports\n"),
+            format!("[banshare]\nlogpath = {d}/banshare-jail.log\nbanaction = {banaction}\n"),
         );
         write(
             "jail.d/sshd.local",
@@ -236,4 +241,115 @@ fn the_shipped_action_and_jail_pass_fail2ban_client_t() {
     let dump = String::from_utf8_lossy(&dump.stdout);
     assert!(dump.contains("/usr/bin/banshare-report --config /etc/banshare/client.toml fail2ban sshd <ip> --bantime <bantime>"), "{dump}");
     assert!(dump.contains("['norestored', True]"), "{dump}");
+}
+
+/// A TCP service on a host, so that the attacker has something to connect to.
+struct Service(std::process::Child);
+
+impl Service {
+    fn start(ns: &NetNs, port: u16) -> Service {
+        let script = format!(
+            "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('0.0.0.0', {port}))\ns.listen(64)\nwhile True:\n    s.accept()[0].close()\n"
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "/usr/bin/python3", "-c", &script])
+            .spawn()
+            .unwrap();
+        Service(child)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a TCP connection from `from` to `address:port` succeeds within 300 ms.
+fn connects(from: &NetNs, address: &str, port: u16) -> bool {
+    let script =
+        format!("import socket; socket.create_connection(('{address}', {port}), timeout=0.3)");
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &from.name,
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn an_attack_seen_by_fail2ban_on_one_host_is_dropped_by_the_others() {
+    let lab = Lab::new("sy", &["a", "b", "c", "x"]);
+    let (attacker, server) = (lab.address(3).to_string(), lab.address(0).to_string());
+    let mut fleet = Fleet::new(&["a", "b", "c"], "", "");
+    // The server runs on host a and listens on its LAN address.
+    fleet.netns = Some(lab.ns(0).name.clone());
+    let text = fs::read_to_string(&fleet.server_config).unwrap();
+    fs::write(
+        &fleet.server_config,
+        text.replace("listen = \"127.0.0.1\"", &format!("listen = \"{server}\"")),
+    )
+    .unwrap();
+    let mut fail2bans = Vec::new();
+    fleet.start_server();
+    for i in 0..3 {
+        fleet.hosts[i].netns = Some(lab.ns(i).name.clone());
+        let config = fleet.hosts[i].config.clone();
+        let f2b_dir = fleet.dir.path().join(format!("fail2ban-{i}"));
+        let text = fs::read_to_string(&config)
+            .unwrap()
+            .replace("server = \"127.0.0.1\"", &format!("server = \"{server}\""));
+        let extra = format!(
+            "backend = \"fail2ban\"\nfail2ban-socket = \"{}/fail2ban.sock\"\n",
+            f2b_dir.display()
+        );
+        fs::write(&config, text + &extra).unwrap();
+        fail2bans.push(Fail2ban::start_with(
+            lab.ns(i),
+            &f2b_dir,
+            &config,
+            "nftables-allports[blocktype=drop]",
+        ));
+        fleet.start_client(i);
+    }
+    let _services: Vec<Service> = (1..3).map(|i| Service::start(lab.ns(i), 8022)).collect();
+    for i in 1..3 {
+        wait_for("the service", Duration::from_secs(5), || {
+            connects(lab.ns(3), lab.address(i), 8022).then_some(())
+        });
+    }
+
+    let attacked = std::time::Instant::now();
+    fail2bans[0].failed_logins(&attacker, 4);
+    for i in 1..3 {
+        wait_for(
+            "the attacker to be dropped",
+            Duration::from_secs(20),
+            || (!connects(lab.ns(3), lab.address(i), 8022)).then_some(()),
+        );
+        eprintln!(
+            "log line on a to drop on {}: {:?}",
+            fleet.hosts[i].name,
+            attacked.elapsed()
+        );
+        assert!(fail2bans[i].banned("banshare").contains(&attacker));
+    }
+    assert!(fail2bans[0].banned("sshd").contains(&attacker));
+    // The hosts still reach each other: nobody banned a member of the fleet.
+    assert!(connects(lab.ns(1), lab.address(2), 8022));
+    // No loop: reported and published once, although three jails banned the address.
+    std::thread::sleep(Duration::from_secs(2));
+    let status: serde_json::Value =
+        serde_json::from_slice(&fleet.admin(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["counters"]["accepted"], 1, "{status}");
+    assert_eq!(status["counters"]["published"], 1, "{status}");
 }

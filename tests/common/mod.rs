@@ -49,6 +49,8 @@ pub struct Host {
     pub config: PathBuf,
     pub applied: PathBuf,
     pub log: PathBuf,
+    /// The host's own network namespace, when the test simulates separate hosts.
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -143,6 +145,7 @@ impl Fleet {
             log: self.dir.path().join(format!("{name}.log")),
             config,
             applied,
+            netns: None,
             child: None,
         });
     }
@@ -181,16 +184,31 @@ impl Fleet {
 
     /// A command for `program`, inside the fleet's network namespace if it has one.
     pub fn command(&self, program: &str) -> Command {
-        match &self.netns {
-            Some(ns) => {
-                let mut command = Command::new("ip");
-                command.args(["netns", "exec", ns, program]);
-                command
-            }
-            None => Command::new(program),
-        }
+        command_in(self.netns.as_deref(), program)
     }
 
+    /// A command for `program` on host `i`: in the host's namespace, else the fleet's.
+    pub fn host_command(&self, i: usize, program: &str) -> Command {
+        command_in(
+            self.hosts[i].netns.as_deref().or(self.netns.as_deref()),
+            program,
+        )
+    }
+}
+
+/// `program`, run inside network namespace `ns` when there is one.
+pub fn command_in(ns: Option<&str>, program: &str) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns, program]);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+impl Fleet {
     /// Runs `banshare ARGS --socket <this fleet's control socket>`.
     pub fn admin(&self, args: &[&str]) -> Output {
         self.command(ADMIN)
@@ -249,7 +267,7 @@ impl Fleet {
             .open(&self.hosts[i].log)
             .unwrap();
         let child = self
-            .command(CLIENT)
+            .host_command(i, CLIENT)
             .args(["--log", "stderr", "--config"])
             .arg(&self.hosts[i].config)
             .stderr(log)
@@ -329,7 +347,7 @@ impl Fleet {
 
     /// Runs banshare-report as host `i`.
     pub fn report(&self, i: usize, args: &[&str]) -> Output {
-        self.command(REPORT)
+        self.host_command(i, REPORT)
             .arg("--config")
             .arg(&self.hosts[i].config)
             .args(args)
@@ -495,5 +513,58 @@ impl Drop for NetNs {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+    }
+}
+
+/// Simulated hosts on one LAN: a bridge in a namespace of its own, and one namespace per
+/// host joined to it by a veth pair, with addresses from 198.51.100.0/24. Everything is
+/// deleted when the lab is dropped, also when the test fails.
+pub struct Lab {
+    pub bridge: NetNs,
+    pub hosts: Vec<(NetNs, String)>,
+}
+
+impl Lab {
+    /// One host per name; host i gets 198.51.100.(i+1).
+    pub fn new(tag: &str, names: &[&str]) -> Lab {
+        let bridge = NetNs::new(&format!("{tag}br"));
+        bridge.run(&["ip", "link", "add", "br0", "type", "bridge"]);
+        bridge.run(&["ip", "link", "set", "br0", "up"]);
+        let mut hosts = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let ns = NetNs::new(&format!("{tag}{name}"));
+            let address = format!("198.51.100.{}", i + 1);
+            let outer = format!("v{tag}{i}");
+            let ok = |args: &[&str]| {
+                let status = Command::new("ip").args(args).status().unwrap();
+                assert!(status.success(), "ip {args:?}");
+            };
+            ok(&[
+                "link",
+                "add",
+                &outer,
+                "netns",
+                &bridge.name,
+                "type",
+                "veth",
+                "peer",
+                "eth0",
+                "netns",
+                &ns.name,
+            ]);
+            bridge.run(&["ip", "link", "set", &outer, "master", "br0", "up"]);
+            ns.run(&["ip", "addr", "add", &format!("{address}/24"), "dev", "eth0"]);
+            ns.run(&["ip", "link", "set", "eth0", "up"]);
+            hosts.push((ns, address));
+        }
+        Lab { bridge, hosts }
+    }
+
+    pub fn ns(&self, i: usize) -> &NetNs {
+        &self.hosts[i].0
+    }
+
+    pub fn address(&self, i: usize) -> &str {
+        &self.hosts[i].1
     }
 }
