@@ -591,6 +591,9 @@ impl Client {
     /// A malicious or mistaken server must not make this host ban itself, its server, a
     /// protected network or a huge range.
     fn check(&mut self, ban: &Ban) -> Result<(), String> {
+        if !self.config.ipv6 && !ban.ip.is_ipv4() {
+            return Err("this host's ban command handles IPv4 only (ipv6 = false)".into());
+        }
         self.config.min_prefix.check(&ban.ip)?;
         if self.protected_at.elapsed() >= LOCAL_REFRESH {
             self.protected = protection(&self.config);

@@ -148,6 +148,10 @@ pub struct ClientConfig {
     /// This host's `.key_secret` file.
     #[serde(default = "default_host_key")]
     pub key: PathBuf,
+    /// Whether this host's backend bans IPv6 ("psad --fw-block-ip" does not); when false,
+    /// IPv6 bans are skipped with a warning.
+    #[serde(default = "default_true")]
+    pub ipv6: bool,
     /// How bans reach the firewall: "command", "fail2ban" or "nftables".
     #[serde(default = "default_backend")]
     pub backend: BackendKind,
@@ -210,6 +214,9 @@ fn default_server_public_key() -> PathBuf {
 }
 fn default_host_key() -> PathBuf {
     "/etc/banshare/keys/host.key_secret".into()
+}
+fn default_true() -> bool {
+    true
 }
 fn default_backend() -> BackendKind {
     BackendKind::Command
