@@ -288,6 +288,7 @@ fn connects(from: &NetNs, address: &str, port: u16) -> bool {
 
 #[test]
 fn an_attack_seen_by_fail2ban_on_one_host_is_dropped_by_the_others() {
+    // Host b applies the fleet's bans through fail2ban, host c through nftables.
     let lab = Lab::new("sy", &["a", "b", "c", "x"]);
     let (attacker, server) = (lab.address(3).to_string(), lab.address(0).to_string());
     let mut fleet = Fleet::new(&["a", "b", "c"], "", "");
@@ -308,10 +309,13 @@ fn an_attack_seen_by_fail2ban_on_one_host_is_dropped_by_the_others() {
         let text = fs::read_to_string(&config)
             .unwrap()
             .replace("server = \"127.0.0.1\"", &format!("server = \"{server}\""));
-        let extra = format!(
-            "backend = \"fail2ban\"\nfail2ban-socket = \"{}/fail2ban.sock\"\n",
-            f2b_dir.display()
-        );
+        let extra = match i {
+            2 => "backend = \"nftables\"\n".to_string(),
+            _ => format!(
+                "backend = \"fail2ban\"\nfail2ban-socket = \"{}/fail2ban.sock\"\n",
+                f2b_dir.display()
+            ),
+        };
         fs::write(&config, text + &extra).unwrap();
         fail2bans.push(Fail2ban::start_with(
             lab.ns(i),
@@ -341,7 +345,13 @@ fn an_attack_seen_by_fail2ban_on_one_host_is_dropped_by_the_others() {
             fleet.hosts[i].name,
             attacked.elapsed()
         );
-        assert!(f2b.banned("banshare").contains(&attacker));
+        match i {
+            2 => assert!(lab
+                .ns(2)
+                .run(&["nft", "list", "set", "inet", "banshare", "ban4"])
+                .contains(&attacker)),
+            _ => assert!(f2b.banned("banshare").contains(&attacker)),
+        }
     }
     assert!(fail2bans[0].banned("sshd").contains(&attacker));
     // The hosts still reach each other: nobody banned a member of the fleet.
@@ -352,4 +362,55 @@ fn an_attack_seen_by_fail2ban_on_one_host_is_dropped_by_the_others() {
         serde_json::from_slice(&fleet.admin(&["status", "--json"]).stdout).unwrap();
     assert_eq!(status["counters"]["accepted"], 1, "{status}");
     assert_eq!(status["counters"]["published"], 1, "{status}");
+
+    // A burst of 1,000 distinct addresses reported from host a ends up in both firewalls.
+    let burst: Vec<String> = (0..1000)
+        .map(|i| format!("100.64.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    for chunk in burst.chunks(20) {
+        let reporters: Vec<_> = chunk
+            .iter()
+            .map(|ip| {
+                fleet
+                    .host_command(0, REPORT)
+                    .arg("--config")
+                    .arg(&fleet.hosts[0].config)
+                    .args(["fail2ban", "sshd", ip])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut reporter in reporters {
+            assert!(reporter.wait().unwrap().success());
+        }
+    }
+    let started = std::time::Instant::now();
+    wait_for(
+        "1,000 bans in b's fail2ban",
+        Duration::from_secs(90),
+        || {
+            let banned = fail2bans[1].banned("banshare");
+            burst
+                .iter()
+                .all(|ip| banned.contains(ip.as_str()))
+                .then_some(())
+        },
+    );
+    wait_for(
+        "1,000 bans in c's nftables",
+        Duration::from_secs(30),
+        || {
+            let set = lab
+                .ns(2)
+                .run(&["nft", "list", "set", "inet", "banshare", "ban4"]);
+            burst
+                .iter()
+                .all(|ip| set.contains(ip.as_str()))
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "1000 reported bans in both firewalls {:?} after the last report",
+        started.elapsed()
+    );
 }

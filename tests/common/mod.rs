@@ -508,6 +508,28 @@ impl NetNs {
     }
 }
 
+impl NetNs {
+    /// The addresses and networks in one of the nftables backend's sets.
+    pub fn nft_elements(&self, set: &str) -> std::collections::HashSet<String> {
+        let json = self.run(&["nft", "-j", "list", "set", "inet", "banshare", set]);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let mut found = std::collections::HashSet::new();
+        for item in value["nftables"].as_array().into_iter().flatten() {
+            for elem in item["set"]["elem"].as_array().into_iter().flatten() {
+                // An element is an address, a prefix object, or either with a timeout.
+                let inner = elem.get("elem").map_or(elem, |e| &e["val"]);
+                let text = match (inner.as_str(), inner.get("prefix")) {
+                    (Some(addr), _) => addr.to_string(),
+                    (None, Some(p)) => format!("{}/{}", p["addr"].as_str().unwrap(), p["len"]),
+                    _ => inner.to_string(),
+                };
+                found.insert(text);
+            }
+        }
+        found
+    }
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = Command::new("ip")
