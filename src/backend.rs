@@ -185,9 +185,33 @@ impl Apply for Nftables {
             .zip(lines)
             .map(|(op, line)| match line {
                 None => true,
-                Some(line) => self.run(&format!("nft {} {}", verb(op.action), op.ban.ip), &line),
+                Some(line) => {
+                    self.run(&format!("nft {} {}", verb(op.action), op.ban.ip), &line)
+                        || (op.action == Action::Ban && self.covered(&op.ban.ip))
+                }
             })
             .collect()
+    }
+}
+
+impl Nftables {
+    /// Whether a set already holds a network covering `ip`: nft refuses such an address as
+    /// an overlap, but it is banned all the same.
+    fn covered(&self, ip: &Cidr) -> bool {
+        let set = if ip.is_ipv4() { "ban4" } else { "ban6" };
+        let argv: Vec<String> = [NFT, "get", "element", "inet", &self.table, set]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([format!("{{ {ip} }}")])
+            .collect();
+        let covered = matches!(
+            runner::run(&argv, self.timeout),
+            Ok(Outcome::Exited(status, _)) if status.success()
+        );
+        if covered {
+            log::info!("nft: {ip} is inside a network already banned");
+        }
+        covered
     }
 }
 

@@ -38,8 +38,6 @@ const TICK: Duration = Duration::from_millis(100);
 const RETRY_REFUSED: Duration = Duration::from_secs(2);
 /// How long a snapshot page may take before it is asked for again.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// After a ban command failed, resynchronise (and so try it again) this much later.
-const RETRY_FAILED: Duration = Duration::from_secs(60);
 /// How often the record of applied bans is checked for compaction.
 const COMPACT_EVERY: Duration = Duration::from_secs(600);
 /// How long a stopping client waits for commands still running.
@@ -582,7 +580,7 @@ impl Client {
         while let Ok(((ip, action), ok)) = self.results.try_recv() {
             self.applied.finish(ip, action, ok).map_err(state_failure)?;
             if !ok && self.retry_failed_at.is_none() {
-                self.retry_failed_at = Some(Instant::now() + RETRY_FAILED);
+                self.retry_failed_at = Some(Instant::now() + self.config.retry_interval.0);
             }
         }
         Ok(())

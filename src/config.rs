@@ -184,6 +184,10 @@ pub struct ClientConfig {
     pub command_timeout: HumanDuration,
     #[serde(default = "default_max_commands")]
     pub max_concurrent_commands: usize,
+    /// After a ban or unban failed (fail2ban down, say), resynchronise, and so try it
+    /// again, this much later.
+    #[serde(default = "default_retry_interval")]
+    pub retry_interval: HumanDuration,
     /// Where banshare-report leaves reports the server did not answer, for the client.
     #[serde(default = "default_spool_dir")]
     pub spool_dir: PathBuf,
@@ -263,6 +267,9 @@ fn default_heartbeat() -> HumanDuration {
 fn default_command_timeout() -> HumanDuration {
     HumanDuration::secs(30)
 }
+fn default_retry_interval() -> HumanDuration {
+    HumanDuration::secs(60)
+}
 fn default_report_timeout() -> HumanDuration {
     HumanDuration::secs(3)
 }
@@ -333,6 +340,7 @@ impl ClientConfig {
         for (key, value) in [
             ("command-timeout", config.command_timeout),
             ("report-timeout", config.report_timeout),
+            ("retry-interval", config.retry_interval),
         ] {
             if value.0.is_zero() {
                 return Err(err(key, "must be more than 0s".into()));

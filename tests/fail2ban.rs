@@ -74,16 +74,21 @@ impl Fail2ban {
             dir: dir.to_owned(),
             ns: ns.name.clone(),
         };
-        let out = f2b.run("fail2ban-server", &["-b", "-x"]);
+        f2b.serve();
+        f2b
+    }
+
+    /// Starts fail2ban-server and waits until it answers.
+    fn serve(&self) {
+        let out = self.run("fail2ban-server", &["-b", "-x"]);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
         wait_for("fail2ban to answer", Duration::from_secs(10), || {
-            f2b.client(&["ping"]).status.success().then_some(())
+            self.client(&["ping"]).status.success().then_some(())
         });
-        f2b
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Output {
@@ -177,6 +182,39 @@ fn a_fail2ban_ban_is_reported_and_lands_in_the_banshare_jail_without_looping() {
     assert!(fleet
         .client_log(0)
         .contains("fail2ban banip of 1 addresses in jail banshare"));
+}
+
+#[test]
+fn bans_that_arrive_while_fail2ban_is_down_are_applied_once_it_is_back() {
+    let ns = NetNs::new("f2bdown");
+    let mut fleet = Fleet::new(&["web1"], "", "retry-interval = \"1s\"");
+    fleet.netns = Some(ns.name.clone());
+    let f2b_dir = fleet.dir.path().join("fail2ban");
+    let config = fleet.hosts[0].config.clone();
+    let mut text = fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "backend = \"fail2ban\"\nfail2ban-socket = \"{}/fail2ban.sock\"\n",
+        f2b_dir.display()
+    ));
+    fs::write(&config, text).unwrap();
+    fleet.start_server();
+    let f2b = Fail2ban::start(&ns, &f2b_dir, &config);
+    fleet.start_client(0);
+    assert!(f2b.client(&["stop"]).status.success());
+    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.90"]));
+    assert_eq!(code, 0, "{stderr}");
+    wait_for("the failed batch", Duration::from_secs(10), || {
+        fleet
+            .client_log(0)
+            .contains("fail2ban banip of 1 addresses: /usr/bin/fail2ban-client failed")
+            .then_some(())
+    });
+    f2b.serve();
+    wait_for("the retried ban", Duration::from_secs(15), || {
+        f2b.banned("banshare")
+            .contains("'203.0.113.90'")
+            .then_some(())
+    });
 }
 
 #[test]

@@ -52,6 +52,17 @@ fn bans_become_set_elements_with_their_remaining_time() {
         "{v4}"
     );
 
+    // An address inside a network already banned is covered: nft refuses it as an overlap,
+    // and the client counts it as applied rather than failing the batch.
+    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "198.51.100.77"]));
+    assert_eq!(code, 0, "{stderr}");
+    wait_for("the overlap to be judged", Duration::from_secs(5), || {
+        fleet
+            .client_log(0)
+            .contains("nft: 198.51.100.77 is inside a network already banned")
+            .then_some(())
+    });
+
     // An unban removes the element; unbanning an expired element does not fail the batch.
     let out = fleet.admin(&["unban", "203.0.113.7"]);
     assert_eq!(outcome(&out).0, 0, "{:?}", outcome(&out));
