@@ -281,49 +281,6 @@ fn the_shipped_action_and_jail_pass_fail2ban_client_t() {
     assert!(dump.contains("['norestored', True]"), "{dump}");
 }
 
-/// A TCP service on a host, so that the attacker has something to connect to.
-struct Service(std::process::Child);
-
-impl Service {
-    fn start(ns: &NetNs, port: u16) -> Service {
-        let script = format!(
-            "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-             s.bind(('0.0.0.0', {port}))\ns.listen(64)\nwhile True:\n    s.accept()[0].close()\n"
-        );
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "/usr/bin/python3", "-c", &script])
-            .spawn()
-            .unwrap();
-        Service(child)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Whether a TCP connection from `from` to `address:port` succeeds within 300 ms.
-fn connects(from: &NetNs, address: &str, port: u16) -> bool {
-    let script =
-        format!("import socket; socket.create_connection(('{address}', {port}), timeout=0.3)");
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &from.name,
-            "/usr/bin/python3",
-            "-c",
-            &script,
-        ])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-}
-
 #[test]
 fn an_attack_seen_by_fail2ban_on_one_host_is_dropped_by_the_others() {
     // Host b applies the fleet's bans through fail2ban, host c through nftables.

@@ -198,3 +198,53 @@ fn psad_reports_its_blocks_and_applies_the_fleets_with_a_duplicate_re_report() {
         serde_json::from_slice(&fleet.admin(&["status", "--json"]).stdout).unwrap();
     assert_eq!(status["counters"]["published"], 3, "no loop: {status}");
 }
+
+#[test]
+fn a_scan_seen_by_psad_on_one_host_is_dropped_by_another() {
+    let lab = Lab::new("ps", &["a", "b", "x"]);
+    let (server, attacker) = (lab.address(0).to_string(), lab.address(2).to_string());
+    let mut fleet = Fleet::new(&["a", "b"], "", "");
+    fleet.netns = Some(lab.ns(0).name.clone());
+    let text = fs::read_to_string(&fleet.server_config).unwrap();
+    fs::write(
+        &fleet.server_config,
+        text.replace("listen = \"127.0.0.1\"", &format!("listen = \"{server}\"")),
+    )
+    .unwrap();
+    fleet.start_server();
+    for i in 0..2 {
+        fleet.hosts[i].netns = Some(lab.ns(i).name.clone());
+        let config = &fleet.hosts[i].config;
+        let text = fs::read_to_string(config)
+            .unwrap()
+            .replace("server = \"127.0.0.1\"", &format!("server = \"{server}\""));
+        let extra = if i == 1 {
+            "backend = \"nftables\"\n"
+        } else {
+            ""
+        };
+        fs::write(config, text + extra).unwrap();
+    }
+    let psad = Psad::start(
+        lab.ns(0),
+        &fleet.dir.path().join("psad"),
+        &fleet.hosts[0].config,
+    );
+    fleet.start_client(0);
+    fleet.start_client(1);
+    let _service = Service::start(lab.ns(1), 8022);
+    wait_for("the service", Duration::from_secs(5), || {
+        connects(lab.ns(2), lab.address(1), 8022).then_some(())
+    });
+
+    psad.scan_from(&attacker);
+    wait_for(
+        "the scanner to be dropped on b",
+        Duration::from_secs(30),
+        || (!connects(lab.ns(2), lab.address(1), 8022)).then_some(()),
+    );
+    assert!(fleet
+        .server_log()
+        .contains(&format!("accepted {attacker} (psad psad) from a")));
+    assert!(lab.ns(1).nft_elements("ban4").contains(&attacker));
+}

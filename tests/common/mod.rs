@@ -590,3 +590,46 @@ impl Lab {
         &self.hosts[i].1
     }
 }
+
+/// A TCP service on a host, so that the attacker has something to connect to.
+pub struct Service(std::process::Child);
+
+impl Service {
+    pub fn start(ns: &NetNs, port: u16) -> Service {
+        let script = format!(
+            "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('0.0.0.0', {port}))\ns.listen(64)\nwhile True:\n    s.accept()[0].close()\n"
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "/usr/bin/python3", "-c", &script])
+            .spawn()
+            .unwrap();
+        Service(child)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a TCP connection from `from` to `address:port` succeeds within 300 ms.
+pub fn connects(from: &NetNs, address: &str, port: u16) -> bool {
+    let script =
+        format!("import socket; socket.create_connection(('{address}', {port}), timeout=0.3)");
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &from.name,
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
