@@ -114,12 +114,7 @@ impl Fail2ban {
             .append(true)
             .open(self.dir.join("auth.log"))
             .unwrap();
-        let now = Command::new("date")
-            .arg("+%b %e %H:%M:%S")
-            .output()
-            .unwrap()
-            .stdout;
-        let now = String::from_utf8_lossy(&now).trim().to_string();
+        let now = syslog_now();
         for i in 0..n {
             writeln!(log, "{now} web1 sshd[{}]: Failed password for invalid user admin from {ip} port {} ssh2", 4000 + i, 50000 + i).unwrap();
         }
@@ -132,10 +127,11 @@ impl Drop for Fail2ban {
     }
 }
 
-#[test]
-fn a_fail2ban_ban_is_reported_and_lands_in_the_banshare_jail_without_looping() {
-    let ns = NetNs::new("f2b");
-    let mut fleet = Fleet::new(&["web1"], "", "");
+/// One host in a namespace of its own: server, fail2ban, and a client whose backend is that
+/// fail2ban.
+fn one_host_with_fail2ban(tag: &str, client_extra: &str) -> (NetNs, Fleet, Fail2ban) {
+    let ns = NetNs::new(tag);
+    let mut fleet = Fleet::new(&["web1"], "", client_extra);
     fleet.netns = Some(ns.name.clone());
     let f2b_dir = fleet.dir.path().join("fail2ban");
     let config = fleet.hosts[0].config.clone();
@@ -148,6 +144,12 @@ fn a_fail2ban_ban_is_reported_and_lands_in_the_banshare_jail_without_looping() {
     fleet.start_server();
     let f2b = Fail2ban::start(&ns, &f2b_dir, &config);
     fleet.start_client(0);
+    (ns, fleet, f2b)
+}
+
+#[test]
+fn a_fail2ban_ban_is_reported_and_lands_in_the_banshare_jail_without_looping() {
+    let (ns, fleet, f2b) = one_host_with_fail2ban("f2b", "");
 
     f2b.failed_logins("203.0.113.50", 4);
     wait_for("the sshd ban", Duration::from_secs(15), || {
@@ -186,20 +188,7 @@ fn a_fail2ban_ban_is_reported_and_lands_in_the_banshare_jail_without_looping() {
 
 #[test]
 fn bans_that_arrive_while_fail2ban_is_down_are_applied_once_it_is_back() {
-    let ns = NetNs::new("f2bdown");
-    let mut fleet = Fleet::new(&["web1"], "", "retry-interval = \"1s\"");
-    fleet.netns = Some(ns.name.clone());
-    let f2b_dir = fleet.dir.path().join("fail2ban");
-    let config = fleet.hosts[0].config.clone();
-    let mut text = fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "backend = \"fail2ban\"\nfail2ban-socket = \"{}/fail2ban.sock\"\n",
-        f2b_dir.display()
-    ));
-    fs::write(&config, text).unwrap();
-    fleet.start_server();
-    let f2b = Fail2ban::start(&ns, &f2b_dir, &config);
-    fleet.start_client(0);
+    let (_ns, fleet, f2b) = one_host_with_fail2ban("f2bdown", "retry-interval = \"1s\"");
     assert!(f2b.client(&["stop"]).status.success());
     let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.90"]));
     assert_eq!(code, 0, "{stderr}");

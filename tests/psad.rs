@@ -106,12 +106,7 @@ impl Psad {
             .append(true)
             .open(&self.messages)
             .unwrap();
-        let now = Command::new("date")
-            .arg("+%b %e %H:%M:%S")
-            .output()
-            .unwrap()
-            .stdout;
-        let now = String::from_utf8_lossy(&now).trim().to_string();
+        let now = syslog_now();
         for port in 1000..1012 {
             writeln!(
                 log,

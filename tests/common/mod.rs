@@ -633,3 +633,13 @@ pub fn connects(from: &NetNs, address: &str, port: u16) -> bool {
         .unwrap()
         .success()
 }
+
+/// The current time as syslog writes it ("Nov  5 18:01:02"), for log lines the tests feed
+/// to fail2ban and psad.
+pub fn syslog_now() -> String {
+    let out = Command::new("date")
+        .arg("+%b %e %H:%M:%S")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
