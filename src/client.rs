@@ -548,25 +548,12 @@ impl Client {
             log::debug!("{verb} of {} is already applied here", ban.ip);
             return;
         }
-        let template = match action {
-            Action::Ban => &self.config.ban_command,
-            Action::Unban => &self.config.unban_command,
-        };
-        let ip = ban.ip.to_string();
-        let bantime = ban.bantime.map_or("-1".to_string(), |b| b.to_string());
-        let argv = template.expand(&Values {
-            ip: &ip,
-            jail: ban.jail.as_str(),
-            prog: ban.prog.as_str(),
-            bantime: &bantime,
-        });
-        let label = format!(
-            "{verb} {ip} ({} {} from {})",
-            ban.prog, ban.jail, ban.origin
-        );
         self.applied.start(action, ban);
         match &self.applier {
-            Applier::Command(runner) => runner.submit(argv, label, (ban.ip, action)),
+            Applier::Command(runner) => {
+                let (argv, label) = command_for(&self.config, ban, action);
+                runner.submit(argv, label, (ban.ip, action));
+            }
             Applier::Batched(batcher) => batcher.submit(Op {
                 action,
                 ban: ban.clone(),
@@ -574,8 +561,8 @@ impl Client {
         }
     }
 
-    /// Records finished commands. A failed one is tried again at a resynchronisation a
-    /// minute later.
+    /// Records finished commands. A failed one is tried again at a resynchronisation
+    /// `retry-interval` later.
     fn collect_results(&mut self) -> Result<(), Failure> {
         while let Ok(((ip, action), ok)) = self.results.try_recv() {
             self.applied.finish(ip, action, ok).map_err(state_failure)?;
@@ -666,6 +653,28 @@ impl Client {
         self.spool = Spool::new(&config.spool_dir, config.spool_max);
         self.config = config;
     }
+}
+
+/// The ban or unban command for one ban, with its tags filled in, and what to call it in
+/// the log.
+fn command_for(config: &ClientConfig, ban: &Ban, action: Action) -> (Vec<String>, String) {
+    let (template, verb) = match action {
+        Action::Ban => (&config.ban_command, "ban"),
+        Action::Unban => (&config.unban_command, "unban"),
+    };
+    let ip = ban.ip.to_string();
+    let bantime = ban.bantime.map_or("-1".to_string(), |b| b.to_string());
+    let argv = template.expand(&Values {
+        ip: &ip,
+        jail: ban.jail.as_str(),
+        prog: ban.prog.as_str(),
+        bantime: &bantime,
+    });
+    let label = format!(
+        "{verb} {ip} ({} {} from {})",
+        ban.prog, ban.jail, ban.origin
+    );
+    (argv, label)
 }
 
 /// Where bans go: one command per ban, or batches for fail2ban and nftables.
