@@ -179,9 +179,18 @@ fn psad_reports_its_blocks_and_applies_the_fleets_with_a_duplicate_re_report() {
             .contains("duplicate 203.0.113.62 (psad psad) from a")
             .then_some(())
     });
-    let blocked =
-        fs::read_to_string(psad_dir.join("log/auto_blocked_iptables")).unwrap_or_default();
-    assert!(blocked.contains("203.0.113.62"), "{blocked}");
+    // psad records the block in its own list too, a moment after running the script.
+    wait_for(
+        "psad's list of blocked addresses",
+        Duration::from_secs(10),
+        || {
+            let blocked = fs::read_to_string(psad_dir.join("log/auto_blocked_iptables"));
+            blocked
+                .unwrap_or_default()
+                .contains("203.0.113.62")
+                .then_some(())
+        },
+    );
 
     // IPv6 is skipped with a warning on the psad host, and applied on the other.
     fleet.report(1, &["fail2ban", "sshd", "2001:db8::62"]);
