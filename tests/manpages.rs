@@ -1,11 +1,12 @@
-//! The man pages of the four programs are generated from their clap definitions and kept
-//! in debian/man. This test fails when they are out of date; regenerate them with
-//! `BANSHARE_UPDATE_MAN=1 cargo test --test manpages`.
+//! The man pages and shell completions of the four programs are generated from their clap
+//! definitions and kept in debian/man and debian/completions. This test fails when they are
+//! out of date; regenerate them with `BANSHARE_UPDATE_MAN=1 cargo test --test manpages`.
 
 use std::path::Path;
 
 use banshare::cli::{AdminArgs, ClientArgs, ReportArgs, ServerArgs};
 use clap::CommandFactory;
+use clap_complete::Shell;
 
 fn render(command: clap::Command, section: &str) -> Vec<u8> {
     let mut page = Vec::new();
@@ -18,6 +19,45 @@ fn render(command: clap::Command, section: &str) -> Vec<u8> {
     page
 }
 
+/// Writes `page` to `path` when asked to, then checks that the shipped file matches.
+fn check(path: &Path, page: &[u8]) {
+    if std::env::var_os("BANSHARE_UPDATE_MAN").is_some() {
+        std::fs::write(path, page).unwrap();
+    }
+    let shipped = std::fs::read(path).unwrap_or_default();
+    assert!(
+        shipped == page,
+        "{} is out of date: run BANSHARE_UPDATE_MAN=1 cargo test --test manpages",
+        path.display()
+    );
+}
+
+fn commands() -> [clap::Command; 4] {
+    [
+        ServerArgs::command(),
+        ClientArgs::command(),
+        ReportArgs::command(),
+        AdminArgs::command(),
+    ]
+}
+
+#[test]
+fn completions_match_the_command_line() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/completions");
+    for mut command in commands() {
+        let name = command.get_name().to_string();
+        for (shell, file) in [
+            (Shell::Bash, name.clone()),
+            (Shell::Zsh, format!("_{name}")),
+            (Shell::Fish, format!("{name}.fish")),
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, &name, &mut script);
+            check(&dir.join(file), &script);
+        }
+    }
+}
+
 #[test]
 fn man_pages_match_the_command_line() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/man");
@@ -27,17 +67,7 @@ fn man_pages_match_the_command_line() {
         ("banshare-report.1", render(ReportArgs::command(), "1")),
         ("banshare.8", render(AdminArgs::command(), "8")),
     ];
-    let update = std::env::var_os("BANSHARE_UPDATE_MAN").is_some();
     for (name, page) in pages {
-        let path = dir.join(name);
-        if update {
-            std::fs::write(&path, &page).unwrap();
-        }
-        let shipped = std::fs::read(&path).unwrap_or_default();
-        assert!(
-            shipped == page,
-            "{} is out of date: run BANSHARE_UPDATE_MAN=1 cargo test --test manpages",
-            path.display()
-        );
+        check(&dir.join(name), &page);
     }
 }

@@ -1,0 +1,53 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_banshare_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_banshare_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_banshare_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_banshare_using_subcommand
+    set -l cmd (__fish_banshare_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c banshare -n "__fish_banshare_needs_command" -s h -l help -d 'Print help'
+complete -c banshare -n "__fish_banshare_needs_command" -s V -l version -d 'Print version'
+complete -c banshare -n "__fish_banshare_needs_command" -f -a "keygen" -d 'Generate a CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600)'
+complete -c banshare -n "__fish_banshare_needs_command" -f -a "check-config" -d 'Validate a server.toml or client.toml and the key files it names'
+complete -c banshare -n "__fish_banshare_needs_command" -f -a "unban" -d 'Lift a ban on every host: the server forgets it and every client runs its unban-command'
+complete -c banshare -n "__fish_banshare_needs_command" -f -a "bans" -d 'List the active bans with their origin and expiry'
+complete -c banshare -n "__fish_banshare_needs_command" -f -a "status" -d 'Show the server\'s version, uptime, position, counters and the hosts it has seen'
+complete -c banshare -n "__fish_banshare_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l dir -d 'Directory for the two files' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l name -d 'Key name; the server logs hosts by this name' -r
+complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l force -d 'Replace existing files'
+complete -c banshare -n "__fish_banshare_using_subcommand keygen" -s h -l help -d 'Print help'
+complete -c banshare -n "__fish_banshare_using_subcommand check-config" -s h -l help -d 'Print help'
+complete -c banshare -n "__fish_banshare_using_subcommand unban" -l socket -d 'The server\'s control socket' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand unban" -s h -l help -d 'Print help'
+complete -c banshare -n "__fish_banshare_using_subcommand bans" -l socket -d 'The server\'s control socket' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand bans" -l json -d 'Print JSON instead of a table'
+complete -c banshare -n "__fish_banshare_using_subcommand bans" -s h -l help -d 'Print help'
+complete -c banshare -n "__fish_banshare_using_subcommand status" -l socket -d 'The server\'s control socket' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand status" -l json -d 'Print JSON instead of text'
+complete -c banshare -n "__fish_banshare_using_subcommand status" -s h -l help -d 'Print help'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans status help" -f -a "keygen" -d 'Generate a CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600)'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans status help" -f -a "check-config" -d 'Validate a server.toml or client.toml and the key files it names'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans status help" -f -a "unban" -d 'Lift a ban on every host: the server forgets it and every client runs its unban-command'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans status help" -f -a "bans" -d 'List the active bans with their origin and expiry'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans status help" -f -a "status" -d 'Show the server\'s version, uptime, position, counters and the hosts it has seen'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
