@@ -1,0 +1,16 @@
+# Creates the directories and this host's key pair if it has none, the way ssh host keys
+# are made, and tells systemd about the units (installed, not enabled).
+install -d -m 0750 -o root -g banshare /etc/banshare/keys /etc/banshare/authorized-keys
+install -d -m 0750 -o banshare -g banshare /var/lib/banshare
+install -d -m 0750 -o root -g root /var/spool/banshare
+if [ ! -e /var/lib/banshare/fail2ban-jail.log ]; then
+    install -m 0640 -o root -g root /dev/null /var/lib/banshare/fail2ban-jail.log
+fi
+if [ ! -e /etc/banshare/keys/host.key_secret ]; then
+    /usr/bin/banshare keygen --dir /etc/banshare/keys --name host >/dev/null
+    touch /var/lib/banshare/.host-key-made-by-package
+fi
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload >/dev/null 2>&1 || :
+fi
+exit 0
