@@ -135,12 +135,13 @@ fn one_host_with_fail2ban(tag: &str, client_extra: &str) -> (NetNs, Fleet, Fail2
     fleet.netns = Some(ns.name.clone());
     let f2b_dir = fleet.dir.path().join("fail2ban");
     let config = fleet.hosts[0].config.clone();
-    let mut text = fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "backend = \"fail2ban\"\nfail2ban-socket = \"{}/fail2ban.sock\"\n",
-        f2b_dir.display()
-    ));
-    fs::write(&config, text).unwrap();
+    fleet.add_client_config(
+        0,
+        &format!(
+            "backend = \"fail2ban\"\nfail2ban-socket = \"{}/fail2ban.sock\"\n",
+            f2b_dir.display()
+        ),
+    );
     fleet.start_server();
     let f2b = Fail2ban::start(&ns, &f2b_dir, &config);
     fleet.start_client(0);
@@ -274,33 +275,22 @@ fn the_shipped_action_and_jail_pass_fail2ban_client_t() {
 fn an_attack_seen_by_fail2ban_on_one_host_is_dropped_by_the_others() {
     // Host b applies the fleet's bans through fail2ban, host c through nftables.
     let lab = Lab::new("sy", &["a", "b", "c", "x"]);
-    let (attacker, server) = (lab.address(3).to_string(), lab.address(0).to_string());
+    let attacker = lab.address(3).to_string();
     let mut fleet = Fleet::new(&["a", "b", "c"], "", "");
-    // The server runs on host a and listens on its LAN address.
-    fleet.netns = Some(lab.ns(0).name.clone());
-    let text = fs::read_to_string(&fleet.server_config).unwrap();
-    fs::write(
-        &fleet.server_config,
-        text.replace("listen = \"127.0.0.1\"", &format!("listen = \"{server}\"")),
-    )
-    .unwrap();
+    fleet.place_on(&lab);
     let mut fail2bans = Vec::new();
     fleet.start_server();
     for i in 0..3 {
-        fleet.hosts[i].netns = Some(lab.ns(i).name.clone());
         let config = fleet.hosts[i].config.clone();
         let f2b_dir = fleet.dir.path().join(format!("fail2ban-{i}"));
-        let text = fs::read_to_string(&config)
-            .unwrap()
-            .replace("server = \"127.0.0.1\"", &format!("server = \"{server}\""));
-        let extra = match i {
+        let backend = match i {
             2 => "backend = \"nftables\"\n".to_string(),
             _ => format!(
                 "backend = \"fail2ban\"\nfail2ban-socket = \"{}/fail2ban.sock\"\n",
                 f2b_dir.display()
             ),
         };
-        fs::write(&config, text + &extra).unwrap();
+        fleet.add_client_config(i, &backend);
         fail2bans.push(Fail2ban::start_with(
             lab.ns(i),
             &f2b_dir,

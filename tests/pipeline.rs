@@ -59,12 +59,16 @@ fn duplicates_within_the_window_are_not_published_again() {
 #[test]
 fn ipv6_server_and_ipv6_bans() {
     let mut fleet = Fleet::new(&["web1"], "", "");
-    let server =
-        common::read(&fleet.server_config).replace("listen = \"127.0.0.1\"", "listen = \"::1\"");
-    std::fs::write(&fleet.server_config, server).unwrap();
-    let client =
-        common::read(&fleet.hosts[0].config).replace("server = \"127.0.0.1\"", "server = \"::1\"");
-    std::fs::write(&fleet.hosts[0].config, client).unwrap();
+    edit(
+        &fleet.server_config,
+        "listen = \"127.0.0.1\"",
+        "listen = \"::1\"",
+    );
+    edit(
+        &fleet.hosts[0].config,
+        "server = \"127.0.0.1\"",
+        "server = \"::1\"",
+    );
     fleet.start_server();
     fleet.start_client(0);
     let (code, stderr) =

@@ -206,29 +206,11 @@ fn psad_reports_its_blocks_and_applies_the_fleets_with_a_duplicate_re_report() {
 #[test]
 fn a_scan_seen_by_psad_on_one_host_is_dropped_by_another() {
     let lab = Lab::new("ps", &["a", "b", "x"]);
-    let (server, attacker) = (lab.address(0).to_string(), lab.address(2).to_string());
+    let attacker = lab.address(2).to_string();
     let mut fleet = Fleet::new(&["a", "b"], "", "");
-    fleet.netns = Some(lab.ns(0).name.clone());
-    let text = fs::read_to_string(&fleet.server_config).unwrap();
-    fs::write(
-        &fleet.server_config,
-        text.replace("listen = \"127.0.0.1\"", &format!("listen = \"{server}\"")),
-    )
-    .unwrap();
+    fleet.place_on(&lab);
+    fleet.add_client_config(1, "backend = \"nftables\"\n");
     fleet.start_server();
-    for i in 0..2 {
-        fleet.hosts[i].netns = Some(lab.ns(i).name.clone());
-        let config = &fleet.hosts[i].config;
-        let text = fs::read_to_string(config)
-            .unwrap()
-            .replace("server = \"127.0.0.1\"", &format!("server = \"{server}\""));
-        let extra = if i == 1 {
-            "backend = \"nftables\"\n"
-        } else {
-            ""
-        };
-        fs::write(config, text + extra).unwrap();
-    }
     let psad = Psad::start(
         lab.ns(0),
         &fleet.dir.path().join("psad"),

@@ -209,6 +209,33 @@ pub fn command_in(ns: Option<&str>, program: &str) -> Command {
 }
 
 impl Fleet {
+    /// Puts the server on the lab's first host, listening on its LAN address, and fleet host
+    /// i on lab host i, talking to the server there.
+    pub fn place_on(&mut self, lab: &Lab) {
+        let server = lab.address(0).to_string();
+        self.netns = Some(lab.ns(0).name.clone());
+        edit(
+            &self.server_config,
+            "listen = \"127.0.0.1\"",
+            &format!("listen = \"{server}\""),
+        );
+        for (i, host) in self.hosts.iter_mut().enumerate() {
+            host.netns = Some(lab.ns(i).name.clone());
+            edit(
+                &host.config,
+                "server = \"127.0.0.1\"",
+                &format!("server = \"{server}\""),
+            );
+        }
+    }
+
+    /// Adds lines to host `i`'s client.toml.
+    pub fn add_client_config(&self, i: usize, lines: &str) {
+        let config = &self.hosts[i].config;
+        let text = fs::read_to_string(config).unwrap();
+        fs::write(config, text + lines).unwrap();
+    }
+
     /// Runs `banshare ARGS --socket <this fleet's control socket>`.
     pub fn admin(&self, args: &[&str]) -> Output {
         self.command(ADMIN)
@@ -642,4 +669,11 @@ pub fn syslog_now() -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Replaces `old` with `new` in a file.
+pub fn edit(path: &Path, old: &str, new: &str) {
+    let text = fs::read_to_string(path).unwrap();
+    assert!(text.contains(old), "{} has no {old:?}", path.display());
+    fs::write(path, text.replace(old, new)).unwrap();
 }
