@@ -151,17 +151,9 @@ fn entry(ban: &Ban) -> Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Name;
 
     fn ban(ip: &str, expires: Option<u64>) -> Ban {
-        Ban {
-            ip: ip.parse().unwrap(),
-            prog: Name::parse("p", "fail2ban").unwrap(),
-            jail: Name::parse("j", "sshd").unwrap(),
-            origin: Name::parse("o", "web1").unwrap(),
-            bantime: expires.map(|_| 100),
-            expires,
-        }
+        Ban::sample(ip, expires.map(|_| 100), expires)
     }
 
     #[test]

@@ -266,19 +266,11 @@ impl Apply for Fail2ban {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Name;
 
     fn op(action: Action, ip: &str, expires: Option<u64>) -> Op {
         Op {
             action,
-            ban: Ban {
-                ip: ip.parse().unwrap(),
-                prog: Name::parse("p", "fail2ban").unwrap(),
-                jail: Name::parse("j", "sshd").unwrap(),
-                origin: Name::parse("o", "web1").unwrap(),
-                bantime: expires.map(|_| 60),
-                expires,
-            },
+            ban: Ban::sample(ip, expires.map(|_| 60), expires),
         }
     }
 

@@ -106,6 +106,12 @@ impl Client {
         for damage in &recovery.damaged {
             log::error!("record of applied bans: skipped {damage}");
         }
+        if let Some(kept) = &recovery.kept {
+            log::error!(
+                "the damaged record of applied bans is kept as {}",
+                kept.display()
+            );
+        }
         log::info!("{} bans applied here before", applied.len());
         let subscription = subscribe(&ctx, &config)?;
         let requester = request_socket(&ctx, &config)?;

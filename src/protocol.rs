@@ -292,6 +292,21 @@ pub struct Ban {
     pub expires: Option<u64>,
 }
 
+#[cfg(test)]
+impl Ban {
+    /// A ban of `ip` from web1's sshd jail, for the tests of every module.
+    pub fn sample(ip: &str, bantime: Option<u64>, expires: Option<u64>) -> Ban {
+        Ban {
+            ip: ip.parse().unwrap(),
+            prog: Name::parse("prog", "fail2ban").unwrap(),
+            jail: Name::parse("jail", "sshd").unwrap(),
+            origin: Name::parse("origin", "web1").unwrap(),
+            bantime,
+            expires,
+        }
+    }
+}
+
 /// A message on the publish socket. `epoch` changes on each server start and `seq` counts
 /// bans and unbans, so a subscriber can tell when it missed something.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -566,14 +581,7 @@ mod tests {
 
     #[test]
     fn snapshot_round_trip() {
-        let ban = Ban {
-            ip: "198.51.100.0/24".parse().unwrap(),
-            prog: Name::parse("prog", "fail2ban").unwrap(),
-            jail: Name::parse("jail", "sshd").unwrap(),
-            origin: Name::parse("origin", "web1").unwrap(),
-            bantime: None,
-            expires: None,
-        };
+        let ban = Ban::sample("198.51.100.0/24", None, None);
         let page = SnapshotPage {
             epoch: 3,
             seq: 9,
@@ -609,14 +617,7 @@ mod tests {
 
     #[test]
     fn publish_round_trip() {
-        let ban = Ban {
-            ip: "198.51.100.0/24".parse().unwrap(),
-            prog: Name::parse("prog", "fail2ban").unwrap(),
-            jail: Name::parse("jail", "sshd").unwrap(),
-            origin: Name::parse("origin", "web1").unwrap(),
-            bantime: Some(600),
-            expires: Some(1_800_000_000),
-        };
+        let ban = Ban::sample("198.51.100.0/24", Some(600), Some(1_800_000_000));
         for msg in [
             Publish::Ban {
                 epoch: 7,

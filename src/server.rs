@@ -557,14 +557,14 @@ fn open_store(config: &ServerConfig) -> Result<(Store, BanTable), Failure> {
             config.state_dir.display()
         );
     }
-    if !recovery.damaged.is_empty() {
+    if let Some(kept) = &recovery.kept {
         log::error!(
-            "ban table damaged: recovered {} active bans from {} lines, skipped {}; a copy of \
-             the damaged journal is kept in {}",
+            "ban table damaged: recovered {} active bans from {} lines, skipped {}; the \
+             damaged journal is kept as {}",
             recovery.entries.len(),
             recovery.lines,
             recovery.damaged.len(),
-            config.state_dir.display()
+            kept.display()
         );
     } else {
         log::info!("ban table: {} active bans", recovery.entries.len());

@@ -50,6 +50,8 @@ pub struct Recovery {
     /// Lines that could not be read back, with their line numbers.
     pub damaged: Vec<String>,
     pub lines: usize,
+    /// Where the damaged journal was copied, for inspection.
+    pub kept: Option<PathBuf>,
 }
 
 pub struct Store {
@@ -98,6 +100,7 @@ impl Store {
         if !recovery.damaged.is_empty() {
             let copy = dir.join(format!("{name}.damaged-{now}"));
             fs::copy(&path, &copy).map_err(err(&copy))?;
+            recovery.kept = Some(copy);
         }
         let journal = rewrite(&path, &recovery.entries)?;
         let store = Store {
@@ -324,14 +327,7 @@ mod tests {
 
     fn entry(ip: &str, bantime: Option<u64>, expires: Option<u64>) -> Entry {
         Entry {
-            ban: Ban {
-                ip: ip.parse().unwrap(),
-                prog: Name::parse("p", "fail2ban").unwrap(),
-                jail: Name::parse("j", "sshd").unwrap(),
-                origin: Name::parse("o", "web1").unwrap(),
-                bantime,
-                expires,
-            },
+            ban: Ban::sample(ip, bantime, expires),
             first_report: 10,
             last_report: 20,
             last_published: 30,
@@ -401,17 +397,11 @@ mod tests {
         assert!(recovery.damaged[0].starts_with("line 2: checksum mismatch"));
         assert!(recovery.damaged[1].starts_with("line 3: "));
         // The damaged journal is kept for inspection; the new one holds what was recovered.
-        let copies = fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .contains("damaged")
-            })
-            .count();
-        assert_eq!(copies, 1);
+        let kept = recovery.kept.expect("a copy of the damaged journal");
+        assert_eq!(
+            fs::read_to_string(kept).unwrap(),
+            damaged[..damaged.len() - 7]
+        );
         let (_, again) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
         assert!(again.damaged.is_empty());
         assert_eq!(again.entries.len(), 1);
