@@ -3,9 +3,6 @@
 install -d -m 0750 -o root -g banshare /etc/banshare/keys /etc/banshare/authorized-keys
 install -d -m 0750 -o banshare -g banshare /var/lib/banshare
 install -d -m 0750 -o root -g root /var/spool/banshare
-if [ ! -e /var/lib/banshare/fail2ban-jail.log ]; then
-    install -m 0640 -o root -g root /dev/null /var/lib/banshare/fail2ban-jail.log
-fi
 if [ ! -e /etc/banshare/keys/host.key_secret ]; then
     /usr/bin/banshare keygen --dir /etc/banshare/keys --name host >/dev/null
     touch /var/lib/banshare/.host-key-made-by-package

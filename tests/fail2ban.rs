@@ -56,7 +56,7 @@ impl Fail2ban {
         );
         write(
             "jail.d/banshare.local",
-            format!("[banshare]\nlogpath = {d}/banshare-jail.log\nbanaction = {banaction}\n"),
+            format!("[banshare]\nbanaction = {banaction}\n"),
         );
         write(
             "jail.d/sshd.local",
@@ -67,9 +67,7 @@ impl Fail2ban {
                 client_config.display()
             ),
         );
-        for log in ["auth.log", "banshare-jail.log"] {
-            fs::write(dir.join(log), "").unwrap();
-        }
+        fs::write(dir.join("auth.log"), "").unwrap();
         let f2b = Fail2ban {
             dir: dir.to_owned(),
             ns: ns.name.clone(),

@@ -33,10 +33,19 @@ fn units_verify_without_warnings() {
         fs::write(&path, text).unwrap();
         paths.push(path);
     }
-    // Man pages come with the package; --man=no skips looking them up here.
+    // Documentation= names man pages: let man find the ones the package ships.
+    let man = dir.path().join("man");
+    let pages = Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/man");
+    for page in fs::read_dir(pages).unwrap().flatten() {
+        let name = page.file_name().to_string_lossy().into_owned();
+        let section = man.join(format!("man{}", name.rsplit('.').next().unwrap()));
+        fs::create_dir_all(&section).unwrap();
+        fs::copy(page.path(), section.join(&name)).unwrap();
+    }
     let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
+        .args(["verify", "--man=yes"])
         .args(&paths)
+        .env("MANPATH", &man)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

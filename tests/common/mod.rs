@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod container;
+
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,366 @@
+//! The packages on real systemd: three Debian 12 containers booted with systemd, each in a
+//! network namespace of its own, install the .deb with Debian's fail2ban through apt, run
+//! one server and three clients as services, share a ban that fail2ban found, revoke a host
+//! on reload, stop cleanly and purge to nothing. The .rpm is installed into a root directory
+//! with its scriptlets. Needs root and the packages that the test command builds first
+//! (`scripts/package`).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::container::{image, Container, Overlay};
+use common::*;
+
+const NAMES: [&str; 3] = ["srv", "web", "db"];
+
+/// The newest package in `dir` whose name ends with `suffix`.
+fn package(dir: &str, suffix: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(dir);
+    fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap_or_else(|| panic!("no *{suffix} in {}: run scripts/package", dir.display()))
+}
+
+/// What an admin on Debian 12 sets anyway: nftables for bans (bookworm has no iptables),
+/// and sshd failures read from the journal (bookworm has no /var/log/auth.log).
+const JAIL_LOCAL: &str = "[DEFAULT]\nbanaction = nftables-multiport\n\
+                          banaction_allports = nftables-allports\n\n[sshd]\nbackend = systemd\n";
+
+fn install(host: &Container, deb: &Path) {
+    host.write("/etc/fail2ban/jail.local", JAIL_LOCAL);
+    fs::copy(deb, host.path("/root/banshare.deb")).unwrap();
+    // The image holds these .debs in apt's cache: the containers have no mirror.
+    host.run(
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+         /root/banshare.deb fail2ban",
+    );
+    assert_eq!(host.run("systemctl is-active fail2ban").trim(), "active");
+    assert!(host.run("fail2ban-client status").contains("banshare"));
+    // Installed, not enabled: nothing runs before it is configured.
+    assert_eq!(
+        host.sh("systemctl is-enabled banshare-server banshare-client")
+            .stdout,
+        b"disabled\ndisabled\n"
+    );
+    assert_eq!(
+        host.run("stat -c '%a %U:%G' /etc/banshare/keys /etc/banshare/keys/host.key_secret"),
+        "750 root:banshare\n600 root:root\n"
+    );
+}
+
+/// Server key pair on the server, every host's public key authorized, and the server's
+/// public key on every host: what an admin (or the Ansible role) does after installing.
+fn configure(hosts: &[Container], server_address: &str) {
+    let srv = &hosts[0];
+    srv.run(
+        "banshare keygen --dir /etc/banshare/keys --name server && \
+         chgrp banshare /etc/banshare/keys/server.key_secret && \
+         chmod 640 /etc/banshare/keys/server.key_secret",
+    );
+    srv.write(
+        "/etc/banshare/server.toml",
+        "report-port = 41234\npublish-port = 41235\nprotected = [\"198.51.100.0/24\"]\n",
+    );
+    let server_key = srv.read("/etc/banshare/keys/server.key");
+    for host in hosts {
+        let public = host.read("/etc/banshare/keys/host.key");
+        srv.write(
+            &format!("/etc/banshare/authorized-keys/{}.key", host.name),
+            &public,
+        );
+        host.write("/etc/banshare/keys/server.key", &server_key);
+        host.write(
+            "/etc/banshare/client.toml",
+            &format!(
+                "server = \"{server_address}\"\nreport-port = 41234\npublish-port = 41235\n\
+                 backend = \"fail2ban\"\nprotected = [\"198.51.100.0/24\"]\n"
+            ),
+        );
+    }
+}
+
+/// Starts a unit and checks that systemd saw it become ready through sd_notify.
+fn start(host: &Container, unit: &str) {
+    host.run(&format!("systemctl enable --now {unit}"));
+    assert_eq!(
+        host.run(&format!("systemctl is-active {unit}")).trim(),
+        "active"
+    );
+    // Type=notify: "systemctl start" returned only after READY=1, and the status line
+    // shown by systemctl comes from the daemon's STATUS= messages.
+    let show = host.run(&format!(
+        "systemctl show -p Type -p StatusText -p NRestarts {unit}"
+    ));
+    assert!(show.contains("Type=notify"), "{show}");
+    assert!(show.contains("NRestarts=0"), "{show}");
+    assert!(
+        !show.contains("StatusText=\n"),
+        "no STATUS= from {unit}: {show}"
+    );
+}
+
+/// The addresses in the banshare jail, and in the nftables set that fail2ban's action fills.
+fn banned(host: &Container, ip: &str) -> bool {
+    let jail = host.run("fail2ban-client get banshare banned");
+    let ruleset = host.run("nft list ruleset");
+    jail.contains(ip) && ruleset.contains(ip)
+}
+
+fn journal(host: &Container, unit: &str) -> String {
+    host.run(&format!("journalctl -q --no-pager -o cat -u {unit}"))
+}
+
+/// sshd failures from `ip` in a log that a jail on `host` watches, whose actions include
+/// the shipped banshare action: fail2ban finds the attack and banshare-report sends it.
+fn attack(host: &Container, ip: &str) {
+    host.write(
+        "/etc/fail2ban/jail.d/lab.local",
+        "[ssh-lab]\nenabled = true\nfilter = sshd\nbackend = polling\n\
+         logpath = /var/log/ssh-lab.log\nmaxretry = 3\n\
+         action = %(action_)s\n         banshare\n",
+    );
+    host.write("/var/log/ssh-lab.log", "");
+    host.run("fail2ban-client reload");
+    wait_for("the ssh-lab jail", Duration::from_secs(10), || {
+        host.run("fail2ban-client status")
+            .contains("ssh-lab")
+            .then_some(())
+    });
+    let now = syslog_now();
+    let lines: String = (0..3)
+        .map(|i| {
+            format!(
+                "{now} {} sshd[{}]: Failed password for invalid user admin from {ip} port {} ssh2\n",
+                host.name,
+                4000 + i,
+                50000 + i
+            )
+        })
+        .collect();
+    fs::write(host.path("/var/log/ssh-lab.log"), lines).unwrap();
+}
+
+#[test]
+fn the_deb_installs_runs_under_systemd_shares_bans_revokes_and_purges() {
+    let deb = package("debian", "_amd64.deb");
+    let image = image();
+    let lab = Lab::new("sy", &NAMES);
+    let hosts: Vec<Container> = NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Container::boot(name, lab.ns(i), &image))
+        .collect();
+    let (srv, web, db) = (&hosts[0], &hosts[1], &hosts[2]);
+    for host in &hosts {
+        install(host, &deb);
+    }
+    configure(&hosts, lab.address(0));
+
+    start(srv, "banshare-server");
+    assert!(journal(srv, "banshare-server").contains("listening on"));
+    for host in &hosts {
+        start(host, "banshare-client");
+    }
+    wait_for(
+        "all three clients at the server",
+        Duration::from_secs(20),
+        || {
+            let status = srv.run("banshare status");
+            NAMES
+                .iter()
+                .all(|n| status.contains(&format!("  {n} ")))
+                .then_some(())
+        },
+    );
+
+    // fail2ban on web finds an attack; fail2ban on the others bans it.
+    attack(web, "203.0.113.50");
+    for host in [srv, db] {
+        wait_for("the shared ban", Duration::from_secs(15), || {
+            banned(host, "203.0.113.50").then_some(())
+        });
+    }
+
+    // Revocation: remove web's key and reload.
+    fs::remove_file(srv.path("/etc/banshare/authorized-keys/web.key")).unwrap();
+    srv.run("systemctl reload banshare-server");
+    wait_for("the revocation", Duration::from_secs(10), || {
+        journal(srv, "banshare-server")
+            .contains("revoked web")
+            .then_some(())
+    });
+    assert_eq!(
+        srv.run("systemctl is-active banshare-server").trim(),
+        "active"
+    );
+    // web can no longer report: the reporter spools what nobody answered.
+    let refused = web.sh("banshare-report lab ssh-lab 203.0.113.70");
+    assert_eq!(refused.status.code(), Some(75), "{refused:?}");
+    // ...nor receive: db's next ban reaches srv and db, not web.
+    db.run("banshare-report lab ssh-lab 203.0.113.60");
+    for host in [srv, db] {
+        wait_for("db's ban", Duration::from_secs(15), || {
+            banned(host, "203.0.113.60").then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !banned(web, "203.0.113.60"),
+        "a revoked host received a ban"
+    );
+    assert!(
+        !banned(srv, "203.0.113.70"),
+        "a revoked host's report was taken"
+    );
+
+    // A clean stop: no timeout, no kill, exit status 0.
+    for host in &hosts {
+        host.run("systemctl stop banshare-client");
+    }
+    srv.run("systemctl stop banshare-server");
+    for (host, unit) in hosts
+        .iter()
+        .map(|h| (h, "banshare-client"))
+        .chain([(srv, "banshare-server")])
+    {
+        let show = host.run(&format!(
+            "systemctl show -p ActiveState -p Result -p ExecMainStatus {unit}"
+        ));
+        assert_eq!(
+            show, "Result=success\nExecMainStatus=0\nActiveState=inactive\n",
+            "{}: {unit}",
+            host.name
+        );
+    }
+
+    // Purge leaves nothing but the keys the admin made.
+    for host in &hosts {
+        host.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q banshare");
+        let left = host.run(
+            "find / -xdev \\( -path /proc -o -path /sys -o -path /root -o -path /var/log \
+             -o -path /var/cache/apt \\) -prune -o -name '*banshare*' -print; \
+             ls -d /run/banshare* /etc/banshare/keys/* 2>/dev/null; \
+             getent passwd banshare; getent group banshare; true",
+        );
+        let mut expected = vec!["/etc/banshare", "/etc/banshare/keys/server.key"];
+        if host.name == "srv" {
+            expected.push("/etc/banshare/keys/server.key_secret");
+        }
+        let mut left: Vec<&str> = left.lines().collect();
+        left.sort();
+        left.dedup();
+        expected.sort();
+        assert_eq!(left, expected, "{} after purge", host.name);
+    }
+}
+
+/// A package's files, normalised to compare the .rpm with the .deb: Debian adds its
+/// changelog and lintian overrides, keeps the licence with the docs, and puts zsh
+/// completions elsewhere.
+fn normalised(paths: &str) -> Vec<String> {
+    let mut out: Vec<String> = paths
+        .lines()
+        .map(|p| p.trim_start_matches('.').trim_end_matches('/').to_string())
+        .map(|p| p.replace("/usr/share/licenses/banshare/", "/usr/share/doc/banshare/"))
+        .map(|p| p.replace("/zsh/site-functions/", "/zsh/vendor-completions/"))
+        .filter(|p| !p.is_empty() && !p.ends_with("changelog.Debian.gz"))
+        .filter(|p| !p.starts_with("/usr/share/lintian/"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn the_rpm_has_the_debs_files_and_its_scriptlets_work() {
+    let rpm = package("generate-rpm", ".x86_64.rpm");
+    let deb = package("debian", "_amd64.deb");
+    let rpm_files = Command::new("rpm")
+        .args(["-qlp"])
+        .arg(&rpm)
+        .output()
+        .unwrap();
+    let deb_files = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "dpkg-deb --fsys-tarfile {} | tar -t | grep -v '/$'",
+            deb.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        normalised(&String::from_utf8_lossy(&rpm_files.stdout)),
+        normalised(&String::from_utf8_lossy(&deb_files.stdout)),
+        "the .rpm and the .deb install different files"
+    );
+
+    // A Debian root has a shell, useradd and libzmq5: enough for rpm to run the scriptlets
+    // in it (chrooted). Its rpm database knows none of Debian's packages: --nodeps.
+    let dir = tempfile::Builder::new()
+        .prefix("banshare-rpm-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let overlay = Overlay::mount(&image(), dir.path());
+    let root = overlay.root.display().to_string();
+    let in_root = |script: &str| {
+        let out = Command::new("chroot")
+            .args([&root, "sh", "-c", script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    in_root("apt-get install -y -q --no-install-recommends libzmq5 >/dev/null");
+    let rpm_cmd = |args: &[&str]| {
+        let out = Command::new("rpm")
+            .args(["--root", &root])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "rpm {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    rpm_cmd(&["-i", "--nodeps", rpm.to_str().unwrap()]);
+
+    assert!(in_root("getent passwd banshare").contains(":/var/lib/banshare:"));
+    assert_eq!(
+        in_root(
+            "stat -c '%n %a %U:%G' /etc/banshare/keys /etc/banshare/authorized-keys \
+             /etc/banshare/keys/host.key_secret /var/lib/banshare /var/spool/banshare"
+        ),
+        "/etc/banshare/keys 750 root:banshare\n/etc/banshare/authorized-keys 750 root:banshare\n\
+         /etc/banshare/keys/host.key_secret 600 root:root\n/var/lib/banshare 750 banshare:banshare\n\
+         /var/spool/banshare 750 root:root\n"
+    );
+    let configs = rpm_cmd(&["-qc", "banshare"]);
+    for config in [
+        "/etc/banshare/server.toml",
+        "/etc/banshare/client.toml",
+        "/etc/fail2ban/action.d/banshare.conf",
+        "/etc/fail2ban/jail.d/banshare.conf",
+    ] {
+        assert!(configs.contains(config), "{config} is not a config file");
+    }
+
+    // Erase removes what the scriptlets made, and keeps a key the admin made.
+    in_root("banshare keygen --dir /etc/banshare/keys --name server >/dev/null");
+    rpm_cmd(&["-e", "banshare"]);
+    assert_eq!(
+        in_root(
+            "find /etc/banshare /var/lib/banshare /var/spool/banshare /usr/bin -name '*banshare*' \
+             -o -path '/etc/banshare/*' 2>/dev/null | sort; getent passwd banshare; true"
+        ),
+        "/etc/banshare\n/etc/banshare/keys\n/etc/banshare/keys/server.key\n\
+         /etc/banshare/keys/server.key_secret\n"
+    );
+}
