@@ -604,19 +604,11 @@ impl Client {
     }
 
     fn apply_config(&mut self, config: ClientConfig) {
-        let reconnect = (
-            &config.server,
-            config.publish_port,
-            config.report_port,
-            &config.server_key,
-            &config.key,
-        ) != (
-            &self.config.server,
-            self.config.publish_port,
-            self.config.report_port,
-            &self.config.server_key,
-            &self.config.key,
-        );
+        let endpoints = |c: &ClientConfig| (c.server.clone(), c.publish_port, c.report_port);
+        // The key files' contents count, not their names: a rotation rewrites them in place.
+        let keys = load_keys(&config).map(|(server, own)| (server, own.public));
+        let current = (self.subscription.server_key, self.subscription.key);
+        let reconnect = endpoints(&config) != endpoints(&self.config) || keys.ok() != Some(current);
         if reconnect {
             let sockets = subscribe(&self.ctx, &config).and_then(|s| {
                 let requester = request_socket(&self.ctx, &config)?;

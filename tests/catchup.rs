@@ -53,6 +53,30 @@ fn clients_resynchronise_after_the_server_is_killed_and_restarted() {
     fleet.assert_applied_once(1, &all);
 }
 
+/// Key rotation in place: the server restarts with a new key pair at the same path, and a
+/// reload is enough for a client to take the new key and catch up.
+#[test]
+fn a_reloaded_client_takes_a_server_key_rewritten_in_place() {
+    let mut fleet = Fleet::start(&["web1", "web2"], "", "");
+    let first = fleet.report_all(0, &addresses("203.0.113", 5));
+    fleet.assert_applied_once(1, &first);
+    fleet.signal_server(Signal::SIGTERM);
+    fleet.wait_server();
+    banshare::keys::generate(&fleet.keys_dir, "server", true).unwrap();
+    fleet.start_server();
+    let second = fleet.report_all(0, &addresses("198.51.100", 5));
+    assert_eq!(
+        second.len(),
+        5,
+        "the reporter reads the new key at each run"
+    );
+    // web2 still holds the old key: the new server does not let it in.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!fleet.applied(1).iter().any(|l| l.contains("198.51.100.")));
+    fleet.signal_client(1, Signal::SIGHUP);
+    fleet.assert_applied_once(1, &[first, second].concat());
+}
+
 #[test]
 fn clients_catch_up_after_the_server_was_frozen() {
     let fleet = Fleet::start(&["web1", "web2"], "", "");

@@ -424,6 +424,11 @@ impl Fleet {
     pub fn signal_server(&self, signal: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.server_pid()), signal).unwrap();
     }
+
+    pub fn signal_client(&self, i: usize, signal: nix::sys::signal::Signal) {
+        let pid = self.hosts[i].child.as_ref().unwrap().id() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+    }
 }
 
 impl Drop for Fleet {
