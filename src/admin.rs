@@ -1,7 +1,7 @@
 //! banshare: the administration tool.
 
 use crate::cli::{self, AdminArgs, AdminCommand};
-use crate::config::AnyConfig;
+use crate::config::{AnyConfig, ClientConfig};
 use crate::control::{self, Command};
 use crate::exit::{Exit, Failure};
 use crate::{client, keys, server};
@@ -41,6 +41,18 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
             ))
         }
         AdminCommand::CheckConfig { path } => check_config(&path),
+        AdminCommand::Ping {
+            config,
+            server_key,
+            port,
+            timeout,
+        } => {
+            let mut config =
+                ClientConfig::load(&config).map_err(|e| (Exit::Config, e.to_string()))?;
+            config.server_key = server_key.unwrap_or(config.server_key);
+            config.report_port = port.unwrap_or(config.report_port);
+            client::ping(&config, timeout)
+        }
         AdminCommand::Unban { ip, socket } => {
             let ip = ip.parse().map_err(|e| (Exit::DataErr, e))?;
             control::request(&socket, &Command::Unban(ip))

@@ -105,6 +105,23 @@ pub enum AdminCommand {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Check that this host reaches the server and is let in, as banshare-client would be:
+    /// ask for the first page of the ban list and wait for the answer. Exits 0 when the
+    /// server answered, 69 when it did not.
+    Ping {
+        /// The client configuration to take the server, port and keys from.
+        #[arg(short, long, default_value = DEFAULT_CLIENT_CONFIG)]
+        config: PathBuf,
+        /// Use this server public key file instead of the configured one.
+        #[arg(long)]
+        server_key: Option<PathBuf>,
+        /// Use this report port instead of the configured one.
+        #[arg(long)]
+        port: Option<u16>,
+        /// How long to wait for the answer, such as 500ms or 3s.
+        #[arg(long, default_value = "3s", value_parser = crate::duration::parse)]
+        timeout: std::time::Duration,
+    },
     /// Show the server's version, uptime, position, counters and the hosts it has seen.
     Status {
         /// Print JSON instead of text.

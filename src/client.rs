@@ -768,6 +768,34 @@ fn send_request(socket: &zmq::Socket, request: Vec<Vec<u8>>) -> zmq::Result<()> 
     socket.send_multipart(frames, zmq::DONTWAIT)
 }
 
+/// Asks the server for the first snapshot page, as a client does when it resynchronises,
+/// to show whether this host reaches the server and is let in.
+pub fn ping(config: &ClientConfig, timeout: Duration) -> Result<String, Failure> {
+    let ctx = zmq::Context::new();
+    let socket = request_socket(&ctx, config)?;
+    let address = endpoint(&config.server, config.report_port);
+    let fail = |e: zmq::Error| (Exit::Software, format!("{address}: {e}"));
+    send_request(&socket, encode_snapshot_request(None)).map_err(fail)?;
+    let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    if socket.poll(zmq::POLLIN, timeout_ms).map_err(fail)? == 0 {
+        return Err((
+            Exit::Unavailable,
+            format!(
+                "no answer from {address} within {timeout:?}: the server is down or unreachable, \
+                 this host's key is not authorized, or {} is not the server's key",
+                config.server_key.display()
+            ),
+        ));
+    }
+    let frames = socket.recv_multipart(0).map_err(fail)?;
+    let page = reply_body(&frames).and_then(SnapshotPage::decode);
+    let page = page.map_err(|e| (Exit::Software, format!("{address}: {e}")))?;
+    Ok(format!(
+        "{address} answered: {} bans on the first page of the ban list",
+        page.bans.len()
+    ))
+}
+
 /// A reply on a DEALER socket, without the empty delimiter the server echoes back.
 fn reply_body(frames: &[Vec<u8>]) -> Result<&[Vec<u8>], String> {
     match frames.split_first() {

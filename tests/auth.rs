@@ -264,3 +264,42 @@ fn client_refused_at_first_gets_in_once_its_key_is_authorized() {
         .count();
     assert_eq!(refusals, 1, "retries must not repeat the message");
 }
+
+/// `banshare ping` tells an admin whether a host gets in, without reporting anything.
+#[test]
+fn ping_answers_only_with_the_right_key_port_and_authorization() {
+    let fleet = Fleet::start(&["web1"], "", "");
+    let config = fleet.hosts[0].config.to_str().unwrap().to_string();
+    let ping = |extra: &[&str]| {
+        let out = fleet
+            .command(ADMIN)
+            .args(["ping", "--timeout", "1s", "--config", &config])
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code().unwrap(), text + &outcome(&out).1)
+    };
+    let (code, text) = ping(&[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("answered: 0 bans"), "{text}");
+
+    let other = fleet.dir.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    keys::generate(&other, "server", false).unwrap();
+    let wrong_key = other.join("server.key");
+    let (code, text) = ping(&["--server-key", wrong_key.to_str().unwrap()]);
+    assert_eq!(code, 69, "{text}");
+    assert!(text.contains("no answer from"), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let (code, _) = ping(&["--port", &free_port().to_string()]);
+    assert_eq!(code, 69);
+
+    fs::remove_file(fleet.auth_dir.join("web1.key")).unwrap();
+    fleet.signal_server(Signal::SIGHUP);
+    wait_for("revocation", Duration::from_secs(5), || {
+        fleet.server_log().contains("revoked web1").then_some(())
+    });
+    assert_eq!(ping(&[]).0, 69);
+    assert!(fleet.applied(0).is_empty(), "a ping must not ban anything");
+}

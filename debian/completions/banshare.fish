@@ -30,6 +30,7 @@ complete -c banshare -n "__fish_banshare_needs_command" -f -a "keygen" -d 'Gener
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "check-config" -d 'Validate a server.toml or client.toml and the key files it names'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "unban" -d 'Lift a ban on every host: the server forgets it and every client runs its unban-command'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "bans" -d 'List the active bans with their origin and expiry'
+complete -c banshare -n "__fish_banshare_needs_command" -f -a "ping" -d 'Check that this host reaches the server and is let in, as banshare-client would be: ask for the first page of the ban list and wait for the answer. Exits 0 when the server answered, 69 when it did not'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "status" -d 'Show the server\'s version, uptime, position, counters and the hosts it has seen'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l dir -d 'Directory for the two files' -r -F
@@ -42,12 +43,18 @@ complete -c banshare -n "__fish_banshare_using_subcommand unban" -s h -l help -d
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -l socket -d 'The server\'s control socket' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -l json -d 'Print JSON instead of a table'
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -s h -l help -d 'Print help'
+complete -c banshare -n "__fish_banshare_using_subcommand ping" -s c -l config -d 'The client configuration to take the server, port and keys from' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand ping" -l server-key -d 'Use this server public key file instead of the configured one' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand ping" -l port -d 'Use this report port instead of the configured one' -r
+complete -c banshare -n "__fish_banshare_using_subcommand ping" -l timeout -d 'How long to wait for the answer, such as 500ms or 3s' -r
+complete -c banshare -n "__fish_banshare_using_subcommand ping" -s h -l help -d 'Print help'
 complete -c banshare -n "__fish_banshare_using_subcommand status" -l socket -d 'The server\'s control socket' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand status" -l json -d 'Print JSON instead of text'
 complete -c banshare -n "__fish_banshare_using_subcommand status" -s h -l help -d 'Print help'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans status help" -f -a "keygen" -d 'Generate a CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600)'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans status help" -f -a "check-config" -d 'Validate a server.toml or client.toml and the key files it names'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans status help" -f -a "unban" -d 'Lift a ban on every host: the server forgets it and every client runs its unban-command'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans status help" -f -a "bans" -d 'List the active bans with their origin and expiry'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans status help" -f -a "status" -d 'Show the server\'s version, uptime, position, counters and the hosts it has seen'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "keygen" -d 'Generate a CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600)'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "check-config" -d 'Validate a server.toml or client.toml and the key files it names'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "unban" -d 'Lift a ban on every host: the server forgets it and every client runs its unban-command'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "bans" -d 'List the active bans with their origin and expiry'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "ping" -d 'Check that this host reaches the server and is let in, as banshare-client would be: ask for the first page of the ban list and wait for the answer. Exits 0 when the server answered, 69 when it did not'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "status" -d 'Show the server\'s version, uptime, position, counters and the hosts it has seen'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
