@@ -13,12 +13,15 @@ use std::time::{Duration, Instant};
 
 use super::{wait_for, NetNs};
 
-/// Bump when the image's contents change, so that cached images are rebuilt.
-const IMAGE_VERSION: u32 = 1;
+/// Bump when the base's or the layer's contents change, so that the cache is rebuilt.
+const BASE_VERSION: u32 = 2;
+const LAYER_VERSION: u32 = 3;
 const SUITE: &str = "bookworm";
-/// Installed in the layer.
-const LAYER_PACKAGES: &str = "python3 python3-systemd nftables openssh-server";
-/// Only downloaded into apt's cache: the tests install them, as an admin would.
+/// Installed in the layer, as on any Debian server: iproute2 is how Ansible finds a host's
+/// addresses, python3-apt what its apt module needs.
+const LAYER_PACKAGES: &str = "iproute2 python3 python3-apt python3-systemd nftables openssh-server";
+/// Only downloaded into apt's cache, with what they recommend: the tests install them, as
+/// an admin would.
 const CACHED_PACKAGES: &str = "fail2ban libzmq5 adduser";
 
 fn cache_dir() -> PathBuf {
@@ -37,8 +40,8 @@ pub fn image() -> String {
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .unwrap();
-    let base = cache.join(format!("{SUITE}-base-{IMAGE_VERSION}"));
-    let layer = cache.join(format!("{SUITE}-layer-{IMAGE_VERSION}"));
+    let base = cache.join(format!("{SUITE}-base-{BASE_VERSION}"));
+    let layer = cache.join(format!("{SUITE}-layer-{LAYER_VERSION}"));
     if !base.exists() {
         build_base(&base);
     }
@@ -108,7 +111,7 @@ fn build_layer(base: &Path, layer: &Path) {
     let script = format!(
         "export DEBIAN_FRONTEND=noninteractive; apt-get -q update && \
          apt-get install -y -q --no-install-recommends {LAYER_PACKAGES} && \
-         apt-get install -y -q --no-install-recommends --download-only {CACHED_PACKAGES}"
+         apt-get install -y -q --download-only {CACHED_PACKAGES}"
     );
     run_ok(
         "installing the image's packages",
@@ -182,6 +185,31 @@ pub struct Container {
 impl Container {
     /// Boots a container named `name` in `ns`, and waits until systemd has finished starting.
     pub fn boot(name: &str, ns: &NetNs, image: &str) -> Container {
+        Container::boot_with(name, ns, image, |_| {})
+    }
+
+    /// A container that root can log in to over SSH with `authorized_key`. Its host keys
+    /// are its own, made before it boots.
+    pub fn boot_with_ssh(name: &str, ns: &NetNs, image: &str, authorized_key: &str) -> Container {
+        Container::boot_with(name, ns, image, |root| {
+            run_ok(
+                "ssh-keygen -A",
+                Command::new("ssh-keygen").arg("-A").arg("-f").arg(root),
+            );
+            let ssh = root.join("root/.ssh");
+            fs::create_dir_all(&ssh).unwrap();
+            set_mode(&ssh, 0o700);
+            fs::write(ssh.join("authorized_keys"), authorized_key).unwrap();
+        })
+    }
+
+    /// `prepare` gets the root directory before the container boots.
+    pub fn boot_with(
+        name: &str,
+        ns: &NetNs,
+        image: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> Container {
         let dir = tempfile::Builder::new()
             .prefix("banshare-ct-")
             .tempdir_in("/var/tmp")
@@ -197,6 +225,7 @@ impl Container {
         )
         .unwrap();
         fs::write(root.join("etc/resolv.conf"), "").unwrap();
+        prepare(root);
         let nspawn = Command::new("systemd-nspawn")
             .args(["-q", "--register=no", "--keep-unit", "-b", "--console=pipe"])
             .arg(format!("--machine={name}"))
@@ -274,6 +303,20 @@ impl Container {
     pub fn read(&self, inside: &str) -> String {
         fs::read_to_string(self.path(inside)).unwrap()
     }
+
+    /// The addresses in fail2ban's jail `banshare`, where the fleet's bans land.
+    pub fn jail_banned(&self) -> std::collections::HashSet<String> {
+        self.run("fail2ban-client get banshare banned")
+            .split(|c: char| !(c.is_ascii_hexdigit() || ".:/".contains(c)))
+            .filter(|word| word.contains('.') || word.contains(':'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Whether `ip` is in the banshare jail and in the nftables set its ban action fills.
+    pub fn banned(&self, ip: &str) -> bool {
+        self.jail_banned().contains(ip) && self.run("nft list ruleset").contains(ip)
+    }
 }
 
 impl Drop for Container {
@@ -322,4 +365,38 @@ fn rand_u128() -> u128 {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
         .unwrap();
     u128::from_ne_bytes(bytes)
+}
+
+/// The newest package in `dir` whose name ends with `suffix`.
+pub fn package(dir: &str, suffix: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(dir);
+    fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap_or_else(|| panic!("no *{suffix} in {}: run scripts/package", dir.display()))
+}
+
+/// What an admin on Debian 12 sets anyway: nftables for bans (bookworm has no iptables),
+/// and sshd failures read from the journal (bookworm has no /var/log/auth.log).
+pub const BOOKWORM_JAIL_LOCAL: &str = "[DEFAULT]\nbanaction = nftables-multiport\n\
+                          banaction_allports = nftables-allports\n\n[sshd]\nbackend = systemd\n";
+
+/// A revoked host can neither report nor receive: its report waits in its spool (exit 75)
+/// and never reaches `server`, and a ban that `other` reports reaches `server` but not it.
+pub fn assert_cut_off(revoked: &Container, server: &Container, other: &Container, ips: [&str; 2]) {
+    let refused = revoked.sh(&format!("banshare-report lab sshd {}", ips[0]));
+    assert_eq!(refused.status.code(), Some(75), "{refused:?}");
+    other.run(&format!("banshare-report lab sshd {}", ips[1]));
+    wait_for("the other host's ban", Duration::from_secs(15), || {
+        server.banned(ips[1]).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!revoked.banned(ips[1]), "a revoked host received a ban");
+    assert!(!server.banned(ips[0]), "a revoked host's report was taken");
 }
