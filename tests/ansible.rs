@@ -100,6 +100,9 @@ impl Control {
             .args(extra)
             .env("ANSIBLE_NOCOLOR", "1")
             .env("ANSIBLE_HOME", self.dir.path().join("ansible-home"))
+            // SSH connections are shared per address: another test's fleet on the same
+            // addresses must not lend us its connections.
+            .env("ANSIBLE_SSH_CONTROL_PATH_DIR", self.dir.path().join("cp"))
             .output()
             .unwrap();
         let log = self.dir.path().join(format!("{name}.log"));

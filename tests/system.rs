@@ -26,7 +26,13 @@ fn install(host: &Container, deb: &Path) {
          /root/banshare.deb fail2ban",
     );
     assert_eq!(host.run("systemctl is-active fail2ban").trim(), "active");
-    assert!(host.run("fail2ban-client status").contains("banshare"));
+    // fail2ban loads its jails after it has started: under load that takes a while.
+    wait_for("the banshare jail", Duration::from_secs(30), || {
+        let status = host.sh("fail2ban-client status");
+        String::from_utf8_lossy(&status.stdout)
+            .contains("banshare")
+            .then_some(())
+    });
     // Installed, not enabled: nothing runs before it is configured.
     assert_eq!(
         host.sh("systemctl is-enabled banshare-server banshare-client")
