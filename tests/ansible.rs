@@ -287,7 +287,40 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
     web.run("banshare ping");
 
     // Revocation through the inventory: db can neither report nor receive.
-    control.run("site.yml", &["-e", r#"{"banshare_revoked_hosts": ["db"]}"#]);
+    let revoked = r#"{"banshare_revoked_hosts": ["db"]}"#;
+    control.run("site.yml", &["-e", revoked]);
+    // site.yml keeps the ports the rotation chose.
+    assert_eq!(ports(srv), (new_report, new_publish));
     assert_eq!(db.sh("banshare ping --timeout 2s").status.code(), Some(69));
     assert_cut_off(db, srv, web, ["203.0.113.90", "203.0.113.91"]);
+
+    // The server's admin moves to firewalld: the fleet still gets in, nobody else does.
+    srv.run(
+        "nft delete table inet banshare_ports && \
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -q firewalld >/dev/null",
+    );
+    let firewalld = ["-e", "banshare_firewall=firewalld", "-e", revoked];
+    control.run("site.yml", &firewalld);
+    web.run("banshare ping");
+    assert!(connects(lab.ns(1), lab.address(0), new_report));
+    assert!(!connects(outsider, lab.address(0), new_report));
+    assert!(!connects(outsider, lab.address(0), new_publish));
+    assert_nothing_changed(
+        &control.run("site.yml", &firewalld),
+        "firewalld, second run",
+    );
+
+    // A rotation under firewalld moves the rules to the new ports, and leaves db, revoked,
+    // without the new key and ports.
+    let db_config = db.read("/etc/banshare/client.toml");
+    control.run("rotate-keys.yml", &firewalld);
+    let (report, publish) = ports(srv);
+    let rules = srv.run("firewall-cmd --list-rich-rules");
+    assert_eq!(rules.lines().count(), 2, "{rules}");
+    for port in [report, publish] {
+        assert!(rules.contains(&format!("port=\"{port}\"")), "{rules}");
+        assert!(!connects(outsider, lab.address(0), port));
+    }
+    assert!(connects(lab.ns(1), lab.address(0), report));
+    assert_eq!(db.read("/etc/banshare/client.toml"), db_config);
 }
