@@ -107,8 +107,12 @@ fn run_logged(what: &str, argv: &[String], input: Option<&[u8]>, timeout: Durati
     }
 }
 
-/// The client's own nftables table: one IPv4 and one IPv6 set with per-element timeouts,
-/// so the kernel expires bans by itself, and an input chain that drops their traffic.
+/// The client's own nftables table: sets with per-element timeouts, so the kernel expires
+/// bans by itself, and an input chain that drops their traffic. Single addresses go into
+/// hash sets (addr4, addr6) and networks into interval sets (net4, net6): nft reads a whole
+/// interval set before each change to check for overlaps, so with every ban in one interval
+/// set each batch got slower as the set grew (67 ms for 500 bans at 20,000), where a hash set
+/// stays at about 25 ms for 5,000.
 pub struct Nftables {
     table: String,
     timeout: Duration,
@@ -122,12 +126,16 @@ impl Nftables {
         let t = table;
         let script = format!(
             "add table inet {t}\n\
-             add set inet {t} ban4 {{ type ipv4_addr; flags interval, timeout; }}\n\
-             add set inet {t} ban6 {{ type ipv6_addr; flags interval, timeout; }}\n\
+             add set inet {t} addr4 {{ type ipv4_addr; flags timeout; }}\n\
+             add set inet {t} addr6 {{ type ipv6_addr; flags timeout; }}\n\
+             add set inet {t} net4 {{ type ipv4_addr; flags interval, timeout; }}\n\
+             add set inet {t} net6 {{ type ipv6_addr; flags interval, timeout; }}\n\
              add chain inet {t} input {{ type filter hook input priority -10; policy accept; }}\n\
              flush chain inet {t} input\n\
-             add rule inet {t} input ip saddr @ban4 drop\n\
-             add rule inet {t} input ip6 saddr @ban6 drop\n"
+             add rule inet {t} input ip saddr @addr4 drop\n\
+             add rule inet {t} input ip saddr @net4 drop\n\
+             add rule inet {t} input ip6 saddr @addr6 drop\n\
+             add rule inet {t} input ip6 saddr @net6 drop\n"
         );
         let nft = Nftables {
             table: table.to_owned(),
@@ -150,7 +158,7 @@ impl Nftables {
     /// The nft line for one op. An unban adds the element first, so that deleting it cannot
     /// fail when it has already expired.
     fn line(&self, op: &Op, now: u64) -> Option<String> {
-        let set = if op.ban.ip.is_ipv4() { "ban4" } else { "ban6" };
+        let set = set_for(&op.ban.ip);
         let (t, ip) = (&self.table, op.ban.ip);
         match op.action {
             Action::Ban => {
@@ -195,10 +203,10 @@ impl Apply for Nftables {
 }
 
 impl Nftables {
-    /// Whether a set already holds a network covering `ip`: nft refuses such an address as
-    /// an overlap, but it is banned all the same.
+    /// Whether a network set already holds a network covering the network `ip`: nft
+    /// refuses such a network as an overlap, but it is banned all the same.
     fn covered(&self, ip: &Cidr) -> bool {
-        let set = if ip.is_ipv4() { "ban4" } else { "ban6" };
+        let set = set_for(ip);
         let argv: Vec<String> = [NFT, "get", "element", "inet", &self.table, set]
             .iter()
             .map(|s| s.to_string())
@@ -212,6 +220,16 @@ impl Nftables {
             log::info!("nft: {ip} is inside a network already banned");
         }
         covered
+    }
+}
+
+/// The nftables set that holds `ip`.
+fn set_for(ip: &Cidr) -> &'static str {
+    match (ip.is_host(), ip.is_ipv4()) {
+        (true, true) => "addr4",
+        (true, false) => "addr6",
+        (false, true) => "net4",
+        (false, false) => "net6",
     }
 }
 
@@ -283,12 +301,12 @@ mod tests {
         assert_eq!(
             nft.line(&op(Action::Ban, "203.0.113.7", Some(1600)), 1000)
                 .unwrap(),
-            "add element inet banshare ban4 { 203.0.113.7 timeout 600s }\n"
+            "add element inet banshare addr4 { 203.0.113.7 timeout 600s }\n"
         );
         assert_eq!(
             nft.line(&op(Action::Ban, "2001:db8::/64", None), 1000)
                 .unwrap(),
-            "add element inet banshare ban6 { 2001:db8::/64 }\n"
+            "add element inet banshare net6 { 2001:db8::/64 }\n"
         );
         assert_eq!(
             nft.line(&op(Action::Ban, "203.0.113.7", Some(900)), 1000),

@@ -570,11 +570,16 @@ impl Client {
     /// Records finished commands. A failed one is tried again at a resynchronisation
     /// `retry-interval` later.
     fn collect_results(&mut self) -> Result<(), Failure> {
+        let mut finished = false;
         while let Ok(((ip, action), ok)) = self.results.try_recv() {
             self.applied.finish(ip, action, ok).map_err(state_failure)?;
+            finished = true;
             if !ok && self.retry_failed_at.is_none() {
                 self.retry_failed_at = Some(Instant::now() + self.config.retry_interval.0);
             }
+        }
+        if finished {
+            self.applied.commit().map_err(state_failure)?;
         }
         Ok(())
     }

@@ -26,7 +26,9 @@ fn bans_become_set_elements_with_their_remaining_time() {
     fleet.start_client(0);
     let rules = ns.run(&["nft", "list", "chain", "inet", "banshare", "input"]);
     assert!(
-        rules.contains("hook input") && rules.contains("ip saddr @ban4 drop"),
+        rules.contains("hook input")
+            && rules.contains("ip saddr @addr4 drop")
+            && rules.contains("ip saddr @net4 drop"),
         "{rules}"
     );
     for args in [
@@ -38,28 +40,30 @@ fn bans_become_set_elements_with_their_remaining_time() {
         assert_eq!(code, 0, "{stderr}");
     }
     wait_for("the elements", Duration::from_secs(5), || {
-        let v4 = elements(&ns, "ban4");
-        let v6 = elements(&ns, "ban6");
+        let v4 = elements(&ns, "addr4");
+        let n4 = elements(&ns, "net4");
+        let n6 = elements(&ns, "net6");
         (v4.contains("203.0.113.7 timeout")
-            && v4.contains("198.51.100.0/24")
-            && v6.contains("2001:db8:1::/64 timeout 1d"))
+            && n4.contains("198.51.100.0/24")
+            && n6.contains("2001:db8:1::/64 timeout 1d"))
         .then_some(())
     });
-    let v4 = elements(&ns, "ban4");
-    assert!(!v4.contains("198.51.100.0/24 timeout"), "permanent: {v4}");
+    let n4 = elements(&ns, "net4");
+    assert!(!n4.contains("198.51.100.0/24 timeout"), "permanent: {n4}");
+    let v4 = elements(&ns, "addr4");
     assert!(
         v4.contains("203.0.113.7 timeout 10m") || v4.contains("203.0.113.7 timeout 9m"),
         "{v4}"
     );
 
-    // An address inside a network already banned is covered: nft refuses it as an overlap,
+    // A network inside a network already banned is covered: nft refuses it as an overlap,
     // and the client counts it as applied rather than failing the batch.
-    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "198.51.100.77"]));
+    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "198.51.100.128/25"]));
     assert_eq!(code, 0, "{stderr}");
     wait_for("the overlap to be judged", Duration::from_secs(5), || {
         fleet
             .client_log(0)
-            .contains("nft: 198.51.100.77 is inside a network already banned")
+            .contains("nft: 198.51.100.128/25 is inside a network already banned")
             .then_some(())
     });
 
@@ -67,15 +71,15 @@ fn bans_become_set_elements_with_their_remaining_time() {
     let out = fleet.admin(&["unban", "203.0.113.7"]);
     assert_eq!(outcome(&out).0, 0, "{:?}", outcome(&out));
     wait_for("the unban", Duration::from_secs(5), || {
-        (!elements(&ns, "ban4").contains("203.0.113.7")).then_some(())
+        (!elements(&ns, "addr4").contains("203.0.113.7")).then_some(())
     });
 
     // A restart keeps the elements and does not duplicate the rules.
     fleet.stop_client(0);
     fleet.start_client(0);
     let rules = ns.run(&["nft", "list", "chain", "inet", "banshare", "input"]);
-    assert_eq!(rules.matches("drop").count(), 2, "{rules}");
-    assert!(elements(&ns, "ban4").contains("198.51.100.0/24"));
+    assert_eq!(rules.matches("drop").count(), 4, "{rules}");
+    assert!(elements(&ns, "net4").contains("198.51.100.0/24"));
 }
 
 #[test]
@@ -86,14 +90,14 @@ fn a_flushed_ruleset_is_restored_at_start() {
     fleet.start_client(0);
     fleet.report(0, &["fail2ban", "sshd", "203.0.113.8"]);
     wait_for("the element", Duration::from_secs(5), || {
-        elements(&ns, "ban4").contains("203.0.113.8").then_some(())
+        elements(&ns, "addr4").contains("203.0.113.8").then_some(())
     });
     fleet.stop_client(0);
     // As after a reboot: the kernel's table is gone, the client's record is not.
     ns.run(&["nft", "flush", "ruleset"]);
     fleet.start_client(0);
     wait_for("the restore", Duration::from_secs(5), || {
-        elements(&ns, "ban4").contains("203.0.113.8").then_some(())
+        elements(&ns, "addr4").contains("203.0.113.8").then_some(())
     });
 }
 
@@ -106,7 +110,7 @@ fn ten_thousand_bans_reach_the_firewall_in_batches() {
     let started = Instant::now();
     fleet.start_client(0);
     wait_for("10,000 elements", Duration::from_secs(30), || {
-        (ns.nft_elements("ban4").len() == ips.len()).then_some(())
+        (ns.nft_elements("addr4").len() == ips.len()).then_some(())
     });
     let took = started.elapsed();
     eprintln!("nftables backend: 10000 bans applied in {took:?} (client start included)");

@@ -232,5 +232,5 @@ fn a_scan_seen_by_psad_on_one_host_is_dropped_by_another() {
     assert!(fleet
         .server_log()
         .contains(&format!("accepted {attacker} (psad psad) from a")));
-    assert!(lab.ns(1).nft_elements("ban4").contains(&attacker));
+    assert!(lab.ns(1).nft_elements("addr4").contains(&attacker));
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod container;
+pub mod fail2ban;
 
 use std::fs;
 use std::net::TcpListener;
@@ -288,6 +289,10 @@ impl Fleet {
         self.server.as_ref().unwrap().id() as i32
     }
 
+    pub fn client_pid(&self, i: usize) -> i32 {
+        self.hosts[i].child.as_ref().unwrap().id() as i32
+    }
+
     /// Starts host `i`'s client without waiting for it to connect.
     pub fn spawn_client(&mut self, i: usize) {
         let log = fs::OpenOptions::new()
@@ -426,8 +431,7 @@ impl Fleet {
     }
 
     pub fn signal_client(&self, i: usize, signal: nix::sys::signal::Signal) {
-        let pid = self.hosts[i].child.as_ref().unwrap().id() as i32;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.client_pid(i)), signal).unwrap();
     }
 }
 
