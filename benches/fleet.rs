@@ -4,6 +4,7 @@
 //!   scripts/bench                 every measure (a few minutes)
 //!   scripts/bench --quick         the short version that the test command runs
 //!   scripts/bench --json FILE     where the JSON goes (default target/bench/*.json)
+//!   scripts/bench --only p3,p5    only these measures (P2 comes with P1, P6 with P5)
 //!
 //! As root it first moves into a network namespace of its own (`unshare --net`), so that the
 //! nftables and fail2ban measures never touch the host's firewall; without root, they are
@@ -90,10 +91,8 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let json_path = args
-        .iter()
-        .position(|a| a == "--json")
-        .map(|i| PathBuf::from(&args[i + 1]))
+    let json_path = option(&args, "--json")
+        .map(PathBuf::from)
         .unwrap_or_else(|| {
             let name = if quick { "quick.json" } else { "full.json" };
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,17 +109,35 @@ fn main() {
         run(&["ip", "link", "set", "lo", "up"]);
     }
     let sizes = if quick { &QUICK } else { &FULL };
+    // --only p1,p4: just those measures (P2 comes with P1, P6 with P5).
+    let only = option(&args, "--only");
+    let wanted = |measure: &str| {
+        only.as_ref()
+            .map_or(true, |o| o.split(',').any(|m| m == measure))
+    };
     let mut results = Results::default();
-    propagation_and_reporter_cost(&mut results, sizes);
-    throughput(&mut results, sizes);
-    if firewall {
+    if wanted("p1") {
+        propagation_and_reporter_cost(&mut results, sizes);
+    }
+    if wanted("p3") {
+        throughput(&mut results, sizes);
+    }
+    if !firewall {
+        results.skip("P4 and P6 need root, for a network namespace of their own");
+    } else if wanted("p4") {
         burst_nftables(&mut results, sizes);
         burst_fail2ban(&mut results, sizes);
-    } else {
-        results.skip("P4 and P6 need root, for a network namespace of their own");
     }
-    memory_and_catch_up(&mut results, sizes, firewall);
+    if wanted("p5") {
+        memory_and_catch_up(&mut results, sizes, firewall);
+    }
     results.finish(&json_path, quick);
+}
+
+/// The value after `--name` on the command line.
+fn option(args: &[String], name: &str) -> Option<String> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).cloned()
 }
 
 /// Runs this benchmark again in a new network namespace; returns its exit code.

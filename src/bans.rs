@@ -1,7 +1,7 @@
 //! The server's table of active bans, which also answers "was this published recently?"
 //! for de-duplication.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +28,10 @@ pub struct Entry {
 pub struct BanTable {
     /// Ordered by network, so that snapshot pages have a stable order.
     entries: BTreeMap<Cidr, Entry>,
+    /// One copy of each prog, jail and origin name, which every entry shares: a million
+    /// bans from a handful of jails and hosts then hold a handful of strings, not three
+    /// million (about 100 bytes a ban).
+    names: HashSet<Name>,
 }
 
 /// What recording a report did.
@@ -68,9 +72,9 @@ impl BanTable {
         }
         let ban = Ban {
             ip: report.ip,
-            prog: report.prog.clone(),
-            jail: report.jail.clone(),
-            origin: origin.clone(),
+            prog: self.intern(&report.prog),
+            jail: self.intern(&report.jail),
+            origin: self.intern(origin),
             bantime,
             expires: bantime.map(|b| now.saturating_add(b)),
         };
@@ -91,9 +95,23 @@ impl BanTable {
 
     /// A table holding bans read back from disk.
     pub fn from_entries(entries: Vec<Entry>) -> BanTable {
-        BanTable {
-            entries: entries.into_iter().map(|e| (e.ban.ip, e)).collect(),
+        let mut table = BanTable::default();
+        for mut entry in entries {
+            entry.ban.prog = table.intern(&entry.ban.prog);
+            entry.ban.jail = table.intern(&entry.ban.jail);
+            entry.ban.origin = table.intern(&entry.ban.origin);
+            table.entries.insert(entry.ban.ip, entry);
         }
+        table
+    }
+
+    /// The table's shared copy of `name`.
+    fn intern(&mut self, name: &Name) -> Name {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        self.names.insert(name.clone());
+        name.clone()
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
@@ -124,6 +142,8 @@ impl BanTable {
         let before = self.entries.len();
         self.entries
             .retain(|_, e| e.ban.expires.map_or(true, |expires| expires > now));
+        // Names that no ban uses any more.
+        self.names.retain(Name::is_shared);
         before - self.entries.len()
     }
 
@@ -265,5 +285,18 @@ mod tests {
         assert_eq!((ban.bantime, ban.expires), (None, None));
         assert_eq!(t.purge(u64::MAX), 1);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn bans_share_their_names_until_none_uses_them() {
+        let mut t = BanTable::default();
+        for ip in ["203.0.113.7", "203.0.113.8"] {
+            t.record(&report(ip, "60"), &origin(), DAY, WINDOW, 1000);
+        }
+        let jails: Vec<*const u8> = t.entries().map(|e| e.ban.jail.as_str().as_ptr()).collect();
+        assert_eq!(jails[0], jails[1], "one copy of \"sshd\"");
+        assert_eq!(t.names.len(), 3);
+        t.purge(2000);
+        assert!(t.names.is_empty());
     }
 }

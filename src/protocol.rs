@@ -2,6 +2,7 @@
 //! holding short ASCII text; every field is checked here before anything else sees it.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::cidr::{printable, Cidr};
 
@@ -13,9 +14,11 @@ pub const MAX_FRAME: i64 = 4096;
 /// Longest prog, jail or key name.
 pub const MAX_NAME: usize = 64;
 
-/// A prog, jail or host name: 1 to 64 characters from `[A-Za-z0-9._@:-]`.
+/// A prog, jail or host name: 1 to 64 characters from `[A-Za-z0-9._@:-]`. Shared, not
+/// copied, when cloned: the server's ban table holds the same few names a million times
+/// (see `BanTable::intern`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Name(String);
+pub struct Name(Arc<str>);
 
 impl Name {
     pub fn parse(field: &str, text: &str) -> Result<Name, String> {
@@ -25,7 +28,7 @@ impl Name {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._@:-".contains(&b));
         if ok {
-            Ok(Name(text.to_owned()))
+            Ok(Name(Arc::from(text)))
         } else {
             Err(format!(
                 "{field} {:?} must be 1 to {MAX_NAME} characters from A-Z a-z 0-9 . _ @ : -",
@@ -36,6 +39,11 @@ impl Name {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether another copy of this name exists.
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
     }
 }
 
