@@ -834,6 +834,9 @@ fn subscribe(ctx: &zmq::Context, config: &ClientConfig) -> Result<Subscription, 
     let fail = |e: zmq::Error| (Exit::Software, format!("subscriber socket: {e}"));
     let socket = transport::client_socket(ctx, zmq::SUB, &server_key, &key).map_err(fail)?;
     socket.set_subscribe(VERSION.as_bytes()).map_err(fail)?;
+    // Room for a burst as large as the server's queue for us, so that a client busy with
+    // its firewall still takes a burst of 10,000 bans live instead of re-reading them.
+    socket.set_rcvhwm(10_000).map_err(fail)?;
     let address = endpoint(&config.server, config.publish_port);
     // Attached before connecting, so that not even the first failure goes unexplained.
     let watch = ConnectionWatch::attach(ctx, &socket, &address).map_err(fail)?;

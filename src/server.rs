@@ -23,6 +23,9 @@ use crate::transport::{self, endpoint, Authorizer};
 
 /// Requests handled before the loop looks at timers and signals again.
 const BATCH: usize = 256;
+/// The longest a subscriber waits, after bans were published, for the heartbeat that
+/// tells it the latest sequence number.
+const AFTER_PUBLISH: Duration = Duration::from_millis(100);
 /// The longest the loop sleeps, which bounds how late a signal is noticed.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -164,7 +167,13 @@ impl Server {
                 self.publish.watch.drain();
             }
             if reports {
+                let seq = self.seq;
                 self.handle_reports()?;
+                // A heartbeat soon after bans were published: a subscriber that lost the
+                // end of a burst learns of the gap in 100 ms rather than at the next tick.
+                if self.seq != seq {
+                    next_heartbeat = next_heartbeat.min(Instant::now() + AFTER_PUBLISH);
+                }
             }
             if subscriptions {
                 self.handle_subscriptions();
