@@ -23,6 +23,8 @@
 //! - P6 catch-up: a client that was stopped while 100,000 bans were made, from restart until
 //!   all are in its nftables set.
 
+#![forbid(unsafe_code)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -1,5 +1,7 @@
 //! The command-line contract: exit codes, one-line errors, key files, config checks.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use std::fs;

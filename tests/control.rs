@@ -1,5 +1,7 @@
 //! Fleet unban, and what the server says about itself: `banshare unban`, `bans`, `status`.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -1,5 +1,7 @@
 //! The server's ban table survives kill -9 and damage to its journal.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use std::fs;

@@ -2,6 +2,8 @@
 //! definitions and kept in debian/man and debian/completions. This test fails when they are
 //! out of date; regenerate them with `BANSHARE_UPDATE_MAN=1 cargo test --test manpages`.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 use banshare::cli::{AdminArgs, ClientArgs, ReportArgs, ServerArgs};

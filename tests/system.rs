@@ -5,6 +5,8 @@
 //! with its scriptlets. Needs root and the packages that the test command builds first
 //! (`scripts/package`).
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use std::fs;

@@ -1,6 +1,8 @@
 //! The systemd units: they pass `systemd-analyze verify` without a single warning, and their
 //! sandboxing scores within the limits (server ≤ 2.0, client ≤ 4.5, lower is safer).
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use std::fs;
