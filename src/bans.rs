@@ -151,6 +151,10 @@ impl BanTable {
         self.entries.len()
     }
 
+    pub fn contains(&self, ip: &Cidr) -> bool {
+        self.entries.contains_key(ip)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

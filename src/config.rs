@@ -131,6 +131,15 @@ pub struct ServerConfig {
     pub protected: Vec<Cidr>,
     #[serde(default)]
     pub min_prefix: MinPrefix,
+    /// Reports one key may make at once...
+    #[serde(default = "default_report_burst")]
+    pub report_burst: u32,
+    /// ...and a minute after that; beyond, its reports are refused.
+    #[serde(default = "default_report_rate")]
+    pub report_rate: u32,
+    /// The most active bans the server holds; reports of further bans are refused.
+    #[serde(default = "default_max_bans")]
+    pub max_bans: usize,
     #[serde(default = "default_log_level")]
     pub log_level: LogLevel,
 }
@@ -261,6 +270,15 @@ fn default_dedup_window() -> HumanDuration {
 fn default_bantime() -> HumanDuration {
     HumanDuration::secs(86400)
 }
+fn default_report_burst() -> u32 {
+    200
+}
+fn default_report_rate() -> u32 {
+    60
+}
+fn default_max_bans() -> usize {
+    1_000_000
+}
 fn default_heartbeat() -> HumanDuration {
     HumanDuration::secs(1)
 }
@@ -302,6 +320,15 @@ impl ServerConfig {
         check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r))?;
         if config.heartbeat_interval.0.is_zero() {
             return Err(err("heartbeat-interval", "must be more than 0s".into()));
+        }
+        for (key, value) in [
+            ("report-burst", config.report_burst as usize),
+            ("report-rate", config.report_rate as usize),
+            ("max-bans", config.max_bans),
+        ] {
+            if value == 0 {
+                return Err(err(key, "must be at least 1".into()));
+            }
         }
         let bantime = config.default_bantime.0.as_secs();
         if !(1..=MAX_BANTIME).contains(&bantime) {

@@ -19,6 +19,7 @@ pub mod control;
 pub mod duration;
 pub mod exit;
 pub mod keys;
+pub mod limits;
 pub mod logging;
 pub mod protect;
 pub mod protocol;

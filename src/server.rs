@@ -13,13 +13,14 @@ use crate::connection::ListenerWatch;
 use crate::control::{self, Command};
 use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
+use crate::limits::{LogLimit, RateLimits};
 use crate::protect::Protected;
 use crate::protocol::{
     decode_request, Ban, Name, Publish, Report, Request, SnapshotPage, Verdict, PAGE,
 };
 use crate::service::{self, Signals, Watchdog};
 use crate::store::{Store, StoreError, SERVER_JOURNAL};
-use crate::transport::{self, endpoint, Authorizer};
+use crate::transport::{self, endpoint, Authorizer, Sender};
 
 /// Requests handled before the loop looks at timers and signals again.
 const BATCH: usize = 256;
@@ -68,9 +69,28 @@ struct Server {
     store: Store,
     control: zmq::Socket,
     counters: Counters,
+    limits: RateLimits,
+    log_limit: LogLimit,
     started: Instant,
     epoch: u64,
     seq: u64,
+}
+
+/// Who sent a request, as the log names it: key name, key fingerprint and address.
+struct Peer {
+    name: String,
+    fingerprint: String,
+    address: String,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (key {}) at {}",
+            self.name, self.fingerprint, self.address
+        )
+    }
 }
 
 fn load_keys(config: &ServerConfig) -> Result<(KeyPair, keys::AuthorizedKeys), Failure> {
@@ -113,6 +133,8 @@ impl Server {
             store,
             control,
             counters: Counters::default(),
+            limits: RateLimits::default(),
+            log_limit: LogLimit::default(),
             started: Instant::now(),
             epoch: random_epoch(),
             seq: 0,
@@ -202,9 +224,9 @@ impl Server {
         let mut replies = Vec::new();
         let mut accepted = Vec::new();
         for _ in 0..BATCH {
-            match transport::recv_with_user(&self.report.socket, zmq::DONTWAIT) {
-                Ok((frames, user)) => {
-                    replies.extend(self.handle_report(frames, user, &mut accepted)?)
+            match transport::recv_with_sender(&self.report.socket, zmq::DONTWAIT) {
+                Ok((frames, sender)) => {
+                    replies.extend(self.handle_report(frames, sender, &mut accepted)?)
                 }
                 Err(zmq::Error::EAGAIN) => break,
                 Err(e) => {
@@ -235,7 +257,7 @@ impl Server {
     fn handle_report(
         &mut self,
         frames: Vec<Vec<u8>>,
-        user: Option<String>,
+        sender: Sender,
         accepted: &mut Vec<Ban>,
     ) -> Result<Option<Vec<Vec<u8>>>, Failure> {
         let split = match frames.get(1) {
@@ -243,17 +265,25 @@ impl Server {
             _ => 1,
         };
         let (envelope, request) = frames.split_at(split.min(frames.len()));
-        let Some(origin) = user.as_deref().and_then(|u| self.auth.name_of(u)) else {
+        let user = sender.user.unwrap_or_default();
+        let Some(origin) = self.auth.name_of(&user) else {
             // The key was revoked after this connection was made: answer nothing, as the
             // handshake would.
             log::warn!("dropped a request from a key that is no longer authorized");
             return Ok(None);
         };
         self.auth.saw(&origin);
+        let peer = Peer {
+            name: origin,
+            fingerprint: PublicKey::from_z85(&user).map_or_else(String::new, |k| k.fingerprint()),
+            address: sender
+                .address
+                .unwrap_or_else(|| "an unknown address".into()),
+        };
         let (verdict, legacy) = match decode_request(request) {
             Ok(Request::Snapshot { after }) => {
                 let (bans, next) = self.table.page(after.as_ref(), PAGE, unix_now());
-                log::debug!("snapshot page of {} bans for {origin}", bans.len());
+                log::debug!("snapshot page of {} bans for {}", bans.len(), peer.name);
                 let page = SnapshotPage {
                     epoch: self.epoch,
                     seq: self.seq,
@@ -264,11 +294,14 @@ impl Server {
                     envelope.iter().cloned().chain(page.encode()).collect(),
                 ));
             }
-            Ok(Request::Report(report)) => (self.decide(&report, &origin, accepted)?, false),
-            Ok(Request::Legacy(report)) => (self.decide(&report, &origin, accepted)?, true),
+            Ok(Request::Report(report)) => (self.decide(&report, &peer, accepted)?, false),
+            Ok(Request::Legacy(report)) => (self.decide(&report, &peer, accepted)?, true),
             Err(invalid) => {
                 self.counters.invalid += 1;
-                log::warn!("invalid request from {origin}: {}", invalid.reason);
+                self.warn_limited(
+                    &peer,
+                    &format!("invalid request from {peer}: {}", invalid.reason),
+                );
                 (Verdict::Invalid(invalid.reason), invalid.legacy)
             }
         };
@@ -283,20 +316,21 @@ impl Server {
     fn decide(
         &mut self,
         report: &Report,
-        origin: &str,
+        peer: &Peer,
         accepted: &mut Vec<Ban>,
     ) -> Result<Verdict, Failure> {
-        if let Err((kind, reason)) = self.refusal(report) {
+        if let Err((kind, reason)) = self.refusal(report, &peer.name) {
             *self.counters.refused.entry(kind).or_default() += 1;
-            log::warn!(
-                "refused {} ({} {}) from {origin}: {reason}",
-                report.ip,
-                report.prog,
-                report.jail
+            self.warn_limited(
+                peer,
+                &format!(
+                    "refused {} ({} {}) from {peer}: {reason}",
+                    report.ip, report.prog, report.jail
+                ),
             );
             return Ok(Verdict::Refused(reason));
         }
-        let origin = Name::parse("origin", origin)
+        let origin = Name::parse("origin", &peer.name)
             .unwrap_or_else(|_| Name::parse("origin", "unnamed").expect("valid name"));
         let recorded = self.table.record(
             report,
@@ -309,18 +343,20 @@ impl Server {
             Recorded::Duplicate => {
                 self.counters.duplicate += 1;
                 log::info!(
-                    "duplicate {} ({} {}) from {origin}",
+                    "duplicate {} ({} {}) from {}",
                     report.ip,
                     report.prog,
-                    report.jail
+                    report.jail,
+                    peer.name
                 );
                 Ok(Verdict::Duplicate)
             }
             Recorded::New(entry) => {
                 self.counters.accepted += 1;
                 let ban = &entry.ban;
+                // The audit trail: every accepted ban, once, with where it came from.
                 log::info!(
-                    "accepted {} ({} {}) from {origin}, bantime {}",
+                    "accepted {} ({} {}) from {peer}, bantime {}",
                     ban.ip,
                     ban.prog,
                     ban.jail,
@@ -333,22 +369,50 @@ impl Server {
         }
     }
 
+    /// A warning about a peer, unless that peer has had its share of lines this minute: a
+    /// flood of bad reports must not fill the disk with the log.
+    fn warn_limited(&mut self, peer: &Peer, line: &str) {
+        match self.log_limit.admit(&peer.name, Instant::now()) {
+            Some(0) => log::warn!("{line}"),
+            Some(held_back) => log::warn!(
+                "{line} ({held_back} more lines about {} were held back)",
+                peer.name
+            ),
+            None => {}
+        }
+    }
+
     /// Why the server will not ban this network, if it will not: a short kind for the
     /// counters, and the reason for the reporter.
-    fn refusal(&self, report: &Report) -> Result<(), (&'static str, String)> {
+    fn refusal(&mut self, report: &Report, origin: &str) -> Result<(), (&'static str, String)> {
         let ip = &report.ip;
+        // First, so that every report counts against the key, refused or not.
+        let (rate, burst) = (self.config.report_rate, self.config.report_burst);
+        if !self.limits.allow(origin, rate, burst, Instant::now()) {
+            return Err((
+                "rate-limit",
+                format!("{origin} sent more than {burst} reports at once or {rate} a minute"),
+            ));
+        }
         self.config
             .min_prefix
             .check(ip)
             .map_err(|r| ("min-prefix", r))?;
         self.protected.check(ip).map_err(|r| ("protected", r))?;
-        match self.auth.fleet_host_in(ip) {
-            Some((addr, name)) => Err((
+        if let Some((addr, name)) = self.auth.fleet_host_in(ip) {
+            return Err((
                 "fleet-host",
                 format!("{ip} covers fleet host {name}'s address {addr}"),
-            )),
-            None => Ok(()),
+            ));
         }
+        let max = self.config.max_bans;
+        if self.table.len() >= max && !self.table.contains(ip) {
+            return Err((
+                "max-bans",
+                format!("the server holds {max} active bans, its max-bans"),
+            ));
+        }
+        Ok(())
     }
 
     fn send(&mut self, message: &Publish) {
@@ -587,7 +651,7 @@ struct Counters {
     accepted: u64,
     duplicate: u64,
     invalid: u64,
-    /// Refused reports by reason: min-prefix, protected, fleet-host.
+    /// Refused reports by reason: rate-limit, min-prefix, protected, fleet-host, max-bans.
     refused: BTreeMap<&'static str, u64>,
     /// Bans and unbans published.
     published: u64,

@@ -71,22 +71,28 @@ pub fn client_socket(
     Ok(socket)
 }
 
-/// Receives one whole multipart message, with the User-Id that the ZAP handler gave the
-/// sending peer (the peer's public key in Z85).
-pub fn recv_with_user(
-    socket: &zmq::Socket,
-    flags: i32,
-) -> zmq::Result<(Vec<Vec<u8>>, Option<String>)> {
+/// Who sent a message: the User-Id that the ZAP handler gave the peer (its public key in
+/// Z85) and the peer's address.
+#[derive(Debug, Default)]
+pub struct Sender {
+    pub user: Option<String>,
+    pub address: Option<String>,
+}
+
+/// Receives one whole multipart message, and who sent it.
+pub fn recv_with_sender(socket: &zmq::Socket, flags: i32) -> zmq::Result<(Vec<Vec<u8>>, Sender)> {
     let mut frames = Vec::new();
-    let mut user = None;
+    let mut sender = Sender::default();
     loop {
         let mut msg = socket.recv_msg(flags)?;
-        if user.is_none() {
-            user = msg.gets("User-Id").map(str::to_owned);
+        // Not on the ROUTER's own identity frame: look until a frame has them.
+        if sender.user.is_none() {
+            sender.user = msg.gets("User-Id").map(str::to_owned);
+            sender.address = msg.gets("Peer-Address").map(peer_address);
         }
         frames.push(msg.to_vec());
         if !msg.get_more() {
-            return Ok((frames, user));
+            return Ok((frames, sender));
         }
     }
 }

@@ -1,0 +1,116 @@
+//! Abuse limits and the audit trail: one key that floods is refused with a reason while
+//! the others carry on, the table has a ceiling, refusals cannot flood the log, and every
+//! accepted ban is logged once with where it came from.
+
+#![forbid(unsafe_code)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(3);
+
+#[test]
+fn a_key_over_its_rate_is_refused_with_a_reason_and_others_carry_on() {
+    let fleet = Fleet::start(
+        &["web1", "web2"],
+        "report-burst = 5\nreport-rate = 60\n",
+        "",
+    );
+    let codes: Vec<(i32, String)> = (0..8)
+        .map(|i| outcome(&fleet.report(0, &["fail2ban", "sshd", &format!("203.0.113.{i}")])))
+        .collect();
+    assert!(codes[..5].iter().all(|(code, _)| *code == 0), "{codes:?}");
+    for (code, stderr) in &codes[5..] {
+        assert_eq!(*code, 77, "{stderr}");
+        assert!(
+            stderr.contains("refused: web1 sent more than 5 reports at once or 60 a minute"),
+            "{stderr}"
+        );
+    }
+    // Another key has its own allowance.
+    let (code, stderr) = outcome(&fleet.report(1, &["fail2ban", "sshd", "203.0.113.50"]));
+    assert_eq!(code, 0, "{stderr}");
+    let status = fleet.admin(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["counters"]["refused"]["rate-limit"], 3, "{status}");
+    // Logged with the key's name, fingerprint and address.
+    let fingerprint = fleet.host_key("web1").public.fingerprint();
+    let log = fleet.server_log();
+    assert!(
+        log.contains(&format!(
+            "refused 203.0.113.5 (fail2ban sshd) from web1 (key {fingerprint}) at 127.0.0.1: \
+             web1 sent more than 5 reports"
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn refusals_cannot_flood_the_log() {
+    let fleet = Fleet::start(&["web1"], "report-burst = 1\nreport-rate = 1\n", "");
+    let raw = Raw::connect(
+        fleet.report_port,
+        Some((&fleet.server_key(), &fleet.host_key("web1"))),
+    );
+    for i in 0..300 {
+        let ip = format!("198.18.{}.{}", i / 250, i % 250 + 1);
+        let reply = raw.request(&report_frames("fail2ban", "sshd", &ip, ""), WAIT);
+        let reply = texts(&reply.expect("every report is answered"));
+        assert_eq!(
+            reply[1],
+            if i == 0 { "ACCEPTED" } else { "REFUSED" },
+            "{reply:?}"
+        );
+    }
+    let refused = fleet.server_log().matches("refused 198.18.").count();
+    assert!(
+        (1..=20).contains(&refused),
+        "{refused} lines for 299 refusals"
+    );
+}
+
+#[test]
+fn the_table_has_a_ceiling_that_duplicates_do_not_hit() {
+    let fleet = Fleet::start(&["web1"], "max-bans = 3\n", "");
+    for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", ip]));
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.4"]));
+    assert_eq!(code, 77, "{stderr}");
+    assert!(
+        stderr.contains("the server holds 3 active bans, its max-bans"),
+        "{stderr}"
+    );
+    // Already in the table: a duplicate, not a new ban.
+    let out = fleet.report(0, &["-v", "fail2ban", "sshd", "203.0.113.2"]);
+    let (code, stderr) = outcome(&out);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("duplicate"), "{stderr}");
+}
+
+#[test]
+fn every_accepted_ban_is_logged_once_with_its_origin() {
+    let fleet = Fleet::start(&["web1"], "", "");
+    fleet.report(0, &["fail2ban", "sshd", "203.0.113.9"]);
+    fleet.report(0, &["fail2ban", "sshd", "203.0.113.9"]);
+    fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.9 86400");
+    let fingerprint = fleet.host_key("web1").public.fingerprint();
+    let line = format!(
+        "accepted 203.0.113.9 (fail2ban sshd) from web1 (key {fingerprint}) at 127.0.0.1, \
+         bantime 86400s"
+    );
+    assert_eq!(
+        fleet.server_log().matches(&line).count(),
+        1,
+        "{}",
+        fleet.server_log()
+    );
+    let bans = fleet.admin(&["bans"]);
+    let bans = String::from_utf8_lossy(&bans.stdout);
+    let row = bans.lines().find(|l| l.contains("203.0.113.9")).unwrap();
+    assert!(row.contains("web1") && row.contains("sshd"), "{bans}");
+}
