@@ -313,9 +313,13 @@ pub enum AnyConfig {
 
 impl ServerConfig {
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
-        let text = read(path)?;
-        let config: ServerConfig = parse(path, &text)?;
-        let err = |key: &str, reason: String| located(path, &text, key, reason);
+        ServerConfig::from_text(path, &read(path)?)
+    }
+
+    /// The configuration in `text`, read from `path` (which error messages name).
+    pub fn from_text(path: &Path, text: &str) -> Result<ServerConfig, ConfigError> {
+        let config: ServerConfig = parse(path, text)?;
+        let err = |key: &str, reason: String| located(path, text, key, reason);
         check_ports(config.report_port, config.publish_port).map_err(|(k, r)| err(k, r))?;
         check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r))?;
         if config.heartbeat_interval.0.is_zero() {
@@ -343,9 +347,13 @@ impl ServerConfig {
 
 impl ClientConfig {
     pub fn load(path: &Path) -> Result<ClientConfig, ConfigError> {
-        let text = read(path)?;
-        let config: ClientConfig = parse(path, &text)?;
-        let err = |key: &str, reason: String| located(path, &text, key, reason);
+        ClientConfig::from_text(path, &read(path)?)
+    }
+
+    /// The configuration in `text`, read from `path` (which error messages name).
+    pub fn from_text(path: &Path, text: &str) -> Result<ClientConfig, ConfigError> {
+        let config: ClientConfig = parse(path, text)?;
+        let err = |key: &str, reason: String| located(path, text, key, reason);
         check_ports(config.report_port, config.publish_port).map_err(|(k, r)| err(k, r))?;
         check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r))?;
         check_host(&config.server).map_err(|r| err("server", r))?;

@@ -36,19 +36,22 @@ impl Template {
                 args[0]
             ));
         }
+        // "/usr/sbin/<prog>" would let whoever reports choose what runs.
+        if let Some(tag) = TAGS.iter().find(|tag| args[0].contains(*tag)) {
+            return Err(format!(
+                "program {:?} may not contain {tag}: what runs must not depend on a report",
+                args[0]
+            ));
+        }
         Ok(Template { args })
     }
 
-    /// The program and its arguments with every tag replaced.
+    /// The program and its arguments with every tag replaced. One pass over each argument,
+    /// so that a value which itself looks like a tag stays as it is.
     pub fn expand(&self, values: &Values) -> Vec<String> {
         self.args
             .iter()
-            .map(|arg| {
-                arg.replace("<ip>", values.ip)
-                    .replace("<jail>", values.jail)
-                    .replace("<prog>", values.prog)
-                    .replace("<bantime>", values.bantime)
-            })
+            .map(|arg| expand_arg(arg, values))
             .collect()
     }
 
@@ -71,6 +74,27 @@ impl<'de> serde::Deserialize<'de> for Template {
 }
 
 /// Rejects `<name>` tags we do not know, which are almost always typos such as `<IP>`.
+fn expand_arg(arg: &str, values: &Values) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let tag = TAGS.iter().find(|tag| tail.starts_with(*tag));
+        let value = match tag {
+            Some(&"<ip>") => values.ip,
+            Some(&"<jail>") => values.jail,
+            Some(&"<prog>") => values.prog,
+            Some(_) => values.bantime,
+            None => "<",
+        };
+        out.push_str(value);
+        rest = &tail[tag.map_or(1, |t| t.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn check_tags(arg: &str) -> Result<(), String> {
     let mut rest = arg;
     while let Some(start) = rest.find('<') {
@@ -207,5 +231,19 @@ mod tests {
         let err = Template::parse("/bin/echo <IP>").unwrap_err();
         assert!(err.contains("unknown tag <IP>"), "{err}");
         Template::parse("/bin/sh -c 'test 1 < 2' <ip>").unwrap();
+        let err = Template::parse("/usr/sbin/<prog> <ip>").unwrap_err();
+        assert!(err.contains("may not contain <prog>"), "{err}");
+    }
+
+    #[test]
+    fn a_value_that_looks_like_a_tag_is_not_expanded_again() {
+        let template = Template::parse("/bin/echo <ip>:<jail>").unwrap();
+        let values = Values {
+            ip: "<jail>",
+            jail: "sshd",
+            prog: "<ip>",
+            bantime: "60",
+        };
+        assert_eq!(template.expand(&values), ["/bin/echo", "<jail>:sshd"]);
     }
 }
