@@ -296,6 +296,14 @@ impl Fleet {
         self.server.as_ref().unwrap().id() as i32
     }
 
+    /// Whether the server and every started client are still running.
+    pub fn running(&mut self) -> bool {
+        self.server
+            .iter_mut()
+            .chain(self.hosts.iter_mut().filter_map(|h| h.child.as_mut()))
+            .all(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
     pub fn client_pid(&self, i: usize) -> i32 {
         self.hosts[i].child.as_ref().unwrap().id() as i32
     }

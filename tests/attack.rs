@@ -1,0 +1,218 @@
+//! An authorized but malicious reporter attacks while a legitimate host keeps reporting:
+//! a burst of 10,000 reports, protected ranges and whole address families, shell and
+//! control characters in every field, oversized, truncated and garbage messages, and a
+//! legacy message with 1,000 semicolons. The server and every client stay up, every
+//! legitimate ban is applied within normal time, and nothing harmful is applied or run.
+
+#![forbid(unsafe_code)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use banshare::transport;
+use common::*;
+
+/// The server's default per-key limits, which the common fleet raises for other tests.
+const DEFAULT_LIMITS: &str = "report-burst = 200\nreport-rate = 60\n";
+/// Far above what a legitimate ban takes here (milliseconds), far below a starved server.
+const NORMAL: Duration = Duration::from_secs(5);
+
+/// Sends every message at once on one CURVE connection as `host`, then counts the replies
+/// that come within a few seconds.
+fn burst(fleet: &Fleet, host: &str, messages: &[Vec<Vec<u8>>]) -> usize {
+    let ctx = zmq::Context::new();
+    let socket = transport::client_socket(
+        &ctx,
+        zmq::DEALER,
+        &fleet.server_key(),
+        &fleet.host_key(host),
+    )
+    .unwrap();
+    socket.set_sndhwm(0).unwrap();
+    socket
+        .connect(&format!("tcp://127.0.0.1:{}", fleet.report_port))
+        .unwrap();
+    // The empty frame stands in for the delimiter a REQ socket adds.
+    let delimiter = Vec::new();
+    for frames in messages {
+        socket
+            .send_multipart(std::iter::once(&delimiter).chain(frames), 0)
+            .unwrap();
+    }
+    let mut replies = 0;
+    while socket.poll(zmq::POLLIN, 3000).unwrap() > 0 {
+        socket.recv_multipart(0).unwrap();
+        replies += 1;
+    }
+    replies
+}
+
+fn frames(parts: &[&[u8]]) -> Vec<Vec<u8>> {
+    parts.iter().map(|p| p.to_vec()).collect()
+}
+
+/// Hostile content: each is refused or invalid, none is applied.
+fn hostile_messages(canary: &str) -> Vec<Vec<Vec<u8>>> {
+    let touch = format!(";touch {canary}");
+    let subst = format!("$(touch {canary})");
+    let mut messages = Vec::new();
+    for ip in [
+        "127.0.0.0/8",
+        "0.0.0.0/0",
+        "::/0",
+        "169.254.0.0/16",
+        "ff02::1",
+    ] {
+        messages.push(frames(&[
+            b"BANSHARE1",
+            b"REPORT",
+            b"fail2ban",
+            b"sshd",
+            ip.as_bytes(),
+            b"",
+        ]));
+    }
+    for evil in [
+        touch.as_str(),
+        subst.as_str(),
+        "`reboot`",
+        "a|b",
+        "a\nb",
+        "\u{1b}[2J",
+        "x\u{0}y",
+    ] {
+        let evil = evil.as_bytes();
+        for field in 0..4 {
+            let mut report: [&[u8]; 4] = [b"fail2ban", b"sshd", b"203.0.113.66", b""];
+            report[field] = evil;
+            let mut parts: Vec<&[u8]> = vec![b"BANSHARE1", b"REPORT"];
+            parts.extend(report);
+            messages.push(frames(&parts));
+        }
+    }
+    // Truncated, over-long and garbage shapes, and the legacy format at its worst.
+    messages.push(frames(&[b"BANSHARE1", b"REPORT", b"fail2ban"]));
+    messages.push(frames(&[b"BANSHARE1"]));
+    messages.push(vec![vec![0xff; 300]; 50]);
+    messages.push(vec![b";".repeat(1000)]);
+    messages.push(vec![
+        format!("fail2ban;sshd;203.0.113.67{touch};web1").into_bytes()
+    ]);
+    messages
+}
+
+/// A frame over the server's limit (4096 bytes): libzmq drops the connection unanswered.
+fn oversized() -> Vec<Vec<Vec<u8>>> {
+    let field = [b'9'; 70_000];
+    vec![frames(&[
+        b"BANSHARE1",
+        b"REPORT",
+        b"fail2ban",
+        b"sshd",
+        &field,
+        b"",
+    ])]
+}
+
+#[test]
+fn a_malicious_reporter_harms_nobody_while_a_legitimate_host_keeps_reporting() {
+    let mut fleet = Fleet::start(&["web1", "web2", "mal1", "mal2"], DEFAULT_LIMITS, "");
+    let canary = fleet.dir.path().join("pwned");
+    let hostile = hostile_messages(&canary.display().to_string());
+    let flood: Vec<Vec<Vec<u8>>> = (0..10_000)
+        .map(|i| {
+            let ip = format!("198.18.{}.{}", i / 250, i % 250 + 1);
+            frames(&[
+                b"BANSHARE1",
+                b"REPORT",
+                b"fail2ban",
+                b"sshd",
+                ip.as_bytes(),
+                b"",
+            ])
+        })
+        .collect();
+    let attacking = AtomicBool::new(true);
+    let (mut latencies, answered) = std::thread::scope(|scope| {
+        let attack = scope.spawn(|| {
+            let answered = (
+                burst(&fleet, "mal2", &hostile),
+                burst(&fleet, "mal1", &flood),
+                burst(&fleet, "mal2", &oversized()),
+            );
+            attacking.store(false, Ordering::Relaxed);
+            answered
+        });
+        // web1 reports about ten times a second until the attack is over.
+        let mut latencies = Vec::new();
+        let mut i = 0;
+        while attacking.load(Ordering::Relaxed) || i < 20 {
+            let ip = format!("203.0.113.{}", 100 + i);
+            let started = Instant::now();
+            let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", &ip]));
+            assert_eq!(code, 0, "legitimate report {ip}: {stderr}");
+            for host in 0..fleet.hosts.len() {
+                fleet.wait_applied(host, &format!("ban fail2ban sshd {ip} 86400"));
+            }
+            latencies.push(started.elapsed());
+            i += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (latencies, attack.join().unwrap())
+    });
+    latencies.sort();
+    let worst = *latencies.last().unwrap();
+    eprintln!(
+        "under attack: {} legitimate bans, median {:?}, worst {worst:?} from report to \
+         applied on all 4 hosts; {} of {} hostile messages and {} of 10000 flood reports answered",
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        answered.0,
+        hostile.len(),
+        answered.1
+    );
+    assert!(
+        worst < NORMAL,
+        "a legitimate ban took {worst:?} under attack"
+    );
+
+    // Everything was answered, so the server kept up, except the oversized message; the
+    // flood was refused past the key's allowance.
+    assert_eq!(
+        answered.0,
+        hostile.len(),
+        "every hostile message is answered"
+    );
+    assert_eq!(answered.1, 10_000, "every flood report is answered");
+    assert_eq!(answered.2, 0, "the oversized message is dropped");
+    let status = fleet.admin(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let refused = &status["counters"]["refused"];
+    assert!(refused["rate-limit"].as_u64().unwrap() >= 9_800, "{status}");
+    // 127.0.0.0/8, 0.0.0.0/0, ::/0 and 169.254.0.0/16 are too wide; ff02::1 is multicast.
+    assert_eq!(refused["min-prefix"], 4, "{status}");
+    assert_eq!(refused["protected"], 1, "{status}");
+
+    // Up, and nothing harmful applied or run anywhere.
+    assert!(
+        fleet.running(),
+        "the server and every client are still running"
+    );
+    assert!(!canary.exists(), "an injected command ran");
+    for host in 0..fleet.hosts.len() {
+        for line in fleet.applied(host) {
+            let ip = line.split(' ').nth(3).unwrap_or_default();
+            let legitimate = ip
+                .strip_prefix("203.0.113.")
+                .and_then(|octet| octet.parse::<u8>().ok())
+                .is_some_and(|octet| octet >= 100);
+            let flood_allowance = ip.starts_with("198.18.");
+            assert!(
+                legitimate || flood_allowance,
+                "applied on host {host}: {line}"
+            );
+        }
+    }
+}
