@@ -65,14 +65,7 @@ fn hostile_messages(canary: &str) -> Vec<Vec<Vec<u8>>> {
         "169.254.0.0/16",
         "ff02::1",
     ] {
-        messages.push(frames(&[
-            b"BANSHARE1",
-            b"REPORT",
-            b"fail2ban",
-            b"sshd",
-            ip.as_bytes(),
-            b"",
-        ]));
+        messages.push(frames(&report_frames("fail2ban", "sshd", ip, "")));
     }
     for evil in [
         touch.as_str(),
@@ -83,13 +76,11 @@ fn hostile_messages(canary: &str) -> Vec<Vec<Vec<u8>>> {
         "\u{1b}[2J",
         "x\u{0}y",
     ] {
-        let evil = evil.as_bytes();
         for field in 0..4 {
-            let mut report: [&[u8]; 4] = [b"fail2ban", b"sshd", b"203.0.113.66", b""];
+            let mut report = ["fail2ban", "sshd", "203.0.113.66", ""];
             report[field] = evil;
-            let mut parts: Vec<&[u8]> = vec![b"BANSHARE1", b"REPORT"];
-            parts.extend(report);
-            messages.push(frames(&parts));
+            let [prog, jail, ip, bantime] = report;
+            messages.push(frames(&report_frames(prog, jail, ip, bantime)));
         }
     }
     // Truncated, over-long and garbage shapes, and the legacy format at its worst.
@@ -105,15 +96,8 @@ fn hostile_messages(canary: &str) -> Vec<Vec<Vec<u8>>> {
 
 /// A frame over the server's limit (4096 bytes): libzmq drops the connection unanswered.
 fn oversized() -> Vec<Vec<Vec<u8>>> {
-    let field = [b'9'; 70_000];
-    vec![frames(&[
-        b"BANSHARE1",
-        b"REPORT",
-        b"fail2ban",
-        b"sshd",
-        &field,
-        b"",
-    ])]
+    let field = "9".repeat(70_000);
+    vec![frames(&report_frames("fail2ban", "sshd", &field, ""))]
 }
 
 #[test]
@@ -124,14 +108,7 @@ fn a_malicious_reporter_harms_nobody_while_a_legitimate_host_keeps_reporting() {
     let flood: Vec<Vec<Vec<u8>>> = (0..10_000)
         .map(|i| {
             let ip = format!("198.18.{}.{}", i / 250, i % 250 + 1);
-            frames(&[
-                b"BANSHARE1",
-                b"REPORT",
-                b"fail2ban",
-                b"sshd",
-                ip.as_bytes(),
-                b"",
-            ])
+            frames(&report_frames("fail2ban", "sshd", &ip, ""))
         })
         .collect();
     let attacking = AtomicBool::new(true);
