@@ -1,9 +1,9 @@
-//! Abuse limits on the server. A token bucket per reporting key, so that one stolen or
-//! broken key cannot bury the server or the fleet in bans; and a limit on the log lines that
-//! refusals write, so that a flood cannot fill the disk either.
+//! Abuse limits on the server: a token bucket per reporting key, so that one stolen or
+//! broken key cannot bury the server or the fleet in bans. The log lines that refusals write
+//! are limited by `logging::LogLimit`.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// One token bucket per key name. The sizes come from the configuration on every call, so
 /// a reload changes them at once.
@@ -38,47 +38,10 @@ impl RateLimits {
     }
 }
 
-/// At most `LINES` log lines a minute for each key; the lines held back are counted and
-/// reported with the next line let through.
-#[derive(Default)]
-pub struct LogLimit {
-    keys: HashMap<String, Window>,
-}
-
-struct Window {
-    start: Instant,
-    shown: u32,
-    held_back: u64,
-}
-
-const LINES: u32 = 20;
-const WINDOW: Duration = Duration::from_secs(60);
-
-impl LogLimit {
-    /// Whether to write a line about `key` now, and if so, how many lines about it were held
-    /// back since the last one written.
-    pub fn admit(&mut self, key: &str, now: Instant) -> Option<u64> {
-        let window = self.keys.entry(key.to_owned()).or_insert(Window {
-            start: now,
-            shown: 0,
-            held_back: 0,
-        });
-        if now.saturating_duration_since(window.start) >= WINDOW {
-            window.start = now;
-            window.shown = 0;
-        }
-        if window.shown >= LINES {
-            window.held_back += 1;
-            return None;
-        }
-        window.shown += 1;
-        Some(std::mem::take(&mut window.held_back))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_burst_then_the_rate() {
@@ -100,16 +63,5 @@ mod tests {
             .filter(|_| limits.allow("web1", 60, 200, later))
             .count();
         assert_eq!(allowed, 200);
-    }
-
-    #[test]
-    fn log_lines_are_held_back_and_counted() {
-        let mut log = LogLimit::default();
-        let t0 = Instant::now();
-        let written = (0..100).filter(|_| log.admit("web1", t0).is_some()).count();
-        assert_eq!(written, LINES as usize);
-        assert_eq!(log.admit("web2", t0), Some(0));
-        assert_eq!(log.admit("web1", t0 + WINDOW), Some(80));
-        assert_eq!(log.admit("web1", t0 + WINDOW), Some(0));
     }
 }

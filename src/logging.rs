@@ -127,3 +127,57 @@ impl Quiet {
         }
     }
 }
+/// Like `Quiet`, for lines that differ each time (a refusal names the address): at most
+/// `LINES` lines a minute for each key, and the lines held back are counted and reported
+/// with the next line let through.
+#[derive(Default)]
+pub struct LogLimit {
+    keys: HashMap<String, Window>,
+}
+
+struct Window {
+    start: Instant,
+    shown: u32,
+    held_back: u64,
+}
+
+impl LogLimit {
+    const LINES: u32 = 20;
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    /// Whether to write a line about `key` now, and if so, how many lines about it were held
+    /// back since the last one written.
+    pub fn admit(&mut self, key: &str, now: Instant) -> Option<u64> {
+        let window = self.keys.entry(key.to_owned()).or_insert(Window {
+            start: now,
+            shown: 0,
+            held_back: 0,
+        });
+        if now.saturating_duration_since(window.start) >= Self::WINDOW {
+            window.start = now;
+            window.shown = 0;
+        }
+        if window.shown >= Self::LINES {
+            window.held_back += 1;
+            return None;
+        }
+        window.shown += 1;
+        Some(std::mem::take(&mut window.held_back))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_held_back_and_counted() {
+        let mut log = LogLimit::default();
+        let t0 = Instant::now();
+        let written = (0..100).filter(|_| log.admit("web1", t0).is_some()).count();
+        assert_eq!(written, LogLimit::LINES as usize);
+        assert_eq!(log.admit("web2", t0), Some(0));
+        assert_eq!(log.admit("web1", t0 + LogLimit::WINDOW), Some(80));
+        assert_eq!(log.admit("web1", t0 + LogLimit::WINDOW), Some(0));
+    }
+}

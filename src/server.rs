@@ -13,7 +13,8 @@ use crate::connection::ListenerWatch;
 use crate::control::{self, Command};
 use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
-use crate::limits::{LogLimit, RateLimits};
+use crate::limits::RateLimits;
+use crate::logging::LogLimit;
 use crate::protect::Protected;
 use crate::protocol::{
     decode_request, Ban, Name, Publish, Report, Request, SnapshotPage, Verdict, PAGE,
@@ -79,7 +80,8 @@ struct Server {
 /// Who sent a request, as the log names it: key name, key fingerprint and address.
 struct Peer {
     name: String,
-    fingerprint: String,
+    /// The fingerprint is worked out only when a line is written.
+    key: PublicKey,
     address: String,
 }
 
@@ -88,7 +90,9 @@ impl std::fmt::Display for Peer {
         write!(
             f,
             "{} (key {}) at {}",
-            self.name, self.fingerprint, self.address
+            self.name,
+            self.key.fingerprint(),
+            self.address
         )
     }
 }
@@ -266,16 +270,16 @@ impl Server {
         };
         let (envelope, request) = frames.split_at(split.min(frames.len()));
         let user = sender.user.unwrap_or_default();
-        let Some(origin) = self.auth.name_of(&user) else {
+        let Some((name, key)) = self.auth.lookup(&user) else {
             // The key was revoked after this connection was made: answer nothing, as the
             // handshake would.
             log::warn!("dropped a request from a key that is no longer authorized");
             return Ok(None);
         };
-        self.auth.saw(&origin);
+        self.auth.saw(&name);
         let peer = Peer {
-            name: origin,
-            fingerprint: PublicKey::from_z85(&user).map_or_else(String::new, |k| k.fingerprint()),
+            name,
+            key,
             address: sender
                 .address
                 .unwrap_or_else(|| "an unknown address".into()),

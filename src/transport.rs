@@ -174,8 +174,14 @@ impl Authorizer {
     /// The key file name for a User-Id, if that key is still authorized. Checked on every
     /// message so that a revoked key stops working on connections that are already open.
     pub fn name_of(&self, user_id: &str) -> Option<String> {
+        self.lookup(user_id).map(|(name, _)| name)
+    }
+
+    /// The key file name and the key for a User-Id, if that key is still authorized.
+    pub fn lookup(&self, user_id: &str) -> Option<(String, PublicKey)> {
         let key = PublicKey::from_z85(user_id)?;
-        self.keys.read().expect("lock").get(&key).cloned()
+        let name = self.keys.read().expect("lock").get(&key).cloned()?;
+        Some((name, key))
     }
 
     fn serve(&self, socket: zmq::Socket) {
