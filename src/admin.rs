@@ -120,14 +120,39 @@ fn bans_table(text: &str) -> Result<String, Failure> {
         );
         line.trim_end().to_string()
     };
-    let mut rows = vec![row(["ADDRESS", "EXPIRES (UTC)", "ORIGIN", "PROG", "JAIL"])];
+    let mut rows = vec![row([
+        "ADDRESS",
+        "EXPIRES (UTC)",
+        "PROG",
+        "JAIL",
+        "REPORTED BY",
+    ])];
     for ban in bans.as_array().into_iter().flatten() {
         let field = |name: &str| ban[name].as_str().unwrap_or("?").to_string();
         let expires = when(&ban["expires"]);
-        let (ip, origin, prog, jail) = (field("ip"), field("origin"), field("prog"), field("jail"));
-        rows.push(row([&ip, &expires, &origin, &prog, &jail]));
+        let (ip, prog, jail) = (field("ip"), field("prog"), field("jail"));
+        rows.push(row([&ip, &expires, &prog, &jail, &reported_by(ban)]));
     }
     Ok(rows.join("\n"))
+}
+
+/// "web1, web2 and 3 more": every host that reported the ban, first reporter first.
+fn reported_by(ban: &serde_json::Value) -> String {
+    let mut names: Vec<&str> = ban["reporters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    if names.is_empty() {
+        names.push(ban["origin"].as_str().unwrap_or("?"));
+    }
+    let mut text = names.join(", ");
+    match ban["more_reporters"].as_u64() {
+        Some(more) if more > 0 => text.push_str(&format!(" and {more} more")),
+        _ => {}
+    }
+    text
 }
 
 fn status_text(text: &str) -> Result<String, Failure> {

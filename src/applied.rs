@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use crate::bans::Entry;
+use crate::bans::{Entry, Reporters};
 use crate::cidr::Cidr;
 use crate::protocol::Ban;
 use crate::store::{Durability, Recovery, Store, StoreError, CLIENT_JOURNAL};
@@ -145,11 +145,11 @@ impl Applied {
     }
 }
 
+/// The client's record keeps the ban alone: who reported it is the server's business.
 fn entry(ban: &Ban) -> Entry {
     Entry {
         ban: ban.clone(),
-        first_report: 0,
-        last_report: 0,
+        reporters: Reporters::default(),
         last_published: 0,
     }
 }

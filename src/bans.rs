@@ -1,9 +1,11 @@
 //! The server's table of active bans, which also answers "was this published recently?"
-//! for de-duplication.
+//! for de-duplication. Reports only ever make a ban end later: the later end wins.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use smallvec::SmallVec;
 
 use crate::cidr::Cidr;
 use crate::protocol::{Ban, Bantime, Name, Report};
@@ -15,13 +17,87 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// When a ban ends, for comparing: a permanent ban ends after every other.
+pub fn end(ban: &Ban) -> u64 {
+    ban.expires.unwrap_or(u64::MAX)
+}
+
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// The ban as published. Its end is the latest that any report asked for; prog, jail,
+    /// origin and bantime come from the report that set that end.
     pub ban: Ban,
-    pub first_report: u64,
-    pub last_report: u64,
+    /// Every host that reported it while it was in force, first reporter first.
+    pub reporters: Reporters,
     /// When this ban was last published; de-duplication counts from here.
     pub last_published: u64,
+}
+
+impl Entry {
+    pub fn first_report(&self) -> u64 {
+        self.reporters.iter().map(|r| r.first).min().unwrap_or(0)
+    }
+
+    pub fn last_report(&self) -> u64 {
+        self.reporters.iter().map(|r| r.last).max().unwrap_or(0)
+    }
+}
+
+/// A host that reported a ban, and when it first and last did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reporter {
+    pub name: Name,
+    pub first: u64,
+    pub last: u64,
+}
+
+/// The hosts that reported a ban: up to `MAX_REPORTERS` by name, and a count of the others,
+/// so that a ban reported by the whole fleet still costs a bounded amount of memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reporters {
+    named: SmallVec<[Reporter; 1]>,
+    /// Reports from further hosts, beyond the named ones.
+    pub more: u32,
+}
+
+/// The most reporters a ban keeps by name: 16 take about 600 bytes, so even a million bans
+/// each reported by the whole fleet stay within a few hundred megabytes more.
+pub const MAX_REPORTERS: usize = 16;
+
+impl Reporters {
+    pub fn new(named: impl IntoIterator<Item = Reporter>, more: u32) -> Reporters {
+        Reporters {
+            named: named.into_iter().take(MAX_REPORTERS).collect(),
+            more,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Reporter> {
+        self.named.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.named.is_empty()
+    }
+
+    /// Notes a report from `name` at `at`; true when it is a host not yet named here, which
+    /// the journal should then record.
+    fn note(&mut self, name: &Name, at: u64) -> bool {
+        if let Some(known) = self.named.iter_mut().find(|r| &r.name == name) {
+            known.last = at;
+            return false;
+        }
+        if self.named.len() < MAX_REPORTERS {
+            self.named.push(Reporter {
+                name: name.clone(),
+                first: at,
+                last: at,
+            });
+        } else {
+            self.more = self.more.saturating_add(1);
+        }
+        true
+    }
 }
 
 #[derive(Debug, Default)]
@@ -38,14 +114,20 @@ pub struct BanTable {
 pub enum Recorded {
     /// Store and publish this ban.
     New(Entry),
-    /// Published less than the de-duplication window ago.
-    Duplicate,
+    /// Nothing to publish: the ban already ends as late, or was published less than the
+    /// de-duplication window ago. Holds the entry when the report came from a host not yet
+    /// among its reporters, for the journal.
+    Duplicate(Option<Entry>),
 }
 
 impl BanTable {
-    /// Records a report at time `now`. A report is a duplicate when the same network is still
-    /// banned and was published less than `window` ago; duplicates do not extend the window,
-    /// so an address reported every few minutes is still re-published once per window.
+    /// Records a report from `origin` at time `now`. The later end wins: a report never makes
+    /// a ban end sooner, whoever sends it, and a permanent ban stays permanent. A report that
+    /// ends later is published, unless the ban was published less than `window` ago and the
+    /// report asks for no longer a bantime than the published one: then it is a duplicate,
+    /// and duplicates do not extend the window, so an address reported every few minutes is
+    /// still re-published once per window. fail2ban's bantime.increment makes repeat
+    /// offenders' bans longer, and that is news for the fleet even inside the window.
     pub fn record(
         &mut self,
         report: &Report,
@@ -59,17 +141,6 @@ impl BanTable {
             Bantime::Permanent => None,
             Bantime::Seconds(s) => Some(s),
         };
-        if let Some(entry) = self.entries.get_mut(&report.ip) {
-            let active = entry.ban.expires.map_or(true, |e| e > now);
-            let recent = now < entry.last_published.saturating_add(window.as_secs());
-            // fail2ban's bantime.increment makes repeat offenders' bans longer: that longer
-            // ban is news for the fleet even inside the window.
-            let longer = bantime.unwrap_or(u64::MAX) > entry.ban.bantime.unwrap_or(u64::MAX);
-            if active && recent && !longer {
-                entry.last_report = now;
-                return Recorded::Duplicate;
-            }
-        }
         let ban = Ban {
             ip: report.ip,
             prog: self.intern(&report.prog),
@@ -78,15 +149,26 @@ impl BanTable {
             bantime,
             expires: bantime.map(|b| now.saturating_add(b)),
         };
-        let first_report = self.entries.get(&report.ip).map_or(now, |e| e.first_report);
-        let entry = Entry {
-            ban,
-            first_report,
-            last_report: now,
-            last_published: now,
+        let active = |e: &&mut Entry| e.ban.expires.map_or(true, |x| x > now);
+        let Some(entry) = self.entries.get_mut(&report.ip).filter(active) else {
+            let entry = Entry {
+                reporters: Reporters::new([reporter(&ban.origin, now)], 0),
+                ban,
+                last_published: now,
+            };
+            self.entries.insert(report.ip, entry.clone());
+            return Recorded::New(entry);
         };
-        self.entries.insert(report.ip, entry.clone());
-        Recorded::New(entry)
+        let new_reporter = entry.reporters.note(&ban.origin, now);
+        let later = end(&ban) > end(&entry.ban);
+        let recent = now < entry.last_published.saturating_add(window.as_secs());
+        let longer = bantime.unwrap_or(u64::MAX) > entry.ban.bantime.unwrap_or(u64::MAX);
+        if !later || (recent && !longer) {
+            return Recorded::Duplicate(new_reporter.then(|| entry.clone()));
+        }
+        entry.ban = ban;
+        entry.last_published = now;
+        Recorded::New(entry.clone())
     }
 
     pub fn remove(&mut self, ip: &Cidr) -> Option<Entry> {
@@ -100,6 +182,9 @@ impl BanTable {
             entry.ban.prog = table.intern(&entry.ban.prog);
             entry.ban.jail = table.intern(&entry.ban.jail);
             entry.ban.origin = table.intern(&entry.ban.origin);
+            for reporter in entry.reporters.named.iter_mut() {
+                reporter.name = table.intern(&reporter.name);
+            }
             table.entries.insert(entry.ban.ip, entry);
         }
         table
@@ -160,6 +245,14 @@ impl BanTable {
     }
 }
 
+fn reporter(name: &Name, at: u64) -> Reporter {
+    Reporter {
+        name: name.clone(),
+        first: at,
+        last: at,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,11 +265,95 @@ mod tests {
     }
 
     fn origin() -> Name {
-        Name::parse("origin", "web1").unwrap()
+        host("web1")
+    }
+
+    fn host(name: &str) -> Name {
+        Name::parse("origin", name).unwrap()
     }
 
     fn is_new(r: Recorded) -> bool {
         matches!(r, Recorded::New(_))
+    }
+
+    fn ban_of(t: &BanTable, ip: &str) -> Ban {
+        let ip: Cidr = ip.parse().unwrap();
+        t.entries().find(|e| e.ban.ip == ip).unwrap().ban.clone()
+    }
+
+    /// Records a report of `ip` from `from` at `now`, with the test's default bantime and window.
+    fn record(t: &mut BanTable, ip: &str, bantime: &str, from: &str, now: u64) -> Recorded {
+        t.record(&report(ip, bantime), &host(from), DAY, WINDOW, now)
+    }
+
+    #[test]
+    fn no_report_makes_a_ban_shorter() {
+        let mut t = BanTable::default();
+        assert!(is_new(record(&mut t, "203.0.113.7", "-1", "db1", 1000)));
+        // Long after the window, another host asks for one second: nothing changes.
+        assert!(!is_new(record(&mut t, "203.0.113.7", "1", "mal1", 9000)));
+        assert_eq!(ban_of(&t, "203.0.113.7").expires, None);
+        assert_eq!(ban_of(&t, "203.0.113.7").origin, host("db1"));
+
+        assert!(is_new(record(&mut t, "203.0.113.8", "", "db1", 1000)));
+        assert!(!is_new(record(&mut t, "203.0.113.8", "600", "web2", 2000)));
+        assert_eq!(ban_of(&t, "203.0.113.8").expires, Some(1000 + 86400));
+        // A later end wins, and says who asked for it.
+        assert!(is_new(record(&mut t, "203.0.113.8", "", "web2", 2000)));
+        let ban = ban_of(&t, "203.0.113.8");
+        assert_eq!(
+            (ban.expires, ban.origin),
+            (Some(2000 + 86400), host("web2"))
+        );
+    }
+
+    #[test]
+    fn every_reporter_is_kept_up_to_a_bound() {
+        let mut t = BanTable::default();
+        let r = report("203.0.113.7", "");
+        assert!(is_new(t.record(&r, &host("web1"), DAY, WINDOW, 1000)));
+        // A new reporter is news for the journal; the same one again is not.
+        assert!(matches!(
+            t.record(&r, &host("web2"), DAY, WINDOW, 1010),
+            Recorded::Duplicate(Some(_))
+        ));
+        assert!(matches!(
+            t.record(&r, &host("web1"), DAY, WINDOW, 1020),
+            Recorded::Duplicate(None)
+        ));
+        let entry = t.entries().next().unwrap();
+        let seen: Vec<(&str, u64, u64)> = entry
+            .reporters
+            .iter()
+            .map(|r| (r.name.as_str(), r.first, r.last))
+            .collect();
+        assert_eq!(seen, [("web1", 1000, 1020), ("web2", 1010, 1010)]);
+        assert_eq!((entry.first_report(), entry.last_report()), (1000, 1020));
+        for i in 3..=20 {
+            t.record(&r, &host(&format!("web{i}")), DAY, WINDOW, 1030);
+        }
+        let entry = t.entries().next().unwrap();
+        assert_eq!(
+            (entry.reporters.iter().count(), entry.reporters.more),
+            (MAX_REPORTERS, 4)
+        );
+        // A ban that ended starts a new list.
+        assert!(is_new(t.record(
+            &r,
+            &host("web9"),
+            DAY,
+            WINDOW,
+            1000 + 86400
+        )));
+        let names: Vec<&str> = t
+            .entries()
+            .next()
+            .unwrap()
+            .reporters
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["web9"]);
     }
 
     #[test]

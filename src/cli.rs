@@ -96,7 +96,7 @@ pub enum AdminCommand {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
-    /// List the active bans with their origin and expiry.
+    /// List the active bans with their expiry and every host that reported them.
     Bans {
         /// Print JSON instead of a table.
         #[arg(long)]

@@ -409,6 +409,16 @@ impl Client {
         }
         resync.pages += 1;
         resync.active.extend(page.bans.iter().map(|b| b.ip));
+        // Kept as it is here, neither applied nor lifted: the server holds something there.
+        resync
+            .active
+            .extend(page.unreadable.iter().filter_map(|u| u.ip));
+        for bad in &page.unreadable {
+            log::warn!(
+                "skipped a ban in a snapshot page from the server: {}",
+                bad.reason
+            );
+        }
         for ban in &page.bans {
             self.apply(ban, Action::Ban);
         }

@@ -39,7 +39,8 @@ impl fmt::Display for KeyError {
             ),
             KeyError::BadName(name) => write!(
                 f,
-                "invalid key name {name:?}: use letters, digits, '.', '_' and '-' only"
+                "invalid key name {name:?}: use letters, digits, '.', '_' and '-' only, \
+                 not starting with '.' or '-'"
             ),
             KeyError::NoCurve(why) => write!(f, "cannot generate a CURVE key pair: {why}"),
         }
@@ -182,13 +183,21 @@ pub struct AuthorizedKeys {
     pub problems: Vec<String>,
 }
 
-/// Reads every `NAME.key` file in `dir`. A broken file is reported but does not stop the
-/// others from loading, so one bad file cannot lock out the whole fleet.
+/// Reads every `NAME.key` file in `dir`, in name order. A broken file is reported but does
+/// not stop the others from loading, so one bad file cannot lock out the whole fleet. When
+/// two files hold the same key, the first by name is the one loaded, so that the origin of
+/// a ban does not depend on the order the file system lists them in.
 pub fn load_authorized(dir: &Path) -> Result<AuthorizedKeys, KeyError> {
-    let entries = fs::read_dir(dir).map_err(|e| KeyError::Io(dir.to_owned(), e))?;
+    let mut paths = fs::read_dir(dir)
+        .and_then(|entries| {
+            entries
+                .map(|e| e.map(|e| e.path()))
+                .collect::<io::Result<Vec<_>>>()
+        })
+        .map_err(|e| KeyError::Io(dir.to_owned(), e))?;
+    paths.sort();
     let mut keys = AuthorizedKeys::default();
-    for entry in entries {
-        let path = entry.map_err(|e| KeyError::Io(dir.to_owned(), e))?.path();
+    for path in paths {
         let Some(name) = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -198,14 +207,15 @@ pub fn load_authorized(dir: &Path) -> Result<AuthorizedKeys, KeyError> {
         };
         let loaded = check_name(name).and_then(|()| load_public(&path));
         match loaded {
-            Ok(key) => {
-                if let Some(other) = keys.by_key.insert(key, name.to_owned()) {
-                    keys.problems.push(format!(
-                        "{}: same key as {other}.key; one name per key",
-                        path.display()
-                    ));
+            Ok(key) => match keys.by_key.get(&key) {
+                Some(first) => keys.problems.push(format!(
+                    "{}: same key as {first}.key, which is the one loaded; one name per key",
+                    path.display()
+                )),
+                None => {
+                    keys.by_key.insert(key, name.to_owned());
                 }
-            }
+            },
             Err(err @ KeyError::BadName(_)) => {
                 keys.problems.push(format!("{}: {err}", path.display()))
             }
@@ -218,7 +228,7 @@ pub fn load_authorized(dir: &Path) -> Result<AuthorizedKeys, KeyError> {
 pub fn check_name(name: &str) -> Result<(), KeyError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && !name.starts_with('.')
+        && !name.starts_with(['.', '-'])
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
@@ -392,8 +402,30 @@ mod tests {
     }
 
     #[test]
+    fn the_first_of_two_files_with_the_same_key_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        // Many pairs, so that the file system's listing order cannot pass by chance.
+        let names: Vec<String> = (0..20).map(|i| format!("host{i:02}")).collect();
+        for name in &names {
+            let (public, _) = generate(dir.path(), name, false).unwrap();
+            fs::copy(&public, dir.path().join(format!("z-{name}.key"))).unwrap();
+        }
+        let keys = load_authorized(dir.path()).unwrap();
+        let mut loaded: Vec<&String> = keys.by_key.values().collect();
+        loaded.sort();
+        assert_eq!(loaded, names.iter().collect::<Vec<_>>());
+        assert_eq!(keys.problems.len(), 20);
+        assert!(
+            keys.problems[0]
+                .contains("z-host00.key: same key as host00.key, which is the one loaded"),
+            "{:?}",
+            keys.problems
+        );
+    }
+
+    #[test]
     fn key_names_are_checked() {
-        for bad in ["", "../x", ".hidden", "a b", "a/b"] {
+        for bad in ["", "../x", ".hidden", "a b", "a/b", "-rf", "--help"] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
         check_name("web-1.example_com").unwrap();

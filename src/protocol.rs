@@ -14,9 +14,10 @@ pub const MAX_FRAME: i64 = 4096;
 /// Longest prog, jail or key name.
 pub const MAX_NAME: usize = 64;
 
-/// A prog, jail or host name: 1 to 64 characters from `[A-Za-z0-9._@:-]`. Shared, not
-/// copied, when cloned: the server's ban table holds the same few names a million times
-/// (see `BanTable::intern`).
+/// A prog, jail or host name: 1 to 64 characters from `[A-Za-z0-9._@:-]`, not starting
+/// with `-`, so that no name can pass for an option (`-rf`, `--help`) in a ban command's
+/// arguments. Shared, not copied, when cloned: the server's ban table holds the same few
+/// names a million times (see `BanTable::intern`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Name(Arc<str>);
 
@@ -24,6 +25,7 @@ impl Name {
     pub fn parse(field: &str, text: &str) -> Result<Name, String> {
         let ok = !text.is_empty()
             && text.len() <= MAX_NAME
+            && !text.starts_with('-')
             && text
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._@:-".contains(&b));
@@ -31,7 +33,8 @@ impl Name {
             Ok(Name(Arc::from(text)))
         } else {
             Err(format!(
-                "{field} {:?} must be 1 to {MAX_NAME} characters from A-Z a-z 0-9 . _ @ : -",
+                "{field} {:?} must be 1 to {MAX_NAME} characters from A-Z a-z 0-9 . _ @ : - \
+                 and must not start with -",
                 printable(text)
             ))
         }
@@ -91,7 +94,7 @@ impl Bantime {
 }
 
 /// Strict decimal: digits only, no sign, no spaces.
-fn parse_u64(text: &str) -> Option<u64> {
+pub fn parse_u64(text: &str) -> Option<u64> {
     if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -355,7 +358,9 @@ fn ban_fields(ban: &Ban) -> [String; 6] {
     ]
 }
 
-fn parse_ban(fields: &[&str]) -> Result<Ban, String> {
+/// A ban from its six text fields, by the rules of the wire; the server's journal holds
+/// the same fields and is read with the same rules.
+pub fn parse_ban(fields: &[&str]) -> Result<Ban, String> {
     let [ip, prog, jail, origin, bantime, expires] = fields else {
         return Err(format!("a ban has 6 fields, not {}", fields.len()));
     };
@@ -387,6 +392,18 @@ pub struct SnapshotPage {
     pub seq: u64,
     pub next: Option<Cidr>,
     pub bans: Vec<Ban>,
+    /// Ban lines that did not read as bans (decoding only): one bad ban must not cost the
+    /// others on its page, or every client would ask for that page again forever.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A ban line that a page carried but that breaks the rules of a ban.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// Its network, when at least that reads: the ban is there, so a client must not take
+    /// it for one lifted while it was away.
+    pub ip: Option<Cidr>,
+    pub reason: String,
 }
 
 impl SnapshotPage {
@@ -415,7 +432,7 @@ impl SnapshotPage {
         };
         let number =
             |t: &str| parse_u64(t).ok_or_else(|| format!("{:?} is not a number", printable(t)));
-        Ok(SnapshotPage {
+        let mut page = SnapshotPage {
             epoch: number(epoch)?,
             seq: number(seq)?,
             next: if next.is_empty() {
@@ -423,11 +440,20 @@ impl SnapshotPage {
             } else {
                 Some(next.parse()?)
             },
-            bans: bans
-                .iter()
-                .map(|line| parse_ban(&line.split(' ').collect::<Vec<_>>()))
-                .collect::<Result<_, _>>()?,
-        })
+            bans: Vec::with_capacity(bans.len()),
+            unreadable: Vec::new(),
+        };
+        for line in bans {
+            let fields: Vec<&str> = line.split(' ').collect();
+            match parse_ban(&fields) {
+                Ok(ban) => page.bans.push(ban),
+                Err(reason) => page.unreadable.push(Unreadable {
+                    ip: fields[0].parse().ok(),
+                    reason: format!("{reason} in {:?}", printable(line)),
+                }),
+            }
+        }
+        Ok(page)
     }
 }
 
@@ -550,6 +576,25 @@ mod tests {
             let request = frames(&[VERSION, "REPORT", prog, jail, ip, bantime]);
             assert!(decode_request(&request).is_err(), "{request:?}");
         }
+        for option in ["-rf", "--help", "-"] {
+            assert!(Name::parse("jail", option).is_err(), "{option}");
+            let request = frames(&[VERSION, "REPORT", "fail2ban", option, "203.0.113.7", ""]);
+            assert!(decode_request(&request).is_err(), "{option}");
+            let ban = frames(&[
+                VERSION,
+                "BAN",
+                "1",
+                "2",
+                "203.0.113.7",
+                option,
+                "sshd",
+                "web1",
+                "60",
+                "99",
+            ]);
+            assert!(Publish::decode(&ban).is_err(), "{option}");
+        }
+        assert!(Name::parse("jail", "a-b").is_ok());
         let long = "a".repeat(65);
         assert!(Name::parse("jail", &long).is_err());
         assert!(Name::parse("jail", &long[..64]).is_ok());
@@ -602,6 +647,7 @@ mod tests {
                     ..ban
                 },
             ],
+            unreadable: vec![],
         };
         assert_eq!(SnapshotPage::decode(&page.encode()), Ok(page));
         let last = SnapshotPage {
@@ -609,6 +655,7 @@ mod tests {
             seq: 9,
             next: None,
             bans: vec![],
+            unreadable: vec![],
         };
         assert_eq!(SnapshotPage::decode(&last.encode()), Ok(last));
         let after: Cidr = "2001:db8::/64".parse().unwrap();
@@ -621,6 +668,34 @@ mod tests {
             Ok(Request::Snapshot { after: None })
         );
         assert!(decode_request(&frames(&[VERSION, "SNAPSHOT", "1.2.3.4;x"])).is_err());
+    }
+
+    #[test]
+    fn a_bad_ban_costs_only_itself_in_a_page() {
+        let too_long = format!("203.0.113.8 f2b sshd web1 {} 0", MAX_BANTIME + 1);
+        let page = frames(&[
+            VERSION,
+            "SNAPSHOT",
+            "1",
+            "2",
+            "",
+            "203.0.113.7 f2b sshd web1 60 99",
+            &too_long,
+            "garbage",
+            "203.0.113.9 -rf sshd web1 60 99",
+        ]);
+        let page = SnapshotPage::decode(&page).unwrap();
+        assert_eq!(page.bans.len(), 1);
+        let ips: Vec<Option<String>> = page
+            .unreadable
+            .iter()
+            .map(|u| u.ip.map(|ip| ip.to_string()))
+            .collect();
+        assert_eq!(
+            ips,
+            [Some("203.0.113.8".into()), None, Some("203.0.113.9".into())]
+        );
+        assert!(page.unreadable[0].reason.contains("bantime"), "{page:?}");
     }
 
     #[test]

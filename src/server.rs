@@ -239,9 +239,7 @@ impl Server {
                 }
             }
         }
-        if !accepted.is_empty() {
-            self.store.commit().map_err(store_failure)?;
-        }
+        self.store.commit().map_err(store_failure)?;
         for ban in accepted {
             self.seq += 1;
             let (epoch, seq) = (self.epoch, self.seq);
@@ -293,6 +291,7 @@ impl Server {
                     seq: self.seq,
                     next,
                     bans,
+                    unreadable: Vec::new(),
                 };
                 return Ok(Some(
                     envelope.iter().cloned().chain(page.encode()).collect(),
@@ -344,8 +343,12 @@ impl Server {
             unix_now(),
         );
         match recorded {
-            Recorded::Duplicate => {
+            Recorded::Duplicate(changed) => {
                 self.counters.duplicate += 1;
+                // A new reporter is part of the audit trail: journaled with the batch.
+                if let Some(entry) = changed {
+                    self.store.append(&entry).map_err(store_failure)?;
+                }
                 log::info!(
                     "duplicate {} ({} {}) from {}",
                     report.ip,
@@ -507,6 +510,17 @@ impl Server {
             .entries()
             .filter(|e| e.ban.expires.map_or(true, |x| x > now))
             .map(|e| {
+                let reporters: Vec<serde_json::Value> = e
+                    .reporters
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "name": r.name.as_str(),
+                            "first_report": r.first,
+                            "last_report": r.last,
+                        })
+                    })
+                    .collect();
                 serde_json::json!({
                     "ip": e.ban.ip.to_string(),
                     "prog": e.ban.prog.as_str(),
@@ -514,8 +528,10 @@ impl Server {
                     "origin": e.ban.origin.as_str(),
                     "bantime": e.ban.bantime,
                     "expires": e.ban.expires,
-                    "first_report": e.first_report,
-                    "last_report": e.last_report,
+                    "first_report": e.first_report(),
+                    "last_report": e.last_report(),
+                    "reporters": reporters,
+                    "more_reporters": e.reporters.more,
                 })
             })
             .collect();

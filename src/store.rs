@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::bans::Entry;
+use crate::bans::{Entry, Reporter, Reporters, MAX_REPORTERS};
 use crate::cidr::{printable, Cidr};
-use crate::protocol::{Ban, Name};
+use crate::protocol::{parse_ban, parse_u64, Name};
 
 /// The server's journal; the client keeps its own, `applied.journal`, in its state-dir.
 pub const SERVER_JOURNAL: &str = "bans.journal";
@@ -63,6 +63,8 @@ pub struct Store {
     durability: Durability,
     /// Records in the journal, to decide when to compact it.
     records: usize,
+    /// Whether anything was appended since the last commit.
+    pending: bool,
 }
 
 fn err(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
@@ -107,6 +109,7 @@ impl Store {
             _lock: lock,
             journal,
             records: recovery.entries.len(),
+            pending: false,
             path,
             durability,
         };
@@ -116,6 +119,7 @@ impl Store {
     /// Buffers a new or changed ban; `commit` makes it durable.
     pub fn append(&mut self, entry: &Entry) -> Result<(), StoreError> {
         self.records += 1;
+        self.pending = true;
         self.journal
             .write_all(line(entry).as_bytes())
             .map_err(err(&self.path))
@@ -124,14 +128,19 @@ impl Store {
     /// Buffers the removal of a ban (a fleet unban); `commit` makes it durable.
     pub fn remove(&mut self, ip: &Cidr) -> Result<(), StoreError> {
         self.records += 1;
+        self.pending = true;
         self.journal
             .write_all(checksummed(format!("del {ip}")).as_bytes())
             .map_err(err(&self.path))
     }
 
     /// Makes everything appended so far durable, per the configured durability. Called once
-    /// per batch of reports, so that one fsync covers many of them.
+    /// per batch of reports, so that one fsync covers many of them; does nothing when
+    /// nothing was appended.
     pub fn commit(&mut self) -> Result<(), StoreError> {
+        if !std::mem::take(&mut self.pending) {
+            return Ok(());
+        }
         self.journal.flush().map_err(err(&self.path))?;
         if self.durability == Durability::Fsync {
             self.journal
@@ -203,24 +212,72 @@ fn rewrite(path: &Path, entries: &[Entry]) -> Result<BufWriter<File>, StoreError
     Ok(BufWriter::with_capacity(64 * 1024, file))
 }
 
-/// `CRC ban IP PROG JAIL ORIGIN BANTIME EXPIRES FIRST LAST PUBLISHED`, where CRC is the
-/// CRC-32 of everything after it, BANTIME is -1 for permanent and EXPIRES 0 for never; or
-/// `CRC del IP` for a ban lifted before its time.
+/// `CRC ban IP PROG JAIL ORIGIN BANTIME EXPIRES PUBLISHED REPORTERS`, where CRC is the
+/// CRC-32 of everything after it, the six fields from IP to EXPIRES are those of a published
+/// ban (BANTIME -1 for permanent, EXPIRES 0 for never), and REPORTERS is
+/// `NAME/FIRST/LAST,...` with `+N` at the end for reporters beyond the named ones, or `-`;
+/// or `CRC del IP` for a ban lifted before its time.
 fn line(entry: &Entry) -> String {
     let ban = &entry.ban;
     let body = format!(
-        "ban {} {} {} {} {} {} {} {} {}",
+        "ban {} {} {} {} {} {} {} {}",
         ban.ip,
         ban.prog,
         ban.jail,
         ban.origin,
         ban.bantime.map_or("-1".into(), |b| b.to_string()),
         ban.expires.unwrap_or(0),
-        entry.first_report,
-        entry.last_report,
-        entry.last_published
+        entry.last_published,
+        reporters_field(&entry.reporters)
     );
     checksummed(body)
+}
+
+fn reporters_field(reporters: &Reporters) -> String {
+    let mut parts: Vec<String> = reporters
+        .iter()
+        .map(|r| format!("{}/{}/{}", r.name, r.first, r.last))
+        .collect();
+    if reporters.more > 0 {
+        parts.push(format!("+{}", reporters.more));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn parse_reporters(field: &str) -> Result<Reporters, String> {
+    if field == "-" {
+        return Ok(Reporters::default());
+    }
+    let mut named = Vec::new();
+    let mut more = 0;
+    for part in field.split(',') {
+        if let Some(count) = part.strip_prefix('+') {
+            more = number(count)?
+                .try_into()
+                .map_err(|_| "too many reporters")?;
+            continue;
+        }
+        let [name, first, last] = part.split('/').collect::<Vec<_>>()[..] else {
+            return Err(format!("bad reporter {:?}", printable(part)));
+        };
+        named.push(Reporter {
+            name: Name::parse("reporter", name)?,
+            first: number(first)?,
+            last: number(last)?,
+        });
+    }
+    if named.len() > MAX_REPORTERS {
+        return Err(format!("more than {MAX_REPORTERS} named reporters"));
+    }
+    Ok(Reporters::new(named, more))
+}
+
+fn number(text: &str) -> Result<u64, String> {
+    parse_u64(text).ok_or_else(|| format!("{:?} is not a number", printable(text)))
 }
 
 fn checksummed(body: String) -> String {
@@ -233,38 +290,37 @@ enum Record {
     Del(Cidr),
 }
 
+/// One journal line, checked by the same rules as a ban on the wire: a record the wire
+/// would refuse must not be loaded, or it would be sent in every snapshot page.
 fn parse(text: &str) -> Result<Record, String> {
     let (crc, body) = text.split_once(' ').ok_or("no checksum")?;
     if u32::from_str_radix(crc, 16).ok() != Some(crc32(body.as_bytes())) {
         return Err("checksum mismatch".into());
     }
     let fields: Vec<&str> = body.split(' ').collect();
-    if let ["del", ip] = fields[..] {
-        return Ok(Record::Del(ip.parse()?));
+    match fields[..] {
+        ["del", ip] => Ok(Record::Del(ip.parse()?)),
+        ["ban", ref ban @ .., published, reporters] if ban.len() == 6 => Ok(Record::Ban(Entry {
+            ban: parse_ban(ban)?,
+            reporters: parse_reporters(reporters)?,
+            last_published: number(published)?,
+        })),
+        // Written before the journal kept every reporter: the origin was the only one.
+        ["ban", ref ban @ .., first, last, published] if ban.len() == 6 => {
+            let ban = parse_ban(ban)?;
+            let reporter = Reporter {
+                name: ban.origin.clone(),
+                first: number(first)?,
+                last: number(last)?,
+            };
+            Ok(Record::Ban(Entry {
+                ban,
+                reporters: Reporters::new([reporter], 0),
+                last_published: number(published)?,
+            }))
+        }
+        _ => Err("unknown record".into()),
     }
-    let ["ban", ip, prog, jail, origin, bantime, expires, first, last, published] = fields[..]
-    else {
-        return Err("unknown record".into());
-    };
-    let number = |t: &str| t.parse::<u64>().map_err(|_| format!("bad number {t:?}"));
-    let bantime = match bantime {
-        "-1" => None,
-        b => Some(number(b)?),
-    };
-    let expires = number(expires)?;
-    Ok(Record::Ban(Entry {
-        ban: Ban {
-            ip: ip.parse::<Cidr>()?,
-            prog: Name::parse("prog", prog)?,
-            jail: Name::parse("jail", jail)?,
-            origin: Name::parse("origin", origin)?,
-            bantime,
-            expires: (expires != 0).then_some(expires),
-        },
-        first_report: number(first)?,
-        last_report: number(last)?,
-        last_published: number(published)?,
-    }))
 }
 
 /// Reads every record; a later record for the same network replaces an earlier one.
@@ -325,13 +381,72 @@ fn crc32(data: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
+    use crate::protocol::{Ban, MAX_BANTIME};
+
     fn entry(ip: &str, bantime: Option<u64>, expires: Option<u64>) -> Entry {
+        let reporter = |name: &str, first, last| Reporter {
+            name: Name::parse("name", name).unwrap(),
+            first,
+            last,
+        };
         Entry {
             ban: Ban::sample(ip, bantime, expires),
-            first_report: 10,
-            last_report: 20,
+            reporters: Reporters::new([reporter("web1", 10, 20), reporter("db1", 15, 15)], 3),
             last_published: 30,
         }
+    }
+
+    /// A journal line with a correct checksum around `body`.
+    fn journal_with(dir: &Path, bodies: &[&str]) {
+        let text: String = bodies.iter().map(|b| checksummed(b.to_string())).collect();
+        fs::write(dir.join(SERVER_JOURNAL), text).unwrap();
+    }
+
+    #[test]
+    fn records_the_wire_would_refuse_are_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let too_long = format!("ban 203.0.113.1 f s web1 {} 0 0 -", MAX_BANTIME + 1);
+        journal_with(
+            dir.path(),
+            &[
+                &too_long,
+                "ban 203.0.113.2 -rf s web1 60 100 0 -",
+                "ban 203.0.113.3 f s web1 +60 100 0 -",
+                "ban 203.0.113.4/24 f s web1 60 100 0 -",
+                "ban 203.0.113.5 f s web1 60 100 0 web1/1/+2",
+                "ban 203.0.113.6 f s web1 60 100 0 web1/1/2",
+            ],
+        );
+        let (_, recovery) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
+        assert_eq!(recovery.damaged.len(), 5, "{:?}", recovery.damaged);
+        assert!(
+            recovery.damaged[0].contains("bantime"),
+            "{:?}",
+            recovery.damaged
+        );
+        let ips: Vec<String> = recovery
+            .entries
+            .iter()
+            .map(|e| e.ban.ip.to_string())
+            .collect();
+        assert_eq!(ips, ["203.0.113.6"]);
+    }
+
+    #[test]
+    fn journals_from_before_the_reporter_list_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        journal_with(
+            dir.path(),
+            &["ban 203.0.113.7 fail2ban sshd web1 600 700 100 200 100"],
+        );
+        let (_, recovery) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
+        assert!(recovery.damaged.is_empty(), "{:?}", recovery.damaged);
+        let entry = &recovery.entries[0];
+        assert_eq!((entry.first_report(), entry.last_report()), (100, 200));
+        assert_eq!(entry.reporters.iter().next().unwrap().name.as_str(), "web1");
+        // The rewritten journal reads back the same.
+        let (_, again) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
+        assert_eq!(sorted(again.entries), sorted(recovery.entries));
     }
 
     fn sorted(mut entries: Vec<Entry>) -> Vec<String> {

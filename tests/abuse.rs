@@ -114,3 +114,77 @@ fn every_accepted_ban_is_logged_once_with_its_origin() {
     let row = bans.lines().find(|l| l.contains("203.0.113.9")).unwrap();
     assert!(row.contains("web1") && row.contains("sshd"), "{bans}");
 }
+
+#[test]
+fn no_report_shortens_a_ban_and_every_reporter_is_on_record() {
+    let mut fleet = Fleet::start(&["web1", "mal1", "web2"], "dedup-window = \"1s\"\n", "");
+    let (code, stderr) =
+        outcome(&fleet.report(0, &["--bantime", "-1", "fail2ban", "sshd", "203.0.113.60"]));
+    assert_eq!(code, 0, "{stderr}");
+    for host in 0..3 {
+        fleet.wait_applied(host, "ban fail2ban sshd 203.0.113.60 -1");
+    }
+    // Past the de-duplication window, another host asks for one second, and an honest one
+    // for ten minutes: neither may end the permanent ban.
+    std::thread::sleep(Duration::from_millis(1100));
+    for (host, bantime) in [(1, "1"), (2, "600")] {
+        let out = fleet.report(
+            host,
+            &[
+                "-v",
+                "--bantime",
+                bantime,
+                "fail2ban",
+                "sshd",
+                "203.0.113.60",
+            ],
+        );
+        let (code, stderr) = outcome(&out);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stderr.contains("duplicate"), "{stderr}");
+    }
+    // A client that catches up after the one second has passed keeps the ban.
+    std::thread::sleep(Duration::from_millis(1100));
+    fleet.stop_client(0);
+    fleet.start_client(0);
+    wait_for("web1 to resynchronise", WAIT, || {
+        fleet
+            .client_log(0)
+            .matches("resynchronised")
+            .nth(1)
+            .map(|_| ())
+    });
+    assert!(
+        !fleet.applied(0).iter().any(|l| l.starts_with("unban")),
+        "{:?}",
+        fleet.applied(0)
+    );
+    let bans = fleet.admin(&["bans", "--json"]);
+    let bans: serde_json::Value = serde_json::from_slice(&bans.stdout).unwrap();
+    let ban = &bans[0];
+    assert_eq!(
+        (&ban["ip"], &ban["expires"]),
+        (&"203.0.113.60".into(), &serde_json::Value::Null),
+        "{bans}"
+    );
+    let reporters: Vec<&str> = ban["reporters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(reporters, ["web1", "mal1", "web2"], "{bans}");
+    let table = String::from_utf8(fleet.admin(&["bans"]).stdout).unwrap();
+    assert!(table.contains("web1, mal1, web2"), "{table}");
+    // The list survives a restart of the server.
+    fleet.signal_server(nix::sys::signal::Signal::SIGTERM);
+    fleet.wait_server();
+    fleet.start_server();
+    let bans = fleet.admin(&["bans", "--json"]);
+    let bans: serde_json::Value = serde_json::from_slice(&bans.stdout).unwrap();
+    assert_eq!(
+        bans[0]["reporters"].as_array().map(Vec::len),
+        Some(3),
+        "{bans}"
+    );
+}

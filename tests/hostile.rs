@@ -49,6 +49,15 @@ fn reporter_rejects_injection_with_exit_65() {
     let (code, stderr) =
         outcome(&fleet.report(0, &["--bantime", "1;reboot", "f", "j", "203.0.113.42"]));
     assert_eq!(code, 65, "{stderr}");
+    // A name that would read as an option where it becomes a command's argument.
+    for args in [
+        ["--", "-rf", "sshd", "203.0.113.42"],
+        ["--", "fail2ban", "--help", "203.0.113.42"],
+    ] {
+        let (code, stderr) = outcome(&fleet.report(0, &args));
+        assert_eq!(code, 65, "{args:?}: {stderr}");
+        assert!(stderr.contains("must not start with -"), "{stderr}");
+    }
     assert_nothing_else_applied(&fleet, "203.0.113.43");
 }
 
@@ -60,8 +69,10 @@ fn raw_socket_injection_gets_invalid_replies() {
         Some((&fleet.server_key(), &fleet.host_key("web1"))),
     );
     let touch = format!("x;touch {}", canary(&fleet).display());
-    let cases: [[&str; 4]; 6] = [
+    let cases: [[&str; 4]; 8] = [
         ["fail2ban", &touch, "203.0.113.44", ""],
+        ["-rf", "sshd", "203.0.113.44", ""],
+        ["fail2ban", "--help", "203.0.113.44", ""],
         ["fail2ban", "sshd", "1.2.3.4 && reboot", ""],
         ["fail2ban", "sshd", "203.0.113.44\n", ""],
         ["fail2ban", "sshd", "203.0.113.44", "60; reboot"],

@@ -162,7 +162,7 @@ impl Fleet {
 
     /// Writes `n` bans straight into the server's journal, as a server that had them would.
     pub fn preload(&self, n: usize) -> Vec<String> {
-        use banshare::bans::Entry;
+        use banshare::bans::{Entry, Reporter, Reporters};
         use banshare::protocol::{Ban, Name};
         use banshare::store::{Durability, Store, SERVER_JOURNAL};
         let dir = self.dir.path().join("server-state");
@@ -180,10 +180,14 @@ impl Fleet {
                 bantime: None,
                 expires: None,
             };
+            let reporter = Reporter {
+                name: name("web9"),
+                first: 1,
+                last: 1,
+            };
             let entry = Entry {
                 ban,
-                first_report: 1,
-                last_report: 1,
+                reporters: Reporters::new([reporter], 0),
                 last_published: 1,
             };
             store.append(&entry).unwrap();
