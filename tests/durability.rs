@@ -74,3 +74,47 @@ fn a_truncated_journal_is_reported_and_the_rest_recovered() {
         .expect("the copy named in the log");
     assert_eq!(fs::read(kept).unwrap(), &text[..text.len() - 10]);
 }
+
+#[test]
+fn a_record_the_wire_would_refuse_cannot_stall_the_fleet() {
+    use banshare::bans::{Entry, Reporters};
+    use banshare::protocol::{Ban, Name, MAX_BANTIME};
+    use banshare::store::{Durability, Store, SERVER_JOURNAL};
+    let mut fleet = Fleet::new(&["web1"], "", "");
+    let mut ips = fleet.preload(3);
+    // A bantime over the wire's maximum, as an older or damaged server might have written.
+    let (mut store, _) = Store::open(
+        &fleet.dir.path().join("server-state"),
+        SERVER_JOURNAL,
+        Durability::Write,
+        0,
+    )
+    .unwrap();
+    let name = |n: &str| Name::parse("name", n).unwrap();
+    let bad = Ban {
+        ip: "10.9.9.9".parse().unwrap(),
+        prog: name("fail2ban"),
+        jail: name("sshd"),
+        origin: name("web9"),
+        bantime: Some(MAX_BANTIME + 1),
+        expires: Some(u64::MAX / 2),
+    };
+    let entry = Entry {
+        ban: bad,
+        reporters: Reporters::default(),
+        last_published: 1,
+    };
+    store.append(&entry).unwrap();
+    store.commit().unwrap();
+    drop(store);
+    fleet.start_server();
+    assert!(
+        fleet.server_log().contains("skipped line 4: bantime"),
+        "{}",
+        fleet.server_log()
+    );
+    // The client gets every good ban on the page, and no ban of the bad record.
+    fleet.start_client(0);
+    ips.sort();
+    fleet.assert_applied_once(0, &ips);
+}
