@@ -40,7 +40,11 @@ impl Cidr {
 
     /// True when `addr` is inside this network.
     pub fn contains(&self, addr: IpAddr) -> bool {
-        let addr = unmap(addr);
+        self.contains_as_written(unmap(addr))
+    }
+
+    /// `contains`, taking an IPv4-mapped address as the IPv6 address it is written as.
+    fn contains_as_written(&self, addr: IpAddr) -> bool {
         match (self.addr, addr) {
             (IpAddr::V4(net), IpAddr::V4(a)) => {
                 mask(u32::from(a).into(), 32, self.prefix) == u32::from(net) as u128
@@ -53,6 +57,83 @@ impl Cidr {
     /// True when the two networks share at least one address.
     pub fn overlaps(&self, other: &Cidr) -> bool {
         self.contains(other.addr) || other.contains(self.addr)
+    }
+}
+
+/// IPv6 ranges whose addresses carry an IPv4 address, with the bit where it starts: traffic
+/// from `64:ff9b::a.b.c.d` through a NAT64 gateway is traffic from `a.b.c.d`, and
+/// `2002:AABB:CCDD::/48` is the 6to4 site of `AA.BB.CC.DD`. A ban inside one of them is
+/// also checked as the IPv4 network it carries, so that a protected address cannot be
+/// banned by writing it in one of these forms; and a ban that covers a whole one is refused,
+/// since it would ban every IPv4 address in that form.
+const CARRIERS: [(&str, u8, u32, &str); 5] = [
+    ("::ffff:0:0", 96, 96, "IPv4-mapped"),
+    ("::", 96, 96, "IPv4-compatible"),
+    ("::ffff:0:0:0", 96, 96, "IPv4-translated (SIIT)"),
+    ("64:ff9b::", 96, 96, "NAT64"),
+    ("2002::", 16, 16, "6to4"),
+];
+
+/// The local-use NAT64 prefix (RFC 8215): each network chooses where in it the IPv4 address
+/// sits, so a ban inside it cannot be checked, and is refused.
+const LOCAL_NAT64: (&str, u8) = ("64:ff9b:1::", 48);
+
+/// An IPv6 range as written, without the unmapping that parsing does.
+fn v6_range(addr: &str, prefix: u8) -> Cidr {
+    Cidr {
+        addr: IpAddr::V6(addr.parse().expect("valid range")),
+        prefix,
+    }
+}
+
+impl Cidr {
+    /// The IPv4 network that this IPv6 network carries, and the form it is in: for
+    /// `64:ff9b::7f00:1` that is `127.0.0.1`, "NAT64".
+    pub fn embedded_ipv4(&self) -> Option<(Cidr, &'static str)> {
+        let IpAddr::V6(v6) = self.addr else {
+            return None;
+        };
+        let (offset, form) = CARRIERS.iter().find_map(|&(range, prefix, offset, form)| {
+            let range = v6_range(range, prefix);
+            (range.prefix <= self.prefix && range.contains_as_written(self.addr))
+                .then_some((offset, form))
+        })?;
+        let bits = (u128::from(v6) << offset >> 96) as u32;
+        let v4 = Cidr {
+            addr: IpAddr::V4(Ipv4Addr::from(bits)),
+            prefix: (u32::from(self.prefix) - offset).min(32) as u8,
+        };
+        Some((v4.masked(), form))
+    }
+
+    /// Why this network may not be banned whatever it covers: it holds a whole range of
+    /// IPv4-carrying addresses, or lies where the IPv4 address it carries cannot be found.
+    pub fn translation_problem(&self) -> Option<String> {
+        if self.is_ipv4() {
+            return None;
+        }
+        let local = v6_range(LOCAL_NAT64.0, LOCAL_NAT64.1);
+        if local.overlaps(self) {
+            return Some(format!(
+                "{self} overlaps the local-use NAT64 range {local}, where the IPv4 address \
+                 it carries cannot be checked"
+            ));
+        }
+        CARRIERS.iter().find_map(|&(range, prefix, _, form)| {
+            let range = v6_range(range, prefix);
+            (self.prefix < range.prefix && self.contains_as_written(range.addr)).then(|| {
+                format!(
+                    "{self} covers the whole {form} range {range}, which carries every IPv4 \
+                     address"
+                )
+            })
+        })
+    }
+
+    /// This network, and the IPv4 network it carries if it carries one: every protection
+    /// check applies to each.
+    pub fn views(&self) -> impl Iterator<Item = Cidr> {
+        std::iter::once(*self).chain(self.embedded_ipv4().map(|(v4, _)| v4))
     }
 }
 
@@ -240,6 +321,74 @@ mod tests {
         assert!(net.overlaps(&c("198.51.0.0/16")));
         assert!(c("198.51.0.0/16").overlaps(&net));
         assert!(!net.overlaps(&c("198.51.101.0/24")));
+    }
+
+    #[test]
+    fn finds_the_ipv4_network_inside_ipv6_forms() {
+        let embedded = |t: &str| {
+            c(t).embedded_ipv4()
+                .map(|(v4, form)| (v4.to_string(), form))
+        };
+        assert_eq!(
+            embedded("64:ff9b::7f00:1"),
+            Some(("127.0.0.1".into(), "NAT64"))
+        );
+        assert_eq!(
+            embedded("64:ff9b::c633:6400/120"),
+            Some(("198.51.100.0/24".into(), "NAT64"))
+        );
+        assert_eq!(
+            embedded("64:ff9b::/96"),
+            Some(("0.0.0.0/0".into(), "NAT64"))
+        );
+        assert_eq!(
+            embedded("::c633:6402"),
+            Some(("198.51.100.2".into(), "IPv4-compatible"))
+        );
+        assert_eq!(
+            embedded("::ffff:0:c633:6402"),
+            Some(("198.51.100.2".into(), "IPv4-translated (SIIT)"))
+        );
+        assert_eq!(
+            embedded("2002:c633:6402::/48"),
+            Some(("198.51.100.2".into(), "6to4"))
+        );
+        assert_eq!(
+            embedded("2002:c633:6402:1::/64"),
+            Some(("198.51.100.2".into(), "6to4"))
+        );
+        assert_eq!(embedded("2001:db8::1"), None);
+        assert_eq!(embedded("198.51.100.2"), None);
+    }
+
+    #[test]
+    fn a_network_covering_a_whole_ipv4_carrying_range_is_a_problem() {
+        for bad in [
+            "::fffe:0:0/95",
+            "::/95",
+            "::/64",
+            "64:ff9b::/95",
+            "64:ff9b::/64",
+            "2002::/15",
+            "64:ff9b:1::/64",
+            "64:ff9b:1:2::1",
+            "64:ff9b::/32",
+        ] {
+            assert!(c(bad).translation_problem().is_some(), "{bad}");
+        }
+        for fine in [
+            "64:ff9b::/96",
+            "64:ff9b::7f00:1",
+            "2002:c633:6402::/48",
+            "2001:db8::/64",
+            "203.0.113.0/24",
+        ] {
+            assert_eq!(c(fine).translation_problem(), None, "{fine}");
+        }
+        assert!(c("::fffe:0:0/95")
+            .translation_problem()
+            .unwrap()
+            .contains("IPv4-mapped range ::ffff:0.0.0.0/96"));
     }
 
     #[test]

@@ -77,15 +77,21 @@ impl Default for MinPrefix {
 }
 
 impl MinPrefix {
+    /// Refuses a network wider than the minimum, also as the IPv4 network it carries when
+    /// it is written in an IPv6 form such as NAT64 (`64:ff9b::/104` is a /8).
     pub fn check(&self, net: &Cidr) -> Result<(), String> {
-        let min = if net.is_ipv4() { self.ipv4 } else { self.ipv6 };
-        if net.prefix() < min {
-            Err(format!(
-                "{net} is wider than the smallest allowed prefix /{min}"
-            ))
-        } else {
-            Ok(())
+        for view in net.views() {
+            let min = if view.is_ipv4() { self.ipv4 } else { self.ipv6 };
+            if view.prefix() < min {
+                return Err(match view == *net {
+                    true => format!("{net} is wider than the smallest allowed prefix /{min}"),
+                    false => {
+                        format!("{net} is wider than the smallest allowed prefix /{min}, as {view}")
+                    }
+                });
+            }
         }
+        Ok(())
     }
 }
 
@@ -579,5 +585,10 @@ min-prefix = { ipv4 = 16, ipv6 = 48 }
         assert!(min.check(&"0.0.0.0/0".parse().unwrap()).is_err());
         assert!(min.check(&"::/0".parse().unwrap()).is_err());
         assert!(min.check(&"2001:db8::/64".parse().unwrap()).is_ok());
+        let err = min.check(&"64:ff9b::/104".parse().unwrap()).unwrap_err();
+        assert!(err.ends_with("/24, as 0.0.0.0/8"), "{err}");
+        assert!(min
+            .check(&"64:ff9b::c633:6400/120".parse().unwrap())
+            .is_ok());
     }
 }

@@ -40,12 +40,24 @@ impl Protected {
         self.nets.push((Cidr::host(addr), why.to_string()));
     }
 
-    /// Refuses a ban that covers any protected address, with the reason.
+    /// Refuses a ban that covers any protected address, with the reason: also when written
+    /// in an IPv6 form that carries an IPv4 address (NAT64, 6to4 and the like), and any ban
+    /// that covers a whole such range.
     pub fn check(&self, ban: &Cidr) -> Result<(), String> {
-        match self.nets.iter().find(|(net, _)| net.overlaps(ban)) {
-            Some((net, why)) => Err(format!("{ban} covers {why} address {net}")),
-            None => Ok(()),
+        if let Some(problem) = ban.translation_problem() {
+            return Err(problem);
         }
+        for view in ban.views() {
+            if let Some((net, why)) = self.nets.iter().find(|(net, _)| net.overlaps(&view)) {
+                let carried = if view == *ban {
+                    String::new()
+                } else {
+                    format!(", as {view}")
+                };
+                return Err(format!("{ban} covers {why} address {net}{carried}"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -110,6 +122,28 @@ mod tests {
         assert!(err.contains("198.51.100.0/24"), "{err}");
         assert!(p.check(&c("192.0.2.0/24")).unwrap_err().contains("server"));
         assert!(p.check(&c("192.0.2.11")).is_ok());
+    }
+
+    #[test]
+    fn protected_addresses_in_ipv6_forms_are_protected() {
+        let p = Protected::new(&[c("198.51.100.0/24")]);
+        for ip in [
+            "64:ff9b::7f00:1",
+            "64:ff9b::/96",
+            "64:ff9b::c633:6400/120",
+            "::c633:6407",
+            "::ffff:0:c633:6407",
+            "2002:c633:6407::/48",
+            "2002:7f00:1::/48",
+            "::fffe:0:0/95",
+            "64:ff9b:1::/64",
+        ] {
+            assert!(p.check(&c(ip)).is_err(), "{ip}");
+        }
+        let err = p.check(&c("64:ff9b::c633:6407")).unwrap_err();
+        assert!(err.contains("as 198.51.100.7"), "{err}");
+        assert!(p.check(&c("64:ff9b::cb00:7107")).is_ok());
+        assert!(p.check(&c("2002:cb00:7107::/48")).is_ok());
     }
 
     #[test]

@@ -157,10 +157,12 @@ impl Authorizer {
     /// The fleet host, and its address, that a ban of `net` would cut off.
     pub fn fleet_host_in(&self, net: &Cidr) -> Option<(IpAddr, String)> {
         let peers = self.peers.read().expect("lock");
-        peers
-            .iter()
-            .find(|(addr, _)| net.contains(**addr))
-            .map(|(addr, name)| (*addr, name.clone()))
+        net.views().find_map(|view| {
+            peers
+                .iter()
+                .find(|(addr, _)| view.contains(**addr))
+                .map(|(addr, name)| (*addr, name.clone()))
+        })
     }
 
     pub fn keys(&self) -> HashMap<PublicKey, String> {
@@ -311,6 +313,10 @@ mod tests {
         assert!(auth
             .fleet_host_in(&"198.51.100.3".parse().unwrap())
             .is_none());
+        // Written as NAT64, the host's address is still the host's.
+        assert!(auth
+            .fleet_host_in(&"64:ff9b::c633:6402".parse().unwrap())
+            .is_some());
         // Revoking the key forgets its addresses.
         auth.replace(HashMap::new());
         assert!(auth.fleet_host_in(&net).is_none());

@@ -92,6 +92,16 @@ fn server_refuses_protected_and_huge_ranges_with_exit_77() {
         "0.0.0.0/0",
         "::/0",
         "ff02::1",
+        // Protected addresses written in IPv6 forms that carry an IPv4 address, and
+        // networks that cover a whole such range.
+        "64:ff9b::7f00:1",
+        "64:ff9b::/96",
+        "64:ff9b::c633:6407",
+        "::c633:6407",
+        "::ffff:0:c633:6407",
+        "2002:c633:6407::/48",
+        "::fffe:0:0/95",
+        "64:ff9b:1::/64",
     ] {
         let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", ip]));
         assert_eq!(code, 77, "{ip}: {stderr}");
