@@ -226,13 +226,16 @@ impl Cidr {
     }
 }
 
-/// Escapes control characters so that an error message stays on one line.
+/// Escapes control characters and other unprintable ones so that an error message stays
+/// on one line; quotes and apostrophes are left as they are.
 pub fn printable(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(200)
-        .flat_map(char::escape_debug)
-        .collect();
+    let mut out = String::new();
+    for c in text.chars().take(200) {
+        match c {
+            '\'' | '"' => out.push(c),
+            _ => out.extend(c.escape_debug()),
+        }
+    }
     if text.chars().count() > 200 {
         out.push('…');
     }
@@ -394,6 +397,7 @@ mod tests {
     #[test]
     fn printable_keeps_one_line() {
         assert_eq!(printable("a\nb"), "a\\nb");
+        assert_eq!(printable("host's \"x\" \\"), "host's \"x\" \\\\");
         assert!(printable(&"x".repeat(1000)).chars().count() <= 201);
     }
 }

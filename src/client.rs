@@ -19,7 +19,7 @@ use crate::connection::ConnectionWatch;
 use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
 use crate::logging::Quiet;
-use crate::protect::{self, Protected};
+use crate::protect::{self, Protected, LOCAL_REFRESH};
 use crate::protocol::{encode_snapshot_request, Ban, Publish, SnapshotPage, Verdict, VERSION};
 use crate::runner::Runner;
 use crate::service::{self, Signals, Watchdog};
@@ -31,8 +31,6 @@ use crate::transport::{self, endpoint};
 /// READY=1 is sent at the first message from the server, or after this long without one,
 /// so that a host still boots while the server is down; the client keeps retrying.
 const READY_WAIT: Duration = Duration::from_secs(10);
-/// How often this host's own addresses are read again, as interfaces come and go.
-const LOCAL_REFRESH: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(100);
 /// After the server refused our key, try again this often with a new socket.
 const RETRY_REFUSED: Duration = Duration::from_secs(2);
@@ -864,10 +862,7 @@ fn subscribe(ctx: &zmq::Context, config: &ClientConfig) -> Result<Subscription, 
 
 /// The built-in and configured ranges, this host's addresses and the server's addresses.
 fn protection(config: &ClientConfig) -> Protected {
-    let mut protected = Protected::new(&config.protected);
-    for addr in protect::local_addresses() {
-        protected.add(addr, "this host's");
-    }
+    let mut protected = Protected::for_this_host(&config.protected);
     let server: Vec<IpAddr> = protect::resolve(&config.server);
     if server.is_empty() {
         log::warn!(

@@ -2,6 +2,7 @@
 //! `protected` list and, on a client, this host's own addresses and the server's.
 
 use std::net::{IpAddr, ToSocketAddrs};
+use std::time::Duration;
 
 use crate::cidr::Cidr;
 
@@ -19,6 +20,9 @@ const BUILTIN: [(&str, &str); 9] = [
     ("255.255.255.255", "broadcast"),
 ];
 
+/// How often a daemon reads its host's own addresses again, as interfaces come and go.
+pub const LOCAL_REFRESH: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct Protected {
     nets: Vec<(Cidr, String)>,
@@ -34,6 +38,15 @@ impl Protected {
         Protected {
             nets: builtin.chain(configured).collect(),
         }
+    }
+
+    /// The built-in and configured ranges, and every address of this host's interfaces.
+    pub fn for_this_host(configured: &[Cidr]) -> Protected {
+        let mut protected = Protected::new(configured);
+        for addr in local_addresses() {
+            protected.add(addr, "this host's");
+        }
+        protected
     }
 
     pub fn add(&mut self, addr: IpAddr, why: &str) {

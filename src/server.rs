@@ -15,7 +15,7 @@ use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
 use crate::limits::RateLimits;
 use crate::logging::LogLimit;
-use crate::protect::Protected;
+use crate::protect::{Protected, LOCAL_REFRESH};
 use crate::protocol::{
     decode_request, Ban, Name, Publish, Report, Request, SnapshotPage, Verdict, PAGE,
 };
@@ -65,7 +65,10 @@ struct Server {
     auth: Authorizer,
     report: Listener,
     publish: Listener,
+    /// The built-in and configured networks and this host's own addresses, read again
+    /// every LOCAL_REFRESH.
     protected: Protected,
+    protected_at: Instant,
     table: BanTable,
     store: Store,
     control: zmq::Socket,
@@ -126,7 +129,8 @@ impl Server {
         let control = control::bind(&ctx, &config.control_socket)?;
         Ok(Server {
             config_path: config_path.to_owned(),
-            protected: Protected::new(&config.protected),
+            protected: Protected::for_this_host(&config.protected),
+            protected_at: Instant::now(),
             config,
             key,
             ctx,
@@ -405,6 +409,10 @@ impl Server {
             .min_prefix
             .check(ip)
             .map_err(|r| ("min-prefix", r))?;
+        if self.protected_at.elapsed() >= LOCAL_REFRESH {
+            self.protected = Protected::for_this_host(&self.config.protected);
+            self.protected_at = Instant::now();
+        }
         self.protected.check(ip).map_err(|r| ("protected", r))?;
         if let Some((addr, name)) = self.auth.fleet_host_in(ip) {
             return Err((
@@ -607,7 +615,8 @@ impl Server {
             log::info!("revoked {} (key {})", old[key], key.fingerprint());
         }
         self.auth.replace(authorized.by_key);
-        self.protected = Protected::new(&config.protected);
+        self.protected = Protected::for_this_host(&config.protected);
+        self.protected_at = Instant::now();
         self.config = kept;
         if !revoked.is_empty() {
             self.rebind_publish();

@@ -1,0 +1,177 @@
+//! A server that lies: it holds the fleet's server key, but publishes and pages whatever it
+//! likes. The real banshare-client must apply only what its own checks allow, skip one bad
+//! ban without losing the rest, and stay within its memory.
+
+#![forbid(unsafe_code)]
+
+mod common;
+
+use std::time::Duration;
+
+use banshare::keys;
+use common::*;
+
+const EPOCH: &str = "1";
+
+/// The rogue server: an XPUB and a ROUTER on the fleet's ports, with the server's key.
+struct Rogue {
+    _ctx: zmq::Context,
+    publish: zmq::Socket,
+    report: zmq::Socket,
+    seq: u64,
+}
+
+impl Rogue {
+    fn start(fleet: &Fleet) -> Rogue {
+        let ctx = zmq::Context::new();
+        let key = keys::load_secret(&fleet.keys_dir.join("server.key_secret")).unwrap();
+        let socket = |kind, port: u16| {
+            let socket = ctx.socket(kind).unwrap();
+            socket.set_curve_server(true).unwrap();
+            socket.set_curve_secretkey(key.secret_bytes()).unwrap();
+            socket.set_linger(0).unwrap();
+            socket.set_sndhwm(0).unwrap();
+            socket.bind(&format!("tcp://127.0.0.1:{port}")).unwrap();
+            socket
+        };
+        let publish = socket(zmq::XPUB, fleet.publish_port);
+        let report = socket(zmq::ROUTER, fleet.report_port);
+        Rogue {
+            _ctx: ctx,
+            publish,
+            report,
+            seq: 0,
+        }
+    }
+
+    /// Waits for the client's subscription, then tells it where the server stands.
+    fn welcome(&self) {
+        assert!(
+            self.publish.poll(zmq::POLLIN, 10_000).unwrap() > 0,
+            "no subscription"
+        );
+        self.publish.recv_bytes(0).unwrap();
+        self.heartbeat();
+    }
+
+    fn heartbeat(&self) {
+        let seq = self.seq.to_string();
+        self.send(&["HEARTBEAT", EPOCH, &seq, "1000"]);
+    }
+
+    fn send(&self, fields: &[&str]) {
+        let frames = std::iter::once("BANSHARE1").chain(fields.iter().copied());
+        self.publish.send_multipart(frames, 0).unwrap();
+    }
+
+    /// Publishes a BAN with the next seq: `ban` is "ip prog jail origin bantime expires".
+    fn ban(&mut self, ban: &str) {
+        self.seq += 1;
+        let seq = self.seq.to_string();
+        let fields: Vec<&str> = ["BAN", EPOCH, &seq]
+            .into_iter()
+            .chain(ban.split(' '))
+            .collect();
+        self.send(&fields);
+    }
+
+    /// Answers the client's next snapshot request with one page holding `lines`.
+    fn page(&self, lines: &[String]) {
+        assert!(
+            self.report.poll(zmq::POLLIN, 10_000).unwrap() > 0,
+            "no snapshot request"
+        );
+        let request = self.report.recv_multipart(0).unwrap();
+        assert_eq!(texts(&request[2..]), ["BANSHARE1", "SNAPSHOT", ""]);
+        let seq = self.seq.to_string();
+        let head = [
+            request[0].clone(),
+            Vec::new(),
+            b"BANSHARE1".to_vec(),
+            b"SNAPSHOT".to_vec(),
+            EPOCH.into(),
+            seq.into_bytes(),
+            Vec::new(),
+        ];
+        let page = head
+            .into_iter()
+            .chain(lines.iter().map(|l| l.clone().into_bytes()));
+        self.report.send_multipart(page, 0).unwrap();
+    }
+}
+
+/// A ban of `ip` that ends in an hour, as six fields.
+fn fields(ip: &str, prog: &str, jail: &str) -> String {
+    let expires = banshare::bans::unix_now() + 3600;
+    format!("{ip} {prog} {jail} rogue 3600 {expires}")
+}
+
+/// The first non-loopback, non-link-local IPv4 address of this machine.
+fn own_address() -> String {
+    banshare::protect::local_addresses()
+        .into_iter()
+        .map(banshare::cidr::Cidr::host)
+        .find(|a| a.is_ipv4() && !a.addr().is_loopback() && !a.to_string().starts_with("169.254."))
+        .expect("this test needs a machine with a non-loopback IPv4 address")
+        .to_string()
+}
+
+#[test]
+fn a_lying_server_gets_only_what_the_client_allows_applied() {
+    let mut fleet = Fleet::new(&["web1"], "", "protected = [\"192.0.2.128/25\"]\n");
+    let mut rogue = Rogue::start(&fleet);
+    fleet.spawn_client(0);
+    rogue.welcome();
+    let own = own_address();
+    let expires = banshare::bans::unix_now() + 3600;
+    // A page with one good ban among bad ones: each bad one is skipped, the page is used.
+    let too_long = format!("203.0.113.2 f2b sshd rogue 316224001 {expires}");
+    rogue.page(&[
+        fields("203.0.113.1", "f2b", "sshd"),
+        too_long,
+        fields("203.0.113.3", "-rf", "sshd"),
+        "garbage".into(),
+        fields("203.0.113.4", "f2b", "--help"),
+    ]);
+    fleet.wait_applied(0, "ban f2b sshd 203.0.113.1 3600");
+    // Published bans that no client may apply, then a good one after them all.
+    for ip in [
+        own.as_str(),
+        "192.0.2.200",
+        "192.0.2.0/24",
+        "127.0.0.1",
+        "64:ff9b::7f00:1",
+        "64:ff9b::c000:2c8",
+        "::ffff:0:c000:2c8",
+        "2002:c000:2c8::/48",
+        "::fffe:0:0/95",
+        "64:ff9b::/104",
+    ] {
+        rogue.ban(&fields(ip, "f2b", "sshd"));
+    }
+    rogue.ban(&fields("203.0.113.5", "-rf", "sshd"));
+    rogue.ban(&fields("203.0.113.6", "f2b", "sshd"));
+    fleet.wait_applied(0, "ban f2b sshd 203.0.113.6 3600");
+    std::thread::sleep(Duration::from_millis(200));
+    let applied = fleet.applied(0);
+    assert_eq!(
+        applied,
+        [
+            "ban f2b sshd 203.0.113.1 3600",
+            "ban f2b sshd 203.0.113.6 3600"
+        ],
+        "{}",
+        fleet.client_log(0)
+    );
+    let log = fleet.client_log(0);
+    let skipped = log.matches("skipped a ban in a snapshot page").count();
+    assert_eq!(skipped, 4, "{log}");
+    assert!(log.contains("not applying ban of 64:ff9b::7f00:1"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "not applying ban of {own} from rogue: {own} covers this host's"
+        )),
+        "{log}"
+    );
+    assert!(fleet.running(), "the client is still running");
+}
