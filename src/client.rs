@@ -94,6 +94,9 @@ struct Client {
 
 impl Client {
     fn start(config_path: &Path, config: ClientConfig) -> Result<Client, Failure> {
+        // Before anything is opened or logged: a bad key or directory is one clear line.
+        load_keys(&config)?;
+        check_dirs(&config)?;
         let ctx = zmq::Context::new();
         let (applied, recovery) = Applied::open(&config.state_dir, unix_now()).map_err(|e| {
             (
@@ -474,6 +477,13 @@ impl Client {
             None => {}
         }
         self.next_spool_check = Instant::now() + SPOOL_CHECK;
+        if let Err(e) = crate::files::check_own_dir(self.spool.dir()) {
+            if self.spool.dir().exists() {
+                self.quiet
+                    .warn(format!("not delivering spooled reports: {e}"));
+            }
+            return;
+        }
         let waiting = match self.spool.waiting() {
             Ok(waiting) => waiting,
             Err(e) => {
@@ -765,6 +775,16 @@ impl Default for Resync {
             sent_at: Instant::now(),
         }
     }
+}
+
+/// The client runs as root: no other user may be able to put files where it writes.
+fn check_dirs(config: &ClientConfig) -> Result<(), Failure> {
+    crate::files::own_dir(&config.state_dir, 0o750).map_err(|e| (Exit::Config, e))?;
+    // banshare-report makes the spool when it first needs it.
+    if config.spool_dir.exists() {
+        crate::files::check_own_dir(&config.spool_dir).map_err(|e| (Exit::Config, e))?;
+    }
+    Ok(())
 }
 
 fn state_failure(e: StoreError) -> Failure {

@@ -2,6 +2,7 @@
 //! reported as one line with file, line number and reason.
 
 use std::fmt;
+use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -209,8 +210,9 @@ pub struct ClientConfig {
     /// The most reports the spool holds; beyond that, reports are lost (loudly).
     #[serde(default = "default_spool_max")]
     pub spool_max: usize,
-    /// Where the record of bans applied on this host is kept.
-    #[serde(default = "default_state_dir")]
+    /// Where the record of bans applied on this host is kept: a directory of the client's
+    /// own, which only root may write, as the client runs as root.
+    #[serde(default = "default_client_state_dir")]
     pub state_dir: PathBuf,
     /// How long `banshare-report` may take in total before giving up.
     #[serde(default = "default_report_timeout")]
@@ -266,6 +268,9 @@ fn default_spool_max() -> usize {
 }
 fn default_state_dir() -> PathBuf {
     "/var/lib/banshare".into()
+}
+fn default_client_state_dir() -> PathBuf {
+    "/var/lib/banshare-client".into()
 }
 fn default_durability() -> Durability {
     Durability::Fsync
@@ -404,12 +409,22 @@ impl AnyConfig {
     }
 }
 
+/// The largest config file read: a real one is a few kilobytes.
+const MAX_CONFIG: u64 = 1 << 20;
+
+/// Reads a config file that no other user may change (see `files::check_trusted`).
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let error = |reason: String| ConfigError {
         path: path.to_owned(),
         line: None,
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    crate::files::check_trusted(path).map_err(error)?;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_CONFIG).read_to_string(&mut text))
+        .map_err(|e| error(e.to_string()))?;
+    Ok(text)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
@@ -519,6 +534,7 @@ min-prefix = { ipv4 = 16, ipv6 = 48 }
         assert_eq!(c.command_timeout.0, Duration::from_secs(10));
         assert_eq!(c.min_prefix.ipv4, 16);
         assert_eq!(c.unban_command.program(), "/usr/bin/fail2ban-client");
+        assert_eq!(c.state_dir, Path::new("/var/lib/banshare-client"));
     }
 
     fn error_of(text: &str, client: bool) -> String {

@@ -65,7 +65,8 @@ pub fn bind(ctx: &zmq::Context, path: &Path) -> Result<zmq::Socket, Failure> {
         )
     };
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        // Whoever could write there could put a socket of their own in place of ours.
+        crate::files::own_dir(dir, 0o750).map_err(|e| (Exit::Config, e))?;
     }
     match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e.to_string())),

@@ -19,6 +19,8 @@ pub enum KeyError {
     BadName(String),
     /// libzmq was built without CURVE, so it cannot make keys.
     NoCurve(String),
+    /// A key file or directory that another user could change (see `files::check_trusted`).
+    Unsafe(String),
 }
 
 impl fmt::Display for KeyError {
@@ -43,6 +45,7 @@ impl fmt::Display for KeyError {
                  not starting with '.' or '-'"
             ),
             KeyError::NoCurve(why) => write!(f, "cannot generate a CURVE key pair: {why}"),
+            KeyError::Unsafe(why) => f.write_str(why),
         }
     }
 }
@@ -132,7 +135,10 @@ fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Reads a key file that no other user may change: whoever could would choose which key
+/// this host trusts or uses.
 fn read(path: &Path) -> Result<String, KeyError> {
+    crate::files::check_trusted(path).map_err(KeyError::Unsafe)?;
     fs::read_to_string(path).map_err(|e| KeyError::Io(path.to_owned(), e))
 }
 
@@ -188,6 +194,8 @@ pub struct AuthorizedKeys {
 /// two files hold the same key, the first by name is the one loaded, so that the origin of
 /// a ban does not depend on the order the file system lists them in.
 pub fn load_authorized(dir: &Path) -> Result<AuthorizedKeys, KeyError> {
+    // Whoever could add a file here could let any key in.
+    crate::files::check_trusted(dir).map_err(KeyError::Unsafe)?;
     let mut paths = fs::read_dir(dir)
         .and_then(|entries| {
             entries

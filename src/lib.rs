@@ -18,6 +18,7 @@ pub mod connection;
 pub mod control;
 pub mod duration;
 pub mod exit;
+pub mod files;
 pub mod keys;
 pub mod limits;
 pub mod logging;

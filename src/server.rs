@@ -113,6 +113,7 @@ fn load_keys(config: &ServerConfig) -> Result<(KeyPair, keys::AuthorizedKeys), F
 impl Server {
     fn start(config_path: &Path, config: ServerConfig) -> Result<Server, Failure> {
         let (key, authorized) = load_keys(&config)?;
+        crate::files::own_dir(&config.state_dir, 0o750).map_err(|e| (Exit::Config, e))?;
         let (store, table) = open_store(&config)?;
         let ctx = zmq::Context::new();
         let auth =

@@ -1,14 +1,18 @@
 //! Reports that could not reach the server wait here, one file each, until banshare-client
 //! delivers them. Files are written under a temporary name and renamed, so the client never
-//! reads half a report; names start with the time, so the oldest goes first.
+//! reads half a report; names start with the time, so the oldest goes first. The directory
+//! must be writable by root (and the daemon's user) only: nothing in it is trusted because
+//! of a checksum, which whoever can write there could compute too, but because nobody else
+//! can write there; files are read without following symlinks, and only regular files of
+//! a few bytes are read at all.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::files;
 use crate::protocol::{Bantime, Report, VERSION};
 
 const SUFFIX: &str = ".report";
@@ -17,6 +21,8 @@ const SUFFIX: &str = ".report";
 pub enum SpoolError {
     Full(PathBuf, usize),
     Io(PathBuf, io::Error),
+    /// The directory cannot be made, or another user could write to it.
+    Unsafe(PathBuf, String),
 }
 
 impl fmt::Display for SpoolError {
@@ -28,6 +34,7 @@ impl fmt::Display for SpoolError {
                 dir.display()
             ),
             SpoolError::Io(path, e) => write!(f, "{}: {e}", path.display()),
+            SpoolError::Unsafe(_, why) => write!(f, "{why}; the report is lost"),
         }
     }
 }
@@ -55,11 +62,7 @@ impl Spool {
             let path = path.to_owned();
             move |e| SpoolError::Io(path, e)
         };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&self.dir)
-            .map_err(io(&self.dir))?;
+        files::own_dir(&self.dir, 0o750).map_err(|e| SpoolError::Unsafe(self.dir.clone(), e))?;
         let waiting = self.waiting().map_err(io(&self.dir))?.len();
         if waiting >= self.max {
             return Err(SpoolError::Full(self.dir.clone(), self.max));
@@ -70,12 +73,7 @@ impl Spool {
         let name = format!("{nanos:020}-{:010}", std::process::id());
         let path = self.dir.join(format!("{name}{SUFFIX}"));
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
+        let mut file = files::create_new(&tmp, 0o640).map_err(io(&tmp))?;
         let written = file
             .write_all(encode(report).as_bytes())
             .and_then(|()| file.sync_all())
@@ -117,9 +115,13 @@ fn encode(report: &Report) -> String {
     )
 }
 
+/// The largest spool file read: a real one is under 300 bytes.
+const MAX_FILE: u64 = 4096;
+
 /// Reads a spooled report back, checking every field again.
 pub fn read(path: &Path) -> Result<Report, String> {
-    let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let data = files::read_regular(path, MAX_FILE).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(data).map_err(|_| "not text".to_string())?;
     let fields: Vec<&str> = text.split('\n').collect();
     match fields[..] {
         [VERSION, prog, jail, ip, bantime, ""] => Report::parse(prog, jail, ip, bantime),
@@ -155,6 +157,30 @@ mod tests {
         let report = Report::parse("fail2ban", "sshd", "203.0.113.7", "").unwrap();
         spool.put(&report).unwrap();
         assert!(matches!(spool.put(&report), Err(SpoolError::Full(_, 1))));
+    }
+
+    #[test]
+    fn links_fifos_and_endless_files_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("1.report");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(read(&link).is_err());
+        let fifo = dir.path().join("2.report");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(read(&fifo).is_err());
+        let big = dir.path().join("3.report");
+        fs::write(&big, "x".repeat(10_000)).unwrap();
+        assert!(read(&big).is_err());
+    }
+
+    #[test]
+    fn a_spool_others_can_write_to_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let report = Report::parse("fail2ban", "sshd", "203.0.113.7", "").unwrap();
+        let err = Spool::new(dir.path(), 10).put(&report).unwrap_err();
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
     }
 
     #[test]

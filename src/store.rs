@@ -3,15 +3,16 @@
 //! reported with its line number and skipped; everything else is recovered.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::bans::{Entry, Reporter, Reporters, MAX_REPORTERS};
 use crate::cidr::{printable, Cidr};
+use crate::files;
 use crate::protocol::{parse_ban, parse_u64, Name};
 
 /// The server's journal; the client keeps its own, `applied.journal`, in its state-dir.
@@ -91,7 +92,7 @@ impl Store {
             .map_err(err(dir))?;
         let lock = lock(&dir.join(format!("{name}.lock")))?;
         let path = dir.join(name);
-        let mut recovery = match File::open(&path) {
+        let mut recovery = match files::open_regular(&path) {
             Ok(file) => read(file).map_err(err(&path))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Recovery::default(),
             Err(e) => return Err(err(&path)(e)),
@@ -101,7 +102,7 @@ impl Store {
             .retain(|e| e.ban.expires.map_or(true, |x| x > now));
         if !recovery.damaged.is_empty() {
             let copy = dir.join(format!("{name}.damaged-{now}"));
-            fs::copy(&path, &copy).map_err(err(&copy))?;
+            keep_copy(&path, &copy).map_err(err(&copy))?;
             recovery.kept = Some(copy);
         }
         let journal = rewrite(&path, &recovery.entries)?;
@@ -164,14 +165,16 @@ impl Store {
     }
 }
 
+/// A copy of the journal as found, for the admin to inspect.
+fn keep_copy(path: &Path, copy: &Path) -> io::Result<()> {
+    let mut from = files::open_regular(path)?;
+    let mut to = files::create_new(copy, 0o640)?;
+    io::copy(&mut from, &mut to)?;
+    to.sync_all()
+}
+
 fn lock(path: &Path) -> Result<Flock<File>, StoreError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o640)
-        .open(path)
-        .map_err(err(path))?;
+    let file = files::open_writable(path, 0o640, false).map_err(err(path))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| StoreError {
         path: path.to_owned(),
         error: io::Error::new(
@@ -186,13 +189,12 @@ fn lock(path: &Path) -> Result<Flock<File>, StoreError> {
 /// open for appending.
 fn rewrite(path: &Path, entries: &[Entry]) -> Result<BufWriter<File>, StoreError> {
     let tmp = path.with_extension("journal.new");
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o640)
-        .open(&tmp)
-        .map_err(err(&tmp))?;
+    // Left over from a crash in the middle of a rewrite: unlinking never follows a symlink.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(err(&tmp)(e)),
+        _ => {}
+    }
+    let file = files::create_new(&tmp, 0o640).map_err(err(&tmp))?;
     let mut out = BufWriter::new(file);
     for entry in entries {
         out.write_all(line(entry).as_bytes()).map_err(err(&tmp))?;
@@ -205,10 +207,7 @@ fn rewrite(path: &Path, entries: &[Entry]) -> Result<BufWriter<File>, StoreError
             .and_then(|d| d.sync_all())
             .map_err(err(dir))?;
     }
-    let file = OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(err(path))?;
+    let file = files::open_writable(path, 0o640, true).map_err(err(path))?;
     Ok(BufWriter::with_capacity(64 * 1024, file))
 }
 

@@ -42,8 +42,11 @@ fn install(host: &Container, deb: &Path) {
         b"disabled\ndisabled\n"
     );
     assert_eq!(
-        host.run("stat -c '%a %U:%G' /etc/banshare/keys /etc/banshare/keys/host.key_secret"),
-        "750 root:banshare\n600 root:root\n"
+        host.run(
+            "stat -c '%a %U:%G' /etc/banshare/keys /etc/banshare/keys/host.key_secret \
+             /var/lib/banshare-client"
+        ),
+        "750 root:banshare\n600 root:root\n750 root:root\n"
     );
 }
 
@@ -299,11 +302,12 @@ fn the_rpm_has_the_debs_files_and_its_scriptlets_work() {
     assert_eq!(
         in_root(
             "stat -c '%n %a %U:%G' /etc/banshare/keys /etc/banshare/authorized-keys \
-             /etc/banshare/keys/host.key_secret /var/lib/banshare /var/spool/banshare"
+             /etc/banshare/keys/host.key_secret /var/lib/banshare /var/lib/banshare-client \
+             /var/spool/banshare"
         ),
         "/etc/banshare/keys 750 root:banshare\n/etc/banshare/authorized-keys 750 root:banshare\n\
          /etc/banshare/keys/host.key_secret 600 root:root\n/var/lib/banshare 750 banshare:banshare\n\
-         /var/spool/banshare 750 root:root\n"
+         /var/lib/banshare-client 750 root:root\n/var/spool/banshare 750 root:root\n"
     );
     let configs = rpm_cmd(&["-qc", "banshare"]);
     for config in [
@@ -320,7 +324,8 @@ fn the_rpm_has_the_debs_files_and_its_scriptlets_work() {
     rpm_cmd(&["-e", "banshare"]);
     assert_eq!(
         in_root(
-            "find /etc/banshare /var/lib/banshare /var/spool/banshare /usr/bin -name '*banshare*' \
+            "find /etc/banshare /var/lib/banshare /var/lib/banshare-client /var/spool/banshare \
+             /usr/bin -name '*banshare*' \
              -o -path '/etc/banshare/*' 2>/dev/null | sort; getent passwd banshare; true"
         ),
         "/etc/banshare\n/etc/banshare/keys\n/etc/banshare/keys/server.key\n\

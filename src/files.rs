@@ -1,0 +1,201 @@
+//! Local files that a less privileged local user might tamper with. The client runs as root,
+//! so a symlink planted where it writes would make it overwrite a file of the planter's
+//! choosing, and a config or key file that another user can change hands that user the
+//! fleet. So:
+//! - files in the daemons' own directories (journals, locks, spool) are opened without
+//!   following symlinks and must be regular files, read with a size limit and without
+//!   blocking (a FIFO in the spool must not stall the client, /dev/zero must not fill it);
+//! - a directory a daemon writes to, and the configs and keys it trusts, must not be
+//!   writable by any user but root and the daemon's own, or the daemon refuses to start and
+//!   says which `chmod` or `chown` fixes it. Refusing rather than warning: whoever can
+//!   write client.toml chooses the command the root client runs, and whoever can write the
+//!   authorized-keys directory lets any key in.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use nix::fcntl::OFlag;
+
+/// Opens a file for reading without following a symlink or blocking on a FIFO, and
+/// refuses anything but a regular file.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+        .open(path)?;
+    regular(file)
+}
+
+/// Reads a whole file opened with `open_regular`, refusing one larger than `max` bytes.
+pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    open_regular(path)?.take(max + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(data)
+}
+
+/// Creates a file that must not exist yet, not even as a symlink, with `mode`.
+pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .open(path)
+}
+
+/// Opens a regular file for writing, creating it with `mode` if it is missing, without
+/// following a symlink; `append` appends, otherwise writes start at the beginning.
+pub fn open_writable(path: &Path, mode: u32, append: bool) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .append(append)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+        .open(path)?;
+    regular(file)
+}
+
+fn regular(file: File) -> io::Result<File> {
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ))
+    }
+}
+
+/// Creates a directory that a daemon writes to, if missing, with `mode`, and refuses it
+/// when another user could put files there.
+pub fn own_dir(dir: &Path, mode: u32) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    check_own_dir(dir)
+}
+
+/// Refuses a directory that a daemon writes to when another user could put files there.
+pub fn check_own_dir(dir: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    check_meta(dir, &meta, false)
+}
+
+/// Refuses a config file, key file or key directory that another user could change: the
+/// path itself, and the directory holding it, where another user could replace it (unless
+/// that directory is sticky, as /tmp is, so that only a file's owner may replace it).
+/// Symlinks are followed: an admin may link a key into place.
+pub fn check_trusted(path: &Path) -> Result<(), String> {
+    let shown = |e: io::Error| format!("{}: {e}", path.display());
+    let real = path.canonicalize().map_err(shown)?;
+    let meta = real.metadata().map_err(shown)?;
+    check_meta(&real, &meta, false)?;
+    match real.parent() {
+        Some(dir) => check_meta(dir, &dir.metadata().map_err(shown)?, true),
+        None => Ok(()),
+    }
+}
+
+const STICKY: u32 = 0o1000;
+
+/// Who may write `path` besides root and this process's user, with the fix.
+fn check_meta(path: &Path, meta: &Metadata, sticky_ok: bool) -> Result<(), String> {
+    let me = nix::unistd::geteuid().as_raw();
+    let shown = path.display();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "{shown} belongs to user {}, who could change it; fix it with: chown {} {shown}",
+            user_name(meta.uid()),
+            user_name(me)
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    let group_writes = mode & 0o020 != 0 && meta.gid() != 0;
+    let others_write = mode & 0o002 != 0;
+    if (group_writes || others_write) && !(sticky_ok && mode & STICKY != 0) {
+        return Err(format!(
+            "{shown} is writable by other users (mode {mode:04o}); fix it with: chmod go-w {shown}"
+        ));
+    }
+    Ok(())
+}
+
+fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(uid.into()) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn chmod(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn symlinks_fifos_and_devices_are_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+        assert!(open_regular(&link).is_err());
+        assert!(open_writable(&link, 0o600, true).is_err());
+        assert!(create_new(&link, 0o600).is_err());
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Does not block, and is refused.
+        assert!(open_regular(&fifo).is_err());
+        assert!(open_regular(Path::new("/dev/zero")).is_err());
+        let file = dir.path().join("file");
+        fs::write(&file, "x".repeat(100)).unwrap();
+        assert_eq!(read_regular(&file, 100).unwrap().len(), 100);
+        assert!(read_regular(&file, 99).is_err());
+    }
+
+    #[test]
+    fn directories_and_files_others_can_write_are_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        chmod(dir.path(), 0o750);
+        check_own_dir(dir.path()).unwrap();
+        chmod(dir.path(), 0o777);
+        let err = check_own_dir(dir.path()).unwrap_err();
+        assert!(
+            err.ends_with(&format!("chmod go-w {}", dir.path().display())),
+            "{err}"
+        );
+        // A sticky directory may hold trusted files, not a daemon's own ones.
+        chmod(dir.path(), 0o1777);
+        assert!(check_own_dir(dir.path()).is_err());
+        let file = dir.path().join("client.toml");
+        fs::write(&file, "").unwrap();
+        chmod(&file, 0o644);
+        check_trusted(&file).unwrap();
+        chmod(&file, 0o666);
+        assert!(check_trusted(&file).unwrap_err().contains("mode 0666"));
+        chmod(&file, 0o644);
+        chmod(dir.path(), 0o777);
+        assert!(
+            check_trusted(&file).is_err(),
+            "the directory could replace it"
+        );
+    }
+}
