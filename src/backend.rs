@@ -4,14 +4,15 @@
 //! takes about 11 ms per address; nft adds 10,000 elements in one transaction).
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::applied::Action;
 use crate::bans::unix_now;
 use crate::cidr::Cidr;
+use crate::exit::Failure;
 use crate::protocol::Ban;
 use crate::runner::{self, Outcome};
+use crate::worker::Worker;
 
 const NFT: &str = "/usr/sbin/nft";
 const FAIL2BAN_CLIENT: &str = "/usr/bin/fail2ban-client";
@@ -46,6 +47,7 @@ pub trait Apply: Send + 'static {
 /// when it holds `size` ops or `delay` after its first op arrived.
 pub struct Batcher {
     queue: Sender<Op>,
+    worker: Worker,
 }
 
 impl Batcher {
@@ -56,19 +58,22 @@ impl Batcher {
     ) -> (Batcher, Receiver<Done>) {
         let (queue, ops) = mpsc::channel::<Op>();
         let (done, results) = mpsc::channel();
-        thread::Builder::new()
-            .name("batcher".into())
-            .spawn(move || {
-                while let Ok(first) = ops.recv() {
-                    let batch = gather(&ops, first, size, delay);
-                    let outcome = backend.apply(&batch);
-                    for (op, ok) in batch.iter().zip(outcome) {
-                        let _ = done.send(((op.ban.ip, op.action), ok));
-                    }
+        let worker = Worker::spawn("batcher", move || {
+            while let Ok(first) = ops.recv() {
+                let batch = gather(&ops, first, size, delay);
+                let outcome = backend.apply(&batch);
+                for (op, ok) in batch.iter().zip(outcome) {
+                    let _ = done.send(((op.ban.ip, op.action), ok));
                 }
-            })
-            .expect("spawn batcher thread");
-        (Batcher { queue }, results)
+            }
+        })
+        .expect("spawn batcher thread");
+        (Batcher { queue, worker }, results)
+    }
+
+    /// An error if the batcher's thread has stopped (see `worker`).
+    pub fn check(&self) -> Result<(), Failure> {
+        self.worker.check()
     }
 
     pub fn submit(&self, op: Op) {

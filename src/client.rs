@@ -218,6 +218,9 @@ impl Client {
                 self.read_verdicts();
             }
             self.collect_results()?;
+            // After the results, so that what a stopped thread finished is recorded; before
+            // the next watchdog ping.
+            self.applier.check()?;
         }
         self.finish_running()
     }
@@ -702,6 +705,16 @@ fn command_for(config: &ClientConfig, ban: &Ban, action: Action) -> (Vec<String>
 enum Applier {
     Command(Runner<(Cidr, Action)>),
     Batched(Batcher),
+}
+
+impl Applier {
+    /// An error if a thread that applies bans has stopped (see `worker`).
+    fn check(&self) -> Result<(), Failure> {
+        match self {
+            Applier::Command(runner) => runner.check(),
+            Applier::Batched(batcher) => batcher.check(),
+        }
+    }
 }
 
 fn applier(config: &ClientConfig) -> Result<(Applier, Receiver<Done>), Failure> {

@@ -32,3 +32,4 @@ pub mod spool;
 pub mod store;
 pub mod template;
 pub mod transport;
+pub mod worker;

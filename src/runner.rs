@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::exit::Failure;
+use crate::worker::{self, Worker};
+
 /// At most this much of a failing command's stderr is logged.
 const STDERR_LIMIT: usize = 1024;
 
@@ -23,6 +26,7 @@ struct Job<T> {
 /// A fixed pool of workers that run queued commands and report each result.
 pub struct Runner<T> {
     queue: mpsc::Sender<Job<T>>,
+    workers: Vec<Worker>,
 }
 
 impl<T: Send + 'static> Runner<T> {
@@ -32,24 +36,32 @@ impl<T: Send + 'static> Runner<T> {
         let (queue, jobs) = mpsc::channel::<Job<T>>();
         let (done, results) = mpsc::channel();
         let jobs = Arc::new(Mutex::new(jobs));
-        for i in 0..workers {
-            let jobs = Arc::clone(&jobs);
-            let done = done.clone();
-            thread::Builder::new()
-                .name(format!("runner-{i}"))
-                .spawn(move || loop {
+        let workers = (0..workers)
+            .map(|i| {
+                let jobs = Arc::clone(&jobs);
+                let done = done.clone();
+                Worker::spawn(&format!("runner-{i}"), move || loop {
                     let job = jobs.lock().expect("lock").recv();
                     match job {
                         Ok(job) => {
                             let ok = run_logged(&job.argv, &job.label, timeout);
                             let _ = done.send((job.token, ok));
+                            if worker::fault("runner-exits") {
+                                return;
+                            }
                         }
                         Err(_) => return,
                     }
                 })
-                .expect("spawn runner thread");
-        }
-        (Runner { queue }, results)
+                .expect("spawn runner thread")
+            })
+            .collect();
+        (Runner { queue, workers }, results)
+    }
+
+    /// An error if a worker has stopped (see `worker`).
+    pub fn check(&self) -> Result<(), Failure> {
+        self.workers.iter().try_for_each(Worker::check)
     }
 
     pub fn submit(&self, argv: Vec<String>, label: String, token: T) {

@@ -22,6 +22,7 @@ use crate::protocol::{
 use crate::service::{self, Signals, Watchdog};
 use crate::store::{Store, StoreError, SERVER_JOURNAL};
 use crate::transport::{self, endpoint, Authorizer, Sender};
+use crate::worker::Worker;
 
 /// Requests handled before the loop looks at timers and signals again.
 const BATCH: usize = 256;
@@ -63,6 +64,8 @@ struct Server {
     key: KeyPair,
     ctx: zmq::Context,
     auth: Authorizer,
+    /// The ZAP handler's thread, without which the server must not go on.
+    zap: Worker,
     report: Listener,
     publish: Listener,
     /// The built-in and configured networks and this host's own addresses, read again
@@ -116,7 +119,7 @@ impl Server {
         crate::files::own_dir(&config.state_dir, 0o750).map_err(|e| (Exit::Config, e))?;
         let (store, table) = open_store(&config)?;
         let ctx = zmq::Context::new();
-        let auth =
+        let (auth, zap) =
             Authorizer::start(&ctx, authorized.by_key).map_err(zmq_failure("ZAP handler"))?;
         let report = bind(
             &ctx,
@@ -136,6 +139,7 @@ impl Server {
             key,
             ctx,
             auth,
+            zap,
             report,
             publish,
             table,
@@ -167,6 +171,7 @@ impl Server {
             if signals.take_reload() {
                 self.reload();
             }
+            self.zap.check()?;
             watchdog.tick();
             let now = Instant::now();
             if now >= next_heartbeat {

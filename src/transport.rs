@@ -8,6 +8,7 @@ use crate::cidr::Cidr;
 use crate::keys::{KeyPair, PublicKey};
 use crate::logging::Quiet;
 use crate::protocol::MAX_FRAME;
+use crate::worker::{self, Worker};
 
 /// The reason a daemon or the reporter will not start without CURVE.
 pub fn require_curve() -> Result<(), String> {
@@ -109,20 +110,22 @@ pub struct Authorizer {
 }
 
 impl Authorizer {
-    /// Binds the ZAP endpoint in `ctx` and answers authentication requests in a thread.
-    /// Must run before any CURVE server socket binds.
-    pub fn start(ctx: &zmq::Context, keys: HashMap<PublicKey, String>) -> zmq::Result<Authorizer> {
+    /// Binds the ZAP endpoint in `ctx` and answers authentication requests in a thread,
+    /// which the daemon must check (see `worker`). Must run before any CURVE server socket
+    /// binds.
+    pub fn start(
+        ctx: &zmq::Context,
+        keys: HashMap<PublicKey, String>,
+    ) -> zmq::Result<(Authorizer, Worker)> {
         let auth = Authorizer::default();
         auth.replace(keys);
         let socket = ctx.socket(zmq::REP)?;
         socket.set_linger(0)?;
         socket.bind("inproc://zeromq.zap.01")?;
         let shared = auth.clone();
-        std::thread::Builder::new()
-            .name("zap".into())
-            .spawn(move || shared.serve(socket))
-            .map_err(|_| zmq::Error::EMFILE)?;
-        Ok(auth)
+        let worker =
+            Worker::spawn("zap", move || shared.serve(socket)).map_err(|_| zmq::Error::EMFILE)?;
+        Ok((auth, worker))
     }
 
     pub fn replace(&self, keys: HashMap<PublicKey, String>) {
@@ -186,13 +189,31 @@ impl Authorizer {
         Some((name, key))
     }
 
+    /// Answers until the context ends. Any other end aborts the process at once: with no
+    /// ZAP handler, libzmq would let every CURVE client in.
     fn serve(&self, socket: zmq::Socket) {
         let mut quiet = Quiet::default();
-        while let Ok(request) = socket.recv_multipart(0) {
+        let stopped = loop {
+            let request = match socket.recv_multipart(0) {
+                Ok(request) => request,
+                Err(e) => break e,
+            };
             let reply = self.answer(&request, &mut quiet);
-            if socket.send_multipart(reply, 0).is_err() {
-                break;
+            if worker::fault("zap-panics") {
+                panic!("fault injected into the ZAP handler");
             }
+            if worker::fault("zap-exits") {
+                break zmq::Error::EFAULT;
+            }
+            if let Err(e) = socket.send_multipart(reply, 0) {
+                break e;
+            }
+        };
+        if stopped != zmq::Error::ETERM {
+            log::error!(
+                "the ZAP handler stopped ({stopped}); aborting, so that no peer is let in unchecked"
+            );
+            std::process::abort();
         }
     }
 

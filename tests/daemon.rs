@@ -189,3 +189,81 @@ fn pets_the_watchdog_when_systemd_asks() {
     signal(&server, Signal::SIGTERM);
     assert_eq!(server.wait().unwrap().code(), Some(0));
 }
+
+/// Starts `program` with a fault injected (debug builds only, see src/worker.rs).
+fn with_fault(
+    program: &str,
+    config: &std::path::Path,
+    fault: &str,
+    log: &std::path::Path,
+) -> Child {
+    Command::new(program)
+        .args(["--log", "stderr", "--config"])
+        .arg(config)
+        .env("BANSHARE_FAULT", fault)
+        .stderr(std::fs::File::create(log).unwrap())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_server_whose_zap_handler_dies_lets_nobody_in_and_ends() {
+    use std::os::unix::process::ExitStatusExt;
+    for (fault, says) in [
+        ("zap-panics", "panicked"),
+        ("zap-exits", "the ZAP handler stopped"),
+    ] {
+        let fleet = Fleet::new(&["web1"], "", "");
+        let log = fleet.dir.path().join("faulty-server.log");
+        let mut server = with_fault(SERVER, &fleet.server_config, fault, &log);
+        wait_for("the server to listen", Duration::from_secs(10), || {
+            read(&log).contains("listening on").then_some(())
+        });
+        // The first handshake reaches the ZAP handler, which dies answering it.
+        let ping = |fleet: &Fleet| {
+            let out = Command::new(ADMIN)
+                .args(["ping", "--timeout", "1s", "--config"])
+                .arg(&fleet.hosts[0].config)
+                .output()
+                .unwrap();
+            outcome(&out).0
+        };
+        assert_eq!(
+            ping(&fleet),
+            69,
+            "{fault}: the handshake is not let through"
+        );
+        let status = wait_for("the server to end", Duration::from_secs(5), || {
+            server.try_wait().unwrap()
+        });
+        assert_eq!(
+            status.signal(),
+            Some(Signal::SIGABRT as i32),
+            "{fault}: {status:?}"
+        );
+        assert!(read(&log).contains(says), "{}", read(&log));
+        assert_eq!(ping(&fleet), 69, "{fault}: nothing answers any more");
+    }
+}
+
+#[test]
+fn a_client_whose_ban_command_thread_dies_ends_with_exit_70() {
+    let mut fleet = Fleet::new(&["web1"], "", "");
+    fleet.start_server();
+    let log = fleet.hosts[0].log.clone();
+    let mut client = with_fault(CLIENT, &fleet.hosts[0].config, "runner-exits", &log);
+    wait_for("the client to connect", Duration::from_secs(10), || {
+        read(&log).contains("connected to").then_some(())
+    });
+    fleet.report(0, &["fail2ban", "sshd", "203.0.113.80"]);
+    let status = wait_for("the client to end", Duration::from_secs(5), || {
+        client.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(70), "{}", read(&log));
+    assert!(read(&log).contains("thread has stopped"), "{}", read(&log));
+    // The ban ran before the thread stopped, and a restart does not run it again.
+    fleet.start_client(0);
+    fleet.report(0, &["fail2ban", "sshd", "203.0.113.81"]);
+    fleet.assert_applied_once(0, &["203.0.113.80".to_string(), "203.0.113.81".to_string()]);
+}
