@@ -18,15 +18,18 @@ use crate::config::ClientConfig;
 use crate::connection::ConnectionWatch;
 use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
-use crate::logging::Quiet;
+use crate::logging::{LogLimit, Quiet};
+use crate::memory;
 use crate::protect::{self, Protected, LOCAL_REFRESH};
-use crate::protocol::{encode_snapshot_request, Ban, Publish, SnapshotPage, Verdict, VERSION};
+use crate::protocol::{
+    encode_snapshot_request, Ban, Publish, SnapshotPage, Verdict, PAGE, VERSION,
+};
 use crate::runner::Runner;
 use crate::service::{self, Signals, Watchdog};
 use crate::spool::{self, Spool};
 use crate::store::StoreError;
 use crate::template::Values;
-use crate::transport::{self, endpoint};
+use crate::transport::{self, endpoint, Received};
 
 /// READY=1 is sent at the first message from the server, or after this long without one,
 /// so that a host still boots while the server is down; the client keeps retrying.
@@ -90,6 +93,9 @@ struct Client {
     delivering: Option<(PathBuf, Instant)>,
     next_spool_check: Instant,
     quiet: Quiet,
+    /// Lines about what the server sent.
+    log_limit: LogLimit,
+    guard: memory::Guard,
 }
 
 impl Client {
@@ -162,6 +168,9 @@ impl Client {
             delivering: None,
             next_spool_check: Instant::now(),
             quiet: Quiet::default(),
+            log_limit: LogLimit::default(),
+            // Beyond what a million applied bans take; 3/4 of MemoryMax under systemd.
+            guard: memory::Guard::new(512 << 20),
         })
     }
 
@@ -218,6 +227,7 @@ impl Client {
                 self.read_verdicts();
             }
             self.collect_results()?;
+            self.guard_memory();
             // After the results, so that what a stopped thread finished is recorded; before
             // the next watchdog ping.
             self.applier.check()?;
@@ -284,12 +294,47 @@ impl Client {
     }
 
     fn drain(&mut self) {
-        while let Ok(frames) = self.subscription.socket.recv_multipart(zmq::DONTWAIT) {
-            match Publish::decode(&frames) {
+        while let Ok(received) =
+            transport::recv_bounded(&self.subscription.socket, zmq::DONTWAIT, PUBLISHED_FRAMES)
+        {
+            match within_bounds(&received).and_then(Publish::decode) {
                 Ok(message) => self.handle(message),
-                Err(e) => log::warn!("ignored a malformed message from the server: {e}"),
+                Err(e) => {
+                    self.warn_about_server(&format!("ignored a message from the server: {e}"))
+                }
             }
         }
+    }
+
+    /// A warning about what the server sent, at most 20 a minute: a broken or hostile
+    /// server must not fill the disk with the log.
+    fn warn_about_server(&mut self, line: &str) {
+        match self.log_limit.admit("server", Instant::now()) {
+            Some(0) => log::warn!("{line}"),
+            Some(held_back) => log::warn!("{line} ({held_back} more such lines were held back)"),
+            None => {}
+        }
+    }
+
+    /// Past the memory guard's limit, closes every connection to the server, which frees
+    /// whatever it was in the middle of sending (see `memory`), and catches up afresh.
+    fn guard_memory(&mut self) {
+        let Some(resident) = self.guard.tripped() else {
+            return;
+        };
+        let reconnected = self.reconnect(&self.config.clone());
+        memory::release_free_pages();
+        log::error!(
+            "memory guard: the client held {}, over its limit of {}; closed its connections \
+             to the server{}; now {}",
+            memory::megabytes(resident),
+            memory::megabytes(self.guard.limit()),
+            reconnected.map_or_else(
+                |(_, e)| format!(" but cannot connect again: {e}"),
+                |()| String::new()
+            ),
+            memory::megabytes(self.guard.rearm())
+        );
     }
 
     fn handle(&mut self, message: Publish) {
@@ -390,12 +435,18 @@ impl Client {
     }
 
     fn read_pages(&mut self) {
-        while let Ok(frames) = self.requester.recv_multipart(zmq::DONTWAIT) {
-            let page = reply_body(&frames).and_then(SnapshotPage::decode);
-            match page {
+        while let Ok(received) =
+            transport::recv_bounded(&self.requester, zmq::DONTWAIT, PAGE_FRAMES)
+        {
+            let body = within_bounds(&received).and_then(reply_body);
+            match body.clone().and_then(SnapshotPage::decode) {
                 Ok(page) if self.resync.is_some() => self.apply_page(page),
                 Ok(_) => {}
-                Err(e) => log::warn!("ignored a malformed snapshot page: {e}"),
+                Err(e) => match body.and_then(Verdict::decode) {
+                    // Such as a key over its allowance of pages: asked again in 5 s.
+                    Ok(verdict) => log::warn!("the server answered a snapshot request: {verdict}"),
+                    Err(_) => self.warn_about_server(&format!("ignored a snapshot page: {e}")),
+                },
             }
         }
     }
@@ -531,8 +582,12 @@ impl Client {
 
     /// The server answered a spooled report: whatever it said, the report is done.
     fn read_verdicts(&mut self) {
-        while let Ok(frames) = self.courier.recv_multipart(zmq::DONTWAIT) {
-            let verdict = reply_body(&frames).and_then(Verdict::decode);
+        while let Ok(received) =
+            transport::recv_bounded(&self.courier, zmq::DONTWAIT, VERDICT_FRAMES)
+        {
+            let verdict = within_bounds(&received)
+                .and_then(reply_body)
+                .and_then(Verdict::decode);
             let Some((path, _)) = self.delivering.take() else {
                 continue;
             };
@@ -629,6 +684,22 @@ impl Client {
         service::ready(&format!("connected: {}", self.server_endpoint()));
     }
 
+    /// New sockets to the server as `config` says, dropping the old ones (and whatever they
+    /// held), then a catch-up.
+    fn reconnect(&mut self, config: &ClientConfig) -> Result<(), Failure> {
+        let subscription = subscribe(&self.ctx, config)?;
+        let requester = request_socket(&self.ctx, config)?;
+        let courier = request_socket(&self.ctx, config)?;
+        self.subscription = subscription;
+        self.requester = requester;
+        self.courier = courier;
+        self.delivering = None;
+        self.position = None;
+        self.resync = None;
+        self.resync_wanted = true;
+        Ok(())
+    }
+
     fn apply_config(&mut self, config: ClientConfig) {
         let endpoints = |c: &ClientConfig| (c.server.clone(), c.publish_port, c.report_port);
         // The key files' contents count, not their names: a rotation rewrites them in place.
@@ -636,24 +707,9 @@ impl Client {
         let current = (self.subscription.server_key, self.subscription.key);
         let reconnect = endpoints(&config) != endpoints(&self.config) || keys.ok() != Some(current);
         if reconnect {
-            let sockets = subscribe(&self.ctx, &config).and_then(|s| {
-                let requester = request_socket(&self.ctx, &config)?;
-                Ok((s, requester, request_socket(&self.ctx, &config)?))
-            });
-            match sockets {
-                Ok((subscription, requester, courier)) => {
-                    self.subscription = subscription;
-                    self.requester = requester;
-                    self.courier = courier;
-                    self.delivering = None;
-                    self.position = None;
-                    self.resync = None;
-                    self.resync_wanted = true;
-                }
-                Err((_, e)) => {
-                    log::error!("reload failed, keeping the running configuration: {e}");
-                    return;
-                }
+            if let Err((_, e)) = self.reconnect(&config) {
+                log::error!("reload failed, keeping the running configuration: {e}");
+                return;
             }
         }
         if applier_settings(&config) != applier_settings(&self.config) {
@@ -840,6 +896,23 @@ pub fn ping(config: &ClientConfig, timeout: Duration) -> Result<String, Failure>
         "{address} answered: {} bans on the first page of the ban list",
         page.bans.len()
     ))
+}
+
+/// Frames in the largest message of each kind the client receives: a BAN; a snapshot page
+/// behind its delimiter; a verdict behind its delimiter.
+const PUBLISHED_FRAMES: usize = 10;
+const PAGE_FRAMES: usize = 1 + 5 + PAGE;
+const VERDICT_FRAMES: usize = 1 + 3;
+
+/// The frames of a message, unless it had more than any banshare message has (only the
+/// first were kept, see `transport::recv_bounded`).
+fn within_bounds(received: &Received) -> Result<&[Vec<u8>], String> {
+    if received.oversized() {
+        memory::release_free_pages();
+        Err(format!("a message of {} frames", received.count))
+    } else {
+        Ok(&received.frames)
+    }
 }
 
 /// A reply on a DEALER socket, without the empty delimiter the server echoes back.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use zmq::SocketEvent as E;
 
-use crate::logging::Quiet;
+use crate::logging::Refusals;
 use crate::transport::peer_address;
 
 /// What the admin is told; each is logged when it differs from the last one logged.
@@ -189,8 +189,9 @@ impl ConnectionWatch {
 const CRYPTOGRAPHIC: u32 = 0x1100_0001;
 const MECHANISM_MISMATCH: u32 = 0x1100_0002;
 
-/// Logs peers that fail the handshake on a listening socket, with their address. Peers with
-/// an unknown key are logged by the ZAP handler; these never get that far.
+/// Logs peers that fail the handshake on a listening socket, with their address (peers with
+/// an unknown key are logged by the ZAP handler; these never get that far), and notices
+/// when the process has run out of file descriptors to accept connections with.
 pub struct ListenerWatch {
     monitor: zmq::Socket,
     name: String,
@@ -199,7 +200,9 @@ pub struct ListenerWatch {
     /// The reason of a failed handshake, waiting for the DISCONNECTED event that names the
     /// connection (libzmq reports them in this order on its I/O thread).
     failed: Option<String>,
-    quiet: Quiet,
+    refusals: Refusals,
+    /// Set when accepting failed for want of file descriptors.
+    out_of_descriptors: bool,
 }
 
 impl ListenerWatch {
@@ -210,6 +213,7 @@ impl ListenerWatch {
     ) -> zmq::Result<ListenerWatch> {
         let events = [
             E::ACCEPTED,
+            E::ACCEPT_FAILED,
             E::DISCONNECTED,
             E::HANDSHAKE_FAILED_PROTOCOL,
             E::HANDSHAKE_FAILED_NO_DETAIL,
@@ -219,8 +223,21 @@ impl ListenerWatch {
             name: name.to_owned(),
             peers: HashMap::new(),
             failed: None,
-            quiet: Quiet::default(),
+            refusals: Refusals::default(),
+            out_of_descriptors: false,
         })
+    }
+
+    /// True once after accepting failed for want of file descriptors. libzmq then tries to
+    /// accept again at once, for ever, burning a core: the owner should stop listening for
+    /// a while.
+    pub fn take_out_of_descriptors(&mut self) -> bool {
+        std::mem::take(&mut self.out_of_descriptors)
+    }
+
+    /// Writes the summary of refused handshakes when it is due.
+    pub fn flush_if_due(&mut self) {
+        self.refusals.flush_if_due();
     }
 
     pub fn socket(&self) -> &zmq::Socket {
@@ -234,18 +251,32 @@ impl ListenerWatch {
                 E::ACCEPTED => {
                     self.peers.insert(value, peer_of(value));
                 }
-                E::HANDSHAKE_FAILED_PROTOCOL | E::HANDSHAKE_FAILED_NO_DETAIL => {
+                E::ACCEPT_FAILED => {
+                    let errno = nix::errno::Errno::from_raw(value as i32);
+                    self.out_of_descriptors |= matches!(
+                        errno,
+                        nix::errno::Errno::EMFILE
+                            | nix::errno::Errno::ENFILE
+                            | nix::errno::Errno::ENOBUFS
+                            | nix::errno::Errno::ENOMEM
+                    );
+                }
+                E::HANDSHAKE_FAILED_PROTOCOL => {
                     self.failed = Some(match value {
                         MECHANISM_MISMATCH => "a peer without CURVE (plaintext)".into(),
                         CRYPTOGRAPHIC => "a peer using a wrong server key".into(),
                         code => format!("a peer that failed the handshake (libzmq code {code:#x})"),
                     });
                 }
+                // Silent peers end here once the handshake time is up, and peers that
+                // hang up halfway.
+                E::HANDSHAKE_FAILED_NO_DETAIL => {
+                    self.failed = Some("a peer that did not complete the handshake".into());
+                }
                 E::DISCONNECTED => {
                     let address = self.peers.remove(&value).unwrap_or_else(|| "?".into());
                     if let Some(reason) = self.failed.take() {
-                        self.quiet
-                            .warn(format!("{}: refused {reason} from {address}", self.name));
+                        self.refusals.note(&self.name, &reason, &address, "");
                     }
                 }
                 _ => {}

@@ -166,6 +166,90 @@ impl LogLimit {
     }
 }
 
+/// Refused handshakes, counted by reason and address, so that a flood from fresh random keys
+/// writes a few lines a minute, not one per key: the first of each kind is logged as it
+/// happens, up to `LINES` a minute, and the rest are summed up once a minute, as in
+/// "report: refused 17900 handshakes from 127.0.0.1 in the last 60 s (unknown key)".
+#[derive(Default)]
+pub struct Refusals {
+    start: Option<Instant>,
+    /// By (socket, reason, address): how many, and whether one was logged as it happened.
+    counts: HashMap<(String, String, String), (u64, bool)>,
+    lines: u32,
+}
+
+impl Refusals {
+    const LINES: u32 = 10;
+    const WINDOW: Duration = Duration::from_secs(60);
+    /// Addresses told apart in a summary; the others are counted together.
+    const ADDRESSES: usize = 1000;
+
+    /// Notes a refused handshake on socket `what`; `detail` (such as the key's fingerprint)
+    /// is in its line, if it gets one of its own.
+    pub fn note(&mut self, what: &str, reason: &str, address: &str, detail: &str) {
+        self.flush_if_due();
+        self.start.get_or_insert_with(Instant::now);
+        let address = if self.counts.len() < Self::ADDRESSES {
+            address
+        } else {
+            "other addresses"
+        };
+        let key = (what.to_owned(), reason.to_owned(), address.to_owned());
+        let (count, logged) = self.counts.entry(key).or_default();
+        *count += 1;
+        if !*logged && self.lines < Self::LINES {
+            *logged = true;
+            self.lines += 1;
+            log::warn!("{what}: refused {reason}{detail} from {address}");
+        }
+    }
+
+    /// Writes the summary when a minute has passed since the first refusal counted.
+    pub fn flush_if_due(&mut self) {
+        if self
+            .start
+            .is_some_and(|start| start.elapsed() >= Self::WINDOW)
+        {
+            self.flush();
+        }
+    }
+
+    /// Writes one line for each socket, reason and address with refusals not yet logged,
+    /// at most `LINES`, and one more for the rest; then starts counting afresh.
+    pub fn flush(&mut self) {
+        let Some(start) = self.start.take() else {
+            return;
+        };
+        let seconds = start.elapsed().as_secs();
+        let mut unlogged: Vec<(&(String, String, String), u64)> = self
+            .counts
+            .iter()
+            .map(|(key, (count, logged))| (key, count - u64::from(*logged)))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        unlogged.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+        for ((what, reason, address), count) in unlogged.iter().take(Self::LINES as usize) {
+            log::warn!(
+                "{what}: refused {count} more handshakes from {address} in the last {seconds} s \
+                 ({reason})"
+            );
+        }
+        let rest: u64 = unlogged
+            .iter()
+            .skip(Self::LINES as usize)
+            .map(|(_, n)| n)
+            .sum();
+        if rest > 0 {
+            log::warn!(
+                "refused {rest} more handshakes from {} other sources in the last {seconds} s",
+                unlogged.len() - Self::LINES as usize
+            );
+        }
+        self.counts.clear();
+        self.lines = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

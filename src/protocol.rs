@@ -11,6 +11,8 @@ pub const VERSION: &str = "BANSHARE1";
 /// Largest frame any banshare socket accepts (`ZMQ_MAXMSGSIZE`, which counts the frame after
 /// CURVE adds its 33 bytes); real frames are under 300 bytes.
 pub const MAX_FRAME: i64 = 4096;
+/// The most frames in any request: a REPORT has 6.
+pub const MAX_REQUEST_FRAMES: usize = 6;
 /// Longest prog, jail or key name.
 pub const MAX_NAME: usize = 64;
 

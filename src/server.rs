@@ -6,22 +6,25 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::bans::{unix_now, BanTable, Recorded};
+use crate::cidr::printable;
 use crate::cidr::Cidr;
 use crate::cli::{self, ServerArgs};
 use crate::config::ServerConfig;
-use crate::connection::ListenerWatch;
 use crate::control::{self, Command};
 use crate::exit::{Exit, Failure};
 use crate::keys::{self, KeyPair, PublicKey};
 use crate::limits::RateLimits;
+use crate::listener::Listener;
 use crate::logging::LogLimit;
+use crate::memory;
 use crate::protect::{Protected, LOCAL_REFRESH};
 use crate::protocol::{
-    decode_request, Ban, Name, Publish, Report, Request, SnapshotPage, Verdict, PAGE,
+    decode_request, Ban, Name, Publish, Report, Request, SnapshotPage, Verdict, MAX_REQUEST_FRAMES,
+    PAGE,
 };
 use crate::service::{self, Signals, Watchdog};
 use crate::store::{Store, StoreError, SERVER_JOURNAL};
-use crate::transport::{self, endpoint, Authorizer, Sender};
+use crate::transport::{self, endpoint, Authorizer, Received};
 use crate::worker::Worker;
 
 /// Requests handled before the loop looks at timers and signals again.
@@ -31,6 +34,18 @@ const BATCH: usize = 256;
 const AFTER_PUBLISH: Duration = Duration::from_millis(100);
 /// The longest the loop sleeps, which bounds how late a signal is noticed.
 const TICK: Duration = Duration::from_millis(100);
+/// How long a key that broke the protocol's shape is refused.
+const CUT_OFF: Duration = Duration::from_secs(15 * 60);
+/// Frames before a request on the report socket: the peer's routing id, and the empty
+/// delimiter that REQ sockets add.
+const ENVELOPE: usize = 2;
+/// Invalid requests a key may send at once, and a minute after that; further ones are
+/// dropped unanswered.
+const INVALID_BURST: u32 = 60;
+const INVALID_RATE: u32 = 60;
+/// The subscriptions a subscriber may send: `BANSHARE1`, and its cancellation.
+const SUBSCRIBE: &[u8] = b"\x01BANSHARE1";
+const UNSUBSCRIBE: &[u8] = b"\x00BANSHARE1";
 
 pub fn main() -> std::process::ExitCode {
     let args: ServerArgs = cli::parse();
@@ -76,8 +91,15 @@ struct Server {
     store: Store,
     control: zmq::Socket,
     counters: Counters,
+    /// Per key: reports, snapshot pages, and invalid requests.
     limits: RateLimits,
+    snapshot_limits: RateLimits,
+    invalid_limits: RateLimits,
     log_limit: LogLimit,
+    /// Set when a key was cut off: every connection is closed after the batch, which ends
+    /// that key's connections too (see `listener`).
+    close_all: bool,
+    guard: memory::Guard,
     started: Instant,
     epoch: u64,
     seq: u64,
@@ -121,15 +143,23 @@ impl Server {
         let ctx = zmq::Context::new();
         let (auth, zap) =
             Authorizer::start(&ctx, authorized.by_key).map_err(zmq_failure("ZAP handler"))?;
-        let report = bind(
+        let address = |port| endpoint(&config.listen.to_string(), port);
+        let report = Listener::open(
             &ctx,
             zmq::ROUTER,
             &key,
             "report",
-            &config,
-            config.report_port,
+            address(config.report_port),
         )?;
-        let publish = bind_publish(&ctx, &key, &config)?;
+        let publish = Listener::open(
+            &ctx,
+            zmq::XPUB,
+            &key,
+            "publish",
+            address(config.publish_port),
+        )?;
+        // A million bans take about 330 MB.
+        let guard = memory::Guard::new((256 << 20) + 512 * config.max_bans as u64);
         let control = control::bind(&ctx, &config.control_socket)?;
         Ok(Server {
             config_path: config_path.to_owned(),
@@ -147,7 +177,11 @@ impl Server {
             control,
             counters: Counters::default(),
             limits: RateLimits::default(),
+            snapshot_limits: RateLimits::default(),
+            invalid_limits: RateLimits::default(),
             log_limit: LogLimit::default(),
+            close_all: false,
+            guard,
             started: Instant::now(),
             epoch: random_epoch(),
             seq: 0,
@@ -197,11 +231,16 @@ impl Server {
             let [reports, subscriptions, report_events, publish_events, commands] =
                 items.map(|item| item.is_readable());
             if report_events {
-                self.report.watch.drain();
+                self.report.drain_events();
             }
             if publish_events {
-                self.publish.watch.drain();
+                self.publish.drain_events();
             }
+            for listener in [&mut self.report, &mut self.publish] {
+                listener.resume_if_due();
+                listener.watch.flush_if_due();
+            }
+            self.guard_memory()?;
             if reports {
                 let seq = self.seq;
                 self.handle_reports()?;
@@ -211,8 +250,10 @@ impl Server {
                     next_heartbeat = next_heartbeat.min(Instant::now() + AFTER_PUBLISH);
                 }
             }
-            if subscriptions {
-                self.handle_subscriptions();
+            // A heartbeat soon for a new subscriber: not at once, so that subscribing
+            // over and over cannot make the server heartbeat thousands of times a second.
+            if subscriptions && self.handle_subscriptions()? {
+                next_heartbeat = next_heartbeat.min(Instant::now() + AFTER_PUBLISH);
             }
             if commands {
                 self.handle_command()?;
@@ -238,10 +279,9 @@ impl Server {
         let mut replies = Vec::new();
         let mut accepted = Vec::new();
         for _ in 0..BATCH {
-            match transport::recv_with_sender(&self.report.socket, zmq::DONTWAIT) {
-                Ok((frames, sender)) => {
-                    replies.extend(self.handle_report(frames, sender, &mut accepted)?)
-                }
+            let keep = ENVELOPE + MAX_REQUEST_FRAMES;
+            match transport::recv_bounded(&self.report.socket, zmq::DONTWAIT, keep) {
+                Ok(received) => replies.extend(self.handle_report(received, &mut accepted)?),
                 Err(zmq::Error::EAGAIN) => break,
                 Err(e) => {
                     log::error!("report socket: {e}");
@@ -260,6 +300,9 @@ impl Server {
                 log::warn!("cannot answer a reporter: {e}");
             }
         }
+        if std::mem::take(&mut self.close_all) {
+            self.close_all_connections()?;
+        }
         Ok(())
     }
 
@@ -268,10 +311,14 @@ impl Server {
     /// accepted bans are appended to the store and to `accepted`.
     fn handle_report(
         &mut self,
-        frames: Vec<Vec<u8>>,
-        sender: Sender,
+        received: Received,
         accepted: &mut Vec<Ban>,
     ) -> Result<Option<Vec<Vec<u8>>>, Failure> {
+        let Received {
+            frames,
+            count,
+            sender,
+        } = received;
         let split = match frames.get(1) {
             Some(delimiter) if delimiter.is_empty() => 2,
             _ => 1,
@@ -279,9 +326,9 @@ impl Server {
         let (envelope, request) = frames.split_at(split.min(frames.len()));
         let user = sender.user.unwrap_or_default();
         let Some((name, key)) = self.auth.lookup(&user) else {
-            // The key was revoked after this connection was made: answer nothing, as the
-            // handshake would.
-            log::warn!("dropped a request from a key that is no longer authorized");
+            // The key was revoked, or cut off, after this connection was made: answer
+            // nothing, as the handshake would.
+            self.counters.unanswered += 1;
             return Ok(None);
         };
         self.auth.saw(&name);
@@ -292,7 +339,28 @@ impl Server {
                 .address
                 .unwrap_or_else(|| "an unknown address".into()),
         };
+        if count - split > MAX_REQUEST_FRAMES {
+            let why = format!(
+                "it sent a request of {} frames, where requests have at most {MAX_REQUEST_FRAMES}",
+                count - split
+            );
+            self.cut_off(&peer, &why);
+            self.close_all = true;
+            return Ok(None);
+        }
         let (verdict, legacy) = match decode_request(request) {
+            Ok(Request::Snapshot { .. }) if !self.allow_snapshot(&peer.name) => {
+                *self.counters.refused.entry("snapshot-limit").or_default() += 1;
+                let reason = format!(
+                    "{} asked for more snapshot pages than its allowance",
+                    peer.name
+                );
+                self.warn_limited(
+                    &peer,
+                    &format!("refused a snapshot page to {peer}: {reason}"),
+                );
+                (Verdict::Refused(reason), false)
+            }
             Ok(Request::Snapshot { after }) => {
                 let (bans, next) = self.table.page(after.as_ref(), PAGE, unix_now());
                 log::debug!("snapshot page of {} bans for {}", bans.len(), peer.name);
@@ -309,6 +377,17 @@ impl Server {
             }
             Ok(Request::Report(report)) => (self.decide(&report, &peer, accepted)?, false),
             Ok(Request::Legacy(report)) => (self.decide(&report, &peer, accepted)?, true),
+            Err(_)
+                if !self.invalid_limits.allow(
+                    &peer.name,
+                    INVALID_RATE,
+                    INVALID_BURST,
+                    Instant::now(),
+                ) =>
+            {
+                self.counters.unanswered += 1;
+                return Ok(None);
+            }
             Err(invalid) => {
                 self.counters.invalid += 1;
                 self.warn_limited(
@@ -386,6 +465,54 @@ impl Server {
         }
     }
 
+    /// Whether `name` may have another snapshot page: enough for two whole snapshots at
+    /// once and two a minute after that, so that one key cannot keep the server paging,
+    /// nor pile up pages it leaves unread.
+    fn allow_snapshot(&mut self, name: &str) -> bool {
+        let pages = u32::try_from(self.table.len() / PAGE + 1).unwrap_or(u32::MAX);
+        let allowance = pages.saturating_mul(2).saturating_add(10);
+        self.snapshot_limits
+            .allow(name, allowance, allowance, Instant::now())
+    }
+
+    /// Refuses a key for CUT_OFF, in the handshake and on connections already open, and
+    /// says so once; the caller then closes every connection, which ends the key's own.
+    fn cut_off(&mut self, peer: &Peer, why: &str) {
+        self.auth.cut_off(peer.key, Instant::now() + CUT_OFF);
+        self.counters.cut_off += 1;
+        log::warn!(
+            "cut off {peer} for {} minutes: {why}; its connections are closed",
+            CUT_OFF.as_secs() / 60
+        );
+    }
+
+    /// Past the memory guard's limit, closes every connection, which frees whatever peers
+    /// were in the middle of sending (see `memory`).
+    fn guard_memory(&mut self) -> Result<(), Failure> {
+        let Some(resident) = self.guard.tripped() else {
+            return Ok(());
+        };
+        self.close_all_connections()?;
+        self.counters.closed_all += 1;
+        log::error!(
+            "memory guard: the server held {}, over its limit of {}; closed every connection, \
+             which frees what peers were in the middle of sending; now {}",
+            memory::megabytes(resident),
+            memory::megabytes(self.guard.limit()),
+            memory::megabytes(self.guard.rearm())
+        );
+        Ok(())
+    }
+
+    /// Closes every connection on both sockets, and gives back the memory they held. Peers
+    /// reconnect by themselves, through the ZAP handler, and catch up.
+    fn close_all_connections(&mut self) -> Result<(), Failure> {
+        self.report.reopen(&self.ctx, &self.key)?;
+        self.publish.reopen(&self.ctx, &self.key)?;
+        memory::release_free_pages();
+        Ok(())
+    }
+
     /// A warning about a peer, unless that peer has had its share of lines this minute: a
     /// flood of bad reports must not fill the disk with the log.
     fn warn_limited(&mut self, peer: &Peer, line: &str) {
@@ -457,16 +584,45 @@ impl Server {
         });
     }
 
-    /// XPUB passes each new subscription up; answering with a heartbeat at once tells the new
-    /// subscriber the current position without waiting for the next tick.
-    fn handle_subscriptions(&mut self) {
+    /// Reads what subscribers sent: XPUB passes every subscription up. Only `BANSHARE1`
+    /// is part of the protocol; libzmq keeps every distinct subscription a peer sends for as
+    /// long as its connection lasts (XPUB_MANUAL would not change that in libzmq 4.3), so a
+    /// key that sends anything else is cut off and the publish socket reopened, which ends
+    /// its connection. Returns whether someone subscribed.
+    fn handle_subscriptions(&mut self) -> Result<bool, Failure> {
         let mut joined = false;
-        while let Ok(frame) = self.publish.socket.recv_bytes(zmq::DONTWAIT) {
-            joined |= frame.first() == Some(&1);
+        let mut broken = Vec::new();
+        while let Ok(received) = transport::recv_bounded(&self.publish.socket, zmq::DONTWAIT, 1) {
+            match received.frames[0].as_slice() {
+                _ if received.oversized() => broken.push(received),
+                SUBSCRIBE => joined = true,
+                UNSUBSCRIBE => {}
+                _ => broken.push(received),
+            }
         }
-        if joined {
-            self.heartbeat();
+        if broken.is_empty() {
+            return Ok(joined);
         }
+        for received in broken {
+            let user = received.sender.user.unwrap_or_default();
+            let Some((name, key)) = self.auth.lookup(&user) else {
+                continue;
+            };
+            let peer = Peer {
+                name,
+                key,
+                address: received.sender.address.unwrap_or_else(|| "?".into()),
+            };
+            let sent = printable(&String::from_utf8_lossy(&received.frames[0]));
+            let why = format!(
+                "it sent \"{sent}\" to the publish socket, where only the subscription \
+                 BANSHARE1 belongs"
+            );
+            self.cut_off(&peer, &why);
+        }
+        // Whoever it was, its connection is closed with the others.
+        self.close_all_connections()?;
+        Ok(joined)
     }
 
     /// One request from `banshare` on the control socket.
@@ -634,18 +790,9 @@ impl Server {
     /// closing every publish connection; the others reconnect through the ZAP handler at
     /// once and catch up from the heartbeat.
     fn rebind_publish(&mut self) {
-        let address = endpoint(&self.config.listen.to_string(), self.config.publish_port);
-        let _ = self.publish.socket.unbind(&address);
-        for attempt in 0..50 {
-            match bind_publish(&self.ctx, &self.key, &self.config) {
-                Ok(listener) => {
-                    self.publish = listener;
-                    log::info!("publish socket reopened; revoked subscribers are disconnected");
-                    return;
-                }
-                Err((_, e)) if attempt == 49 => log::error!("cannot reopen publish socket: {e}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
+        match self.publish.reopen(&self.ctx, &self.key) {
+            Ok(()) => log::info!("publish socket reopened; revoked subscribers are disconnected"),
+            Err((_, e)) => log::error!("cannot reopen the publish socket: {e}"),
         }
     }
 }
@@ -691,50 +838,13 @@ struct Counters {
     /// Bans and unbans published.
     published: u64,
     unbanned: u64,
-}
-
-/// A bound socket and the watch that logs peers failing its handshake.
-struct Listener {
-    socket: zmq::Socket,
-    watch: ListenerWatch,
-}
-
-fn bind(
-    ctx: &zmq::Context,
-    kind: zmq::SocketType,
-    key: &KeyPair,
-    name: &str,
-    config: &ServerConfig,
-    port: u16,
-) -> Result<Listener, Failure> {
-    let socket = transport::server_socket(ctx, kind, key, name).map_err(zmq_failure(name))?;
-    if kind == zmq::XPUB {
-        // Every subscription is passed up, not just the first, so each new subscriber gets
-        // a heartbeat at once.
-        socket.set_xpub_verbose(true).map_err(zmq_failure(name))?;
-        // Room for a burst of bans per subscriber; one that falls further behind notices
-        // the gap in sequence numbers and reads a snapshot. A queued ban takes about 700
-        // bytes: 10,000 make 7 MB per slow subscriber, where 100,000 grew the server to
-        // 718 MB with 10 slow subscribers in the benchmark.
-        socket.set_sndhwm(10_000).map_err(zmq_failure(name))?;
-    }
-    let watch = ListenerWatch::attach(ctx, &socket, name).map_err(zmq_failure(name))?;
-    let address = endpoint(&config.listen.to_string(), port);
-    socket.bind(&address).map_err(|e| {
-        (
-            Exit::Unavailable,
-            format!("cannot listen on {address} ({name}): {e}"),
-        )
-    })?;
-    Ok(Listener { socket, watch })
-}
-
-fn bind_publish(
-    ctx: &zmq::Context,
-    key: &KeyPair,
-    config: &ServerConfig,
-) -> Result<Listener, Failure> {
-    bind(ctx, zmq::XPUB, key, "publish", config, config.publish_port)
+    /// Requests left unanswered: from keys revoked or cut off, or invalid beyond the key's
+    /// allowance.
+    unanswered: u64,
+    /// Keys cut off for breaking the protocol's shape.
+    cut_off: u64,
+    /// Times the memory guard closed every connection.
+    closed_all: u64,
 }
 
 /// A new random epoch on every start, so clients can tell a restarted server from a gap.

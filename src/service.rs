@@ -26,6 +26,7 @@ pub fn run_daemon<C>(
     if let Some(warning) = logging::init(program, target, log::LevelFilter::Info) {
         log::warn!("{warning}");
     }
+    raise_file_limit();
     let result = load().and_then(|config| {
         log::set_max_level(log_level(&config).filter());
         transport::require_curve().map_err(|e| (Exit::Software, e))?;
@@ -40,6 +41,18 @@ pub fn run_daemon<C>(
         Err((exit, message)) => {
             log::error!("{message}");
             exit.into()
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (the units set both to 65536). The
+/// usual soft limit, 1024, is where a flood of idle connections would first run the server
+/// out of descriptors.
+fn raise_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }

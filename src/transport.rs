@@ -3,10 +3,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use crate::cidr::Cidr;
 use crate::keys::{KeyPair, PublicKey};
-use crate::logging::Quiet;
+use crate::logging::Refusals;
 use crate::protocol::MAX_FRAME;
 use crate::worker::{self, Worker};
 
@@ -42,6 +43,12 @@ fn common(socket: &zmq::Socket) -> zmq::Result<()> {
     Ok(())
 }
 
+/// How long a peer may take from connecting to finishing its CURVE handshake (libzmq's
+/// default is 30 s): a connection that says nothing holds a file descriptor only this long.
+/// A handshake takes two round trips and a ZAP answer, well under a second even across
+/// the world.
+pub const HANDSHAKE_LIMIT: i32 = 3000;
+
 /// A CURVE server socket whose peers are checked by the ZAP handler under `domain`.
 pub fn server_socket(
     ctx: &zmq::Context,
@@ -54,6 +61,7 @@ pub fn server_socket(
     socket.set_curve_server(true)?;
     socket.set_curve_secretkey(key.secret_bytes())?;
     socket.set_zap_domain(domain)?;
+    socket.set_handshake_ivl(HANDSHAKE_LIMIT)?;
     Ok(socket)
 }
 
@@ -80,20 +88,41 @@ pub struct Sender {
     pub address: Option<String>,
 }
 
-/// Receives one whole multipart message, and who sent it.
-pub fn recv_with_sender(socket: &zmq::Socket, flags: i32) -> zmq::Result<(Vec<Vec<u8>>, Sender)> {
-    let mut frames = Vec::new();
-    let mut sender = Sender::default();
+/// One message as received: its first frames, how many it had, and who sent it.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub frames: Vec<Vec<u8>>,
+    /// Every frame the message had, kept or not.
+    pub count: usize,
+    pub sender: Sender,
+}
+
+impl Received {
+    /// Whether frames were left out: a message no banshare protocol has.
+    pub fn oversized(&self) -> bool {
+        self.count > self.frames.len()
+    }
+}
+
+/// Receives one whole multipart message, and who sent it, keeping at most `keep` frames:
+/// libzmq bounds each frame but not their number, and a message of 100,000 frames must
+/// not be copied.
+pub fn recv_bounded(socket: &zmq::Socket, flags: i32, keep: usize) -> zmq::Result<Received> {
+    let mut received = Received::default();
+    let mut msg = zmq::Message::new();
     loop {
-        let mut msg = socket.recv_msg(flags)?;
+        socket.recv(&mut msg, flags)?;
         // Not on the ROUTER's own identity frame: look until a frame has them.
-        if sender.user.is_none() {
-            sender.user = msg.gets("User-Id").map(str::to_owned);
-            sender.address = msg.gets("Peer-Address").map(peer_address);
+        if received.sender.user.is_none() {
+            received.sender.user = msg.gets("User-Id").map(str::to_owned);
+            received.sender.address = msg.gets("Peer-Address").map(peer_address);
         }
-        frames.push(msg.to_vec());
+        received.count += 1;
+        if received.frames.len() < keep {
+            received.frames.push(msg.to_vec());
+        }
         if !msg.get_more() {
-            return Ok((frames, sender));
+            return Ok(received);
         }
     }
 }
@@ -107,6 +136,9 @@ pub struct Authorizer {
     peers: Arc<RwLock<HashMap<IpAddr, String>>>,
     /// When each host was last seen (unix time), for `banshare status`.
     seen: Arc<RwLock<BTreeMap<String, u64>>>,
+    /// Keys cut off until a time, for breaking the protocol: the handshake refuses them,
+    /// and their requests on connections already open are dropped.
+    cut_off: Arc<RwLock<HashMap<PublicKey, Instant>>>,
 }
 
 impl Authorizer {
@@ -121,6 +153,8 @@ impl Authorizer {
         auth.replace(keys);
         let socket = ctx.socket(zmq::REP)?;
         socket.set_linger(0)?;
+        // Wakes up now and then to write the summary of refused handshakes.
+        socket.set_rcvtimeo(1000)?;
         socket.bind("inproc://zeromq.zap.01")?;
         let shared = auth.clone();
         let worker =
@@ -182,23 +216,50 @@ impl Authorizer {
         self.lookup(user_id).map(|(name, _)| name)
     }
 
-    /// The key file name and the key for a User-Id, if that key is still authorized.
+    /// The key file name and the key for a User-Id, if that key is still authorized and
+    /// not cut off.
     pub fn lookup(&self, user_id: &str) -> Option<(String, PublicKey)> {
         let key = PublicKey::from_z85(user_id)?;
+        if self.is_cut_off(&key) {
+            return None;
+        }
         let name = self.keys.read().expect("lock").get(&key).cloned()?;
         Some((name, key))
+    }
+
+    /// Refuses `key` until `until`, in the handshake and on connections already open.
+    pub fn cut_off(&self, key: PublicKey, until: Instant) {
+        self.cut_off.write().expect("lock").insert(key, until);
+    }
+
+    fn is_cut_off(&self, key: &PublicKey) -> bool {
+        let now = Instant::now();
+        let until = self.cut_off.read().expect("lock").get(key).copied();
+        match until {
+            Some(until) if until > now => true,
+            Some(_) => {
+                self.cut_off
+                    .write()
+                    .expect("lock")
+                    .retain(|_, until| *until > now);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Answers until the context ends. Any other end aborts the process at once: with no
     /// ZAP handler, libzmq would let every CURVE client in.
     fn serve(&self, socket: zmq::Socket) {
-        let mut quiet = Quiet::default();
+        let mut refusals = Refusals::default();
         let stopped = loop {
+            refusals.flush_if_due();
             let request = match socket.recv_multipart(0) {
                 Ok(request) => request,
+                Err(zmq::Error::EAGAIN) => continue,
                 Err(e) => break e,
             };
-            let reply = self.answer(&request, &mut quiet);
+            let reply = self.answer(&request, &mut refusals);
             if worker::fault("zap-panics") {
                 panic!("fault injected into the ZAP handler");
             }
@@ -209,6 +270,7 @@ impl Authorizer {
                 break e;
             }
         };
+        refusals.flush();
         if stopped != zmq::Error::ETERM {
             log::error!(
                 "the ZAP handler stopped ({stopped}); aborting, so that no peer is let in unchecked"
@@ -219,7 +281,7 @@ impl Authorizer {
 
     /// ZAP request frames: version, request id, domain, address, identity, mechanism,
     /// then the 32-byte client key for CURVE.
-    fn answer(&self, request: &[Vec<u8>], quiet: &mut Quiet) -> Vec<Vec<u8>> {
+    fn answer(&self, request: &[Vec<u8>], refusals: &mut Refusals) -> Vec<Vec<u8>> {
         let field = |i: usize| {
             request
                 .get(i)
@@ -234,6 +296,11 @@ impl Authorizer {
         };
         let name = key.and_then(|k| self.keys.read().expect("lock").get(&k).cloned());
         let (status, text, user) = match (key, name) {
+            (Some(key), Some(name)) if self.is_cut_off(&key) => {
+                let detail = format!(" {name} (key {})", key.fingerprint());
+                refusals.note(&domain, "cut-off key", &address, &detail);
+                ("400", "cut off", String::new())
+            }
             (Some(key), Some(name)) => {
                 if let Ok(addr) = address.parse::<IpAddr>() {
                     self.peers.write().expect("lock").insert(addr, name.clone());
@@ -246,14 +313,12 @@ impl Authorizer {
                 ("200", "OK", key.z85())
             }
             (Some(key), None) => {
-                let fingerprint = key.fingerprint();
-                quiet.warn(format!(
-                    "{domain}: refused unknown key {fingerprint} from {address}"
-                ));
+                let detail = format!(" {}", key.fingerprint());
+                refusals.note(&domain, "unknown key", &address, &detail);
                 ("400", "unknown key", String::new())
             }
             (None, _) => {
-                quiet.warn(format!("{domain}: refused non-CURVE peer from {address}"));
+                refusals.note(&domain, "non-CURVE peer", &address, "");
                 ("400", "CURVE required", String::new())
             }
         };
@@ -315,13 +380,13 @@ mod tests {
         let stranger = KeyPair::generate().unwrap().public;
         let auth = Authorizer::default();
         auth.replace(HashMap::from([(web1, "web1".to_string())]));
-        let mut quiet = Quiet::default();
-        let reply = auth.answer(&zap_request("::ffff:198.51.100.2", &web1), &mut quiet);
+        let mut refusals = Refusals::default();
+        let reply = auth.answer(&zap_request("::ffff:198.51.100.2", &web1), &mut refusals);
         assert_eq!(reply[1], b"7");
         assert_eq!(reply[2], b"200");
         assert_eq!(reply[4], web1.z85().into_bytes());
         assert_eq!(auth.name_of(&web1.z85()).as_deref(), Some("web1"));
-        let reply = auth.answer(&zap_request("198.51.100.3", &stranger), &mut quiet);
+        let reply = auth.answer(&zap_request("198.51.100.3", &stranger), &mut refusals);
         assert_eq!(reply[2], b"400");
         assert_eq!(auth.name_of(&stranger.z85()), None);
 
@@ -338,6 +403,16 @@ mod tests {
         assert!(auth
             .fleet_host_in(&"64:ff9b::c633:6402".parse().unwrap())
             .is_some());
+        // A key cut off is refused, and its requests are not taken, until the time is up.
+        auth.cut_off(web1, Instant::now() + std::time::Duration::from_millis(50));
+        let reply = auth.answer(&zap_request("198.51.100.2", &web1), &mut refusals);
+        assert_eq!(
+            (reply[2].as_slice(), reply[3].as_slice()),
+            (&b"400"[..], &b"cut off"[..])
+        );
+        assert_eq!(auth.name_of(&web1.z85()), None);
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert_eq!(auth.name_of(&web1.z85()).as_deref(), Some("web1"));
         // Revoking the key forgets its addresses.
         auth.replace(HashMap::new());
         assert!(auth.fleet_host_in(&net).is_none());

@@ -18,6 +18,8 @@ use common::*;
 const DEFAULT_LIMITS: &str = "report-burst = 200\nreport-rate = 60\n";
 /// Far above what a legitimate ban takes here (milliseconds), far below a starved server.
 const NORMAL: Duration = Duration::from_secs(5);
+/// The hosts running a client: web1, web2, mal1 and mal2.
+const CLIENTS: usize = 4;
 
 /// Sends the messages as fast as the server takes them on one CURVE connection as `host`,
 /// and counts the replies; it stops waiting when none has come for 3 s.
@@ -88,10 +90,10 @@ fn hostile_messages(canary: &str) -> Vec<Vec<Vec<u8>>> {
             messages.push(frames(&report_frames(prog, jail, ip, bantime)));
         }
     }
-    // Truncated, over-long and garbage shapes, and the legacy format at its worst.
+    // Truncated and garbage shapes, and the legacy format at its worst.
     messages.push(frames(&[b"BANSHARE1", b"REPORT", b"fail2ban"]));
     messages.push(frames(&[b"BANSHARE1"]));
-    messages.push(vec![vec![0xff; 300]; 50]);
+    messages.push(vec![vec![0xff; 300]; 5]);
     messages.push(vec![b";".repeat(1000)]);
     messages.push(vec![
         format!("fail2ban;sshd;203.0.113.67{touch};web1").into_bytes()
@@ -105,13 +107,18 @@ fn oversized() -> Vec<Vec<Vec<u8>>> {
     vec![frames(&report_frames("fail2ban", "sshd", &field, ""))]
 }
 
+/// More frames than any request has: the key is cut off, unanswered.
+fn too_many_frames() -> Vec<Vec<Vec<u8>>> {
+    vec![vec![vec![0xff; 300]; 50]]
+}
+
 /// Reports `ip` from web1 and waits until every host has applied it; returns how long that
 /// took.
 fn legitimate_ban(fleet: &Fleet, ip: &str) -> Duration {
     let started = Instant::now();
     let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", ip]));
     assert_eq!(code, 0, "legitimate report {ip}: {stderr}");
-    for host in 0..fleet.hosts.len() {
+    for host in 0..CLIENTS {
         fleet.wait_applied(host, &format!("ban fail2ban sshd {ip} 86400"));
     }
     started.elapsed()
@@ -119,7 +126,16 @@ fn legitimate_ban(fleet: &Fleet, ip: &str) -> Duration {
 
 #[test]
 fn a_malicious_reporter_harms_nobody_while_a_legitimate_host_keeps_reporting() {
-    let mut fleet = Fleet::start(&["web1", "web2", "mal1", "mal2"], DEFAULT_LIMITS, "");
+    // mal3 runs no client: it is cut off, subscription and all.
+    let mut fleet = Fleet::new(
+        &["web1", "web2", "mal1", "mal2", "mal3"],
+        DEFAULT_LIMITS,
+        "",
+    );
+    fleet.start_server();
+    for host in 0..CLIENTS {
+        fleet.start_client(host);
+    }
     let canary = fleet.dir.path().join("pwned");
     let hostile = hostile_messages(&canary.display().to_string());
     let flood: Vec<Vec<Vec<u8>>> = (0..10_000)
@@ -139,7 +155,7 @@ fn a_malicious_reporter_harms_nobody_while_a_legitimate_host_keeps_reporting() {
             let answered = (
                 burst(&fleet, "mal2", &hostile),
                 burst(&fleet, "mal1", &flood),
-                burst(&fleet, "mal2", &oversized()),
+                burst(&fleet, "mal2", &oversized()) + burst(&fleet, "mal3", &too_many_frames()),
             );
             attacking.store(false, Ordering::Relaxed);
             answered
@@ -181,7 +197,7 @@ fn a_malicious_reporter_harms_nobody_while_a_legitimate_host_keeps_reporting() {
         "every hostile message is answered"
     );
     assert_eq!(answered.1, 10_000, "every flood report is answered");
-    assert_eq!(answered.2, 0, "the oversized message is dropped");
+    assert_eq!(answered.2, 0, "the oversized messages are not answered");
     let status = fleet.admin(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let refused = &status["counters"]["refused"];
@@ -194,6 +210,8 @@ fn a_malicious_reporter_harms_nobody_while_a_legitimate_host_keeps_reporting() {
     // 127.0.0.0/8, 0.0.0.0/0, ::/0 and 169.254.0.0/16 are too wide; ff02::1 is multicast.
     assert_eq!(refused["min-prefix"], 4, "{status}");
     assert_eq!(refused["protected"], 1, "{status}");
+    // The message of 50 frames cut mal3 off.
+    assert_eq!(status["counters"]["cut_off"], 1, "{status}");
 
     // Up, and nothing harmful applied or run anywhere.
     assert!(
@@ -201,7 +219,7 @@ fn a_malicious_reporter_harms_nobody_while_a_legitimate_host_keeps_reporting() {
         "the server and every client are still running"
     );
     assert!(!canary.exists(), "an injected command ran");
-    for host in 0..fleet.hosts.len() {
+    for host in 0..CLIENTS {
         for line in fleet.applied(host) {
             let ip = line.split(' ').nth(3).unwrap_or_default();
             let legitimate = ip.starts_with("100.64.") || ip.starts_with("100.65.");

@@ -106,17 +106,7 @@ fn raw_socket_injection_gets_invalid_replies() {
             b"203.0.113.45",
             b"",
         ],
-        vec![
-            b"garbage".as_slice(),
-            b"\xff\xfe",
-            b"",
-            b"",
-            b"",
-            b"",
-            b"",
-            b"",
-            b"",
-        ],
+        vec![b"garbage".as_slice(), b"\xff\xfe", b"", b"", b""],
     ] {
         let reply = texts(&raw.request(&frames, WAIT).expect("a reply"));
         assert_eq!(reply[1], "INVALID", "{reply:?}");
@@ -149,4 +139,37 @@ fn ten_megabyte_frame_is_dropped_and_the_server_carries_on() {
     assert_eq!(code, 0, "{stderr}");
     fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.48 86400");
     assert_eq!(fleet.applied(0).len(), 1);
+}
+
+#[test]
+fn a_request_of_more_frames_than_any_request_has_cuts_the_key_off() {
+    let fleet = Fleet::start(&["web1", "web2"], "", "");
+    let raw = Raw::connect(
+        fleet.report_port,
+        Some((&fleet.server_key(), &fleet.host_key("web1"))),
+    );
+    let mut frames = report_frames("fail2ban", "sshd", "203.0.113.49", "");
+    frames.push(b"one too many");
+    assert_eq!(raw.request(&frames, WAIT), None, "not answered");
+    // Refused from now on, in the handshake: the report is spooled, not answered.
+    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.50"]));
+    assert_eq!(code, 75, "{stderr}");
+    let fingerprint = fleet.host_key("web1").public.fingerprint();
+    let log = fleet.server_log();
+    assert_eq!(
+        log.matches(&format!(
+            "cut off web1 (key {fingerprint}) at 127.0.0.1 for 15 minutes: it sent a request \
+             of 7 frames, where requests have at most 6"
+        ))
+        .count(),
+        1,
+        "{log}"
+    );
+    // Others carry on.
+    let (code, stderr) = outcome(&fleet.report(1, &["fail2ban", "sshd", "203.0.113.51"]));
+    assert_eq!(code, 0, "{stderr}");
+    fleet.wait_applied(1, "ban fail2ban sshd 203.0.113.51 86400");
+    let status = fleet.admin(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["counters"]["cut_off"], 1, "{status}");
 }
