@@ -323,17 +323,16 @@ impl Client {
             return;
         };
         let reconnected = self.reconnect(&self.config.clone());
-        memory::release_free_pages();
+        self.guard.release();
         log::error!(
             "memory guard: the client held {}, over its limit of {}; closed its connections \
-             to the server{}; now {}",
+             to the server, which frees what it was in the middle of sending{}",
             memory::megabytes(resident),
             memory::megabytes(self.guard.limit()),
             reconnected.map_or_else(
-                |(_, e)| format!(" but cannot connect again: {e}"),
+                |(_, e)| format!(", but cannot connect again: {e}"),
                 |()| String::new()
             ),
-            memory::megabytes(self.guard.rearm())
         );
     }
 

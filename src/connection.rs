@@ -235,9 +235,13 @@ impl ListenerWatch {
         std::mem::take(&mut self.out_of_descriptors)
     }
 
-    /// Writes the summary of refused handshakes when it is due.
-    pub fn flush_if_due(&mut self) {
-        self.refusals.flush_if_due();
+    /// Writes the summary of refused handshakes when it is due, or now when `now`.
+    pub fn flush_refusals(&mut self, now: bool) {
+        if now {
+            self.refusals.flush();
+        } else {
+            self.refusals.flush_if_due();
+        }
     }
 
     pub fn socket(&self) -> &zmq::Socket {

@@ -66,6 +66,8 @@ impl Listener {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        self.watch.drain();
+        self.watch.flush_refusals(true);
         self.socket = socket;
         self.watch = watch;
         self.paused_until = None;

@@ -59,7 +59,13 @@ pub fn release_free_pages() {}
 pub struct Guard {
     limit: u64,
     checked: Instant,
+    /// After connections were closed: when to give freed pages back once more, since
+    /// libzmq frees what closed sockets held on its own threads, a little later.
+    settle_at: Option<Instant>,
 }
+
+/// How long after closing connections their memory is surely freed.
+const SETTLE: Duration = Duration::from_secs(1);
 
 impl Guard {
     /// A guard at three quarters of the cgroup's limit (so that it acts before the kernel
@@ -69,6 +75,7 @@ impl Guard {
         Guard {
             limit,
             checked: Instant::now(),
+            settle_at: None,
         }
     }
 
@@ -76,26 +83,49 @@ impl Guard {
         self.limit
     }
 
-    /// After the guard tripped and memory was freed: if the process is still near the
-    /// limit, what it holds is live (a table larger than the limit allows), so the limit
-    /// moves up rather than trip again at once. Returns the resident set.
-    pub fn rearm(&mut self) -> u64 {
-        let resident = resident();
-        if resident > self.limit / 10 * 9 {
-            self.limit = resident + (self.limit / 4).max(64 << 20);
-            log::warn!("memory guard: limit raised to {}", megabytes(self.limit));
-        }
-        resident
-    }
-
-    /// The resident set when it is over the limit; looks at most every 100 ms.
+    /// The resident set when it is over the limit; looks at most every 100 ms, and not
+    /// while the memory of connections just closed is being freed.
     pub fn tripped(&mut self) -> Option<u64> {
         if self.checked.elapsed() < EVERY {
             return None;
         }
         self.checked = Instant::now();
+        if let Some(at) = self.settle_at {
+            if Instant::now() < at {
+                return None;
+            }
+            self.settle_at = None;
+            release_free_pages();
+            log::info!(
+                "memory guard: {} in use after the memory of closed connections was given back",
+                megabytes(resident())
+            );
+            self.rearm();
+        }
         let resident = resident();
         (resident > self.limit).then_some(resident)
+    }
+
+    /// Gives freed pages back now, and once more when the connections just closed have
+    /// surely let go of theirs.
+    pub fn release(&mut self) {
+        release_free_pages();
+        self.settle_at = Some(Instant::now() + SETTLE);
+    }
+
+    /// If the process is still near the limit once freed memory is back, what it holds is
+    /// live (a table larger than the limit allows): the limit moves up rather than trip
+    /// again and again.
+    fn rearm(&mut self) {
+        let resident = resident();
+        if resident > self.limit / 10 * 9 {
+            self.limit = resident + (self.limit / 4).max(64 << 20);
+            log::warn!(
+                "memory guard: {} is still in use, which must be live: limit raised to {}",
+                megabytes(resident),
+                megabytes(self.limit)
+            );
+        }
     }
 }
 
@@ -128,10 +158,18 @@ mod tests {
     }
 
     #[test]
-    fn the_guard_trips_over_its_limit() {
+    fn the_guard_trips_over_its_limit_and_then_moves_it_up_if_it_must() {
         let mut guard = Guard::new(1);
-        assert!(cgroup_limit().is_some() || guard.limit() == 1);
+        if cgroup_limit().is_some() {
+            return;
+        }
         guard.checked -= EVERY;
-        assert!(guard.tripped().is_some() || guard.limit() > resident());
+        assert!(guard.tripped().is_some());
+        guard.release();
+        guard.settle_at = Some(Instant::now());
+        guard.checked -= EVERY;
+        // Still over the limit once settled: the limit moves above what is live.
+        assert!(guard.tripped().is_none());
+        assert!(guard.limit() > resident());
     }
 }

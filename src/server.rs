@@ -238,8 +238,9 @@ impl Server {
             }
             for listener in [&mut self.report, &mut self.publish] {
                 listener.resume_if_due();
-                listener.watch.flush_if_due();
+                listener.watch.flush_refusals(false);
             }
+            self.auth.flush_refusals(false);
             self.guard_memory()?;
             if reports {
                 let seq = self.seq;
@@ -259,6 +260,10 @@ impl Server {
                 self.handle_command()?;
             }
         }
+        // What was refused since the last summary, so that the log tells it all.
+        self.auth.flush_refusals(true);
+        self.report.watch.flush_refusals(true);
+        self.publish.watch.flush_refusals(true);
         Ok(())
     }
 
@@ -496,10 +501,9 @@ impl Server {
         self.counters.closed_all += 1;
         log::error!(
             "memory guard: the server held {}, over its limit of {}; closed every connection, \
-             which frees what peers were in the middle of sending; now {}",
+             which frees what peers were in the middle of sending",
             memory::megabytes(resident),
             memory::megabytes(self.guard.limit()),
-            memory::megabytes(self.guard.rearm())
         );
         Ok(())
     }
@@ -509,7 +513,7 @@ impl Server {
     fn close_all_connections(&mut self) -> Result<(), Failure> {
         self.report.reopen(&self.ctx, &self.key)?;
         self.publish.reopen(&self.ctx, &self.key)?;
-        memory::release_free_pages();
+        self.guard.release();
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use crate::cidr::Cidr;
@@ -139,6 +139,8 @@ pub struct Authorizer {
     /// Keys cut off until a time, for breaking the protocol: the handshake refuses them,
     /// and their requests on connections already open are dropped.
     cut_off: Arc<RwLock<HashMap<PublicKey, Instant>>>,
+    /// Refused handshakes, noted by the ZAP thread and written out by the server's loop.
+    refusals: Arc<Mutex<Refusals>>,
 }
 
 impl Authorizer {
@@ -153,8 +155,6 @@ impl Authorizer {
         auth.replace(keys);
         let socket = ctx.socket(zmq::REP)?;
         socket.set_linger(0)?;
-        // Wakes up now and then to write the summary of refused handshakes.
-        socket.set_rcvtimeo(1000)?;
         socket.bind("inproc://zeromq.zap.01")?;
         let shared = auth.clone();
         let worker =
@@ -227,6 +227,16 @@ impl Authorizer {
         Some((name, key))
     }
 
+    /// Writes the summary of refused handshakes when it is due, or now when `now`.
+    pub fn flush_refusals(&self, now: bool) {
+        let mut refusals = self.refusals.lock().expect("lock");
+        if now {
+            refusals.flush();
+        } else {
+            refusals.flush_if_due();
+        }
+    }
+
     /// Refuses `key` until `until`, in the handshake and on connections already open.
     pub fn cut_off(&self, key: PublicKey, until: Instant) {
         self.cut_off.write().expect("lock").insert(key, until);
@@ -251,15 +261,12 @@ impl Authorizer {
     /// Answers until the context ends. Any other end aborts the process at once: with no
     /// ZAP handler, libzmq would let every CURVE client in.
     fn serve(&self, socket: zmq::Socket) {
-        let mut refusals = Refusals::default();
         let stopped = loop {
-            refusals.flush_if_due();
             let request = match socket.recv_multipart(0) {
                 Ok(request) => request,
-                Err(zmq::Error::EAGAIN) => continue,
                 Err(e) => break e,
             };
-            let reply = self.answer(&request, &mut refusals);
+            let reply = self.answer(&request, &mut self.refusals.lock().expect("lock"));
             if worker::fault("zap-panics") {
                 panic!("fault injected into the ZAP handler");
             }
@@ -270,7 +277,6 @@ impl Authorizer {
                 break e;
             }
         };
-        refusals.flush();
         if stopped != zmq::Error::ETERM {
             log::error!(
                 "the ZAP handler stopped ({stopped}); aborting, so that no peer is let in unchecked"

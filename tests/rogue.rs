@@ -175,3 +175,55 @@ fn a_lying_server_gets_only_what_the_client_allows_applied() {
     );
     assert!(fleet.running(), "the client is still running");
 }
+
+/// Resident memory of a process, in MB, and its peak so far.
+fn memory_mb(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (kb("VmRSS:") / 1024, kb("VmHWM:") / 1024)
+}
+
+#[test]
+fn a_lying_server_cannot_exhaust_a_clients_memory() {
+    let mut fleet = Fleet::new(&["web1"], "", "");
+    let mut rogue = Rogue::start(&fleet);
+    fleet.spawn_client(0);
+    rogue.welcome();
+    rogue.page(&[]);
+    rogue.ban(&fields("203.0.113.20", "f2b", "sshd"));
+    fleet.wait_applied(0, "ban f2b sshd 203.0.113.20 3600");
+    let pid = fleet.client_pid(0);
+    let (before, _) = memory_mb(pid);
+    // One message of 150,000 frames of 4,000 bytes: 600 MB, past the client's guard
+    // (512 MiB without a cgroup limit), which closes its connections before it is whole.
+    let frame = vec![b'x'; 4000];
+    // Behind the tag that the client subscribes to.
+    rogue.publish.send("BANSHARE1", zmq::SNDMORE).unwrap();
+    for i in 0..150_000 {
+        let more = if i + 1 < 150_000 { zmq::SNDMORE } else { 0 };
+        rogue.publish.send(&frame[..], more).unwrap();
+    }
+    wait_for("the client's memory guard", Duration::from_secs(30), || {
+        fleet.client_log(0).contains("memory guard").then_some(())
+    });
+    // It reconnects and catches up.
+    rogue.page(&[fields("203.0.113.21", "f2b", "sshd")]);
+    fleet.wait_applied(0, "ban f2b sshd 203.0.113.21 3600");
+    wait_for("the memory back", Duration::from_secs(5), || {
+        fleet
+            .client_log(0)
+            .contains("after the memory of closed connections was given back")
+            .then_some(())
+    });
+    let (after, peak) = memory_mb(pid);
+    eprintln!("client RSS: {before} MB before, {after} MB after, {peak} MB at the peak");
+    assert!(after < before + 32, "{before} MB, then {after} MB");
+    assert!(peak < 512 + 300, "peak {peak} MB");
+    assert!(fleet.running(), "the client is still running");
+}

@@ -1,0 +1,365 @@
+//! Floods that used to starve or swell the server: outsiders holding idle connections and
+//! handshaking with fresh random keys, a server out of file descriptors, and authorized
+//! keys sending messages of 100,000 frames, distinct subscriptions, subscriptions in a loop,
+//! snapshot requests and invalid requests they never read the answers to. The server stays
+//! responsive, its CPU and memory stay bounded, and its log says what happened in a few
+//! lines. Each test prints its figures.
+
+#![forbid(unsafe_code)]
+
+mod common;
+
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use banshare::keys::KeyPair;
+use banshare::transport;
+use common::*;
+use nix::sys::signal::Signal;
+
+/// A field of /proc/PID/status, in kB.
+fn status_kb(pid: i32, field: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_mb(pid: i32) -> u64 {
+    status_kb(pid, "VmRSS:") / 1024
+}
+
+fn peak_mb(pid: i32) -> u64 {
+    status_kb(pid, "VmHWM:") / 1024
+}
+
+/// CPU seconds the process has used, user and system.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as f64;
+    ticks as f64 / per_second
+}
+
+/// Keeps `count` TCP connections to `port` open that never say a word, opening new ones as
+/// the server closes them, until `stop`; returns the most it held at once.
+fn hold_idle(port: u16, count: usize, stop: &AtomicBool) -> usize {
+    let open = || {
+        let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_nonblocking(true).ok()?;
+        Some(stream)
+    };
+    let mut streams: Vec<TcpStream> = (0..count).filter_map(|_| open()).collect();
+    let mut most = streams.len();
+    while !stop.load(Ordering::Relaxed) {
+        let mut buf = [0u8; 64];
+        streams.retain_mut(|s| match s.read(&mut buf) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => e.kind() == ErrorKind::WouldBlock,
+        });
+        most = most.max(streams.len());
+        while streams.len() < count {
+            match open() {
+                Some(stream) => streams.push(stream),
+                None => break,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    most
+}
+
+/// Handshakes with fresh random keys, 20 at a time, until `stop`; counts them.
+fn flood_handshakes(fleet: &Fleet, stop: &AtomicBool, count: &AtomicUsize) {
+    let ctx = zmq::Context::new();
+    let server = fleet.server_key();
+    while !stop.load(Ordering::Relaxed) {
+        let sockets: Vec<zmq::Socket> = (0..20)
+            .map(|_| {
+                let key = KeyPair::generate().unwrap();
+                let socket = transport::client_socket(&ctx, zmq::DEALER, &server, &key).unwrap();
+                socket
+                    .connect(&format!("tcp://127.0.0.1:{}", fleet.report_port))
+                    .unwrap();
+                socket
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        count.fetch_add(sockets.len(), Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn outsiders_cannot_starve_the_server_of_connections() {
+    let mut fleet = Fleet::start(&["web1"], "", "");
+    let pid = fleet.server_pid();
+    let stop = AtomicBool::new(false);
+    let handshakes = AtomicUsize::new(0);
+    let (held, latencies, cpu) = std::thread::scope(|scope| {
+        let holder = scope.spawn(|| hold_idle(fleet.report_port, 2000, &stop));
+        for _ in 0..2 {
+            scope.spawn(|| flood_handshakes(&fleet, &stop, &handshakes));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let (cpu_before, started) = (cpu_seconds(pid), Instant::now());
+        let latencies: Vec<Duration> = (0..30)
+            .map(|i| {
+                let sent = Instant::now();
+                let ip = format!("203.0.113.{}", i + 1);
+                let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", &ip]));
+                assert_eq!(code, 0, "{ip}: {stderr}");
+                let took = sent.elapsed();
+                std::thread::sleep(Duration::from_millis(150));
+                took
+            })
+            .collect();
+        let cpu = (cpu_seconds(pid) - cpu_before) / started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        (holder.join().unwrap(), latencies, cpu)
+    });
+    let worst = latencies.iter().max().unwrap();
+    let mut sorted = latencies.clone();
+    sorted.sort();
+    // Stopping writes the summary of what was refused.
+    fleet.signal_server(Signal::SIGTERM);
+    fleet.wait_server();
+    let log = fleet.server_log();
+    let refusal_lines = log.lines().filter(|l| l.contains("refused")).count();
+    let handshakes = handshakes.load(Ordering::Relaxed);
+    eprintln!(
+        "held up to {held} idle connections while {handshakes} handshakes with random keys \
+         were refused: a legitimate report took {:?} at the median and {worst:?} at worst; \
+         the server used {:.0}% of a core; {refusal_lines} log lines about refusals",
+        sorted[sorted.len() / 2],
+        cpu * 100.0
+    );
+    assert!(held >= 1900, "only {held} idle connections held");
+    assert!(*worst < Duration::from_secs(1), "{worst:?}");
+    assert!(cpu < 1.5, "{:.0}% of a core", cpu * 100.0);
+    assert!(handshakes >= 1000, "{handshakes}");
+    assert!(refusal_lines <= 45, "{refusal_lines} lines:\n{log}");
+    assert!(
+        log.contains("report: refused") && log.contains("more handshakes from 127.0.0.1"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_server_out_of_file_descriptors_does_not_spin() {
+    let fleet = Fleet::new(&["web1"], "", "");
+    let log = fs::File::create(&fleet.server_log).unwrap();
+    // prlimit execs the server: the child is the server.
+    let mut server = Command::new("prlimit")
+        .arg("--nofile=200:200")
+        .args([SERVER, "--log", "stderr", "--config"])
+        .arg(&fleet.server_config)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = server.id() as i32;
+    wait_for("the server to listen", Duration::from_secs(10), || {
+        fleet.server_log().contains("listening on").then_some(())
+    });
+    let idle: Vec<TcpStream> = (0..500)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", fleet.report_port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (cpu_before, started) = (cpu_seconds(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu = (cpu_seconds(pid) - cpu_before) / started.elapsed().as_secs_f64();
+    eprintln!(
+        "with {} connections against a limit of 200 descriptors, the server used {:.1}% of a core",
+        idle.len(),
+        cpu * 100.0
+    );
+    assert!(cpu < 0.1, "{:.0}% of a core: it spins", cpu * 100.0);
+    assert!(
+        fleet
+            .server_log()
+            .contains("report: out of file descriptors (limit 200)"),
+        "{}",
+        fleet.server_log()
+    );
+    drop(idle);
+    wait_for("a report to get through", Duration::from_secs(15), || {
+        let (code, _) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.90"]));
+        (code == 0).then_some(())
+    });
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+/// A CURVE socket of `kind` as host `name`, connected to `port` on the server.
+fn socket_as(
+    fleet: &Fleet,
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    name: &str,
+    port: u16,
+) -> zmq::Socket {
+    let socket =
+        transport::client_socket(ctx, kind, &fleet.server_key(), &fleet.host_key(name)).unwrap();
+    socket.set_sndhwm(0).unwrap();
+    socket.set_rcvhwm(0).unwrap();
+    socket.connect(&format!("tcp://127.0.0.1:{port}")).unwrap();
+    socket
+}
+
+/// Sends one message of `frames` frames of `size` bytes to the report socket as `name`.
+fn send_frames(fleet: &Fleet, name: &str, frames: usize, size: usize) {
+    let ctx = zmq::Context::new();
+    let socket = socket_as(fleet, &ctx, zmq::DEALER, name, fleet.report_port);
+    let frame = vec![b'x'; size];
+    for i in 0..frames {
+        let more = if i + 1 < frames { zmq::SNDMORE } else { 0 };
+        socket.send(&frame[..], more).unwrap();
+    }
+    // Leaves time to send it: the context waits for nothing on the way out.
+    std::thread::sleep(Duration::from_secs(5));
+}
+
+/// Waits until the server's RSS has settled (it gives freed pages back) and returns it.
+fn settled_rss(pid: i32) -> u64 {
+    std::thread::sleep(Duration::from_millis(500));
+    rss_mb(pid)
+}
+
+#[test]
+fn an_authorized_key_cannot_exhaust_the_servers_memory() {
+    // max-bans of 20,000: the memory guard is at 256 MiB plus 512 bytes a ban, 266 MiB.
+    let names = ["web1", "web2", "mal1", "mal2", "mal3", "mal4", "mal5"];
+    let mut fleet = Fleet::new(&names, "max-bans = 20000\n", "");
+    fleet.preload(5000);
+    fleet.start_server();
+    fleet.start_client(0);
+    let pid = fleet.server_pid();
+    let mut figures = Vec::new();
+    let mut step = |what: &str, attack: &dyn Fn()| {
+        let before = settled_rss(pid);
+        attack();
+        let after = settled_rss(pid);
+        let peak = peak_mb(pid);
+        figures.push(format!(
+            "{what}: {before} MB before, {after} MB after, {peak} MB at the peak so far"
+        ));
+        (before, after)
+    };
+
+    // One message of 20,000 frames of 4,000 bytes: whole, so its key is cut off.
+    let (before, after) = step("20,000 frames of 4,000 bytes", &|| {
+        send_frames(&fleet, "mal1", 20_000, 4000)
+    });
+    assert!(after < before + 32, "{before} MB, then {after} MB");
+    let log = fleet.server_log();
+    assert_eq!(log.matches("cut off mal1").count(), 1, "{log}");
+    assert!(log.contains("it sent a request of 20000 frames"), "{log}");
+
+    // 100,000 frames of 4,000 bytes, as the attack that grew the server by a gigabyte:
+    // past the guard's limit every connection is closed before the message is whole.
+    let (before, after) = step("100,000 frames of 4,000 bytes", &|| {
+        send_frames(&fleet, "mal2", 100_000, 4000)
+    });
+    assert!(after < before + 32, "{before} MB, then {after} MB");
+    assert!(peak_mb(pid) < 266 + 200, "peak {} MB", peak_mb(pid));
+    assert!(
+        fleet.server_log().contains("memory guard: the server held"),
+        "{}",
+        fleet.server_log()
+    );
+
+    // Distinct subscriptions of 4,000 bytes each, which libzmq would keep for ever.
+    let (before, after) = step("1,000 distinct subscriptions", &|| {
+        let ctx = zmq::Context::new();
+        let socket = socket_as(&fleet, &ctx, zmq::SUB, "mal3", fleet.publish_port);
+        for i in 0..1000 {
+            socket
+                .set_subscribe(format!("{i:04}{}", "y".repeat(3996)).as_bytes())
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    assert!(after < before + 16, "{before} MB, then {after} MB");
+    assert!(
+        fleet.server_log().contains("cut off mal3"),
+        "{}",
+        fleet.server_log()
+    );
+
+    // Subscribing and cancelling in a loop does not make the server heartbeat all along.
+    let ctx = zmq::Context::new();
+    let watcher = socket_as(&fleet, &ctx, zmq::SUB, "web2", fleet.publish_port);
+    watcher.set_subscribe(b"BANSHARE1").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    while watcher.recv_multipart(zmq::DONTWAIT).is_ok() {}
+    let started = Instant::now();
+    step("10,000 subscriptions and cancellations", &|| {
+        let ctx = zmq::Context::new();
+        let socket = socket_as(&fleet, &ctx, zmq::SUB, "mal4", fleet.publish_port);
+        for _ in 0..10_000 {
+            socket.set_subscribe(b"BANSHARE1").unwrap();
+            socket.set_unsubscribe(b"BANSHARE1").unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    let mut heartbeats = 0;
+    while let Ok(frames) = watcher.recv_multipart(zmq::DONTWAIT) {
+        heartbeats += usize::from(frames.get(1).map(Vec::as_slice) == Some(b"HEARTBEAT"));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("{heartbeats} heartbeats reached a subscriber in those {seconds:.1} s");
+    assert!(
+        (heartbeats as f64) < seconds * 12.0 + 5.0,
+        "{heartbeats} in {seconds:.1} s"
+    );
+
+    // Snapshot requests and invalid requests, never read: each has an allowance.
+    step("5,000 snapshot and 5,000 invalid requests, unread", &|| {
+        let ctx = zmq::Context::new();
+        let socket = socket_as(&fleet, &ctx, zmq::DEALER, "mal5", fleet.report_port);
+        for _ in 0..5000 {
+            socket
+                .send_multipart([&b""[..], b"BANSHARE1", b"SNAPSHOT", b""], 0)
+                .unwrap();
+            socket
+                .send_multipart([&b""[..], b"BANSHARE1", b"NONSENSE"], 0)
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let status = fleet.admin(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let counters = &status["counters"];
+    // 5,000 bans make 6 pages: 22 pages at once for a key, then 22 a minute.
+    assert!(
+        counters["refused"]["snapshot-limit"].as_u64().unwrap() >= 5000 - 30,
+        "{status}"
+    );
+    assert!(
+        counters["unanswered"].as_u64().unwrap() >= 5000 - 70,
+        "{status}"
+    );
+
+    for line in &figures {
+        eprintln!("server RSS, {line}");
+    }
+    // The fleet still works.
+    let (code, stderr) = outcome(&fleet.report(1, &["fail2ban", "sshd", "203.0.113.91"]));
+    assert_eq!(code, 0, "{stderr}");
+    fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.91 86400");
+    assert!(fleet.running());
+}
