@@ -468,10 +468,11 @@ impl Client {
             .active
             .extend(page.unreadable.iter().filter_map(|u| u.ip));
         for bad in &page.unreadable {
-            log::warn!(
+            let line = format!(
                 "skipped a ban in a snapshot page from the server: {}",
                 bad.reason
             );
+            self.warn_about_server(&line);
         }
         for ban in &page.bans {
             self.apply(ban, Action::Ban);
@@ -614,11 +615,11 @@ impl Client {
             Action::Unban => "unban",
         };
         if let Err(reason) = self.check(ban) {
-            log::warn!(
+            let line = format!(
                 "not applying {verb} of {} from {}: {reason}",
-                ban.ip,
-                ban.origin
+                ban.ip, ban.origin
             );
+            self.warn_about_server(&line);
             return;
         }
         if action == Action::Ban && ban.expires.is_some_and(|e| e <= unix_now()) {

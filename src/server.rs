@@ -6,8 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::bans::{unix_now, BanTable, Recorded};
-use crate::cidr::printable;
-use crate::cidr::Cidr;
+use crate::cidr::{printable, Cidr};
 use crate::cli::{self, ServerArgs};
 use crate::config::ServerConfig;
 use crate::control::{self, Command};
@@ -591,8 +590,8 @@ impl Server {
     /// Reads what subscribers sent: XPUB passes every subscription up. Only `BANSHARE1`
     /// is part of the protocol; libzmq keeps every distinct subscription a peer sends for as
     /// long as its connection lasts (XPUB_MANUAL would not change that in libzmq 4.3), so a
-    /// key that sends anything else is cut off and the publish socket reopened, which ends
-    /// its connection. Returns whether someone subscribed.
+    /// key that sends anything else is cut off and every connection closed, which ends its
+    /// own. Returns whether someone subscribed.
     fn handle_subscriptions(&mut self) -> Result<bool, Failure> {
         let mut joined = false;
         let mut broken = Vec::new();
