@@ -14,18 +14,24 @@ pub struct RateLimits {
 
 struct Bucket {
     tokens: f64,
+    /// The size the bucket had at the last call.
+    burst: f64,
     at: Instant,
 }
 
 impl RateLimits {
     /// Takes a token from `key`'s bucket, which holds up to `burst` and refills at
-    /// `per_minute`; false when it is empty.
+    /// `per_minute`; false when it is empty. A bucket that grows (a reload, or an allowance
+    /// that follows the size of the ban table) gains the difference at once.
     pub fn allow(&mut self, key: &str, per_minute: u32, burst: u32, now: Instant) -> bool {
         let burst = f64::from(burst);
         let bucket = self.buckets.entry(key.to_owned()).or_insert(Bucket {
             tokens: burst,
+            burst,
             at: now,
         });
+        bucket.tokens += (burst - bucket.burst).max(0.0);
+        bucket.burst = burst;
         let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * f64::from(per_minute);
         bucket.tokens = (bucket.tokens + refill / 60.0).min(burst);
         bucket.at = now;
@@ -57,6 +63,15 @@ mod tests {
         assert!(!limits.allow("web1", 60, 200, t0 + Duration::from_millis(500)));
         assert!(limits.allow("web1", 60, 200, t0 + Duration::from_millis(1500)));
         assert!(!limits.allow("web1", 60, 200, t0 + Duration::from_millis(1600)));
+        // A bucket that grows gains the difference at once.
+        let rest = (0..300)
+            .filter(|_| limits.allow("web2", 60, 200, t0))
+            .count();
+        assert_eq!(rest, 199);
+        let grown = (0..20)
+            .filter(|_| limits.allow("web2", 60, 210, t0))
+            .count();
+        assert_eq!(grown, 10);
         // Refilling stops at the burst size.
         let later = t0 + Duration::from_secs(3600);
         let allowed = (0..250)
