@@ -168,8 +168,9 @@ impl LogLimit {
 
 /// Refused handshakes, counted by reason and address, so that a flood from fresh random keys
 /// writes a few lines a minute, not one per key: the first of each kind is logged as it
-/// happens, up to `LINES` a minute, and the rest are summed up once a minute, as in
-/// "report: refused 17900 handshakes from 127.0.0.1 in the last 60 s (unknown key)".
+/// happens, up to `LINES` a minute, and the rest are summed up once a minute (and when the
+/// server stops), as in "report: refused 17899 more handshakes from 127.0.0.1 in the last
+/// 60 s (unknown key)".
 #[derive(Default)]
 pub struct Refusals {
     start: Option<Instant>,
