@@ -16,10 +16,22 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::Mutex;
+
 use banshare::keys::KeyPair;
 use banshare::transport;
 use common::*;
 use nix::sys::signal::Signal;
+
+/// The tests here take turns: each measures time, CPU or memory while it floods, and two
+/// floods at once on two cores would measure each other.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A field of /proc/PID/status, in kB.
 fn status_kb(pid: i32, field: &str) -> u64 {
@@ -107,6 +119,7 @@ fn flood_handshakes(fleet: &Fleet, stop: &AtomicBool, count: &AtomicUsize) {
 
 #[test]
 fn outsiders_cannot_starve_the_server_of_connections() {
+    let _turn = one_at_a_time();
     let mut fleet = Fleet::start(&["web1"], "", "");
     let pid = fleet.server_pid();
     let stop = AtomicBool::new(false);
@@ -162,6 +175,7 @@ fn outsiders_cannot_starve_the_server_of_connections() {
 
 #[test]
 fn a_server_out_of_file_descriptors_does_not_spin() {
+    let _turn = one_at_a_time();
     let fleet = Fleet::new(&["web1"], "", "");
     let log = fs::File::create(&fleet.server_log).unwrap();
     // prlimit execs the server: the child is the server.
@@ -245,6 +259,7 @@ fn settled_rss(pid: i32) -> u64 {
 
 #[test]
 fn an_authorized_key_cannot_exhaust_the_servers_memory() {
+    let _turn = one_at_a_time();
     // max-bans of 20,000: the memory guard is at 256 MiB plus 512 bytes a ban, 266 MiB.
     let names = ["web1", "web2", "mal1", "mal2", "mal3", "mal4", "mal5"];
     let mut fleet = Fleet::new(&names, "max-bans = 20000\n", "");
