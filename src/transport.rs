@@ -49,6 +49,12 @@ fn common(socket: &zmq::Socket) -> zmq::Result<()> {
 /// the world.
 pub const HANDSHAKE_LIMIT: i32 = 3000;
 
+/// Connections the kernel keeps waiting for the server to accept (libzmq's default is 100).
+/// While a flood of handshakes keeps libzmq's I/O thread busy, a short queue overflows and
+/// the kernel drops new connections, whose senders then wait a second to try again; the
+/// kernel caps it at `net.core.somaxconn` (4096 on current kernels).
+const BACKLOG: i32 = 4096;
+
 /// A CURVE server socket whose peers are checked by the ZAP handler under `domain`.
 pub fn server_socket(
     ctx: &zmq::Context,
@@ -62,6 +68,7 @@ pub fn server_socket(
     socket.set_curve_secretkey(key.secret_bytes())?;
     socket.set_zap_domain(domain)?;
     socket.set_handshake_ivl(HANDSHAKE_LIMIT)?;
+    socket.set_backlog(BACKLOG)?;
     Ok(socket)
 }
 
