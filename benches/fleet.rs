@@ -243,17 +243,6 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
-/// Resident memory of a process in MB, from /proc.
-fn rss_mb(pid: i32) -> f64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap();
-    kb / 1024.0
-}
-
 // ---------------------------------------------------------------------------------------
 // P1 and P2
 

@@ -138,15 +138,12 @@ fn bans_table(text: &str) -> Result<String, Failure> {
 
 /// "web1, web2 and 3 more": every host that reported the ban, first reporter first.
 fn reported_by(ban: &serde_json::Value) -> String {
-    let mut names: Vec<&str> = ban["reporters"]
+    let names: Vec<&str> = ban["reporters"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|r| r["name"].as_str())
         .collect();
-    if names.is_empty() {
-        names.push(ban["origin"].as_str().unwrap_or("?"));
-    }
     let mut text = names.join(", ");
     match ban["more_reporters"].as_u64() {
         Some(more) if more > 0 => text.push_str(&format!(" and {more} more")),

@@ -60,28 +60,40 @@ impl Cidr {
     }
 }
 
-/// IPv6 ranges whose addresses carry an IPv4 address, with the bit where it starts: traffic
-/// from `64:ff9b::a.b.c.d` through a NAT64 gateway is traffic from `a.b.c.d`, and
+/// IPv6 ranges whose addresses carry an IPv4 address right after the range's prefix:
+/// traffic from `64:ff9b::a.b.c.d` through a NAT64 gateway is traffic from `a.b.c.d`, and
 /// `2002:AABB:CCDD::/48` is the 6to4 site of `AA.BB.CC.DD`. A ban inside one of them is
 /// also checked as the IPv4 network it carries, so that a protected address cannot be
 /// banned by writing it in one of these forms; and a ban that covers a whole one is refused,
 /// since it would ban every IPv4 address in that form.
-const CARRIERS: [(&str, u8, u32, &str); 5] = [
-    ("::ffff:0:0", 96, 96, "IPv4-mapped"),
-    ("::", 96, 96, "IPv4-compatible"),
-    ("::ffff:0:0:0", 96, 96, "IPv4-translated (SIIT)"),
-    ("64:ff9b::", 96, 96, "NAT64"),
-    ("2002::", 16, 16, "6to4"),
+const CARRIERS: [(Cidr, &str); 5] = [
+    (
+        v6_range(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96),
+        "IPv4-mapped",
+    ),
+    (v6_range(Ipv6Addr::UNSPECIFIED, 96), "IPv4-compatible"),
+    (
+        v6_range(Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0), 96),
+        "IPv4-translated (SIIT)",
+    ),
+    (
+        v6_range(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96),
+        "NAT64",
+    ),
+    (
+        v6_range(Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16),
+        "6to4",
+    ),
 ];
 
 /// The local-use NAT64 prefix (RFC 8215): each network chooses where in it the IPv4 address
 /// sits, so a ban inside it cannot be checked, and is refused.
-const LOCAL_NAT64: (&str, u8) = ("64:ff9b:1::", 48);
+const LOCAL_NAT64: Cidr = v6_range(Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48);
 
 /// An IPv6 range as written, without the unmapping that parsing does.
-fn v6_range(addr: &str, prefix: u8) -> Cidr {
+const fn v6_range(addr: Ipv6Addr, prefix: u8) -> Cidr {
     Cidr {
-        addr: IpAddr::V6(addr.parse().expect("valid range")),
+        addr: IpAddr::V6(addr),
         prefix,
     }
 }
@@ -93,15 +105,13 @@ impl Cidr {
         let IpAddr::V6(v6) = self.addr else {
             return None;
         };
-        let (offset, form) = CARRIERS.iter().find_map(|&(range, prefix, offset, form)| {
-            let range = v6_range(range, prefix);
-            (range.prefix <= self.prefix && range.contains_as_written(self.addr))
-                .then_some((offset, form))
+        let (range, form) = CARRIERS.iter().find(|(range, _)| {
+            range.prefix <= self.prefix && range.contains_as_written(self.addr)
         })?;
-        let bits = (u128::from(v6) << offset >> 96) as u32;
+        let offset = u32::from(range.prefix);
         let v4 = Cidr {
-            addr: IpAddr::V4(Ipv4Addr::from(bits)),
-            prefix: (u32::from(self.prefix) - offset).min(32) as u8,
+            addr: IpAddr::V4(Ipv4Addr::from((u128::from(v6) << offset >> 96) as u32)),
+            prefix: (self.prefix - range.prefix).min(32),
         };
         Some((v4.masked(), form))
     }
@@ -112,15 +122,13 @@ impl Cidr {
         if self.is_ipv4() {
             return None;
         }
-        let local = v6_range(LOCAL_NAT64.0, LOCAL_NAT64.1);
-        if local.overlaps(self) {
+        if LOCAL_NAT64.overlaps(self) {
             return Some(format!(
-                "{self} overlaps the local-use NAT64 range {local}, where the IPv4 address \
-                 it carries cannot be checked"
+                "{self} overlaps the local-use NAT64 range {LOCAL_NAT64}, where the IPv4 \
+                 address it carries cannot be checked"
             ));
         }
-        CARRIERS.iter().find_map(|&(range, prefix, _, form)| {
-            let range = v6_range(range, prefix);
+        CARRIERS.iter().find_map(|(range, form)| {
             (self.prefix < range.prefix && self.contains_as_written(range.addr)).then(|| {
                 format!(
                     "{self} covers the whole {form} range {range}, which carries every IPv4 \
@@ -128,6 +136,16 @@ impl Cidr {
                 )
             })
         })
+    }
+
+    /// ", as 127.0.0.1" when a check refused `view`, the IPv4 network this one carries,
+    /// rather than this network itself: the end of a refusal's reason.
+    pub fn as_view(&self, view: &Cidr) -> String {
+        if view == self {
+            String::new()
+        } else {
+            format!(", as {view}")
+        }
     }
 
     /// This network, and the IPv4 network it carries if it carries one: every protection

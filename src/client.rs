@@ -908,7 +908,7 @@ const VERDICT_FRAMES: usize = 1 + 3;
 /// first were kept, see `transport::recv_bounded`).
 fn within_bounds(received: &Received) -> Result<&[Vec<u8>], String> {
     if received.oversized() {
-        memory::release_free_pages();
+        // What it held is freed; the memory guard gives it back to the system if it must.
         Err(format!("a message of {} frames", received.count))
     } else {
         Ok(&received.frames)

@@ -84,12 +84,10 @@ impl MinPrefix {
         for view in net.views() {
             let min = if view.is_ipv4() { self.ipv4 } else { self.ipv6 };
             if view.prefix() < min {
-                return Err(match view == *net {
-                    true => format!("{net} is wider than the smallest allowed prefix /{min}"),
-                    false => {
-                        format!("{net} is wider than the smallest allowed prefix /{min}, as {view}")
-                    }
-                });
+                let view = net.as_view(&view);
+                return Err(format!(
+                    "{net} is wider than the smallest allowed prefix /{min}{view}"
+                ));
             }
         }
         Ok(())

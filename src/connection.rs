@@ -237,11 +237,7 @@ impl ListenerWatch {
 
     /// Writes the summary of refused handshakes when it is due, or now when `now`.
     pub fn flush_refusals(&mut self, now: bool) {
-        if now {
-            self.refusals.flush();
-        } else {
-            self.refusals.flush_if_due();
-        }
+        self.refusals.flush(now);
     }
 
     pub fn socket(&self) -> &zmq::Socket {

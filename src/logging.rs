@@ -188,7 +188,7 @@ impl Refusals {
     /// Notes a refused handshake on socket `what`; `detail` (such as the key's fingerprint)
     /// is in its line, if it gets one of its own.
     pub fn note(&mut self, what: &str, reason: &str, address: &str, detail: &str) {
-        self.flush_if_due();
+        self.flush(false);
         self.start.get_or_insert_with(Instant::now);
         let address = if self.counts.len() < Self::ADDRESSES {
             address
@@ -205,22 +205,17 @@ impl Refusals {
         }
     }
 
-    /// Writes the summary when a minute has passed since the first refusal counted.
-    pub fn flush_if_due(&mut self) {
-        if self
-            .start
-            .is_some_and(|start| start.elapsed() >= Self::WINDOW)
-        {
-            self.flush();
-        }
-    }
-
-    /// Writes one line for each socket, reason and address with refusals not yet logged,
-    /// at most `LINES`, and one more for the rest; then starts counting afresh.
-    pub fn flush(&mut self) {
-        let Some(start) = self.start.take() else {
+    /// Writes the summary now when `now`, otherwise when a minute has passed since the
+    /// first refusal counted: one line for each socket, reason and address with refusals
+    /// not yet logged, at most `LINES`, and one more for the rest. Then counts afresh.
+    pub fn flush(&mut self, now: bool) {
+        let Some(start) = self.start else {
             return;
         };
+        if !now && start.elapsed() < Self::WINDOW {
+            return;
+        }
+        self.start = None;
         let seconds = start.elapsed().as_secs();
         let mut unlogged: Vec<(&(String, String, String), u64)> = self
             .counts

@@ -62,12 +62,8 @@ impl Protected {
         }
         for view in ban.views() {
             if let Some((net, why)) = self.nets.iter().find(|(net, _)| net.overlaps(&view)) {
-                let carried = if view == *ban {
-                    String::new()
-                } else {
-                    format!(", as {view}")
-                };
-                return Err(format!("{ban} covers {why} address {net}{carried}"));
+                let view = ban.as_view(&view);
+                return Err(format!("{ban} covers {why} address {net}{view}"));
             }
         }
         Ok(())

@@ -95,8 +95,13 @@ impl Bantime {
     }
 }
 
+/// The field `name` as a strict decimal (see `parse_u64`), or why it is not one.
+pub fn number(name: &str, text: &str) -> Result<u64, String> {
+    parse_u64(text).ok_or_else(|| format!("{name} {:?} is not a number", printable(text)))
+}
+
 /// Strict decimal: digits only, no sign, no spaces.
-pub fn parse_u64(text: &str) -> Option<u64> {
+fn parse_u64(text: &str) -> Option<u64> {
     if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -371,8 +376,7 @@ pub fn parse_ban(fields: &[&str]) -> Result<Ban, String> {
         Bantime::Permanent => None,
         Bantime::Default => return Err("published ban has no bantime".into()),
     };
-    let expires = parse_u64(expires)
-        .ok_or_else(|| format!("expires {:?} is not a number", printable(expires)))?;
+    let expires = number("expires", expires)?;
     Ok(Ban {
         ip: ip.parse()?,
         prog: Name::parse("prog", prog)?,
@@ -432,11 +436,9 @@ impl SnapshotPage {
         let [VERSION, "SNAPSHOT", epoch, seq, next, ref bans @ ..] = fields[..] else {
             return Err("not a snapshot page".into());
         };
-        let number =
-            |t: &str| parse_u64(t).ok_or_else(|| format!("{:?} is not a number", printable(t)));
         let mut page = SnapshotPage {
-            epoch: number(epoch)?,
-            seq: number(seq)?,
+            epoch: number("epoch", epoch)?,
+            seq: number("seq", seq)?,
             next: if next.is_empty() {
                 None
             } else {
@@ -504,9 +506,6 @@ impl Publish {
             .iter()
             .map(|f| text(f))
             .collect::<Result<Vec<&str>, String>>()?;
-        let number = |name: &str, t: &str| {
-            parse_u64(t).ok_or_else(|| format!("{name} {:?} is not a number", printable(t)))
-        };
         match fields[..] {
             [VERSION, "HEARTBEAT", epoch, seq, interval_ms] => Ok(Publish::Heartbeat {
                 epoch: number("epoch", epoch)?,

@@ -22,7 +22,7 @@ pub enum SpoolError {
     Full(PathBuf, usize),
     Io(PathBuf, io::Error),
     /// The directory cannot be made, or another user could write to it.
-    Unsafe(PathBuf, String),
+    Unsafe(String),
 }
 
 impl fmt::Display for SpoolError {
@@ -34,7 +34,7 @@ impl fmt::Display for SpoolError {
                 dir.display()
             ),
             SpoolError::Io(path, e) => write!(f, "{}: {e}", path.display()),
-            SpoolError::Unsafe(_, why) => write!(f, "{why}; the report is lost"),
+            SpoolError::Unsafe(why) => write!(f, "{why}; the report is lost"),
         }
     }
 }
@@ -62,7 +62,7 @@ impl Spool {
             let path = path.to_owned();
             move |e| SpoolError::Io(path, e)
         };
-        files::own_dir(&self.dir, 0o750).map_err(|e| SpoolError::Unsafe(self.dir.clone(), e))?;
+        files::own_dir(&self.dir, 0o750).map_err(SpoolError::Unsafe)?;
         let waiting = self.waiting().map_err(io(&self.dir))?.len();
         if waiting >= self.max {
             return Err(SpoolError::Full(self.dir.clone(), self.max));

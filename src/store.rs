@@ -13,7 +13,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::bans::{Entry, Reporter, Reporters, MAX_REPORTERS};
 use crate::cidr::{printable, Cidr};
 use crate::files;
-use crate::protocol::{parse_ban, parse_u64, Name};
+use crate::protocol::{number, parse_ban, Name};
 
 /// The server's journal; the client keeps its own, `applied.journal`, in its state-dir.
 pub const SERVER_JOURNAL: &str = "bans.journal";
@@ -255,7 +255,7 @@ fn parse_reporters(field: &str) -> Result<Reporters, String> {
     let mut more = 0;
     for part in field.split(',') {
         if let Some(count) = part.strip_prefix('+') {
-            more = number(count)?
+            more = number("reporters", count)?
                 .try_into()
                 .map_err(|_| "too many reporters")?;
             continue;
@@ -265,18 +265,14 @@ fn parse_reporters(field: &str) -> Result<Reporters, String> {
         };
         named.push(Reporter {
             name: Name::parse("reporter", name)?,
-            first: number(first)?,
-            last: number(last)?,
+            first: number("first report", first)?,
+            last: number("last report", last)?,
         });
     }
     if named.len() > MAX_REPORTERS {
         return Err(format!("more than {MAX_REPORTERS} named reporters"));
     }
     Ok(Reporters::new(named, more))
-}
-
-fn number(text: &str) -> Result<u64, String> {
-    parse_u64(text).ok_or_else(|| format!("{:?} is not a number", printable(text)))
 }
 
 fn checksummed(body: String) -> String {
@@ -302,20 +298,20 @@ fn parse(text: &str) -> Result<Record, String> {
         ["ban", ref ban @ .., published, reporters] if ban.len() == 6 => Ok(Record::Ban(Entry {
             ban: parse_ban(ban)?,
             reporters: parse_reporters(reporters)?,
-            last_published: number(published)?,
+            last_published: number("published", published)?,
         })),
         // Written before the journal kept every reporter: the origin was the only one.
         ["ban", ref ban @ .., first, last, published] if ban.len() == 6 => {
             let ban = parse_ban(ban)?;
             let reporter = Reporter {
                 name: ban.origin.clone(),
-                first: number(first)?,
-                last: number(last)?,
+                first: number("first report", first)?,
+                last: number("last report", last)?,
             };
             Ok(Record::Ban(Entry {
                 ban,
                 reporters: Reporters::new([reporter], 0),
-                last_published: number(published)?,
+                last_published: number("published", published)?,
             }))
         }
         _ => Err("unknown record".into()),

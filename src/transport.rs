@@ -119,8 +119,8 @@ pub fn recv_bounded(socket: &zmq::Socket, flags: i32, keep: usize) -> zmq::Resul
     let mut msg = zmq::Message::new();
     loop {
         socket.recv(&mut msg, flags)?;
-        // Not on the ROUTER's own identity frame: look until a frame has them.
-        if received.sender.user.is_none() {
+        // Not on the identity frame a ROUTER makes itself: the peer's next frame has them.
+        if received.count < 2 && received.sender.user.is_none() {
             received.sender.user = msg.gets("User-Id").map(str::to_owned);
             received.sender.address = msg.gets("Peer-Address").map(peer_address);
         }
@@ -236,12 +236,7 @@ impl Authorizer {
 
     /// Writes the summary of refused handshakes when it is due, or now when `now`.
     pub fn flush_refusals(&self, now: bool) {
-        let mut refusals = self.refusals.lock().expect("lock");
-        if now {
-            refusals.flush();
-        } else {
-            refusals.flush_if_due();
-        }
+        self.refusals.lock().expect("lock").flush(now);
     }
 
     /// Refuses `key` until `until`, in the handshake and on connections already open.

@@ -16,40 +16,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use std::sync::Mutex;
-
 use banshare::keys::KeyPair;
 use banshare::transport;
 use common::*;
 use nix::sys::signal::Signal;
-
-/// The tests here take turns: each measures time, CPU or memory while it floods, and two
-/// floods at once on two cores would measure each other.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A field of /proc/PID/status, in kB.
-fn status_kb(pid: i32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-        .unwrap_or(0)
-}
-
-fn rss_mb(pid: i32) -> u64 {
-    status_kb(pid, "VmRSS:") / 1024
-}
-
-fn peak_mb(pid: i32) -> u64 {
-    status_kb(pid, "VmHWM:") / 1024
-}
 
 /// CPU seconds the process has used, user and system.
 fn cpu_seconds(pid: i32) -> f64 {
@@ -252,7 +222,7 @@ fn send_frames(fleet: &Fleet, name: &str, frames: usize, size: usize) {
 }
 
 /// Waits until the server's RSS has settled (it gives freed pages back) and returns it.
-fn settled_rss(pid: i32) -> u64 {
+fn settled_rss(pid: i32) -> f64 {
     std::thread::sleep(Duration::from_millis(500));
     rss_mb(pid)
 }
@@ -274,7 +244,7 @@ fn an_authorized_key_cannot_exhaust_the_servers_memory() {
         let after = settled_rss(pid);
         let peak = peak_mb(pid);
         figures.push(format!(
-            "{what}: {before} MB before, {after} MB after, {peak} MB at the peak so far"
+            "{what}: {before:.0} MB before, {after:.0} MB after, {peak:.0} MB at the peak so far"
         ));
         (before, after)
     };
@@ -283,7 +253,7 @@ fn an_authorized_key_cannot_exhaust_the_servers_memory() {
     let (before, after) = step("20,000 frames of 4,000 bytes", &|| {
         send_frames(&fleet, "mal1", 20_000, 4000)
     });
-    assert!(after < before + 32, "{before} MB, then {after} MB");
+    assert!(after < before + 32.0, "{before:.0} MB, then {after:.0} MB");
     let log = fleet.server_log();
     assert_eq!(log.matches("cut off mal1").count(), 1, "{log}");
     assert!(log.contains("it sent a request of 20000 frames"), "{log}");
@@ -293,8 +263,8 @@ fn an_authorized_key_cannot_exhaust_the_servers_memory() {
     let (before, after) = step("100,000 frames of 4,000 bytes", &|| {
         send_frames(&fleet, "mal2", 100_000, 4000)
     });
-    assert!(after < before + 32, "{before} MB, then {after} MB");
-    assert!(peak_mb(pid) < 266 + 200, "peak {} MB", peak_mb(pid));
+    assert!(after < before + 32.0, "{before:.0} MB, then {after:.0} MB");
+    assert!(peak_mb(pid) < 266.0 + 200.0, "peak {:.0} MB", peak_mb(pid));
     assert!(
         fleet.server_log().contains("memory guard: the server held"),
         "{}",
@@ -312,7 +282,7 @@ fn an_authorized_key_cannot_exhaust_the_servers_memory() {
         }
         std::thread::sleep(Duration::from_secs(2));
     });
-    assert!(after < before + 16, "{before} MB, then {after} MB");
+    assert!(after < before + 16.0, "{before:.0} MB, then {after:.0} MB");
     assert!(
         fleet.server_log().contains("cut off mal3"),
         "{}",

@@ -13,16 +13,6 @@ use common::*;
 
 const EPOCH: &str = "1";
 
-/// The tests here take turns: one sends a client 600 MB, which would slow the other past
-/// its waits on two cores.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// The rogue server: an XPUB and a ROUTER on the fleet's ports, with the server's key.
 struct Rogue {
     _ctx: zmq::Context,
@@ -32,6 +22,16 @@ struct Rogue {
 }
 
 impl Rogue {
+    /// One host, web1, whose client (with `client_extra` in its config) has subscribed to
+    /// the rogue server and heard where it stands.
+    fn with_client(client_extra: &str) -> (Fleet, Rogue) {
+        let mut fleet = Fleet::new(&["web1"], "", client_extra);
+        let rogue = Rogue::start(&fleet);
+        fleet.spawn_client(0);
+        rogue.welcome();
+        (fleet, rogue)
+    }
+
     fn start(fleet: &Fleet) -> Rogue {
         let ctx = zmq::Context::new();
         let key = keys::load_secret(&fleet.keys_dir.join("server.key_secret")).unwrap();
@@ -129,10 +129,7 @@ fn own_address() -> String {
 #[test]
 fn a_lying_server_gets_only_what_the_client_allows_applied() {
     let _turn = one_at_a_time();
-    let mut fleet = Fleet::new(&["web1"], "", "protected = [\"192.0.2.128/25\"]\n");
-    let mut rogue = Rogue::start(&fleet);
-    fleet.spawn_client(0);
-    rogue.welcome();
+    let (mut fleet, mut rogue) = Rogue::with_client("protected = [\"192.0.2.128/25\"]\n");
     let own = own_address();
     let expires = banshare::bans::unix_now() + 3600;
     // A page with one good ban among bad ones: each bad one is skipped, the page is used.
@@ -187,31 +184,15 @@ fn a_lying_server_gets_only_what_the_client_allows_applied() {
     assert!(fleet.running(), "the client is still running");
 }
 
-/// Resident memory of a process, in MB, and its peak so far.
-fn memory_mb(pid: i32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |field: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (kb("VmRSS:") / 1024, kb("VmHWM:") / 1024)
-}
-
 #[test]
 fn a_lying_server_cannot_exhaust_a_clients_memory() {
     let _turn = one_at_a_time();
-    let mut fleet = Fleet::new(&["web1"], "", "");
-    let mut rogue = Rogue::start(&fleet);
-    fleet.spawn_client(0);
-    rogue.welcome();
+    let (mut fleet, mut rogue) = Rogue::with_client("");
     rogue.page(&[]);
     rogue.ban(&fields("203.0.113.20", "f2b", "sshd"));
     fleet.wait_applied(0, "ban f2b sshd 203.0.113.20 3600");
     let pid = fleet.client_pid(0);
-    let (before, _) = memory_mb(pid);
+    let before = rss_mb(pid);
     // One message of 150,000 frames of 4,000 bytes: 600 MB, past the client's guard
     // (512 MiB without a cgroup limit), which closes its connections before it is whole.
     let frame = vec![b'x'; 4000];
@@ -233,9 +214,9 @@ fn a_lying_server_cannot_exhaust_a_clients_memory() {
             .contains("after the memory of closed connections was given back")
             .then_some(())
     });
-    let (after, peak) = memory_mb(pid);
-    eprintln!("client RSS: {before} MB before, {after} MB after, {peak} MB at the peak");
-    assert!(after < before + 32, "{before} MB, then {after} MB");
-    assert!(peak < 512 + 300, "peak {peak} MB");
+    let (after, peak) = (rss_mb(pid), peak_mb(pid));
+    eprintln!("client RSS: {before:.0} MB before, {after:.0} MB after, {peak:.0} MB at the peak");
+    assert!(after < before + 32.0, "{before:.0} MB, then {after:.0} MB");
+    assert!(peak < 512.0 + 300.0, "peak {peak:.0} MB");
     assert!(fleet.running(), "the client is still running");
 }

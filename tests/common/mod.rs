@@ -20,6 +20,35 @@ pub const CLIENT: &str = env!("CARGO_BIN_EXE_banshare-client");
 pub const REPORT: &str = env!("CARGO_BIN_EXE_banshare-report");
 pub const ADMIN: &str = env!("CARGO_BIN_EXE_banshare");
 
+/// A figure of process `pid` from /proc/PID/status, in MB: "VmRSS" (resident now) or
+/// "VmHWM" (the peak so far); 0 when the process is gone.
+pub fn status_mb(pid: i32, field: &str) -> f64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+/// Resident memory of a process in MB.
+pub fn rss_mb(pid: i32) -> f64 {
+    status_mb(pid, "VmRSS")
+}
+
+/// The most resident memory a process has had, in MB.
+pub fn peak_mb(pid: i32) -> f64 {
+    status_mb(pid, "VmHWM")
+}
+
+/// For tests that measure time, CPU or memory while they flood: they take turns within
+/// their test binary, since two floods at once on two cores would measure each other.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Polls `check` every 10 ms until it returns Some, or panics after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
