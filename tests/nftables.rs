@@ -20,26 +20,6 @@ fn elements(ns: &NetNs, set: &str) -> String {
     ns.run(&["nft", "list", "set", "inet", "banshare", set])
 }
 
-/// `wait_for`, but a timeout shows the server's and the client's logs, so that a failure
-/// in CI can be understood from its output alone.
-fn wait_logged(
-    fleet: &Fleet,
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Option<()>,
-) {
-    let deadline = Instant::now() + timeout;
-    while check().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n--- server log:\n{}\n--- client log:\n{}",
-            fleet.server_log(),
-            fleet.client_log(0)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn bans_become_set_elements_with_their_remaining_time() {
     let ns = NetNs::new("nft1");
@@ -61,7 +41,7 @@ fn bans_become_set_elements_with_their_remaining_time() {
         let (code, stderr) = outcome(&fleet.report(0, args));
         assert_eq!(code, 0, "{stderr}");
     }
-    wait_logged(&fleet, "the elements", Duration::from_secs(10), || {
+    fleet.wait_logged(0, "the elements", Duration::from_secs(10), || {
         let v4 = elements(&ns, "addr4");
         let n4 = elements(&ns, "net4");
         let n6 = elements(&ns, "net6");
@@ -85,8 +65,8 @@ fn bans_become_set_elements_with_their_remaining_time() {
     // and the client counts it as applied rather than failing the batch.
     let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "198.51.100.128/25"]));
     assert_eq!(code, 0, "{stderr}");
-    wait_logged(
-        &fleet,
+    fleet.wait_logged(
+        0,
         "the overlap to be judged",
         Duration::from_secs(5),
         || {
@@ -100,7 +80,7 @@ fn bans_become_set_elements_with_their_remaining_time() {
     // An unban removes the element; unbanning an expired element does not fail the batch.
     let out = fleet.admin(&["unban", "203.0.113.7"]);
     assert_eq!(outcome(&out).0, 0, "{:?}", outcome(&out));
-    wait_logged(&fleet, "the unban", Duration::from_secs(5), || {
+    fleet.wait_logged(0, "the unban", Duration::from_secs(5), || {
         (!elements(&ns, "addr4").contains("203.0.113.7")).then_some(())
     });
 
@@ -119,14 +99,14 @@ fn a_flushed_ruleset_is_restored_at_start() {
     fleet.start_server();
     fleet.start_client(0);
     fleet.report(0, &["fail2ban", "sshd", "203.0.113.8"]);
-    wait_logged(&fleet, "the element", Duration::from_secs(5), || {
+    fleet.wait_logged(0, "the element", Duration::from_secs(5), || {
         elements(&ns, "addr4").contains("203.0.113.8").then_some(())
     });
     fleet.stop_client(0);
     // As after a reboot: the kernel's table is gone, the client's record is not.
     ns.run(&["nft", "flush", "ruleset"]);
     fleet.start_client(0);
-    wait_logged(&fleet, "the restore", Duration::from_secs(5), || {
+    fleet.wait_logged(0, "the restore", Duration::from_secs(5), || {
         elements(&ns, "addr4").contains("203.0.113.8").then_some(())
     });
 }
@@ -139,7 +119,7 @@ fn ten_thousand_bans_reach_the_firewall_in_batches() {
     fleet.start_server();
     let started = Instant::now();
     fleet.start_client(0);
-    wait_logged(&fleet, "10,000 elements", Duration::from_secs(30), || {
+    fleet.wait_logged(0, "10,000 elements", Duration::from_secs(30), || {
         (ns.nft_elements("addr4").len() == ips.len()).then_some(())
     });
     let took = started.elapsed();

@@ -91,6 +91,27 @@ impl Rogue {
             self.report.poll(zmq::POLLIN, 10_000).unwrap() > 0,
             "no snapshot request"
         );
+        self.answer(lines);
+    }
+
+    /// Answers every snapshot request with one page holding `lines` until host 0 has
+    /// applied `line`. A client that asked twice (its heartbeat timed out, then it
+    /// reconnected) waits for the answer to its latest request only.
+    fn serve_until_applied(&self, fleet: &Fleet, line: &str, lines: &[String]) {
+        fleet.wait_logged(
+            0,
+            &format!("web1 to apply {line:?}"),
+            Duration::from_secs(10),
+            || {
+                if self.report.poll(zmq::POLLIN, 50).unwrap() > 0 {
+                    self.answer(lines);
+                }
+                fleet.applied(0).iter().any(|l| l == line).then_some(())
+            },
+        );
+    }
+
+    fn answer(&self, lines: &[String]) {
         let request = self.report.recv_multipart(0).unwrap();
         assert_eq!(texts(&request[2..]), ["BANSHARE1", "SNAPSHOT", ""]);
         let seq = self.seq.to_string();
@@ -206,8 +227,11 @@ fn a_lying_server_cannot_exhaust_a_clients_memory() {
         fleet.client_log(0).contains("memory guard").then_some(())
     });
     // It reconnects and catches up.
-    rogue.page(&[fields("203.0.113.21", "f2b", "sshd")]);
-    fleet.wait_applied(0, "ban f2b sshd 203.0.113.21 3600");
+    rogue.serve_until_applied(
+        &fleet,
+        "ban f2b sshd 203.0.113.21 3600",
+        &[fields("203.0.113.21", "f2b", "sshd")],
+    );
     wait_for("the memory back", Duration::from_secs(15), || {
         fleet
             .client_log(0)

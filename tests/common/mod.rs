@@ -1,4 +1,4 @@
-//! A fleet on loopback for integration tests: fresh keys, ephemeral ports, the real binaries.
+//! A fleet on loopback for integration tests: fresh keys, free ports, the real binaries.
 //! Each client's ban command appends a line to its own file, so a test can count exactly what
 //! was applied where.
 
@@ -50,26 +50,44 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Polls `check` every 10 ms until it returns Some, or panics after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    poll(timeout, check).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Polls `check` every 10 ms until it returns Some, or gives None after `timeout`.
+pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check() {
-            return value;
+            return Some(value);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
+/// A port no listener holds, below the kernel's ephemeral range (32768-60999 here).
+/// A port that bind(":0") gave out is itself ephemeral: any outgoing connection made
+/// before the test binds it may take it as its source port, and the bind fails with
+/// "Address already in use" (seen in CI). Ports below that range are never source ports.
+/// Each process starts at its own place in the range and never hands a port out twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_768;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(1_009) % COUNT,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    (0..COUNT)
+        .map(|_| (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) as u16)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 pub fn read(path: &Path) -> String {
@@ -448,7 +466,8 @@ impl Fleet {
 
     /// Waits until host `i` has applied `line`, and returns how often it did.
     pub fn wait_applied(&self, i: usize, line: &str) -> usize {
-        wait_for(
+        self.wait_logged(
+            i,
             &format!("{} to apply {line:?}", self.hosts[i].name),
             Duration::from_secs(5),
             || {
@@ -456,6 +475,25 @@ impl Fleet {
                 (n > 0).then_some(n)
             },
         )
+    }
+
+    /// `wait_for`, but a timeout shows the server's log and host `i`'s, so that a failure
+    /// in CI can be understood from its output alone.
+    pub fn wait_logged<T>(
+        &self,
+        i: usize,
+        what: &str,
+        timeout: Duration,
+        check: impl FnMut() -> Option<T>,
+    ) -> T {
+        poll(timeout, check).unwrap_or_else(|| {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n--- server log:\n{}\n--- {}'s log:\n{}",
+                self.server_log(),
+                self.hosts[i].name,
+                self.client_log(i)
+            )
+        })
     }
 
     pub fn server_log(&self) -> String {
