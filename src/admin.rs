@@ -2,9 +2,10 @@
 
 use crate::cli::{self, AdminArgs, AdminCommand};
 use crate::config::{AnyConfig, ClientConfig};
-use crate::control::{self, Command};
 use crate::exit::{Exit, Failure};
-use crate::{client, keys, server};
+use crate::wire::control::{self, Command};
+use crate::wire::keys;
+use crate::{client, server};
 
 pub fn main() -> std::process::ExitCode {
     let args: AdminArgs = cli::parse();

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{DEFAULT_CLIENT_CONFIG, DEFAULT_SERVER_CONFIG};
-use crate::control::DEFAULT_SOCKET;
 use crate::exit::Exit;
 use crate::logging::LogTarget;
+use crate::wire::control::DEFAULT_SOCKET;
 
 /// Receives ban reports from the fleet, checks and de-duplicates them, and publishes them.
 #[derive(Debug, Parser)]
@@ -119,7 +119,7 @@ pub enum AdminCommand {
         #[arg(long)]
         port: Option<u16>,
         /// How long to wait for the answer, such as 500ms or 3s.
-        #[arg(long, default_value = "3s", value_parser = crate::duration::parse)]
+        #[arg(long, default_value = "3s", value_parser = crate::config::duration::parse)]
         timeout: std::time::Duration,
     },
     /// Show the server's version, uptime, position, counters and the hosts it has seen.

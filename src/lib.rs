@@ -4,35 +4,21 @@
 //!
 //! The binaries in src/bin are thin: each calls one `main` here.
 
-// One call needs unsafe: glibc's malloc_trim, in memory.rs, where it is allowed on its own.
+// One call needs unsafe: glibc's malloc_trim, in daemon/memory.rs, where it is allowed on its own.
 #![deny(unsafe_code)]
 
-pub mod admin;
-pub mod applied;
-pub mod backend;
-pub mod bans;
-pub mod cidr;
-pub mod cli;
+// The two sides, and what travels between them.
 pub mod client;
+pub mod server;
+pub mod wire;
+
+// Shared by every program: configuration, command line, daemon plumbing, local files.
+pub mod admin;
+pub mod cli;
 pub mod config;
-pub mod connection;
-pub mod control;
-pub mod duration;
+pub mod daemon;
 pub mod exit;
 pub mod files;
-pub mod keys;
-pub mod limits;
-pub mod listener;
 pub mod logging;
-pub mod memory;
 pub mod protect;
-pub mod protocol;
-pub mod report;
-pub mod runner;
-pub mod server;
-pub mod service;
-pub mod spool;
 pub mod store;
-pub mod template;
-pub mod transport;
-pub mod worker;

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::cidr::Cidr;
+use crate::wire::cidr::Cidr;
 
 /// Loopback, unspecified, link-local, multicast and broadcast: banning any of these breaks
 /// the host rather than stopping an attacker.

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::bans::{Entry, Reporter, Reporters, MAX_REPORTERS};
-use crate::cidr::{printable, Cidr};
 use crate::files;
-use crate::protocol::{number, parse_ban, Name};
+use crate::server::table::{Entry, Reporter, Reporters, MAX_REPORTERS};
+use crate::wire::cidr::{printable, Cidr};
+use crate::wire::protocol::{number, parse_ban, Name};
 
 /// The server's journal; the client keeps its own, `applied.journal`, in its state-dir.
 pub const SERVER_JOURNAL: &str = "bans.journal";
@@ -376,7 +376,7 @@ fn crc32(data: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    use crate::protocol::{Ban, MAX_BANTIME};
+    use crate::wire::protocol::{Ban, MAX_BANTIME};
 
     fn entry(ip: &str, bantime: Option<u64>, expires: Option<u64>) -> Entry {
         let reporter = |name: &str, first, last| Reporter {

@@ -11,7 +11,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use banshare::transport;
+use banshare::wire::transport;
 use common::*;
 
 /// The server's default per-key limits, which the common fleet raises for other tests.

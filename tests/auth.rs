@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use banshare::keys;
+use banshare::wire::keys;
 use common::*;
 use nix::sys::signal::Signal;
 

@@ -64,7 +64,7 @@ fn a_reloaded_client_takes_a_server_key_rewritten_in_place() {
     fleet.assert_applied_once(1, &first);
     fleet.signal_server(Signal::SIGTERM);
     fleet.wait_server();
-    banshare::keys::generate(&fleet.keys_dir, "server", true).unwrap();
+    banshare::wire::keys::generate(&fleet.keys_dir, "server", true).unwrap();
     fleet.start_server();
     let second = fleet.report_all(0, &addresses("198.51.100", 5));
     assert_eq!(
@@ -179,7 +179,7 @@ fn a_snapshot_of_100000_bans_comes_in_pages() {
                 Duration::from_secs(5),
             )
             .expect("a page");
-        let page = banshare::protocol::SnapshotPage::decode(&reply).unwrap();
+        let page = banshare::wire::protocol::SnapshotPage::decode(&reply).unwrap();
         pages += 1;
         seen.extend(page.bans.iter().map(|b| b.ip));
         match page.next {

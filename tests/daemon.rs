@@ -190,7 +190,7 @@ fn pets_the_watchdog_when_systemd_asks() {
     assert_eq!(server.wait().unwrap().code(), Some(0));
 }
 
-/// Starts `program` with a fault injected (debug builds only, see src/worker.rs).
+/// Starts `program` with a fault injected (debug builds only, see src/daemon/worker.rs).
 fn with_fault(
     program: &str,
     config: &std::path::Path,

@@ -77,9 +77,9 @@ fn a_truncated_journal_is_reported_and_the_rest_recovered() {
 
 #[test]
 fn a_record_the_wire_would_refuse_cannot_stall_the_fleet() {
-    use banshare::bans::{Entry, Reporters};
-    use banshare::protocol::{Ban, Name, MAX_BANTIME};
+    use banshare::server::table::{Entry, Reporters};
     use banshare::store::{Durability, Store, SERVER_JOURNAL};
+    use banshare::wire::protocol::{Ban, Name, MAX_BANTIME};
     let mut fleet = Fleet::new(&["web1"], "", "");
     let mut ips = fleet.preload(3);
     // A bantime over the wire's maximum, as an older or damaged server might have written.

@@ -225,15 +225,15 @@ print(pub.decode())
         &[d],
     );
     assert_eq!(code, 0, "{stderr}");
-    let ours = banshare::keys::load_secret(&dir.path().join("ours.key_secret")).unwrap();
+    let ours = banshare::wire::keys::load_secret(&dir.path().join("ours.key_secret")).unwrap();
     assert_eq!(stdout.trim(), ours.public.z85());
     // pyzmq writes the secret file with its own mode; we tighten it as an admin would.
     let theirs_secret = dir.path().join("theirs.key_secret");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&theirs_secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let theirs = banshare::keys::load_secret(&theirs_secret).unwrap();
+    let theirs = banshare::wire::keys::load_secret(&theirs_secret).unwrap();
     assert_eq!(
-        banshare::keys::load_public(&dir.path().join("theirs.key")).unwrap(),
+        banshare::wire::keys::load_public(&dir.path().join("theirs.key")).unwrap(),
         theirs.public
     );
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use banshare::keys;
+use banshare::wire::keys;
 use common::*;
 
 const EPOCH: &str = "1";
@@ -133,7 +133,7 @@ impl Rogue {
 
 /// A ban of `ip` that ends in an hour, as six fields.
 fn fields(ip: &str, prog: &str, jail: &str) -> String {
-    let expires = banshare::bans::unix_now() + 3600;
+    let expires = banshare::server::table::unix_now() + 3600;
     format!("{ip} {prog} {jail} rogue 3600 {expires}")
 }
 
@@ -141,7 +141,7 @@ fn fields(ip: &str, prog: &str, jail: &str) -> String {
 fn own_address() -> String {
     banshare::protect::local_addresses()
         .into_iter()
-        .map(banshare::cidr::Cidr::host)
+        .map(banshare::wire::cidr::Cidr::host)
         .find(|a| a.is_ipv4() && !a.addr().is_loopback() && !a.to_string().starts_with("169.254."))
         .expect("this test needs a machine with a non-loopback IPv4 address")
         .to_string()
@@ -152,7 +152,7 @@ fn a_lying_server_gets_only_what_the_client_allows_applied() {
     let _turn = one_at_a_time();
     let (mut fleet, mut rogue) = Rogue::with_client("protected = [\"192.0.2.128/25\"]\n");
     let own = own_address();
-    let expires = banshare::bans::unix_now() + 3600;
+    let expires = banshare::server::table::unix_now() + 3600;
     // A page with one good ban among bad ones: each bad one is skipped, the page is used.
     let too_long = format!("203.0.113.2 f2b sshd rogue 316224001 {expires}");
     rogue.page(&[

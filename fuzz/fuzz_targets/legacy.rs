@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = banshare::protocol::decode_request(&[data.to_vec()]);
+    let _ = banshare::wire::protocol::decode_request(&[data.to_vec()]);
 });

@@ -3,7 +3,7 @@
 
 #![no_main]
 
-use banshare::protocol::{Publish, SnapshotPage, Verdict};
+use banshare::wire::protocol::{Publish, SnapshotPage, Verdict};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,5 +7,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let frames: Vec<Vec<u8>> = data.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
-    let _ = banshare::protocol::decode_request(&frames);
+    let _ = banshare::wire::protocol::decode_request(&frames);
 });

@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use banshare::template::{Template, Values};
+use banshare::config::template::{Template, Values};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,5 +1,5 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    banshare::report::main()
+    banshare::client::report::main()
 }

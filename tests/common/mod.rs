@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use banshare::keys::{self, KeyPair, PublicKey};
+use banshare::wire::keys::{self, KeyPair, PublicKey};
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_banshare-server");
 pub const CLIENT: &str = env!("CARGO_BIN_EXE_banshare-client");
@@ -209,9 +209,9 @@ impl Fleet {
 
     /// Writes `n` bans straight into the server's journal, as a server that had them would.
     pub fn preload(&self, n: usize) -> Vec<String> {
-        use banshare::bans::{Entry, Reporter, Reporters};
-        use banshare::protocol::{Ban, Name};
+        use banshare::server::table::{Entry, Reporter, Reporters};
         use banshare::store::{Durability, Store, SERVER_JOURNAL};
+        use banshare::wire::protocol::{Ban, Name};
         let dir = self.dir.path().join("server-state");
         let (mut store, _) = Store::open(&dir, SERVER_JOURNAL, Durability::Write, 0).unwrap();
         let name = |n: &str| Name::parse("name", n).unwrap();

@@ -3,33 +3,37 @@
 //! after a gap in sequence numbers, a new server epoch or missed heartbeats, it reads the
 //! server's active bans page by page and catches up.
 
+pub mod apply;
+pub mod report;
+pub mod spool;
+
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use crate::applied::{Action, Applied, Stale};
-use crate::backend::{BackendKind, Batcher, Done, Fail2ban, Nftables, Op};
-use crate::bans::unix_now;
-use crate::cidr::Cidr;
 use crate::cli::{self, ClientArgs};
+use crate::client::apply::backend::{BackendKind, Batcher, Done, Fail2ban, Nftables, Op};
+use crate::client::apply::record::{Action, Applied, Stale};
+use crate::client::apply::runner::Runner;
+use crate::config::template::Values;
 use crate::config::ClientConfig;
-use crate::connection::ConnectionWatch;
+use crate::daemon::memory;
+use crate::daemon::service::{self, Signals, Watchdog};
 use crate::exit::{Exit, Failure};
-use crate::keys::{self, KeyPair, PublicKey};
 use crate::logging::{LogLimit, Quiet};
-use crate::memory;
 use crate::protect::{self, Protected, LOCAL_REFRESH};
-use crate::protocol::{
+use crate::server::table::unix_now;
+use crate::store::StoreError;
+use crate::wire::cidr::Cidr;
+use crate::wire::keys::{self, KeyPair, PublicKey};
+use crate::wire::monitor::ConnectionWatch;
+use crate::wire::protocol::{
     encode_snapshot_request, Ban, Publish, SnapshotPage, Verdict, PAGE, VERSION,
 };
-use crate::runner::Runner;
-use crate::service::{self, Signals, Watchdog};
-use crate::spool::{self, Spool};
-use crate::store::StoreError;
-use crate::template::Values;
-use crate::transport::{self, endpoint, Received};
+use crate::wire::transport::{self, endpoint, Received};
+use spool::Spool;
 
 /// READY=1 is sent at the first message from the server, or after this long without one,
 /// so that a host still boots while the server is down; the client keeps retrying.

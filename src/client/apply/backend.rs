@@ -6,13 +6,13 @@
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use crate::applied::Action;
-use crate::bans::unix_now;
-use crate::cidr::Cidr;
+use crate::client::apply::record::Action;
+use crate::client::apply::runner::{self, Outcome};
+use crate::daemon::worker::Worker;
 use crate::exit::Failure;
-use crate::protocol::Ban;
-use crate::runner::{self, Outcome};
-use crate::worker::Worker;
+use crate::server::table::unix_now;
+use crate::wire::cidr::Cidr;
+use crate::wire::protocol::Ban;
 
 const NFT: &str = "/usr/sbin/nft";
 const FAIL2BAN_CLIENT: &str = "/usr/bin/fail2ban-client";

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use smallvec::SmallVec;
 
-use crate::cidr::Cidr;
-use crate::protocol::{Ban, Bantime, Name, Report};
+use crate::wire::cidr::Cidr;
+use crate::wire::protocol::{Ban, Bantime, Name, Report};
 
 pub fn unix_now() -> u64 {
     SystemTime::now()

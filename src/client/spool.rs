@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::files;
-use crate::protocol::{Bantime, Report, VERSION};
+use crate::wire::protocol::{Bantime, Report, VERSION};
 
 const SUFFIX: &str = ".report";
 

@@ -1,30 +1,34 @@
 //! banshare-server: receives reports on a ROUTER socket, checks and de-duplicates them, and
 //! publishes accepted bans on an XPUB socket.
 
+pub mod limits;
+pub mod listener;
+pub mod table;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::bans::{unix_now, BanTable, Recorded};
-use crate::cidr::{printable, Cidr};
 use crate::cli::{self, ServerArgs};
 use crate::config::ServerConfig;
-use crate::control::{self, Command};
+use crate::daemon::memory;
+use crate::daemon::service::{self, Signals, Watchdog};
+use crate::daemon::worker::Worker;
 use crate::exit::{Exit, Failure};
-use crate::keys::{self, KeyPair, PublicKey};
-use crate::limits::RateLimits;
-use crate::listener::Listener;
 use crate::logging::LogLimit;
-use crate::memory;
 use crate::protect::{Protected, LOCAL_REFRESH};
-use crate::protocol::{
+use crate::server::limits::RateLimits;
+use crate::server::listener::Listener;
+use crate::server::table::{unix_now, BanTable, Recorded};
+use crate::store::{Store, StoreError, SERVER_JOURNAL};
+use crate::wire::cidr::{printable, Cidr};
+use crate::wire::control::{self, Command};
+use crate::wire::keys::{self, KeyPair, PublicKey};
+use crate::wire::protocol::{
     decode_request, Ban, Name, Publish, Report, Request, SnapshotPage, Verdict, MAX_REQUEST_FRAMES,
     PAGE,
 };
-use crate::service::{self, Signals, Watchdog};
-use crate::store::{Store, StoreError, SERVER_JOURNAL};
-use crate::transport::{self, endpoint, Authorizer, Received};
-use crate::worker::Worker;
+use crate::wire::transport::{self, endpoint, Authorizer, Received};
 
 /// Requests handled before the loop looks at timers and signals again.
 const BATCH: usize = 256;

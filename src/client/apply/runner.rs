@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::daemon::worker::{self, Worker};
 use crate::exit::Failure;
-use crate::worker::{self, Worker};
 
 /// At most this much of a failing command's stderr is logged.
 const STDERR_LIMIT: usize = 1024;

@@ -10,9 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cidr::Cidr;
 use crate::exit::{Exit, Failure};
-use crate::protocol::VERSION;
+use crate::wire::cidr::Cidr;
+use crate::wire::protocol::VERSION;
 
 pub const DEFAULT_SOCKET: &str = "/run/banshare/control.sock";
 

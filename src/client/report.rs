@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{self, ReportArgs};
 use crate::client::load_keys;
+use crate::client::spool::Spool;
 use crate::config::ClientConfig;
 use crate::exit::{Exit, Failure};
-use crate::keys::{KeyPair, PublicKey};
-use crate::protocol::{Report, Verdict};
-use crate::spool::Spool;
-use crate::transport::{self, endpoint};
+use crate::wire::keys::{KeyPair, PublicKey};
+use crate::wire::protocol::{Report, Verdict};
+use crate::wire::transport::{self, endpoint};
 
 pub fn main() -> std::process::ExitCode {
     let args: ReportArgs = cli::parse();

@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use crate::bans::{Entry, Reporters};
-use crate::cidr::Cidr;
-use crate::protocol::Ban;
+use crate::server::table::{Entry, Reporters};
 use crate::store::{Durability, Recovery, Store, StoreError, CLIENT_JOURNAL};
+use crate::wire::cidr::Cidr;
+use crate::wire::protocol::Ban;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::cidr::{printable, Cidr};
+use crate::wire::cidr::{printable, Cidr};
 
 /// First frame of every current message; a new incompatible format gets a new tag.
 pub const VERSION: &str = "BANSHARE1";

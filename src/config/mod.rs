@@ -1,6 +1,9 @@
 //! server.toml and client.toml: kebab-case keys, unknown keys rejected, and every error
 //! reported as one line with file, line number and reason.
 
+pub mod duration;
+pub mod template;
+
 use std::fmt;
 use std::io::Read;
 use std::net::IpAddr;
@@ -8,12 +11,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::backend::BackendKind;
-use crate::cidr::Cidr;
-use crate::duration::HumanDuration;
-use crate::protocol::MAX_BANTIME;
+use crate::client::apply::backend::BackendKind;
+use crate::config::duration::HumanDuration;
+use crate::config::template::Template;
 use crate::store::Durability;
-use crate::template::Template;
+use crate::wire::cidr::Cidr;
+use crate::wire::protocol::MAX_BANTIME;
 
 pub const DEFAULT_SERVER_CONFIG: &str = "/etc/banshare/server.toml";
 pub const DEFAULT_CLIENT_CONFIG: &str = "/etc/banshare/client.toml";
@@ -256,7 +259,7 @@ fn default_batch_delay() -> HumanDuration {
     HumanDuration(std::time::Duration::from_millis(20))
 }
 fn default_control_socket() -> PathBuf {
-    crate::control::DEFAULT_SOCKET.into()
+    crate::wire::control::DEFAULT_SOCKET.into()
 }
 fn default_spool_dir() -> PathBuf {
     "/var/spool/banshare".into()
@@ -370,7 +373,7 @@ impl ClientConfig {
             ("fail2ban-jail", &config.fail2ban_jail),
             ("nft-table", &config.nft_table),
         ] {
-            crate::protocol::Name::parse(key, name).map_err(|r| err(key, r))?;
+            crate::wire::protocol::Name::parse(key, name).map_err(|r| err(key, r))?;
         }
         if config.batch_size == 0 {
             return Err(err("batch-size", "must be at least 1".into()));

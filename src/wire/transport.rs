@@ -5,11 +5,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use crate::cidr::Cidr;
-use crate::keys::{KeyPair, PublicKey};
+use crate::daemon::worker::{self, Worker};
 use crate::logging::Refusals;
-use crate::protocol::MAX_FRAME;
-use crate::worker::{self, Worker};
+use crate::wire::cidr::Cidr;
+use crate::wire::keys::{KeyPair, PublicKey};
+use crate::wire::protocol::MAX_FRAME;
 
 /// The reason a daemon or the reporter will not start without CURVE.
 pub fn require_curve() -> Result<(), String> {
@@ -185,7 +185,7 @@ impl Authorizer {
 
     /// Notes that host `name` was heard from.
     pub fn saw(&self, name: &str) {
-        let now = crate::bans::unix_now();
+        let now = crate::server::table::unix_now();
         self.seen
             .write()
             .expect("lock")
@@ -345,7 +345,7 @@ impl Authorizer {
 pub fn peer_address(text: &str) -> String {
     match text.parse::<IpAddr>() {
         Ok(addr) => Cidr::host(addr).addr().to_string(),
-        Err(_) => crate::cidr::printable(text),
+        Err(_) => crate::wire::cidr::printable(text),
     }
 }
 
