@@ -3,7 +3,7 @@
 use crate::cli::{self, AdminArgs, AdminCommand};
 use crate::config::{AnyConfig, ClientConfig};
 use crate::exit::{Exit, Failure};
-use crate::wire::control::{self, Command};
+use crate::wire::control::{self, BanView, Command, Status};
 use crate::wire::keys;
 use crate::{client, server};
 
@@ -14,7 +14,7 @@ pub fn main() -> std::process::ExitCode {
             println!("{message}");
             Exit::Ok
         }
-        Err((exit, message)) => {
+        Err(Failure { exit, message }) => {
             eprintln!("banshare: {message}");
             exit
         }
@@ -31,9 +31,9 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
                     keys::KeyError::NoCurve(_) => Exit::Software,
                     _ => Exit::IoErr,
                 };
-                (exit, e.to_string())
+                exit.with(e)
             })?;
-            let key = keys::load_public(&public).map_err(|e| (Exit::IoErr, e.to_string()))?;
+            let key = keys::load_public(&public).map_err(|e| Exit::IoErr.with(e))?;
             Ok(format!(
                 "wrote {} and {} (fingerprint {})",
                 public.display(),
@@ -48,14 +48,13 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
             port,
             timeout,
         } => {
-            let mut config =
-                ClientConfig::load(&config).map_err(|e| (Exit::Config, e.to_string()))?;
+            let mut config = ClientConfig::load(&config)?;
             config.server_key = server_key.unwrap_or(config.server_key);
             config.report_port = port.unwrap_or(config.report_port);
-            client::ping(&config, timeout)
+            client::link::ping(&config, timeout)
         }
         AdminCommand::Unban { ip, socket } => {
-            let ip = ip.parse().map_err(|e| (Exit::DataErr, e))?;
+            let ip = ip.parse().map_err(|e| Exit::DataErr.with(e))?;
             control::request(&socket, &Command::Unban(ip))
         }
         AdminCommand::Bans { json, socket } => {
@@ -77,43 +76,22 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
     }
 }
 
-fn parse_json(text: &str) -> Result<serde_json::Value, Failure> {
+/// The server's JSON answer as the struct both sides share.
+fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Failure> {
     serde_json::from_str(text)
-        .map_err(|e| (Exit::Software, format!("bad answer from the server: {e}")))
+        .map_err(|e| Exit::Software.with(format!("bad answer from the server: {e}")))
 }
 
 /// Unix time as UTC "YYYY-MM-DD HH:MM:SS", or "never".
-fn when(value: &serde_json::Value) -> String {
-    match value.as_u64() {
-        Some(t) => {
-            let (days, secs) = (t / 86400, t % 86400);
-            let (y, m, d) = civil_from_days(days as i64);
-            format!(
-                "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-                secs / 3600,
-                secs / 60 % 60,
-                secs % 60
-            )
-        }
-        None => "never".into(),
-    }
-}
-
-/// Days since 1970-01-01 to a calendar date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+fn when(unix: Option<u64>) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    unix.and_then(|t| time::OffsetDateTime::from_unix_timestamp(i64::try_from(t).ok()?).ok())
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| "never".into())
 }
 
 fn bans_table(text: &str) -> Result<String, Failure> {
-    let bans = parse_json(text)?;
+    let bans: Vec<BanView> = parse(text)?;
     let row = |cells: [&str; 5]| {
         let line = format!(
             "{:<40} {:<20} {:<16} {:<16} {}",
@@ -128,49 +106,48 @@ fn bans_table(text: &str) -> Result<String, Failure> {
         "JAIL",
         "REPORTED BY",
     ])];
-    for ban in bans.as_array().into_iter().flatten() {
-        let field = |name: &str| ban[name].as_str().unwrap_or("?").to_string();
-        let expires = when(&ban["expires"]);
-        let (ip, prog, jail) = (field("ip"), field("prog"), field("jail"));
-        rows.push(row([&ip, &expires, &prog, &jail, &reported_by(ban)]));
+    for ban in &bans {
+        let expires = when(ban.expires);
+        rows.push(row([
+            &ban.ip,
+            &expires,
+            &ban.prog,
+            &ban.jail,
+            &reported_by(ban),
+        ]));
     }
     Ok(rows.join("\n"))
 }
 
 /// "web1, web2 and 3 more": every host that reported the ban, first reporter first.
-fn reported_by(ban: &serde_json::Value) -> String {
-    let names: Vec<&str> = ban["reporters"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["name"].as_str())
-        .collect();
+fn reported_by(ban: &BanView) -> String {
+    let names: Vec<&str> = ban.reporters.iter().map(|r| r.name.as_str()).collect();
     let mut text = names.join(", ");
-    match ban["more_reporters"].as_u64() {
-        Some(more) if more > 0 => text.push_str(&format!(" and {more} more")),
-        _ => {}
+    if ban.more_reporters > 0 {
+        text.push_str(&format!(" and {} more", ban.more_reporters));
     }
     text
 }
 
 fn status_text(text: &str) -> Result<String, Failure> {
-    let status = parse_json(text)?;
+    let status: Status = parse(text)?;
+    let counters = serde_json::to_string(&status.counters).expect("JSON of plain structs");
     let mut out = format!(
         "banshare-server {}, up {} s\nepoch {}, seq {}\nactive bans: {}\nauthorized keys: {}\n",
-        status["version"].as_str().unwrap_or("?"),
-        status["uptime_seconds"],
-        status["epoch"],
-        status["seq"],
-        status["active_bans"],
-        status["authorized_keys"]
+        status.version,
+        status.uptime_seconds,
+        status.epoch,
+        status.seq,
+        status.active_bans,
+        status.authorized_keys
     );
-    out.push_str(&format!("counters: {}\nhosts seen:\n", status["counters"]));
-    for host in status["hosts"].as_array().into_iter().flatten() {
+    out.push_str(&format!("counters: {counters}\nhosts seen:\n"));
+    for host in &status.hosts {
         out.push_str(&format!(
             "  {:<24} {} ({} s ago)\n",
-            host["name"].as_str().unwrap_or("?"),
-            when(&host["last_seen"]),
-            host["seconds_ago"]
+            host.name,
+            when(Some(host.last_seen)),
+            host.seconds_ago
         ));
     }
     Ok(out.trim_end().to_string())
@@ -178,11 +155,14 @@ fn status_text(text: &str) -> Result<String, Failure> {
 
 /// Everything a daemon checks before it starts: the file itself and the keys it names.
 fn check_config(path: &std::path::Path) -> Result<String, Failure> {
-    let config = AnyConfig::load(path).map_err(|e| (Exit::Config, e.to_string()))?;
+    let config = AnyConfig::load(path)?;
     let (kind, detail) = match config {
-        AnyConfig::Server(c) => ("server", server::check(&c).map_err(|e| (Exit::Config, e))?),
+        AnyConfig::Server(c) => (
+            "server",
+            server::check(&c).map_err(|e| Exit::Config.with(e))?,
+        ),
         AnyConfig::Client(c) => {
-            let (server_key, key) = client::load_keys(&c)?;
+            let (server_key, key) = client::link::load_keys(&c)?;
             (
                 "client",
                 format!(
@@ -205,12 +185,9 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(when(&serde_json::json!(0)), "1970-01-01 00:00:00");
-        assert_eq!(
-            when(&serde_json::json!(1_767_225_599)),
-            "2025-12-31 23:59:59"
-        );
-        assert_eq!(when(&serde_json::json!(951_782_400)), "2000-02-29 00:00:00");
-        assert_eq!(when(&serde_json::Value::Null), "never");
+        assert_eq!(when(Some(0)), "1970-01-01 00:00:00");
+        assert_eq!(when(Some(1_767_225_599)), "2025-12-31 23:59:59");
+        assert_eq!(when(Some(951_782_400)), "2000-02-29 00:00:00");
+        assert_eq!(when(None), "never");
     }
 }

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::DEFAULT_SOCKET;
 use crate::config::{DEFAULT_CLIENT_CONFIG, DEFAULT_SERVER_CONFIG};
 use crate::exit::Exit;
 use crate::logging::LogTarget;
-use crate::wire::control::DEFAULT_SOCKET;
 
 /// Receives ban reports from the fleet, checks and de-duplicates them, and publishes them.
 #[derive(Debug, Parser)]

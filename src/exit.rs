@@ -22,12 +22,38 @@ pub enum Exit {
     Config = 78,
 }
 
-/// A failure on its way to the program's edge: the exit code and one line for the user.
-pub type Failure = (Exit, String);
+/// A failure on its way to the program's edge: the exit code, and one line for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub exit: Exit,
+    pub message: String,
+}
 
 impl Exit {
     pub fn code(self) -> i32 {
         self as i32
+    }
+
+    /// A failure with this exit code: `Exit::Config.with(e)`.
+    pub fn with(self, message: impl std::fmt::Display) -> Failure {
+        Failure {
+            exit: self,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A configuration or a key file that is wrong is EX_CONFIG wherever it is found.
+impl From<crate::config::ConfigError> for Failure {
+    fn from(e: crate::config::ConfigError) -> Failure {
+        Exit::Config.with(e)
+    }
+}
+
+impl From<crate::wire::keys::KeyError> for Failure {
+    fn from(e: crate::wire::keys::KeyError) -> Failure {
+        Exit::Config.with(e)
     }
 }
 

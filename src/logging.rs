@@ -246,9 +246,32 @@ impl Refusals {
     }
 }
 
+/// Escapes control characters and other unprintable ones so that an error message stays
+/// on one line; quotes and apostrophes are left as they are.
+pub fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(200) {
+        match c {
+            '\'' | '"' => out.push(c),
+            _ => out.extend(c.escape_debug()),
+        }
+    }
+    if text.chars().count() > 200 {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_keeps_one_line() {
+        assert_eq!(printable("a\nb"), "a\\nb");
+        assert_eq!(printable("host's \"x\" \\"), "host's \"x\" \\\\");
+        assert!(printable(&"x".repeat(1000)).chars().count() <= 201);
+    }
 
     #[test]
     fn log_lines_are_held_back_and_counted() {

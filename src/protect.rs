@@ -33,7 +33,7 @@ impl Protected {
     pub fn new(configured: &[Cidr]) -> Protected {
         let builtin = BUILTIN
             .iter()
-            .map(|(net, why)| (net.parse().expect("valid built-in"), why.to_string()));
+            .map(|(net, why)| (net.parse().expect("valid built-in"), (*why).to_string()));
         let configured = configured.iter().map(|net| (*net, "protected".to_string()));
         Protected {
             nets: builtin.chain(configured).collect(),

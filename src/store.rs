@@ -1,8 +1,9 @@
-//! The server's ban table on disk: an append-only journal in `state-dir`, one checksummed
-//! text line per change, synced before a report is acknowledged. A torn or corrupt line is
-//! reported with its line number and skipped; everything else is recovered.
+//! A journal on disk: an append-only file in `state-dir`, one checksummed text line per
+//! change, synced before what it records is acknowledged. A torn or corrupt line is
+//! reported with its line number and skipped; everything else is recovered. The server
+//! keeps its ban table in one (`server::table::Entry` records), the client its record of
+//! applied bans (`Ban` records, see `client::apply::record`).
 
-use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::os::unix::fs::DirBuilderExt;
@@ -10,44 +11,39 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::config::Durability;
 use crate::files;
-use crate::server::table::{Entry, Reporter, Reporters, MAX_REPORTERS};
-use crate::wire::cidr::{printable, Cidr};
-use crate::wire::protocol::{number, parse_ban, Name};
+use crate::logging::printable;
+use crate::wire::cidr::Cidr;
 
 /// The server's journal; the client keeps its own, `applied.journal`, in its state-dir.
 pub const SERVER_JOURNAL: &str = "bans.journal";
 pub const CLIENT_JOURNAL: &str = "applied.journal";
 
-/// How far an acknowledged report is guaranteed to have reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// fdatasync before acknowledging: survives a power cut.
-    Fsync,
-    /// write(2) before acknowledging: survives `kill -9` and crashes of the server, not of
-    /// the machine.
-    Write,
-}
-
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{shown}: {error}", shown = path.display())]
 pub struct StoreError {
     pub path: PathBuf,
     pub error: io::Error,
 }
 
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.error)
-    }
+/// What a journal holds: one record per network, written as text on a `ban` line. A
+/// later record for the same network replaces an earlier one.
+pub trait Record: Sized {
+    fn network(&self) -> Cidr;
+    /// Whether the record still matters at `now`: expired ones are dropped at start.
+    fn active_at(&self, now: u64) -> bool;
+    /// The fields after `ban`, separated by single spaces.
+    fn encode(&self) -> String;
+    /// A record from those fields, by the same rules as the wire: a record the wire would
+    /// refuse must not be loaded, or it would be sent on.
+    fn decode(fields: &[&str]) -> Result<Self, String>;
 }
 
-impl std::error::Error for StoreError {}
-
 /// What loading found, for the log.
-#[derive(Debug, Default)]
-pub struct Recovery {
-    pub entries: Vec<Entry>,
+#[derive(Debug)]
+pub struct Recovery<R> {
+    pub entries: Vec<R>,
     /// Lines that could not be read back, with their line numbers.
     pub damaged: Vec<String>,
     pub lines: usize,
@@ -55,7 +51,7 @@ pub struct Recovery {
     pub kept: Option<PathBuf>,
 }
 
-pub struct Store {
+pub struct Store<R> {
     /// Held for the store's lifetime: a second daemon on the same state-dir must not
     /// rewrite the journal under the first.
     _lock: Flock<File>,
@@ -66,6 +62,7 @@ pub struct Store {
     records: usize,
     /// Whether anything was appended since the last commit.
     pending: bool,
+    record: std::marker::PhantomData<R>,
 }
 
 fn err(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
@@ -75,7 +72,7 @@ fn err(path: &Path) -> impl Fn(io::Error) -> StoreError + '_ {
     }
 }
 
-impl Store {
+impl<R: Record> Store<R> {
     /// Opens (creating if needed) the journal in `dir` and reads back every ban in it. The
     /// journal is then rewritten with only the live bans, after keeping a copy of a damaged
     /// one for inspection.
@@ -84,7 +81,7 @@ impl Store {
         name: &str,
         durability: Durability,
         now: u64,
-    ) -> Result<(Store, Recovery), StoreError> {
+    ) -> Result<(Store<R>, Recovery<R>), StoreError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o750)
@@ -93,13 +90,16 @@ impl Store {
         let lock = lock(&dir.join(format!("{name}.lock")))?;
         let path = dir.join(name);
         let mut recovery = match files::open_regular(&path) {
-            Ok(file) => read(file).map_err(err(&path))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Recovery::default(),
+            Ok(file) => read::<R>(file).map_err(err(&path))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Recovery {
+                entries: Vec::new(),
+                damaged: Vec::new(),
+                lines: 0,
+                kept: None,
+            },
             Err(e) => return Err(err(&path)(e)),
         };
-        recovery
-            .entries
-            .retain(|e| e.ban.expires.map_or(true, |x| x > now));
+        recovery.entries.retain(|record| record.active_at(now));
         if !recovery.damaged.is_empty() {
             let copy = dir.join(format!("{name}.damaged-{now}"));
             keep_copy(&path, &copy).map_err(err(&copy))?;
@@ -113,16 +113,17 @@ impl Store {
             pending: false,
             path,
             durability,
+            record: std::marker::PhantomData,
         };
         Ok((store, recovery))
     }
 
     /// Buffers a new or changed ban; `commit` makes it durable.
-    pub fn append(&mut self, entry: &Entry) -> Result<(), StoreError> {
+    pub fn append(&mut self, record: &R) -> Result<(), StoreError> {
         self.records += 1;
         self.pending = true;
         self.journal
-            .write_all(line(entry).as_bytes())
+            .write_all(line(record).as_bytes())
             .map_err(err(&self.path))
     }
 
@@ -154,7 +155,7 @@ impl Store {
 
     /// Rewrites the journal with only `live` when it has grown to over twice their number,
     /// so that expired and replaced records do not pile up.
-    pub fn compact_if_large(&mut self, live: &[Entry]) -> Result<bool, StoreError> {
+    pub fn compact_if_large(&mut self, live: &[R]) -> Result<bool, StoreError> {
         if self.records <= 2 * live.len() + 1000 {
             return Ok(false);
         }
@@ -187,7 +188,7 @@ fn lock(path: &Path) -> Result<Flock<File>, StoreError> {
 /// Writes `entries` to a new file and renames it over `path`, so that a crash leaves
 /// either the old journal or the new one, never half of one. Returns the new journal,
 /// open for appending.
-fn rewrite(path: &Path, entries: &[Entry]) -> Result<BufWriter<File>, StoreError> {
+fn rewrite<R: Record>(path: &Path, entries: &[R]) -> Result<BufWriter<File>, StoreError> {
     let tmp = path.with_extension("journal.new");
     // Left over from a crash in the middle of a rewrite: unlinking never follows a symlink.
     match fs::remove_file(&tmp) {
@@ -211,139 +212,66 @@ fn rewrite(path: &Path, entries: &[Entry]) -> Result<BufWriter<File>, StoreError
     Ok(BufWriter::with_capacity(64 * 1024, file))
 }
 
-/// `CRC ban IP PROG JAIL ORIGIN BANTIME EXPIRES PUBLISHED REPORTERS`, where CRC is the
-/// CRC-32 of everything after it, the six fields from IP to EXPIRES are those of a published
-/// ban (BANTIME -1 for permanent, EXPIRES 0 for never), and REPORTERS is
-/// `NAME/FIRST/LAST,...` with `+N` at the end for reporters beyond the named ones, or `-`;
-/// or `CRC del IP` for a ban lifted before its time.
-fn line(entry: &Entry) -> String {
-    let ban = &entry.ban;
-    let body = format!(
-        "ban {} {} {} {} {} {} {} {}",
-        ban.ip,
-        ban.prog,
-        ban.jail,
-        ban.origin,
-        ban.bantime.map_or("-1".into(), |b| b.to_string()),
-        ban.expires.unwrap_or(0),
-        entry.last_published,
-        reporters_field(&entry.reporters)
-    );
-    checksummed(body)
+/// `CRC ban FIELDS`, where CRC is the CRC-32 of everything after it; or `CRC del IP` for a
+/// ban lifted before its time.
+fn line<R: Record>(record: &R) -> String {
+    checksummed(format!("ban {}", record.encode()))
 }
 
-fn reporters_field(reporters: &Reporters) -> String {
-    let mut parts: Vec<String> = reporters
-        .iter()
-        .map(|r| format!("{}/{}/{}", r.name, r.first, r.last))
-        .collect();
-    if reporters.more > 0 {
-        parts.push(format!("+{}", reporters.more));
-    }
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(",")
-    }
-}
-
-fn parse_reporters(field: &str) -> Result<Reporters, String> {
-    if field == "-" {
-        return Ok(Reporters::default());
-    }
-    let mut named = Vec::new();
-    let mut more = 0;
-    for part in field.split(',') {
-        if let Some(count) = part.strip_prefix('+') {
-            more = number("reporters", count)?
-                .try_into()
-                .map_err(|_| "too many reporters")?;
-            continue;
-        }
-        let [name, first, last] = part.split('/').collect::<Vec<_>>()[..] else {
-            return Err(format!("bad reporter {:?}", printable(part)));
-        };
-        named.push(Reporter {
-            name: Name::parse("reporter", name)?,
-            first: number("first report", first)?,
-            last: number("last report", last)?,
-        });
-    }
-    if named.len() > MAX_REPORTERS {
-        return Err(format!("more than {MAX_REPORTERS} named reporters"));
-    }
-    Ok(Reporters::new(named, more))
-}
-
-fn checksummed(body: String) -> String {
+/// A journal line: the CRC-32 of `body`, then `body`.
+pub fn checksummed(body: String) -> String {
     format!("{:08x} {body}\n", crc32(body.as_bytes()))
 }
 
-/// A line read back: a ban (new or changed) or the removal of one.
-enum Record {
-    Ban(Entry),
+/// A line read back: a record (new or changed) or the removal of one.
+enum Line<R> {
+    Ban(R),
     Del(Cidr),
 }
 
-/// One journal line, checked by the same rules as a ban on the wire: a record the wire
-/// would refuse must not be loaded, or it would be sent in every snapshot page.
-fn parse(text: &str) -> Result<Record, String> {
+fn parse<R: Record>(text: &str) -> Result<Line<R>, String> {
     let (crc, body) = text.split_once(' ').ok_or("no checksum")?;
     if u32::from_str_radix(crc, 16).ok() != Some(crc32(body.as_bytes())) {
         return Err("checksum mismatch".into());
     }
     let fields: Vec<&str> = body.split(' ').collect();
     match fields[..] {
-        ["del", ip] => Ok(Record::Del(ip.parse()?)),
-        ["ban", ref ban @ .., published, reporters] if ban.len() == 6 => Ok(Record::Ban(Entry {
-            ban: parse_ban(ban)?,
-            reporters: parse_reporters(reporters)?,
-            last_published: number("published", published)?,
-        })),
-        // Written before the journal kept every reporter: the origin was the only one.
-        ["ban", ref ban @ .., first, last, published] if ban.len() == 6 => {
-            let ban = parse_ban(ban)?;
-            let reporter = Reporter {
-                name: ban.origin.clone(),
-                first: number("first report", first)?,
-                last: number("last report", last)?,
-            };
-            Ok(Record::Ban(Entry {
-                ban,
-                reporters: Reporters::new([reporter], 0),
-                last_published: number("published", published)?,
-            }))
-        }
+        ["del", ip] => Ok(Line::Del(ip.parse()?)),
+        ["ban", ref record @ ..] => Ok(Line::Ban(R::decode(record)?)),
         _ => Err("unknown record".into()),
     }
 }
 
 /// Reads every record; a later record for the same network replaces an earlier one.
-fn read(file: File) -> io::Result<Recovery> {
-    let mut recovery = Recovery::default();
+fn read<R: Record>(file: File) -> io::Result<Recovery<R>> {
+    let (mut damaged, mut lines) = (Vec::new(), 0);
     let mut by_ip = std::collections::HashMap::new();
     for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = line?;
-        recovery.lines += 1;
+        lines += 1;
         let parsed = std::str::from_utf8(&line)
             .map_err(|_| "not text".to_string())
-            .and_then(parse);
+            .and_then(parse::<R>);
         match parsed {
-            Ok(Record::Ban(entry)) => {
-                by_ip.insert(entry.ban.ip, entry);
+            Ok(Line::Ban(record)) => {
+                by_ip.insert(record.network(), record);
             }
-            Ok(Record::Del(ip)) => {
+            Ok(Line::Del(ip)) => {
                 by_ip.remove(&ip);
             }
-            Err(why) => recovery.damaged.push(format!(
+            Err(why) => damaged.push(format!(
                 "line {}: {why}: {}",
                 i + 1,
                 printable(&String::from_utf8_lossy(&line))
             )),
         }
     }
-    recovery.entries = by_ip.into_values().collect();
-    Ok(recovery)
+    Ok(Recovery {
+        entries: by_ip.into_values().collect(),
+        damaged,
+        lines,
+        kept: None,
+    })
 }
 
 /// CRC-32 (IEEE 802.3, as in zlib and `cksum -a crc32b`).
@@ -376,78 +304,49 @@ fn crc32(data: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    use crate::wire::protocol::{Ban, MAX_BANTIME};
+    /// A record of a network that ends at a time (0 for never): just enough to test the
+    /// journal itself. The server's and the client's records have tests of their own.
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+    struct Note {
+        ip: Cidr,
+        until: u64,
+    }
 
-    fn entry(ip: &str, bantime: Option<u64>, expires: Option<u64>) -> Entry {
-        let reporter = |name: &str, first, last| Reporter {
-            name: Name::parse("name", name).unwrap(),
-            first,
-            last,
-        };
-        Entry {
-            ban: Ban::sample(ip, bantime, expires),
-            reporters: Reporters::new([reporter("web1", 10, 20), reporter("db1", 15, 15)], 3),
-            last_published: 30,
+    impl Record for Note {
+        fn network(&self) -> Cidr {
+            self.ip
+        }
+        fn active_at(&self, now: u64) -> bool {
+            self.until == 0 || self.until > now
+        }
+        fn encode(&self) -> String {
+            format!("{} {}", self.ip, self.until)
+        }
+        fn decode(fields: &[&str]) -> Result<Note, String> {
+            let [ip, until] = fields else {
+                return Err("not a note".into());
+            };
+            Ok(Note {
+                ip: ip.parse()?,
+                until: until.parse().map_err(|_| "bad time")?,
+            })
         }
     }
 
-    /// A journal line with a correct checksum around `body`.
-    fn journal_with(dir: &Path, bodies: &[&str]) {
-        let text: String = bodies.iter().map(|b| checksummed(b.to_string())).collect();
-        fs::write(dir.join(SERVER_JOURNAL), text).unwrap();
+    fn note(ip: &str, until: u64) -> Note {
+        Note {
+            ip: ip.parse().unwrap(),
+            until,
+        }
     }
 
-    #[test]
-    fn records_the_wire_would_refuse_are_not_loaded() {
-        let dir = tempfile::tempdir().unwrap();
-        let too_long = format!("ban 203.0.113.1 f s web1 {} 0 0 -", MAX_BANTIME + 1);
-        journal_with(
-            dir.path(),
-            &[
-                &too_long,
-                "ban 203.0.113.2 -rf s web1 60 100 0 -",
-                "ban 203.0.113.3 f s web1 +60 100 0 -",
-                "ban 203.0.113.4/24 f s web1 60 100 0 -",
-                "ban 203.0.113.5 f s web1 60 100 0 web1/1/+2",
-                "ban 203.0.113.6 f s web1 60 100 0 web1/1/2",
-            ],
-        );
-        let (_, recovery) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
-        assert_eq!(recovery.damaged.len(), 5, "{:?}", recovery.damaged);
-        assert!(
-            recovery.damaged[0].contains("bantime"),
-            "{:?}",
-            recovery.damaged
-        );
-        let ips: Vec<String> = recovery
-            .entries
-            .iter()
-            .map(|e| e.ban.ip.to_string())
-            .collect();
-        assert_eq!(ips, ["203.0.113.6"]);
+    fn open(dir: &Path, now: u64) -> (Store<Note>, Recovery<Note>) {
+        Store::open(dir, "notes.journal", Durability::Fsync, now).unwrap()
     }
 
-    #[test]
-    fn journals_from_before_the_reporter_list_are_read() {
-        let dir = tempfile::tempdir().unwrap();
-        journal_with(
-            dir.path(),
-            &["ban 203.0.113.7 fail2ban sshd web1 600 700 100 200 100"],
-        );
-        let (_, recovery) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
-        assert!(recovery.damaged.is_empty(), "{:?}", recovery.damaged);
-        let entry = &recovery.entries[0];
-        assert_eq!((entry.first_report(), entry.last_report()), (100, 200));
-        assert_eq!(entry.reporters.iter().next().unwrap().name.as_str(), "web1");
-        // The rewritten journal reads back the same.
-        let (_, again) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
-        assert_eq!(sorted(again.entries), sorted(recovery.entries));
-    }
-
-    fn sorted(mut entries: Vec<Entry>) -> Vec<String> {
-        let mut lines: Vec<String> = entries.drain(..).map(|e| line(&e)).collect();
-        lines.sort();
-        lines
+    fn sorted(mut notes: Vec<Note>) -> Vec<Note> {
+        notes.sort();
+        notes
     }
 
     #[test]
@@ -457,30 +356,23 @@ mod tests {
     }
 
     #[test]
-    fn entries_survive_a_reopen_and_expired_ones_do_not() {
+    fn records_survive_a_reopen_and_expired_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut store, recovery) =
-            Store::open(dir.path(), SERVER_JOURNAL, Durability::Fsync, 100).unwrap();
+        let (mut store, recovery) = open(dir.path(), 100);
         assert!(recovery.entries.is_empty());
-        let live = [
-            entry("203.0.113.7", Some(600), Some(700)),
-            entry("2001:db8::/64", None, None),
-        ];
-        for e in &live {
-            store.append(e).unwrap();
+        let live = [note("203.0.113.7", 700), note("2001:db8::/64", 0)];
+        for n in &live {
+            store.append(n).unwrap();
         }
-        store
-            .append(&entry("203.0.113.8", Some(10), Some(110)))
-            .unwrap();
+        store.append(&note("203.0.113.8", 110)).unwrap();
         // A later record for the same network replaces the earlier one.
-        let replaced = entry("203.0.113.7", Some(6000), Some(6100));
+        let replaced = note("203.0.113.7", 6100);
         store.append(&replaced).unwrap();
-        store.append(&entry("203.0.113.9", None, None)).unwrap();
+        store.append(&note("203.0.113.9", 0)).unwrap();
         store.remove(&"203.0.113.9".parse().unwrap()).unwrap();
         store.commit().unwrap();
         drop(store);
-        let (_, recovery) =
-            Store::open(dir.path(), SERVER_JOURNAL, Durability::Fsync, 200).unwrap();
+        let (_, recovery) = open(dir.path(), 200);
         assert!(recovery.damaged.is_empty());
         assert_eq!(
             sorted(recovery.entries),
@@ -491,17 +383,17 @@ mod tests {
     #[test]
     fn a_torn_tail_and_a_corrupt_line_are_reported_and_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
+        let (mut store, _) = open(dir.path(), 0);
         for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
-            store.append(&entry(ip, None, None)).unwrap();
+            store.append(&note(ip, 0)).unwrap();
         }
         store.commit().unwrap();
         drop(store);
-        let path = dir.path().join(SERVER_JOURNAL);
+        let path = dir.path().join("notes.journal");
         let text = fs::read_to_string(&path).unwrap();
         let damaged = text.replacen("203.0.113.2", "203.0.113.9", 1);
-        fs::write(&path, &damaged[..damaged.len() - 7]).unwrap();
-        let (_, recovery) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
+        fs::write(&path, &damaged[..damaged.len() - 3]).unwrap();
+        let (_, recovery) = open(dir.path(), 0);
         assert_eq!(recovery.entries.len(), 1);
         assert_eq!(recovery.damaged.len(), 2, "{:?}", recovery.damaged);
         assert!(recovery.damaged[0].starts_with("line 2: checksum mismatch"));
@@ -510,9 +402,9 @@ mod tests {
         let kept = recovery.kept.expect("a copy of the damaged journal");
         assert_eq!(
             fs::read_to_string(kept).unwrap(),
-            damaged[..damaged.len() - 7]
+            damaged[..damaged.len() - 3]
         );
-        let (_, again) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
+        let (_, again) = open(dir.path(), 0);
         assert!(again.damaged.is_empty());
         assert_eq!(again.entries.len(), 1);
     }
@@ -520,30 +412,30 @@ mod tests {
     #[test]
     fn a_second_store_on_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut first, _) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
-        first.append(&entry("203.0.113.7", None, None)).unwrap();
+        let (mut first, _) = open(dir.path(), 0);
+        first.append(&note("203.0.113.7", 0)).unwrap();
         first.commit().unwrap();
-        let err = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0)
+        let err = Store::<Note>::open(dir.path(), "notes.journal", Durability::Write, 0)
             .err()
             .unwrap();
         assert!(err.to_string().contains("another banshare daemon"), "{err}");
         drop(first);
-        let (_, recovery) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
+        let (_, recovery) = open(dir.path(), 0);
         assert_eq!(recovery.entries.len(), 1);
     }
 
     #[test]
-    fn compaction_keeps_only_live_entries() {
+    fn compaction_keeps_only_live_records() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = Store::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
-        let e = entry("203.0.113.7", None, None);
+        let (mut store, _) = open(dir.path(), 0);
+        let n = note("203.0.113.7", 0);
         for _ in 0..1500 {
-            store.append(&e).unwrap();
+            store.append(&n).unwrap();
         }
-        assert!(store.compact_if_large(std::slice::from_ref(&e)).unwrap());
-        store.append(&entry("203.0.113.8", None, None)).unwrap();
+        assert!(store.compact_if_large(std::slice::from_ref(&n)).unwrap());
+        store.append(&note("203.0.113.8", 0)).unwrap();
         store.commit().unwrap();
-        let lines = fs::read_to_string(dir.path().join(SERVER_JOURNAL))
+        let lines = fs::read_to_string(dir.path().join("notes.journal"))
             .unwrap()
             .lines()
             .count();

@@ -2,8 +2,6 @@
 //! the others carry on, the table has a ceiling, refusals cannot flood the log, and every
 //! accepted ban is logged once with where it came from.
 
-#![forbid(unsafe_code)]
-
 mod common;
 
 use std::time::Duration;

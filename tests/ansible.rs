@@ -5,8 +5,6 @@
 //! root, the .deb (`scripts/package`) and Ansible in target/ansible-venv, all of which the
 //! test command provides.
 
-#![forbid(unsafe_code)]
-
 mod common;
 
 use std::collections::HashSet;

@@ -1,7 +1,5 @@
 //! The command-line contract: exit codes, one-line errors, key files, config checks.
 
-#![forbid(unsafe_code)]
-
 mod common;
 
 use std::fs;

@@ -1,7 +1,5 @@
 //! Fleet unban, and what the server says about itself: `banshare unban`, `bans`, `status`.
 
-#![forbid(unsafe_code)]
-
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

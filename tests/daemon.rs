@@ -1,7 +1,5 @@
 //! The daemons as systemd sees them: notifications on NOTIFY_SOCKET, SIGHUP, SIGTERM.
 
-#![forbid(unsafe_code)]
-
 mod common;
 
 use std::os::unix::net::UnixDatagram;

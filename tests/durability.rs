@@ -1,7 +1,5 @@
 //! The server's ban table survives kill -9 and damage to its journal.
 
-#![forbid(unsafe_code)]
-
 mod common;
 
 use std::fs;
@@ -77,8 +75,9 @@ fn a_truncated_journal_is_reported_and_the_rest_recovered() {
 
 #[test]
 fn a_record_the_wire_would_refuse_cannot_stall_the_fleet() {
+    use banshare::config::Durability;
     use banshare::server::table::{Entry, Reporters};
-    use banshare::store::{Durability, Store, SERVER_JOURNAL};
+    use banshare::store::{Store, SERVER_JOURNAL};
     use banshare::wire::protocol::{Ban, Name, MAX_BANTIME};
     let mut fleet = Fleet::new(&["web1"], "", "");
     let mut ips = fleet.preload(3);

@@ -3,8 +3,6 @@
 //! and nothing loops. Each fail2ban-server runs in a network namespace of the test's own, so
 //! its nftables actions never touch the host. Needs root, as the test command runs.
 
-#![forbid(unsafe_code)]
-
 mod common;
 
 use std::fs;

@@ -1,8 +1,6 @@
 //! Injection attempts and malformed messages: rejected with a reason, nothing executed,
 //! nothing published, and the server keeps serving.
 
-#![forbid(unsafe_code)]
-
 mod common;
 
 use std::path::PathBuf;

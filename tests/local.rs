@@ -3,8 +3,6 @@
 //! nothing, and the daemons refuse directories, configs and keys that another user could
 //! change, saying which chmod fixes it.
 
-#![forbid(unsafe_code)]
-
 mod common;
 
 use std::fs;

@@ -1,8 +1,6 @@
 //! The man pages and shell completions of the four programs are generated from their clap
-//! definitions and kept in debian/man and debian/completions. This test fails when they are
+//! definitions and kept in `man/` and `completions/`. This test fails when they are
 //! out of date; regenerate them with `BANSHARE_UPDATE_MAN=1 cargo test --test manpages`.
-
-#![forbid(unsafe_code)]
 
 use std::path::Path;
 
@@ -45,7 +43,7 @@ fn commands() -> [clap::Command; 4] {
 
 #[test]
 fn completions_match_the_command_line() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/completions");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("completions");
     for mut command in commands() {
         let name = command.get_name().to_string();
         for (shell, file) in [
@@ -62,7 +60,7 @@ fn completions_match_the_command_line() {
 
 #[test]
 fn man_pages_match_the_command_line() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/man");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
     let pages = [
         ("banshare-server.8", render(ServerArgs::command(), "8")),
         ("banshare-client.8", render(ClientArgs::command(), "8")),

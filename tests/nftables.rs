@@ -1,8 +1,6 @@
 //! The nftables backend with real nftables, inside a network namespace of the test's own so
 //! that the host's firewall is never touched. Needs root, as the test command runs.
 
-#![forbid(unsafe_code)]
-
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,7 +1,5 @@
 //! The main job end to end: a report from one host is applied by every client.
 
-#![forbid(unsafe_code)]
-
 mod common;
 
 use std::process::Command;

@@ -1,8 +1,6 @@
 //! psad as a detector and as a ban command, with real psad in a network namespace of the
 //! test's own. Needs root, as the test command runs.
 
-#![forbid(unsafe_code)]
-
 mod common;
 
 use std::fs;

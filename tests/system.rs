@@ -5,8 +5,6 @@
 //! with its scriptlets. Needs root and the packages that the test command builds first
 //! (`scripts/package`).
 
-#![forbid(unsafe_code)]
-
 mod common;
 
 use std::fs;
@@ -28,13 +26,26 @@ fn install(host: &Container, deb: &Path) {
          /root/banshare.deb fail2ban",
     );
     assert_eq!(host.run("systemctl is-active fail2ban").trim(), "active");
-    // fail2ban loads its jails after it has started: under load that takes a while.
-    wait_for("the banshare jail", Duration::from_secs(30), || {
+    // fail2ban loads its jails after it has started: under load that takes a while. A
+    // timeout shows what fail2ban said, so that a failure in CI explains itself.
+    let loaded = poll(Duration::from_secs(60), || {
         let status = host.sh("fail2ban-client status");
         String::from_utf8_lossy(&status.stdout)
             .contains("banshare")
             .then_some(())
     });
+    if loaded.is_none() {
+        let said = host.sh(
+            "fail2ban-client status; systemctl status fail2ban --no-pager; \
+             tail -n 40 /var/log/fail2ban.log",
+        );
+        panic!(
+            "{}: fail2ban did not load the banshare jail in 60 s:\n{}{}",
+            host.name,
+            String::from_utf8_lossy(&said.stdout),
+            String::from_utf8_lossy(&said.stderr)
+        );
+    }
     // Installed, not enabled: nothing runs before it is configured.
     assert_eq!(
         host.sh("systemctl is-enabled banshare-server banshare-client")

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cli::{self, ReportArgs};
-use crate::client::load_keys;
+use crate::client::link::load_keys;
 use crate::client::spool::Spool;
 use crate::config::ClientConfig;
 use crate::exit::{Exit, Failure};
@@ -22,7 +22,7 @@ pub fn main() -> std::process::ExitCode {
             }
             Exit::Ok
         }
-        Err((exit, message)) => {
+        Err(Failure { exit, message }) => {
             eprintln!("banshare-report: {message}");
             exit
         }
@@ -38,9 +38,9 @@ fn run(args: &ReportArgs) -> Result<String, Failure> {
         &args.ip,
         args.bantime.as_deref().unwrap_or(""),
     )
-    .map_err(|e| (Exit::DataErr, e))?;
-    let config = ClientConfig::load(&args.config).map_err(|e| (Exit::Config, e.to_string()))?;
-    transport::require_curve().map_err(|e| (Exit::Software, e))?;
+    .map_err(|e| Exit::DataErr.with(e))?;
+    let config = ClientConfig::load(&args.config)?;
+    transport::require_curve().map_err(|e| Exit::Software.with(e))?;
     let (server_key, key) = load_keys(&config)?;
     let address = endpoint(&config.server, config.report_port);
     let timeout = config.report_timeout.0;
@@ -55,8 +55,8 @@ fn run(args: &ReportArgs) -> Result<String, Failure> {
             "{} {verdict} by {address} in {elapsed:.1} ms",
             report.ip
         )),
-        Verdict::Invalid(_) => Err((Exit::DataErr, format!("{} {verdict}", report.ip))),
-        Verdict::Refused(_) => Err((Exit::NoPerm, format!("{} {verdict}", report.ip))),
+        Verdict::Invalid(_) => Err(Exit::DataErr.with(format!("{} {verdict}", report.ip))),
+        Verdict::Refused(_) => Err(Exit::NoPerm.with(format!("{} {verdict}", report.ip))),
     }
 }
 
@@ -69,14 +69,11 @@ fn spool(config: &ClientConfig, report: &Report, address: &str, timeout: Duratio
         timeout.as_secs_f64()
     );
     match Spool::new(&config.spool_dir, config.spool_max).put(report) {
-        Ok(path) => (
-            Exit::TempFail,
-            format!(
-                "{why}; spooled as {} for banshare-client to deliver",
-                path.display()
-            ),
-        ),
-        Err(e) => (Exit::Unavailable, format!("{why}; {e}")),
+        Ok(path) => Exit::TempFail.with(format!(
+            "{why}; spooled as {} for banshare-client to deliver",
+            path.display()
+        )),
+        Err(e) => Exit::Unavailable.with(format!("{why}; {e}")),
     }
 }
 
@@ -89,12 +86,12 @@ fn exchange(
     key: &KeyPair,
     deadline: Instant,
 ) -> Result<Verdict, Option<Failure>> {
-    let fail = |e: zmq::Error| Some((Exit::Software, format!("ZeroMQ: {e}")));
+    let fail = |e: zmq::Error| Some(Exit::Software.with(format!("ZeroMQ: {e}")));
     let ctx = zmq::Context::new();
     let socket = transport::client_socket(&ctx, zmq::REQ, server_key, key).map_err(fail)?;
     socket
         .connect(address)
-        .map_err(|e| Some((Exit::Config, format!("cannot connect to {address}: {e}"))))?;
+        .map_err(|e| Some(Exit::Config.with(format!("cannot connect to {address}: {e}"))))?;
     // A send can block for good: once the server has refused our key, libzmq drops the
     // connection and never retries, leaving the message nowhere to go.
     let send_limit = deadline
@@ -118,5 +115,5 @@ fn exchange(
     }
     let frames = socket.recv_multipart(0).map_err(fail)?;
     Verdict::decode(&frames)
-        .map_err(|e| Some((Exit::Unavailable, format!("bad reply from {address}: {e}"))))
+        .map_err(|e| Some(Exit::Unavailable.with(format!("bad reply from {address}: {e}"))))
 }

@@ -6,37 +6,25 @@
 //! can write there; files are read without following symlinks, and only regular files of
 //! a few bytes are read at all.
 
-use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::files;
-use crate::wire::protocol::{Bantime, Report, VERSION};
+use crate::wire::protocol::{Report, VERSION};
 
 const SUFFIX: &str = ".report";
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
+    #[error("spool {dir} is full ({1} reports waiting); the report is lost", dir = .0.display())]
     Full(PathBuf, usize),
+    #[error("{path}: {1}", path = .0.display())]
     Io(PathBuf, io::Error),
     /// The directory cannot be made, or another user could write to it.
+    #[error("{0}; the report is lost")]
     Unsafe(String),
-}
-
-impl fmt::Display for SpoolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SpoolError::Full(dir, max) => write!(
-                f,
-                "spool {} is full ({max} reports waiting); the report is lost",
-                dir.display()
-            ),
-            SpoolError::Io(path, e) => write!(f, "{}: {e}", path.display()),
-            SpoolError::Unsafe(why) => write!(f, "{why}; the report is lost"),
-        }
-    }
 }
 
 pub struct Spool {
@@ -54,6 +42,11 @@ impl Spool {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How many reports it holds at most.
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     /// Writes one report atomically and returns its file.
@@ -101,18 +94,11 @@ impl Spool {
     }
 }
 
-/// One field per line: the protocol version, prog, jail, ip and bantime (empty for the
-/// server's default).
+/// One field per line: the protocol version, then the report's fields (see
+/// `Report::fields`).
 fn encode(report: &Report) -> String {
-    let bantime = match report.bantime {
-        Bantime::Default => String::new(),
-        Bantime::Permanent => "-1".into(),
-        Bantime::Seconds(s) => s.to_string(),
-    };
-    format!(
-        "{VERSION}\n{}\n{}\n{}\n{bantime}\n",
-        report.prog, report.jail, report.ip
-    )
+    let [prog, jail, ip, bantime] = report.fields();
+    format!("{VERSION}\n{prog}\n{jail}\n{ip}\n{bantime}\n")
 }
 
 /// The largest spool file read: a real one is under 300 bytes.

@@ -4,41 +4,54 @@
 pub mod duration;
 pub mod template;
 
-use std::fmt;
 use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::client::apply::backend::BackendKind;
 use crate::config::duration::HumanDuration;
 use crate::config::template::Template;
-use crate::store::Durability;
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::MAX_BANTIME;
+
+/// Where the server's control socket is, unless server.toml says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/banshare/control.sock";
+
+/// How far an acknowledged report is guaranteed to have reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fdatasync before acknowledging: survives a power cut.
+    Fsync,
+    /// write(2) before acknowledging: survives `kill -9` and crashes of the server, not of
+    /// the machine.
+    Write,
+}
+
+/// How the client applies bans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// `ban-command` and `unban-command`, once per ban.
+    Command,
+    /// `fail2ban-client set <fail2ban-jail> banip IP IP ...`, in batches.
+    Fail2ban,
+    /// Elements in the sets of the client's own nftables table, in batches.
+    Nftables,
+}
 
 pub const DEFAULT_SERVER_CONFIG: &str = "/etc/banshare/server.toml";
 pub const DEFAULT_CLIENT_CONFIG: &str = "/etc/banshare/client.toml";
 
-/// A configuration problem, located as precisely as we can.
-#[derive(Debug)]
+/// A configuration problem, located as precisely as we can: "FILE:LINE: reason".
+#[derive(Debug, thiserror::Error)]
+#[error("{shown}{at}: {reason}", shown = path.display(), at = line.map_or(String::new(), |l| format!(":{l}")))]
 pub struct ConfigError {
     pub path: PathBuf,
     pub line: Option<usize>,
     pub reason: String,
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{line}: {}", self.path.display(), self.reason),
-            None => write!(f, "{}: {}", self.path.display(), self.reason),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -259,7 +272,7 @@ fn default_batch_delay() -> HumanDuration {
     HumanDuration(std::time::Duration::from_millis(20))
 }
 fn default_control_socket() -> PathBuf {
-    crate::wire::control::DEFAULT_SOCKET.into()
+    DEFAULT_SOCKET.into()
 }
 fn default_spool_dir() -> PathBuf {
     "/var/spool/banshare".into()

@@ -29,8 +29,9 @@ pub fn run_daemon<C>(
     raise_file_limit();
     let result = load().and_then(|config| {
         log::set_max_level(log_level(&config).filter());
-        transport::require_curve().map_err(|e| (Exit::Software, e))?;
-        let signals = Signals::install().map_err(|e| (Exit::Software, format!("signals: {e}")))?;
+        transport::require_curve().map_err(|e| Exit::Software.with(e))?;
+        let signals =
+            Signals::install().map_err(|e| Exit::Software.with(format!("signals: {e}")))?;
         serve(config, &signals)?;
         stopping();
         log::info!("stopping");
@@ -38,7 +39,7 @@ pub fn run_daemon<C>(
     });
     match result {
         Ok(()) => Exit::Ok.into(),
-        Err((exit, message)) => {
+        Err(Failure { exit, message }) => {
             log::error!("{message}");
             exit.into()
         }

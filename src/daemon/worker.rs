@@ -25,13 +25,10 @@ impl Worker {
     /// An error naming the thread if it has ended.
     pub fn check(&self) -> Result<(), Failure> {
         if self.handle.is_finished() {
-            Err((
-                Exit::Software,
-                format!(
-                    "the {} thread has stopped; exiting, so that the daemon starts afresh",
-                    self.name
-                ),
-            ))
+            Err(Exit::Software.with(format!(
+                "the {} thread has stopped; exiting, so that the daemon starts afresh",
+                self.name
+            )))
         } else {
             Ok(())
         }
@@ -61,7 +58,7 @@ mod tests {
         while worker.check().is_ok() && std::time::Instant::now() < deadline {
             thread::sleep(std::time::Duration::from_millis(1));
         }
-        let (exit, message) = worker.check().unwrap_err();
+        let Failure { exit, message } = worker.check().unwrap_err();
         assert_eq!(exit, Exit::Software);
         assert!(message.contains("the test thread has stopped"), "{message}");
     }

@@ -111,10 +111,7 @@ impl Listener {
 }
 
 fn cannot_listen(address: &str, name: &str, e: zmq::Error) -> Failure {
-    (
-        Exit::Unavailable,
-        format!("cannot listen on {address} ({name}): {e}"),
-    )
+    Exit::Unavailable.with(format!("cannot listen on {address} ({name}): {e}"))
 }
 
 /// A socket with the options of its kind, and the watch on it, not yet bound.
@@ -124,7 +121,7 @@ fn socket(
     key: &KeyPair,
     name: &str,
 ) -> Result<(zmq::Socket, ListenerWatch), Failure> {
-    let fail = |e: zmq::Error| (Exit::Software, format!("{name}: {e}"));
+    let fail = |e: zmq::Error| Exit::Software.with(format!("{name}: {e}"));
     let socket = transport::server_socket(ctx, kind, key, name).map_err(fail)?;
     if kind == zmq::XPUB {
         // Every subscription is passed up, not just the first, so that the server sees

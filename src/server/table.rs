@@ -3,24 +3,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use smallvec::SmallVec;
 
+use crate::logging::printable;
+use crate::store::Record;
 use crate::wire::cidr::Cidr;
-use crate::wire::protocol::{Ban, Bantime, Name, Report};
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// When a ban ends, for comparing: a permanent ban ends after every other.
-pub fn end(ban: &Ban) -> u64 {
-    ban.expires.unwrap_or(u64::MAX)
-}
+use crate::wire::protocol::{ban_fields, number, parse_ban, Ban, Bantime, Name, Report};
 
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -41,6 +31,93 @@ impl Entry {
     pub fn last_report(&self) -> u64 {
         self.reporters.iter().map(|r| r.last).max().unwrap_or(0)
     }
+}
+
+/// In the server's journal: `IP PROG JAIL ORIGIN BANTIME EXPIRES PUBLISHED REPORTERS`, the
+/// six fields of a published ban, when it was last published, and REPORTERS as
+/// `NAME/FIRST/LAST,...` with `+N` at the end for reporters beyond the named ones, or `-`.
+impl Record for Entry {
+    fn network(&self) -> Cidr {
+        self.ban.ip
+    }
+
+    fn active_at(&self, now: u64) -> bool {
+        self.ban.active_at(now)
+    }
+
+    fn encode(&self) -> String {
+        let ban = ban_fields(&self.ban).join(" ");
+        let reporters = reporters_field(&self.reporters);
+        format!("{ban} {} {reporters}", self.last_published)
+    }
+
+    fn decode(fields: &[&str]) -> Result<Entry, String> {
+        match fields {
+            [ban @ .., published, reporters] if ban.len() == 6 => Ok(Entry {
+                ban: parse_ban(ban)?,
+                reporters: parse_reporters(reporters)?,
+                last_published: number("published", published)?,
+            }),
+            // Written before the journal kept every reporter: the origin was the only one.
+            [ban @ .., first, last, published] if ban.len() == 6 => {
+                let ban = parse_ban(ban)?;
+                let reporter = Reporter {
+                    name: ban.origin.clone(),
+                    first: number("first report", first)?,
+                    last: number("last report", last)?,
+                };
+                Ok(Entry {
+                    ban,
+                    reporters: Reporters::new([reporter], 0),
+                    last_published: number("published", published)?,
+                })
+            }
+            _ => Err("unknown record".into()),
+        }
+    }
+}
+
+fn reporters_field(reporters: &Reporters) -> String {
+    let mut parts: Vec<String> = reporters
+        .iter()
+        .map(|r| format!("{}/{}/{}", r.name, r.first, r.last))
+        .collect();
+    if reporters.more > 0 {
+        parts.push(format!("+{}", reporters.more));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn parse_reporters(field: &str) -> Result<Reporters, String> {
+    if field == "-" {
+        return Ok(Reporters::default());
+    }
+    let mut named = Vec::new();
+    let mut more = 0;
+    for part in field.split(',') {
+        if let Some(count) = part.strip_prefix('+') {
+            more = number("reporters", count)?
+                .try_into()
+                .map_err(|_| "too many reporters")?;
+            continue;
+        }
+        let [name, first, last] = part.split('/').collect::<Vec<_>>()[..] else {
+            return Err(format!("bad reporter {:?}", printable(part)));
+        };
+        named.push(Reporter {
+            name: Name::parse("reporter", name)?,
+            first: number("first report", first)?,
+            last: number("last report", last)?,
+        });
+    }
+    if named.len() > MAX_REPORTERS {
+        return Err(format!("more than {MAX_REPORTERS} named reporters"));
+    }
+    Ok(Reporters::new(named, more))
 }
 
 /// A host that reported a ban, and when it first and last did.
@@ -149,7 +226,7 @@ impl BanTable {
             bantime,
             expires: bantime.map(|b| now.saturating_add(b)),
         };
-        let active = |e: &&mut Entry| e.ban.expires.map_or(true, |x| x > now);
+        let active = |e: &&mut Entry| e.ban.active_at(now);
         let Some(entry) = self.entries.get_mut(&report.ip).filter(active) else {
             let entry = Entry {
                 reporters: Reporters::new([reporter(&ban.origin, now)], 0),
@@ -160,7 +237,7 @@ impl BanTable {
             return Recorded::New(entry);
         };
         let new_reporter = entry.reporters.note(&ban.origin, now);
-        let later = end(&ban) > end(&entry.ban);
+        let later = ban.ends() > entry.ban.ends();
         let recent = now < entry.last_published.saturating_add(window.as_secs());
         let longer = bantime.unwrap_or(u64::MAX) > entry.ban.bantime.unwrap_or(u64::MAX);
         if !later || (recent && !longer) {
@@ -182,7 +259,7 @@ impl BanTable {
             entry.ban.prog = table.intern(&entry.ban.prog);
             entry.ban.jail = table.intern(&entry.ban.jail);
             entry.ban.origin = table.intern(&entry.ban.origin);
-            for reporter in entry.reporters.named.iter_mut() {
+            for reporter in &mut entry.reporters.named {
                 reporter.name = table.intern(&reporter.name);
             }
             table.entries.insert(entry.ban.ip, entry);
@@ -203,6 +280,11 @@ impl BanTable {
         self.entries.values()
     }
 
+    /// The bans still in force at `now`: expired ones stay until the next purge.
+    pub fn active(&self, now: u64) -> impl Iterator<Item = &Entry> {
+        self.entries.values().filter(move |e| e.ban.active_at(now))
+    }
+
     /// Up to `limit` active bans after `after` in network order, and where the next page
     /// starts (None when this is the last page).
     pub fn page(&self, after: Option<&Cidr>, limit: usize, now: u64) -> (Vec<Ban>, Option<Cidr>) {
@@ -211,7 +293,7 @@ impl BanTable {
         let bans: Vec<Ban> = range
             .by_ref()
             .map(|(_, e)| &e.ban)
-            .filter(|b| b.expires.map_or(true, |x| x > now))
+            .filter(|b| b.active_at(now))
             .take(limit)
             .cloned()
             .collect();
@@ -225,8 +307,7 @@ impl BanTable {
     /// Forgets bans that have expired.
     pub fn purge(&mut self, now: u64) -> usize {
         let before = self.entries.len();
-        self.entries
-            .retain(|_, e| e.ban.expires.map_or(true, |expires| expires > now));
+        self.entries.retain(|_, e| e.ban.active_at(now));
         // Names that no ban uses any more.
         self.names.retain(Name::is_shared);
         before - self.entries.len()
@@ -256,6 +337,84 @@ fn reporter(name: &Name, at: u64) -> Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Durability;
+    use crate::store::{checksummed, Store, SERVER_JOURNAL};
+    use crate::wire::protocol::MAX_BANTIME;
+
+    fn entry(ip: &str, bantime: Option<u64>, expires: Option<u64>) -> Entry {
+        let reporter = |name: &str, first, last| Reporter {
+            name: Name::parse("name", name).unwrap(),
+            first,
+            last,
+        };
+        Entry {
+            ban: Ban::sample(ip, bantime, expires),
+            reporters: Reporters::new([reporter("web1", 10, 20), reporter("db1", 15, 15)], 3),
+            last_published: 30,
+        }
+    }
+
+    /// A journal of lines with correct checksums around `bodies`, opened.
+    fn journal_with(bodies: &[&str]) -> crate::store::Recovery<Entry> {
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = bodies
+            .iter()
+            .map(|b| checksummed((*b).to_string()))
+            .collect();
+        std::fs::write(dir.path().join(SERVER_JOURNAL), text).unwrap();
+        let (_, recovery) =
+            Store::<Entry>::open(dir.path(), SERVER_JOURNAL, Durability::Write, 0).unwrap();
+        recovery
+    }
+
+    #[test]
+    fn journal_records_the_wire_would_refuse_are_not_loaded() {
+        let too_long = format!("ban 203.0.113.1 f s web1 {} 0 0 -", MAX_BANTIME + 1);
+        let recovery = journal_with(&[
+            &too_long,
+            "ban 203.0.113.2 -rf s web1 60 100 0 -",
+            "ban 203.0.113.3 f s web1 +60 100 0 -",
+            "ban 203.0.113.4/24 f s web1 60 100 0 -",
+            "ban 203.0.113.5 f s web1 60 100 0 web1/1/+2",
+            "ban 203.0.113.6 f s web1 60 100 0 web1/1/2",
+        ]);
+        assert_eq!(recovery.damaged.len(), 5, "{:?}", recovery.damaged);
+        assert!(
+            recovery.damaged[0].contains("bantime"),
+            "{:?}",
+            recovery.damaged
+        );
+        let ips: Vec<String> = recovery
+            .entries
+            .iter()
+            .map(|e| e.ban.ip.to_string())
+            .collect();
+        assert_eq!(ips, ["203.0.113.6"]);
+    }
+
+    #[test]
+    fn journal_records_from_before_the_reporter_list_are_read() {
+        let recovery = journal_with(&["ban 203.0.113.7 fail2ban sshd web1 600 700 100 200 100"]);
+        assert!(recovery.damaged.is_empty(), "{:?}", recovery.damaged);
+        let entry = &recovery.entries[0];
+        assert_eq!((entry.first_report(), entry.last_report()), (100, 200));
+        assert_eq!(entry.reporters.iter().next().unwrap().name.as_str(), "web1");
+    }
+
+    #[test]
+    fn journal_records_round_trip_with_every_reporter() {
+        for e in [
+            entry("203.0.113.7", Some(600), Some(700)),
+            entry("2001:db8::/64", None, None),
+        ] {
+            let line = e.encode();
+            let fields: Vec<&str> = line.split(' ').collect();
+            let back = Entry::decode(&fields).unwrap();
+            assert_eq!(back.encode(), line);
+            assert_eq!(back.reporters, e.reporters);
+            assert_eq!(back.reporters.more, 3);
+        }
+    }
 
     const WINDOW: Duration = Duration::from_secs(300);
     const DAY: Duration = Duration::from_secs(86400);

@@ -3,8 +3,11 @@
 //! carries `banshare unban`, `banshare bans` and `banshare status`.
 //!
 //! Requests are `[BANSHARE1, UNBAN, ip]`, `[BANSHARE1, BANS]` and `[BANSHARE1, STATUS]`;
-//! replies are `[BANSHARE1, OK or ERROR, text or JSON]`.
+//! replies are `[BANSHARE1, OK or ERROR, text or JSON]`. The JSON is one of the structs
+//! below, written by the server and read by `banshare`; fields are in alphabetical order,
+//! as `banshare bans --json` and `banshare status --json` have always printed them.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -14,7 +17,74 @@ use crate::exit::{Exit, Failure};
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::VERSION;
 
-pub const DEFAULT_SOCKET: &str = "/run/banshare/control.sock";
+/// One active ban, for `banshare bans`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BanView {
+    /// Seconds, or null for a permanent ban.
+    pub bantime: Option<u64>,
+    /// Unix time, or null for never.
+    pub expires: Option<u64>,
+    pub first_report: u64,
+    pub ip: String,
+    pub jail: String,
+    pub last_report: u64,
+    /// Reporters beyond those named in `reporters`.
+    pub more_reporters: u32,
+    pub origin: String,
+    pub prog: String,
+    /// Every host that reported the ban, as far as the server keeps them by name.
+    pub reporters: Vec<ReporterView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReporterView {
+    pub first_report: u64,
+    pub last_report: u64,
+    pub name: String,
+}
+
+/// The server's state, for `banshare status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    pub active_bans: usize,
+    pub authorized_keys: usize,
+    pub counters: Counters,
+    pub epoch: u64,
+    /// Every authorized host that has connected since the server started.
+    pub hosts: Vec<HostSeen>,
+    pub seq: u64,
+    pub uptime_seconds: u64,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostSeen {
+    /// Unix time.
+    pub last_seen: u64,
+    pub name: String,
+    pub seconds_ago: u64,
+}
+
+/// What the server did since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    pub accepted: u64,
+    /// Times the memory guard closed every connection.
+    pub closed_all: u64,
+    /// Keys cut off for breaking the protocol's shape.
+    pub cut_off: u64,
+    pub duplicate: u64,
+    pub invalid: u64,
+    /// Bans and unbans published.
+    pub published: u64,
+    /// Refused reports and snapshot requests by reason: rate-limit, min-prefix, protected,
+    /// fleet-host, max-bans, snapshot-limit.
+    pub refused: BTreeMap<String, u64>,
+    /// Requests left unanswered: from keys revoked or cut off, or invalid beyond the key's
+    /// allowance.
+    pub unanswered: u64,
+    pub unbanned: u64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -58,15 +128,11 @@ pub fn encode_reply(reply: &Result<String, String>) -> Vec<Vec<u8>> {
 
 /// Binds the control socket at `path`, replacing a stale socket file from an earlier run.
 pub fn bind(ctx: &zmq::Context, path: &Path) -> Result<zmq::Socket, Failure> {
-    let fail = |e: String| {
-        (
-            Exit::Unavailable,
-            format!("control socket {}: {e}", path.display()),
-        )
-    };
+    let fail =
+        |e: String| Exit::Unavailable.with(format!("control socket {}: {e}", path.display()));
     if let Some(dir) = path.parent() {
         // Whoever could write there could put a socket of their own in place of ours.
-        crate::files::own_dir(dir, 0o750).map_err(|e| (Exit::Config, e))?;
+        crate::files::own_dir(dir, 0o750).map_err(|e| Exit::Config.with(e))?;
     }
     match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e.to_string())),
@@ -89,18 +155,16 @@ pub fn request(path: &Path, command: &Command) -> Result<String, Failure> {
     use nix::unistd::{access, AccessFlags};
     let shown = path.display();
     if !path.exists() {
-        return Err((
-            Exit::Unavailable,
-            format!("{shown} does not exist: is banshare-server running?"),
-        ));
+        return Err(Exit::Unavailable.with(format!(
+            "{shown} does not exist: is banshare-server running?"
+        )));
     }
     if access(path, AccessFlags::W_OK).is_err() {
-        return Err((
-            Exit::NoPerm,
-            format!("{shown}: permission denied; run as root or as a member of the banshare group"),
-        ));
+        return Err(Exit::NoPerm.with(format!(
+            "{shown}: permission denied; run as root or as a member of the banshare group"
+        )));
     }
-    let fail = |e: zmq::Error| (Exit::Software, format!("{shown}: {e}"));
+    let fail = |e: zmq::Error| Exit::Software.with(format!("{shown}: {e}"));
     let ctx = zmq::Context::new();
     let socket = ctx.socket(zmq::REQ).map_err(fail)?;
     socket.set_linger(0).map_err(fail)?;
@@ -112,10 +176,7 @@ pub fn request(path: &Path, command: &Command) -> Result<String, Failure> {
         .map_err(fail)?
         == 0
     {
-        return Err((
-            Exit::Unavailable,
-            format!("no answer on {shown} within 5 s"),
-        ));
+        return Err(Exit::Unavailable.with(format!("no answer on {shown} within 5 s")));
     }
     let frames = socket.recv_multipart(0).map_err(fail)?;
     let text = |f: &[u8]| String::from_utf8_lossy(f).into_owned();
@@ -123,10 +184,10 @@ pub fn request(path: &Path, command: &Command) -> Result<String, Failure> {
         [version, status, body] if version.as_slice() == VERSION.as_bytes() => {
             match status.as_slice() {
                 b"OK" => Ok(text(body)),
-                _ => Err((Exit::DataErr, text(body))),
+                _ => Err(Exit::DataErr.with(text(body))),
             }
         }
-        _ => Err((Exit::Software, format!("unexpected answer on {shown}"))),
+        _ => Err(Exit::Software.with(format!("unexpected answer on {shown}"))),
     }
 }
 

@@ -9,48 +9,33 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    #[error("{path}: {1}", path = .0.display())]
     Io(PathBuf, io::Error),
+    #[error("{path}: {1}", path = .0.display())]
     Format(PathBuf, String),
     /// A secret key file that other users can read.
+    #[error(
+        "{path}: secret key file is readable by other users (mode {1:04o}); fix it with: \
+         chmod 600 {path} (or chmod 640 and chgrp banshare)",
+        path = .0.display()
+    )]
     Exposed(PathBuf, u32),
+    #[error("{path} already exists; use --force to replace it", path = .0.display())]
     Exists(PathBuf),
+    #[error(
+        "invalid key name {0:?}: use letters, digits, '.', '_' and '-' only, not starting \
+         with '.' or '-'"
+    )]
     BadName(String),
     /// libzmq was built without CURVE, so it cannot make keys.
+    #[error("cannot generate a CURVE key pair: {0}")]
     NoCurve(String),
     /// A key file or directory that another user could change (see `files::check_trusted`).
+    #[error("{0}")]
     Unsafe(String),
 }
-
-impl fmt::Display for KeyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KeyError::Io(path, err) => write!(f, "{}: {err}", path.display()),
-            KeyError::Format(path, why) => write!(f, "{}: {why}", path.display()),
-            KeyError::Exposed(path, mode) => write!(
-                f,
-                "{}: secret key file is readable by other users (mode {mode:04o}); \
-                 fix it with: chmod 600 {0} (or chmod 640 and chgrp banshare)",
-                path.display()
-            ),
-            KeyError::Exists(path) => write!(
-                f,
-                "{} already exists; use --force to replace it",
-                path.display()
-            ),
-            KeyError::BadName(name) => write!(
-                f,
-                "invalid key name {name:?}: use letters, digits, '.', '_' and '-' only, \
-                 not starting with '.' or '-'"
-            ),
-            KeyError::NoCurve(why) => write!(f, "cannot generate a CURVE key pair: {why}"),
-            KeyError::Unsafe(why) => f.write_str(why),
-        }
-    }
-}
-
-impl std::error::Error for KeyError {}
 
 /// A CURVE public key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -225,7 +210,7 @@ pub fn load_authorized(dir: &Path) -> Result<AuthorizedKeys, KeyError> {
                 }
             },
             Err(err @ KeyError::BadName(_)) => {
-                keys.problems.push(format!("{}: {err}", path.display()))
+                keys.problems.push(format!("{}: {err}", path.display()));
             }
             Err(err) => keys.problems.push(err.to_string()),
         }

@@ -145,7 +145,7 @@ impl ConnectionWatch {
                 self.report(Condition::Lost);
             }
             E::DISCONNECTED if self.attempt_connected && !self.attempt_failed => {
-                self.report(Condition::HandshakeFailed)
+                self.report(Condition::HandshakeFailed);
             }
             // Every new attempt starts with CONNECT_RETRIED; one that never got TCP up
             // means the server is down or unreachable.

@@ -4,7 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::wire::cidr::{printable, Cidr};
+use crate::logging::printable;
+use crate::wire::cidr::Cidr;
 
 /// First frame of every current message; a new incompatible format gets a new tag.
 pub const VERSION: &str = "BANSHARE1";
@@ -132,17 +133,22 @@ impl Report {
     }
 
     pub fn encode(&self) -> Vec<Vec<u8>> {
+        [VERSION.to_string(), "REPORT".into()]
+            .into_iter()
+            .chain(self.fields())
+            .map(String::into_bytes)
+            .collect()
+    }
+
+    /// prog, jail, ip and bantime (empty for the server's default) as text: the one codec
+    /// of a report, on the wire and in the spool.
+    pub fn fields(&self) -> [String; 4] {
         [
-            VERSION,
-            "REPORT",
-            self.prog.as_str(),
-            self.jail.as_str(),
-            &self.ip.to_string(),
-            &self.bantime.encode(),
+            self.prog.to_string(),
+            self.jail.to_string(),
+            self.ip.to_string(),
+            self.bantime.encode(),
         ]
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .collect()
     }
 }
 
@@ -310,6 +316,18 @@ pub struct Ban {
     pub expires: Option<u64>,
 }
 
+impl Ban {
+    /// Whether the ban is still in force at `now` (Unix seconds).
+    pub fn active_at(&self, now: u64) -> bool {
+        self.expires.map_or(true, |e| e > now)
+    }
+
+    /// When the ban ends, for comparing: a permanent ban ends after every other.
+    pub fn ends(&self) -> u64 {
+        self.expires.unwrap_or(u64::MAX)
+    }
+}
+
 #[cfg(test)]
 impl Ban {
     /// A ban of `ip` from web1's sshd jail, for the tests of every module.
@@ -353,8 +371,9 @@ fn optional(value: Option<u64>, none: &str) -> String {
 }
 
 /// A ban as six text fields: ip, prog, jail, origin, bantime (-1 = permanent) and expires
-/// (0 = never). Published messages carry them as frames, snapshot pages as one line each.
-fn ban_fields(ban: &Ban) -> [String; 6] {
+/// (0 = never): the one codec of a ban. Published messages carry them as frames, snapshot
+/// pages and both journals as one line each.
+pub fn ban_fields(ban: &Ban) -> [String; 6] {
     [
         ban.ip.to_string(),
         ban.prog.to_string(),
@@ -365,8 +384,8 @@ fn ban_fields(ban: &Ban) -> [String; 6] {
     ]
 }
 
-/// A ban from its six text fields, by the rules of the wire; the server's journal holds
-/// the same fields and is read with the same rules.
+/// A ban from its six text fields, by the rules of the wire; the journals hold the same
+/// fields and are read with the same rules.
 pub fn parse_ban(fields: &[&str]) -> Result<Ban, String> {
     let [ip, prog, jail, origin, bantime, expires] = fields else {
         return Err(format!("a ban has 6 fields, not {}", fields.len()));

@@ -8,25 +8,14 @@ use std::time::{Duration, Instant};
 
 use crate::client::apply::record::Action;
 use crate::client::apply::runner::{self, Outcome};
+use crate::clock::unix_now;
 use crate::daemon::worker::Worker;
 use crate::exit::Failure;
-use crate::server::table::unix_now;
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::Ban;
 
 const NFT: &str = "/usr/sbin/nft";
 const FAIL2BAN_CLIENT: &str = "/usr/bin/fail2ban-client";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// `ban-command` and `unban-command`, once per ban.
-    Command,
-    /// `fail2ban-client set <fail2ban-jail> banip IP IP ...`, in batches.
-    Fail2ban,
-    /// Elements in the sets of the client's own nftables table, in batches.
-    Nftables,
-}
 
 /// One ban or unban for a batched backend.
 #[derive(Debug, Clone)]
@@ -38,9 +27,10 @@ pub struct Op {
 /// The result of one op, as the client's record of applied bans wants it.
 pub type Done = ((Cidr, Action), bool);
 
-/// Applies a batch; returns one success flag per op.
-pub trait Apply: Send + 'static {
-    fn apply(&mut self, ops: &[Op]) -> Vec<bool>;
+/// A backend that takes bans in batches (fail2ban, nftables): carries out a batch and
+/// returns one success flag per op.
+pub trait Firewall: Send + 'static {
+    fn carry_out(&mut self, ops: &[Op]) -> Vec<bool>;
 }
 
 /// Gathers ops on a worker thread and hands them to the backend in batches: a batch closes
@@ -52,7 +42,7 @@ pub struct Batcher {
 
 impl Batcher {
     pub fn start(
-        mut backend: impl Apply,
+        mut backend: impl Firewall,
         size: usize,
         delay: Duration,
     ) -> (Batcher, Receiver<Done>) {
@@ -61,7 +51,7 @@ impl Batcher {
         let worker = Worker::spawn("batcher", move || {
             while let Ok(first) = ops.recv() {
                 let batch = gather(&ops, first, size, delay);
-                let outcome = backend.apply(&batch);
+                let outcome = backend.carry_out(&batch);
                 for (op, ok) in batch.iter().zip(outcome) {
                     let _ = done.send(((op.ban.ip, op.action), ok));
                 }
@@ -182,11 +172,11 @@ impl Nftables {
     }
 }
 
-impl Apply for Nftables {
+impl Firewall for Nftables {
     /// One transaction for the whole batch. If it fails, the ops are applied one by one, so
     /// that one bad element (such as an address inside a network already banned, which nft
     /// refuses as an overlap) does not hold back the others.
-    fn apply(&mut self, ops: &[Op]) -> Vec<bool> {
+    fn carry_out(&mut self, ops: &[Op]) -> Vec<bool> {
         let now = unix_now();
         let lines: Vec<Option<String>> = ops.iter().map(|op| self.line(op, now)).collect();
         let script: String = lines.iter().flatten().cloned().collect();
@@ -199,7 +189,7 @@ impl Apply for Nftables {
             .map(|(op, line)| match line {
                 None => true,
                 Some(line) => {
-                    self.run(&format!("nft {} {}", verb(op.action), op.ban.ip), &line)
+                    self.run(&format!("nft {} {}", op.action, op.ban.ip), &line)
                         || (op.action == Action::Ban && self.covered(&op.ban.ip))
                 }
             })
@@ -214,7 +204,7 @@ impl Nftables {
         let set = set_for(ip);
         let argv: Vec<String> = [NFT, "get", "element", "inet", &self.table, set]
             .iter()
-            .map(|s| s.to_string())
+            .map(|s| (*s).to_string())
             .chain([format!("{{ {ip} }}")])
             .collect();
         let covered = matches!(
@@ -238,13 +228,6 @@ fn set_for(ip: &Cidr) -> &'static str {
     }
 }
 
-fn verb(action: Action) -> &'static str {
-    match action {
-        Action::Ban => "ban",
-        Action::Unban => "unban",
-    }
-}
-
 /// Bans through a fail2ban jail (by default `banshare`), many addresses per call.
 pub struct Fail2ban {
     pub jail: String,
@@ -252,10 +235,10 @@ pub struct Fail2ban {
     pub timeout: Duration,
 }
 
-impl Apply for Fail2ban {
+impl Firewall for Fail2ban {
     /// `set JAIL banip IP ...` for the bans and `set JAIL unbanip IP ...` for the unbans. A
     /// failure (fail2ban down) fails the ops, which the client keeps and tries again.
-    fn apply(&mut self, ops: &[Op]) -> Vec<bool> {
+    fn carry_out(&mut self, ops: &[Op]) -> Vec<bool> {
         let mut outcome = vec![false; ops.len()];
         for (action, word) in [(Action::Ban, "banip"), (Action::Unban, "unbanip")] {
             let chosen: Vec<usize> = (0..ops.len())
@@ -328,8 +311,8 @@ mod tests {
 
     struct Recorder(Sender<usize>);
 
-    impl Apply for Recorder {
-        fn apply(&mut self, ops: &[Op]) -> Vec<bool> {
+    impl Firewall for Recorder {
+        fn carry_out(&mut self, ops: &[Op]) -> Vec<bool> {
             self.0.send(ops.len()).unwrap();
             vec![true; ops.len()]
         }

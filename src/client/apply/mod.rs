@@ -1,6 +1,343 @@
-//! Applying bans on this host: one command per ban through the runner, or batches for
-//! fail2ban and nftables, and the record of what was applied.
+//! Applying bans on this host: each ban or unban is checked against what must never be
+//! banned here, skipped when the record says it is applied already, and handed to the
+//! backend (one command per ban through the runner, or batches for fail2ban and nftables),
+//! whose results go into the record.
 
 pub mod backend;
 pub mod record;
 pub mod runner;
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use crate::clock::unix_now;
+use crate::config::template::Values;
+use crate::config::{BackendKind, ClientConfig};
+use crate::exit::{Exit, Failure};
+use crate::protect::{self, Protected, LOCAL_REFRESH};
+use crate::store::StoreError;
+use crate::wire::cidr::Cidr;
+use crate::wire::protocol::Ban;
+use backend::{Batcher, Done, Fail2ban, Nftables, Op};
+use record::{Action, AppliedBans, Stale};
+use runner::Runner;
+
+/// How long a stopping client waits for commands still running.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Carries out bans and unbans on this host, and remembers what it did.
+pub struct Enforcer {
+    backend: Backend,
+    results: Receiver<Done>,
+    record: AppliedBans,
+    /// The built-in and configured networks, this host's addresses and the server's, read
+    /// again every LOCAL_REFRESH.
+    protected: Protected,
+    protected_at: Instant,
+    /// When to catch up again because a ban command failed.
+    retry_failed_at: Option<Instant>,
+}
+
+impl Enforcer {
+    /// Opens the record of applied bans and starts the backend. After a reboot the
+    /// kernel's nftables sets are empty: what was applied is put back (elements still
+    /// there are simply renewed).
+    pub fn start(config: &ClientConfig) -> Result<Enforcer, Failure> {
+        let record = open_record(config)?;
+        let (backend, results) = Backend::start(config)?;
+        if let Backend::Batched(batcher) = &backend {
+            if config.backend == BackendKind::Nftables {
+                let active = record.active(unix_now());
+                log::info!("restoring {} applied bans into nftables", active.len());
+                for ban in active {
+                    batcher.submit(Op {
+                        action: Action::Ban,
+                        ban,
+                    });
+                }
+            }
+        }
+        Ok(Enforcer {
+            backend,
+            results,
+            record,
+            protected: protection(config),
+            protected_at: Instant::now(),
+            retry_failed_at: None,
+        })
+    }
+
+    /// Runs the ban or unban unless this host must not, or already did. The error is the
+    /// reason a ban from the server was not applied, for a log line.
+    pub fn enforce(
+        &mut self,
+        config: &ClientConfig,
+        ban: &Ban,
+        action: Action,
+    ) -> Result<(), String> {
+        if let Err(reason) = self.check(config, ban) {
+            return Err(format!(
+                "not applying {action} of {} from {}: {reason}",
+                ban.ip, ban.origin
+            ));
+        }
+        if action == Action::Ban && !ban.active_at(unix_now()) {
+            log::info!("not applying ban of {}: it has already expired", ban.ip);
+            return Ok(());
+        }
+        if !self.record.needs(action, ban) {
+            log::debug!("{action} of {} is already applied here", ban.ip);
+            return Ok(());
+        }
+        self.record.start(action, ban);
+        match &self.backend {
+            Backend::Commands(runner) => {
+                let (argv, label) = command_for(config, ban, action);
+                runner.submit(argv, label, (ban.ip, action));
+            }
+            Backend::Batched(batcher) => batcher.submit(Op {
+                action,
+                ban: ban.clone(),
+            }),
+        }
+        Ok(())
+    }
+
+    /// A malicious or mistaken server must not make this host ban itself, its server, a
+    /// protected network or a huge range.
+    fn check(&mut self, config: &ClientConfig, ban: &Ban) -> Result<(), String> {
+        if !config.ipv6 && !ban.ip.is_ipv4() {
+            return Err("this host's ban command handles IPv4 only (ipv6 = false)".into());
+        }
+        config.min_prefix.check(&ban.ip)?;
+        if self.protected_at.elapsed() >= LOCAL_REFRESH {
+            self.protected = protection(config);
+            self.protected_at = Instant::now();
+        }
+        self.protected.check(&ban.ip)
+    }
+
+    /// Records finished commands. A failed one is tried again at a catch-up
+    /// `retry-interval` later.
+    pub fn collect(&mut self, retry_interval: Duration) -> Result<(), Failure> {
+        let mut finished = false;
+        while let Ok(((ip, action), ok)) = self.results.try_recv() {
+            self.record.finish(ip, action, ok).map_err(record_failure)?;
+            finished = true;
+            if !ok && self.retry_failed_at.is_none() {
+                self.retry_failed_at = Some(Instant::now() + retry_interval);
+            }
+        }
+        if finished {
+            self.record.commit().map_err(record_failure)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a failed command is due to be tried again.
+    pub fn retry_due(&mut self) -> bool {
+        let due = self.retry_failed_at.is_some_and(|at| Instant::now() >= at);
+        if due {
+            self.retry_failed_at = None;
+        }
+        due
+    }
+
+    /// An error if a thread that applies bans has stopped (see `daemon::worker`).
+    pub fn check_threads(&self) -> Result<(), Failure> {
+        match &self.backend {
+            Backend::Commands(runner) => runner.check(),
+            Backend::Batched(batcher) => batcher.check(),
+        }
+    }
+
+    /// After a catch-up: what was applied here but is no longer active on the server
+    /// (`active`), nor published during the catch-up (`fresh`), was either expired (forget
+    /// it) or lifted while we were away (unban it). Returns how many of each.
+    /// `refused` gets the line for an unban this host must not run.
+    pub fn drop_stale(
+        &mut self,
+        config: &ClientConfig,
+        active: &HashSet<Cidr>,
+        fresh: &HashSet<Cidr>,
+        mut refused: impl FnMut(String),
+    ) -> (usize, usize) {
+        let (mut expired, mut lifted) = (0, 0);
+        for stale in self.record.stale(active, fresh, unix_now()) {
+            match stale {
+                Stale::Expired(ip) => {
+                    expired += 1;
+                    if let Err(e) = self.record.forget(&ip) {
+                        log::error!("cannot update the record of applied bans: {e}");
+                    }
+                }
+                Stale::Lifted(ban) => {
+                    lifted += 1;
+                    if let Err(line) = self.enforce(config, &ban, Action::Unban) {
+                        refused(line);
+                    }
+                }
+            }
+        }
+        (expired, lifted)
+    }
+
+    pub fn compact(&mut self) -> Result<(), Failure> {
+        self.record.compact().map_err(record_failure)
+    }
+
+    /// On the way out, waits a little for commands already running, so that what they did
+    /// is recorded and not run again at the next start.
+    pub fn finish_running(&mut self, retry_interval: Duration) -> Result<(), Failure> {
+        let deadline = Instant::now() + STOP_WAIT;
+        while self.record.running() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            self.collect(retry_interval)?;
+        }
+        if self.record.running() > 0 {
+            log::warn!(
+                "stopping with {} commands unfinished; they run again at the next start",
+                self.record.running()
+            );
+        }
+        Ok(())
+    }
+
+    /// Takes a reloaded configuration. Returns whether a catch-up is needed: with a new
+    /// backend, commands still queued on the old one finish there and their results are
+    /// lost, so the next catch-up does them again.
+    pub fn adopt(&mut self, old: &ClientConfig, new: &ClientConfig) -> bool {
+        self.protected = protection(new);
+        self.protected_at = Instant::now();
+        if backend_settings(new) == backend_settings(old) {
+            return false;
+        }
+        match Backend::start(new) {
+            Ok((backend, results)) => {
+                self.backend = backend;
+                self.results = results;
+                true
+            }
+            Err(e) => {
+                log::error!("keeping the running backend: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// Opens the record of applied bans, saying loudly what could not be recovered.
+fn open_record(config: &ClientConfig) -> Result<AppliedBans, Failure> {
+    let (record, recovery) = AppliedBans::open(&config.state_dir, unix_now())
+        .map_err(|e| Exit::IoErr.with(format!("cannot open the record of applied bans: {e}")))?;
+    for damage in &recovery.damaged {
+        log::error!("record of applied bans: skipped {damage}");
+    }
+    if let Some(kept) = &recovery.kept {
+        log::error!(
+            "the damaged record of applied bans is kept as {}",
+            kept.display()
+        );
+    }
+    log::info!("{} bans applied here before", record.len());
+    Ok(record)
+}
+
+fn record_failure(e: StoreError) -> Failure {
+    Exit::IoErr.with(format!("cannot update the record of applied bans: {e}"))
+}
+
+/// Where bans go: one command per ban, or batches for fail2ban and nftables.
+enum Backend {
+    Commands(Runner<(Cidr, Action)>),
+    Batched(Batcher),
+}
+
+impl Backend {
+    fn start(config: &ClientConfig) -> Result<(Backend, Receiver<Done>), Failure> {
+        let (size, delay, timeout) = (
+            config.batch_size,
+            config.batch_delay.0,
+            config.command_timeout.0,
+        );
+        let (batcher, results) = match config.backend {
+            BackendKind::Command => {
+                let (runner, results) = Runner::new(config.max_concurrent_commands, timeout);
+                return Ok((Backend::Commands(runner), results));
+            }
+            BackendKind::Nftables => {
+                let nft = Nftables::setup(&config.nft_table, timeout)
+                    .map_err(|e| Exit::Unavailable.with(e))?;
+                Batcher::start(nft, size, delay)
+            }
+            BackendKind::Fail2ban => {
+                let fail2ban = Fail2ban {
+                    jail: config.fail2ban_jail.clone(),
+                    socket: config.fail2ban_socket.clone(),
+                    timeout,
+                };
+                Batcher::start(fail2ban, size, delay)
+            }
+        };
+        log::info!(
+            "backend {:?}: batches of up to {size} bans, {} ms apart at most",
+            config.backend,
+            delay.as_millis()
+        );
+        Ok((Backend::Batched(batcher), results))
+    }
+}
+
+/// The settings that make a new backend necessary when they change.
+fn backend_settings(c: &ClientConfig) -> impl PartialEq {
+    (
+        c.backend,
+        c.batch_size,
+        c.batch_delay,
+        c.nft_table.clone(),
+        c.fail2ban_jail.clone(),
+        c.fail2ban_socket.clone(),
+        c.max_concurrent_commands,
+        c.command_timeout,
+    )
+}
+
+/// The ban or unban command for one ban, with its tags filled in, and what to call it in
+/// the log.
+fn command_for(config: &ClientConfig, ban: &Ban, action: Action) -> (Vec<String>, String) {
+    let template = match action {
+        Action::Ban => &config.ban_command,
+        Action::Unban => &config.unban_command,
+    };
+    let ip = ban.ip.to_string();
+    let bantime = ban.bantime.map_or("-1".to_string(), |b| b.to_string());
+    let argv = template.expand(&Values {
+        ip: &ip,
+        jail: ban.jail.as_str(),
+        prog: ban.prog.as_str(),
+        bantime: &bantime,
+    });
+    let label = format!(
+        "{action} {ip} ({} {} from {})",
+        ban.prog, ban.jail, ban.origin
+    );
+    (argv, label)
+}
+
+/// The built-in and configured ranges, this host's addresses and the server's addresses.
+fn protection(config: &ClientConfig) -> Protected {
+    let mut protected = Protected::for_this_host(&config.protected);
+    let server: Vec<IpAddr> = protect::resolve(&config.server);
+    if server.is_empty() {
+        log::warn!(
+            "cannot resolve server {}; its address is not protected",
+            config.server
+        );
+    }
+    for addr in server {
+        protected.add(addr, "the banshare server's");
+    }
+    protected
+}

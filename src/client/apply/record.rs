@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use crate::server::table::{Entry, Reporters};
-use crate::store::{Durability, Recovery, Store, StoreError, CLIENT_JOURNAL};
+use crate::config::Durability;
+use crate::store::{Record, Recovery, Store, StoreError, CLIENT_JOURNAL};
 use crate::wire::cidr::Cidr;
-use crate::wire::protocol::Ban;
+use crate::wire::protocol::{ban_fields, parse_ban, Ban};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -17,8 +17,17 @@ pub enum Action {
     Unban,
 }
 
-pub struct Applied {
-    store: Store,
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Ban => "ban",
+            Action::Unban => "unban",
+        })
+    }
+}
+
+pub struct AppliedBans {
+    store: Store<Ban>,
     bans: BTreeMap<Cidr, Ban>,
     pending: HashMap<Cidr, (Action, Ban)>,
 }
@@ -31,15 +40,15 @@ pub enum Stale {
     Lifted(Ban),
 }
 
-impl Applied {
-    pub fn open(dir: &Path, now: u64) -> Result<(Applied, Recovery), StoreError> {
+impl AppliedBans {
+    pub fn open(dir: &Path, now: u64) -> Result<(AppliedBans, Recovery<Ban>), StoreError> {
         let (store, recovery) = Store::open(dir, CLIENT_JOURNAL, Durability::Fsync, now)?;
         let bans = recovery
             .entries
             .iter()
-            .map(|e| (e.ban.ip, e.ban.clone()))
+            .map(|ban: &Ban| (ban.ip, ban.clone()))
             .collect();
-        let applied = Applied {
+        let applied = AppliedBans {
             store,
             bans,
             pending: HashMap::new(),
@@ -59,7 +68,7 @@ impl Applied {
     pub fn active(&self, now: u64) -> Vec<Ban> {
         self.bans
             .values()
-            .filter(|b| b.expires.map_or(true, |e| e > now))
+            .filter(|b| b.active_at(now))
             .cloned()
             .collect()
     }
@@ -73,13 +82,12 @@ impl Applied {
     /// when it ends later than the one applied (a longer or renewed ban), since the applied
     /// one may already have expired in the firewall.
     pub fn needs(&self, action: Action, ban: &Ban) -> bool {
-        let until = |b: &Ban| b.expires.unwrap_or(u64::MAX);
         match (action, self.pending.get(&ban.ip)) {
             (_, Some((pending, _))) => *pending != action,
             (Action::Ban, None) => self
                 .bans
                 .get(&ban.ip)
-                .map_or(true, |b| until(ban) > until(b)),
+                .map_or(true, |b| ban.ends() > b.ends()),
             (Action::Unban, None) => self.bans.contains_key(&ban.ip),
         }
     }
@@ -99,7 +107,7 @@ impl Applied {
         }
         match action {
             Action::Ban => {
-                self.store.append(&entry(&ban))?;
+                self.store.append(&ban)?;
                 self.bans.insert(ip, ban);
             }
             Action::Unban => {
@@ -123,9 +131,12 @@ impl Applied {
             .values()
             .filter(|b| !active.contains(&b.ip) && !fresh.contains(&b.ip))
             .filter(|b| !self.pending.contains_key(&b.ip))
-            .map(|b| match b.expires {
-                Some(expires) if expires <= now => Stale::Expired(b.ip),
-                _ => Stale::Lifted(b.clone()),
+            .map(|b| {
+                if b.active_at(now) {
+                    Stale::Lifted(b.clone())
+                } else {
+                    Stale::Expired(b.ip)
+                }
             })
             .collect()
     }
@@ -140,17 +151,32 @@ impl Applied {
 
     /// Keeps the journal small; called from time to time.
     pub fn compact(&mut self) -> Result<(), StoreError> {
-        let live: Vec<Entry> = self.bans.values().map(entry).collect();
+        let live: Vec<Ban> = self.bans.values().cloned().collect();
         self.store.compact_if_large(&live).map(|_| ())
     }
 }
 
-/// The client's record keeps the ban alone: who reported it is the server's business.
-fn entry(ban: &Ban) -> Entry {
-    Entry {
-        ban: ban.clone(),
-        reporters: Reporters::default(),
-        last_published: 0,
+/// In the client's journal, a ban applied here is its six fields: who reported it is the
+/// server's business.
+impl Record for Ban {
+    fn network(&self) -> Cidr {
+        self.ip
+    }
+
+    fn active_at(&self, now: u64) -> bool {
+        Ban::active_at(self, now)
+    }
+
+    fn encode(&self) -> String {
+        ban_fields(self).join(" ")
+    }
+
+    fn decode(fields: &[&str]) -> Result<Ban, String> {
+        match fields {
+            // Written by earlier versions, with the server's two further fields, empty.
+            [ban @ .., "0", "-"] if ban.len() == 6 => parse_ban(ban),
+            _ => parse_ban(fields),
+        }
     }
 }
 
@@ -163,9 +189,26 @@ mod tests {
     }
 
     #[test]
+    fn the_record_keeps_a_ban_as_its_six_fields_and_reads_earlier_lines() {
+        let applied = Ban::sample("2001:db8::/64", None, None);
+        assert_eq!(applied.encode(), "2001:db8::/64 fail2ban sshd web1 -1 0");
+        let fields: Vec<&str> = "2001:db8::/64 fail2ban sshd web1 -1 0".split(' ').collect();
+        assert_eq!(Ban::decode(&fields).unwrap(), applied);
+        // Earlier versions wrote the server's two further fields, always empty here.
+        let earlier: Vec<&str> = "2001:db8::/64 fail2ban sshd web1 -1 0 0 -"
+            .split(' ')
+            .collect();
+        assert_eq!(Ban::decode(&earlier).unwrap(), applied);
+        let wrong: Vec<&str> = "2001:db8::/64 fail2ban sshd web1 -1 0 7 x"
+            .split(' ')
+            .collect();
+        assert!(Ban::decode(&wrong).is_err());
+    }
+
+    #[test]
     fn a_ban_runs_once_and_is_remembered_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut applied, _) = Applied::open(dir.path(), 0).unwrap();
+        let (mut applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
         let b = ban("203.0.113.7", None);
         assert!(applied.needs(Action::Ban, &b));
         applied.start(Action::Ban, &b);
@@ -174,7 +217,7 @@ mod tests {
         applied.commit().unwrap();
         assert!(!applied.needs(Action::Ban, &b));
         drop(applied);
-        let (applied, _) = Applied::open(dir.path(), 0).unwrap();
+        let (applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
         assert!(!applied.needs(Action::Ban, &b));
         assert!(applied.needs(Action::Unban, &b));
     }
@@ -182,7 +225,7 @@ mod tests {
     #[test]
     fn a_ban_that_ends_later_is_applied_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut applied, _) = Applied::open(dir.path(), 0).unwrap();
+        let (mut applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
         let first = ban("203.0.113.9", Some(100));
         applied.start(Action::Ban, &first);
         applied.finish(first.ip, Action::Ban, true).unwrap();
@@ -194,7 +237,7 @@ mod tests {
     #[test]
     fn a_failed_ban_stays_unapplied_and_unbans_are_remembered() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut applied, _) = Applied::open(dir.path(), 0).unwrap();
+        let (mut applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
         let b = ban("203.0.113.8", None);
         applied.start(Action::Ban, &b);
         applied.finish(b.ip, Action::Ban, false).unwrap();
@@ -204,14 +247,14 @@ mod tests {
         applied.start(Action::Unban, &b);
         applied.finish(b.ip, Action::Unban, true).unwrap();
         drop(applied);
-        let (applied, _) = Applied::open(dir.path(), 0).unwrap();
+        let (applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
         assert!(applied.is_empty());
     }
 
     #[test]
     fn stale_bans_are_expired_or_lifted() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut applied, _) = Applied::open(dir.path(), 0).unwrap();
+        let (mut applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
         for b in [
             ban("203.0.113.1", Some(50)),
             ban("203.0.113.2", Some(500)),

@@ -201,7 +201,7 @@ mod tests {
     use super::*;
 
     fn argv(parts: &[&str]) -> Vec<String> {
-        parts.iter().map(|s| s.to_string()).collect()
+        parts.iter().map(|s| (*s).to_string()).collect()
     }
 
     #[test]

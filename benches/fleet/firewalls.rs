@@ -1,0 +1,210 @@
+//! P4 bursts into nftables and fail2ban, P5 memory, P6 catch-up.
+
+use super::*;
+
+/// Addresses in an nftables set, counted from `nft list set`; 0 while there is no set.
+pub fn nft_count(table: &str, set: &str) -> usize {
+    let Ok(out) = Command::new("nft")
+        .args(["list", "set", "inet", table, set])
+        .output()
+    else {
+        return 0;
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '{' || c == '}')
+        .filter(|w| w.parse::<std::net::IpAddr>().is_ok())
+        .count()
+}
+
+/// Bans the client has put into nftables so far, from its log of batches.
+pub fn nft_batched(fleet: &Fleet, client: usize, skip_lines: usize) -> usize {
+    fleet
+        .client_log(client)
+        .lines()
+        .skip(skip_lines)
+        .filter_map(|l| l.split("nftables: applied a batch of ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .sum()
+}
+
+/// Polls `count` until it reaches `expected`; returns the time since `started`.
+pub fn until_count(
+    what: &str,
+    expected: usize,
+    started: Instant,
+    mut count: impl FnMut() -> usize,
+) -> Duration {
+    let mut last = (0, Instant::now());
+    loop {
+        let n = count();
+        if n >= expected {
+            return started.elapsed();
+        }
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        assert!(
+            last.1.elapsed() < LOST_AFTER,
+            "lost: {what} stuck at {n} of {expected}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reporters 0..REPORTERS and one client on host REPORTERS with `client_extra`.
+pub fn firewall_fleet(server_extra: &str, client_extra: &str) -> Fleet {
+    let names: Vec<String> = (0..=REPORTERS).map(|i| format!("h{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut fleet = Fleet::new(&names, server_extra, "");
+    fleet.add_client_config(REPORTERS, client_extra);
+    fleet.start_server();
+    fleet
+}
+
+pub fn burst_nftables(results: &mut Results, sizes: &Sizes) {
+    let mut fleet = firewall_fleet("", "backend = \"nftables\"\n");
+    fleet.start_client(REPORTERS);
+    let ips = addresses(0, sizes.p4_nftables);
+    let started = Instant::now();
+    inject_parallel(&fleet, &ips);
+    let took = until_count("nftables batches", ips.len(), started, || {
+        nft_batched(&fleet, REPORTERS, 0)
+    });
+    assert_eq!(
+        nft_count("banshare", "addr4"),
+        ips.len(),
+        "lost from nftables"
+    );
+    results.add(
+        "p4_nftables",
+        format!(
+            "P4 {} bans into nftables, first report to last applied",
+            ips.len()
+        ),
+        format!("{:.3} s", took.as_secs_f64()),
+        "≤ 1 s",
+        json!({"bans": ips.len(), "seconds": took.as_secs_f64()}),
+    );
+}
+
+pub fn burst_fail2ban(results: &mut Results, sizes: &Sizes) {
+    let mut fleet = firewall_fleet("", "backend = \"fail2ban\"\n");
+    let f2b_dir = fleet.dir.path().join("fail2ban");
+    fleet.add_client_config(
+        REPORTERS,
+        &format!(
+            "fail2ban-socket = \"{}\"\n",
+            f2b_dir.join("fail2ban.sock").display()
+        ),
+    );
+    let f2b = Fail2ban::start_with(
+        None,
+        &f2b_dir,
+        &fleet.hosts[REPORTERS].config,
+        "nftables-allports",
+    );
+    fleet.start_client(REPORTERS);
+    let ips = addresses(0, sizes.p4_fail2ban);
+    let started = Instant::now();
+    inject_parallel(&fleet, &ips);
+    let took = until_fail2ban_has(ips.len(), started);
+    // The same number of bans handed to fail2ban directly, 500 a call as the backend does:
+    // what fail2ban itself takes, without banshare.
+    let started = Instant::now();
+    for chunk in addresses(ips.len(), ips.len()).chunks(500) {
+        let args: Vec<&str> = ["set", "banshare", "banip"]
+            .into_iter()
+            .chain(chunk.iter().map(String::as_str))
+            .collect();
+        assert!(f2b.client(&args).status.success());
+    }
+    let direct = until_fail2ban_has(2 * ips.len(), started);
+    let per_ban = |t: Duration| t.as_secs_f64() * 1000.0 / ips.len() as f64;
+    results.add(
+        "p4_fail2ban",
+        format!(
+            "P4 {} bans into fail2ban (banaction nftables-allports), first report to last in nftables",
+            ips.len()
+        ),
+        format!(
+            "{:.1} s ({:.2} ms a ban); fail2ban-client banip alone: {:.1} s ({:.2} ms a ban)",
+            took.as_secs_f64(),
+            per_ban(took),
+            direct.as_secs_f64(),
+            per_ban(direct)
+        ),
+        "≤ 30 s for 10,000",
+        json!({"bans": ips.len(), "seconds": took.as_secs_f64(),
+               "fail2ban_alone_seconds": direct.as_secs_f64()}),
+    );
+}
+
+/// Waits until fail2ban's nftables set holds `expected` addresses.
+pub fn until_fail2ban_has(expected: usize, started: Instant) -> Duration {
+    let mut last_poll = Instant::now() - Duration::from_secs(1);
+    let mut count = 0;
+    // Listing the set costs fail2ban CPU too: look four times a second.
+    until_count("fail2ban's set", expected, started, || {
+        if last_poll.elapsed() >= Duration::from_millis(250) {
+            last_poll = Instant::now();
+            count = nft_count("f2b-table", "addr-set-banshare");
+        }
+        count
+    })
+}
+
+/// Fills a server in stages and reads its memory at each; a client stopped before the fill
+/// then catches up (P6, with nftables, when there is a namespace).
+pub fn memory_and_catch_up(results: &mut Results, sizes: &Sizes, firewall: bool) {
+    let mut fleet = firewall_fleet("", "backend = \"nftables\"\n");
+    if firewall {
+        fleet.start_client(REPORTERS);
+        fleet.stop_client(REPORTERS);
+    }
+    let mut filled = 0;
+    for &stage in sizes.p5_stages {
+        let ips = addresses(filled, stage - filled);
+        let took = inject_parallel(&fleet, &ips);
+        filled = stage;
+        let rss = rss_mb(fleet.server_pid());
+        let status = fleet.admin(&["status", "--json"]);
+        let active =
+            serde_json::from_slice::<Value>(&status.stdout).unwrap()["active_bans"].clone();
+        assert_eq!(active, json!(stage), "the server holds every ban");
+        results.add(
+            &format!("p5_server_rss_mb_{stage}"),
+            format!("P5 server RSS with {stage} active bans"),
+            format!(
+                "{rss:.1} MB (filled at {:.0} reports/s)",
+                ips.len() as f64 / took.as_secs_f64()
+            ),
+            match stage {
+                100_000 => "≤ 64 MB",
+                1_000_000 => "≤ 400 MB",
+                _ => "",
+            },
+            json!(rss),
+        );
+        if firewall && stage == sizes.p6_bans {
+            catch_up(results, &mut fleet, stage);
+        }
+    }
+}
+
+pub fn catch_up(results: &mut Results, fleet: &mut Fleet, bans: usize) {
+    let lines_before = fleet.client_log(REPORTERS).lines().count();
+    let started = Instant::now();
+    fleet.spawn_client(REPORTERS);
+    let took = until_count("the catch-up", bans, started, || {
+        nft_batched(fleet, REPORTERS, lines_before)
+    });
+    assert_eq!(nft_count("banshare", "addr4"), bans, "lost in the catch-up");
+    fleet.stop_client(REPORTERS);
+    results.add(
+        "p6_catch_up",
+        format!("P6 restarted client catches up on {bans} bans (nftables)"),
+        format!("{:.2} s", took.as_secs_f64()),
+        "≤ 2 s",
+        json!({"bans": bans, "seconds": took.as_secs_f64()}),
+    );
+}

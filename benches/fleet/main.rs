@@ -1,0 +1,177 @@
+//! banshare's benchmark: the real release binaries, on one machine over loopback, with CURVE
+//! on and the server's default durability (`fsync`). It prints a table and writes JSON.
+//!
+//!   scripts/bench                 every measure (a few minutes)
+//!   scripts/bench --quick         the short version that the test command runs
+//!   scripts/bench --json FILE     where the JSON goes (default target/bench/*.json)
+//!   scripts/bench --only p3,p5    only these measures (P2 comes with P1, P6 with P5)
+//!
+//! As root it first moves into a network namespace of its own (`unshare --net`), so that the
+//! nftables and fail2ban measures never touch the host's firewall; without root, they are
+//! skipped. Timing never fails the run, because machines are noisy; a lost ban does.
+//!
+//! - P1 propagation: from starting `banshare-report` until each of N clients has run its ban
+//!   command. The command is `logger`, which sends one datagram to the benchmark, so every
+//!   sample includes a real fork and exec on the client.
+//! - P2 reporter cost: `banshare-report` wall time from exec to exit, against starting
+//!   `fail2ban-client --version`.
+//! - P3 throughput: accepted reports a second from 8 long-lived reporters (each keeps up to
+//!   WINDOW reports in flight on one CURVE connection), with 10 subscribers attached, and
+//!   how much of the stream the slowest of them received live.
+//! - P4 burst: 10,000 bans until all are in one client's firewall, nftables and fail2ban.
+//! - P5 memory: server RSS with 100,000 and 1,000,000 active bans; a connected idle client.
+//! - P6 catch-up: a client that was stopped while 100,000 bans were made, from restart until
+//!   all are in its nftables set.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+mod firewalls;
+mod propagation;
+mod results;
+mod throughput;
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use banshare::wire::protocol::{Publish, Report, Verdict, VERSION};
+use banshare::wire::transport;
+use common::fail2ban::Fail2ban;
+use common::*;
+use serde_json::{json, Value};
+use {firewalls::*, propagation::*, results::*, throughput::*};
+
+/// Set in the re-executed benchmark, inside its own network namespace.
+const IN_NETNS: &str = "BANSHARE_BENCH_NETNS";
+/// Reports each long-lived reporter keeps in flight.
+const WINDOW: usize = 256;
+const REPORTERS: usize = 8;
+const SUBSCRIBERS: usize = 10;
+/// Longest wait for any single expected event before the ban counts as lost.
+const LOST_AFTER: Duration = Duration::from_secs(30);
+
+struct Sizes {
+    p1_clients: &'static [usize],
+    p1_reports: usize,
+    p2_runs: usize,
+    p3_reports: usize,
+    p4_nftables: usize,
+    p4_fail2ban: usize,
+    p5_stages: &'static [usize],
+    p6_bans: usize,
+}
+
+const FULL: Sizes = Sizes {
+    p1_clients: &[1, 10, 100],
+    p1_reports: 100,
+    p2_runs: 500,
+    p3_reports: 200_000,
+    p4_nftables: 10_000,
+    p4_fail2ban: 10_000,
+    p5_stages: &[100_000, 1_000_000],
+    p6_bans: 100_000,
+};
+
+const QUICK: Sizes = Sizes {
+    p1_clients: &[1, 10],
+    p1_reports: 30,
+    p2_runs: 50,
+    p3_reports: 16_000,
+    p4_nftables: 10_000,
+    p4_fail2ban: 300,
+    p5_stages: &[20_000],
+    p6_bans: 20_000,
+};
+
+fn main() {
+    // `cargo bench` passes --bench; everything else is ours.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let json_path = option(&args, "--json")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let name = if quick { "quick.json" } else { "full.json" };
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/bench")
+                .join(name)
+        });
+    // /proc/self belongs to the effective user.
+    let root = fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if root && std::env::var_os(IN_NETNS).is_none() {
+        std::process::exit(rerun_in_netns());
+    }
+    let firewall = std::env::var_os(IN_NETNS).is_some();
+    if firewall {
+        run(&["ip", "link", "set", "lo", "up"]);
+    }
+    let sizes = if quick { &QUICK } else { &FULL };
+    // --only p1,p4: just those measures (P2 comes with P1, P6 with P5).
+    let only = option(&args, "--only");
+    let wanted = |measure: &str| {
+        only.as_ref()
+            .map_or(true, |o| o.split(',').any(|m| m == measure))
+    };
+    let mut results = Results::default();
+    if wanted("p1") {
+        propagation_and_reporter_cost(&mut results, sizes);
+    }
+    if wanted("p3") {
+        throughput(&mut results, sizes);
+    }
+    if !firewall {
+        results.skip("P4 and P6 need root, for a network namespace of their own");
+    } else if wanted("p4") {
+        burst_nftables(&mut results, sizes);
+        burst_fail2ban(&mut results, sizes);
+    }
+    if wanted("p5") {
+        memory_and_catch_up(&mut results, sizes, firewall);
+    }
+    results.finish(&json_path, quick);
+}
+
+/// The value after `--name` on the command line.
+fn option(args: &[String], name: &str) -> Option<String> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).cloned()
+}
+
+/// Runs this benchmark again in a new network namespace; returns its exit code.
+fn rerun_in_netns() -> i32 {
+    let status = Command::new("unshare")
+        .arg("--net")
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(std::env::args().skip(1))
+        .env(IN_NETNS, "1")
+        .status()
+        .expect("run unshare");
+    status.code().unwrap_or(1)
+}
+
+/// Runs a command that must succeed and returns its standard output.
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Distinct addresses, `count` of them from `first` on: 10.0.0.1, 10.0.0.2, ...
+fn addresses(first: usize, count: usize) -> Vec<String> {
+    (first + 1..=first + count)
+        .map(|i| format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255))
+        .collect()
+}

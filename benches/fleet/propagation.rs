@@ -1,0 +1,205 @@
+//! P1 propagation (report to every client's ban command) and P2 the reporter's cost.
+
+use super::*;
+
+/// Each client's ban command sends `CLIENT IP` to this datagram socket; a thread stamps
+/// each arrival.
+pub struct Applied {
+    socket: PathBuf,
+    arrivals: mpsc::Receiver<(Instant, usize, String)>,
+}
+
+impl Applied {
+    pub fn listen(dir: &Path) -> Applied {
+        let socket = dir.join("applied.sock");
+        let receiver = UnixDatagram::bind(&socket).unwrap();
+        let (tx, arrivals) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = receiver.recv(&mut buf) {
+                let at = Instant::now();
+                // logger sends "<13>Nov 26 01:29:03 root: CLIENT IP".
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let mut words = text.split_whitespace().rev();
+                let (Some(ip), Some(client)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                if let Ok(client) = client.parse() {
+                    if tx.send((at, client, ip.to_string())).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Applied { socket, arrivals }
+    }
+
+    /// Waits until `clients` clients have applied `ip`; returns each one's time since
+    /// `started`.
+    pub fn wait(&self, ip: &str, clients: usize, started: Instant) -> Vec<Duration> {
+        let mut seen = HashMap::new();
+        while seen.len() < clients {
+            let (at, client, applied) =
+                self.arrivals.recv_timeout(LOST_AFTER).unwrap_or_else(|_| {
+                    panic!("lost: {ip} reached {} of {clients} clients", seen.len())
+                });
+            if applied == ip {
+                seen.insert(client, at - started);
+            }
+        }
+        seen.into_values().collect()
+    }
+}
+
+/// A fleet of `clients` clients whose ban command is `logger` to the benchmark's socket.
+pub fn command_fleet(clients: usize) -> (Fleet, Applied) {
+    let names: Vec<String> = (0..clients).map(|i| format!("h{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut fleet = Fleet::new(&names, "", "");
+    let applied = Applied::listen(fleet.dir.path());
+    for i in 0..clients {
+        let command = format!(
+            "'/usr/bin/logger -u {} -d -- {i} <ip>'",
+            applied.socket.display()
+        );
+        set_line(&fleet.hosts[i].config, "ban-command", &command);
+    }
+    fleet.start_server();
+    for i in 0..clients {
+        fleet.start_client(i);
+    }
+    (fleet, applied)
+}
+
+/// Replaces `key = ...` in a TOML file.
+pub fn set_line(path: &Path, key: &str, value: &str) {
+    let text = fs::read_to_string(path).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{key} =")))
+        .collect();
+    fs::write(path, format!("{}\n{key} = {value}\n", kept.join("\n"))).unwrap();
+}
+
+/// Runs banshare-report from host 0; returns its wall time.
+pub fn report(fleet: &Fleet, ip: &str) -> Duration {
+    let started = Instant::now();
+    let out = fleet.report(0, &["bench", "bench", ip]);
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "report of {ip}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+pub fn propagation_and_reporter_cost(results: &mut Results, sizes: &Sizes) {
+    let mut next = 0;
+    for &clients in sizes.p1_clients {
+        let (fleet, applied) = command_fleet(clients);
+        // A first ban that every client applies: all are connected and warm.
+        let mut ips = addresses(next, sizes.p1_reports + sizes.p2_runs + 1).into_iter();
+        next += 100_000;
+        let first = ips.next().unwrap();
+        let started = Instant::now();
+        report(&fleet, &first);
+        applied.wait(&first, clients, started);
+        let mut samples = Vec::new();
+        for ip in ips.by_ref().take(sizes.p1_reports) {
+            let started = Instant::now();
+            report(&fleet, &ip);
+            samples.extend(applied.wait(&ip, clients, started));
+        }
+        let target = match clients {
+            10 => "p99 ≤ 5 ms",
+            100 => "p99 ≤ 20 ms",
+            _ => "",
+        };
+        results.latency(
+            &format!("p1_propagation_{clients}"),
+            format!("P1 propagation, {clients} clients"),
+            &samples,
+            target,
+        );
+        if clients > 1 {
+            let floor: Vec<Duration> = (0..sizes.p1_reports)
+                .flat_map(|k| exec_floor(&applied, clients, k))
+                .collect();
+            results.latency(
+                &format!("p1_exec_floor_{clients}"),
+                format!("P1 floor: {clients} ban commands started at once, no banshare"),
+                &floor,
+                "",
+            );
+        }
+        if clients == 1 {
+            reporter_cost(results, &fleet, ips.take(sizes.p2_runs).collect());
+            let idle = rss_mb(fleet.client_pid(0));
+            results.add(
+                "p5_client_idle_rss_mb",
+                "P5 client RSS, connected and idle".into(),
+                format!("{idle:.1} MB"),
+                "",
+                json!(idle),
+            );
+        }
+    }
+}
+
+/// What `clients` ban commands started at the same moment cost on this machine by
+/// themselves: the least that propagation to as many clients can take here.
+pub fn exec_floor(applied: &Applied, clients: usize, round: usize) -> Vec<Duration> {
+    let token = format!("floor-{round}");
+    let started = Instant::now();
+    let children: Vec<_> = (0..clients)
+        .map(|i| {
+            Command::new("/usr/bin/logger")
+                .arg("-u")
+                .arg(&applied.socket)
+                .args(["-d", "--", &i.to_string(), &token])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let times = applied.wait(&token, clients, started);
+    for mut child in children {
+        child.wait().unwrap();
+    }
+    times
+}
+
+/// Median wall time of `runs` runs of a command that must succeed.
+pub fn median_run(args: &[&str], runs: usize) -> f64 {
+    let times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            run(args);
+            started.elapsed()
+        })
+        .collect();
+    percentiles(&times).0
+}
+
+pub fn reporter_cost(results: &mut Results, fleet: &Fleet, ips: Vec<String>) {
+    let samples: Vec<Duration> = ips.iter().map(|ip| report(fleet, ip)).collect();
+    let (p50, p99, max) = percentiles(&samples);
+    let fail2ban = median_run(&["fail2ban-client", "--version"], 20);
+    // What starting a program that links libzmq costs here, before any work.
+    let start = median_run(&[REPORT, "--version"], 50);
+    let exec = median_run(&["/bin/true"], 50);
+    results.add(
+        "p2_reporter",
+        format!("P2 banshare-report wall time ({} runs)", samples.len()),
+        format!(
+            "median {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms; fail2ban-client --version \
+             {fail2ban:.1} ms ({:.0}x); banshare-report --version {start:.2} ms, /bin/true \
+             {exec:.2} ms",
+            fail2ban / p50
+        ),
+        "median ≤ 5 ms",
+        json!({"runs": samples.len(), "p50_ms": p50, "p99_ms": p99, "max_ms": max,
+               "fail2ban_client_version_ms": fail2ban, "ratio": fail2ban / p50,
+               "report_version_ms": start, "true_ms": exec}),
+    );
+}

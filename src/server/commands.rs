@@ -1,0 +1,111 @@
+//! The control socket's commands, from `banshare` on the server's host: `unban`, which
+//! lifts a ban fleet-wide, `bans` and `status`.
+
+use crate::clock::unix_now;
+use crate::exit::Failure;
+use crate::server::table::{BanTable, Entry};
+use crate::server::{store_failure, Server};
+use crate::wire::cidr::Cidr;
+use crate::wire::control::{self, BanView, Command, Counters, HostSeen, ReporterView, Status};
+
+impl Server {
+    /// One request from `banshare` on the control socket.
+    pub(super) fn handle_command(&mut self) -> Result<(), Failure> {
+        let Ok(frames) = self.control.recv_multipart(zmq::DONTWAIT) else {
+            return Ok(());
+        };
+        let reply = match Command::decode(&frames) {
+            Ok(Command::Unban(ip)) => self.unban(&ip)?,
+            Ok(Command::Bans) => Ok(to_json(&bans(&self.table, unix_now()))),
+            Ok(Command::Status) => Ok(to_json(&self.status())),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = self
+            .control
+            .send_multipart(control::encode_reply(&reply), 0)
+        {
+            log::warn!("cannot answer on the control socket: {e}");
+        }
+        Ok(())
+    }
+
+    /// Lifts a ban fleet-wide: forget it durably, then publish UNBAN.
+    fn unban(&mut self, ip: &Cidr) -> Result<Result<String, String>, Failure> {
+        let Some(entry) = self.table.remove(ip) else {
+            return Ok(Err(format!("{ip} is not banned")));
+        };
+        if !entry.ban.active_at(unix_now()) {
+            return Ok(Err(format!("{ip} is not banned (its ban expired)")));
+        }
+        self.store.remove(ip).map_err(store_failure)?;
+        self.store.commit().map_err(store_failure)?;
+        self.intake.counters.unbanned += 1;
+        let origin = entry.ban.origin.clone();
+        let seq = self.publisher.unban(entry.ban);
+        log::info!("unbanned {ip} (reported by {origin}); published as seq {seq}");
+        Ok(Ok(format!(
+            "unbanned {ip}; every client runs its unban command"
+        )))
+    }
+
+    fn status(&self) -> Status {
+        let now = unix_now();
+        let (epoch, seq) = self.publisher.position();
+        Status {
+            active_bans: self.table.active(now).count(),
+            authorized_keys: self.auth.count(),
+            counters: Counters {
+                published: self.publisher.published(),
+                ..self.intake.counters.clone()
+            },
+            epoch,
+            hosts: self
+                .auth
+                .hosts_seen()
+                .into_iter()
+                .map(|(name, at)| HostSeen {
+                    last_seen: at,
+                    name,
+                    seconds_ago: now.saturating_sub(at),
+                })
+                .collect(),
+            seq,
+            uptime_seconds: self.started.elapsed().as_secs(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// Every active ban, with every host that reported it.
+fn bans(table: &BanTable, now: u64) -> Vec<BanView> {
+    table.active(now).map(view).collect()
+}
+
+fn view(entry: &Entry) -> BanView {
+    let ban = &entry.ban;
+    BanView {
+        bantime: ban.bantime,
+        expires: ban.expires,
+        first_report: entry.first_report(),
+        ip: ban.ip.to_string(),
+        jail: ban.jail.to_string(),
+        last_report: entry.last_report(),
+        more_reporters: entry.reporters.more,
+        origin: ban.origin.to_string(),
+        prog: ban.prog.to_string(),
+        reporters: entry
+            .reporters
+            .iter()
+            .map(|r| ReporterView {
+                first_report: r.first,
+                last_report: r.last,
+                name: r.name.to_string(),
+            })
+            .collect(),
+    }
+}
+
+/// These structs have only string keys, so writing them cannot fail.
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("JSON of plain structs")
+}

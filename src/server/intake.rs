@@ -1,0 +1,291 @@
+//! Deciding on each request, with no sockets and no disk: the allowances per key, the
+//! networks that are never banned, the ceiling on active bans, de-duplication in the ban
+//! table, and the counters that `banshare status` shows. The loop journals, publishes and
+//! logs what this decides.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::config::ServerConfig;
+use crate::protect::{Protected, LOCAL_REFRESH};
+use crate::server::limits::RateLimits;
+use crate::server::table::{BanTable, Entry, Recorded};
+use crate::wire::cidr::Cidr;
+use crate::wire::control::Counters;
+use crate::wire::protocol::{Name, Report, PAGE};
+
+/// Invalid requests a key may send at once, and a minute after that; further ones are
+/// dropped unanswered.
+const INVALID_BURST: u32 = 60;
+const INVALID_RATE: u32 = 60;
+
+pub struct Intake {
+    /// Per key: reports, snapshot pages, and invalid requests.
+    reports: RateLimits,
+    snapshots: RateLimits,
+    invalid: RateLimits,
+    /// The built-in and configured networks and this host's own addresses, read again
+    /// every LOCAL_REFRESH.
+    protected: Protected,
+    protected_at: Instant,
+    pub counters: Counters,
+}
+
+/// What became of a report.
+#[derive(Debug)]
+pub enum Decision {
+    /// Not banned: the reason, for the reporter.
+    Refused(String),
+    /// Nothing to publish. Holds the entry when the report came from a host not yet among
+    /// its reporters: the audit trail is journaled with the batch.
+    Duplicate(Option<Entry>),
+    /// Journal and publish this ban.
+    Accepted(Entry),
+}
+
+impl Intake {
+    pub fn new(config: &ServerConfig) -> Intake {
+        Intake {
+            reports: RateLimits::default(),
+            snapshots: RateLimits::default(),
+            invalid: RateLimits::default(),
+            protected: Protected::for_this_host(&config.protected),
+            protected_at: Instant::now(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Reads the protected networks again: those `config` names, and this host's own
+    /// addresses, which change.
+    pub fn protect(&mut self, config: &ServerConfig) {
+        self.protected = Protected::for_this_host(&config.protected);
+        self.protected_at = Instant::now();
+    }
+
+    /// Decides a well-formed report from the key named `key` and records it in `table`.
+    /// `fleet_host` says which fleet host, if any, a network would cut off.
+    pub fn decide(
+        &mut self,
+        config: &ServerConfig,
+        table: &mut BanTable,
+        report: &Report,
+        key: &str,
+        fleet_host: impl FnOnce(&Cidr) -> Option<(IpAddr, String)>,
+        now: u64,
+    ) -> Decision {
+        if let Err((kind, reason)) = self.refusal(config, table, report, key, fleet_host) {
+            self.refused(kind);
+            return Decision::Refused(reason);
+        }
+        let origin = Name::parse("origin", key)
+            .unwrap_or_else(|_| Name::parse("origin", "unnamed").expect("valid name"));
+        match table.record(
+            report,
+            &origin,
+            config.default_bantime.0,
+            config.dedup_window.0,
+            now,
+        ) {
+            Recorded::Duplicate(changed) => {
+                self.counters.duplicate += 1;
+                Decision::Duplicate(changed)
+            }
+            Recorded::New(entry) => {
+                self.counters.accepted += 1;
+                Decision::Accepted(entry)
+            }
+        }
+    }
+
+    /// Why the server will not ban this network, if it will not: a short kind for the
+    /// counters, and the reason for the reporter.
+    fn refusal(
+        &mut self,
+        config: &ServerConfig,
+        table: &BanTable,
+        report: &Report,
+        origin: &str,
+        fleet_host: impl FnOnce(&Cidr) -> Option<(IpAddr, String)>,
+    ) -> Result<(), (&'static str, String)> {
+        let ip = &report.ip;
+        // First, so that every report counts against the key, refused or not.
+        let (rate, burst) = (config.report_rate, config.report_burst);
+        if !self.reports.allow(origin, rate, burst, Instant::now()) {
+            return Err((
+                "rate-limit",
+                format!("{origin} sent more than {burst} reports at once or {rate} a minute"),
+            ));
+        }
+        config.min_prefix.check(ip).map_err(|r| ("min-prefix", r))?;
+        if self.protected_at.elapsed() >= LOCAL_REFRESH {
+            self.protect(config);
+        }
+        self.protected.check(ip).map_err(|r| ("protected", r))?;
+        if let Some((addr, name)) = fleet_host(ip) {
+            return Err((
+                "fleet-host",
+                format!("{ip} covers fleet host {name}'s address {addr}"),
+            ));
+        }
+        let max = config.max_bans;
+        if table.len() >= max && !table.contains(ip) {
+            return Err((
+                "max-bans",
+                format!("the server holds {max} active bans, its max-bans"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn refused(&mut self, kind: &str) {
+        *self.counters.refused.entry(kind.to_owned()).or_default() += 1;
+    }
+
+    /// Whether `name` may have another snapshot page of a table of `bans`: enough for two
+    /// whole snapshots at once and two a minute after that, so that one key cannot keep
+    /// the server paging, nor pile up pages it leaves unread. Refusals are counted.
+    pub fn allow_snapshot(&mut self, name: &str, bans: usize) -> bool {
+        let pages = u32::try_from(bans / PAGE + 1).unwrap_or(u32::MAX);
+        let allowance = pages.saturating_mul(2).saturating_add(10);
+        let allowed = self
+            .snapshots
+            .allow(name, allowance, allowance, Instant::now());
+        if !allowed {
+            self.refused("snapshot-limit");
+        }
+        allowed
+    }
+
+    /// Whether an invalid request from `name` is answered (and counted as invalid), or
+    /// dropped (and counted as unanswered), past the key's allowance.
+    pub fn answer_invalid(&mut self, name: &str) -> bool {
+        let answered = self
+            .invalid
+            .allow(name, INVALID_RATE, INVALID_BURST, Instant::now());
+        if answered {
+            self.counters.invalid += 1;
+        } else {
+            self.counters.unanswered += 1;
+        }
+        answered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::protocol::Bantime;
+
+    fn config(extra: &str) -> ServerConfig {
+        toml::from_str(&format!("report-port = 1\npublish-port = 2\n{extra}")).unwrap()
+    }
+
+    fn report(ip: &str, bantime: Bantime) -> Report {
+        Report {
+            ip: ip.parse().unwrap(),
+            prog: Name::parse("prog", "fail2ban").unwrap(),
+            jail: Name::parse("jail", "sshd").unwrap(),
+            bantime,
+        }
+    }
+
+    fn nobody(_: &Cidr) -> Option<(IpAddr, String)> {
+        None
+    }
+
+    #[test]
+    fn a_new_ban_is_accepted_and_the_same_one_again_is_a_duplicate() {
+        let config = config("");
+        let (mut table, mut intake) = (BanTable::default(), Intake::new(&config));
+        let r = report("203.0.113.7", Bantime::Seconds(600));
+        let first = intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+        assert!(matches!(first, Decision::Accepted(_)), "{first:?}");
+        let again = intake.decide(&config, &mut table, &r, "web1", nobody, 1001);
+        assert!(matches!(again, Decision::Duplicate(None)), "{again:?}");
+        // Another host's word joins the audit trail.
+        let other = intake.decide(&config, &mut table, &r, "web2", nobody, 1002);
+        assert!(matches!(other, Decision::Duplicate(Some(_))), "{other:?}");
+        assert_eq!(
+            (intake.counters.accepted, intake.counters.duplicate),
+            (1, 2)
+        );
+    }
+
+    #[test]
+    fn each_refusal_has_its_kind_counted() {
+        let config = config("max-bans = 1\nprotected = [\"198.51.100.0/24\"]");
+        let (mut table, mut intake) = (BanTable::default(), Intake::new(&config));
+        let mut decide = |ip: &str, fleet: Option<&str>| {
+            let fleet_host = |_: &Cidr| fleet.map(|n| ("192.0.2.1".parse().unwrap(), n.into()));
+            let r = report(ip, Bantime::Default);
+            intake.decide(&config, &mut table, &r, "web1", fleet_host, 1000)
+        };
+        let refused = |d: Decision| match d {
+            Decision::Refused(reason) => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(refused(decide("10.0.0.0/8", None)).contains("wider than"));
+        assert!(refused(decide("198.51.100.4", None)).contains("198.51.100.0/24"));
+        assert!(refused(decide("192.0.2.1", Some("db1"))).contains("fleet host db1"));
+        assert!(matches!(decide("203.0.113.1", None), Decision::Accepted(_)));
+        assert!(refused(decide("203.0.113.2", None)).contains("max-bans"));
+        // A duplicate of a ban the server holds is not refused at the ceiling.
+        assert!(matches!(
+            decide("203.0.113.1", None),
+            Decision::Duplicate(_)
+        ));
+        let counted: Vec<(&str, u64)> = intake
+            .counters
+            .refused
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(
+            counted,
+            [
+                ("fleet-host", 1),
+                ("max-bans", 1),
+                ("min-prefix", 1),
+                ("protected", 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn every_report_counts_against_the_key_refused_or_not() {
+        let config = config("report-burst = 3\nreport-rate = 1");
+        let (mut table, mut intake) = (BanTable::default(), Intake::new(&config));
+        for ip in ["10.0.0.0/8", "203.0.113.1", "203.0.113.1"] {
+            let r = report(ip, Bantime::Default);
+            intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+        }
+        let r = report("203.0.113.2", Bantime::Default);
+        let limited = intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+        assert!(
+            matches!(&limited, Decision::Refused(reason) if reason.contains("3 reports at once")),
+            "{limited:?}"
+        );
+        // Another key has an allowance of its own.
+        let other = intake.decide(&config, &mut table, &r, "web2", nobody, 1000);
+        assert!(matches!(other, Decision::Accepted(_)), "{other:?}");
+        assert_eq!(intake.counters.refused["rate-limit"], 1);
+    }
+
+    #[test]
+    fn snapshot_pages_and_invalid_requests_have_allowances_of_their_own() {
+        let mut intake = Intake::new(&config(""));
+        // An empty table is one page: 12 pages at once.
+        assert_eq!(
+            (0..20).filter(|_| intake.allow_snapshot("web1", 0)).count(),
+            12
+        );
+        assert!(intake.allow_snapshot("web2", 0));
+        assert_eq!(intake.counters.refused["snapshot-limit"], 8);
+        let answered = (0..70).filter(|_| intake.answer_invalid("web1")).count();
+        assert_eq!(answered, 60);
+        assert_eq!(
+            (intake.counters.invalid, intake.counters.unanswered),
+            (60, 10)
+        );
+    }
+}
