@@ -27,11 +27,17 @@ enum Condition {
 pub struct ConnectionWatch {
     monitor: zmq::Socket,
     endpoint: String,
+    state: Attempts,
+}
+
+/// What the events of one connection's attempts have shown, apart from any socket.
+#[derive(Debug, Default)]
+struct Attempts {
     reported: Option<Condition>,
     up: bool,
     /// Whether TCP connected, and whether the handshake failed, in the current attempt.
-    attempt_connected: bool,
-    attempt_failed: bool,
+    connected: bool,
+    failed: bool,
     /// When the server last refused our key. libzmq never retries after that, so the owner
     /// must open a new socket (see `refused_for`).
     refused_at: Option<Instant>,
@@ -84,11 +90,7 @@ impl ConnectionWatch {
         Ok(ConnectionWatch {
             monitor,
             endpoint: endpoint.to_owned(),
-            reported: None,
-            up: false,
-            attempt_connected: false,
-            attempt_failed: false,
-            refused_at: None,
+            state: Attempts::default(),
         })
     }
 
@@ -101,69 +103,28 @@ impl ConnectionWatch {
     /// then, so the owner should open a new socket after a pause. A key authorized later
     /// (and a server reload) then gets the host in without a restart.
     pub fn refused_for(&self) -> Option<Duration> {
-        self.refused_at.map(|at| at.elapsed())
+        self.state.refused_at.map(|at| at.elapsed())
     }
 
     /// Restarts the wait before the next retry, after a retry could not even start.
     pub fn postpone_retry(&mut self) {
-        self.refused_at = Some(Instant::now());
+        self.state.refused_at = Some(Instant::now());
     }
 
     /// Carries what was already logged over to the watch of a new socket, so that retries
     /// do not repeat the same message.
     pub fn continue_from(&mut self, previous: &ConnectionWatch) {
-        self.reported = previous.reported;
+        self.state.reported = previous.state.reported;
     }
 
     /// Reads pending events and logs each change of state once.
     pub fn drain(&mut self) {
         let pending: Vec<_> = events(&self.monitor).collect();
         for (event, _) in pending {
-            self.on(event);
-        }
-    }
-
-    fn on(&mut self, event: E) {
-        log::debug!("{}: {event:?}", self.endpoint);
-        match event {
-            E::CONNECTED => self.attempt_connected = true,
-            E::HANDSHAKE_SUCCEEDED => {
-                self.up = true;
-                self.report(Condition::Up);
+            log::debug!("{}: {event:?}", self.endpoint);
+            if let Some(condition) = self.state.on(event) {
+                self.log(condition);
             }
-            E::HANDSHAKE_FAILED_AUTH => {
-                self.attempt_failed = true;
-                self.refused_at = Some(Instant::now());
-                self.report(Condition::KeyRefused);
-            }
-            E::HANDSHAKE_FAILED_PROTOCOL | E::HANDSHAKE_FAILED_NO_DETAIL => {
-                self.attempt_failed = true;
-                self.report(Condition::HandshakeFailed);
-            }
-            E::DISCONNECTED if self.up => {
-                self.up = false;
-                self.report(Condition::Lost);
-            }
-            E::DISCONNECTED if self.attempt_connected && !self.attempt_failed => {
-                self.report(Condition::HandshakeFailed);
-            }
-            // Every new attempt starts with CONNECT_RETRIED; one that never got TCP up
-            // means the server is down or unreachable.
-            E::CONNECT_RETRIED => {
-                if !self.attempt_connected {
-                    self.report(Condition::Unreachable);
-                }
-                self.attempt_connected = false;
-                self.attempt_failed = false;
-            }
-            _ => {}
-        }
-    }
-
-    fn report(&mut self, condition: Condition) {
-        if self.reported != Some(condition) {
-            self.log(condition);
-            self.reported = Some(condition);
         }
     }
 
@@ -182,6 +143,54 @@ impl ConnectionWatch {
                  public key; retrying"
             ),
         }
+    }
+}
+
+impl Attempts {
+    /// Takes one event; returns the condition to log when it differs from the last one
+    /// logged.
+    fn on(&mut self, event: E) -> Option<Condition> {
+        let condition = match event {
+            E::CONNECTED => {
+                self.connected = true;
+                return None;
+            }
+            E::HANDSHAKE_SUCCEEDED => {
+                self.up = true;
+                Condition::Up
+            }
+            E::HANDSHAKE_FAILED_AUTH => {
+                self.failed = true;
+                self.refused_at = Some(Instant::now());
+                Condition::KeyRefused
+            }
+            E::HANDSHAKE_FAILED_PROTOCOL | E::HANDSHAKE_FAILED_NO_DETAIL => {
+                self.failed = true;
+                Condition::HandshakeFailed
+            }
+            E::DISCONNECTED if self.up => {
+                self.up = false;
+                Condition::Lost
+            }
+            E::DISCONNECTED if self.connected && !self.failed => Condition::HandshakeFailed,
+            // Every new attempt starts with CONNECT_RETRIED; one that never got TCP up
+            // means the server is down or unreachable.
+            E::CONNECT_RETRIED => {
+                let unreachable = !self.connected;
+                self.connected = false;
+                self.failed = false;
+                if !unreachable {
+                    return None;
+                }
+                Condition::Unreachable
+            }
+            _ => return None,
+        };
+        if self.reported == Some(condition) {
+            return None;
+        }
+        self.reported = Some(condition);
+        Some(condition)
     }
 }
 
@@ -294,4 +303,50 @@ fn peer_of(fd: u32) -> String {
             .or_else(|| a.as_sockaddr_in6().map(|v6| v6.ip().to_string()))
     });
     ip.map_or_else(|| "?".into(), |ip| peer_address(&ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conditions(events: &[E]) -> Vec<Condition> {
+        let mut state = Attempts::default();
+        events.iter().filter_map(|e| state.on(*e)).collect()
+    }
+
+    #[test]
+    fn a_connection_that_comes_up_and_goes_is_told_once_each() {
+        let seen = conditions(&[
+            E::CONNECTED,
+            E::HANDSHAKE_SUCCEEDED,
+            E::DISCONNECTED,
+            E::CONNECT_RETRIED,
+            E::CONNECTED,
+            E::HANDSHAKE_SUCCEEDED,
+        ]);
+        assert_eq!(seen, [Condition::Up, Condition::Lost, Condition::Up]);
+    }
+
+    #[test]
+    fn a_server_that_is_down_is_unreachable_and_said_so_once() {
+        let seen = conditions(&[E::CONNECT_RETRIED, E::CONNECT_RETRIED, E::CONNECT_RETRIED]);
+        assert_eq!(seen, [Condition::Unreachable]);
+    }
+
+    #[test]
+    fn a_refused_key_and_a_wrong_server_key_are_told_apart() {
+        let mut state = Attempts::default();
+        assert_eq!(state.on(E::CONNECTED), None);
+        assert_eq!(
+            state.on(E::HANDSHAKE_FAILED_AUTH),
+            Some(Condition::KeyRefused)
+        );
+        assert!(
+            state.refused_at.is_some(),
+            "the owner retries with a new socket"
+        );
+        // The server drops a client whose hello it cannot decrypt: a wrong server key.
+        let seen = conditions(&[E::CONNECTED, E::DISCONNECTED]);
+        assert_eq!(seen, [Condition::HandshakeFailed]);
+    }
 }
