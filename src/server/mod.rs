@@ -36,7 +36,7 @@ use zap::Authorizer;
 /// The longest the loop sleeps, which bounds how late a signal is noticed.
 const TICK: Duration = Duration::from_millis(100);
 /// How long a key that broke the protocol's shape is refused.
-pub(crate) const CUT_OFF: Duration = Duration::from_secs(15 * 60);
+const CUT_OFF: Duration = Duration::from_secs(15 * 60);
 
 pub fn main() -> std::process::ExitCode {
     let args: ServerArgs = cli::parse();
