@@ -1,10 +1,12 @@
 //! banshare-client: subscribes to the server's publish socket and applies each ban on this
 //! host with the configured command, unless it would cover a protected address. At start,
 //! after a gap in sequence numbers, a new server epoch or missed heartbeats, it reads the
-//! server's active bans page by page and catches up (`resync`). It also delivers the
-//! reporter's spool (`courier`). Bans are carried out by `apply`.
+//! server's active bans page by page and catches up (`resync` decides, `catchup` asks and
+//! applies). It also delivers the reporter's spool (`courier`). Bans are carried out by
+//! `apply`.
 
 pub mod apply;
+mod catchup;
 pub mod courier;
 pub mod link;
 pub mod report;
@@ -20,17 +22,13 @@ use crate::daemon::memory;
 use crate::daemon::service::{self, Signals, Watchdog};
 use crate::exit::{Exit, Failure};
 use crate::logging::LogLimit;
-use crate::wire::cidr::Cidr;
-use crate::wire::protocol::{encode_snapshot_request, Ban, Publish, SnapshotPage, Verdict};
+use crate::wire::protocol::{Ban, Publish};
 use crate::wire::transport::{self, endpoint};
 use apply::record::Action;
 use apply::Enforcer;
 use courier::Courier;
-use link::{
-    load_keys, reply_body, request_socket, send_request, subscribe, within_bounds, Subscription,
-    PAGE_FRAMES, PUBLISHED_FRAMES,
-};
-use resync::{Due, Follower, Next, Resync};
+use link::{load_keys, request_socket, subscribe, within_bounds, Subscription, PUBLISHED_FRAMES};
+use resync::Follower;
 use spool::Spool;
 
 /// READY=1 is sent at the first message from the server, or after this long without one,
@@ -272,88 +270,6 @@ impl Client {
         if let Err(line) = self.enforcer.enforce(&self.config, ban, action) {
             self.warn_about_server(&line);
         }
-    }
-
-    /// Asks for the snapshot page the follower wants, if any.
-    fn drive_resync(&mut self) {
-        match self.follower.due(Instant::now()) {
-            None => {}
-            Some(Due::Start) => {
-                log::info!("resynchronising with {}", self.server_endpoint());
-                self.request_page(None);
-            }
-            Some(Due::Again(after)) => {
-                log::warn!("no snapshot page from the server yet; asking again");
-                match request_socket(&self.ctx, &self.config) {
-                    // A new socket, so that a late answer to the old request is never read.
-                    Ok(socket) => self.requester = socket,
-                    Err(e) => log::error!("{e}"),
-                }
-                self.request_page(after.as_ref());
-            }
-        }
-    }
-
-    fn request_page(&mut self, after: Option<&Cidr>) {
-        if let Err(e) = send_request(&self.requester, encode_snapshot_request(after)) {
-            log::warn!("cannot ask for a snapshot page: {e}");
-        }
-        self.follower.asked(after.copied(), Instant::now());
-    }
-
-    fn read_pages(&mut self) {
-        while let Ok(received) =
-            transport::recv_bounded(&self.requester, zmq::DONTWAIT, PAGE_FRAMES)
-        {
-            let body = within_bounds(&received).and_then(reply_body);
-            match body.clone().and_then(SnapshotPage::decode) {
-                Ok(page) => self.take_page(page),
-                Err(e) => match body.and_then(Verdict::decode) {
-                    // Such as a key over its allowance of pages: asked again in 5 s.
-                    Ok(verdict) => log::warn!("the server answered a snapshot request: {verdict}"),
-                    Err(_) => self.warn_about_server(&format!("ignored a snapshot page: {e}")),
-                },
-            }
-        }
-    }
-
-    /// Applies a page of the catch-up under way, then asks for the next or finishes.
-    fn take_page(&mut self, page: SnapshotPage) {
-        let Some(next) = self.follower.take_page(&page) else {
-            return;
-        };
-        for bad in &page.unreadable {
-            let line = format!(
-                "skipped a ban in a snapshot page from the server: {}",
-                bad.reason
-            );
-            self.warn_about_server(&line);
-        }
-        for ban in &page.bans {
-            self.act_on(ban, Action::Ban);
-        }
-        match next {
-            Next::Page(after) => self.request_page(Some(&after)),
-            Next::Done(resync) => self.finish_resync(resync),
-        }
-    }
-
-    fn finish_resync(&mut self, resync: Resync) {
-        let mut refused = Vec::new();
-        let (expired, lifted) =
-            self.enforcer
-                .drop_stale(&self.config, &resync.active, &resync.fresh, |line| {
-                    refused.push(line);
-                });
-        for line in refused {
-            self.warn_about_server(&line);
-        }
-        log::info!(
-            "resynchronised: {} active bans on the server in {} pages ({} ms); {expired} expired and {lifted} lifted here",
-            resync.active.len(),
-            resync.pages,
-            resync.started.elapsed().as_millis()
-        );
     }
 
     fn reload(&mut self) {
