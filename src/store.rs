@@ -51,6 +51,17 @@ pub struct Recovery<R> {
     pub kept: Option<PathBuf>,
 }
 
+impl<R> Default for Recovery<R> {
+    fn default() -> Self {
+        Recovery {
+            entries: Vec::new(),
+            damaged: Vec::new(),
+            lines: 0,
+            kept: None,
+        }
+    }
+}
+
 pub struct Store<R> {
     /// Held for the store's lifetime: a second daemon on the same state-dir must not
     /// rewrite the journal under the first.
@@ -91,12 +102,7 @@ impl<R: Record> Store<R> {
         let path = dir.join(name);
         let mut recovery = match files::open_regular(&path) {
             Ok(file) => read::<R>(file).map_err(err(&path))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Recovery {
-                entries: Vec::new(),
-                damaged: Vec::new(),
-                lines: 0,
-                kept: None,
-            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Recovery::default(),
             Err(e) => return Err(err(&path)(e)),
         };
         recovery.entries.retain(|record| record.active_at(now));
@@ -244,11 +250,11 @@ fn parse<R: Record>(text: &str) -> Result<Line<R>, String> {
 
 /// Reads every record; a later record for the same network replaces an earlier one.
 fn read<R: Record>(file: File) -> io::Result<Recovery<R>> {
-    let (mut damaged, mut lines) = (Vec::new(), 0);
+    let mut recovery = Recovery::default();
     let mut by_ip = std::collections::HashMap::new();
     for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = line?;
-        lines += 1;
+        recovery.lines += 1;
         let parsed = std::str::from_utf8(&line)
             .map_err(|_| "not text".to_string())
             .and_then(parse::<R>);
@@ -259,19 +265,15 @@ fn read<R: Record>(file: File) -> io::Result<Recovery<R>> {
             Ok(Line::Del(ip)) => {
                 by_ip.remove(&ip);
             }
-            Err(why) => damaged.push(format!(
+            Err(why) => recovery.damaged.push(format!(
                 "line {}: {why}: {}",
                 i + 1,
                 printable(&String::from_utf8_lossy(&line))
             )),
         }
     }
-    Ok(Recovery {
-        entries: by_ip.into_values().collect(),
-        damaged,
-        lines,
-        kept: None,
-    })
+    recovery.entries = by_ip.into_values().collect();
+    Ok(recovery)
 }
 
 /// CRC-32 (IEEE 802.3, as in zlib and `cksum -a crc32b`).

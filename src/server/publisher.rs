@@ -67,17 +67,21 @@ impl Publisher {
 
     /// Publishes a ban with the next sequence number.
     pub fn ban(&mut self, ban: Ban) {
-        self.seq += 1;
-        let (epoch, seq) = self.position();
+        let (epoch, seq) = self.next();
         self.send(&Publish::Ban { epoch, seq, ban });
     }
 
     /// Publishes an unban with the next sequence number, and returns that number.
     pub fn unban(&mut self, ban: Ban) -> u64 {
-        self.seq += 1;
-        let (epoch, seq) = self.position();
+        let (epoch, seq) = self.next();
         self.send(&Publish::Unban { epoch, seq, ban });
         seq
+    }
+
+    /// The position of the next ban or unban.
+    fn next(&mut self) -> (u64, u64) {
+        self.seq += 1;
+        self.position()
     }
 
     /// Sends a heartbeat when one is due.
