@@ -15,6 +15,7 @@ use crate::config::Durability;
 use crate::files;
 use crate::logging::printable;
 use crate::wire::cidr::Cidr;
+use crate::wire::protocol::Lift;
 
 /// The server's journal; the client keeps its own, `applied.journal`, in its state-dir.
 pub const SERVER_JOURNAL: &str = "bans.journal";
@@ -33,6 +34,8 @@ pub trait Record: Sized {
     fn network(&self) -> Cidr;
     /// Whether the record still matters at `now`: expired ones are dropped at start.
     fn active_at(&self, now: u64) -> bool;
+    /// When it was reported: a dated unban (an `unban` line) lifts it if at or after this.
+    fn reported(&self) -> u64;
     /// The fields after `ban`, separated by single spaces.
     fn encode(&self) -> String;
     /// A record from those fields, by the same rules as the wire: a record the wire would
@@ -44,6 +47,8 @@ pub trait Record: Sized {
 #[derive(Debug)]
 pub struct Recovery<R> {
     pub entries: Vec<R>,
+    /// Dated unbans still in force (the server's journal only).
+    pub lifts: Vec<Lift>,
     /// Lines that could not be read back, with their line numbers.
     pub damaged: Vec<String>,
     pub lines: usize,
@@ -55,6 +60,7 @@ impl<R> Default for Recovery<R> {
     fn default() -> Self {
         Recovery {
             entries: Vec::new(),
+            lifts: Vec::new(),
             damaged: Vec::new(),
             lines: 0,
             kept: None,
@@ -106,16 +112,17 @@ impl<R: Record> Store<R> {
             Err(e) => return Err(err(&path)(e)),
         };
         recovery.entries.retain(|record| record.active_at(now));
+        recovery.lifts.retain(|lift| lift.active_at(now));
         if !recovery.damaged.is_empty() {
             let copy = dir.join(format!("{name}.damaged-{now}"));
             keep_copy(&path, &copy).map_err(err(&copy))?;
             recovery.kept = Some(copy);
         }
-        let journal = rewrite(&path, &recovery.entries)?;
+        let journal = rewrite(&path, &recovery.entries, &recovery.lifts)?;
         let store = Store {
             _lock: lock,
             journal,
-            records: recovery.entries.len(),
+            records: recovery.entries.len() + recovery.lifts.len(),
             pending: false,
             path,
             durability,
@@ -142,6 +149,15 @@ impl<R: Record> Store<R> {
             .map_err(err(&self.path))
     }
 
+    /// Buffers a dated unban, which also lifts the ban it covers; `commit` makes it durable.
+    pub fn lift(&mut self, lift: &Lift) -> Result<(), StoreError> {
+        self.records += 1;
+        self.pending = true;
+        self.journal
+            .write_all(checksummed(lift.line()).as_bytes())
+            .map_err(err(&self.path))
+    }
+
     /// Makes everything appended so far durable, per the configured durability. Called once
     /// per batch of reports, so that one fsync covers many of them; does nothing when
     /// nothing was appended.
@@ -159,15 +175,16 @@ impl<R: Record> Store<R> {
         Ok(())
     }
 
-    /// Rewrites the journal with only `live` when it has grown to over twice their number,
-    /// so that expired and replaced records do not pile up.
-    pub fn compact_if_large(&mut self, live: &[R]) -> Result<bool, StoreError> {
-        if self.records <= 2 * live.len() + 1000 {
+    /// Rewrites the journal with only `live` and `lifts` when it has grown to over twice
+    /// their number, so that expired and replaced records do not pile up.
+    pub fn compact_if_large(&mut self, live: &[R], lifts: &[Lift]) -> Result<bool, StoreError> {
+        let kept = live.len() + lifts.len();
+        if self.records <= 2 * kept + 1000 {
             return Ok(false);
         }
         self.commit()?;
-        self.journal = rewrite(&self.path, live)?;
-        self.records = live.len();
+        self.journal = rewrite(&self.path, live, lifts)?;
+        self.records = kept;
         Ok(true)
     }
 }
@@ -194,7 +211,11 @@ fn lock(path: &Path) -> Result<Flock<File>, StoreError> {
 /// Writes `entries` to a new file and renames it over `path`, so that a crash leaves
 /// either the old journal or the new one, never half of one. Returns the new journal,
 /// open for appending.
-fn rewrite<R: Record>(path: &Path, entries: &[R]) -> Result<BufWriter<File>, StoreError> {
+fn rewrite<R: Record>(
+    path: &Path,
+    entries: &[R],
+    lifts: &[Lift],
+) -> Result<BufWriter<File>, StoreError> {
     let tmp = path.with_extension("journal.new");
     // Left over from a crash in the middle of a rewrite: unlinking never follows a symlink.
     match fs::remove_file(&tmp) {
@@ -205,6 +226,10 @@ fn rewrite<R: Record>(path: &Path, entries: &[R]) -> Result<BufWriter<File>, Sto
     let mut out = BufWriter::new(file);
     for entry in entries {
         out.write_all(line(entry).as_bytes()).map_err(err(&tmp))?;
+    }
+    for lift in lifts {
+        out.write_all(checksummed(lift.line()).as_bytes())
+            .map_err(err(&tmp))?;
     }
     out.flush().map_err(err(&tmp))?;
     out.get_ref().sync_all().map_err(err(&tmp))?;
@@ -219,7 +244,7 @@ fn rewrite<R: Record>(path: &Path, entries: &[R]) -> Result<BufWriter<File>, Sto
 }
 
 /// `CRC ban FIELDS`, where CRC is the CRC-32 of everything after it; or `CRC del IP` for a
-/// ban lifted before its time.
+/// ban lifted before its time, or `CRC unban IP AT UNTIL` for a dated unban.
 fn line<R: Record>(record: &R) -> String {
     checksummed(format!("ban {}", record.encode()))
 }
@@ -233,6 +258,7 @@ pub fn checksummed(body: String) -> String {
 enum Line<R> {
     Ban(R),
     Del(Cidr),
+    Lift(Lift),
 }
 
 fn parse<R: Record>(text: &str) -> Result<Line<R>, String> {
@@ -243,15 +269,19 @@ fn parse<R: Record>(text: &str) -> Result<Line<R>, String> {
     let fields: Vec<&str> = body.split(' ').collect();
     match fields[..] {
         ["del", ip] => Ok(Line::Del(ip.parse()?)),
+        ["unban", ..] => Ok(Line::Lift(Lift::parse(&fields)?)),
         ["ban", ref record @ ..] => Ok(Line::Ban(R::decode(record)?)),
         _ => Err("unknown record".into()),
     }
 }
 
-/// Reads every record; a later record for the same network replaces an earlier one.
+/// Reads every record; a later record for the same network replaces an earlier one. A dated
+/// unban lifts the record it covers, wherever it stands: which one covers which does not
+/// depend on their order.
 fn read<R: Record>(file: File) -> io::Result<Recovery<R>> {
     let mut recovery = Recovery::default();
     let mut by_ip = std::collections::HashMap::new();
+    let mut lifts = std::collections::HashMap::<Cidr, Lift>::new();
     for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = line?;
         recovery.lines += 1;
@@ -265,6 +295,12 @@ fn read<R: Record>(file: File) -> io::Result<Recovery<R>> {
             Ok(Line::Del(ip)) => {
                 by_ip.remove(&ip);
             }
+            Ok(Line::Lift(lift)) => {
+                let later = lifts.get(&lift.ip).map_or(true, |known| lift.at > known.at);
+                if later {
+                    lifts.insert(lift.ip, lift);
+                }
+            }
             Err(why) => recovery.damaged.push(format!(
                 "line {}: {why}: {}",
                 i + 1,
@@ -272,7 +308,13 @@ fn read<R: Record>(file: File) -> io::Result<Recovery<R>> {
             )),
         }
     }
+    by_ip.retain(|ip, record: &mut R| {
+        lifts
+            .get(ip)
+            .map_or(true, |lift| record.reported() > lift.at)
+    });
     recovery.entries = by_ip.into_values().collect();
+    recovery.lifts = lifts.into_values().collect();
     Ok(recovery)
 }
 
@@ -320,6 +362,9 @@ mod tests {
         }
         fn active_at(&self, now: u64) -> bool {
             self.until == 0 || self.until > now
+        }
+        fn reported(&self) -> u64 {
+            0
         }
         fn encode(&self) -> String {
             format!("{} {}", self.ip, self.until)
@@ -434,7 +479,9 @@ mod tests {
         for _ in 0..1500 {
             store.append(&n).unwrap();
         }
-        assert!(store.compact_if_large(std::slice::from_ref(&n)).unwrap());
+        assert!(store
+            .compact_if_large(std::slice::from_ref(&n), &[])
+            .unwrap());
         store.append(&note("203.0.113.8", 0)).unwrap();
         store.commit().unwrap();
         let lines = fs::read_to_string(dir.path().join("notes.journal"))

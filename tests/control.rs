@@ -28,14 +28,10 @@ fn an_unban_reaches_every_client_including_one_that_was_away() {
     for i in 0..2 {
         fleet.wait_applied(i, "unban fail2ban sshd 203.0.113.80 86400");
     }
-    // web3 was down: it lifts the ban when it catches up.
+    // web3 was down: it lifts the ban when it catches up, from the dated unban that the
+    // snapshot pages carry.
     fleet.start_client(2);
     fleet.wait_applied(2, "unban fail2ban sshd 203.0.113.80 86400");
-    assert!(
-        fleet.client_log(2).contains("1 lifted here"),
-        "{}",
-        fleet.client_log(2)
-    );
     // Unbanning again is an error; the server no longer lists it; a new report is news.
     let out = fleet.admin(&["unban", "203.0.113.80"]);
     assert_eq!(outcome(&out).0, 65, "{:?}", outcome(&out));

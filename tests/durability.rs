@@ -97,11 +97,11 @@ fn a_record_the_wire_would_refuse_cannot_stall_the_fleet() {
         origin: name("web9"),
         bantime: Some(MAX_BANTIME + 1),
         expires: Some(u64::MAX / 2),
+        reported: 1,
     };
     let entry = Entry {
         ban: bad,
         reporters: Reporters::default(),
-        last_published: 1,
     };
     store.append(&entry).unwrap();
     store.commit().unwrap();

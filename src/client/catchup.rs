@@ -5,12 +5,13 @@
 use std::time::Instant;
 
 use crate::client::apply::record::Action;
-use crate::client::link::{reply_body, request_socket, send_request, within_bounds, PAGE_FRAMES};
-use crate::client::resync::{Due, Next, Resync};
+use crate::client::link::{request_socket, send_request};
 use crate::client::Client;
 use crate::wire::cidr::Cidr;
+use crate::wire::follow::{Due, Next, Resync};
 use crate::wire::protocol::{encode_snapshot_request, SnapshotPage, Verdict};
 use crate::wire::transport;
+use crate::wire::upstream::{reply_body, within_bounds, PAGE_FRAMES};
 
 impl Client {
     /// Asks for the snapshot page the follower wants, if any.
@@ -70,6 +71,11 @@ impl Client {
         }
         for ban in &page.bans {
             self.act_on(ban, Action::Ban);
+        }
+        for lift in &page.lifts {
+            if let Err(line) = self.enforcer.lift_applied(&self.config, lift) {
+                self.warn_about_server(&line);
+            }
         }
         match next {
             Next::Page(after) => self.request_page(Some(&after)),

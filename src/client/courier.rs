@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::client::link::{reply_body, send_request, within_bounds, VERDICT_FRAMES};
-use crate::client::resync::REQUEST_TIMEOUT;
+use crate::client::link::{send_request, VERDICT_FRAMES};
 use crate::client::spool::{self, Spool};
 use crate::exit::Failure;
 use crate::logging::Quiet;
+use crate::wire::follow::REQUEST_TIMEOUT;
 use crate::wire::protocol::Verdict;
 use crate::wire::transport;
+use crate::wire::upstream::{reply_body, within_bounds};
 
 /// How often the spool is looked at when it was empty.
 const SPOOL_CHECK: Duration = Duration::from_secs(1);

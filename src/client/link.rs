@@ -8,8 +8,9 @@ use crate::config::ClientConfig;
 use crate::exit::{Exit, Failure};
 use crate::wire::keys::{self, KeyPair, PublicKey};
 use crate::wire::monitor::ConnectionWatch;
-use crate::wire::protocol::{encode_snapshot_request, SnapshotPage, PAGE, VERSION};
-use crate::wire::transport::{self, endpoint, Received};
+use crate::wire::protocol::{encode_snapshot_request, SnapshotPage, VERSION};
+use crate::wire::transport::{self, endpoint};
+use crate::wire::upstream::reply_body;
 
 /// The keys a client needs, from the files client.toml names.
 pub fn load_keys(config: &ClientConfig) -> Result<(PublicKey, KeyPair), Failure> {
@@ -50,30 +51,8 @@ pub fn ping(config: &ClientConfig, timeout: Duration) -> Result<String, Failure>
     ))
 }
 
-/// Frames in the largest message of each kind the client receives: a BAN; a snapshot page
-/// behind its delimiter; a verdict behind its delimiter.
-pub const PUBLISHED_FRAMES: usize = 10;
-pub const PAGE_FRAMES: usize = 1 + 5 + PAGE;
+/// Frames in a verdict behind its delimiter, the largest the courier receives.
 pub const VERDICT_FRAMES: usize = 1 + 3;
-
-/// The frames of a message, unless it had more than any banshare message has (only the
-/// first were kept, see `transport::recv_bounded`).
-pub fn within_bounds(received: &Received) -> Result<&[Vec<u8>], String> {
-    if received.oversized() {
-        // What it held is freed; the memory guard gives it back to the system if it must.
-        Err(format!("a message of {} frames", received.count))
-    } else {
-        Ok(&received.frames)
-    }
-}
-
-/// A reply on a DEALER socket, without the empty delimiter the server echoes back.
-pub fn reply_body(frames: &[Vec<u8>]) -> Result<&[Vec<u8>], String> {
-    match frames.split_first() {
-        Some((delimiter, body)) if delimiter.is_empty() => Ok(body),
-        _ => Err("reply without delimiter".into()),
-    }
-}
 
 /// A DEALER socket on the server's report port, for snapshot requests and spooled reports.
 pub fn request_socket(ctx: &zmq::Context, config: &ClientConfig) -> Result<zmq::Socket, Failure> {

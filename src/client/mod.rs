@@ -1,8 +1,8 @@
 //! banshare-client: subscribes to the server's publish socket and applies each ban on this
 //! host with the configured command, unless it would cover a protected address. At start,
 //! after a gap in sequence numbers, a new server epoch or missed heartbeats, it reads the
-//! server's active bans page by page and catches up (`resync` decides, `catchup` asks and
-//! applies). It also delivers the reporter's spool (`courier`). Bans are carried out by
+//! server's active bans page by page and catches up (`wire::follow` decides, `catchup` asks
+//! and applies). It also delivers the reporter's spool (`courier`). Bans are carried out by
 //! `apply`.
 
 pub mod apply;
@@ -10,7 +10,6 @@ mod catchup;
 pub mod courier;
 pub mod link;
 pub mod report;
-pub mod resync;
 pub mod spool;
 
 use std::path::{Path, PathBuf};
@@ -22,13 +21,14 @@ use crate::daemon::memory;
 use crate::daemon::service::{self, Signals, Watchdog};
 use crate::exit::{Exit, Failure};
 use crate::logging::LogLimit;
+use crate::wire::follow::Follower;
 use crate::wire::protocol::{Ban, Publish};
 use crate::wire::transport::{self, endpoint};
+use crate::wire::upstream::{within_bounds, PUBLISHED_FRAMES};
 use apply::record::Action;
 use apply::Enforcer;
 use courier::Courier;
-use link::{load_keys, request_socket, subscribe, within_bounds, Subscription, PUBLISHED_FRAMES};
-use resync::Follower;
+use link::{load_keys, request_socket, subscribe, Subscription};
 use spool::Spool;
 
 /// READY=1 is sent at the first message from the server, or after this long without one,
@@ -258,9 +258,16 @@ impl Client {
                 self.follower.published(epoch, seq, ban.ip, now);
                 self.act_on(&ban, Action::Ban);
             }
-            Publish::Unban { epoch, seq, ban } => {
+            Publish::Unban {
+                epoch,
+                seq,
+                ban,
+                lifted,
+            } => {
                 self.follower.published(epoch, seq, ban.ip, now);
-                self.act_on(&ban, Action::Unban);
+                if let Err(line) = self.enforcer.lift(&self.config, &ban, lifted) {
+                    self.warn_about_server(&line);
+                }
             }
         }
     }

@@ -163,6 +163,27 @@ pub struct ServerConfig {
     pub max_bans: usize,
     #[serde(default = "default_log_level")]
     pub log_level: LogLevel,
+    /// The other servers of the fleet, whose publish sockets this one follows and merges.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// Another banshare-server: where it listens, and its public key, whose file name without
+/// `.key` names the peer in logs and in `banshare status`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PeerConfig {
+    pub address: String,
+    pub report_port: u16,
+    pub publish_port: u16,
+    pub key: PathBuf,
+}
+
+impl PeerConfig {
+    pub fn name(&self) -> String {
+        let stem = self.key.file_stem().unwrap_or(self.key.as_os_str());
+        stem.to_string_lossy().into_owned()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -365,6 +386,11 @@ impl ServerConfig {
                 "default-bantime",
                 format!("must be between 1s and {MAX_BANTIME}s (ten years)"),
             ));
+        }
+        for peer in &config.peers {
+            check_host(&peer.address).map_err(|r| err("peers", format!("address {r}")))?;
+            check_ports(peer.report_port, peer.publish_port)
+                .map_err(|(k, r)| err("peers", format!("{k} {r}")))?;
         }
         Ok(config)
     }

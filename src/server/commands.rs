@@ -3,6 +3,7 @@
 
 use crate::clock::unix_now;
 use crate::exit::Failure;
+use crate::server::merge::Change;
 use crate::server::table::{BanTable, Entry};
 use crate::server::{store_failure, Server};
 use crate::wire::cidr::Cidr;
@@ -29,19 +30,27 @@ impl Server {
         Ok(())
     }
 
-    /// Lifts a ban fleet-wide: forget it durably, then publish UNBAN.
+    /// Lifts a ban fleet-wide: a dated unban, journaled, then published as UNBAN to the
+    /// clients and the peers alike.
     fn unban(&mut self, ip: &Cidr) -> Result<Result<String, String>, Failure> {
-        let Some(entry) = self.table.remove(ip) else {
-            return Ok(Err(format!("{ip} is not banned")));
+        let now = unix_now();
+        let Some(lift) = self.table.unban_now(ip, now) else {
+            return Ok(Err(if self.table.contains(ip) {
+                format!("{ip} is not banned (its ban expired)")
+            } else {
+                format!("{ip} is not banned")
+            }));
         };
-        if !entry.ban.active_at(unix_now()) {
-            return Ok(Err(format!("{ip} is not banned (its ban expired)")));
-        }
-        self.store.remove(ip).map_err(store_failure)?;
+        let change = self.note_lift(lift, now)?;
         self.store.commit().map_err(store_failure)?;
         self.intake.counters.unbanned += 1;
-        let origin = entry.ban.origin.clone();
-        let seq = self.publisher.unban(entry.ban);
+        let origin = match &change {
+            Some(Change::Unban(ban, _)) => ban.origin.to_string(),
+            _ => "?".into(),
+        };
+        let seq = self
+            .publish(change.into_iter().collect())
+            .unwrap_or_default();
         log::info!("unbanned {ip} (reported by {origin}); published as seq {seq}");
         Ok(Ok(format!(
             "unbanned {ip}; every client runs its unban command"
@@ -59,6 +68,7 @@ impl Server {
                 ..self.intake.counters.clone()
             },
             epoch,
+            peers: self.peers.views(),
             hosts: self
                 .auth
                 .hosts_seen()

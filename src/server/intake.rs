@@ -116,6 +116,18 @@ impl Intake {
                 format!("{origin} sent more than {burst} reports at once or {rate} a minute"),
             ));
         }
+        self.network_refusal(config, table, ip, fleet_host)
+    }
+
+    /// Why the server will not ban `ip` whoever asks, a host or a peer: too wide, protected,
+    /// a fleet host's, or one ban too many.
+    pub fn network_refusal(
+        &mut self,
+        config: &ServerConfig,
+        table: &BanTable,
+        ip: &Cidr,
+        fleet_host: impl FnOnce(&Cidr) -> Option<(IpAddr, String)>,
+    ) -> Result<(), (&'static str, String)> {
         config.min_prefix.check(ip).map_err(|r| ("min-prefix", r))?;
         if self.protected_at.elapsed() >= LOCAL_REFRESH {
             self.protect(config);

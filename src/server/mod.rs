@@ -7,6 +7,8 @@ mod commands;
 pub mod intake;
 pub mod limits;
 pub mod listener;
+mod merge;
+mod peering;
 pub mod publisher;
 mod reports;
 pub mod table;
@@ -29,6 +31,7 @@ use crate::wire::keys::{self, KeyPair, PublicKey};
 use crate::wire::transport::endpoint;
 use intake::Intake;
 use listener::Listener;
+use peering::Peers;
 use publisher::Publisher;
 use table::{BanTable, Entry};
 use zap::Authorizer;
@@ -70,6 +73,7 @@ struct Server {
     zap: Worker,
     report: Listener,
     publisher: Publisher,
+    peers: Peers,
     intake: Intake,
     table: BanTable,
     store: Store<Entry>,
@@ -137,7 +141,9 @@ impl Server {
         // A million bans take about 330 MB.
         let guard = memory::Guard::new((256 << 20) + 512 * config.max_bans as u64);
         let control = control::bind(&ctx, &config.control_socket)?;
+        let peers = Peers::open(&ctx, &config, &key)?;
         Ok(Server {
+            peers,
             config_path: config_path.to_owned(),
             intake: Intake::new(&config),
             config,
@@ -183,19 +189,21 @@ impl Server {
             }
             let wait = self.publisher.until_heartbeat(now).min(TICK);
             let publish = &self.publisher.listener;
-            let mut items = [
+            let mut items = vec![
                 self.report.socket.as_poll_item(zmq::POLLIN),
                 publish.socket.as_poll_item(zmq::POLLIN),
                 self.report.watch.socket().as_poll_item(zmq::POLLIN),
                 publish.watch.socket().as_poll_item(zmq::POLLIN),
                 self.control.as_poll_item(zmq::POLLIN),
             ];
+            items.extend(self.peers.links.iter().flat_map(|l| l.poll_items()));
             // EINTR from a signal just goes round the loop again.
             if zmq::poll(&mut items, wait.as_millis() as i64).is_err() {
                 continue;
             }
+            let readable: Vec<bool> = items.iter().map(zmq::PollItem::is_readable).collect();
             let [reports, subscriptions, report_events, publish_events, commands] =
-                items.map(|item| item.is_readable());
+                [0, 1, 2, 3, 4].map(|i| readable[i]);
             if report_events {
                 self.report.drain_events();
             }
@@ -217,6 +225,9 @@ impl Server {
             if commands {
                 self.handle_command()?;
             }
+            // Every pass, not only when a peer's socket is readable: catch-ups and silences
+            // are timed.
+            self.handle_peers()?;
         }
         // What was refused since the last summary, so that the log tells it all.
         self.auth.flush_refusals(true);
@@ -230,7 +241,12 @@ impl Server {
         let purged = self.table.purge(unix_now());
         log::debug!("purged {purged} expired bans; {} active", self.table.len());
         let live: Vec<_> = self.table.entries().cloned().collect();
-        if self.store.compact_if_large(&live).map_err(store_failure)? {
+        let lifts: Vec<_> = self.table.lifts().copied().collect();
+        if self
+            .store
+            .compact_if_large(&live, &lifts)
+            .map_err(store_failure)?
+        {
             log::info!("compacted the ban table to {} bans", live.len());
         }
         Ok(())
@@ -320,12 +336,13 @@ impl Server {
             state_dir: self.config.state_dir.clone(),
             durability: self.config.durability,
             control_socket: self.config.control_socket.clone(),
+            peers: self.config.peers.clone(),
             ..config.clone()
         };
         if kept != config {
             log::warn!(
-                "listen, report-port, publish-port, key, state-dir, durability and \
-                 control-socket change only on restart"
+                "listen, report-port, publish-port, key, state-dir, durability, \
+                 control-socket and peers change only on restart"
             );
         }
         log::set_max_level(config.log_level.filter());
@@ -385,7 +402,8 @@ fn open_store(config: &ServerConfig) -> Result<(Store<Entry>, BanTable), Failure
     } else {
         log::info!("ban table: {} active bans", recovery.entries.len());
     }
-    Ok((store, BanTable::from_entries(recovery.entries)))
+    let table = BanTable::from_entries(recovery.entries, recovery.lifts);
+    Ok((store, table))
 }
 
 /// For `banshare check-config`: the checks a start would make, without binding.

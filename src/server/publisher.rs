@@ -65,16 +65,23 @@ impl Publisher {
         self.interval = interval;
     }
 
-    /// Publishes a ban with the next sequence number.
-    pub fn ban(&mut self, ban: Ban) {
+    /// Publishes a ban with the next sequence number, and returns that number.
+    pub fn ban(&mut self, ban: Ban) -> u64 {
         let (epoch, seq) = self.next();
         self.send(&Publish::Ban { epoch, seq, ban });
+        seq
     }
 
-    /// Publishes an unban with the next sequence number, and returns that number.
-    pub fn unban(&mut self, ban: Ban) -> u64 {
+    /// Publishes an unban dated `lifted` with the next sequence number, and returns that
+    /// number.
+    pub fn unban(&mut self, ban: Ban, lifted: u64) -> u64 {
         let (epoch, seq) = self.next();
-        self.send(&Publish::Unban { epoch, seq, ban });
+        self.send(&Publish::Unban {
+            epoch,
+            seq,
+            ban,
+            lifted: Some(lifted),
+        });
         seq
     }
 

@@ -6,6 +6,8 @@ use std::time::Instant;
 use crate::clock::unix_now;
 use crate::exit::Failure;
 use crate::server::intake::Decision;
+use crate::server::merge::Change;
+use crate::server::table::Page;
 use crate::server::{store_failure, Peer, Server, CUT_OFF};
 use crate::wire::protocol::{
     decode_request, Ban, Report, Request, SnapshotPage, Verdict, MAX_REQUEST_FRAMES, PAGE,
@@ -36,12 +38,7 @@ impl Server {
             }
         }
         self.store.commit().map_err(store_failure)?;
-        if !accepted.is_empty() {
-            self.publisher.heartbeat_soon();
-        }
-        for ban in accepted {
-            self.publisher.ban(ban);
-        }
+        self.publish(accepted.into_iter().map(Change::Ban).collect());
         for reply in replies {
             if let Err(e) = self.report.socket.send_multipart(reply, zmq::DONTWAIT) {
                 log::warn!("cannot answer a reporter: {e}");
@@ -95,8 +92,16 @@ impl Server {
                 self.warn_limited(&peer, &line);
                 (Verdict::Refused(reason), false)
             }
+            Ok(Request::Snapshot { .. })
+                if !self.peers.settled() && !self.peers.is_peer(&peer.key) =>
+            {
+                // Peers are answered at once, or two servers starting together would each
+                // wait for the other.
+                let reason = "catching up with its peers; ask again in a few seconds";
+                (Verdict::Refused(reason.into()), false)
+            }
             Ok(Request::Snapshot { after }) => {
-                let (bans, next) = self.table.page(after.as_ref(), PAGE, unix_now());
+                let Page { bans, lifts, next } = self.table.page(after.as_ref(), PAGE, unix_now());
                 log::debug!("snapshot page of {} bans for {}", bans.len(), peer.name);
                 let (epoch, seq) = self.publisher.position();
                 let page = SnapshotPage {
@@ -104,6 +109,7 @@ impl Server {
                     seq,
                     next,
                     bans,
+                    lifts,
                     unreadable: Vec::new(),
                 };
                 return Ok(Some(

@@ -2,6 +2,7 @@
 //! for de-duplication. Reports only ever make a ban end later: the later end wins.
 
 use std::collections::{BTreeMap, HashSet};
+use std::iter::Peekable;
 use std::ops::Bound;
 use std::time::Duration;
 
@@ -10,17 +11,17 @@ use smallvec::SmallVec;
 use crate::logging::printable;
 use crate::store::Record;
 use crate::wire::cidr::Cidr;
-use crate::wire::protocol::{ban_fields, number, parse_ban, Ban, Bantime, Name, Report};
+use crate::wire::protocol::{ban_fields, number, parse_ban, Ban, Bantime, Lift, Name, Report};
 
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The ban as published. Its end is the latest that any report asked for; prog, jail,
-    /// origin and bantime come from the report that set that end.
+    /// origin, bantime and the report time come from the report that set that end, which
+    /// is also when it was last published: de-duplication counts from `ban.reported`.
     pub ban: Ban,
-    /// Every host that reported it while it was in force, first reporter first.
+    /// Every host that reported it to this server while it was in force, first reporter
+    /// first; a ban heard from a peer starts with its origin.
     pub reporters: Reporters,
-    /// When this ban was last published; de-duplication counts from here.
-    pub last_published: u64,
 }
 
 impl Entry {
@@ -34,8 +35,9 @@ impl Entry {
 }
 
 /// In the server's journal: `IP PROG JAIL ORIGIN BANTIME EXPIRES PUBLISHED REPORTERS`, the
-/// six fields of a published ban, when it was last published, and REPORTERS as
-/// `NAME/FIRST/LAST,...` with `+N` at the end for reporters beyond the named ones, or `-`.
+/// first six fields of a published ban, when it was last published (its report time), and
+/// REPORTERS as `NAME/FIRST/LAST,...` with `+N` at the end for reporters beyond the named
+/// ones, or `-`.
 impl Record for Entry {
     fn network(&self) -> Cidr {
         self.ban.ip
@@ -45,35 +47,37 @@ impl Record for Entry {
         self.ban.active_at(now)
     }
 
+    fn reported(&self) -> u64 {
+        self.ban.reported
+    }
+
     fn encode(&self) -> String {
-        let ban = ban_fields(&self.ban).join(" ");
+        let ban = ban_fields(&self.ban)[..6].join(" ");
         let reporters = reporters_field(&self.reporters);
-        format!("{ban} {} {reporters}", self.last_published)
+        format!("{ban} {} {reporters}", self.ban.reported)
     }
 
     fn decode(fields: &[&str]) -> Result<Entry, String> {
-        match fields {
-            [ban @ .., published, reporters] if ban.len() == 6 => Ok(Entry {
-                ban: parse_ban(ban)?,
-                reporters: parse_reporters(reporters)?,
-                last_published: number("published", published)?,
-            }),
+        let (ban, published, reporters) = match fields {
+            [ban @ .., published, reporters] if ban.len() == 6 => {
+                (ban, published, parse_reporters(reporters)?)
+            }
             // Written before the journal kept every reporter: the origin was the only one.
             [ban @ .., first, last, published] if ban.len() == 6 => {
-                let ban = parse_ban(ban)?;
                 let reporter = Reporter {
-                    name: ban.origin.clone(),
+                    name: Name::parse("origin", ban[3])?,
                     first: number("first report", first)?,
                     last: number("last report", last)?,
                 };
-                Ok(Entry {
-                    ban,
-                    reporters: Reporters::new([reporter], 0),
-                    last_published: number("published", published)?,
-                })
+                (ban, published, Reporters::new([reporter], 0))
             }
-            _ => Err("unknown record".into()),
-        }
+            _ => return Err("unknown record".into()),
+        };
+        let ban = Ban {
+            reported: number("published", published)?,
+            ..parse_ban(ban)?
+        };
+        Ok(Entry { ban, reporters })
     }
 }
 
@@ -181,6 +185,9 @@ impl Reporters {
 pub struct BanTable {
     /// Ordered by network, so that snapshot pages have a stable order.
     entries: BTreeMap<Cidr, Entry>,
+    /// The latest dated unban of each network, for as long as a ban it lifted could still be
+    /// in force somewhere (see `Lift`).
+    lifts: BTreeMap<Cidr, Lift>,
     /// One copy of each prog, jail and origin name, which every entry shares: a million
     /// bans from a handful of jails and hosts then hold a handful of strings, not three
     /// million (about 100 bytes a ban).
@@ -195,6 +202,21 @@ pub enum Recorded {
     /// de-duplication window ago. Holds the entry when the report came from a host not yet
     /// among its reporters, for the journal.
     Duplicate(Option<Entry>),
+}
+
+/// What a dated unban did to the table; every case but `Known` is journaled.
+#[derive(Debug)]
+pub enum Lifted {
+    /// Nothing: this unban, or a later one, was already known.
+    Known,
+    /// It lifted this ban: publish the unban.
+    Removed(Entry),
+    /// The ban here was reported after the unban, so it stays: publish it again, so that
+    /// a server that lifted it, or dropped it for a ban that the unban lifted, bans it
+    /// again too. `new` says whether the unban was news here, to journal.
+    Outlived { entry: Entry, new: bool },
+    /// There was no ban here to lift.
+    Noted,
 }
 
 impl BanTable {
@@ -218,6 +240,12 @@ impl BanTable {
             Bantime::Permanent => None,
             Bantime::Seconds(s) => Some(s),
         };
+        // A report this server takes after an unban it knows of comes after it, even in the
+        // same second, or by a clock that is behind the one that dated the unban.
+        let reported = match self.lifts.get(&report.ip) {
+            Some(lift) if lift.at >= now => lift.at + 1,
+            _ => now,
+        };
         let ban = Ban {
             ip: report.ip,
             prog: self.intern(&report.prog),
@@ -225,35 +253,120 @@ impl BanTable {
             origin: self.intern(origin),
             bantime,
             expires: bantime.map(|b| now.saturating_add(b)),
+            reported,
         };
         let active = |e: &&mut Entry| e.ban.active_at(now);
         let Some(entry) = self.entries.get_mut(&report.ip).filter(active) else {
             let entry = Entry {
                 reporters: Reporters::new([reporter(&ban.origin, now)], 0),
                 ban,
-                last_published: now,
             };
             self.entries.insert(report.ip, entry.clone());
             return Recorded::New(entry);
         };
         let new_reporter = entry.reporters.note(&ban.origin, now);
-        let later = ban.ends() > entry.ban.ends();
-        let recent = now < entry.last_published.saturating_add(window.as_secs());
+        // A permanent ban reported again after the window is news too: its report time
+        // decides which unbans lift it.
+        let later = ban.rank() > entry.ban.rank();
+        let recent = now < entry.ban.reported.saturating_add(window.as_secs());
         let longer = bantime.unwrap_or(u64::MAX) > entry.ban.bantime.unwrap_or(u64::MAX);
         if !later || (recent && !longer) {
             return Recorded::Duplicate(new_reporter.then(|| entry.clone()));
         }
         entry.ban = ban;
-        entry.last_published = now;
         Recorded::New(entry.clone())
     }
 
-    pub fn remove(&mut self, ip: &Cidr) -> Option<Entry> {
-        self.entries.remove(ip)
+    /// Takes a ban that a peer published: the same merge as for reports, later end wins
+    /// (`Ban::rank`), without de-duplication, which its own server did. Returns the entry
+    /// when the table changed, to journal and publish; a ban lifted here by a later unban
+    /// is stale and changes nothing.
+    pub fn merge(&mut self, ban: &Ban, now: u64) -> Option<Entry> {
+        if !ban.active_at(now) {
+            return None;
+        }
+        if let Some(lift) = self.lifts.get_mut(&ban.ip) {
+            if lift.covers(ban) {
+                // A stale ban that ends later than what the unban lifted here: keep the
+                // unban as long, or it would come back once the unban is forgotten.
+                lift.until = later_end(lift.until, ban.expires);
+                return None;
+            }
+        }
+        let active = |e: &&mut Entry| e.ban.active_at(now);
+        if let Some(entry) = self.entries.get(&ban.ip).filter(|e| e.ban.active_at(now)) {
+            if entry.ban.rank() >= ban.rank() {
+                return None;
+            }
+        }
+        let ban = Ban {
+            prog: self.intern(&ban.prog),
+            jail: self.intern(&ban.jail),
+            origin: self.intern(&ban.origin),
+            ..ban.clone()
+        };
+        let entry = match self.entries.get_mut(&ban.ip).filter(active) {
+            Some(entry) => {
+                entry.reporters.note(&ban.origin, ban.reported);
+                entry.ban = ban;
+                entry.clone()
+            }
+            None => {
+                let entry = Entry {
+                    reporters: Reporters::new([reporter(&ban.origin, ban.reported)], 0),
+                    ban,
+                };
+                self.entries.insert(entry.ban.ip, entry.clone());
+                entry
+            }
+        };
+        Some(entry)
     }
 
-    /// A table holding bans read back from disk.
-    pub fn from_entries(entries: Vec<Entry>) -> BanTable {
+    /// Takes a dated unban, from `banshare unban` here or from a peer: it lifts the ban of
+    /// its network if that was reported at or before it, and is kept to lift stale copies.
+    pub fn lift(&mut self, lift: Lift, now: u64) -> Lifted {
+        let new = match self.lifts.get(&lift.ip) {
+            Some(known) if known.at >= lift.at => false,
+            Some(known) => {
+                let until = later_end(known.until, lift.until);
+                self.lifts.insert(lift.ip, Lift { until, ..lift });
+                true
+            }
+            None => {
+                self.lifts.insert(lift.ip, lift);
+                true
+            }
+        };
+        let lift = self.lifts[&lift.ip];
+        match self.entries.get(&lift.ip).filter(|e| e.ban.active_at(now)) {
+            Some(entry) if lift.covers(&entry.ban) => {
+                Lifted::Removed(self.entries.remove(&lift.ip).expect("just seen"))
+            }
+            // Even when the unban is old news: its sender may lack this ban (docs/ha.md).
+            Some(entry) => Lifted::Outlived {
+                entry: entry.clone(),
+                new,
+            },
+            None if new => Lifted::Noted,
+            None => Lifted::Known,
+        }
+    }
+
+    /// The unban that `banshare unban` on this server makes of the active ban of `ip`: dated
+    /// now, or at the ban's report time if a peer's clock put that in our future, so that
+    /// it always lifts the ban the admin sees.
+    pub fn unban_now(&self, ip: &Cidr, now: u64) -> Option<Lift> {
+        let entry = self.entries.get(ip).filter(|e| e.ban.active_at(now))?;
+        Some(Lift {
+            ip: *ip,
+            at: now.max(entry.ban.reported),
+            until: entry.ban.expires,
+        })
+    }
+
+    /// A table holding bans and unbans read back from disk.
+    pub fn from_entries(entries: Vec<Entry>, lifts: Vec<Lift>) -> BanTable {
         let mut table = BanTable::default();
         for mut entry in entries {
             entry.ban.prog = table.intern(&entry.ban.prog);
@@ -264,6 +377,7 @@ impl BanTable {
             }
             table.entries.insert(entry.ban.ip, entry);
         }
+        table.lifts = lifts.into_iter().map(|l| (l.ip, l)).collect();
         table
     }
 
@@ -280,34 +394,57 @@ impl BanTable {
         self.entries.values()
     }
 
+    pub fn lifts(&self) -> impl Iterator<Item = &Lift> {
+        self.lifts.values()
+    }
+
     /// The bans still in force at `now`: expired ones stay until the next purge.
     pub fn active(&self, now: u64) -> impl Iterator<Item = &Entry> {
         self.entries.values().filter(move |e| e.ban.active_at(now))
     }
 
-    /// Up to `limit` active bans after `after` in network order, and where the next page
-    /// starts (None when this is the last page).
-    pub fn page(&self, after: Option<&Cidr>, limit: usize, now: u64) -> (Vec<Ban>, Option<Cidr>) {
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut range = self.entries.range((start, Bound::Unbounded));
-        let bans: Vec<Ban> = range
-            .by_ref()
-            .map(|(_, e)| &e.ban)
-            .filter(|b| b.active_at(now))
-            .take(limit)
-            .cloned()
-            .collect();
-        let next = match (bans.last(), range.next()) {
-            (Some(last), Some(_)) => Some(last.ip),
-            _ => None,
-        };
-        (bans, next)
+    /// Up to `limit` active bans and unbans after `after` in network order, and where the
+    /// next page starts (None when this is the last page). A ban and an unban of the same
+    /// network go on the same page.
+    pub fn page(&self, after: Option<&Cidr>, limit: usize, now: u64) -> Page {
+        let start = || after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut bans = self
+            .entries
+            .range((start(), Bound::Unbounded))
+            .filter(|(_, e)| e.ban.active_at(now))
+            .peekable();
+        let mut lifts = self
+            .lifts
+            .range((start(), Bound::Unbounded))
+            .filter(|(_, l)| l.active_at(now))
+            .peekable();
+        let mut page = Page::default();
+        let mut lines = 0;
+        while lines < limit {
+            let Some(ip) = first_key(&mut bans, &mut lifts) else {
+                break;
+            };
+            if let Some((_, e)) = bans.next_if(|(k, _)| **k == ip) {
+                page.bans.push(e.ban.clone());
+                lines += 1;
+            }
+            if let Some((_, l)) = lifts.next_if(|(k, _)| **k == ip) {
+                page.lifts.push(*l);
+                lines += 1;
+            }
+            page.next = Some(ip);
+        }
+        if first_key(&mut bans, &mut lifts).is_none() {
+            page.next = None;
+        }
+        page
     }
 
-    /// Forgets bans that have expired.
+    /// Forgets bans that have expired, and unbans that no longer matter.
     pub fn purge(&mut self, now: u64) -> usize {
         let before = self.entries.len();
         self.entries.retain(|_, e| e.ban.active_at(now));
+        self.lifts.retain(|_, l| l.active_at(now));
         // Names that no ban uses any more.
         self.names.retain(Name::is_shared);
         before - self.entries.len()
@@ -324,6 +461,30 @@ impl BanTable {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// One snapshot page: bans and unbans, and where the next page starts.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub bans: Vec<Ban>,
+    pub lifts: Vec<Lift>,
+    pub next: Option<Cidr>,
+}
+
+/// The lower of the two networks next in line.
+fn first_key<'a, A, B>(
+    a: &mut Peekable<impl Iterator<Item = (&'a Cidr, A)>>,
+    b: &mut Peekable<impl Iterator<Item = (&'a Cidr, B)>>,
+) -> Option<Cidr> {
+    match (a.peek().map(|(k, _)| **k), b.peek().map(|(k, _)| **k)) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+/// The later of two ends, None (never) being the latest.
+fn later_end(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    a.zip(b).map(|(a, b)| a.max(b))
 }
 
 fn reporter(name: &Name, at: u64) -> Reporter {
@@ -350,7 +511,6 @@ mod tests {
         Entry {
             ban: Ban::sample(ip, bantime, expires),
             reporters: Reporters::new([reporter("web1", 10, 20), reporter("db1", 15, 15)], 3),
-            last_published: 30,
         }
     }
 
@@ -582,9 +742,9 @@ mod tests {
         t.record(&report("2001:db8::1", "10"), &origin(), DAY, WINDOW, 1000);
         let (mut seen, mut after) = (Vec::new(), None);
         loop {
-            let (bans, next) = t.page(after.as_ref(), 10, 1050);
-            seen.extend(bans.into_iter().map(|b| b.ip.to_string()));
-            match next {
+            let page = t.page(after.as_ref(), 10, 1050);
+            seen.extend(page.bans.into_iter().map(|b| b.ip.to_string()));
+            match page.next {
                 Some(n) => after = Some(n),
                 None => break,
             }
@@ -638,5 +798,85 @@ mod tests {
         assert_eq!(t.names.len(), 3);
         t.purge(2000);
         assert!(t.names.is_empty());
+    }
+
+    /// What one server tells the others when its table changed, as `server::merge` does.
+    enum Said {
+        Ban(Ban),
+        Lift(Lift),
+    }
+
+    /// The table's state, to compare servers: each ban as published, and each unban.
+    fn state(t: &BanTable, now: u64) -> Vec<String> {
+        let bans = t.active(now).map(|e| ban_fields(&e.ban).join(" "));
+        bans.chain(t.lifts().map(Lift::line)).collect()
+    }
+
+    /// Servers that hear bans and unbans in any order, and tell each other what changed
+    /// their tables, in any order, end with the same table: a little simulation of
+    /// peering, over many random fleets.
+    #[test]
+    fn servers_converge_whatever_the_order() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move |n: usize| {
+            // xorshift: enough to shuffle, and the same every run.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let now = 1000;
+        for _ in 0..2000 {
+            let servers = 2 + random(2);
+            let mut tables: Vec<BanTable> = (0..servers).map(|_| BanTable::default()).collect();
+            // (to, what, first): first what reporters and admins said, to random servers.
+            let mut queue: Vec<(usize, Said, bool)> = Vec::new();
+            for _ in 0..1 + random(6) {
+                let ip = ["203.0.113.1", "203.0.113.2"][random(2)];
+                let at = now + random(20) as u64;
+                let said = if random(3) == 0 {
+                    Said::Lift(Lift {
+                        ip: ip.parse().unwrap(),
+                        at,
+                        until: None,
+                    })
+                } else {
+                    let bantime = [None, Some(100), Some(500)][random(3)];
+                    let ban = Ban::sample(ip, bantime, bantime.map(|b| at + b));
+                    Said::Ban(Ban {
+                        reported: at,
+                        origin: host(["web1", "web2"][random(2)]),
+                        ..ban
+                    })
+                };
+                queue.push((random(servers), said, true));
+            }
+            while !queue.is_empty() {
+                let (to, said, first) = queue.swap_remove(random(queue.len()));
+                let told = match said {
+                    Said::Ban(ban) => tables[to].merge(&ban, now).map(|e| Said::Ban(e.ban)),
+                    // `banshare unban` publishes the unban it made.
+                    Said::Lift(lift) => match tables[to].lift(lift, now) {
+                        Lifted::Removed(_) => Some(Said::Lift(lift)),
+                        Lifted::Outlived { .. } if first => Some(Said::Lift(lift)),
+                        Lifted::Outlived { entry, .. } => Some(Said::Ban(entry.ban)),
+                        Lifted::Known | Lifted::Noted => first.then_some(Said::Lift(lift)),
+                    },
+                };
+                if let Some(told) = told {
+                    for other in (0..servers).filter(|&o| o != to) {
+                        let copy = match &told {
+                            Said::Ban(b) => Said::Ban(b.clone()),
+                            Said::Lift(l) => Said::Lift(*l),
+                        };
+                        queue.push((other, copy, false));
+                    }
+                }
+            }
+            let first = state(&tables[0], now);
+            for table in &tables[1..] {
+                assert_eq!(state(table, now), first);
+            }
+        }
     }
 }

@@ -52,9 +52,31 @@ pub struct Status {
     pub epoch: u64,
     /// Every authorized host that has connected since the server started.
     pub hosts: Vec<HostSeen>,
+    /// The other servers this one follows, as server.toml lists them.
+    #[serde(default)]
+    pub peers: Vec<PeerView>,
     pub seq: u64,
     pub uptime_seconds: u64,
     pub version: String,
+}
+
+/// A peer server, as this one follows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerView {
+    /// Its publish socket.
+    pub address: String,
+    /// Whether it was heard within three of its heartbeats.
+    pub connected: bool,
+    /// Its position as last heard, null before anything was.
+    pub epoch: Option<u64>,
+    /// Unix time of the last message from it, null before any.
+    pub last_heard: Option<u64>,
+    pub name: String,
+    /// Seconds since `last_heard`: how far behind this server may be.
+    pub seconds_ago: Option<u64>,
+    pub seq: Option<u64>,
+    /// Whether its whole table was read since this server started.
+    pub synced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -4,7 +4,9 @@
 
 pub mod cidr;
 pub mod control;
+pub mod follow;
 pub mod keys;
 pub mod monitor;
 pub mod protocol;
 pub mod transport;
+pub mod upstream;

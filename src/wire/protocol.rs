@@ -314,6 +314,9 @@ pub struct Ban {
     pub bantime: Option<u64>,
     /// Unix time when the ban ends, or None for a permanent ban.
     pub expires: Option<u64>,
+    /// Unix time of the report that set this end, by the clock of the server that took it:
+    /// an unban lifts the bans reported before it and no others (docs/ha.md).
+    pub reported: u64,
 }
 
 impl Ban {
@@ -325,6 +328,55 @@ impl Ban {
     /// When the ban ends, for comparing: a permanent ban ends after every other.
     pub fn ends(&self) -> u64 {
         self.expires.unwrap_or(u64::MAX)
+    }
+
+    /// The order in which bans of one network win over each other: the later end, then the
+    /// later report, then the names, so that every server picks the same one.
+    pub fn rank(&self) -> (u64, u64, &str, &str, &str) {
+        let names = (self.origin.as_str(), self.jail.as_str(), self.prog.as_str());
+        (self.ends(), self.reported, names.0, names.1, names.2)
+    }
+}
+
+/// A dated unban: every ban of `ip` reported at or before `at` is lifted, and one reported
+/// later is not. Kept until `until`, when the lifted ban would have ended (None: never), so
+/// that a server that was away cannot bring the ban back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lift {
+    pub ip: Cidr,
+    pub at: u64,
+    pub until: Option<u64>,
+}
+
+impl Lift {
+    pub fn covers(&self, ban: &Ban) -> bool {
+        ban.reported <= self.at
+    }
+
+    pub fn active_at(&self, now: u64) -> bool {
+        self.until.map_or(true, |u| u > now)
+    }
+
+    /// `unban IP AT UNTIL`, as in snapshot pages and the server's journal.
+    pub fn line(&self) -> String {
+        format!(
+            "unban {} {} {}",
+            self.ip,
+            self.at,
+            optional(self.until, "0")
+        )
+    }
+
+    pub fn parse(fields: &[&str]) -> Result<Lift, String> {
+        let ["unban", ip, at, until] = fields else {
+            return Err("an unban has 4 fields".into());
+        };
+        let until = number("until", until)?;
+        Ok(Lift {
+            ip: ip.parse()?,
+            at: number("unban time", at)?,
+            until: (until != 0).then_some(until),
+        })
     }
 }
 
@@ -339,6 +391,10 @@ impl Ban {
             origin: Name::parse("origin", "web1").unwrap(),
             bantime,
             expires,
+            reported: match (bantime, expires) {
+                (Some(b), Some(e)) => e.saturating_sub(b),
+                _ => 0,
+            },
         }
     }
 }
@@ -352,11 +408,13 @@ pub enum Publish {
         seq: u64,
         ban: Ban,
     },
-    /// Carries the ban being lifted, so unban commands can use the same tags.
+    /// Carries the ban being lifted, so unban commands can use the same tags, and when it
+    /// was lifted (None from servers before dated unbans: lift whatever is applied).
     Unban {
         epoch: u64,
         seq: u64,
         ban: Ban,
+        lifted: Option<u64>,
     },
     /// Also says how often heartbeats come, so subscribers know when one is missing.
     Heartbeat {
@@ -370,10 +428,11 @@ fn optional(value: Option<u64>, none: &str) -> String {
     value.map_or_else(|| none.to_string(), |v| v.to_string())
 }
 
-/// A ban as six text fields: ip, prog, jail, origin, bantime (-1 = permanent) and expires
-/// (0 = never): the one codec of a ban. Published messages carry them as frames, snapshot
-/// pages and both journals as one line each.
-pub fn ban_fields(ban: &Ban) -> [String; 6] {
+/// A ban as seven text fields: ip, prog, jail, origin, bantime (-1 = permanent), expires
+/// (0 = never) and reported: the one codec of a ban. Published messages carry them as
+/// frames, snapshot pages and the client's journal as one line each; the server's journal
+/// keeps the first six, and the report time as its PUBLISHED field.
+pub fn ban_fields(ban: &Ban) -> [String; 7] {
     [
         ban.ip.to_string(),
         ban.prog.to_string(),
@@ -381,14 +440,21 @@ pub fn ban_fields(ban: &Ban) -> [String; 6] {
         ban.origin.to_string(),
         optional(ban.bantime, "-1"),
         optional(ban.expires, "0"),
+        ban.reported.to_string(),
     ]
 }
 
-/// A ban from its six text fields, by the rules of the wire; the journals hold the same
-/// fields and are read with the same rules.
+/// A ban from its seven text fields, by the rules of the wire; the journals hold the same
+/// fields and are read with the same rules. Without the seventh, as servers before dated
+/// unbans sent it, the report time is worked out from the end (`expires - bantime`), or is
+/// 0 for a permanent ban, which any dated unban then lifts.
 pub fn parse_ban(fields: &[&str]) -> Result<Ban, String> {
+    let (fields, reported) = match fields {
+        [six @ .., reported] if six.len() == 6 => (six, Some(number("reported", reported)?)),
+        _ => (fields, None),
+    };
     let [ip, prog, jail, origin, bantime, expires] = fields else {
-        return Err(format!("a ban has 6 fields, not {}", fields.len()));
+        return Err(format!("a ban has 7 fields, not {}", fields.len()));
     };
     let bantime = match Bantime::parse(bantime)? {
         Bantime::Seconds(s) => Some(s),
@@ -396,13 +462,19 @@ pub fn parse_ban(fields: &[&str]) -> Result<Ban, String> {
         Bantime::Default => return Err("published ban has no bantime".into()),
     };
     let expires = number("expires", expires)?;
+    let expires = (expires != 0).then_some(expires);
+    let derived = match (bantime, expires) {
+        (Some(b), Some(e)) => e.saturating_sub(b),
+        _ => 0,
+    };
     Ok(Ban {
         ip: ip.parse()?,
         prog: Name::parse("prog", prog)?,
         jail: Name::parse("jail", jail)?,
         origin: Name::parse("origin", origin)?,
         bantime,
-        expires: (expires != 0).then_some(expires),
+        expires,
+        reported: reported.unwrap_or(derived),
     })
 }
 
@@ -417,6 +489,9 @@ pub struct SnapshotPage {
     pub seq: u64,
     pub next: Option<Cidr>,
     pub bans: Vec<Ban>,
+    /// Dated unbans of networks on this page, `unban IP AT UNTIL` lines: a subscriber of
+    /// several servers lifts what they cover rather than take absence for a lift.
+    pub lifts: Vec<Lift>,
     /// Ban lines that did not read as bans (decoding only): one bad ban must not cost the
     /// others on its page, or every client would ask for that page again forever.
     pub unreadable: Vec<Unreadable>,
@@ -432,7 +507,7 @@ pub struct Unreadable {
 }
 
 impl SnapshotPage {
-    /// `[BANSHARE1, SNAPSHOT, epoch, seq, next or "", one frame per ban...]`
+    /// `[BANSHARE1, SNAPSHOT, epoch, seq, next or "", one frame per ban or unban...]`
     pub fn encode(&self) -> Vec<Vec<u8>> {
         let head = [
             VERSION.to_string(),
@@ -443,6 +518,7 @@ impl SnapshotPage {
         ];
         head.into_iter()
             .chain(self.bans.iter().map(|b| ban_fields(b).join(" ")))
+            .chain(self.lifts.iter().map(Lift::line))
             .map(String::into_bytes)
             .collect()
     }
@@ -464,12 +540,17 @@ impl SnapshotPage {
                 Some(next.parse()?)
             },
             bans: Vec::with_capacity(bans.len()),
+            lifts: Vec::new(),
             unreadable: Vec::new(),
         };
         for line in bans {
             let fields: Vec<&str> = line.split(' ').collect();
-            match parse_ban(&fields) {
-                Ok(ban) => page.bans.push(ban),
+            let read = match fields[0] {
+                "unban" => Lift::parse(&fields).map(|lift| page.lifts.push(lift)),
+                _ => parse_ban(&fields).map(|ban| page.bans.push(ban)),
+            };
+            match read {
+                Ok(()) => {}
                 Err(reason) => page.unreadable.push(Unreadable {
                     ip: fields[0].parse().ok(),
                     reason: format!("{reason} in {:?}", printable(line)),
@@ -490,9 +571,20 @@ pub fn encode_snapshot_request(after: Option<&Cidr>) -> Vec<Vec<u8>> {
 impl Publish {
     pub fn encode(&self) -> Vec<Vec<u8>> {
         let fields: Vec<String> = match self {
-            Publish::Ban { epoch, seq, ban } | Publish::Unban { epoch, seq, ban } => {
+            Publish::Ban { epoch, seq, ban } => {
                 let mut fields = vec![self.kind().into(), epoch.to_string(), seq.to_string()];
                 fields.extend(ban_fields(ban));
+                fields
+            }
+            Publish::Unban {
+                epoch,
+                seq,
+                ban,
+                lifted,
+            } => {
+                let mut fields = vec![self.kind().into(), epoch.to_string(), seq.to_string()];
+                fields.extend(ban_fields(ban));
+                fields.extend(lifted.map(|at| at.to_string()));
                 fields
             }
             Publish::Heartbeat {
@@ -531,13 +623,24 @@ impl Publish {
                 seq: number("seq", seq)?,
                 interval_ms: number("interval", interval_ms)?,
             }),
-            [VERSION, kind @ ("BAN" | "UNBAN"), epoch, seq, ref ban @ ..] => {
-                let (epoch, seq) = (number("epoch", epoch)?, number("seq", seq)?);
-                let ban = parse_ban(ban)?;
-                Ok(if kind == "BAN" {
-                    Publish::Ban { epoch, seq, ban }
-                } else {
-                    Publish::Unban { epoch, seq, ban }
+            [VERSION, "BAN", epoch, seq, ref ban @ ..] => Ok(Publish::Ban {
+                epoch: number("epoch", epoch)?,
+                seq: number("seq", seq)?,
+                ban: parse_ban(ban)?,
+            }),
+            // Dated: the seven fields of the ban and the time of the unban; or, from a server
+            // before dated unbans, the ban's first six fields alone.
+            [VERSION, "UNBAN", epoch, seq, ref rest @ ..] => {
+                let (ban, lifted) = match rest {
+                    [ban @ .., at] if ban.len() == 7 => (ban, Some(number("unban time", at)?)),
+                    _ if rest.len() == 6 => (rest, None),
+                    _ => return Err(format!("an UNBAN has 12 frames, not {}", frames.len())),
+                };
+                Ok(Publish::Unban {
+                    epoch: number("epoch", epoch)?,
+                    seq: number("seq", seq)?,
+                    ban: parse_ban(ban)?,
+                    lifted,
                 })
             }
             _ => Err(format!("unknown message with {} frames", frames.len())),
@@ -667,6 +770,7 @@ mod tests {
                     ..ban
                 },
             ],
+            lifts: vec![],
             unreadable: vec![],
         };
         assert_eq!(SnapshotPage::decode(&page.encode()), Ok(page));
@@ -675,6 +779,7 @@ mod tests {
             seq: 9,
             next: None,
             bans: vec![],
+            lifts: vec![],
             unreadable: vec![],
         };
         assert_eq!(SnapshotPage::decode(&last.encode()), Ok(last));
@@ -731,6 +836,7 @@ mod tests {
                 epoch: 7,
                 seq: 3,
                 ban: ban.clone(),
+                lifted: Some(1_700_000_000),
             },
             Publish::Ban {
                 epoch: 7,

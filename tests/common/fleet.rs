@@ -144,6 +144,7 @@ impl Fleet {
                 origin: name("web9"),
                 bantime: None,
                 expires: None,
+                reported: 1,
             };
             let reporter = Reporter {
                 name: name("web9"),
@@ -153,7 +154,6 @@ impl Fleet {
             let entry = Entry {
                 ban,
                 reporters: Reporters::new([reporter], 0),
-                last_published: 1,
             };
             store.append(&entry).unwrap();
         }

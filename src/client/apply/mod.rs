@@ -19,7 +19,7 @@ use crate::exit::{Exit, Failure};
 use crate::protect::{self, Protected, LOCAL_REFRESH};
 use crate::store::StoreError;
 use crate::wire::cidr::Cidr;
-use crate::wire::protocol::Ban;
+use crate::wire::protocol::{Ban, Lift};
 use backend::{Batcher, Done, Fail2ban, Nftables, Op};
 use record::{Action, AppliedBans, Stale};
 use runner::Runner;
@@ -89,6 +89,11 @@ impl Enforcer {
         }
         if !self.record.needs(action, ban) {
             log::debug!("{action} of {} is already applied here", ban.ip);
+            if action == Action::Ban {
+                if let Err(e) = self.record.note_report(ban) {
+                    log::error!("cannot update the record of applied bans: {e}");
+                }
+            }
             return Ok(());
         }
         self.record.start(action, ban);
@@ -103,6 +108,34 @@ impl Enforcer {
             }),
         }
         Ok(())
+    }
+
+    /// A dated unban, from an UNBAN (`at` None from servers before dated unbans) or a
+    /// snapshot page: run unless what is applied here was reported after it.
+    pub fn lift(
+        &mut self,
+        config: &ClientConfig,
+        ban: &Ban,
+        at: Option<u64>,
+    ) -> Result<(), String> {
+        match at {
+            Some(at) if !self.record.lifted_by(&ban.ip, at) => {
+                log::info!(
+                    "not lifting {}: it was reported again after the unban",
+                    ban.ip
+                );
+                Ok(())
+            }
+            _ => self.enforce(config, ban, Action::Unban),
+        }
+    }
+
+    /// An unban line in a snapshot page: lifts the applied ban it covers, if any.
+    pub fn lift_applied(&mut self, config: &ClientConfig, lift: &Lift) -> Result<(), String> {
+        match self.record.get(&lift.ip).cloned() {
+            Some(ban) => self.lift(config, &ban, Some(lift.at)),
+            None => Ok(()),
+        }
     }
 
     /// A malicious or mistaken server must not make this host ban itself, its server, a

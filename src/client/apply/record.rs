@@ -92,6 +92,37 @@ impl AppliedBans {
         }
     }
 
+    pub fn get(&self, ip: &Cidr) -> Option<&Ban> {
+        self.bans.get(ip)
+    }
+
+    /// Whether an unban dated `at` lifts what is applied, or being applied, here: only a ban
+    /// reported at or before it. A ban re-reported after the unban, which another server
+    /// may have sent first, stays.
+    pub fn lifted_by(&self, ip: &Cidr, at: u64) -> bool {
+        let banning = self
+            .pending
+            .get(ip)
+            .filter(|(action, _)| *action == Action::Ban);
+        let current = banning.map(|(_, ban)| ban).or_else(|| self.bans.get(ip));
+        current.map_or(true, |ban| ban.reported <= at)
+    }
+
+    /// A ban that needs no command, as it ends no later than the applied one, but was
+    /// reported later: the record keeps the later report time, so that an unban dated
+    /// between the two leaves the ban in force here, as it does on the servers.
+    pub fn note_report(&mut self, ban: &Ban) -> Result<(), StoreError> {
+        let Some(applied) = self.bans.get_mut(&ban.ip) else {
+            return Ok(());
+        };
+        if ban.reported <= applied.reported {
+            return Ok(());
+        }
+        applied.reported = ban.reported;
+        self.store.append(applied)?;
+        self.store.commit()
+    }
+
     pub fn start(&mut self, action: Action, ban: &Ban) {
         self.pending.insert(ban.ip, (action, ban.clone()));
     }
@@ -152,12 +183,12 @@ impl AppliedBans {
     /// Keeps the journal small; called from time to time.
     pub fn compact(&mut self) -> Result<(), StoreError> {
         let live: Vec<Ban> = self.bans.values().cloned().collect();
-        self.store.compact_if_large(&live).map(|_| ())
+        self.store.compact_if_large(&live, &[]).map(|_| ())
     }
 }
 
-/// In the client's journal, a ban applied here is its six fields: who reported it is the
-/// server's business.
+/// In the client's journal, a ban applied here is its seven fields, its report time last,
+/// which says what a dated unban lifts: who reported it is the server's business.
 impl Record for Ban {
     fn network(&self) -> Cidr {
         self.ip
@@ -167,13 +198,18 @@ impl Record for Ban {
         Ban::active_at(self, now)
     }
 
+    fn reported(&self) -> u64 {
+        self.reported
+    }
+
     fn encode(&self) -> String {
         ban_fields(self).join(" ")
     }
 
     fn decode(fields: &[&str]) -> Result<Ban, String> {
         match fields {
-            // Written by earlier versions, with the server's two further fields, empty.
+            // Written by earlier versions, with the server's two further fields, empty; or
+            // without the report time (six fields), which `parse_ban` works out.
             [ban @ .., "0", "-"] if ban.len() == 6 => parse_ban(ban),
             _ => parse_ban(fields),
         }
@@ -189,11 +225,18 @@ mod tests {
     }
 
     #[test]
-    fn the_record_keeps_a_ban_as_its_six_fields_and_reads_earlier_lines() {
+    fn the_record_keeps_a_ban_as_its_seven_fields_and_reads_earlier_lines() {
         let applied = Ban::sample("2001:db8::/64", None, None);
-        assert_eq!(applied.encode(), "2001:db8::/64 fail2ban sshd web1 -1 0");
+        assert_eq!(applied.encode(), "2001:db8::/64 fail2ban sshd web1 -1 0 0");
         let fields: Vec<&str> = "2001:db8::/64 fail2ban sshd web1 -1 0".split(' ').collect();
         assert_eq!(Ban::decode(&fields).unwrap(), applied);
+        let dated = Ban {
+            reported: 1767225000,
+            ..applied.clone()
+        };
+        let line = dated.encode();
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(Ban::decode(&fields).unwrap(), dated);
         // Earlier versions wrote the server's two further fields, always empty here.
         let earlier: Vec<&str> = "2001:db8::/64 fail2ban sshd web1 -1 0 0 -"
             .split(' ')

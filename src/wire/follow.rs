@@ -21,6 +21,8 @@ pub struct Follower {
     /// When the server was last heard from, and how often it says it sends heartbeats.
     heard_at: Instant,
     heartbeat: Duration,
+    /// Who is followed, for the log: "the server", or a peer's name.
+    name: String,
 }
 
 /// A catch-up under way: paging through the server's active bans.
@@ -57,13 +59,29 @@ impl Follower {
     /// A follower that catches up at once, on whatever happened while the client was not
     /// running.
     pub fn new(now: Instant) -> Follower {
+        Follower::named("the server", now)
+    }
+
+    pub fn named(name: &str, now: Instant) -> Follower {
         Follower {
             position: None,
             resync: None,
             wanted: true,
             heard_at: now,
             heartbeat: Duration::from_secs(1),
+            name: name.to_owned(),
         }
+    }
+
+    /// The last (epoch, seq) heard.
+    pub fn position(&self) -> Option<(u64, u64)> {
+        self.position
+    }
+
+    /// Whether the server was heard from within three heartbeats.
+    pub fn is_live(&self, now: Instant) -> bool {
+        self.position.is_some()
+            && now.saturating_duration_since(self.heard_at) <= 3 * self.heartbeat
     }
 
     /// Forgets where the server stood, as after new sockets to it, and catches up.
@@ -107,15 +125,19 @@ impl Follower {
         match self.position {
             Some((e, last)) if e == epoch && newest_missed > last => {
                 log::warn!(
-                    "missed {} messages from the server (seq {} to {newest_missed}); will resynchronise",
+                    "missed {} messages from {} (seq {} to {newest_missed}); will resynchronise",
                     newest_missed - last,
+                    self.name,
                     last + 1
                 );
                 self.wanted = true;
             }
             Some((e, last)) if e == epoch && seq <= last => return,
             Some((e, _)) if e != epoch => {
-                log::info!("server restarted (new epoch {epoch}); will resynchronise");
+                log::info!(
+                    "{} restarted (new epoch {epoch}); will resynchronise",
+                    self.name
+                );
                 self.wanted = true;
             }
             _ => {}
@@ -198,6 +220,7 @@ mod tests {
 
     fn page(epoch: u64, seq: u64, bans: &[&str], next: Option<&str>) -> SnapshotPage {
         SnapshotPage {
+            lifts: vec![],
             epoch,
             seq,
             next: next.map(|n| n.parse().unwrap()),

@@ -1,0 +1,84 @@
+//! Changes that do not come from a report: bans and dated unbans heard from peer servers,
+//! and `banshare unban` here. Each is merged into the table (`BanTable::merge`, `lift`),
+//! journaled and committed, and only then published, and only when it changed the table:
+//! so each change crosses each link between servers once, and nothing loops.
+
+use crate::clock::unix_now;
+use crate::exit::Failure;
+use crate::server::table::Lifted;
+use crate::server::{store_failure, Server};
+use crate::wire::protocol::{Ban, Lift};
+
+/// What the table's subscribers must hear of a change.
+pub(super) enum Change {
+    Ban(Ban),
+    Unban(Ban, u64),
+}
+
+impl Server {
+    /// Merges what the peer `peer` published or paged: its unbans first, so that a ban they
+    /// lift is not published only to be lifted. Returns how many changed the table here.
+    pub(super) fn merge_from_peer(
+        &mut self,
+        peer: &str,
+        bans: &[Ban],
+        lifts: &[Lift],
+    ) -> Result<usize, Failure> {
+        let now = unix_now();
+        let mut changes = Vec::new();
+        for lift in lifts {
+            changes.extend(self.note_lift(*lift, now)?);
+        }
+        for ban in bans {
+            let auth = &self.auth;
+            let checked = self
+                .intake
+                .network_refusal(&self.config, &self.table, &ban.ip, |ip| {
+                    auth.fleet_host_in(ip)
+                });
+            if let Err((_, reason)) = checked {
+                // A peer is held to the same rules as a host: its word bans nothing here
+                // that this server would refuse.
+                log::warn!("refused {} from peer {peer}: {reason}", ban.ip);
+                continue;
+            }
+            if let Some(entry) = self.table.merge(ban, now) {
+                self.store.append(&entry).map_err(store_failure)?;
+                changes.push(Change::Ban(entry.ban));
+            }
+        }
+        self.store.commit().map_err(store_failure)?;
+        let changed = changes.len();
+        self.publish(changes);
+        Ok(changed)
+    }
+
+    /// Takes a dated unban into the table and the journal (not yet committed), and says
+    /// what subscribers must hear of it.
+    pub(super) fn note_lift(&mut self, lift: Lift, now: u64) -> Result<Option<Change>, Failure> {
+        let (change, new) = match self.table.lift(lift, now) {
+            Lifted::Known => return Ok(None),
+            Lifted::Removed(entry) => (Some(Change::Unban(entry.ban, lift.at)), true),
+            Lifted::Outlived { entry, new } => (Some(Change::Ban(entry.ban)), new),
+            Lifted::Noted => (None, true),
+        };
+        if new {
+            self.store.lift(&lift).map_err(store_failure)?;
+        }
+        Ok(change)
+    }
+
+    /// Publishes committed changes, soon followed by a heartbeat; returns the last seq.
+    pub(super) fn publish(&mut self, changes: Vec<Change>) -> Option<u64> {
+        if !changes.is_empty() {
+            self.publisher.heartbeat_soon();
+        }
+        changes
+            .into_iter()
+            .map(|change| match change {
+                Change::Ban(ban) => self.publisher.ban(ban),
+                Change::Unban(ban, at) => self.publisher.unban(ban, at),
+            })
+            .last()
+    }
+}

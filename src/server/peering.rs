@@ -1,0 +1,156 @@
+//! The other servers of the fleet. This server follows each peer as a client follows a
+//! server (`wire::upstream`): its publish socket live, its snapshot pages at start, after a
+//! gap, a new epoch or a silence. What it hears is merged into the table (`merge`), and only
+//! what changed the table is published here, so nothing loops between peers. docs/ha.md
+//! says why the merge converges.
+
+use std::time::{Duration, Instant};
+
+use crate::clock::unix_now;
+use crate::config::ServerConfig;
+use crate::exit::{Exit, Failure};
+use crate::server::Server;
+use crate::wire::control::PeerView;
+use crate::wire::follow::Next;
+use crate::wire::keys::{self, KeyPair, PublicKey};
+use crate::wire::protocol::{Lift, Publish};
+use crate::wire::upstream::{Heard, Target, Upstream};
+
+/// How long after its start a server answers snapshot requests from hosts even though it
+/// has not caught up with every peer: a peer may be down, and the fleet needs a server.
+pub const SETTLE: Duration = Duration::from_secs(10);
+
+/// The peers' links, in the order server.toml lists them.
+pub struct Peers {
+    pub links: Vec<Upstream>,
+    started: Instant,
+}
+
+impl Peers {
+    pub fn open(
+        ctx: &zmq::Context,
+        config: &ServerConfig,
+        own: &KeyPair,
+    ) -> Result<Peers, Failure> {
+        let mut links = Vec::new();
+        for peer in &config.peers {
+            let target = Target {
+                name: peer.name(),
+                host: peer.address.clone(),
+                report_port: peer.report_port,
+                publish_port: peer.publish_port,
+                key: keys::load_public(&peer.key)?,
+            };
+            let address = target.publish_endpoint();
+            let link = Upstream::open(ctx, target, own)
+                .map_err(|e| Exit::Config.with(format!("cannot connect to peer {address}: {e}")))?;
+            links.push(link);
+        }
+        Ok(Peers {
+            links,
+            started: Instant::now(),
+        })
+    }
+
+    /// Whether this server has read every peer's table since it started, or waited long
+    /// enough: until then, a server whose journal is old would hand hosts bans that were
+    /// lifted while it was away.
+    pub fn settled(&self) -> bool {
+        self.started.elapsed() >= SETTLE || self.links.iter().all(|l| l.synced)
+    }
+
+    pub fn is_peer(&self, key: &PublicKey) -> bool {
+        self.links.iter().any(|l| &l.target.key == key)
+    }
+
+    pub fn views(&self) -> Vec<PeerView> {
+        let now = unix_now();
+        self.links
+            .iter()
+            .map(|link| {
+                let position = link.follower.position();
+                PeerView {
+                    address: link.target.publish_endpoint(),
+                    connected: link.follower.is_live(Instant::now()),
+                    epoch: position.map(|(e, _)| e),
+                    last_heard: link.heard_at,
+                    name: link.target.name.clone(),
+                    seconds_ago: link.heard_at.map(|at| now.saturating_sub(at)),
+                    seq: position.map(|(_, s)| s),
+                    synced: link.synced,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Server {
+    /// Reads what every peer sent, merges it, and asks for the snapshot pages due.
+    pub(super) fn handle_peers(&mut self) -> Result<(), Failure> {
+        for i in 0..self.peers.links.len() {
+            let heard = self.peers.links[i].read();
+            for item in heard {
+                self.take_from_peer(i, item)?;
+            }
+            let link = &mut self.peers.links[i];
+            if let Some(silent) = link.follower.silence(Instant::now()) {
+                log::warn!(
+                    "no heartbeat from peer {} for {} s; will catch up",
+                    link.target.name,
+                    silent.as_secs()
+                );
+            }
+            link.drive(&self.ctx, &self.key);
+        }
+        Ok(())
+    }
+
+    fn take_from_peer(&mut self, i: usize, heard: Heard) -> Result<(), Failure> {
+        let name = self.peers.links[i].target.name.clone();
+        match heard {
+            Heard::Message(Publish::Heartbeat { .. }) => {}
+            Heard::Message(Publish::Ban { ban, .. }) => {
+                self.merge_from_peer(&name, &[ban], &[])?;
+            }
+            Heard::Message(Publish::Unban { ban, lifted, .. }) => {
+                // From a server before dated unbans: it lifted exactly that ban.
+                let lift = Lift {
+                    ip: ban.ip,
+                    at: lifted.unwrap_or(ban.reported),
+                    until: ban.expires,
+                };
+                self.merge_from_peer(&name, &[], &[lift])?;
+            }
+            Heard::Page(page) => {
+                let link = &mut self.peers.links[i];
+                let Some(next) = link.follower.take_page(&page) else {
+                    return Ok(());
+                };
+                let changed = self.merge_from_peer(&name, &page.bans, &page.lifts)?;
+                let link = &mut self.peers.links[i];
+                match next {
+                    Next::Page(after) => link.request_page(Some(&after)),
+                    Next::Done(resync) => {
+                        link.synced = true;
+                        log::info!(
+                            "caught up with peer {name}: {} bans in {} pages ({} ms)",
+                            resync.active.len(),
+                            resync.pages,
+                            resync.started.elapsed().as_millis()
+                        );
+                    }
+                }
+                if changed > 0 {
+                    log::debug!("{changed} changes from peer {name}'s snapshot page");
+                }
+            }
+            Heard::Bad(line) => {
+                let line = format!("peer {name}: {line}");
+                if self.log_limit.admit(&name, Instant::now()) == Some(0) {
+                    log::warn!("{line}");
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! One banshare-server followed from elsewhere: a subscription to its publish socket, a
+//! DEALER on its report socket for snapshot pages, and the `Follower` that says when to
+//! catch up. A server follows each of its peers this way (`server::peering`).
+
+use std::time::Instant;
+
+use crate::clock::unix_now;
+use crate::wire::cidr::Cidr;
+use crate::wire::follow::{Due, Follower};
+use crate::wire::keys::{KeyPair, PublicKey};
+use crate::wire::monitor::ConnectionWatch;
+use crate::wire::protocol::{
+    encode_snapshot_request, Publish, SnapshotPage, Verdict, PAGE, VERSION,
+};
+use crate::wire::transport::{self, endpoint, Received};
+
+/// Frames in the largest message of each kind: an UNBAN; a snapshot page behind its
+/// delimiter. Anything longer is not read further (see `transport::recv_bounded`).
+pub const PUBLISHED_FRAMES: usize = 12;
+pub const PAGE_FRAMES: usize = 1 + 5 + PAGE;
+
+/// Where a server is, and the key it must prove it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub host: String,
+    pub report_port: u16,
+    pub publish_port: u16,
+    pub key: PublicKey,
+}
+
+impl Target {
+    pub fn publish_endpoint(&self) -> String {
+        endpoint(&self.host, self.publish_port)
+    }
+
+    pub fn report_endpoint(&self) -> String {
+        endpoint(&self.host, self.report_port)
+    }
+}
+
+pub struct Upstream {
+    pub target: Target,
+    subscriber: zmq::Socket,
+    watch: ConnectionWatch,
+    requester: zmq::Socket,
+    pub follower: Follower,
+    /// Unix time of the last message from it, of any kind.
+    pub heard_at: Option<u64>,
+    /// Whether a whole snapshot was read since the start.
+    pub synced: bool,
+}
+
+/// What came from the server.
+pub enum Heard {
+    Message(Publish),
+    Page(SnapshotPage),
+    /// Something that broke the protocol, for a log line.
+    Bad(String),
+}
+
+impl Upstream {
+    pub fn open(ctx: &zmq::Context, target: Target, own: &KeyPair) -> zmq::Result<Upstream> {
+        let subscriber = transport::client_socket(ctx, zmq::SUB, &target.key, own)?;
+        subscriber.set_subscribe(VERSION.as_bytes())?;
+        // Room for a burst as large as the server's queue for us.
+        subscriber.set_rcvhwm(10_000)?;
+        let address = target.publish_endpoint();
+        // Attached before connecting, so that not even the first failure goes unexplained.
+        let watch = ConnectionWatch::attach(ctx, &subscriber, &address)?;
+        subscriber.connect(&address)?;
+        Ok(Upstream {
+            requester: requester(ctx, &target, own)?,
+            follower: Follower::named(&target.name, Instant::now()),
+            target,
+            subscriber,
+            watch,
+            heard_at: None,
+            synced: false,
+        })
+    }
+
+    /// The sockets to poll: the subscription, its watch, and the snapshot requests.
+    pub fn poll_items(&self) -> [zmq::PollItem<'_>; 3] {
+        [
+            self.subscriber.as_poll_item(zmq::POLLIN),
+            self.watch.socket().as_poll_item(zmq::POLLIN),
+            self.requester.as_poll_item(zmq::POLLIN),
+        ]
+    }
+
+    /// Everything that arrived, with the follower told of each published message.
+    pub fn read(&mut self) -> Vec<Heard> {
+        self.watch.drain();
+        let mut heard = Vec::new();
+        while let Ok(received) =
+            transport::recv_bounded(&self.subscriber, zmq::DONTWAIT, PUBLISHED_FRAMES)
+        {
+            match within_bounds(&received).and_then(Publish::decode) {
+                Ok(message) => {
+                    self.track(&message);
+                    heard.push(Heard::Message(message));
+                }
+                Err(e) => heard.push(Heard::Bad(format!("ignored a message: {e}"))),
+            }
+        }
+        while let Ok(received) =
+            transport::recv_bounded(&self.requester, zmq::DONTWAIT, PAGE_FRAMES)
+        {
+            let body = within_bounds(&received).and_then(reply_body);
+            heard.push(match body.clone().and_then(SnapshotPage::decode) {
+                Ok(page) => Heard::Page(page),
+                Err(e) => match body.and_then(Verdict::decode) {
+                    Ok(verdict) => Heard::Bad(format!("it answered a snapshot request: {verdict}")),
+                    Err(_) => Heard::Bad(format!("ignored a snapshot page: {e}")),
+                },
+            });
+        }
+        if !heard.is_empty() {
+            self.heard_at = Some(unix_now());
+        }
+        heard
+    }
+
+    fn track(&mut self, message: &Publish) {
+        let now = Instant::now();
+        match message {
+            Publish::Heartbeat {
+                epoch,
+                seq,
+                interval_ms,
+            } => self.follower.heartbeat(*epoch, *seq, *interval_ms, now),
+            Publish::Ban { epoch, seq, ban }
+            | Publish::Unban {
+                epoch, seq, ban, ..
+            } => self.follower.published(*epoch, *seq, ban.ip, now),
+        }
+    }
+
+    /// Asks for the snapshot page the follower wants, if any; a page not answered in time
+    /// is asked for again on a new socket, so that a late answer is never read.
+    pub fn drive(&mut self, ctx: &zmq::Context, own: &KeyPair) {
+        match self.follower.due(Instant::now()) {
+            None => {}
+            Some(Due::Start) => {
+                log::info!("catching up with {}", self.target.name);
+                self.request_page(None);
+            }
+            Some(Due::Again(after)) => {
+                log::warn!(
+                    "no snapshot page from {} yet; asking again",
+                    self.target.name
+                );
+                match requester(ctx, &self.target, own) {
+                    Ok(socket) => self.requester = socket,
+                    Err(e) => log::error!("{}: {e}", self.target.report_endpoint()),
+                }
+                self.request_page(after.as_ref());
+            }
+        }
+    }
+
+    pub fn request_page(&mut self, after: Option<&Cidr>) {
+        let frames = std::iter::once(Vec::new()).chain(encode_snapshot_request(after));
+        if let Err(e) = self.requester.send_multipart(frames, zmq::DONTWAIT) {
+            log::warn!("cannot ask {} for a snapshot page: {e}", self.target.name);
+        }
+        self.follower.asked(after.copied(), Instant::now());
+    }
+}
+
+fn requester(ctx: &zmq::Context, target: &Target, own: &KeyPair) -> zmq::Result<zmq::Socket> {
+    let socket = transport::client_socket(ctx, zmq::DEALER, &target.key, own)?;
+    socket.connect(&target.report_endpoint())?;
+    Ok(socket)
+}
+
+/// The frames of a message, unless it had more than any banshare message has (only the
+/// first were kept, see `transport::recv_bounded`).
+pub fn within_bounds(received: &Received) -> Result<&[Vec<u8>], String> {
+    if received.oversized() {
+        // What it held is freed; the memory guard gives it back to the system if it must.
+        Err(format!("a message of {} frames", received.count))
+    } else {
+        Ok(&received.frames)
+    }
+}
+
+/// A reply on a DEALER socket, without the empty delimiter the server echoes back.
+pub fn reply_body(frames: &[Vec<u8>]) -> Result<&[Vec<u8>], String> {
+    match frames.split_first() {
+        Some((delimiter, body)) if delimiter.is_empty() => Ok(body),
+        _ => Err("reply without delimiter".into()),
+    }
+}

@@ -1,0 +1,171 @@
+//! Several servers that share one ban table (docs/ha.md): each server has its own key,
+//! journal and hosts, and follows the others' publish sockets. Real binaries on loopback.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+/// `servers` fleets of one host each (web1 on server 0, web2 on server 1, ...), whose
+/// servers peer with each other; nothing is started.
+fn peered(servers: usize, server_extra: &str) -> Vec<Fleet> {
+    let fleets: Vec<Fleet> = (0..servers)
+        .map(|i| Fleet::new(&[&format!("web{}", i + 1)], server_extra, ""))
+        .collect();
+    for (i, fleet) in fleets.iter().enumerate() {
+        let mut peers = String::new();
+        for (j, other) in fleets.iter().enumerate().filter(|(j, _)| *j != i) {
+            // Servers authorize each other like hosts; the key file's name names the peer.
+            let key = fleet.dir.path().join(format!("bs{}.key", j + 1));
+            fs::copy(other.keys_dir.join("server.key"), &key).unwrap();
+            fs::copy(&key, fleet.auth_dir.join(format!("bs{}.key", j + 1))).unwrap();
+            peers.push_str(&format!(
+                "\n[[peers]]\naddress = \"127.0.0.1\"\nreport-port = {}\npublish-port = {}\nkey = \"{}\"\n",
+                other.report_port,
+                other.publish_port,
+                key.display()
+            ));
+        }
+        let text = read(&fleet.server_config) + &peers;
+        fs::write(&fleet.server_config, text).unwrap();
+    }
+    fleets
+}
+
+fn start(fleets: &mut [Fleet]) {
+    for fleet in fleets.iter_mut() {
+        fleet.start_server();
+    }
+    for fleet in fleets.iter_mut() {
+        fleet.start_client(0);
+    }
+}
+
+/// The active bans a server lists, as (ip, what was published about it).
+fn table(fleet: &Fleet) -> BTreeMap<String, String> {
+    let out = fleet.admin(&["bans", "--json"]);
+    assert_eq!(outcome(&out).0, 0, "{:?}", outcome(&out));
+    let bans: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    bans.iter()
+        .map(|b| {
+            let published = ["prog", "jail", "origin", "bantime", "expires"]
+                .map(|k| b[k].to_string())
+                .join(" ");
+            (b["ip"].as_str().unwrap().to_string(), published)
+        })
+        .collect()
+}
+
+/// Waits until every server lists the same bans, and returns them.
+fn converged(fleets: &[Fleet]) -> BTreeMap<String, String> {
+    wait_for("the servers to converge", Duration::from_secs(20), || {
+        let first = table(&fleets[0]);
+        fleets[1..]
+            .iter()
+            .all(|f| table(f) == first)
+            .then_some(first)
+    })
+}
+
+fn admin_ok(fleet: &Fleet, args: &[&str]) -> String {
+    let out = fleet.admin(args);
+    assert_eq!(outcome(&out).0, 0, "banshare {args:?}: {:?}", outcome(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_ban_reported_to_one_server_reaches_the_hosts_of_every_server() {
+    let _serial = one_at_a_time();
+    let mut fleets = peered(3, "");
+    start(&mut fleets);
+    let ips: Vec<String> = (1..=20).map(|i| format!("203.0.113.{i}")).collect();
+    assert_eq!(fleets[0].report_all(0, &ips).len(), ips.len());
+    for fleet in &fleets {
+        fleet.assert_applied_once(0, &ips);
+    }
+    assert_eq!(converged(&fleets).len(), ips.len());
+    // Each ban crossed each link once: no server published more than the 20 bans.
+    for fleet in &fleets {
+        let status: serde_json::Value =
+            serde_json::from_str(&admin_ok(fleet, &["status", "--json"])).unwrap();
+        assert_eq!(status["counters"]["published"], 20, "{status}");
+        let peers = status["peers"].as_array().unwrap();
+        assert_eq!(peers.len(), 2, "{status}");
+        assert!(
+            peers
+                .iter()
+                .all(|p| p["connected"] == true && p["synced"] == true),
+            "{status}"
+        );
+    }
+    // An unban on another server lifts it on every host, once.
+    admin_ok(&fleets[1], &["unban", "203.0.113.5"]);
+    for fleet in &fleets {
+        fleet.wait_applied(0, "unban fail2ban sshd 203.0.113.5 86400");
+    }
+    assert!(!converged(&fleets).contains_key("203.0.113.5"));
+    // A report after the unban bans again, everywhere.
+    let (code, stderr) = outcome(&fleets[2].report(0, &["-v", "fail2ban", "sshd", "203.0.113.5"]));
+    assert!(code == 0 && stderr.contains("accepted"), "{stderr}");
+    assert!(converged(&fleets).contains_key("203.0.113.5"));
+    for fleet in &fleets {
+        wait_for("the ban again", Duration::from_secs(10), || {
+            let bans = fleet
+                .applied(0)
+                .iter()
+                .filter(|l| l.contains(" 203.0.113.5 "))
+                .count();
+            (bans == 3).then_some(())
+        });
+    }
+}
+
+#[test]
+fn a_server_killed_and_restarted_catches_up_and_lifts_what_was_unbanned_meanwhile() {
+    let _serial = one_at_a_time();
+    let mut fleets = peered(3, "durability = \"write\"");
+    start(&mut fleets);
+    let before: Vec<String> = (1..=10).map(|i| format!("198.51.100.{i}")).collect();
+    assert_eq!(fleets[0].report_all(0, &before).len(), before.len());
+    converged(&fleets);
+    fleets[2].signal_server(Signal::SIGKILL);
+    fleets[2].wait_server();
+    // While it is down: new bans, and an unban of one it holds in its journal.
+    let during: Vec<String> = (1..=10)
+        .map(|i| format!("198.51.100.{}", 100 + i))
+        .collect();
+    assert_eq!(fleets[1].report_all(0, &during).len(), during.len());
+    admin_ok(&fleets[0], &["unban", "198.51.100.3"]);
+    fleets[2].start_server();
+    let table = converged(&fleets);
+    assert_eq!(table.len(), 19, "{table:?}");
+    assert!(!table.contains_key("198.51.100.3"));
+    // Its host got what it missed, once, and the unban; nothing was applied twice.
+    fleets[2].wait_applied(0, "unban fail2ban sshd 198.51.100.3 86400");
+    for ip in before.iter().chain(&during) {
+        wait_for(
+            &format!("web3 to ban {ip}"),
+            Duration::from_secs(20),
+            || {
+                let line = format!("ban fail2ban sshd {ip} 86400");
+                fleets[2].applied(0).contains(&line).then_some(())
+            },
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let applied = fleets[2].applied(0);
+    assert_eq!(
+        applied.len(),
+        21,
+        "each ban once, and the unban: {applied:?}"
+    );
+    assert!(
+        fleets[2].server_log().contains("caught up with peer bs1"),
+        "{}",
+        fleets[2].server_log()
+    );
+}
