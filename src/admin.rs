@@ -150,6 +150,32 @@ fn status_text(text: &str) -> Result<String, Failure> {
             host.seconds_ago
         ));
     }
+    if !status.peers.is_empty() {
+        out.push_str(
+            "peers:
+",
+        );
+    }
+    for peer in &status.peers {
+        let state = if peer.connected {
+            "connected"
+        } else {
+            "NOT CONNECTED"
+        };
+        let seq = peer.seq.map_or("-".into(), |s| s.to_string());
+        let heard = peer
+            .seconds_ago
+            .map_or("never heard".into(), |s| format!("heard {s} s ago"));
+        let synced = if peer.synced {
+            ""
+        } else {
+            ", not caught up yet"
+        };
+        out.push_str(&format!(
+            "  {:<24} {state}, seq {seq}, {heard}{synced} ({})\n",
+            peer.name, peer.address
+        ));
+    }
     Ok(out.trim_end().to_string())
 }
 
@@ -162,13 +188,22 @@ fn check_config(path: &std::path::Path) -> Result<String, Failure> {
             server::check(&c).map_err(|e| Exit::Config.with(e))?,
         ),
         AnyConfig::Client(c) => {
-            let (server_key, key) = client::link::load_keys(&c)?;
+            let key = client::link::own_key(&c)?;
+            let servers: Vec<String> = client::link::targets(&c)?
+                .iter()
+                .map(|t| t.key.fingerprint())
+                .collect();
+            let noun = if servers.len() == 1 {
+                "server key"
+            } else {
+                "server keys"
+            };
             (
                 "client",
                 format!(
-                    "host key {}, server key {}",
+                    "host key {}, {noun} {}",
                     key.public.fingerprint(),
-                    server_key.fingerprint()
+                    servers.join(", ")
                 ),
             )
         }

@@ -102,6 +102,8 @@ fn a_ban_reported_to_one_server_reaches_the_hosts_of_every_server() {
             "{status}"
         );
     }
+    let text = admin_ok(&fleets[0], &["status"]);
+    assert!(text.contains("peers:\n  bs2 ") && text.contains("connected, seq 20"), "{text}");
     // An unban on another server lifts it on every host, once.
     admin_ok(&fleets[1], &["unban", "203.0.113.5"]);
     for fleet in &fleets {
@@ -168,4 +170,97 @@ fn a_server_killed_and_restarted_catches_up_and_lifts_what_was_unbanned_meanwhil
         "{}",
         fleets[2].server_log()
     );
+}
+
+/// Makes every host of `fleets` report to and follow every server.
+fn follow_every_server(fleets: &[Fleet]) {
+    let entries: Vec<String> = fleets
+        .iter()
+        .map(|f| {
+            format!(
+                "{{ address = \"127.0.0.1\", report-port = {}, publish-port = {}, key = \"{}\" }}",
+                f.report_port,
+                f.publish_port,
+                f.keys_dir.join("server.key").display()
+            )
+        })
+        .collect();
+    let servers = format!("servers = [{}]\n", entries.join(", "));
+    for fleet in fleets {
+        let host = &fleet.hosts[0];
+        let text: String = read(&host.config)
+            .lines()
+            .filter(|l| !l.starts_with("server = ") && !l.starts_with("server-key = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        fs::write(&host.config, servers.clone() + &text).unwrap();
+        // Every server lets every host in.
+        let key = fleet.keys_dir.join(format!("{}.key", host.name));
+        for other in fleets {
+            fs::copy(&key, other.auth_dir.join(format!("{}.key", host.name))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_host_that_follows_every_server_gets_every_ban_once_while_one_is_down() {
+    let _serial = one_at_a_time();
+    let mut fleets = peered(3, "durability = \"write\"");
+    follow_every_server(&fleets);
+    start(&mut fleets);
+    let ip = |i: usize| format!("203.0.113.{}", 100 + i);
+    let first: Vec<String> = (1..=10).map(ip).collect();
+    assert_eq!(fleets[0].report_all(0, &first).len(), 10);
+    for fleet in &fleets {
+        fleet.assert_applied_once(0, &first);
+    }
+    // The reporter spreads its reports over the servers.
+    let took = fleets
+        .iter()
+        .filter(|f| {
+            let status = admin_ok(f, &["status", "--json"]);
+            let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+            status["counters"]["accepted"].as_u64() > Some(0)
+        })
+        .count();
+    assert!(took >= 2, "10 reports went to {took} server");
+    // The first server is killed: reporters go to the others, and every host, web1 too,
+    // still gets every ban, through the others.
+    fleets[0].signal_server(Signal::SIGKILL);
+    fleets[0].wait_server();
+    let during: Vec<String> = (11..=20).map(ip).collect();
+    assert_eq!(
+        fleets[0].report_all(0, &during).len(),
+        10,
+        "web1 reports to another server"
+    );
+    let mut all = first.clone();
+    all.extend(during);
+    for fleet in &fleets {
+        fleet.assert_applied_once(0, &all);
+    }
+    // It comes back and catches up; nothing is applied twice anywhere.
+    fleets[0].start_server();
+    let after: Vec<String> = (21..=25).map(ip).collect();
+    assert_eq!(fleets[1].report_all(0, &after).len(), 5);
+    all.extend(after);
+    assert_eq!(converged(&fleets).len(), 25);
+    for fleet in &fleets {
+        fleet.assert_applied_once(0, &all);
+    }
+    // An unban on one server: each host runs it once, though three servers publish it.
+    admin_ok(&fleets[2], &["unban", "203.0.113.107"]);
+    for fleet in &fleets {
+        fleet.wait_applied(0, "unban fail2ban sshd 203.0.113.107 86400");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for fleet in &fleets {
+        let unbans = fleet
+            .applied(0)
+            .iter()
+            .filter(|l| l.starts_with("unban"))
+            .count();
+        assert_eq!(unbans, 1, "{:?}", fleet.applied(0));
+    }
+    assert!(!converged(&fleets).contains_key("203.0.113.107"));
 }

@@ -1,71 +1,23 @@
-//! The socket side of a catch-up: asks for the snapshot pages that the follower wants
-//! (`resync`), applies each page's bans, and after the last page drops what this host
-//! applied but the server no longer holds.
-
-use std::time::Instant;
+//! Applying a catch-up: each snapshot page's bans and dated unbans, and after the last
+//! page, what this host applied but the server no longer holds. `wire::upstream` asks for
+//! the pages that `wire::follow` wants.
 
 use crate::client::apply::record::Action;
-use crate::client::link::{request_socket, send_request};
 use crate::client::Client;
-use crate::wire::cidr::Cidr;
-use crate::wire::follow::{Due, Next, Resync};
-use crate::wire::protocol::{encode_snapshot_request, SnapshotPage, Verdict};
-use crate::wire::transport;
-use crate::wire::upstream::{reply_body, within_bounds, PAGE_FRAMES};
+use crate::wire::follow::{Next, Resync};
+use crate::wire::protocol::SnapshotPage;
 
 impl Client {
-    /// Asks for the snapshot page the follower wants, if any.
-    pub(super) fn drive_resync(&mut self) {
-        match self.follower.due(Instant::now()) {
-            None => {}
-            Some(Due::Start) => {
-                log::info!("resynchronising with {}", self.server_endpoint());
-                self.request_page(None);
-            }
-            Some(Due::Again(after)) => {
-                log::warn!("no snapshot page from the server yet; asking again");
-                match request_socket(&self.ctx, &self.config) {
-                    // A new socket, so that a late answer to the old request is never read.
-                    Ok(socket) => self.requester = socket,
-                    Err(e) => log::error!("{e}"),
-                }
-                self.request_page(after.as_ref());
-            }
-        }
-    }
-
-    fn request_page(&mut self, after: Option<&Cidr>) {
-        if let Err(e) = send_request(&self.requester, encode_snapshot_request(after)) {
-            log::warn!("cannot ask for a snapshot page: {e}");
-        }
-        self.follower.asked(after.copied(), Instant::now());
-    }
-
-    pub(super) fn read_pages(&mut self) {
-        while let Ok(received) =
-            transport::recv_bounded(&self.requester, zmq::DONTWAIT, PAGE_FRAMES)
-        {
-            let body = within_bounds(&received).and_then(reply_body);
-            match body.clone().and_then(SnapshotPage::decode) {
-                Ok(page) => self.take_page(page),
-                Err(e) => match body.and_then(Verdict::decode) {
-                    // Such as a key over its allowance of pages: asked again in 5 s.
-                    Ok(verdict) => log::warn!("the server answered a snapshot request: {verdict}"),
-                    Err(_) => self.warn_about_server(&format!("ignored a snapshot page: {e}")),
-                },
-            }
-        }
-    }
-
-    /// Applies a page of the catch-up under way, then asks for the next or finishes.
-    fn take_page(&mut self, page: SnapshotPage) {
-        let Some(next) = self.follower.take_page(&page) else {
+    /// Applies a page from server `i`'s catch-up under way, then asks for the next or
+    /// finishes.
+    pub(super) fn take_page(&mut self, i: usize, page: SnapshotPage) {
+        let Some(next) = self.servers[i].follower.take_page(&page) else {
             return;
         };
         for bad in &page.unreadable {
             let line = format!(
-                "skipped a ban in a snapshot page from the server: {}",
-                bad.reason
+                "skipped a ban in a snapshot page from {}: {}",
+                self.servers[i].target.name, bad.reason
             );
             self.warn_about_server(&line);
         }
@@ -78,26 +30,34 @@ impl Client {
             }
         }
         match next {
-            Next::Page(after) => self.request_page(Some(&after)),
-            Next::Done(resync) => self.finish_resync(resync),
+            Next::Page(after) => self.servers[i].request_page(Some(&after)),
+            Next::Done(resync) => self.finish_resync(i, resync),
         }
     }
 
-    fn finish_resync(&mut self, resync: Resync) {
+    /// After the last page. With one server, what it no longer holds was lifted or
+    /// expired. With several, a network missing from one server's table may just not have
+    /// reached it yet: unbans come dated, in UNBAN messages and in the pages, and only
+    /// expired bans are forgotten here.
+    fn finish_resync(&mut self, i: usize, resync: Resync) {
         let mut refused = Vec::new();
-        let (expired, lifted) =
-            self.enforcer
-                .drop_stale(&self.config, &resync.active, &resync.fresh, |line| {
-                    refused.push(line);
-                });
+        let lift_absent = self.servers.len() == 1;
+        let (expired, lifted) = self.enforcer.drop_stale(
+            &self.config,
+            &resync.active,
+            &resync.fresh,
+            lift_absent,
+            |line| refused.push(line),
+        );
         for line in refused {
             self.warn_about_server(&line);
         }
         log::info!(
-            "resynchronised: {} active bans on the server in {} pages ({} ms); {expired} expired and {lifted} lifted here",
+            "resynchronised: {} active bans on the server in {} pages ({} ms); {expired} expired and {lifted} lifted here ({})",
             resync.active.len(),
             resync.pages,
-            resync.started.elapsed().as_millis()
+            resync.started.elapsed().as_millis(),
+            self.servers[i].target.name,
         );
     }
 }

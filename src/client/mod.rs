@@ -1,9 +1,9 @@
-//! banshare-client: subscribes to the server's publish socket and applies each ban on this
-//! host with the configured command, unless it would cover a protected address. At start,
-//! after a gap in sequence numbers, a new server epoch or missed heartbeats, it reads the
-//! server's active bans page by page and catches up (`wire::follow` decides, `catchup` asks
-//! and applies). It also delivers the reporter's spool (`courier`). Bans are carried out by
-//! `apply`.
+//! banshare-client: subscribes to the publish socket of its server, or of each of several
+//! (docs/ha.md), and applies each ban on this host with the configured command, once,
+//! unless it would cover a protected address. At start, after a gap in sequence numbers, a
+//! new server epoch or missed heartbeats, it reads that server's active bans page by page
+//! and catches up (`wire::follow` decides, `wire::upstream` asks, `catchup` applies). It
+//! also delivers the reporter's spool (`courier`). Bans are carried out by `apply`.
 
 pub mod apply;
 mod catchup;
@@ -21,24 +21,24 @@ use crate::daemon::memory;
 use crate::daemon::service::{self, Signals, Watchdog};
 use crate::exit::{Exit, Failure};
 use crate::logging::LogLimit;
-use crate::wire::follow::Follower;
+use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{Ban, Publish};
-use crate::wire::transport::{self, endpoint};
-use crate::wire::upstream::{within_bounds, PUBLISHED_FRAMES};
+use crate::wire::upstream::{Heard, Target, Upstream};
 use apply::record::Action;
 use apply::Enforcer;
 use courier::Courier;
-use link::{load_keys, request_socket, subscribe, Subscription};
+use link::{own_key, request_socket, targets};
 use spool::Spool;
 
-/// READY=1 is sent at the first message from the server, or after this long without one,
-/// so that a host still boots while the server is down; the client keeps retrying.
+/// READY=1 is sent at the first message from a server, or after this long without one,
+/// so that a host still boots while the servers are down; the client keeps retrying.
 const READY_WAIT: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(100);
-/// After the server refused our key, try again this often with a new socket.
-const RETRY_REFUSED: Duration = Duration::from_secs(2);
 /// How often the record of applied bans is checked for compaction.
 const COMPACT_EVERY: Duration = Duration::from_secs(600);
+/// How often systemd's status line (`systemctl status banshare-client`) is brought up to
+/// date with each server's state.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 pub fn main() -> std::process::ExitCode {
     let args: ClientArgs = cli::parse();
@@ -55,14 +55,15 @@ struct Client {
     config_path: PathBuf,
     config: ClientConfig,
     ctx: zmq::Context,
-    subscription: Subscription,
-    /// A DEALER on the report socket, for snapshot pages.
-    requester: zmq::Socket,
-    follower: Follower,
+    own: KeyPair,
+    /// Each server followed, in client.toml's order, each with its own position.
+    servers: Vec<Upstream>,
     enforcer: Enforcer,
     courier: Courier,
+    /// Which server the courier tries next when one does not answer.
+    courier_turn: usize,
     ready: bool,
-    /// Lines about what the server sent.
+    /// Lines about what the servers sent.
     log_limit: LogLimit,
     guard: memory::Guard,
 }
@@ -70,27 +71,21 @@ struct Client {
 impl Client {
     fn start(config_path: &Path, config: ClientConfig) -> Result<Client, Failure> {
         // Before anything is opened or logged: a bad key or directory is one clear line.
-        load_keys(&config)?;
+        let own = own_key(&config)?;
+        let targets = targets(&config)?;
         check_dirs(&config)?;
         let enforcer = Enforcer::start(&config)?;
         let ctx = zmq::Context::new();
-        let subscription = subscribe(&ctx, &config)?;
-        let requester = request_socket(&ctx, &config)?;
-        let courier = request_socket(&ctx, &config)?;
-        log::info!(
-            "subscribing to {} as key {} (server key {})",
-            endpoint(&config.server, config.publish_port),
-            subscription.key.fingerprint(),
-            subscription.server_key.fingerprint()
-        );
+        let servers = open_all(&ctx, targets, &own)?;
+        let courier = request_socket(&ctx, &servers[0].target, &own)?;
         Ok(Client {
             config_path: config_path.to_owned(),
             courier: Courier::new(courier, Spool::new(&config.spool_dir, config.spool_max)),
+            courier_turn: 0,
             config,
             ctx,
-            subscription,
-            requester,
-            follower: Follower::new(Instant::now()),
+            own,
+            servers,
             enforcer,
             ready: false,
             log_limit: LogLimit::default(),
@@ -99,56 +94,54 @@ impl Client {
         })
     }
 
-    fn server_endpoint(&self) -> String {
-        endpoint(&self.config.server, self.config.publish_port)
+    /// The servers' publish sockets, for the log and systemd's status line.
+    fn endpoints(&self) -> String {
+        let names: Vec<&str> = self
+            .servers
+            .iter()
+            .map(|s| s.target.name.as_str())
+            .collect();
+        names.join(", ")
     }
 
     fn serve(&mut self, signals: &Signals) -> Result<(), Failure> {
         let started = Instant::now();
         let mut watchdog = Watchdog::from_env();
         let mut next_compaction = Instant::now() + COMPACT_EVERY;
-        service::status(&format!("connecting to {}", self.server_endpoint()));
+        let mut next_status = Instant::now() + STATUS_EVERY;
+        service::status(&format!("connecting to {}", self.endpoints()));
         while !signals.should_stop() {
             if signals.take_reload() {
                 self.reload();
             }
             watchdog.tick();
-            self.retry_if_refused();
             if !self.ready && started.elapsed() >= READY_WAIT {
-                log::warn!(
-                    "no message from {} yet; still trying",
-                    self.server_endpoint()
-                );
+                log::warn!("no message from {} yet; still trying", self.endpoints());
                 self.mark_ready("waiting for the server");
             }
             self.check_heartbeats();
-            self.drive_resync();
-            let (ctx, config) = (&self.ctx, &self.config);
-            self.courier.deliver(|| request_socket(ctx, config));
+            for server in &mut self.servers {
+                server.retry_if_refused(&self.ctx, &self.own);
+                server.drive(&self.ctx, &self.own);
+            }
+            self.deliver_spool();
             if Instant::now() >= next_compaction {
                 self.enforcer.compact()?;
                 next_compaction = Instant::now() + COMPACT_EVERY;
             }
-            let mut items = [
-                self.subscription.socket.as_poll_item(zmq::POLLIN),
-                self.subscription.watch.socket().as_poll_item(zmq::POLLIN),
-                self.requester.as_poll_item(zmq::POLLIN),
-                self.courier.socket().as_poll_item(zmq::POLLIN),
-            ];
+            if self.ready && Instant::now() >= next_status {
+                service::status(&self.status_line());
+                next_status = Instant::now() + STATUS_EVERY;
+            }
+            let mut items: Vec<zmq::PollItem> =
+                self.servers.iter().flat_map(Upstream::poll_items).collect();
+            items.push(self.courier.socket().as_poll_item(zmq::POLLIN));
             // EINTR from a signal just goes round the loop again.
             if zmq::poll(&mut items, TICK.as_millis() as i64).is_err() {
                 continue;
             }
-            let [messages, events, pages, verdicts] = items.map(|item| item.is_readable());
-            if events {
-                self.subscription.watch.drain();
-            }
-            if messages {
-                self.drain();
-            }
-            if pages {
-                self.read_pages();
-            }
+            let verdicts = items.last().is_some_and(zmq::PollItem::is_readable);
+            self.read_servers();
             if verdicts {
                 self.courier.read_verdicts();
             }
@@ -161,58 +154,89 @@ impl Client {
         self.enforcer.finish_running(self.config.retry_interval.0)
     }
 
-    fn retry_if_refused(&mut self) {
-        if self.subscription.watch.refused_for() < Some(RETRY_REFUSED) {
-            return;
-        }
-        match subscribe(&self.ctx, &self.config) {
-            Ok(mut subscription) => {
-                subscription.watch.continue_from(&self.subscription.watch);
-                self.subscription = subscription;
-            }
-            Err(e) => {
-                log::error!("cannot open a new subscriber socket: {e}");
-                self.subscription.watch.postpone_retry();
-            }
-        }
+    /// Sends the spool on its way; a server that does not answer in time is left for the
+    /// next one.
+    fn deliver_spool(&mut self) {
+        let (ctx, own, servers) = (&self.ctx, &self.own, &self.servers);
+        let turn = &mut self.courier_turn;
+        self.courier.deliver(|| {
+            *turn = (*turn + 1) % servers.len();
+            request_socket(ctx, &servers[*turn].target, own)
+        });
+    }
+
+    /// Each server followed and how it stands, for systemd's status line: "following
+    /// tcp://bs1:41235 (seq 12), tcp://bs2:41235 (silent for 40 s)".
+    fn status_line(&self) -> String {
+        let now = crate::clock::unix_now();
+        let servers: Vec<String> = self
+            .servers
+            .iter()
+            .map(|server| {
+                let state = match (server.follower.is_live(Instant::now()), server.heard_at) {
+                    (true, _) => match server.follower.position() {
+                        Some((_, seq)) => format!("seq {seq}"),
+                        None => "connected".into(),
+                    },
+                    (false, Some(at)) => format!("silent for {} s", now.saturating_sub(at)),
+                    (false, None) => "not reached yet".into(),
+                };
+                format!("{} ({state})", server.target.name)
+            })
+            .collect();
+        format!("following {}", servers.join(", "))
     }
 
     fn mark_ready(&mut self, state: &str) {
         self.ready = true;
-        service::ready(&format!("{state}: {}", self.server_endpoint()));
+        service::ready(&format!("{state}: {}", self.endpoints()));
     }
 
     /// A silent server, or a failed ban command due to be tried again, calls for a
     /// catch-up.
     fn check_heartbeats(&mut self) {
-        if self.ready {
-            if let Some(silent) = self.follower.silence(Instant::now()) {
-                log::warn!(
-                    "no heartbeat from {} for {} s; will resynchronise",
-                    self.server_endpoint(),
-                    silent.as_secs()
-                );
+        let retry = self.enforcer.retry_due();
+        for server in &mut self.servers {
+            if self.ready {
+                if let Some(silent) = server.follower.silence(Instant::now()) {
+                    log::warn!(
+                        "no heartbeat from {} for {} s; will resynchronise",
+                        server.target.name,
+                        silent.as_secs()
+                    );
+                }
             }
-        }
-        if self.enforcer.retry_due() {
-            self.follower.want();
+            if retry {
+                server.follower.want();
+            }
         }
     }
 
-    fn drain(&mut self) {
-        while let Ok(received) =
-            transport::recv_bounded(&self.subscription.socket, zmq::DONTWAIT, PUBLISHED_FRAMES)
-        {
-            match within_bounds(&received).and_then(Publish::decode) {
-                Ok(message) => self.handle(message),
-                Err(e) => {
-                    self.warn_about_server(&format!("ignored a message from the server: {e}"));
+    /// What every server sent: messages, snapshot pages, and what broke the protocol.
+    fn read_servers(&mut self) {
+        for i in 0..self.servers.len() {
+            let first = self.servers[i].heard_at.is_none();
+            let heard = self.servers[i].read();
+            if first && !heard.is_empty() {
+                log::info!("connected to {}", self.servers[i].target.name);
+                if !self.ready {
+                    self.mark_ready("connected");
+                }
+            }
+            for item in heard {
+                match item {
+                    Heard::Message(message) => self.handle(message),
+                    Heard::Page(page) => self.take_page(i, page),
+                    Heard::Bad(line) => {
+                        let line = format!("{}: {line}", self.servers[i].target.name);
+                        self.warn_about_server(&line);
+                    }
                 }
             }
         }
     }
 
-    /// A warning about what the server sent, at most 20 a minute: a broken or hostile
+    /// A warning about what a server sent, at most 20 a minute: a broken or hostile
     /// server must not fill the disk with the log.
     fn warn_about_server(&mut self, line: &str) {
         match self.log_limit.admit("server", Instant::now()) {
@@ -222,8 +246,8 @@ impl Client {
         }
     }
 
-    /// Past the memory guard's limit, closes every connection to the server, which frees
-    /// whatever it was in the middle of sending (see `memory`), and catches up afresh.
+    /// Past the memory guard's limit, closes every connection to the servers, which frees
+    /// whatever they were in the middle of sending (see `memory`), and catches up afresh.
     fn guard_memory(&mut self) {
         let Some(resident) = self.guard.tripped() else {
             return;
@@ -242,29 +266,12 @@ impl Client {
         );
     }
 
+    /// A ban or unban from a server; its position was noted by `Upstream::read`.
     fn handle(&mut self, message: Publish) {
-        if !self.ready {
-            log::info!("connected to {}", self.server_endpoint());
-            self.mark_ready("connected");
-        }
-        let now = Instant::now();
         match message {
-            Publish::Heartbeat {
-                epoch,
-                seq,
-                interval_ms,
-            } => self.follower.heartbeat(epoch, seq, interval_ms, now),
-            Publish::Ban { epoch, seq, ban } => {
-                self.follower.published(epoch, seq, ban.ip, now);
-                self.act_on(&ban, Action::Ban);
-            }
-            Publish::Unban {
-                epoch,
-                seq,
-                ban,
-                lifted,
-            } => {
-                self.follower.published(epoch, seq, ban.ip, now);
+            Publish::Heartbeat { .. } => {}
+            Publish::Ban { ban, .. } => self.act_on(&ban, Action::Ban),
+            Publish::Unban { ban, lifted, .. } => {
                 if let Err(line) = self.enforcer.lift(&self.config, &ban, lifted) {
                     self.warn_about_server(&line);
                 }
@@ -272,7 +279,7 @@ impl Client {
         }
     }
 
-    /// A ban or unban from the server, carried out unless this host must not.
+    /// A ban or unban from a server, carried out unless this host must not.
     fn act_on(&mut self, ban: &Ban, action: Action) {
         if let Err(line) = self.enforcer.enforce(&self.config, ban, action) {
             self.warn_about_server(&line);
@@ -286,37 +293,35 @@ impl Client {
             Ok(config) => self.adopt(config),
             Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
         }
-        service::ready(&format!("connected: {}", self.server_endpoint()));
+        service::ready(&format!("connected: {}", self.endpoints()));
     }
 
-    /// New sockets to the server as `config` says, dropping the old ones (and whatever they
-    /// held), then a catch-up.
+    /// New sockets to the servers as `config` says, dropping the old ones (and whatever
+    /// they held), then a catch-up with each.
     fn reconnect(&mut self, config: &ClientConfig) -> Result<(), Failure> {
-        let subscription = subscribe(&self.ctx, config)?;
-        let requester = request_socket(&self.ctx, config)?;
-        let courier = request_socket(&self.ctx, config)?;
-        self.subscription = subscription;
-        self.requester = requester;
+        let own = own_key(config)?;
+        let servers = open_all(&self.ctx, targets(config)?, &own)?;
+        let courier = request_socket(&self.ctx, &servers[0].target, &own)?;
+        (self.own, self.servers) = (own, servers);
         self.courier.reconnect(courier);
-        self.follower.restart();
         Ok(())
     }
 
     /// Takes a reloaded configuration.
     fn adopt(&mut self, config: ClientConfig) {
-        let endpoints = |c: &ClientConfig| (c.server.clone(), c.publish_port, c.report_port);
         // The key files' contents count, not their names: a rotation rewrites them in place.
-        let keys = load_keys(&config).map(|(server, own)| (server, own.public));
-        let current = (self.subscription.server_key, self.subscription.key);
-        let reconnect = endpoints(&config) != endpoints(&self.config) || keys.ok() != Some(current);
-        if reconnect {
+        let wanted = targets(&config).and_then(|t| Ok((t, own_key(&config)?.public)));
+        let current: Vec<Target> = self.servers.iter().map(|s| s.target.clone()).collect();
+        if wanted.ok() != Some((current, self.own.public)) {
             if let Err(e) = self.reconnect(&config) {
                 log::error!("reload failed, keeping the running configuration: {e}");
                 return;
             }
         }
         if self.enforcer.adopt(&self.config, &config) {
-            self.follower.want();
+            for server in &mut self.servers {
+                server.follower.want();
+            }
         }
         if config.state_dir != self.config.state_dir {
             log::warn!("state-dir changes only on restart");
@@ -326,6 +331,27 @@ impl Client {
             .set_spool(Spool::new(&config.spool_dir, config.spool_max));
         self.config = config;
     }
+}
+
+/// A follower for each server, with its sockets.
+fn open_all(
+    ctx: &zmq::Context,
+    targets: Vec<Target>,
+    own: &KeyPair,
+) -> Result<Vec<Upstream>, Failure> {
+    targets
+        .into_iter()
+        .map(|target| {
+            let address = target.publish_endpoint();
+            log::info!(
+                "subscribing to {address} as key {} (server key {})",
+                own.public.fingerprint(),
+                target.key.fingerprint()
+            );
+            Upstream::open(ctx, target, own)
+                .map_err(|e| Exit::Config.with(format!("cannot connect to {address}: {e}")))
+        })
+        .collect()
 }
 
 /// The client runs as root: no other user may be able to put files where it writes.

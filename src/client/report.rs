@@ -1,17 +1,18 @@
-//! banshare-report: sends one ban to the server and exits with a sysexits code. Run by
-//! fail2ban's actionban and psad's EXTERNAL_BLOCK_SCRIPT, so it must be quick and say
-//! clearly, in one line, why it failed.
+//! banshare-report: sends one ban to the server, or to the first of several that answers,
+//! and exits with a sysexits code. Run by fail2ban's actionban and psad's
+//! EXTERNAL_BLOCK_SCRIPT, so it must be quick and say clearly, in one line, why it failed.
 
 use std::time::{Duration, Instant};
 
 use crate::cli::{self, ReportArgs};
-use crate::client::link::load_keys;
+use crate::client::link::{own_key, targets};
 use crate::client::spool::Spool;
 use crate::config::ClientConfig;
 use crate::exit::{Exit, Failure};
-use crate::wire::keys::{KeyPair, PublicKey};
+use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{Report, Verdict};
-use crate::wire::transport::{self, endpoint};
+use crate::wire::transport;
+use crate::wire::upstream::Target;
 
 pub fn main() -> std::process::ExitCode {
     let args: ReportArgs = cli::parse();
@@ -41,13 +42,12 @@ fn run(args: &ReportArgs) -> Result<String, Failure> {
     .map_err(|e| Exit::DataErr.with(e))?;
     let config = ClientConfig::load(&args.config)?;
     transport::require_curve().map_err(|e| Exit::Software.with(e))?;
-    let (server_key, key) = load_keys(&config)?;
-    let address = endpoint(&config.server, config.report_port);
+    let key = own_key(&config)?;
+    let servers = in_turn(targets(&config)?, spread());
     let timeout = config.report_timeout.0;
-    let verdict = match exchange(&address, &report, &server_key, &key, started + timeout) {
-        Ok(verdict) => verdict,
-        Err(Some(failure)) => return Err(failure),
-        Err(None) => return Err(spool(&config, &report, &address, timeout)),
+    let Some((verdict, address)) = exchange(&servers, &report, &key, started + timeout)? else {
+        let addresses: Vec<String> = servers.iter().map(Target::report_endpoint).collect();
+        return Err(spool(&config, &report, &addresses.join(", "), timeout));
     };
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
     match verdict {
@@ -60,8 +60,25 @@ fn run(args: &ReportArgs) -> Result<String, Failure> {
     }
 }
 
+/// The servers in the order to try them: from the `start`th on, round, so that the fleet's
+/// reporters spread over the servers rather than all wait on the first.
+fn in_turn(mut servers: Vec<Target>, start: usize) -> Vec<Target> {
+    let n = servers.len().max(1);
+    servers.rotate_left(start % n);
+    servers
+}
+
+/// A number that differs from one run to the next, to pick the first server: the process
+/// id alone steps by the same few numbers when a script reports in a loop.
+fn spread() -> usize {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (nanos / 1000) as usize ^ std::process::id() as usize
+}
+
 /// No answer in time: leave the report for banshare-client, which delivers it as soon as
-/// the server answers again.
+/// a server answers again.
 fn spool(config: &ClientConfig, report: &Report, address: &str, timeout: Duration) -> Failure {
     let why = format!(
         "no answer from {address} within {} s (server down, wrong server key, or this host's \
@@ -77,43 +94,69 @@ fn spool(config: &ClientConfig, report: &Report, address: &str, timeout: Duratio
     }
 }
 
-/// One request and its reply, within the deadline; `Err(None)` when no answer came. A
-/// server that refuses our key answers nothing at all, so "no answer" is all we can say.
+/// The first verdict any server gives within the deadline, and whose it is; None when no
+/// answer came. A server that refuses our key answers nothing at all, so "no answer" is
+/// all we can say. The request goes to the first server, then, while no answer has come,
+/// to the next after each share of the time, the earlier ones still being heard: a dead
+/// server costs a share, and a slow one still has until the deadline.
 fn exchange(
-    address: &str,
+    servers: &[Target],
     report: &Report,
-    server_key: &PublicKey,
     key: &KeyPair,
     deadline: Instant,
-) -> Result<Verdict, Option<Failure>> {
-    let fail = |e: zmq::Error| Some(Exit::Software.with(format!("ZeroMQ: {e}")));
+) -> Result<Option<(Verdict, String)>, Failure> {
+    let fail = |e: zmq::Error| Exit::Software.with(format!("ZeroMQ: {e}"));
     let ctx = zmq::Context::new();
-    let socket = transport::client_socket(&ctx, zmq::REQ, server_key, key).map_err(fail)?;
-    socket
-        .connect(address)
-        .map_err(|e| Some(Exit::Config.with(format!("cannot connect to {address}: {e}"))))?;
-    // A send can block for good: once the server has refused our key, libzmq drops the
-    // connection and never retries, leaving the message nowhere to go.
-    let send_limit = deadline
-        .saturating_duration_since(Instant::now())
-        .as_millis();
-    socket
-        .set_sndtimeo(send_limit.max(1) as i32)
-        .map_err(fail)?;
-    match socket.send_multipart(report.encode(), 0) {
-        Ok(()) => {}
-        Err(zmq::Error::EAGAIN) => return Err(None),
-        Err(e) => return Err(fail(e)),
+    let share = deadline.saturating_duration_since(Instant::now()) / servers.len().max(1) as u32;
+    let mut asked: Vec<(zmq::Socket, String)> = Vec::new();
+    let (mut tried, mut next_at) = (0, Instant::now());
+    while Instant::now() < deadline {
+        if let Some(server) = servers.get(tried).filter(|_| Instant::now() >= next_at) {
+            asked.extend(ask(&ctx, server, report, key)?);
+            (tried, next_at) = (tried + 1, Instant::now() + share);
+            continue;
+        }
+        let until = if tried < servers.len() {
+            next_at.min(deadline)
+        } else {
+            deadline
+        };
+        let wait = until.saturating_duration_since(Instant::now());
+        let mut items: Vec<zmq::PollItem> = asked
+            .iter()
+            .map(|(s, _)| s.as_poll_item(zmq::POLLIN))
+            .collect();
+        zmq::poll(&mut items, wait.as_millis() as i64).map_err(fail)?;
+        let Some(i) = items.iter().position(zmq::PollItem::is_readable) else {
+            continue;
+        };
+        let (socket, address) = &asked[i];
+        let frames = socket.recv_multipart(0).map_err(fail)?;
+        let verdict = Verdict::decode(&frames)
+            .map_err(|e| Exit::Unavailable.with(format!("bad reply from {address}: {e}")))?;
+        return Ok(Some((verdict, address.clone())));
     }
-    let wait = deadline.saturating_duration_since(Instant::now());
-    if socket
-        .poll(zmq::POLLIN, wait.as_millis() as i64)
-        .map_err(fail)?
-        == 0
-    {
-        return Err(None);
+    Ok(None)
+}
+
+/// A REQ socket to `server` with the report sent on it; None when it cannot even be sent
+/// (once a server has refused our key, libzmq drops the connection and never retries,
+/// leaving the message nowhere to go).
+fn ask(
+    ctx: &zmq::Context,
+    server: &Target,
+    report: &Report,
+    key: &KeyPair,
+) -> Result<Option<(zmq::Socket, String)>, Failure> {
+    let fail = |e: zmq::Error| Exit::Software.with(format!("ZeroMQ: {e}"));
+    let socket = transport::client_socket(ctx, zmq::REQ, &server.key, key).map_err(fail)?;
+    let address = server.report_endpoint();
+    socket
+        .connect(&address)
+        .map_err(|e| Exit::Config.with(format!("cannot connect to {address}: {e}")))?;
+    match socket.send_multipart(report.encode(), zmq::DONTWAIT) {
+        Ok(()) => Ok(Some((socket, address))),
+        Err(zmq::Error::EAGAIN) => Ok(None),
+        Err(e) => Err(fail(e)),
     }
-    let frames = socket.recv_multipart(0).map_err(fail)?;
-    Verdict::decode(&frames)
-        .map_err(|e| Some(Exit::Unavailable.with(format!("bad reply from {address}: {e}"))))
 }

@@ -189,11 +189,16 @@ impl PeerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClientConfig {
-    /// Host name or address of the server.
-    pub server: String,
+    /// Host name or address of the server, when there is one; or else `servers`.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// The fleet's servers, when there are several (docs/ha.md).
+    #[serde(default)]
+    pub servers: Vec<ServerEntry>,
+    /// The server's ports, and those of each of `servers` that gives none.
     pub report_port: u16,
     pub publish_port: u16,
-    /// The server's public `.key` file.
+    /// The public `.key` file of `server`.
     #[serde(default = "default_server_public_key")]
     pub server_key: PathBuf,
     /// This host's `.key_secret` file.
@@ -255,6 +260,29 @@ pub struct ClientConfig {
     #[serde(default = "default_log_level")]
     pub log_level: LogLevel,
 }
+
+/// One of several servers in client.toml: its address, its public key file, and its ports
+/// when they are not the file's `report-port` and `publish-port`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServerEntry {
+    pub address: String,
+    pub key: PathBuf,
+    pub report_port: Option<u16>,
+    pub publish_port: Option<u16>,
+}
+
+/// A server as the client reaches it: what `server` or each of `servers` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub address: String,
+    pub report_port: u16,
+    pub publish_port: u16,
+    pub key: PathBuf,
+}
+
+/// The most servers a client follows.
+pub const MAX_SERVERS: usize = 16;
 
 fn default_listen() -> IpAddr {
     IpAddr::from([0, 0, 0, 0])
@@ -407,7 +435,26 @@ impl ClientConfig {
         let err = |key: &str, reason: String| located(path, text, key, reason);
         check_ports(config.report_port, config.publish_port).map_err(|(k, r)| err(k, r))?;
         check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r))?;
-        check_host(&config.server).map_err(|r| err("server", r))?;
+        match (&config.server, config.servers.len()) {
+            (Some(server), 0) => check_host(server).map_err(|r| err("server", r))?,
+            (None, 1..=MAX_SERVERS) => {}
+            (None, 0) => return Err(err("server", "server or servers is required".into())),
+            (Some(_), _) => return Err(err("servers", "give server or servers, not both".into())),
+            (None, _) => {
+                return Err(err(
+                    "servers",
+                    format!(
+                        "at most {MAX_SERVERS} servers, not {}",
+                        config.servers.len()
+                    ),
+                ))
+            }
+        }
+        for spec in config.targets() {
+            check_host(&spec.address).map_err(|r| err("servers", format!("address {r}")))?;
+            check_ports(spec.report_port, spec.publish_port)
+                .map_err(|(k, r)| err("servers", format!("{k} {r}")))?;
+        }
         for (key, name) in [
             ("fail2ban-jail", &config.fail2ban_jail),
             ("nft-table", &config.nft_table),
@@ -436,12 +483,31 @@ impl ClientConfig {
     }
 }
 
+impl ClientConfig {
+    /// Every server this client reports to and follows, in the order the file gives them.
+    pub fn targets(&self) -> Vec<ServerSpec> {
+        let one = self.server.iter().map(|address| ServerSpec {
+            address: address.clone(),
+            report_port: self.report_port,
+            publish_port: self.publish_port,
+            key: self.server_key.clone(),
+        });
+        let several = self.servers.iter().map(|entry| ServerSpec {
+            address: entry.address.clone(),
+            report_port: entry.report_port.unwrap_or(self.report_port),
+            publish_port: entry.publish_port.unwrap_or(self.publish_port),
+            key: entry.key.clone(),
+        });
+        one.chain(several).collect()
+    }
+}
+
 impl AnyConfig {
-    /// Tells the two kinds apart by the `server` key that only client.toml has.
+    /// Tells the two kinds apart by the `server` or `servers` key that only client.toml has.
     pub fn load(path: &Path) -> Result<AnyConfig, ConfigError> {
         let text = read(path)?;
         let table: toml::Table = parse(path, &text)?;
-        if table.contains_key("server") {
+        if table.contains_key("server") || table.contains_key("servers") {
             ClientConfig::load(path).map(AnyConfig::Client)
         } else {
             ServerConfig::load(path).map(AnyConfig::Server)
@@ -620,7 +686,7 @@ min-prefix = { ipv4 = 16, ipv6 = 48 }
         );
         assert!(e.starts_with("F:4: ") && e.contains("<IP>"), "{e}");
         let e = error_of("report-port = 1\npublish-port = 2\n", true);
-        assert!(e.contains("missing field `server`"), "{e}");
+        assert!(e.contains("server or servers is required"), "{e}");
         let e = error_of("report-port = [", false);
         assert!(e.starts_with("F:1: "), "{e}");
     }

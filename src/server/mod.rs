@@ -410,6 +410,14 @@ fn open_store(config: &ServerConfig) -> Result<(Store<Entry>, BanTable), Failure
 pub fn check(config: &ServerConfig) -> Result<String, String> {
     let (_, authorized) = load_keys(config).map_err(|e| e.message)?;
     let mut summary = format!("{} authorized keys", authorized.by_key.len());
+    for peer in &config.peers {
+        let key = keys::load_public(&peer.key).map_err(|e| e.to_string())?;
+        summary.push_str(&format!(
+            ", peer {} (key {})",
+            peer.name(),
+            key.fingerprint()
+        ));
+    }
     for problem in authorized.problems {
         summary.push_str(&format!("; skipped {problem}"));
     }

@@ -100,6 +100,7 @@ impl Server {
                     silent.as_secs()
                 );
             }
+            link.retry_if_refused(&self.ctx, &self.key);
             link.drive(&self.ctx, &self.key);
         }
         Ok(())

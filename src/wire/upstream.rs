@@ -2,7 +2,7 @@
 //! DEALER on its report socket for snapshot pages, and the `Follower` that says when to
 //! catch up. A server follows each of its peers this way (`server::peering`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::clock::unix_now;
 use crate::wire::cidr::Cidr;
@@ -18,6 +18,8 @@ use crate::wire::transport::{self, endpoint, Received};
 /// delimiter. Anything longer is not read further (see `transport::recv_bounded`).
 pub const PUBLISHED_FRAMES: usize = 12;
 pub const PAGE_FRAMES: usize = 1 + 5 + PAGE;
+/// After the server refused our key, try again this often with a new subscriber socket.
+const RETRY_REFUSED: Duration = Duration::from_secs(2);
 
 /// Where a server is, and the key it must prove it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,14 +63,7 @@ pub enum Heard {
 
 impl Upstream {
     pub fn open(ctx: &zmq::Context, target: Target, own: &KeyPair) -> zmq::Result<Upstream> {
-        let subscriber = transport::client_socket(ctx, zmq::SUB, &target.key, own)?;
-        subscriber.set_subscribe(VERSION.as_bytes())?;
-        // Room for a burst as large as the server's queue for us.
-        subscriber.set_rcvhwm(10_000)?;
-        let address = target.publish_endpoint();
-        // Attached before connecting, so that not even the first failure goes unexplained.
-        let watch = ConnectionWatch::attach(ctx, &subscriber, &address)?;
-        subscriber.connect(&address)?;
+        let (subscriber, watch) = subscribe(ctx, &target, own)?;
         Ok(Upstream {
             requester: requester(ctx, &target, own)?,
             follower: Follower::named(&target.name, Instant::now()),
@@ -78,6 +73,34 @@ impl Upstream {
             heard_at: None,
             synced: false,
         })
+    }
+
+    /// New sockets to the server, dropping the old ones and whatever they held, and a
+    /// catch-up.
+    pub fn reopen(&mut self, ctx: &zmq::Context, own: &KeyPair) -> zmq::Result<()> {
+        let (subscriber, watch) = subscribe(ctx, &self.target, own)?;
+        self.requester = requester(ctx, &self.target, own)?;
+        (self.subscriber, self.watch) = (subscriber, watch);
+        self.follower.restart();
+        Ok(())
+    }
+
+    /// Once the server refused our key, libzmq gives up on it: a new subscriber socket
+    /// after a pause, so that a key authorized later gets in without a restart.
+    pub fn retry_if_refused(&mut self, ctx: &zmq::Context, own: &KeyPair) {
+        if self.watch.refused_for() < Some(RETRY_REFUSED) {
+            return;
+        }
+        match subscribe(ctx, &self.target, own) {
+            Ok((subscriber, mut watch)) => {
+                watch.continue_from(&self.watch);
+                (self.subscriber, self.watch) = (subscriber, watch);
+            }
+            Err(e) => {
+                log::error!("cannot open a new subscriber socket: {e}");
+                self.watch.postpone_retry();
+            }
+        }
     }
 
     /// The sockets to poll: the subscription, its watch, and the snapshot requests.
@@ -167,6 +190,24 @@ impl Upstream {
         }
         self.follower.asked(after.copied(), Instant::now());
     }
+}
+
+fn subscribe(
+    ctx: &zmq::Context,
+    target: &Target,
+    own: &KeyPair,
+) -> zmq::Result<(zmq::Socket, ConnectionWatch)> {
+    let subscriber = transport::client_socket(ctx, zmq::SUB, &target.key, own)?;
+    subscriber.set_subscribe(VERSION.as_bytes())?;
+    // Room for a burst as large as the server's queue for us, so that a client busy with
+    // its firewall still takes a burst of 10,000 bans live instead of re-reading them.
+    subscriber.set_rcvhwm(10_000)?;
+    let address = target.publish_endpoint();
+    // Attached before connecting, so that not even the first failure goes unexplained.
+    let watch = ConnectionWatch::attach(ctx, &subscriber, &address)?;
+    subscriber.connect(&address)?;
+    log::debug!("subscriber socket connecting to {address}");
+    Ok((subscriber, watch))
 }
 
 fn requester(ctx: &zmq::Context, target: &Target, own: &KeyPair) -> zmq::Result<zmq::Socket> {

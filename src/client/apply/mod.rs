@@ -188,13 +188,14 @@ impl Enforcer {
 
     /// After a catch-up: what was applied here but is no longer active on the server
     /// (`active`), nor published during the catch-up (`fresh`), was either expired (forget
-    /// it) or lifted while we were away (unban it). Returns how many of each.
-    /// `refused` gets the line for an unban this host must not run.
+    /// it) or, when `lift_absent`, lifted while we were away (unban it). Returns how many
+    /// of each. `refused` gets the line for an unban this host must not run.
     pub fn drop_stale(
         &mut self,
         config: &ClientConfig,
         active: &HashSet<Cidr>,
         fresh: &HashSet<Cidr>,
+        lift_absent: bool,
         mut refused: impl FnMut(String),
     ) -> (usize, usize) {
         let (mut expired, mut lifted) = (0, 0);
@@ -206,6 +207,7 @@ impl Enforcer {
                         log::error!("cannot update the record of applied bans: {e}");
                     }
                 }
+                Stale::Lifted(_) if !lift_absent => {}
                 Stale::Lifted(ban) => {
                     lifted += 1;
                     if let Err(line) = self.enforce(config, &ban, Action::Unban) {
@@ -359,18 +361,20 @@ fn command_for(config: &ClientConfig, ban: &Ban, action: Action) -> (Vec<String>
     (argv, label)
 }
 
-/// The built-in and configured ranges, this host's addresses and the server's addresses.
+/// The built-in and configured ranges, this host's addresses and every server's addresses.
 fn protection(config: &ClientConfig) -> Protected {
     let mut protected = Protected::for_this_host(&config.protected);
-    let server: Vec<IpAddr> = protect::resolve(&config.server);
-    if server.is_empty() {
-        log::warn!(
-            "cannot resolve server {}; its address is not protected",
-            config.server
-        );
-    }
-    for addr in server {
-        protected.add(addr, "the banshare server's");
+    for spec in config.targets() {
+        let addresses: Vec<IpAddr> = protect::resolve(&spec.address);
+        if addresses.is_empty() {
+            log::warn!(
+                "cannot resolve server {}; its address is not protected",
+                spec.address
+            );
+        }
+        for addr in addresses {
+            protected.add(addr, "the banshare server's");
+        }
     }
     protected
 }
