@@ -103,7 +103,10 @@ fn a_ban_reported_to_one_server_reaches_the_hosts_of_every_server() {
         );
     }
     let text = admin_ok(&fleets[0], &["status"]);
-    assert!(text.contains("peers:\n  bs2 ") && text.contains("connected, seq 20"), "{text}");
+    assert!(
+        text.contains("peers:\n  bs2 ") && text.contains("connected, seq 20"),
+        "{text}"
+    );
     // An unban on another server lifts it on every host, once.
     admin_ok(&fleets[1], &["unban", "203.0.113.5"]);
     for fleet in &fleets {

@@ -87,6 +87,11 @@ impl Enforcer {
             log::info!("not applying ban of {}: it has already expired", ban.ip);
             return Ok(());
         }
+        if action == Action::Ban && self.record.lifted(ban) {
+            // From a server that has not heard of the unban yet.
+            log::info!("not applying ban of {}: it was lifted since", ban.ip);
+            return Ok(());
+        }
         if !self.record.needs(action, ban) {
             log::debug!("{action} of {} is already applied here", ban.ip);
             if action == Action::Ban {
@@ -118,6 +123,13 @@ impl Enforcer {
         ban: &Ban,
         at: Option<u64>,
     ) -> Result<(), String> {
+        if let Some(at) = at {
+            self.record.note_lift(Lift {
+                ip: ban.ip,
+                at,
+                until: ban.expires,
+            });
+        }
         match at {
             Some(at) if !self.record.lifted_by(&ban.ip, at) => {
                 log::info!(
@@ -130,8 +142,10 @@ impl Enforcer {
         }
     }
 
-    /// An unban line in a snapshot page: lifts the applied ban it covers, if any.
+    /// An unban line in a snapshot page: lifts the applied ban it covers, if any, and keeps
+    /// a stale server from getting it applied again.
     pub fn lift_applied(&mut self, config: &ClientConfig, lift: &Lift) -> Result<(), String> {
+        self.record.note_lift(*lift);
         match self.record.get(&lift.ip).cloned() {
             Some(ban) => self.lift(config, &ban, Some(lift.at)),
             None => Ok(()),
@@ -220,7 +234,7 @@ impl Enforcer {
     }
 
     pub fn compact(&mut self) -> Result<(), Failure> {
-        self.record.compact().map_err(record_failure)
+        self.record.compact(unix_now()).map_err(record_failure)
     }
 
     /// On the way out, waits a little for commands already running, so that what they did

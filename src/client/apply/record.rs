@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::config::Durability;
 use crate::store::{Record, Recovery, Store, StoreError, CLIENT_JOURNAL};
 use crate::wire::cidr::Cidr;
-use crate::wire::protocol::{ban_fields, parse_ban, Ban};
+use crate::wire::protocol::{ban_fields, parse_ban, Ban, Lift};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -30,6 +30,10 @@ pub struct AppliedBans {
     store: Store<Ban>,
     bans: BTreeMap<Cidr, Ban>,
     pending: HashMap<Cidr, (Action, Ban)>,
+    /// The latest dated unban heard of each network, for as long as the lifted ban could be
+    /// in force: a server that was away and still offers a ban reported before it must not
+    /// get it applied here again. Journaled once the unban ran.
+    lifts: HashMap<Cidr, Lift>,
 }
 
 /// What to do with an applied ban that the server no longer has.
@@ -48,10 +52,12 @@ impl AppliedBans {
             .iter()
             .map(|ban: &Ban| (ban.ip, ban.clone()))
             .collect();
+        let lifts = recovery.lifts.iter().map(|l| (l.ip, *l)).collect();
         let applied = AppliedBans {
             store,
             bans,
             pending: HashMap::new(),
+            lifts,
         };
         Ok((applied, recovery))
     }
@@ -94,6 +100,19 @@ impl AppliedBans {
 
     pub fn get(&self, ip: &Cidr) -> Option<&Ban> {
         self.bans.get(ip)
+    }
+
+    /// Remembers a dated unban heard from a server, the latest per network.
+    pub fn note_lift(&mut self, lift: Lift) {
+        let known = self.lifts.get(&lift.ip);
+        if known.map_or(true, |k| lift.at > k.at) {
+            self.lifts.insert(lift.ip, lift);
+        }
+    }
+
+    /// Whether a dated unban already heard lifts this ban: it was reported before it.
+    pub fn lifted(&self, ban: &Ban) -> bool {
+        self.lifts.get(&ban.ip).is_some_and(|lift| lift.covers(ban))
     }
 
     /// Whether an unban dated `at` lifts what is applied, or being applied, here: only a ban
@@ -142,7 +161,11 @@ impl AppliedBans {
                 self.bans.insert(ip, ban);
             }
             Action::Unban => {
-                self.store.remove(&ip)?;
+                // Dated, when it is known, so that the record keeps it after a restart.
+                match self.lifts.get(&ip) {
+                    Some(lift) => self.store.lift(lift)?,
+                    None => self.store.remove(&ip)?,
+                }
                 self.bans.remove(&ip);
             }
         }
@@ -180,10 +203,13 @@ impl AppliedBans {
         Ok(())
     }
 
-    /// Keeps the journal small; called from time to time.
-    pub fn compact(&mut self) -> Result<(), StoreError> {
+    /// Keeps the journal small, and forgets unbans that no longer matter; called from time
+    /// to time.
+    pub fn compact(&mut self, now: u64) -> Result<(), StoreError> {
+        self.lifts.retain(|_, lift| lift.active_at(now));
         let live: Vec<Ban> = self.bans.values().cloned().collect();
-        self.store.compact_if_large(&live, &[]).map(|_| ())
+        let lifts: Vec<Lift> = self.lifts.values().copied().collect();
+        self.store.compact_if_large(&live, &lifts).map(|_| ())
     }
 }
 
@@ -292,6 +318,36 @@ mod tests {
         drop(applied);
         let (applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
         assert!(applied.is_empty());
+    }
+
+    #[test]
+    fn a_dated_unban_lifts_only_older_reports_and_outlives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
+        let at = |reported| Ban {
+            reported,
+            ..ban("203.0.113.6", None)
+        };
+        applied.start(Action::Ban, &at(100));
+        applied.finish(at(100).ip, Action::Ban, true).unwrap();
+        // Re-reported after the unban, by a server that heard it first: it stays.
+        applied.note_report(&at(300)).unwrap();
+        assert!(!applied.lifted_by(&at(0).ip, 200));
+        assert!(applied.lifted_by(&at(0).ip, 300));
+        let lift = Lift {
+            ip: at(0).ip,
+            at: 300,
+            until: None,
+        };
+        applied.note_lift(lift);
+        applied.start(Action::Unban, &at(300));
+        applied.finish(lift.ip, Action::Unban, true).unwrap();
+        drop(applied);
+        // A stale server's copy, reported before the unban, is not applied again; a report
+        // after it is.
+        let (applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
+        assert!(applied.is_empty());
+        assert!(applied.lifted(&at(250)) && !applied.lifted(&at(301)));
     }
 
     #[test]
