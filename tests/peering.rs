@@ -3,85 +3,25 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::fs;
 use std::time::Duration;
 
+use common::servers::*;
 use common::*;
 use nix::sys::signal::Signal;
 
-/// `servers` fleets of one host each (web1 on server 0, web2 on server 1, ...), whose
-/// servers peer with each other; nothing is started.
-fn peered(servers: usize, server_extra: &str) -> Vec<Fleet> {
-    let fleets: Vec<Fleet> = (0..servers)
-        .map(|i| Fleet::new(&[&format!("web{}", i + 1)], server_extra, ""))
-        .collect();
-    for (i, fleet) in fleets.iter().enumerate() {
-        let mut peers = String::new();
-        for (j, other) in fleets.iter().enumerate().filter(|(j, _)| *j != i) {
-            // Servers authorize each other like hosts; the key file's name names the peer.
-            let key = fleet.dir.path().join(format!("bs{}.key", j + 1));
-            fs::copy(other.keys_dir.join("server.key"), &key).unwrap();
-            fs::copy(&key, fleet.auth_dir.join(format!("bs{}.key", j + 1))).unwrap();
-            peers.push_str(&format!(
-                "\n[[peers]]\naddress = \"127.0.0.1\"\nreport-port = {}\npublish-port = {}\nkey = \"{}\"\n",
-                other.report_port,
-                other.publish_port,
-                key.display()
-            ));
-        }
-        let text = read(&fleet.server_config) + &peers;
-        fs::write(&fleet.server_config, text).unwrap();
-    }
-    fleets
+fn local(_: usize) -> String {
+    "127.0.0.1".into()
 }
 
-fn start(fleets: &mut [Fleet]) {
-    for fleet in fleets.iter_mut() {
-        fleet.start_server();
-    }
-    for fleet in fleets.iter_mut() {
-        fleet.start_client(0);
-    }
-}
-
-/// The active bans a server lists, as (ip, what was published about it).
-fn table(fleet: &Fleet) -> BTreeMap<String, String> {
-    let out = fleet.admin(&["bans", "--json"]);
-    assert_eq!(outcome(&out).0, 0, "{:?}", outcome(&out));
-    let bans: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    bans.iter()
-        .map(|b| {
-            let published = ["prog", "jail", "origin", "bantime", "expires"]
-                .map(|k| b[k].to_string())
-                .join(" ");
-            (b["ip"].as_str().unwrap().to_string(), published)
-        })
-        .collect()
-}
-
-/// Waits until every server lists the same bans, and returns them.
-fn converged(fleets: &[Fleet]) -> BTreeMap<String, String> {
-    wait_for("the servers to converge", Duration::from_secs(20), || {
-        let first = table(&fleets[0]);
-        fleets[1..]
-            .iter()
-            .all(|f| table(f) == first)
-            .then_some(first)
-    })
-}
-
-fn admin_ok(fleet: &Fleet, args: &[&str]) -> String {
-    let out = fleet.admin(args);
-    assert_eq!(outcome(&out).0, 0, "banshare {args:?}: {:?}", outcome(&out));
-    String::from_utf8(out.stdout).unwrap()
+fn peered_here(servers: usize, server_extra: &str) -> Vec<Fleet> {
+    peered(servers, server_extra, local)
 }
 
 #[test]
 fn a_ban_reported_to_one_server_reaches_the_hosts_of_every_server() {
     let _serial = one_at_a_time();
-    let mut fleets = peered(3, "");
-    start(&mut fleets);
+    let mut fleets = peered_here(3, "");
+    start_all(&mut fleets);
     let ips: Vec<String> = (1..=20).map(|i| format!("203.0.113.{i}")).collect();
     assert_eq!(fleets[0].report_all(0, &ips).len(), ips.len());
     for fleet in &fleets {
@@ -132,8 +72,8 @@ fn a_ban_reported_to_one_server_reaches_the_hosts_of_every_server() {
 #[test]
 fn a_server_killed_and_restarted_catches_up_and_lifts_what_was_unbanned_meanwhile() {
     let _serial = one_at_a_time();
-    let mut fleets = peered(3, "durability = \"write\"");
-    start(&mut fleets);
+    let mut fleets = peered_here(3, "durability = \"write\"");
+    start_all(&mut fleets);
     let before: Vec<String> = (1..=10).map(|i| format!("198.51.100.{i}")).collect();
     assert_eq!(fleets[0].report_all(0, &before).len(), before.len());
     converged(&fleets);
@@ -175,42 +115,12 @@ fn a_server_killed_and_restarted_catches_up_and_lifts_what_was_unbanned_meanwhil
     );
 }
 
-/// Makes every host of `fleets` report to and follow every server.
-fn follow_every_server(fleets: &[Fleet]) {
-    let entries: Vec<String> = fleets
-        .iter()
-        .map(|f| {
-            format!(
-                "{{ address = \"127.0.0.1\", report-port = {}, publish-port = {}, key = \"{}\" }}",
-                f.report_port,
-                f.publish_port,
-                f.keys_dir.join("server.key").display()
-            )
-        })
-        .collect();
-    let servers = format!("servers = [{}]\n", entries.join(", "));
-    for fleet in fleets {
-        let host = &fleet.hosts[0];
-        let text: String = read(&host.config)
-            .lines()
-            .filter(|l| !l.starts_with("server = ") && !l.starts_with("server-key = "))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        fs::write(&host.config, servers.clone() + &text).unwrap();
-        // Every server lets every host in.
-        let key = fleet.keys_dir.join(format!("{}.key", host.name));
-        for other in fleets {
-            fs::copy(&key, other.auth_dir.join(format!("{}.key", host.name))).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_host_that_follows_every_server_gets_every_ban_once_while_one_is_down() {
     let _serial = one_at_a_time();
-    let mut fleets = peered(3, "durability = \"write\"");
-    follow_every_server(&fleets);
-    start(&mut fleets);
+    let mut fleets = peered_here(3, "durability = \"write\"");
+    follow_every_server(&fleets, local);
+    start_all(&mut fleets);
     let ip = |i: usize| format!("203.0.113.{}", 100 + i);
     let first: Vec<String> = (1..=10).map(ip).collect();
     assert_eq!(fleets[0].report_all(0, &first).len(), 10);

@@ -33,6 +33,8 @@ pub struct Fleet {
     server: Option<Child>,
     /// When set, every program runs inside this network namespace.
     pub netns: Option<String>,
+    /// Environment for the server, such as libfaketime's for a server whose clock is off.
+    pub server_env: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -77,6 +79,7 @@ impl Fleet {
             keys_dir,
             hosts: Vec::new(),
             server: None,
+            server_env: Vec::new(),
             netns: None,
         };
         for name in names {
@@ -229,6 +232,7 @@ impl Fleet {
             .unwrap();
         let child = self
             .command(SERVER)
+            .envs(self.server_env.iter().cloned())
             .args(["--log", "stderr", "--config"])
             .arg(&self.server_config)
             .stderr(log)

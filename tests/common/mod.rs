@@ -1,6 +1,7 @@
 //! What the integration tests share: a fleet of the real binaries (`fleet`), hosts as
-//! network namespaces (`netns`), raw ZeroMQ peers (`raw`), booted systemd containers
-//! (`container`) and fail2ban servers (`fail2ban`), and the waits and figures below.
+//! network namespaces (`netns`), raw ZeroMQ peers (`raw`), servers that peer (`servers`),
+//! booted systemd containers (`container`) and fail2ban servers (`fail2ban`), and the
+//! waits and figures below.
 
 #![allow(dead_code)]
 
@@ -9,6 +10,7 @@ pub mod fail2ban;
 mod fleet;
 mod netns;
 mod raw;
+pub mod servers;
 
 // Not every test binary uses every part.
 #[allow(unused_imports)]
