@@ -22,12 +22,17 @@
 //! - P5 memory: server RSS with 100,000 and 1,000,000 active bans; a connected idle client.
 //! - P6 catch-up: a client that was stopped while 100,000 bans were made, from restart until
 //!   all are in its nftables set.
+//! - P7 propagation through two peered servers, against one, in the same run.
+//! - P8 fan-out: report to the last of 1,000 lightweight subscribers, from one server, and
+//!   from a core server through two regional ones.
+//! - P9 a server that was down with 100,000 bans, until it has caught up with its peer.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod firewalls;
 mod propagation;
 mod results;
+mod servers;
 mod throughput;
 
 use std::collections::HashMap;
@@ -45,7 +50,7 @@ use banshare::wire::transport;
 use common::fail2ban::Fail2ban;
 use common::*;
 use serde_json::{json, Value};
-use {firewalls::*, propagation::*, results::*, throughput::*};
+use {firewalls::*, propagation::*, results::*, servers::*, throughput::*};
 
 /// Set in the re-executed benchmark, inside its own network namespace.
 const IN_NETNS: &str = "BANSHARE_BENCH_NETNS";
@@ -65,6 +70,10 @@ struct Sizes {
     p4_fail2ban: usize,
     p5_stages: &'static [usize],
     p6_bans: usize,
+    p7_reports: usize,
+    p8_subscribers: usize,
+    p8_reports: usize,
+    p9_bans: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -76,6 +85,10 @@ const FULL: Sizes = Sizes {
     p4_fail2ban: 10_000,
     p5_stages: &[100_000, 1_000_000],
     p6_bans: 100_000,
+    p7_reports: 100,
+    p8_subscribers: 1000,
+    p8_reports: 100,
+    p9_bans: 100_000,
 };
 
 const QUICK: Sizes = Sizes {
@@ -87,6 +100,10 @@ const QUICK: Sizes = Sizes {
     p4_fail2ban: 300,
     p5_stages: &[20_000],
     p6_bans: 20_000,
+    p7_reports: 20,
+    p8_subscribers: 200,
+    p8_reports: 20,
+    p9_bans: 20_000,
 };
 
 fn main() {
@@ -135,6 +152,15 @@ fn main() {
     }
     if wanted("p5") {
         memory_and_catch_up(&mut results, sizes, firewall);
+    }
+    if wanted("p7") {
+        propagation_two_servers(&mut results, sizes);
+    }
+    if wanted("p8") {
+        fan_out(&mut results, sizes);
+    }
+    if wanted("p9") {
+        catch_up_with_a_peer(&mut results, sizes);
     }
     results.finish(&json_path, quick);
 }

@@ -5,7 +5,7 @@ use super::*;
 /// Each client's ban command sends `CLIENT IP` to this datagram socket; a thread stamps
 /// each arrival.
 pub struct Applied {
-    socket: PathBuf,
+    pub socket: PathBuf,
     arrivals: mpsc::Receiver<(Instant, usize, String)>,
 }
 

@@ -58,17 +58,18 @@ pub fn servers_line(fleets: &[Fleet], address: impl Fn(usize) -> String) -> Stri
 pub fn follow_every_server(fleets: &[Fleet], address: impl Fn(usize) -> String) {
     let servers = servers_line(fleets, address);
     for fleet in fleets {
-        let host = &fleet.hosts[0];
-        let text: String = read(&host.config)
-            .lines()
-            .filter(|l| !l.starts_with("server = ") && !l.starts_with("server-key = "))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        fs::write(&host.config, servers.clone() + &text).unwrap();
-        // Every server lets every host in.
-        let key = fleet.keys_dir.join(format!("{}.key", host.name));
-        for other in fleets {
-            fs::copy(&key, other.auth_dir.join(format!("{}.key", host.name))).unwrap();
+        for host in &fleet.hosts {
+            let text: String = read(&host.config)
+                .lines()
+                .filter(|l| !l.starts_with("server = ") && !l.starts_with("server-key = "))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            fs::write(&host.config, servers.clone() + &text).unwrap();
+            // Every server lets every host in.
+            let key = fleet.keys_dir.join(format!("{}.key", host.name));
+            for other in fleets {
+                fs::copy(&key, other.auth_dir.join(format!("{}.key", host.name))).unwrap();
+            }
         }
     }
 }
