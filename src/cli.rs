@@ -10,7 +10,8 @@ use crate::config::{DEFAULT_CLIENT_CONFIG, DEFAULT_SERVER_CONFIG};
 use crate::exit::Exit;
 use crate::logging::LogTarget;
 
-/// Receives ban reports from the fleet, checks and de-duplicates them, and publishes them.
+/// Receives ban reports from the fleet, checks and de-duplicates them, and publishes them;
+/// with peers, shares one ban table with the fleet's other servers.
 #[derive(Debug, Parser)]
 #[command(name = "banshare-server", version)]
 pub struct ServerArgs {
@@ -22,7 +23,7 @@ pub struct ServerArgs {
     pub log: LogTarget,
 }
 
-/// Receives bans from the server and applies them on this host.
+/// Receives bans from the server, or from each of several, and applies them on this host.
 #[derive(Debug, Parser)]
 #[command(name = "banshare-client", version)]
 pub struct ClientArgs {
@@ -34,7 +35,8 @@ pub struct ClientArgs {
     pub log: LogTarget,
 }
 
-/// Reports a ban to the banshare server; run by fail2ban's actionban or psad.
+/// Reports a ban to the banshare server, or to the first of several that answers; run by
+/// fail2ban's actionban or psad.
 ///
 /// Exit status: 0 accepted or duplicate, 64 usage, 65 invalid input, 69 server unreachable
 /// and the report lost (spool full), 70 no CURVE support, 75 server unreachable and the
@@ -87,8 +89,8 @@ pub enum AdminCommand {
         /// The file to check.
         path: PathBuf,
     },
-    /// Lift a ban on every host: the server forgets it and every client runs its
-    /// unban-command.
+    /// Lift a ban on every host: the server forgets it, so do its peers, and every client
+    /// runs its unban-command.
     Unban {
         /// The address or network, as it was banned.
         ip: String,
@@ -105,9 +107,9 @@ pub enum AdminCommand {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
-    /// Check that this host reaches the server and is let in, as banshare-client would be:
-    /// ask for the first page of the ban list and wait for the answer. Exits 0 when the
-    /// server answered, 69 when it did not.
+    /// Check that this host reaches the server, or each of several, and is let in, as
+    /// banshare-client would be: ask for the first page of the ban list and wait for the
+    /// answer. Exits 0 when every server answered, 69 when one did not.
     Ping {
         /// The client configuration to take the server, port and keys from.
         #[arg(short, long, default_value = DEFAULT_CLIENT_CONFIG)]
@@ -122,7 +124,8 @@ pub enum AdminCommand {
         #[arg(long, default_value = "3s", value_parser = crate::config::duration::parse)]
         timeout: std::time::Duration,
     },
-    /// Show the server's version, uptime, position, counters and the hosts it has seen.
+    /// Show the server's version, uptime, position, counters, the hosts it has seen, and
+    /// its peers.
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
