@@ -5,7 +5,7 @@
 
 use crate::clock::unix_now;
 use crate::exit::Failure;
-use crate::server::table::Lifted;
+use crate::server::table::{Lifted, MAX_AHEAD};
 use crate::server::{store_failure, Server};
 use crate::wire::protocol::{Ban, Lift};
 
@@ -26,7 +26,11 @@ impl Server {
     ) -> Result<usize, Failure> {
         let now = unix_now();
         let mut changes = Vec::new();
+        let ahead = |at: u64| at > now.saturating_add(MAX_AHEAD);
         for lift in lifts {
+            if ahead(lift.at) {
+                log::warn!("ignored the unban of {} from peer {peer}: dated {} s ahead of this server's clock", lift.ip, lift.at - now);
+            }
             changes.extend(self.note_lift(*lift, now)?);
         }
         for ban in bans {
@@ -41,6 +45,9 @@ impl Server {
                 // that this server would refuse.
                 log::warn!("refused {} from peer {peer}: {reason}", ban.ip);
                 continue;
+            }
+            if ahead(ban.reported) {
+                log::warn!("ignored the ban of {} from peer {peer}: dated {} s ahead of this server's clock", ban.ip, ban.reported - now);
             }
             if let Some(entry) = self.table.merge(ban, now) {
                 self.store.append(&entry).map_err(store_failure)?;

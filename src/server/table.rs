@@ -141,6 +141,11 @@ pub struct Reporters {
     pub more: u32,
 }
 
+/// How far ahead of this server's clock a peer's report or unban may be dated: a clock that
+/// is a little fast is tolerated (docs/ha.md), one that would date an unban next year, and
+/// so lift every report until then, is not.
+pub const MAX_AHEAD: u64 = 300;
+
 /// The most reporters a ban keeps by name: 16 take about 600 bytes, so even a million bans
 /// each reported by the whole fleet stay within a few hundred megabytes more.
 pub const MAX_REPORTERS: usize = 16;
@@ -282,7 +287,7 @@ impl BanTable {
     /// when the table changed, to journal and publish; a ban lifted here by a later unban
     /// is stale and changes nothing.
     pub fn merge(&mut self, ban: &Ban, now: u64) -> Option<Entry> {
-        if !ban.active_at(now) {
+        if !ban.active_at(now) || ban.reported > now.saturating_add(MAX_AHEAD) {
             return None;
         }
         if let Some(lift) = self.lifts.get_mut(&ban.ip) {
@@ -326,6 +331,9 @@ impl BanTable {
     /// Takes a dated unban, from `banshare unban` here or from a peer: it lifts the ban of
     /// its network if that was reported at or before it, and is kept to lift stale copies.
     pub fn lift(&mut self, lift: Lift, now: u64) -> Lifted {
+        if lift.at > now.saturating_add(MAX_AHEAD) {
+            return Lifted::Known;
+        }
         let new = match self.lifts.get(&lift.ip) {
             Some(known) if known.at >= lift.at => false,
             Some(known) => {
@@ -798,6 +806,29 @@ mod tests {
         assert_eq!(t.names.len(), 3);
         t.purge(2000);
         assert!(t.names.is_empty());
+    }
+
+    #[test]
+    fn a_peer_cannot_date_a_ban_or_an_unban_far_ahead() {
+        let mut t = BanTable::default();
+        let now = 1000;
+        let ahead = |reported| Ban {
+            reported,
+            ..Ban::sample("203.0.113.1", None, None)
+        };
+        assert!(t.merge(&ahead(now + MAX_AHEAD + 1), now).is_none());
+        assert!(
+            t.merge(&ahead(now + 2), now).is_some(),
+            "a fast clock is fine"
+        );
+        let lift = |at| Lift {
+            ip: "203.0.113.1".parse().unwrap(),
+            at,
+            until: None,
+        };
+        assert!(matches!(t.lift(lift(now + 86400), now), Lifted::Known));
+        assert_eq!(t.len(), 1, "the far-future unban lifted nothing");
+        assert!(matches!(t.lift(lift(now + 5), now), Lifted::Removed(_)));
     }
 
     /// What one server tells the others when its table changed, as `server::merge` does.
