@@ -26,6 +26,12 @@ impl std::fmt::Display for Action {
     }
 }
 
+/// How much later a ban must end than the applied one to be applied again. A server
+/// renews a ban at most once per `dedup-window` (5 minutes by default); two servers that
+/// each took the same report, when the reporter asked the second before the first had
+/// answered, differ by no more than `report-timeout` (3 s by default).
+const RENEWAL: u64 = 10;
+
 pub struct AppliedBans {
     store: Store<Ban>,
     bans: BTreeMap<Cidr, Ban>,
@@ -86,14 +92,15 @@ impl AppliedBans {
 
     /// Whether this ban or unban still needs its command run here. A ban is needed again
     /// when it ends later than the one applied (a longer or renewed ban), since the applied
-    /// one may already have expired in the firewall.
+    /// one may already have expired in the firewall; but not when it ends only seconds
+    /// later, as when two servers took the same report a moment apart (docs/ha.md).
     pub fn needs(&self, action: Action, ban: &Ban) -> bool {
         match (action, self.pending.get(&ban.ip)) {
             (_, Some((pending, _))) => *pending != action,
             (Action::Ban, None) => self
                 .bans
                 .get(&ban.ip)
-                .map_or(true, |b| ban.ends() > b.ends()),
+                .map_or(true, |b| ban.ends() > b.ends().saturating_add(RENEWAL)),
             (Action::Unban, None) => self.bans.contains_key(&ban.ip),
         }
     }
@@ -299,6 +306,10 @@ mod tests {
         applied.start(Action::Ban, &first);
         applied.finish(first.ip, Action::Ban, true).unwrap();
         assert!(!applied.needs(Action::Ban, &ban("203.0.113.9", Some(100))));
+        assert!(
+            !applied.needs(Action::Ban, &ban("203.0.113.9", Some(105))),
+            "seconds later"
+        );
         assert!(applied.needs(Action::Ban, &ban("203.0.113.9", Some(200))));
         assert!(applied.needs(Action::Ban, &ban("203.0.113.9", None)));
     }
