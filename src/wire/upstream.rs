@@ -75,16 +75,6 @@ impl Upstream {
         })
     }
 
-    /// New sockets to the server, dropping the old ones and whatever they held, and a
-    /// catch-up.
-    pub fn reopen(&mut self, ctx: &zmq::Context, own: &KeyPair) -> zmq::Result<()> {
-        let (subscriber, watch) = subscribe(ctx, &self.target, own)?;
-        self.requester = requester(ctx, &self.target, own)?;
-        (self.subscriber, self.watch) = (subscriber, watch);
-        self.follower.restart();
-        Ok(())
-    }
-
     /// Once the server refused our key, libzmq gives up on it: a new subscriber socket
     /// after a pause, so that a key authorized later gets in without a restart.
     pub fn retry_if_refused(&mut self, ctx: &zmq::Context, own: &KeyPair) {
