@@ -59,6 +59,10 @@ impl Psad {
             "ALERTING_METHODS noemail;".into(),
             "CHECK_INTERVAL 1;".into(),
             "ENABLE_EXT_BLOCK_SCRIPT_EXEC Y;".into(),
+            // psad reads the journal instead of IPT_SYSLOG_FILE when it sees any
+            // systemd-journald running as root, even a container's booted by another test.
+            "AUTO_DETECT_JOURNALCTL N;".into(),
+            "ENABLE_FW_MSG_READ_CMD N;".into(),
             script,
         ];
         let conf = etc.join("psad.conf");
