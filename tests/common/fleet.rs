@@ -239,7 +239,7 @@ impl Fleet {
             .spawn()
             .unwrap();
         self.server = Some(child);
-        wait_for("server to listen", Duration::from_secs(10), || {
+        wait_for("server to listen", Duration::from_secs(30), || {
             (self.server_log().matches("listening on").count() > started_before).then_some(())
         });
     }
