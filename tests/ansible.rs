@@ -1,9 +1,11 @@
-//! The Ansible role and playbooks, for real over SSH: three Debian 12 containers booted with
-//! systemd and sshd, deployed from scratch with site.yml from a control node on their
-//! network; a second run changes nothing; rotate-keys.yml runs under a steady stream of
-//! reports and loses none of them; a revoked host can no longer report or receive. Needs
-//! root, the .deb (`scripts/package`) and Ansible in target/ansible-venv, all of which the
-//! test command provides.
+//! The Ansible role and playbooks, for real over SSH: four Debian 12 containers booted with
+//! systemd and sshd, two of them servers that peer with each other (docs/ha.md; one is a
+//! client of the fleet as well, the other only a server), deployed from scratch with
+//! site.yml from a control node on their network; a second run changes nothing;
+//! rotate-keys.yml switches the servers one at a time under a steady stream of reports,
+//! which the other server answers meanwhile, and loses none of them; a revoked host can no
+//! longer report or receive. Needs root, the .deb (`scripts/package`) and Ansible in
+//! target/ansible-venv, all of which the test command provides.
 
 mod common;
 
@@ -17,7 +19,11 @@ use std::time::{Duration, Instant};
 use common::container::{assert_cut_off, image, package, Container, BOOKWORM_JAIL_LOCAL};
 use common::*;
 
-const NAMES: [&str; 4] = ["srv", "web", "db", "out"];
+const NAMES: [&str; 5] = ["srv", "srv2", "web", "db", "out"];
+/// The first hosts of `NAMES` are the servers.
+const SERVERS: usize = 2;
+/// The hosts of `NAMES` that run clients: every host but srv2, which is only a server.
+const CLIENTS: [usize; 3] = [0, 2, 3];
 /// The control node's address on the fleet's network (the bridge namespace).
 const CONTROL: &str = "198.51.100.254";
 
@@ -64,7 +70,8 @@ impl Control {
         fs::read_to_string(self.dir.path().join("id_ed25519.pub")).unwrap()
     }
 
-    /// Pins each host's generated host key, and writes the inventory.
+    /// Pins each host's generated host key, and writes the inventory: the first `SERVERS`
+    /// hosts run servers, those in `CLIENTS` clients.
     fn inventory(&self, hosts: &[(&Container, &str)], deb: &Path) {
         let mut known = String::new();
         for (host, address) in hosts {
@@ -83,8 +90,8 @@ impl Control {
              ansible_ssh_private_key_file={d}/id_ed25519\n\
              ansible_ssh_common_args='-o UserKnownHostsFile={d}/known_hosts -o StrictHostKeyChecking=yes'\n\
              banshare_package_file={}\nbanshare_firewall=nftables\n",
-            line(&hosts[0]),
-            hosts.iter().map(line).collect::<String>(),
+            hosts[..SERVERS].iter().map(line).collect::<String>(),
+            CLIENTS.iter().map(|&i| line(&hosts[i])).collect::<String>(),
             deb.display()
         );
         fs::write(self.dir.path().join("inventory"), inventory).unwrap();
@@ -97,6 +104,13 @@ impl Control {
             "banshare_server_settings:\n  report-burst: 100000\n",
         )
         .unwrap();
+    }
+
+    /// Variables of one host, as an admin keeps them beside the inventory.
+    fn host_vars(&self, host: &str, yaml: &str) {
+        let dir = self.dir.path().join("host_vars");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(format!("{host}.yml")), yaml).unwrap();
     }
 
     fn playbook(&self, name: &str, extra: &[&str]) -> Output {
@@ -149,7 +163,7 @@ fn recap(text: &str) -> Vec<(String, u32)> {
 }
 
 fn assert_nothing_changed(recap: &[(String, u32)], what: &str) {
-    assert_eq!(recap.len(), 3, "{recap:?}");
+    assert_eq!(recap.len(), 4, "{recap:?}");
     assert!(recap.iter().all(|(_, c)| *c == 0), "{what}: {recap:?}");
 }
 
@@ -159,6 +173,51 @@ fn ports(srv: &Container) -> (u16, u16) {
         serde_json::from_str(&srv.read("/etc/ansible/facts.d/banshare.fact")).unwrap();
     let port = |key: &str| fact[key].as_u64().unwrap() as u16;
     (port("report_port"), port("publish_port"))
+}
+
+/// The server's `banshare status --json`, once it follows every other server and has read
+/// each one's table.
+fn peered_status(srv: &Container) -> serde_json::Value {
+    wait_for(
+        &format!("{} to follow its peers", srv.name),
+        Duration::from_secs(30),
+        || {
+            let out = srv.sh("banshare status --json");
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let peers = status["peers"].as_array()?;
+            let ready = peers.len() == SERVERS - 1
+                && peers
+                    .iter()
+                    .all(|p| p["connected"] == true && p["synced"] == true);
+            ready.then_some(status)
+        },
+    )
+}
+
+/// The addresses a server holds bans for.
+fn server_bans(srv: &Container) -> HashSet<String> {
+    let bans: Vec<serde_json::Value> =
+        serde_json::from_str(&srv.run("banshare bans --json")).unwrap();
+    bans.iter()
+        .map(|b| b["ip"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Exit status of `banshare ping` on `host` against one server only, at `address` and
+/// `ports` with the public key `key`: a configuration of its own, since with several
+/// servers banshare ping asks every server that client.toml lists.
+fn ping_one(host: &Container, address: &str, ports: (u16, u16), key: &str) -> Option<i32> {
+    host.write("/root/one-server.key", key);
+    host.write(
+        "/root/one-server.toml",
+        &format!(
+            "server = \"{address}\"\nreport-port = {}\npublish-port = {}\n\
+             server-key = \"/root/one-server.key\"\n",
+            ports.0, ports.1
+        ),
+    );
+    let out = host.sh("banshare ping --timeout 2s --config /root/one-server.toml");
+    out.status.code()
 }
 
 /// Reports from `host` at about 20 a second, each from a new address, until `stop`; each
@@ -189,13 +248,15 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
     let image = image();
     let lab = Lab::new("an", &NAMES);
     let control = Control::new(&lab);
-    let hosts: Vec<Container> = NAMES[..3]
+    let hosts: Vec<Container> = NAMES[..4]
         .iter()
         .enumerate()
         .map(|(i, name)| Container::boot_with_ssh(name, lab.ns(i), &image, &control.public_key()))
         .collect();
-    let (srv, web, db) = (&hosts[0], &hosts[1], &hosts[2]);
-    let outsider = lab.ns(3);
+    let servers = &hosts[..SERVERS];
+    let clients: Vec<&Container> = CLIENTS.iter().map(|&i| &hosts[i]).collect();
+    let (srv, srv2, web, db) = (&hosts[0], &hosts[1], &hosts[2], &hosts[3]);
+    let outsider = lab.ns(4);
     for host in &hosts {
         host.write("/etc/fail2ban/jail.local", BOOKWORM_JAIL_LOCAL);
     }
@@ -206,30 +267,57 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
         .collect();
     control.inventory(&addressed, &deb);
 
-    // From scratch.
+    // From scratch: each server lets every client in and follows the other.
     control.run("site.yml", &[]);
-    let status = srv.run("banshare status");
-    for name in &NAMES[..3] {
-        assert!(status.contains(&format!("  {name} ")), "{status}");
+    for server in servers {
+        let status = peered_status(server);
+        let seen: Vec<&str> = status["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["name"].as_str().unwrap())
+            .collect();
+        for client in &clients {
+            assert!(
+                seen.contains(&client.name.as_str()),
+                "{}: {status}",
+                server.name
+            );
+        }
+        let text = server.run("banshare status");
+        assert!(text.contains("peers:"), "{text}");
     }
     web.run("banshare-report lab sshd 203.0.113.80");
-    for host in &hosts {
+    for host in &clients {
         wait_for("the ban on every host", Duration::from_secs(15), || {
             host.banned("203.0.113.80").then_some(())
         });
     }
-    // The ports are open to the fleet only.
-    let (report_port, publish_port) = ports(srv);
-    assert!(!connects(outsider, lab.address(0), report_port));
-    web.run("banshare ping");
+    wait_for("the ban on every server", Duration::from_secs(15), || {
+        server_bans(srv2).contains("203.0.113.80").then_some(())
+    });
+    // The ports of each server are open to the fleet only.
+    let old_ports: Vec<(u16, u16)> = servers.iter().map(ports).collect();
+    for (i, (report_port, publish_port)) in old_ports.iter().enumerate() {
+        assert!(!connects(outsider, lab.address(i), *report_port));
+        assert!(!connects(outsider, lab.address(i), *publish_port));
+    }
+    // Every server answers.
+    let pinged = web.run("banshare ping");
+    assert_eq!(pinged.lines().count(), SERVERS, "{pinged}");
 
     // Idempotent, and --check works.
     assert_nothing_changed(&control.run("site.yml", &[]), "second run");
     assert_nothing_changed(&control.run("site.yml", &["--check"]), "check mode");
 
-    // Rotation under a steady stream of reports from web.
-    let old_key = srv.read("/etc/banshare/keys/server.key");
+    // Rotation under a steady stream of reports from web: the servers switch one at a
+    // time, and the other answers meanwhile.
+    let old_keys: Vec<String> = servers
+        .iter()
+        .map(|s| s.read("/etc/banshare/keys/server.key"))
+        .collect();
     let stop = AtomicBool::new(false);
+    let started = Instant::now();
     let reports = std::thread::scope(|scope| {
         let stream = scope.spawn(|| report_stream(web, &stop));
         std::thread::sleep(Duration::from_secs(2));
@@ -245,6 +333,7 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
         );
         reports
     });
+    let streamed = started.elapsed();
     let mut reported = HashSet::new();
     let (mut spooled, mut sent) = (0, 0);
     for (ip, child) in reports {
@@ -260,14 +349,13 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
         reported.insert(ip);
     }
     eprintln!(
-        "rotation under load: {} reports, {sent} answered, {spooled} spooled",
+        "rotation under load: {} reports, {sent} answered, {spooled} spooled, in {streamed:?}",
         reported.len()
     );
-    assert!(
-        reported.len() >= 100 && spooled > 0,
-        "the stream must span the switch"
-    );
-    for host in &hosts {
+    assert!(reported.len() >= 100, "the stream must span the switches");
+    // One server or the other answered every report, all through both switches.
+    assert_eq!(spooled, 0, "a report found no server to answer it");
+    for host in &clients {
         let missing = wait_for(
             "every report on every host",
             Duration::from_secs(120),
@@ -279,50 +367,66 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
         );
         assert!(missing.is_empty());
     }
-    // New ports and key: the old ones get nothing, from a host of the fleet.
-    let (new_report, new_publish) = ports(srv);
-    assert!(![report_port, publish_port].contains(&new_report));
-    assert!(![report_port, publish_port].contains(&new_publish));
-    assert_ne!(srv.read("/etc/banshare/keys/server.key"), old_key);
-    web.write("/root/old-server.key", &old_key);
-    for args in [
-        "--server-key /root/old-server.key".to_string(),
-        format!("--port {report_port}"),
-    ] {
-        let out = web.sh(&format!("banshare ping --timeout 2s {args}"));
-        assert_eq!(out.status.code(), Some(69), "ping {args}: {out:?}");
+    // Both servers hold every report, whichever took it.
+    for server in servers {
+        wait_for(
+            "every report on every server",
+            Duration::from_secs(30),
+            || reported.is_subset(&server_bans(server)).then_some(()),
+        );
     }
-    assert!(!connects(lab.ns(1), lab.address(0), publish_port));
+    // New ports and key on each server: its old ones get nothing, from a host of the fleet.
+    let new_ports: Vec<(u16, u16)> = servers.iter().map(ports).collect();
+    for (i, server) in servers.iter().enumerate() {
+        let ((report_port, publish_port), (new_report, new_publish)) = (old_ports[i], new_ports[i]);
+        assert!(![report_port, publish_port].contains(&new_report));
+        assert!(![report_port, publish_port].contains(&new_publish));
+        let new_key = server.read("/etc/banshare/keys/server.key");
+        assert_ne!(new_key, old_keys[i]);
+        let address = lab.address(i);
+        assert_eq!(ping_one(web, address, new_ports[i], &new_key), Some(0));
+        assert_eq!(ping_one(web, address, new_ports[i], &old_keys[i]), Some(69));
+        assert_eq!(ping_one(web, address, old_ports[i], &new_key), Some(69));
+        assert!(!connects(lab.ns(2), address, publish_port));
+        peered_status(server);
+    }
     web.run("banshare ping");
 
     // Revocation through the inventory: db can neither report nor receive.
     let revoked = r#"{"banshare_revoked_hosts": ["db"]}"#;
     control.run("site.yml", &["-e", revoked]);
     // site.yml keeps the ports the rotation chose.
-    assert_eq!(ports(srv), (new_report, new_publish));
+    assert_eq!(servers.iter().map(ports).collect::<Vec<_>>(), new_ports);
     assert_eq!(db.sh("banshare ping --timeout 2s").status.code(), Some(69));
     assert_cut_off(db, srv, web, ["203.0.113.90", "203.0.113.91"]);
+    // The other server too has web's report, and not db's.
+    wait_for("web's ban on srv2", Duration::from_secs(15), || {
+        server_bans(srv2).contains("203.0.113.91").then_some(())
+    });
+    assert!(!server_bans(srv2).contains("203.0.113.90"));
 
-    // The server's admin moves to firewalld: the fleet still gets in, nobody else does.
+    // The admin of one server moves it to firewalld: the fleet still gets in, nobody
+    // else does, and the other server keeps its nftables rules.
     srv.run(
         "nft delete table inet banshare_ports && \
          DEBIAN_FRONTEND=noninteractive apt-get install -y -q firewalld >/dev/null",
     );
-    let firewalld = ["-e", "banshare_firewall=firewalld", "-e", revoked];
-    control.run("site.yml", &firewalld);
+    control.host_vars("srv", "banshare_firewall: firewalld\n");
+    let (new_report, new_publish) = new_ports[0];
+    control.run("site.yml", &["-e", revoked]);
     web.run("banshare ping");
-    assert!(connects(lab.ns(1), lab.address(0), new_report));
+    assert!(connects(lab.ns(2), lab.address(0), new_report));
     assert!(!connects(outsider, lab.address(0), new_report));
     assert!(!connects(outsider, lab.address(0), new_publish));
     assert_nothing_changed(
-        &control.run("site.yml", &firewalld),
+        &control.run("site.yml", &["-e", revoked]),
         "firewalld, second run",
     );
 
-    // A rotation under firewalld moves the rules to the new ports, and leaves db, revoked,
-    // without the new key and ports.
+    // A rotation under firewalld moves the rules to the new ports, the other server's
+    // nftables rules move too, and db, revoked, is left without the new keys and ports.
     let db_config = db.read("/etc/banshare/client.toml");
-    control.run("rotate-keys.yml", &firewalld);
+    control.run("rotate-keys.yml", &["-e", revoked]);
     let (report, publish) = ports(srv);
     let rules = srv.run("firewall-cmd --list-rich-rules");
     assert_eq!(rules.lines().count(), 2, "{rules}");
@@ -330,6 +434,12 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
         assert!(rules.contains(&format!("port=\"{port}\"")), "{rules}");
         assert!(!connects(outsider, lab.address(0), port));
     }
-    assert!(connects(lab.ns(1), lab.address(0), report));
+    assert!(connects(lab.ns(2), lab.address(0), report));
+    let (report2, publish2) = ports(srv2);
+    assert_ne!((report2, publish2), new_ports[1]);
+    for port in [report2, publish2] {
+        assert!(connects(lab.ns(2), lab.address(1), port));
+        assert!(!connects(outsider, lab.address(1), port));
+    }
     assert_eq!(db.read("/etc/banshare/client.toml"), db_config);
 }
