@@ -59,7 +59,7 @@ fn ping_one(
     timeout: Duration,
 ) -> Result<String, Failure> {
     let ctx = zmq::Context::new();
-    let socket = request_socket(&ctx, target, own)?;
+    let socket = request_socket(&ctx, zmq::DEALER, target, own)?;
     let address = target.report_endpoint();
     let fail = |e: zmq::Error| Exit::Software.with(format!("{address}: {e}"));
     send_request(&socket, encode_snapshot_request(None)).map_err(fail)?;
@@ -80,14 +80,16 @@ fn ping_one(
     ))
 }
 
-/// A DEALER socket on a server's report port, for spooled reports and `banshare ping`.
+/// A socket of `kind` on a server's report port: a REQ for banshare-report, a DEALER for
+/// spooled reports and `banshare ping`.
 pub fn request_socket(
     ctx: &zmq::Context,
+    kind: zmq::SocketType,
     target: &Target,
     own: &KeyPair,
 ) -> Result<zmq::Socket, Failure> {
     let fail = |e: zmq::Error| Exit::Software.with(format!("request socket: {e}"));
-    let socket = transport::client_socket(ctx, zmq::DEALER, &target.key, own).map_err(fail)?;
+    let socket = transport::client_socket(ctx, kind, &target.key, own).map_err(fail)?;
     let address = target.report_endpoint();
     socket
         .connect(&address)

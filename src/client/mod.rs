@@ -77,7 +77,7 @@ impl Client {
         let enforcer = Enforcer::start(&config)?;
         let ctx = zmq::Context::new();
         let servers = open_all(&ctx, targets, &own)?;
-        let courier = request_socket(&ctx, &servers[0].target, &own)?;
+        let courier = request_socket(&ctx, zmq::DEALER, &servers[0].target, &own)?;
         Ok(Client {
             config_path: config_path.to_owned(),
             courier: Courier::new(courier, Spool::new(&config.spool_dir, config.spool_max)),
@@ -161,7 +161,7 @@ impl Client {
         let turn = &mut self.courier_turn;
         self.courier.deliver(|| {
             *turn = (*turn + 1) % servers.len();
-            request_socket(ctx, &servers[*turn].target, own)
+            request_socket(ctx, zmq::DEALER, &servers[*turn].target, own)
         });
     }
 
@@ -301,7 +301,7 @@ impl Client {
     fn reconnect(&mut self, config: &ClientConfig) -> Result<(), Failure> {
         let own = own_key(config)?;
         let servers = open_all(&self.ctx, targets(config)?, &own)?;
-        let courier = request_socket(&self.ctx, &servers[0].target, &own)?;
+        let courier = request_socket(&self.ctx, zmq::DEALER, &servers[0].target, &own)?;
         (self.own, self.servers) = (own, servers);
         self.courier.reconnect(courier);
         Ok(())

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cli::{self, ReportArgs};
-use crate::client::link::{own_key, targets};
+use crate::client::link::{own_key, request_socket, targets};
 use crate::client::spool::Spool;
 use crate::config::ClientConfig;
 use crate::exit::{Exit, Failure};
@@ -149,11 +149,8 @@ fn ask(
     key: &KeyPair,
 ) -> Result<Option<(zmq::Socket, String)>, Failure> {
     let fail = |e: zmq::Error| Exit::Software.with(format!("ZeroMQ: {e}"));
-    let socket = transport::client_socket(ctx, zmq::REQ, &server.key, key).map_err(fail)?;
+    let socket = request_socket(ctx, zmq::REQ, server, key)?;
     let address = server.report_endpoint();
-    socket
-        .connect(&address)
-        .map_err(|e| Exit::Config.with(format!("cannot connect to {address}: {e}")))?;
     match socket.send_multipart(report.encode(), zmq::DONTWAIT) {
         Ok(()) => Ok(Some((socket, address))),
         Err(zmq::Error::EAGAIN) => Ok(None),

@@ -64,7 +64,7 @@ impl Server {
     /// what subscribers must hear of it.
     pub(super) fn note_lift(&mut self, lift: Lift, now: u64) -> Result<Option<Change>, Failure> {
         let (change, new) = match self.table.lift(lift, now) {
-            Lifted::Known => return Ok(None),
+            Lifted::Unchanged => return Ok(None),
             Lifted::Removed(entry) => (Some(Change::Unban(entry.ban, lift.at)), true),
             Lifted::Outlived { entry, new } => (Some(Change::Ban(entry.ban)), new),
             Lifted::Noted => (None, true),

@@ -209,11 +209,12 @@ pub enum Recorded {
     Duplicate(Option<Entry>),
 }
 
-/// What a dated unban did to the table; every case but `Known` is journaled.
+/// What a dated unban did to the table; every case but `Unchanged` is journaled.
 #[derive(Debug)]
 pub enum Lifted {
-    /// Nothing: this unban, or a later one, was already known.
-    Known,
+    /// Nothing: this unban, or a later one, was already known, or it is dated too far
+    /// ahead to be taken.
+    Unchanged,
     /// It lifted this ban: publish the unban.
     Removed(Entry),
     /// The ban here was reported after the unban, so it stays: publish it again, so that
@@ -299,10 +300,9 @@ impl BanTable {
             }
         }
         let active = |e: &&mut Entry| e.ban.active_at(now);
-        if let Some(entry) = self.entries.get(&ban.ip).filter(|e| e.ban.active_at(now)) {
-            if entry.ban.rank() >= ban.rank() {
-                return None;
-            }
+        let current = self.entries.get(&ban.ip).filter(|e| e.ban.active_at(now));
+        if current.is_some_and(|e| e.ban.rank() >= ban.rank()) {
+            return None;
         }
         let ban = Ban {
             prog: self.intern(&ban.prog),
@@ -332,7 +332,7 @@ impl BanTable {
     /// its network if that was reported at or before it, and is kept to lift stale copies.
     pub fn lift(&mut self, lift: Lift, now: u64) -> Lifted {
         if lift.at > now.saturating_add(MAX_AHEAD) {
-            return Lifted::Known;
+            return Lifted::Unchanged;
         }
         let new = match self.lifts.get(&lift.ip) {
             Some(known) if known.at >= lift.at => false,
@@ -357,7 +357,7 @@ impl BanTable {
                 new,
             },
             None if new => Lifted::Noted,
-            None => Lifted::Known,
+            None => Lifted::Unchanged,
         }
     }
 
@@ -826,7 +826,7 @@ mod tests {
             at,
             until: None,
         };
-        assert!(matches!(t.lift(lift(now + 86400), now), Lifted::Known));
+        assert!(matches!(t.lift(lift(now + 86400), now), Lifted::Unchanged));
         assert_eq!(t.len(), 1, "the far-future unban lifted nothing");
         assert!(matches!(t.lift(lift(now + 5), now), Lifted::Removed(_)));
     }
@@ -891,7 +891,7 @@ mod tests {
                         Lifted::Removed(_) => Some(Said::Lift(lift)),
                         Lifted::Outlived { .. } if first => Some(Said::Lift(lift)),
                         Lifted::Outlived { entry, .. } => Some(Said::Ban(entry.ban)),
-                        Lifted::Known | Lifted::Noted => first.then_some(Said::Lift(lift)),
+                        Lifted::Unchanged | Lifted::Noted => first.then_some(Said::Lift(lift)),
                     },
                 };
                 if let Some(told) = told {

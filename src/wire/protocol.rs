@@ -391,10 +391,7 @@ impl Ban {
             origin: Name::parse("origin", "web1").unwrap(),
             bantime,
             expires,
-            reported: match (bantime, expires) {
-                (Some(b), Some(e)) => e.saturating_sub(b),
-                _ => 0,
-            },
+            reported: reported_from(bantime, expires),
         }
     }
 }
@@ -463,10 +460,6 @@ pub fn parse_ban(fields: &[&str]) -> Result<Ban, String> {
     };
     let expires = number("expires", expires)?;
     let expires = (expires != 0).then_some(expires);
-    let derived = match (bantime, expires) {
-        (Some(b), Some(e)) => e.saturating_sub(b),
-        _ => 0,
-    };
     Ok(Ban {
         ip: ip.parse()?,
         prog: Name::parse("prog", prog)?,
@@ -474,8 +467,17 @@ pub fn parse_ban(fields: &[&str]) -> Result<Ban, String> {
         origin: Name::parse("origin", origin)?,
         bantime,
         expires,
-        reported: reported.unwrap_or(derived),
+        reported: reported.unwrap_or_else(|| reported_from(bantime, expires)),
     })
+}
+
+/// The report time of a ban sent without one: a finite ban ended its bantime after it was
+/// reported; a permanent one says nothing, and any dated unban lifts it.
+fn reported_from(bantime: Option<u64>, expires: Option<u64>) -> u64 {
+    match (bantime, expires) {
+        (Some(b), Some(e)) => e.saturating_sub(b),
+        _ => 0,
+    }
 }
 
 /// Active bans per snapshot page; a page stays well under a megabyte.
