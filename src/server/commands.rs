@@ -57,6 +57,41 @@ impl Server {
         )))
     }
 
+    /// After a reload: lifts, fleet-wide, every ban that the server would now refuse,
+    /// because a network was added to `protected` or `min-prefix` was narrowed, with a line
+    /// for each. Otherwise such bans would stay in force until they expire.
+    pub(super) fn lift_never_banned(&mut self) -> Result<(), Failure> {
+        let now = unix_now();
+        let auth = &self.auth;
+        let refused: Vec<(Cidr, String)> = self
+            .table
+            .active(now)
+            .filter_map(|e| {
+                let ip = e.ban.ip;
+                let refusal = self
+                    .intake
+                    .never_banned(&self.config, &ip, |ip| auth.fleet_host_in(ip));
+                refusal.err().map(|(_, why)| (ip, why))
+            })
+            .collect();
+        let mut changes = Vec::new();
+        for (ip, why) in refused {
+            let Some(lift) = self.table.unban_now(&ip, now) else {
+                continue;
+            };
+            if let Some(change) = self.note_lift(lift, now)? {
+                if let Change::Unban(ban, _) = &change {
+                    log::info!("lifted {ip} (reported by {}): {why}", ban.origin);
+                }
+                changes.push(change);
+            }
+        }
+        self.store.commit().map_err(store_failure)?;
+        self.intake.counters.unbanned += changes.len() as u64;
+        self.publish(changes);
+        Ok(())
+    }
+
     fn status(&self) -> Status {
         let now = unix_now();
         let (epoch, seq) = self.publisher.position();

@@ -128,17 +128,10 @@ impl Intake {
         ip: &Cidr,
         fleet_host: impl FnOnce(&Cidr) -> Option<(IpAddr, String)>,
     ) -> Result<(), (&'static str, String)> {
-        config.min_prefix.check(ip).map_err(|r| ("min-prefix", r))?;
         if self.protected_at.elapsed() >= LOCAL_REFRESH {
             self.protect(config);
         }
-        self.protected.check(ip).map_err(|r| ("protected", r))?;
-        if let Some((addr, name)) = fleet_host(ip) {
-            return Err((
-                "fleet-host",
-                format!("{ip} covers fleet host {name}'s address {addr}"),
-            ));
-        }
+        self.never_banned(config, ip, fleet_host)?;
         let max = config.max_bans;
         if table.len() >= max && !table.contains(ip) {
             return Err((
@@ -147,6 +140,25 @@ impl Intake {
             ));
         }
         Ok(())
+    }
+
+    /// Why `ip` must never be banned, however full the table: too wide, protected, or a
+    /// fleet host's. A reload that adds a protected network lifts the bans this now refuses.
+    pub fn never_banned(
+        &self,
+        config: &ServerConfig,
+        ip: &Cidr,
+        fleet_host: impl FnOnce(&Cidr) -> Option<(IpAddr, String)>,
+    ) -> Result<(), (&'static str, String)> {
+        config.min_prefix.check(ip).map_err(|r| ("min-prefix", r))?;
+        self.protected.check(ip).map_err(|r| ("protected", r))?;
+        match fleet_host(ip) {
+            Some((addr, name)) => Err((
+                "fleet-host",
+                format!("{ip} covers fleet host {name}'s address {addr}"),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn refused(&mut self, kind: &str) {

@@ -177,7 +177,7 @@ impl Server {
         let mut next_purge = Instant::now() + Duration::from_secs(60);
         while !signals.should_stop() {
             if signals.take_reload() {
-                self.reload();
+                self.reload()?;
             }
             self.zap.check()?;
             watchdog.tick();
@@ -304,24 +304,29 @@ impl Server {
         self.close_all_connections()
     }
 
-    fn reload(&mut self) {
+    fn reload(&mut self) -> Result<(), Failure> {
         service::reloading();
         log::info!("reloading {}", self.config_path.display());
         match ServerConfig::load(&self.config_path) {
-            Ok(config) => self.adopt(config),
+            Ok(config) => {
+                if self.adopt(config) {
+                    self.lift_never_banned()?;
+                }
+            }
             Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
         }
         service::ready(&self.describe());
+        Ok(())
     }
 
     /// Takes a reloaded configuration: new authorized keys (revoked subscribers are cut
-    /// off), limits and protected networks.
-    fn adopt(&mut self, config: ServerConfig) {
+    /// off), limits and protected networks. False when it kept the running one.
+    fn adopt(&mut self, config: ServerConfig) -> bool {
         let authorized = match keys::load_authorized(&config.authorized_keys) {
             Ok(a) => a,
             Err(e) => {
                 log::error!("reload failed, keeping the running configuration: {e}");
-                return;
+                return false;
             }
         };
         for problem in &authorized.problems {
@@ -362,6 +367,7 @@ impl Server {
             self.rebind_publish();
         }
         log::info!("reloaded: {} authorized keys", self.auth.count());
+        true
     }
 
     /// Subscriptions carry no per-message check, so a revoked subscriber is cut off by

@@ -77,20 +77,24 @@ impl Enforcer {
         ban: &Ban,
         action: Action,
     ) -> Result<(), String> {
-        if let Err(reason) = self.check(config, ban) {
-            return Err(format!(
-                "not applying {action} of {} from {}: {reason}",
-                ban.ip, ban.origin
-            ));
-        }
-        if action == Action::Ban && !ban.active_at(unix_now()) {
-            log::info!("not applying ban of {}: it has already expired", ban.ip);
-            return Ok(());
-        }
-        if action == Action::Ban && self.record.lifted(ban) {
-            // From a server that has not heard of the unban yet.
-            log::info!("not applying ban of {}: it was lifted since", ban.ip);
-            return Ok(());
+        // Unbans are not checked: one only ever runs for what was applied here, and undoing
+        // that is always safe, even once its network has become protected.
+        if action == Action::Ban {
+            if let Err(reason) = self.check(config, ban) {
+                return Err(format!(
+                    "not applying ban of {} from {}: {reason}",
+                    ban.ip, ban.origin
+                ));
+            }
+            if !ban.active_at(unix_now()) {
+                log::info!("not applying ban of {}: it has already expired", ban.ip);
+                return Ok(());
+            }
+            if self.record.lifted(ban) {
+                // From a server that has not heard of the unban yet.
+                log::info!("not applying ban of {}: it was lifted since", ban.ip);
+                return Ok(());
+            }
         }
         if !self.record.needs(action, ban) {
             log::debug!("{action} of {} is already applied here", ban.ip);
@@ -260,18 +264,34 @@ impl Enforcer {
     pub fn adopt(&mut self, old: &ClientConfig, new: &ClientConfig) -> bool {
         self.protected = protection(new);
         self.protected_at = Instant::now();
-        if backend_settings(new) == backend_settings(old) {
-            return false;
-        }
-        match Backend::start(new) {
-            Ok((backend, results)) => {
-                self.backend = backend;
-                self.results = results;
-                true
+        let restarted = backend_settings(new) != backend_settings(old);
+        if restarted {
+            match Backend::start(new) {
+                Ok((backend, results)) => {
+                    self.backend = backend;
+                    self.results = results;
+                }
+                Err(e) => {
+                    log::error!("keeping the running backend: {e}");
+                    return false;
+                }
             }
-            Err(e) => {
-                log::error!("keeping the running backend: {e}");
-                false
+        }
+        self.lift_never_banned(new);
+        restarted
+    }
+
+    /// After a reload: lifts what is applied here that this host would now refuse, because
+    /// a network was added to `protected` (or `min-prefix` narrowed, or `ipv6` turned off),
+    /// with a line for each. Otherwise such bans would stay until they expire.
+    fn lift_never_banned(&mut self, config: &ClientConfig) {
+        for ban in self.record.active(unix_now()) {
+            let Err(why) = self.check(config, &ban) else {
+                continue;
+            };
+            log::info!("lifting {} (reported by {}): {why}", ban.ip, ban.origin);
+            if let Err(line) = self.enforce(config, &ban, Action::Unban) {
+                log::warn!("{line}");
             }
         }
     }
