@@ -1,5 +1,5 @@
-//! Fleet policy (README "Policies"), with the real binaries: what a reload that protects a
-//! network does to what is already banned.
+//! Fleet policy (README "Policies"), with the real binaries: IPv6 aggregation, and what a
+//! reload that protects a network does to what is already banned.
 
 mod common;
 
@@ -85,5 +85,87 @@ fn protecting_a_network_on_reload_lifts_its_active_bans_on_every_host() {
             .contains("not applying ban of 198.51.100.7"),
         "{}",
         fleet.client_log(2)
+    );
+}
+
+/// Reports `ip` from host `i` with `-v`, and returns what banshare-report said.
+fn report_verbose(fleet: &Fleet, i: usize, ip: &str) -> String {
+    let (code, stderr) = outcome(&fleet.report(i, &["-v", "fail2ban", "sshd", ip]));
+    assert_eq!(code, 0, "{stderr}");
+    stderr
+}
+
+fn bans(fleet: &Fleet) -> Vec<String> {
+    let out = fleet.admin(&["bans", "--json"]);
+    let bans: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ips = bans.as_array().unwrap().iter();
+    ips.map(|b| b["ip"].as_str().unwrap().to_owned()).collect()
+}
+
+/// What host `i` ran for networks starting with `prefix`.
+fn applied_in(fleet: &Fleet, i: usize, prefix: &str) -> Vec<String> {
+    let lines = fleet.applied(i).into_iter();
+    lines.filter(|l| l.contains(prefix)).collect()
+}
+
+#[test]
+fn ipv6_ban_prefix_bans_the_64_and_a_later_address_in_it_is_a_duplicate() {
+    let fleet = Fleet::start(&["web1", "web2", "mail1"], "ipv6-ban-prefix = 64", "");
+    assert!(report_verbose(&fleet, 0, "2001:db8:1::7").contains("accepted"));
+    let line = "ban fail2ban sshd 2001:db8:1::/64 86400";
+    for host in 0..3 {
+        fleet.wait_applied(host, line);
+    }
+    assert!(report_verbose(&fleet, 1, "2001:db8:1::8").contains("duplicate"));
+    // A sentinel: once it has arrived, anything published for ::8 would have too.
+    report_verbose(&fleet, 2, "2001:db8:9::1");
+    for host in 0..3 {
+        fleet.wait_applied(host, "ban fail2ban sshd 2001:db8:9::/64 86400");
+        assert_eq!(applied_in(&fleet, host, "2001:db8:1:"), [line]);
+    }
+    assert_eq!(bans(&fleet), ["2001:db8:1::/64", "2001:db8:9::/64"]);
+    let log = fleet.server_log();
+    assert!(
+        log.contains("accepted 2001:db8:1::/64 (fail2ban sshd) from web1")
+            && log.contains("2001:db8:1::7 widened to 2001:db8:1::/64 by ipv6-ban-prefix")
+            && log.contains("duplicate 2001:db8:1::8 (fail2ban sshd) from web2; 2001:db8:1::8 widened to 2001:db8:1::/64 by ipv6-ban-prefix"),
+        "{log}"
+    );
+}
+
+#[test]
+fn two_addresses_of_one_64_become_one_64_ban_and_a_later_address_is_a_duplicate() {
+    let fleet = Fleet::start(&["web1", "web2", "mail1"], "aggregate-after = 2", "");
+    report_verbose(&fleet, 0, "2001:db8:2::1");
+    for host in 0..3 {
+        fleet.wait_applied(host, "ban fail2ban sshd 2001:db8:2::1 86400");
+    }
+    assert!(report_verbose(&fleet, 1, "2001:db8:2::2").contains("accepted"));
+    for host in 0..3 {
+        fleet.wait_applied(host, "unban fail2ban sshd 2001:db8:2::1 86400");
+    }
+    assert!(report_verbose(&fleet, 2, "2001:db8:2::3").contains("duplicate"));
+    report_verbose(&fleet, 2, "203.0.113.1");
+    for host in 0..3 {
+        fleet.wait_applied(host, "ban fail2ban sshd 203.0.113.1 86400");
+        // Commands run side by side, so their order is not checked.
+        let mut applied = applied_in(&fleet, host, "2001:db8:2:");
+        applied.sort();
+        assert_eq!(
+            applied,
+            [
+                "ban fail2ban sshd 2001:db8:2::/64 86400",
+                "ban fail2ban sshd 2001:db8:2::1 86400",
+                "unban fail2ban sshd 2001:db8:2::1 86400",
+            ]
+        );
+    }
+    assert_eq!(bans(&fleet), ["203.0.113.1", "2001:db8:2::/64"]);
+    let log = fleet.server_log();
+    assert!(
+        log.contains(
+            "2 bans in 2001:db8:2::/64 reached aggregate-after = 2: banned 2001:db8:2::/64 instead"
+        ) && log.contains("lifted 2001:db8:2::1: the ban of 2001:db8:2::/64 replaces it"),
+        "{log}"
     );
 }

@@ -161,6 +161,15 @@ pub struct ServerConfig {
     /// The most active bans the server holds; reports of further bans are refused.
     #[serde(default = "default_max_bans")]
     pub max_bans: usize,
+    /// IPv6 reports ban the network of this many bits that holds them (64: the /64).
+    #[serde(default)]
+    pub ipv6_ban_prefix: Option<u8>,
+    /// When this many IPv6 bans lie in one network of `aggregate-prefix` bits, the next
+    /// report in it bans that whole network.
+    #[serde(default)]
+    pub aggregate_after: Option<usize>,
+    #[serde(default = "default_aggregate_prefix")]
+    pub aggregate_prefix: u8,
     #[serde(default = "default_log_level")]
     pub log_level: LogLevel,
     /// The other servers of the fleet, whose publish sockets this one follows and merges.
@@ -353,6 +362,9 @@ fn default_report_rate() -> u32 {
 fn default_max_bans() -> usize {
     1_000_000
 }
+fn default_aggregate_prefix() -> u8 {
+    64
+}
 fn default_heartbeat() -> HumanDuration {
     HumanDuration::secs(1)
 }
@@ -415,6 +427,7 @@ impl ServerConfig {
                 format!("must be between 1s and {MAX_BANTIME}s (ten years)"),
             ));
         }
+        check_aggregation(&config).map_err(|(k, r)| err(k, r))?;
         for peer in &config.peers {
             check_host(&peer.address).map_err(|r| err("peers", format!("address {r}")))?;
             check_ports(peer.report_port, peer.publish_port)
@@ -592,6 +605,41 @@ fn check_host(host: &str) -> Result<(), String> {
     }
 }
 
+/// The IPv6 networks that reports are widened to lie between min-prefix and a single
+/// address, and aggregation widens further than `ipv6-ban-prefix` does.
+fn check_aggregation(config: &ServerConfig) -> Result<(), (&'static str, String)> {
+    let floor = config.min_prefix.ipv6;
+    let within = |key, prefix: u8| {
+        if (floor..=127).contains(&prefix) {
+            Ok(())
+        } else {
+            Err((
+                key,
+                format!("must be between min-prefix's ipv6 ({floor}) and 127"),
+            ))
+        }
+    };
+    if let Some(prefix) = config.ipv6_ban_prefix {
+        within("ipv6-ban-prefix", prefix)?;
+    }
+    if let Some(after) = config.aggregate_after {
+        if after < 2 {
+            return Err(("aggregate-after", "must be at least 2".into()));
+        }
+        within("aggregate-prefix", config.aggregate_prefix)?;
+        if config
+            .ipv6_ban_prefix
+            .is_some_and(|p| p <= config.aggregate_prefix)
+        {
+            return Err((
+                "aggregate-prefix",
+                "must be shorter than ipv6-ban-prefix, which already bans as wide".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_min_prefix(min: &MinPrefix) -> Result<(), String> {
     if min.ipv4 > 32 || min.ipv6 > 128 {
         Err("ipv4 must be at most 32 and ipv6 at most 128".into())
@@ -689,6 +737,24 @@ min-prefix = { ipv4 = 16, ipv6 = 48 }
         assert!(e.contains("server or servers is required"), "{e}");
         let e = error_of("report-port = [", false);
         assert!(e.starts_with("F:1: "), "{e}");
+    }
+
+    #[test]
+    fn aggregation_prefixes_are_checked() {
+        let base = "report-port = 1\npublish-port = 2\n";
+        let e = error_of(&format!("{base}ipv6-ban-prefix = 32\n"), false);
+        assert!(
+            e.starts_with("F:3: ipv6-ban-prefix") && e.contains("(64)"),
+            "{e}"
+        );
+        let e = error_of(&format!("{base}aggregate-after = 1\n"), false);
+        assert!(e.starts_with("F:3: aggregate-after"), "{e}");
+        let both = "ipv6-ban-prefix = 64\naggregate-after = 3\n";
+        let e = error_of(&format!("{base}{both}"), false);
+        assert!(e.contains("shorter than ipv6-ban-prefix"), "{e}");
+        let wider = "ipv6-ban-prefix = 80\naggregate-after = 3\naggregate-prefix = 64\n";
+        let (_d, path) = write(&format!("{base}{wider}"));
+        assert!(ServerConfig::load(&path).is_ok());
     }
 
     #[test]

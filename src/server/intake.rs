@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::config::ServerConfig;
 use crate::protect::{Protected, LOCAL_REFRESH};
 use crate::server::limits::RateLimits;
+use crate::server::policy::aggregate;
 use crate::server::table::{BanTable, Entry, Recorded};
 use crate::wire::cidr::Cidr;
 use crate::wire::control::Counters;
@@ -38,9 +39,18 @@ pub enum Decision {
     Refused(String),
     /// Nothing to publish. Holds the entry when the report came from a host not yet among
     /// its reporters: the audit trail is journaled with the batch.
-    Duplicate(Option<Entry>),
+    Duplicate(Option<Entry>, Policy),
     /// Journal and publish this ban.
-    Accepted(Entry),
+    Accepted(Entry, Policy),
+}
+
+/// What the fleet policy (`policy`) made of a report that was not refused.
+#[derive(Debug, Default)]
+pub struct Policy {
+    /// Bans that the accepted one replaces: lift them once it is published.
+    pub absorbed: Vec<Cidr>,
+    /// What the policy did, for the audit line.
+    pub note: Option<String>,
 }
 
 impl Intake {
@@ -70,53 +80,50 @@ impl Intake {
         table: &mut BanTable,
         report: &Report,
         key: &str,
-        fleet_host: impl FnOnce(&Cidr) -> Option<(IpAddr, String)>,
+        fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
         now: u64,
     ) -> Decision {
-        if let Err((kind, reason)) = self.refusal(config, table, report, key, fleet_host) {
+        // First, so that every report counts against the key, refused or not.
+        let (rate, burst) = (config.report_rate, config.report_burst);
+        if !self.reports.allow(key, rate, burst, Instant::now()) {
+            self.refused("rate-limit");
+            return Decision::Refused(format!(
+                "{key} sent more than {burst} reports at once or {rate} a minute"
+            ));
+        }
+        if self.protected_at.elapsed() >= LOCAL_REFRESH {
+            self.protect(config);
+        }
+        let target = aggregate::target(config, table, report.ip, now, |net| {
+            let refusal = self.never_banned(config, net, &fleet_host);
+            refusal.map_err(|(_, why)| why)
+        });
+        if let Err((kind, reason)) = self.network_refusal(config, table, &target.ip, fleet_host) {
             self.refused(kind);
             return Decision::Refused(reason);
         }
         let origin = Name::parse("origin", key)
             .unwrap_or_else(|_| Name::parse("origin", "unnamed").expect("valid name"));
-        match table.record(
-            report,
-            &origin,
-            config.default_bantime.0,
-            config.dedup_window.0,
-            now,
-        ) {
+        let (default_bantime, window) = (config.default_bantime.0, config.dedup_window.0);
+        let report = Report {
+            ip: target.ip,
+            bantime: aggregate::outlasting(report.bantime, default_bantime, &target.absorbed, now),
+            ..report.clone()
+        };
+        let policy = Policy {
+            absorbed: target.absorbed.iter().map(|e| e.ban.ip).collect(),
+            note: target.note,
+        };
+        match table.record(&report, &origin, default_bantime, window, now) {
             Recorded::Duplicate(changed) => {
                 self.counters.duplicate += 1;
-                Decision::Duplicate(changed)
+                Decision::Duplicate(changed, policy)
             }
             Recorded::New(entry) => {
                 self.counters.accepted += 1;
-                Decision::Accepted(entry)
+                Decision::Accepted(entry, policy)
             }
         }
-    }
-
-    /// Why the server will not ban this network, if it will not: a short kind for the
-    /// counters, and the reason for the reporter.
-    fn refusal(
-        &mut self,
-        config: &ServerConfig,
-        table: &BanTable,
-        report: &Report,
-        origin: &str,
-        fleet_host: impl FnOnce(&Cidr) -> Option<(IpAddr, String)>,
-    ) -> Result<(), (&'static str, String)> {
-        let ip = &report.ip;
-        // First, so that every report counts against the key, refused or not.
-        let (rate, burst) = (config.report_rate, config.report_burst);
-        if !self.reports.allow(origin, rate, burst, Instant::now()) {
-            return Err((
-                "rate-limit",
-                format!("{origin} sent more than {burst} reports at once or {rate} a minute"),
-            ));
-        }
-        self.network_refusal(config, table, ip, fleet_host)
     }
 
     /// Why the server will not ban `ip` whoever asks, a host or a peer: too wide, protected,
@@ -126,7 +133,7 @@ impl Intake {
         config: &ServerConfig,
         table: &BanTable,
         ip: &Cidr,
-        fleet_host: impl FnOnce(&Cidr) -> Option<(IpAddr, String)>,
+        fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
     ) -> Result<(), (&'static str, String)> {
         if self.protected_at.elapsed() >= LOCAL_REFRESH {
             self.protect(config);
@@ -148,7 +155,7 @@ impl Intake {
         &self,
         config: &ServerConfig,
         ip: &Cidr,
-        fleet_host: impl FnOnce(&Cidr) -> Option<(IpAddr, String)>,
+        fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
     ) -> Result<(), (&'static str, String)> {
         config.min_prefix.check(ip).map_err(|r| ("min-prefix", r))?;
         self.protected.check(ip).map_err(|r| ("protected", r))?;
@@ -223,12 +230,15 @@ mod tests {
         let (mut table, mut intake) = (BanTable::default(), Intake::new(&config));
         let r = report("203.0.113.7", Bantime::Seconds(600));
         let first = intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
-        assert!(matches!(first, Decision::Accepted(_)), "{first:?}");
+        assert!(matches!(first, Decision::Accepted(..)), "{first:?}");
         let again = intake.decide(&config, &mut table, &r, "web1", nobody, 1001);
-        assert!(matches!(again, Decision::Duplicate(None)), "{again:?}");
+        assert!(matches!(again, Decision::Duplicate(None, _)), "{again:?}");
         // Another host's word joins the audit trail.
         let other = intake.decide(&config, &mut table, &r, "web2", nobody, 1002);
-        assert!(matches!(other, Decision::Duplicate(Some(_))), "{other:?}");
+        assert!(
+            matches!(other, Decision::Duplicate(Some(_), _)),
+            "{other:?}"
+        );
         assert_eq!(
             (intake.counters.accepted, intake.counters.duplicate),
             (1, 2)
@@ -251,12 +261,15 @@ mod tests {
         assert!(refused(decide("10.0.0.0/8", None)).contains("wider than"));
         assert!(refused(decide("198.51.100.4", None)).contains("198.51.100.0/24"));
         assert!(refused(decide("192.0.2.1", Some("db1"))).contains("fleet host db1"));
-        assert!(matches!(decide("203.0.113.1", None), Decision::Accepted(_)));
+        assert!(matches!(
+            decide("203.0.113.1", None),
+            Decision::Accepted(..)
+        ));
         assert!(refused(decide("203.0.113.2", None)).contains("max-bans"));
         // A duplicate of a ban the server holds is not refused at the ceiling.
         assert!(matches!(
             decide("203.0.113.1", None),
-            Decision::Duplicate(_)
+            Decision::Duplicate(..)
         ));
         let counted: Vec<(&str, u64)> = intake
             .counters
@@ -291,7 +304,7 @@ mod tests {
         );
         // Another key has an allowance of its own.
         let other = intake.decide(&config, &mut table, &r, "web2", nobody, 1000);
-        assert!(matches!(other, Decision::Accepted(_)), "{other:?}");
+        assert!(matches!(other, Decision::Accepted(..)), "{other:?}");
         assert_eq!(intake.counters.refused["rate-limit"], 1);
     }
 

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod listener;
 mod merge;
 mod peering;
+pub mod policy;
 pub mod publisher;
 mod reports;
 pub mod table;

@@ -9,8 +9,9 @@ use crate::server::intake::Decision;
 use crate::server::merge::Change;
 use crate::server::table::Page;
 use crate::server::{store_failure, Peer, Server, CUT_OFF};
+use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{
-    decode_request, Ban, Report, Request, SnapshotPage, Verdict, MAX_REQUEST_FRAMES, PAGE,
+    decode_request, Report, Request, SnapshotPage, Verdict, MAX_REQUEST_FRAMES, PAGE,
 };
 use crate::wire::transport::{self, Received};
 
@@ -25,11 +26,11 @@ impl Server {
     /// commit before anything is published or acknowledged (group commit).
     pub(super) fn handle_reports(&mut self) -> Result<(), Failure> {
         let mut replies = Vec::new();
-        let mut accepted = Vec::new();
+        let mut changes = Vec::new();
         for _ in 0..BATCH {
             let keep = ENVELOPE + MAX_REQUEST_FRAMES;
             match transport::recv_bounded(&self.report.socket, zmq::DONTWAIT, keep) {
-                Ok(received) => replies.extend(self.handle_report(received, &mut accepted)?),
+                Ok(received) => replies.extend(self.handle_report(received, &mut changes)?),
                 Err(zmq::Error::EAGAIN) => break,
                 Err(e) => {
                     log::error!("report socket: {e}");
@@ -38,7 +39,7 @@ impl Server {
             }
         }
         self.store.commit().map_err(store_failure)?;
-        self.publish(accepted.into_iter().map(Change::Ban).collect());
+        self.publish(changes);
         for reply in replies {
             if let Err(e) = self.report.socket.send_multipart(reply, zmq::DONTWAIT) {
                 log::warn!("cannot answer a reporter: {e}");
@@ -52,11 +53,11 @@ impl Server {
 
     /// Answers one request. Frames are the ROUTER envelope (peer id, and the empty
     /// delimiter that REQ sockets add) followed by the request. Returns the reply, if any;
-    /// accepted bans are appended to the store and to `accepted`.
+    /// what it changed is appended to the store and to `changes`.
     fn handle_report(
         &mut self,
         received: Received,
-        accepted: &mut Vec<Ban>,
+        changes: &mut Vec<Change>,
     ) -> Result<Option<Vec<Vec<u8>>>, Failure> {
         let split = match received.frames.get(1) {
             Some(delimiter) if delimiter.is_empty() => 2,
@@ -116,8 +117,8 @@ impl Server {
                     envelope.iter().cloned().chain(page.encode()).collect(),
                 ));
             }
-            Ok(Request::Report(report)) => (self.decide(&report, &peer, accepted)?, false),
-            Ok(Request::Legacy(report)) => (self.decide(&report, &peer, accepted)?, true),
+            Ok(Request::Report(report)) => (self.decide(&report, &peer, changes)?, false),
+            Ok(Request::Legacy(report)) => (self.decide(&report, &peer, changes)?, true),
             Err(_) if !self.intake.answer_invalid(&peer.name) => return Ok(None),
             Err(invalid) => {
                 let line = format!("invalid request from {peer}: {}", invalid.reason);
@@ -151,16 +152,17 @@ impl Server {
         &mut self,
         report: &Report,
         peer: &Peer,
-        accepted: &mut Vec<Ban>,
+        changes: &mut Vec<Change>,
     ) -> Result<Verdict, Failure> {
         let auth = &self.auth;
+        let now = unix_now();
         let decision = self.intake.decide(
             &self.config,
             &mut self.table,
             report,
             &peer.name,
             |ip| auth.fleet_host_in(ip),
-            unix_now(),
+            now,
         );
         let (ip, prog, jail) = (&report.ip, &report.prog, &report.jail);
         match decision {
@@ -169,29 +171,53 @@ impl Server {
                 self.warn_limited(peer, &line);
                 Ok(Verdict::Refused(reason))
             }
-            Decision::Duplicate(changed) => {
+            Decision::Duplicate(changed, policy) => {
                 // A new reporter is part of the audit trail: journaled with the batch.
                 if let Some(entry) = changed {
                     self.store.append(&entry).map_err(store_failure)?;
                 }
-                log::info!("duplicate {ip} ({prog} {jail}) from {}", peer.name);
+                let note = policy.note.map_or(String::new(), |n| format!("; {n}"));
+                log::info!("duplicate {ip} ({prog} {jail}) from {}{note}", peer.name);
                 Ok(Verdict::Duplicate)
             }
-            Decision::Accepted(entry) => {
+            Decision::Accepted(entry, policy) => {
                 let ban = &entry.ban;
+                let note = policy.note.map_or(String::new(), |n| format!("; {n}"));
                 // The audit trail: every accepted ban, once, with where it came from.
                 log::info!(
-                    "accepted {} ({} {}) from {peer}, bantime {}",
+                    "accepted {} ({} {}) from {peer}, bantime {}{note}",
                     ban.ip,
                     ban.prog,
                     ban.jail,
                     ban.bantime.map_or("permanent".into(), |b| format!("{b}s"))
                 );
                 self.store.append(&entry).map_err(store_failure)?;
-                accepted.push(entry.ban);
+                changes.push(Change::Ban(entry.ban.clone()));
+                self.lift_absorbed(&entry.ban.ip, &policy.absorbed, now, changes)?;
                 Ok(Verdict::Accepted)
             }
         }
+    }
+
+    /// Lifts the bans that a wider one just accepted replaces (`policy::aggregate`), after
+    /// it in the journal and on the wire, so that no host is ever without either.
+    fn lift_absorbed(
+        &mut self,
+        by: &Cidr,
+        absorbed: &[Cidr],
+        now: u64,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), Failure> {
+        for ip in absorbed {
+            let Some(lift) = self.table.unban_now(ip, now) else {
+                continue;
+            };
+            if let Some(change) = self.note_lift(lift, now)? {
+                log::info!("lifted {ip}: the ban of {by} replaces it");
+                changes.push(change);
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a key for CUT_OFF, in the handshake and on connections already open, and

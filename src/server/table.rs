@@ -458,6 +458,23 @@ impl BanTable {
         before - self.entries.len()
     }
 
+    /// The widest active ban of a network that strictly holds `ip`, looking no wider than
+    /// `floor` bits, the widest a ban can be.
+    pub fn covering(&self, ip: &Cidr, floor: u8, now: u64) -> Option<&Entry> {
+        (floor..ip.prefix())
+            .map(|prefix| ip.widened(prefix))
+            .find_map(|net| self.entries.get(&net).filter(|e| e.ban.active_at(now)))
+    }
+
+    /// The active bans of networks strictly inside `net`.
+    pub fn inside(&self, net: &Cidr, now: u64) -> impl Iterator<Item = &Entry> {
+        let (first, last) = net.inside_bounds();
+        self.entries
+            .range((Bound::Excluded(first), Bound::Included(last)))
+            .map(|(_, e)| e)
+            .filter(move |e| e.ban.active_at(now))
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -60,6 +60,34 @@ impl Cidr {
     pub fn overlaps(&self, other: &Cidr) -> bool {
         self.contains(other.addr) || other.contains(self.addr)
     }
+
+    /// The network of `prefix` bits that holds this one; itself when it is as wide already.
+    pub fn widened(&self, prefix: u8) -> Cidr {
+        if prefix >= self.prefix {
+            return *self;
+        }
+        Cidr {
+            addr: self.addr,
+            prefix,
+        }
+        .masked()
+    }
+
+    /// In the order of `Ord`, every network inside this one sorts from this network itself
+    /// to the last address it holds: the bounds of a range query for them.
+    pub fn inside_bounds(&self) -> (Cidr, Cidr) {
+        let last = match self.addr {
+            IpAddr::V4(a) => {
+                let hosts = u32::MAX.checked_shr(self.prefix.into()).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) | hosts))
+            }
+            IpAddr::V6(a) => {
+                let hosts = u128::MAX.checked_shr(self.prefix.into()).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) | hosts))
+            }
+        };
+        (*self, Cidr::host(last))
+    }
 }
 
 /// IPv6 ranges whose addresses carry an IPv4 address right after the range's prefix:
@@ -279,6 +307,32 @@ mod tests {
         assert_eq!(c("2001:db8::/64").to_string(), "2001:db8::/64");
         assert_eq!(c("203.0.113.7/32"), c("203.0.113.7"));
         assert!(c("2001:db8::/64").prefix() == 64 && !c("2001:db8::/64").is_ipv4());
+    }
+
+    #[test]
+    fn widens_and_bounds_what_lies_inside() {
+        assert_eq!(c("2001:db8::7").widened(64), c("2001:db8::/64"));
+        assert_eq!(c("2001:db8::/48").widened(64), c("2001:db8::/48"));
+        assert_eq!(c("203.0.113.7").widened(24), c("203.0.113.0/24"));
+        let net = c("2001:db8::/64");
+        let (first, last) = net.inside_bounds();
+        assert_eq!((first, last), (net, c("2001:db8::ffff:ffff:ffff:ffff")));
+        for inside in [
+            "2001:db8::",
+            "2001:db8::/80",
+            "2001:db8::ffff:ffff:ffff:ffff",
+        ] {
+            assert!((first..=last).contains(&c(inside)), "{inside}");
+        }
+        for outside in [
+            "2001:db8::/48",
+            "2001:db8:0:1::",
+            "2001:db7::1",
+            "203.0.113.7",
+        ] {
+            assert!(!(first..=last).contains(&c(outside)), "{outside}");
+        }
+        assert_eq!(c("0.0.0.0/0").inside_bounds().1, c("255.255.255.255"));
     }
 
     #[test]
