@@ -20,6 +20,9 @@ use crate::wire::protocol::Lift;
 /// The server's journal; the client keeps its own, `applied.journal`, in its state-dir.
 pub const SERVER_JOURNAL: &str = "bans.journal";
 pub const CLIENT_JOURNAL: &str = "applied.journal";
+/// The client's record under the `log` backend, which applies nothing: switching to a real
+/// backend must then apply every ban, not take the dry run's for done.
+pub const DRY_RUN_JOURNAL: &str = "dry-run.journal";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{shown}: {error}", shown = path.display())]

@@ -169,3 +169,27 @@ fn two_addresses_of_one_64_become_one_64_ban_and_a_later_address_is_a_duplicate(
         "{log}"
     );
 }
+
+#[test]
+fn the_log_backend_only_logs_and_a_real_backend_later_applies_everything() {
+    let mut fleet = Fleet::new(&["web1", "mail1"], "", "");
+    fleet.add_client_config(1, "backend = \"log\"\n");
+    fleet.start_server();
+    fleet.start_client(0);
+    fleet.start_client(1);
+    report_verbose(&fleet, 0, "203.0.113.5");
+    fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.5 86400");
+    let line = "dry run: would ban 203.0.113.5 (fail2ban sshd from web1, bantime 86400s)";
+    fleet.wait_logged(1, "the dry run's line", Duration::from_secs(5), || {
+        fleet.client_log(1).contains(line).then_some(())
+    });
+    assert_eq!(fleet.applied(1), Vec::<String>::new());
+    // Enforcing: the dry run's record does not count as applied.
+    fleet.stop_client(1);
+    edit(&fleet.hosts[1].config, "backend = \"log\"\n", "");
+    fleet.start_client(1);
+    assert_eq!(
+        fleet.wait_applied(1, "ban fail2ban sshd 203.0.113.5 86400"),
+        1
+    );
+}

@@ -39,6 +39,8 @@ pub enum BackendKind {
     Fail2ban,
     /// Elements in the sets of the client's own nftables table, in batches.
     Nftables,
+    /// Nothing but a log line for each ban and unban: a dry run of the fleet's policy.
+    Log,
 }
 
 pub const DEFAULT_SERVER_CONFIG: &str = "/etc/banshare/server.toml";

@@ -228,6 +228,25 @@ fn set_for(ip: &Cidr) -> &'static str {
     }
 }
 
+/// The `log` backend: a dry run, which says what each op would do and touches nothing.
+pub struct LogOnly;
+
+impl Firewall for LogOnly {
+    fn carry_out(&mut self, ops: &[Op]) -> Vec<bool> {
+        for Op { action, ban } in ops {
+            let bantime = ban.bantime.map_or("permanent".into(), |b| format!("{b}s"));
+            log::info!(
+                "dry run: would {action} {} ({} {} from {}, bantime {bantime})",
+                ban.ip,
+                ban.prog,
+                ban.jail,
+                ban.origin
+            );
+        }
+        vec![true; ops.len()]
+    }
+}
+
 /// Bans through a fail2ban jail (by default `banshare`), many addresses per call.
 pub struct Fail2ban {
     pub jail: String,

@@ -17,10 +17,10 @@ use crate::config::template::Values;
 use crate::config::{BackendKind, ClientConfig};
 use crate::exit::{Exit, Failure};
 use crate::protect::{self, Protected, LOCAL_REFRESH};
-use crate::store::StoreError;
+use crate::store::{StoreError, CLIENT_JOURNAL, DRY_RUN_JOURNAL};
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{Ban, Lift};
-use backend::{Batcher, Done, Fail2ban, Nftables, Op};
+use backend::{Batcher, Done, Fail2ban, LogOnly, Nftables, Op};
 use record::{Action, AppliedBans, Stale};
 use runner::Runner;
 
@@ -264,7 +264,13 @@ impl Enforcer {
     pub fn adopt(&mut self, old: &ClientConfig, new: &ClientConfig) -> bool {
         self.protected = protection(new);
         self.protected_at = Instant::now();
-        let restarted = backend_settings(new) != backend_settings(old);
+        let mut restarted = backend_settings(new) != backend_settings(old);
+        let dry_run = |c: &ClientConfig| c.backend == BackendKind::Log;
+        if restarted && dry_run(old) != dry_run(new) {
+            // The dry run keeps a record of its own (`open_record`).
+            log::warn!("switching to or from the log backend takes a restart");
+            restarted = false;
+        }
         if restarted {
             match Backend::start(new) {
                 Ok((backend, results)) => {
@@ -299,7 +305,11 @@ impl Enforcer {
 
 /// Opens the record of applied bans, saying loudly what could not be recovered.
 fn open_record(config: &ClientConfig) -> Result<AppliedBans, Failure> {
-    let (record, recovery) = AppliedBans::open(&config.state_dir, unix_now())
+    let name = match config.backend {
+        BackendKind::Log => DRY_RUN_JOURNAL,
+        _ => CLIENT_JOURNAL,
+    };
+    let (record, recovery) = AppliedBans::open(&config.state_dir, name, unix_now())
         .map_err(|e| Exit::IoErr.with(format!("cannot open the record of applied bans: {e}")))?;
     for damage in &recovery.damaged {
         log::error!("record of applied bans: skipped {damage}");
@@ -349,6 +359,7 @@ impl Backend {
                 };
                 Batcher::start(fail2ban, size, delay)
             }
+            BackendKind::Log => Batcher::start(LogOnly, size, delay),
         };
         log::info!(
             "backend {:?}: batches of up to {size} bans, {} ms apart at most",

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use crate::config::Durability;
-use crate::store::{Record, Recovery, Store, StoreError, CLIENT_JOURNAL};
+use crate::store::{Record, Recovery, Store, StoreError};
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{ban_fields, parse_ban, Ban, Lift};
 
@@ -51,8 +51,13 @@ pub enum Stale {
 }
 
 impl AppliedBans {
-    pub fn open(dir: &Path, now: u64) -> Result<(AppliedBans, Recovery<Ban>), StoreError> {
-        let (store, recovery) = Store::open(dir, CLIENT_JOURNAL, Durability::Fsync, now)?;
+    /// Opens the journal `name` in `dir`.
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        now: u64,
+    ) -> Result<(AppliedBans, Recovery<Ban>), StoreError> {
+        let (store, recovery) = Store::open(dir, name, Durability::Fsync, now)?;
         let bans = recovery
             .entries
             .iter()
@@ -252,6 +257,7 @@ impl Record for Ban {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::CLIENT_JOURNAL;
 
     fn ban(ip: &str, expires: Option<u64>) -> Ban {
         Ban::sample(ip, expires.map(|_| 100), expires)
@@ -284,7 +290,7 @@ mod tests {
     #[test]
     fn a_ban_runs_once_and_is_remembered_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
+        let (mut applied, _) = AppliedBans::open(dir.path(), CLIENT_JOURNAL, 0).unwrap();
         let b = ban("203.0.113.7", None);
         assert!(applied.needs(Action::Ban, &b));
         applied.start(Action::Ban, &b);
@@ -293,7 +299,7 @@ mod tests {
         applied.commit().unwrap();
         assert!(!applied.needs(Action::Ban, &b));
         drop(applied);
-        let (applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
+        let (applied, _) = AppliedBans::open(dir.path(), CLIENT_JOURNAL, 0).unwrap();
         assert!(!applied.needs(Action::Ban, &b));
         assert!(applied.needs(Action::Unban, &b));
     }
@@ -301,7 +307,7 @@ mod tests {
     #[test]
     fn a_ban_that_ends_later_is_applied_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
+        let (mut applied, _) = AppliedBans::open(dir.path(), CLIENT_JOURNAL, 0).unwrap();
         let first = ban("203.0.113.9", Some(100));
         applied.start(Action::Ban, &first);
         applied.finish(first.ip, Action::Ban, true).unwrap();
@@ -317,7 +323,7 @@ mod tests {
     #[test]
     fn a_failed_ban_stays_unapplied_and_unbans_are_remembered() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
+        let (mut applied, _) = AppliedBans::open(dir.path(), CLIENT_JOURNAL, 0).unwrap();
         let b = ban("203.0.113.8", None);
         applied.start(Action::Ban, &b);
         applied.finish(b.ip, Action::Ban, false).unwrap();
@@ -327,14 +333,14 @@ mod tests {
         applied.start(Action::Unban, &b);
         applied.finish(b.ip, Action::Unban, true).unwrap();
         drop(applied);
-        let (applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
+        let (applied, _) = AppliedBans::open(dir.path(), CLIENT_JOURNAL, 0).unwrap();
         assert!(applied.is_empty());
     }
 
     #[test]
     fn a_dated_unban_lifts_only_older_reports_and_outlives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
+        let (mut applied, _) = AppliedBans::open(dir.path(), CLIENT_JOURNAL, 0).unwrap();
         let at = |reported| Ban {
             reported,
             ..ban("203.0.113.6", None)
@@ -356,7 +362,7 @@ mod tests {
         drop(applied);
         // A stale server's copy, reported before the unban, is not applied again; a report
         // after it is.
-        let (applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
+        let (applied, _) = AppliedBans::open(dir.path(), CLIENT_JOURNAL, 0).unwrap();
         assert!(applied.is_empty());
         assert!(applied.lifted(&at(250)) && !applied.lifted(&at(301)));
     }
@@ -364,7 +370,7 @@ mod tests {
     #[test]
     fn stale_bans_are_expired_or_lifted() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut applied, _) = AppliedBans::open(dir.path(), 0).unwrap();
+        let (mut applied, _) = AppliedBans::open(dir.path(), CLIENT_JOURNAL, 0).unwrap();
         for b in [
             ban("203.0.113.1", Some(50)),
             ban("203.0.113.2", Some(500)),
