@@ -126,6 +126,14 @@ fn reported_by(ban: &BanView) -> String {
     if ban.more_reporters > 0 {
         text.push_str(&format!(" and {} more", ban.more_reporters));
     }
+    if ban.history.len() > 1 {
+        let starters: Vec<&str> = ban.history.iter().map(|e| e.name.as_str()).collect();
+        text.push_str(&format!(
+            "; banned {} times, by {}",
+            ban.history.len(),
+            starters.join(", ")
+        ));
+    }
     text
 }
 

@@ -102,6 +102,7 @@ fn a_record_the_wire_would_refuse_cannot_stall_the_fleet() {
     let entry = Entry {
         ban: bad,
         reporters: Reporters::default(),
+        history: Default::default(),
     };
     store.append(&entry).unwrap();
     store.commit().unwrap();

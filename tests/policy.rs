@@ -193,3 +193,52 @@ fn the_log_backend_only_logs_and_a_real_backend_later_applies_everything() {
         1
     );
 }
+
+#[test]
+fn three_bans_of_one_address_from_different_hosts_grow_by_the_factor_squared_capped() {
+    let server = "recidive-window = \"1h\"\nrecidive-factor = 4\nrecidive-max = \"10s\"";
+    let mut fleet = Fleet::start(&["web1", "web2", "mail1"], server, "");
+    let ban = |fleet: &Fleet, host: usize| {
+        let args = ["--bantime", "1", "fail2ban", "sshd", "203.0.113.7"];
+        assert_eq!(outcome(&fleet.report(host, &args)).0, 0);
+    };
+    ban(&fleet, 0);
+    for host in 0..3 {
+        fleet.wait_applied(host, "ban fail2ban sshd 203.0.113.7 1");
+    }
+    std::thread::sleep(Duration::from_millis(2100));
+    ban(&fleet, 1);
+    for host in 0..3 {
+        fleet.wait_applied(host, "ban fail2ban sshd 203.0.113.7 4");
+    }
+    // The history is in the journal: a restart forgets none of it.
+    fleet.signal_server(Signal::SIGTERM);
+    fleet.wait_server();
+    fleet.start_server();
+    std::thread::sleep(Duration::from_millis(4100));
+    ban(&fleet, 2);
+    // 1 s × 4² = 16 s, capped at 10 s.
+    for host in 0..3 {
+        fleet.wait_applied(host, "ban fail2ban sshd 203.0.113.7 10");
+        assert_eq!(applied_in(&fleet, host, "203.0.113.7").len(), 3);
+    }
+    let out = fleet.admin(&["bans", "--json"]);
+    let bans: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let history: Vec<&str> = bans[0]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["web1", "web2", "mail1"]);
+    let text = String::from_utf8_lossy(&fleet.admin(&["bans"]).stdout).into_owned();
+    assert!(
+        text.contains("banned 3 times, by web1, web2, mail1"),
+        "{text}"
+    );
+    let log = fleet.server_log();
+    assert!(
+        log.contains("banned 2 times before within recidive-window: bantime 1s × 4^2, capped at recidive-max 10s"),
+        "{log}"
+    );
+}

@@ -69,6 +69,25 @@ impl<'de> serde::Deserialize<'de> for HumanDuration {
     }
 }
 
+/// The longest an escalated ban may last (`recidive-max`): a duration, or "permanent".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxBantime {
+    Permanent,
+    Limit(HumanDuration),
+}
+
+impl<'de> serde::Deserialize<'de> for MaxBantime {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(de)?;
+        if text == "permanent" {
+            return Ok(MaxBantime::Permanent);
+        }
+        parse(&text)
+            .map(|d| MaxBantime::Limit(HumanDuration(d)))
+            .map_err(|e| serde::de::Error::custom(format!("{e}, or \"permanent\"")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::duration::HumanDuration;
+use crate::config::duration::{HumanDuration, MaxBantime};
 use crate::config::template::Template;
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::MAX_BANTIME;
@@ -42,6 +42,10 @@ pub enum BackendKind {
     /// Nothing but a log line for each ban and unban: a dry run of the fleet's policy.
     Log,
 }
+
+/// The furthest back `recidive-window` may reach: the server keeps the history of a
+/// network's bans this long at most.
+pub const MAX_RECIDIVE_WINDOW: u64 = 366 * 86400;
 
 pub const DEFAULT_SERVER_CONFIG: &str = "/etc/banshare/server.toml";
 pub const DEFAULT_CLIENT_CONFIG: &str = "/etc/banshare/client.toml";
@@ -172,6 +176,14 @@ pub struct ServerConfig {
     pub aggregate_after: Option<usize>,
     #[serde(default = "default_aggregate_prefix")]
     pub aggregate_prefix: u8,
+    /// A network banned again within this long of its earlier bans, from any host, is
+    /// banned `recidive-factor` times longer for each, up to `recidive-max`.
+    #[serde(default)]
+    pub recidive_window: Option<HumanDuration>,
+    #[serde(default = "default_recidive_factor")]
+    pub recidive_factor: u32,
+    #[serde(default = "default_recidive_max")]
+    pub recidive_max: MaxBantime,
     #[serde(default = "default_log_level")]
     pub log_level: LogLevel,
     /// The other servers of the fleet, whose publish sockets this one follows and merges.
@@ -367,6 +379,12 @@ fn default_max_bans() -> usize {
 fn default_aggregate_prefix() -> u8 {
     64
 }
+fn default_recidive_factor() -> u32 {
+    2
+}
+fn default_recidive_max() -> MaxBantime {
+    MaxBantime::Limit(HumanDuration::secs(7 * 86400))
+}
 fn default_heartbeat() -> HumanDuration {
     HumanDuration::secs(1)
 }
@@ -430,6 +448,7 @@ impl ServerConfig {
             ));
         }
         check_aggregation(&config).map_err(|(k, r)| err(k, r))?;
+        check_recidive(&config).map_err(|(k, r)| err(k, r))?;
         for peer in &config.peers {
             check_host(&peer.address).map_err(|r| err("peers", format!("address {r}")))?;
             check_ports(peer.report_port, peer.publish_port)
@@ -636,6 +655,30 @@ fn check_aggregation(config: &ServerConfig) -> Result<(), (&'static str, String)
             return Err((
                 "aggregate-prefix",
                 "must be shorter than ipv6-ban-prefix, which already bans as wide".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How far back the history of bans reaches, and how steeply bans grow.
+fn check_recidive(config: &ServerConfig) -> Result<(), (&'static str, String)> {
+    if let Some(window) = config.recidive_window {
+        if !(1..=MAX_RECIDIVE_WINDOW).contains(&window.0.as_secs()) {
+            return Err((
+                "recidive-window",
+                format!("must be between 1s and {}d", MAX_RECIDIVE_WINDOW / 86400),
+            ));
+        }
+    }
+    if config.recidive_factor < 2 {
+        return Err(("recidive-factor", "must be at least 2".into()));
+    }
+    if let MaxBantime::Limit(max) = config.recidive_max {
+        if !(1..=MAX_BANTIME).contains(&max.0.as_secs()) {
+            return Err((
+                "recidive-max",
+                format!("must be between 1s and {MAX_BANTIME}s (ten years), or \"permanent\""),
             ));
         }
     }

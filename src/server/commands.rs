@@ -7,7 +7,9 @@ use crate::server::merge::Change;
 use crate::server::table::{BanTable, Entry};
 use crate::server::{store_failure, Server};
 use crate::wire::cidr::Cidr;
-use crate::wire::control::{self, BanView, Command, Counters, HostSeen, ReporterView, Status};
+use crate::wire::control::{
+    self, BanView, Command, Counters, EpisodeView, HostSeen, ReporterView, Status,
+};
 
 impl Server {
     /// One request from `banshare` on the control socket.
@@ -145,6 +147,14 @@ fn view(entry: &Entry) -> BanView {
                 first_report: r.first,
                 last_report: r.last,
                 name: r.name.to_string(),
+            })
+            .collect(),
+        history: entry
+            .history
+            .iter()
+            .map(|e| EpisodeView {
+                at: e.at,
+                name: e.name.to_string(),
             })
             .collect(),
     }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::config::ServerConfig;
 use crate::protect::{Protected, LOCAL_REFRESH};
 use crate::server::limits::RateLimits;
-use crate::server::policy::aggregate;
+use crate::server::policy::{aggregate, recidive};
 use crate::server::table::{BanTable, Entry, Recorded};
 use crate::wire::cidr::Cidr;
 use crate::wire::control::Counters;
@@ -50,7 +50,14 @@ pub struct Policy {
     /// Bans that the accepted one replaces: lift them once it is published.
     pub absorbed: Vec<Cidr>,
     /// What the policy did, for the audit line.
-    pub note: Option<String>,
+    pub notes: Vec<String>,
+}
+
+impl Policy {
+    /// The notes as the end of the audit line: "; NOTE; NOTE".
+    pub fn suffix(&self) -> String {
+        self.notes.iter().map(|n| format!("; {n}")).collect()
+    }
 }
 
 impl Intake {
@@ -105,14 +112,16 @@ impl Intake {
         let origin = Name::parse("origin", key)
             .unwrap_or_else(|_| Name::parse("origin", "unnamed").expect("valid name"));
         let (default_bantime, window) = (config.default_bantime.0, config.dedup_window.0);
+        let bantime = aggregate::outlasting(report.bantime, default_bantime, &target.absorbed, now);
+        let (bantime, escalated) = recidive::escalate(config, table, &target.ip, bantime, now);
         let report = Report {
             ip: target.ip,
-            bantime: aggregate::outlasting(report.bantime, default_bantime, &target.absorbed, now),
+            bantime,
             ..report.clone()
         };
         let policy = Policy {
             absorbed: target.absorbed.iter().map(|e| e.ban.ip).collect(),
-            note: target.note,
+            notes: target.note.into_iter().chain(escalated).collect(),
         };
         match table.record(&report, &origin, default_bantime, window, now) {
             Recorded::Duplicate(changed) => {

@@ -362,6 +362,8 @@ impl Server {
         }
         self.auth.replace(authorized.by_key);
         self.intake.protect(&config);
+        self.table
+            .set_recidive(config.recidive_window.map(|w| w.0.as_secs()));
         self.publisher.set_interval(kept.heartbeat_interval.0);
         self.config = kept;
         if !revoked.is_empty() {
@@ -406,10 +408,15 @@ fn open_store(config: &ServerConfig) -> Result<(Store<Entry>, BanTable), Failure
             recovery.damaged.len(),
             kept.display()
         );
-    } else {
-        log::info!("ban table: {} active bans", recovery.entries.len());
     }
-    let table = BanTable::from_entries(recovery.entries, recovery.lifts);
+    let recidive = config.recidive_window.map(|w| w.0.as_secs());
+    let mut table = BanTable::from_entries(recovery.entries, recovery.lifts, recidive);
+    // What the journal kept for a longer recidive-window than this one.
+    let now = unix_now();
+    table.purge(now);
+    if recovery.kept.is_none() {
+        log::info!("ban table: {} active bans", table.active(now).count());
+    }
     Ok((store, table))
 }
 

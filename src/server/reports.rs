@@ -176,13 +176,13 @@ impl Server {
                 if let Some(entry) = changed {
                     self.store.append(&entry).map_err(store_failure)?;
                 }
-                let note = policy.note.map_or(String::new(), |n| format!("; {n}"));
+                let note = policy.suffix();
                 log::info!("duplicate {ip} ({prog} {jail}) from {}{note}", peer.name);
                 Ok(Verdict::Duplicate)
             }
             Decision::Accepted(entry, policy) => {
                 let ban = &entry.ban;
-                let note = policy.note.map_or(String::new(), |n| format!("; {n}"));
+                let note = policy.suffix();
                 // The audit trail: every accepted ban, once, with where it came from.
                 log::info!(
                     "accepted {} ({} {}) from {peer}, bantime {}{note}",

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
+use crate::config::MAX_RECIDIVE_WINDOW;
 use crate::logging::printable;
 use crate::store::Record;
 use crate::wire::cidr::Cidr;
@@ -22,6 +23,9 @@ pub struct Entry {
     /// Every host that reported it to this server while it was in force, first reporter
     /// first; a ban heard from a peer starts with its origin.
     pub reporters: Reporters,
+    /// The network's bans, this one last, while `recidive-window` is set: the entry is
+    /// kept after the ban ends for as long as the window may count them.
+    pub history: History,
 }
 
 impl Entry {
@@ -43,8 +47,11 @@ impl Record for Entry {
         self.ban.ip
     }
 
+    /// A ban in force, or the history of one that `recidive-window` may still count: the
+    /// table forgets it sooner when the window is shorter (`BanTable::purge`).
     fn active_at(&self, now: u64) -> bool {
-        self.ban.active_at(now)
+        let counted = |at: u64| at.saturating_add(MAX_RECIDIVE_WINDOW) > now;
+        self.ban.active_at(now) || self.history.last().is_some_and(counted)
     }
 
     fn reported(&self) -> u64 {
@@ -54,12 +61,24 @@ impl Record for Entry {
     fn encode(&self) -> String {
         let ban = ban_fields(&self.ban)[..6].join(" ");
         let reporters = reporters_field(&self.reporters);
-        format!("{ban} {} {reporters}", self.ban.reported)
+        let mut line = format!("{ban} {} {reporters}", self.ban.reported);
+        if !self.history.is_empty() {
+            line.push(' ');
+            line.push_str(&self.history.field());
+        }
+        line
     }
 
     fn decode(fields: &[&str]) -> Result<Entry, String> {
+        let mut history = History::default();
         let (ban, published, reporters) = match fields {
             [ban @ .., published, reporters] if ban.len() == 6 => {
+                (ban, published, parse_reporters(reporters)?)
+            }
+            [ban @ .., published, reporters, bans]
+                if ban.len() == 6 && number("", reporters).is_err() =>
+            {
+                history = History::parse(bans)?;
                 (ban, published, parse_reporters(reporters)?)
             }
             // Written before the journal kept every reporter: the origin was the only one.
@@ -77,7 +96,73 @@ impl Record for Entry {
             reported: number("published", published)?,
             ..parse_ban(ban)?
         };
-        Ok(Entry { ban, reporters })
+        Ok(Entry {
+            ban,
+            reporters,
+            history,
+        })
+    }
+}
+
+/// The most bans of one network that its history keeps, the latest ones.
+pub const MAX_HISTORY: usize = 16;
+
+/// One ban of a network: the host whose report started it, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Episode {
+    pub name: Name,
+    pub at: u64,
+}
+
+/// A network's bans, oldest first: what `recidive-window` counts (`policy::recidive`).
+/// Written in the journal as `NAME/AT,NAME/AT`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History(SmallVec<[Episode; 1]>);
+
+impl History {
+    pub fn iter(&self) -> impl Iterator<Item = &Episode> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many of the bans started at or after `from`.
+    pub fn since(&self, from: u64) -> usize {
+        self.0.iter().filter(|e| e.at >= from).count()
+    }
+
+    fn last(&self) -> Option<u64> {
+        self.0.last().map(|e| e.at)
+    }
+
+    fn add(&mut self, name: &Name, at: u64) {
+        if self.0.len() == MAX_HISTORY {
+            self.0.remove(0);
+        }
+        let name = name.clone();
+        self.0.push(Episode { name, at });
+    }
+
+    fn field(&self) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|e| format!("{}/{}", e.name, e.at))
+            .collect();
+        parts.join(",")
+    }
+
+    fn parse(field: &str) -> Result<History, String> {
+        let mut history = History::default();
+        for part in field.split(',') {
+            let Some((name, at)) = part.split_once('/') else {
+                return Err(format!("bad ban in history {:?}", printable(part)));
+            };
+            history.add(&Name::parse("history", name)?, number("history", at)?);
+        }
+        Ok(history)
     }
 }
 
@@ -188,6 +273,9 @@ impl Reporters {
 
 #[derive(Debug, Default)]
 pub struct BanTable {
+    /// `recidive-window` in seconds: while set, each entry keeps its network's history of
+    /// bans, and is kept that long after its ban ends.
+    recidive: Option<u64>,
     /// Ordered by network, so that snapshot pages have a stable order.
     entries: BTreeMap<Cidr, Entry>,
     /// The latest dated unban of each network, for as long as a ban it lifted could still be
@@ -263,12 +351,8 @@ impl BanTable {
         };
         let active = |e: &&mut Entry| e.ban.active_at(now);
         let Some(entry) = self.entries.get_mut(&report.ip).filter(active) else {
-            let entry = Entry {
-                reporters: Reporters::new([reporter(&ban.origin, now)], 0),
-                ban,
-            };
-            self.entries.insert(report.ip, entry.clone());
-            return Recorded::New(entry);
+            let reporters = Reporters::new([reporter(&ban.origin, now)], 0);
+            return Recorded::New(self.start_ban(ban, reporters));
         };
         let new_reporter = entry.reporters.note(&ban.origin, now);
         // A permanent ban reported again after the window is news too: its report time
@@ -317,15 +401,45 @@ impl BanTable {
                 entry.clone()
             }
             None => {
-                let entry = Entry {
-                    reporters: Reporters::new([reporter(&ban.origin, ban.reported)], 0),
-                    ban,
-                };
-                self.entries.insert(entry.ban.ip, entry.clone());
-                entry
+                let reporters = Reporters::new([reporter(&ban.origin, ban.reported)], 0);
+                self.start_ban(ban, reporters)
             }
         };
         Some(entry)
+    }
+
+    /// A network banned afresh: a new entry, which carries on the network's history of
+    /// bans while `recidive-window` is set.
+    fn start_ban(&mut self, ban: Ban, reporters: Reporters) -> Entry {
+        let mut history = match self.entries.remove(&ban.ip) {
+            Some(past) if self.recidive.is_some() => past.history,
+            _ => History::default(),
+        };
+        if self.recidive.is_some() {
+            history.add(&ban.origin, ban.reported);
+        }
+        let entry = Entry {
+            ban,
+            reporters,
+            history,
+        };
+        self.entries.insert(entry.ban.ip, entry.clone());
+        entry
+    }
+
+    /// The ban of `ip`, if it is in force.
+    pub fn active_ban(&self, ip: &Cidr, now: u64) -> Option<&Entry> {
+        self.entries.get(ip).filter(|e| e.ban.active_at(now))
+    }
+
+    /// The history of the bans of `ip`, in force or past.
+    pub fn history(&self, ip: &Cidr) -> Option<&History> {
+        self.entries.get(ip).map(|e| &e.history)
+    }
+
+    /// Sets `recidive-window`, in seconds: None forgets every history at the next purge.
+    pub fn set_recidive(&mut self, window: Option<u64>) {
+        self.recidive = window;
     }
 
     /// Takes a dated unban, from `banshare unban` here or from a peer: it lifts the ban of
@@ -373,15 +487,22 @@ impl BanTable {
         })
     }
 
-    /// A table holding bans and unbans read back from disk.
-    pub fn from_entries(entries: Vec<Entry>, lifts: Vec<Lift>) -> BanTable {
-        let mut table = BanTable::default();
+    /// A table holding bans and unbans read back from disk, with `recidive-window` set to
+    /// `recidive` seconds.
+    pub fn from_entries(entries: Vec<Entry>, lifts: Vec<Lift>, recidive: Option<u64>) -> BanTable {
+        let mut table = BanTable {
+            recidive,
+            ..BanTable::default()
+        };
         for mut entry in entries {
             entry.ban.prog = table.intern(&entry.ban.prog);
             entry.ban.jail = table.intern(&entry.ban.jail);
             entry.ban.origin = table.intern(&entry.ban.origin);
             for reporter in &mut entry.reporters.named {
                 reporter.name = table.intern(&reporter.name);
+            }
+            for episode in &mut entry.history.0 {
+                episode.name = table.intern(&episode.name);
             }
             table.entries.insert(entry.ban.ip, entry);
         }
@@ -448,10 +569,17 @@ impl BanTable {
         page
     }
 
-    /// Forgets bans that have expired, and unbans that no longer matter.
+    /// Forgets bans that have expired, but for the history that `recidive-window` still
+    /// counts, and unbans that no longer matter.
     pub fn purge(&mut self, now: u64) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|_, e| e.ban.active_at(now));
+        let from = self.recidive.map(|window| now.saturating_sub(window));
+        self.entries.retain(|_, e| {
+            if let Some(from) = from {
+                e.history.0.retain(|episode| episode.at >= from);
+            }
+            e.ban.active_at(now) || (from.is_some() && !e.history.is_empty())
+        });
         self.lifts.retain(|_, l| l.active_at(now));
         // Names that no ban uses any more.
         self.names.retain(Name::is_shared);
@@ -536,6 +664,7 @@ mod tests {
         Entry {
             ban: Ban::sample(ip, bantime, expires),
             reporters: Reporters::new([reporter("web1", 10, 20), reporter("db1", 15, 15)], 3),
+            history: History::default(),
         }
     }
 
@@ -599,6 +728,31 @@ mod tests {
             assert_eq!(back.reporters, e.reporters);
             assert_eq!(back.reporters.more, 3);
         }
+    }
+
+    #[test]
+    fn journal_records_keep_the_history_of_bans() {
+        let mut e = entry("203.0.113.7", Some(600), Some(700));
+        for (name, at) in [("web1", 100), ("db1", 300)] {
+            e.history.add(&Name::parse("name", name).unwrap(), at);
+        }
+        let line = e.encode();
+        assert!(line.ends_with(" web1/100,db1/300"), "{line}");
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(Entry::decode(&fields).unwrap().history, e.history);
+        // The ban ended, but its history is kept in the journal; not so without one.
+        let dir = tempfile::tempdir().unwrap();
+        let plain = entry("203.0.113.8", Some(600), Some(700)).encode();
+        let text = checksummed(format!("ban {line}")) + &checksummed(format!("ban {plain}"));
+        std::fs::write(dir.path().join(SERVER_JOURNAL), text).unwrap();
+        let (_, recovery) =
+            Store::<Entry>::open(dir.path(), SERVER_JOURNAL, Durability::Write, 1000).unwrap();
+        let kept: Vec<String> = recovery
+            .entries
+            .iter()
+            .map(|e| e.ban.ip.to_string())
+            .collect();
+        assert_eq!(kept, ["203.0.113.7"]);
     }
 
     const WINDOW: Duration = Duration::from_secs(300);

@@ -34,6 +34,16 @@ pub struct BanView {
     pub prog: String,
     /// Every host that reported the ban, as far as the server keeps them by name.
     pub reporters: Vec<ReporterView>,
+    /// The network's bans within `recidive-window`, this one last: which host started each,
+    /// and when. Empty without `recidive-window`.
+    #[serde(default)]
+    pub history: Vec<EpisodeView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EpisodeView {
+    pub at: u64,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

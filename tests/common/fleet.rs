@@ -157,6 +157,7 @@ impl Fleet {
             let entry = Entry {
                 ban,
                 reporters: Reporters::new([reporter], 0),
+                history: Default::default(),
             };
             store.append(&entry).unwrap();
         }

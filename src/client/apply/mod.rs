@@ -96,7 +96,7 @@ impl Enforcer {
                 return Ok(());
             }
         }
-        if !self.record.needs(action, ban) {
+        if !self.record.needs(action, ban, unix_now()) {
             log::debug!("{action} of {} is already applied here", ban.ip);
             if action == Action::Ban {
                 if let Err(e) = self.record.note_report(ban) {

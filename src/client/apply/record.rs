@@ -98,14 +98,13 @@ impl AppliedBans {
     /// Whether this ban or unban still needs its command run here. A ban is needed again
     /// when it ends later than the one applied (a longer or renewed ban), since the applied
     /// one may already have expired in the firewall; but not when it ends only seconds
-    /// later, as when two servers took the same report a moment apart (docs/ha.md).
-    pub fn needs(&self, action: Action, ban: &Ban) -> bool {
+    /// later, as when two servers took the same report a moment apart (docs/ha.md), unless
+    /// the applied one has ended by `now`: a short ban banned again must be applied.
+    pub fn needs(&self, action: Action, ban: &Ban, now: u64) -> bool {
+        let renews = |b: &Ban| !b.active_at(now) || ban.ends() > b.ends().saturating_add(RENEWAL);
         match (action, self.pending.get(&ban.ip)) {
             (_, Some((pending, _))) => *pending != action,
-            (Action::Ban, None) => self
-                .bans
-                .get(&ban.ip)
-                .map_or(true, |b| ban.ends() > b.ends().saturating_add(RENEWAL)),
+            (Action::Ban, None) => self.bans.get(&ban.ip).map_or(true, renews),
             (Action::Unban, None) => self.bans.contains_key(&ban.ip),
         }
     }
@@ -292,16 +291,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut applied, _) = AppliedBans::open(dir.path(), CLIENT_JOURNAL, 0).unwrap();
         let b = ban("203.0.113.7", None);
-        assert!(applied.needs(Action::Ban, &b));
+        assert!(applied.needs(Action::Ban, &b, 0));
         applied.start(Action::Ban, &b);
-        assert!(!applied.needs(Action::Ban, &b), "pending");
+        assert!(!applied.needs(Action::Ban, &b, 0), "pending");
         applied.finish(b.ip, Action::Ban, true).unwrap();
         applied.commit().unwrap();
-        assert!(!applied.needs(Action::Ban, &b));
+        assert!(!applied.needs(Action::Ban, &b, 0));
         drop(applied);
         let (applied, _) = AppliedBans::open(dir.path(), CLIENT_JOURNAL, 0).unwrap();
-        assert!(!applied.needs(Action::Ban, &b));
-        assert!(applied.needs(Action::Unban, &b));
+        assert!(!applied.needs(Action::Ban, &b, 0));
+        assert!(applied.needs(Action::Unban, &b, 0));
     }
 
     #[test]
@@ -311,13 +310,17 @@ mod tests {
         let first = ban("203.0.113.9", Some(100));
         applied.start(Action::Ban, &first);
         applied.finish(first.ip, Action::Ban, true).unwrap();
-        assert!(!applied.needs(Action::Ban, &ban("203.0.113.9", Some(100))));
+        assert!(!applied.needs(Action::Ban, &ban("203.0.113.9", Some(100)), 0));
         assert!(
-            !applied.needs(Action::Ban, &ban("203.0.113.9", Some(105))),
+            !applied.needs(Action::Ban, &ban("203.0.113.9", Some(105)), 0),
             "seconds later"
         );
-        assert!(applied.needs(Action::Ban, &ban("203.0.113.9", Some(200))));
-        assert!(applied.needs(Action::Ban, &ban("203.0.113.9", None)));
+        assert!(applied.needs(Action::Ban, &ban("203.0.113.9", Some(200)), 0));
+        assert!(
+            applied.needs(Action::Ban, &ban("203.0.113.9", Some(105)), 100),
+            "the applied ban ended"
+        );
+        assert!(applied.needs(Action::Ban, &ban("203.0.113.9", None), 0));
     }
 
     #[test]
@@ -327,7 +330,7 @@ mod tests {
         let b = ban("203.0.113.8", None);
         applied.start(Action::Ban, &b);
         applied.finish(b.ip, Action::Ban, false).unwrap();
-        assert!(applied.needs(Action::Ban, &b));
+        assert!(applied.needs(Action::Ban, &b, 0));
         applied.start(Action::Ban, &b);
         applied.finish(b.ip, Action::Ban, true).unwrap();
         applied.start(Action::Unban, &b);
