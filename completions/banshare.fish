@@ -42,6 +42,7 @@ complete -c banshare -n "__fish_banshare_using_subcommand unban" -l socket -d 'T
 complete -c banshare -n "__fish_banshare_using_subcommand unban" -s h -l help -d 'Print help'
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -l socket -d 'The server\'s control socket' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -l json -d 'Print JSON instead of a table'
+complete -c banshare -n "__fish_banshare_using_subcommand bans" -l pending -d 'List the reports waiting instead: for confirmation by more hosts (min-reporters), or held beyond their key\'s allowance'
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -s h -l help -d 'Print help'
 complete -c banshare -n "__fish_banshare_using_subcommand ping" -s c -l config -d 'The client configuration to take the server, port and keys from' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand ping" -l server-key -d 'Use this server public key file instead of the configured one' -r -F

@@ -3,7 +3,7 @@
 use crate::cli::{self, AdminArgs, AdminCommand};
 use crate::config::{AnyConfig, ClientConfig};
 use crate::exit::{Exit, Failure};
-use crate::wire::control::{self, BanView, Command, Status};
+use crate::wire::control::{self, BanView, Command, PendingView, Status};
 use crate::wire::keys;
 use crate::{client, server};
 
@@ -57,12 +57,21 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
             let ip = ip.parse().map_err(|e| Exit::DataErr.with(e))?;
             control::request(&socket, &Command::Unban(ip))
         }
-        AdminCommand::Bans { json, socket } => {
-            let text = control::request(&socket, &Command::Bans)?;
-            if json {
-                Ok(text)
+        AdminCommand::Bans {
+            json,
+            pending,
+            socket,
+        } => {
+            let command = if pending {
+                Command::Pending
             } else {
-                bans_table(&text)
+                Command::Bans
+            };
+            let text = control::request(&socket, &command)?;
+            match (json, pending) {
+                (true, _) => Ok(text),
+                (false, false) => bans_table(&text),
+                (false, true) => pending_table(&text),
             }
         }
         AdminCommand::Status { json, socket } => {
@@ -115,6 +124,39 @@ fn bans_table(text: &str) -> Result<String, Failure> {
             &ban.jail,
             &reported_by(ban),
         ]));
+    }
+    Ok(rows.join("\n"))
+}
+
+/// The reports waiting, one line per network: who reported it, and what it waits for.
+fn pending_table(text: &str) -> Result<String, Failure> {
+    let sets: Vec<PendingView> = parse(text)?;
+    let mut rows = vec![format!(
+        "{:<40} {:<10} {}",
+        "ADDRESS", "REPORTERS", "WAITING"
+    )];
+    for set in &sets {
+        let reports: Vec<String> = set
+            .reports
+            .iter()
+            .map(|w| {
+                let held = if w.held { ", held" } else { "" };
+                format!(
+                    "{} ({} {}{held}, until {})",
+                    w.name,
+                    w.prog,
+                    w.jail,
+                    when(Some(w.until))
+                )
+            })
+            .collect();
+        let count = format!("{} of {}", set.reports.len(), set.needed);
+        rows.push(format!(
+            "{:<40} {:<10} {}",
+            set.ip,
+            count,
+            reports.join("; ")
+        ));
     }
     Ok(rows.join("\n"))
 }

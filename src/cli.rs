@@ -38,7 +38,7 @@ pub struct ClientArgs {
 /// Reports a ban to the banshare server, or to the first of several that answers; run by
 /// fail2ban's actionban or psad.
 ///
-/// Exit status: 0 accepted or duplicate, 64 usage, 65 invalid input, 69 server unreachable
+/// Exit status: 0 accepted, duplicate or pending, 64 usage, 65 invalid input, 69 server unreachable
 /// and the report lost (spool full), 70 no CURVE support, 75 server unreachable and the
 /// report spooled for banshare-client to deliver, 77 refused by the server, 78 configuration
 /// error.
@@ -103,6 +103,10 @@ pub enum AdminCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// List the reports waiting instead: for confirmation by more hosts
+        /// (min-reporters), or held beyond their key's allowance.
+        #[arg(long)]
+        pending: bool,
         /// The server's control socket.
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,

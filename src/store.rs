@@ -19,6 +19,8 @@ use crate::wire::protocol::Lift;
 
 /// The server's journal; the client keeps its own, `applied.journal`, in its state-dir.
 pub const SERVER_JOURNAL: &str = "bans.journal";
+/// The server's reports waiting for confirmation or for their key's allowance.
+pub const PENDING_JOURNAL: &str = "pending.journal";
 pub const CLIENT_JOURNAL: &str = "applied.journal";
 /// The client's record under the `log` backend, which applies nothing: switching to a real
 /// backend must then apply every ban, not take the dry run's for done.

@@ -11,20 +11,22 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(3);
 
 #[test]
-fn a_key_over_its_rate_is_refused_with_a_reason_and_others_carry_on() {
-    let fleet = Fleet::start(
-        &["web1", "web2"],
-        "report-burst = 5\nreport-rate = 60\n",
-        "",
-    );
+fn a_key_over_its_rate_is_held_with_a_reason_and_others_carry_on() {
+    let fleet = Fleet::start(&["web1", "web2"], "report-burst = 5\nreport-rate = 1\n", "");
     let codes: Vec<(i32, String)> = (0..8)
-        .map(|i| outcome(&fleet.report(0, &["fail2ban", "sshd", &format!("203.0.113.{i}")])))
+        .map(|i| {
+            let ip = format!("203.0.113.{i}");
+            outcome(&fleet.report(0, &["-v", "fail2ban", "sshd", &ip]))
+        })
         .collect();
-    assert!(codes[..5].iter().all(|(code, _)| *code == 0), "{codes:?}");
+    assert!(
+        codes[..5].iter().all(|(_, e)| e.contains("accepted")),
+        "{codes:?}"
+    );
     for (code, stderr) in &codes[5..] {
-        assert_eq!(*code, 77, "{stderr}");
+        assert_eq!(*code, 0, "{stderr}");
         assert!(
-            stderr.contains("refused: web1 sent more than 5 reports at once or 60 a minute"),
+            stderr.contains("pending: held: web1 is over its allowance of 5 reports at once"),
             "{stderr}"
         );
     }
@@ -33,21 +35,23 @@ fn a_key_over_its_rate_is_refused_with_a_reason_and_others_carry_on() {
     assert_eq!(code, 0, "{stderr}");
     let status = fleet.admin(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(status["counters"]["refused"]["rate-limit"], 3, "{status}");
+    assert_eq!(status["counters"]["pending"], 3, "{status}");
+    assert_eq!(status["pending"], 3, "{status}");
+    assert_eq!(status["active_bans"], 6, "{status}");
     // Logged with the key's name, fingerprint and address.
     let fingerprint = fleet.host_key("web1").public.fingerprint();
     let log = fleet.server_log();
     assert!(
         log.contains(&format!(
-            "refused 203.0.113.5 (fail2ban sshd) from web1 (key {fingerprint}) at 127.0.0.1: \
-             web1 sent more than 5 reports"
+            "pending 203.0.113.5 (fail2ban sshd) from web1 (key {fingerprint}) at 127.0.0.1: \
+             held: web1 is over its allowance"
         )),
         "{log}"
     );
 }
 
 #[test]
-fn refusals_cannot_flood_the_log() {
+fn refusals_and_held_reports_cannot_flood_the_log() {
     let fleet = Fleet::start(&["web1"], "report-burst = 1\nreport-rate = 1\n", "");
     let raw = Raw::connect(
         fleet.report_port,
@@ -57,16 +61,23 @@ fn refusals_cannot_flood_the_log() {
         let ip = format!("198.18.{}.{}", i / 250, i % 250 + 1);
         let reply = raw.request(&report_frames("fail2ban", "sshd", &ip, ""), WAIT);
         let reply = texts(&reply.expect("every report is answered"));
-        assert_eq!(
-            reply[1],
-            if i == 0 { "ACCEPTED" } else { "REFUSED" },
-            "{reply:?}"
-        );
+        let expected = if i == 0 { "ACCEPTED" } else { "PENDING" };
+        assert_eq!(reply[1], expected, "{reply:?}");
     }
-    let refused = fleet.server_log().matches("refused 198.18.").count();
+    for i in 0..300 {
+        let ip = format!("127.0.{}.{}", i / 250, i % 250 + 1);
+        let reply = raw.request(&report_frames("fail2ban", "sshd", &ip, ""), WAIT);
+        let reply = texts(&reply.expect("every report is answered"));
+        assert_eq!(reply[1], "REFUSED", "{reply:?}");
+    }
+    let log = fleet.server_log();
+    let (held, refused) = (
+        log.matches("pending 198.18.").count(),
+        log.matches("refused 127.0.").count(),
+    );
     assert!(
-        (1..=20).contains(&refused),
-        "{refused} lines for 299 refusals"
+        held + refused <= 20,
+        "{held} and {refused} lines for 299 held and 300 refused"
     );
 }
 

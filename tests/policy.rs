@@ -1,10 +1,13 @@
-//! Fleet policy (README "Policies"), with the real binaries: IPv6 aggregation, and what a
-//! reload that protects a network does to what is already banned.
+//! Fleet policy (README "Policies"), with the real binaries: IPv6 aggregation, escalation,
+//! confirmation by several hosts, a wave of reports beyond a host's allowance, the dry run
+//! of the log backend, and what a reload that protects a network does to what is already
+//! banned.
 
 mod common;
 
 use std::time::Duration;
 
+use common::servers::*;
 use common::*;
 use nix::sys::signal::Signal;
 
@@ -240,5 +243,191 @@ fn three_bans_of_one_address_from_different_hosts_grow_by_the_factor_squared_cap
     assert!(
         log.contains("banned 2 times before within recidive-window: bantime 1s × 4^2, capped at recidive-max 10s"),
         "{log}"
+    );
+}
+
+/// The networks of `banshare bans --json`, or of `--pending --json`.
+fn listed(fleet: &Fleet, pending: bool) -> Vec<String> {
+    let args: &[&str] = if pending {
+        &["bans", "--pending", "--json"]
+    } else {
+        &["bans", "--json"]
+    };
+    let out = fleet.admin(args);
+    let sets: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ips = sets.as_array().unwrap().iter();
+    ips.map(|b| b["ip"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn with_two_reporters_needed_one_key_bans_nothing_and_a_second_key_bans_everywhere() {
+    let server = "min-reporters = 2\nconfirm-window = \"4s\"";
+    let mut fleet = Fleet::start(&["web1", "web2", "mail1", "mail2"], server, "");
+    let first = report_verbose(&fleet, 0, "203.0.113.7");
+    assert!(
+        first.contains("pending: 1 of 2 hosts reported it"),
+        "{first}"
+    );
+    assert!(report_verbose(&fleet, 0, "203.0.113.7").contains("pending: 1 of 2"));
+    // Waiting reports survive a restart.
+    fleet.signal_server(Signal::SIGTERM);
+    fleet.wait_server();
+    fleet.start_server();
+    assert_eq!(listed(&fleet, true), ["203.0.113.7"]);
+    assert!(listed(&fleet, false).is_empty());
+    for host in 0..4 {
+        assert!(applied_in(&fleet, host, "203.0.113.7").is_empty());
+    }
+    let text = String::from_utf8_lossy(&fleet.admin(&["bans", "--pending"]).stdout).into_owned();
+    assert!(
+        text.contains("1 of 2") && text.contains("web1 (fail2ban sshd"),
+        "{text}"
+    );
+    assert!(report_verbose(&fleet, 1, "203.0.113.7").contains("accepted"));
+    for host in 0..4 {
+        fleet.wait_applied(host, "ban fail2ban sshd 203.0.113.7 86400");
+    }
+    assert!(listed(&fleet, true).is_empty());
+    let log = fleet.server_log();
+    assert!(log.contains("confirmed by web1, web2"), "{log}");
+
+    // Outside the window, counting starts again.
+    report_verbose(&fleet, 0, "198.51.100.9");
+    std::thread::sleep(Duration::from_millis(4500));
+    assert!(report_verbose(&fleet, 2, "198.51.100.9").contains("pending: 1 of 2"));
+    assert!(report_verbose(&fleet, 3, "198.51.100.9").contains("accepted"));
+    for host in 0..4 {
+        fleet.wait_applied(host, "ban fail2ban sshd 198.51.100.9 86400");
+        assert_eq!(applied_in(&fleet, host, "198.51.100.9").len(), 1);
+    }
+    let bans = fleet.admin(&["bans", "--json"]);
+    let bans: serde_json::Value = serde_json::from_slice(&bans.stdout).unwrap();
+    let reporters: Vec<&str> = bans.as_array().unwrap()[0]["reporters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(reporters, ["mail2", "mail1"]);
+}
+
+#[test]
+fn a_wave_of_2000_reports_from_one_host_is_banned_or_pending_and_none_is_lost() {
+    let server = "report-burst = 200\nreport-rate = 60";
+    let fleet = Fleet::start(&["web1", "web2", "mail1", "mail2"], server, "");
+    let wave: Vec<String> = (0..2000)
+        .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let started = std::time::Instant::now();
+    let verdicts: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = wave
+            .chunks(250)
+            .map(|chunk| {
+                let fleet = &fleet;
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|ip| report_verbose(fleet, 0, ip))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    let accepted = verdicts.iter().filter(|v| v.contains("accepted")).count();
+    let held = verdicts
+        .iter()
+        .filter(|v| v.contains("pending: held"))
+        .count();
+    assert_eq!(accepted + held, 2000, "every report accepted or held");
+    // The key moves the fleet no faster than its allowance.
+    let allowance = 200 + (elapsed.as_secs_f64() + 2.0) as usize;
+    assert!(accepted <= allowance, "{accepted} accepted in {elapsed:?}");
+    let banned = listed(&fleet, false);
+    let pending = listed(&fleet, true);
+    let mut all: Vec<String> = banned.iter().chain(&pending).cloned().collect();
+    all.sort();
+    all.dedup();
+    let mut expected = wave.clone();
+    expected.sort();
+    assert_eq!(all, expected, "each address banned or pending");
+    // Another host's word bans a held address at once; the rest go as the allowance
+    // refills, oldest first.
+    let held_ip = &pending[pending.len() / 2];
+    assert!(report_verbose(&fleet, 2, held_ip).contains("accepted"));
+    let line = format!("ban fail2ban sshd {held_ip} 86400");
+    fleet.wait_applied(3, &line);
+    fleet.wait_logged(0, "held reports released", Duration::from_secs(10), || {
+        let now = listed(&fleet, false).len();
+        (now >= banned.len() + 3).then_some(())
+    });
+    let log = fleet.server_log();
+    assert!(log.contains("from its key's refilled allowance"), "{log}");
+}
+
+fn local(_: usize) -> String {
+    "127.0.0.1".into()
+}
+
+#[test]
+fn reports_waiting_on_one_server_confirm_with_a_report_to_another_even_one_that_was_away() {
+    let _serial = one_at_a_time();
+    let server = "min-reporters = 2\nconfirm-window = \"1h\"";
+    let mut fleets = peered(2, server, local);
+    start_all(&mut fleets);
+    fleets[1].signal_server(Signal::SIGTERM);
+    fleets[1].wait_server();
+    assert!(report_verbose(&fleets[0], 0, "203.0.113.7").contains("pending: 1 of 2"));
+    // The server that was away is forwarded the report once it is back.
+    fleets[1].start_server();
+    wait_for("the forwarded report", Duration::from_secs(15), || {
+        (listed(&fleets[1], true) == ["203.0.113.7"]).then_some(())
+    });
+    assert!(report_verbose(&fleets[1], 0, "203.0.113.7").contains("accepted"));
+    for fleet in &fleets {
+        fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.7 86400");
+    }
+    assert_eq!(converged(&fleets).len(), 1);
+    wait_for("no report left waiting", Duration::from_secs(10), || {
+        fleets
+            .iter()
+            .all(|f| listed(f, true).is_empty())
+            .then_some(())
+    });
+    let log = fleets[1].server_log();
+    assert!(log.contains("confirmed by web1, web2"), "{log}");
+}
+
+#[test]
+fn escalation_counts_bans_taken_by_every_server() {
+    let _serial = one_at_a_time();
+    let server = "recidive-window = \"1h\"\nrecidive-factor = 4\nrecidive-max = \"10s\"";
+    let mut fleets = peered(2, server, local);
+    start_all(&mut fleets);
+    let ban = |fleet: &Fleet| {
+        let args = ["--bantime", "1", "fail2ban", "sshd", "203.0.113.7"];
+        assert_eq!(outcome(&fleet.report(0, &args)).0, 0);
+    };
+    for (reporter, bantime, wait) in [(0, 1, 2100), (1, 4, 4100), (0, 10, 0)] {
+        ban(&fleets[reporter]);
+        for fleet in &fleets {
+            fleet.wait_applied(0, &format!("ban fail2ban sshd 203.0.113.7 {bantime}"));
+        }
+        std::thread::sleep(Duration::from_millis(wait));
+    }
+    let history = |fleet: &Fleet| {
+        let bans: serde_json::Value =
+            serde_json::from_str(&admin_ok(fleet, &["bans", "--json"])).unwrap();
+        bans[0]["history"].to_string()
+    };
+    assert_eq!(history(&fleets[0]), history(&fleets[1]));
+    assert!(
+        history(&fleets[0]).matches("name").count() == 3,
+        "{}",
+        history(&fleets[0])
     );
 }

@@ -130,7 +130,7 @@ impl Courier {
                 continue;
             };
             match verdict {
-                Ok(verdict @ (Verdict::Accepted | Verdict::Duplicate)) => {
+                Ok(verdict @ (Verdict::Accepted | Verdict::Duplicate | Verdict::Pending(_))) => {
                     log::info!("delivered spooled report {}: {verdict}", path.display());
                 }
                 Ok(verdict) => log::warn!("spooled report {}: {verdict}", path.display()),

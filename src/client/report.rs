@@ -51,7 +51,8 @@ fn run(args: &ReportArgs) -> Result<String, Failure> {
     };
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
     match verdict {
-        Verdict::Accepted | Verdict::Duplicate => Ok(format!(
+        // Pending is no failure: the server holds the report (README "Policies").
+        Verdict::Accepted | Verdict::Duplicate | Verdict::Pending(_) => Ok(format!(
             "{} {verdict} by {address} in {elapsed:.1} ms",
             report.ip
         )),

@@ -47,6 +47,9 @@ pub enum BackendKind {
 /// network's bans this long at most.
 pub const MAX_RECIDIVE_WINDOW: u64 = 366 * 86400;
 
+/// The most keys `min-reporters` may ask for: as many as a ban keeps by name.
+pub const MAX_MIN_REPORTERS: usize = 16;
+
 pub const DEFAULT_SERVER_CONFIG: &str = "/etc/banshare/server.toml";
 pub const DEFAULT_CLIENT_CONFIG: &str = "/etc/banshare/client.toml";
 
@@ -176,6 +179,13 @@ pub struct ServerConfig {
     pub aggregate_after: Option<usize>,
     #[serde(default = "default_aggregate_prefix")]
     pub aggregate_prefix: u8,
+    /// A network is banned only once this many keys reported it within `confirm-window`.
+    #[serde(default = "default_min_reporters")]
+    pub min_reporters: usize,
+    /// How long a report waits for confirmation, or to be released from its key's
+    /// allowance, before it is dropped.
+    #[serde(default = "default_confirm_window")]
+    pub confirm_window: HumanDuration,
     /// A network banned again within this long of its earlier bans, from any host, is
     /// banned `recidive-factor` times longer for each, up to `recidive-max`.
     #[serde(default)]
@@ -378,6 +388,12 @@ fn default_max_bans() -> usize {
 }
 fn default_aggregate_prefix() -> u8 {
     64
+}
+fn default_min_reporters() -> usize {
+    1
+}
+fn default_confirm_window() -> HumanDuration {
+    HumanDuration::secs(3600)
 }
 fn default_recidive_factor() -> u32 {
     2
@@ -661,7 +677,8 @@ fn check_aggregation(config: &ServerConfig) -> Result<(), (&'static str, String)
     Ok(())
 }
 
-/// How far back the history of bans reaches, and how steeply bans grow.
+/// How many keys confirm a ban and how long their reports wait; how far back the history
+/// of bans reaches, and how steeply bans grow.
 fn check_recidive(config: &ServerConfig) -> Result<(), (&'static str, String)> {
     if let Some(window) = config.recidive_window {
         if !(1..=MAX_RECIDIVE_WINDOW).contains(&window.0.as_secs()) {
@@ -670,6 +687,18 @@ fn check_recidive(config: &ServerConfig) -> Result<(), (&'static str, String)> {
                 format!("must be between 1s and {}d", MAX_RECIDIVE_WINDOW / 86400),
             ));
         }
+    }
+    if !(1..=MAX_MIN_REPORTERS).contains(&config.min_reporters) {
+        return Err((
+            "min-reporters",
+            format!("must be between 1 and {MAX_MIN_REPORTERS}"),
+        ));
+    }
+    if !(1..=MAX_RECIDIVE_WINDOW).contains(&config.confirm_window.0.as_secs()) {
+        return Err((
+            "confirm-window",
+            format!("must be between 1s and {}d", MAX_RECIDIVE_WINDOW / 86400),
+        ));
     }
     if config.recidive_factor < 2 {
         return Err(("recidive-factor", "must be at least 2".into()));

@@ -8,7 +8,8 @@ use crate::server::table::{BanTable, Entry};
 use crate::server::{store_failure, Server};
 use crate::wire::cidr::Cidr;
 use crate::wire::control::{
-    self, BanView, Command, Counters, EpisodeView, HostSeen, ReporterView, Status,
+    self, BanView, Command, Counters, EpisodeView, HostSeen, PendingView, ReporterView, Status,
+    WaitingView,
 };
 
 impl Server {
@@ -20,6 +21,7 @@ impl Server {
         let reply = match Command::decode(&frames) {
             Ok(Command::Unban(ip)) => self.unban(&ip)?,
             Ok(Command::Bans) => Ok(to_json(&bans(&self.table, unix_now()))),
+            Ok(Command::Pending) => Ok(to_json(&self.pending())),
             Ok(Command::Status) => Ok(to_json(&self.status())),
             Err(e) => Err(e),
         };
@@ -94,6 +96,29 @@ impl Server {
         Ok(())
     }
 
+    /// Every network with reports waiting, with each report.
+    fn pending(&self) -> Vec<PendingView> {
+        let needed = self.config.min_reporters;
+        let views = self.intake.pending().sets().map(|set| PendingView {
+            ip: set.ip.to_string(),
+            needed,
+            reports: set
+                .reports
+                .iter()
+                .map(|w| WaitingView {
+                    at: w.at,
+                    bantime: w.bantime,
+                    held: w.held,
+                    jail: w.jail.to_string(),
+                    name: w.name.to_string(),
+                    prog: w.prog.to_string(),
+                    until: w.until,
+                })
+                .collect(),
+        });
+        views.collect()
+    }
+
     fn status(&self) -> Status {
         let now = unix_now();
         let (epoch, seq) = self.publisher.position();
@@ -105,6 +130,7 @@ impl Server {
                 ..self.intake.counters.clone()
             },
             epoch,
+            pending: self.intake.pending().len(),
             peers: self.peers.views(),
             hosts: self
                 .auth

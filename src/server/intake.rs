@@ -9,11 +9,12 @@ use std::time::Instant;
 use crate::config::ServerConfig;
 use crate::protect::{Protected, LOCAL_REFRESH};
 use crate::server::limits::RateLimits;
+use crate::server::policy::confirm::{Pending, PendingSet, Waiting, MAX_HELD};
 use crate::server::policy::{aggregate, recidive};
 use crate::server::table::{BanTable, Entry, Recorded};
 use crate::wire::cidr::Cidr;
 use crate::wire::control::Counters;
-use crate::wire::protocol::{Name, Report, PAGE};
+use crate::wire::protocol::{Bantime, Name, Report, PAGE};
 
 /// Invalid requests a key may send at once, and a minute after that; further ones are
 /// dropped unanswered.
@@ -29,6 +30,8 @@ pub struct Intake {
     /// every LOCAL_REFRESH.
     protected: Protected,
     protected_at: Instant,
+    /// Reports waiting for confirmation or for their key's allowance.
+    pending: Pending,
     pub counters: Counters,
 }
 
@@ -42,6 +45,8 @@ pub enum Decision {
     Duplicate(Option<Entry>, Policy),
     /// Journal and publish this ban.
     Accepted(Entry, Policy),
+    /// Waiting, with the others for its network, which are journaled; and why.
+    Pending(PendingSet, String, Policy),
 }
 
 /// What the fleet policy (`policy`) made of a report that was not refused.
@@ -51,9 +56,19 @@ pub struct Policy {
     pub absorbed: Vec<Cidr>,
     /// What the policy did, for the audit line.
     pub notes: Vec<String>,
+    /// The reports waiting for the network were taken into the ban: journal that they no
+    /// longer wait.
+    pub confirmed: bool,
 }
 
 impl Policy {
+    fn noted(notes: Vec<String>) -> Policy {
+        Policy {
+            notes,
+            ..Policy::default()
+        }
+    }
+
     /// The notes as the end of the audit line: "; NOTE; NOTE".
     pub fn suffix(&self) -> String {
         self.notes.iter().map(|n| format!("; {n}")).collect()
@@ -68,8 +83,14 @@ impl Intake {
             invalid: RateLimits::default(),
             protected: Protected::for_this_host(&config.protected),
             protected_at: Instant::now(),
+            pending: Pending::default(),
             counters: Counters::default(),
         }
+    }
+
+    /// Takes the waiting reports read back from the journal.
+    pub fn restore_pending(&mut self, pending: Pending) {
+        self.pending = pending;
     }
 
     /// Reads the protected networks again: those `config` names, and this host's own
@@ -79,8 +100,9 @@ impl Intake {
         self.protected_at = Instant::now();
     }
 
-    /// Decides a well-formed report from the key named `key` and records it in `table`.
-    /// `fleet_host` says which fleet host, if any, a network would cut off.
+    /// Decides a well-formed report from the key named `key` and records it in `table`,
+    /// or among the reports waiting (`policy::confirm`). `fleet_host` says which fleet
+    /// host, if any, a network would cut off.
     pub fn decide(
         &mut self,
         config: &ServerConfig,
@@ -90,12 +112,16 @@ impl Intake {
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
         now: u64,
     ) -> Decision {
+        let origin = Name::parse("origin", key)
+            .unwrap_or_else(|_| Name::parse("origin", "unnamed").expect("valid name"));
         // First, so that every report counts against the key, refused or not.
         let (rate, burst) = (config.report_rate, config.report_burst);
-        if !self.reports.allow(key, rate, burst, Instant::now()) {
+        let within = self.reports.allow(key, rate, burst, Instant::now());
+        if !within && self.pending.held_by(&origin) >= MAX_HELD {
             self.refused("rate-limit");
             return Decision::Refused(format!(
-                "{key} sent more than {burst} reports at once or {rate} a minute"
+                "{key} sent more than {burst} reports at once or {rate} a minute, and has \
+                 {MAX_HELD} held already"
             ));
         }
         if self.protected_at.elapsed() >= LOCAL_REFRESH {
@@ -109,11 +135,30 @@ impl Intake {
             self.refused(kind);
             return Decision::Refused(reason);
         }
-        let origin = Name::parse("origin", key)
-            .unwrap_or_else(|_| Name::parse("origin", "unnamed").expect("valid name"));
-        let (default_bantime, window) = (config.default_bantime.0, config.dedup_window.0);
+        let notes: Vec<String> = target.note.into_iter().collect();
+        let banned = table.active_ban(&target.ip, now).is_some();
+        if !within && banned {
+            // Beyond its allowance a key may still add its word to a ban, but not renew it.
+            self.counters.duplicate += 1;
+            let changed = table.note_reporter(&target.ip, &origin, now);
+            return Decision::Duplicate(changed, Policy::noted(notes));
+        }
+        let waits = !within || config.min_reporters > 1 || self.pending.get(&target.ip).is_some();
+        if !banned && waits {
+            let waiting = Waiting {
+                name: origin,
+                at: now,
+                until: now.saturating_add(config.confirm_window.0.as_secs()),
+                prog: report.prog.clone(),
+                jail: report.jail.clone(),
+                bantime: resolve(report.bantime, config),
+                held: !within,
+                forwarded: false,
+            };
+            return self.wait(config, table, target.ip, waiting, notes, now);
+        }
+        let default_bantime = config.default_bantime.0;
         let bantime = aggregate::outlasting(report.bantime, default_bantime, &target.absorbed, now);
-        let (bantime, escalated) = recidive::escalate(config, table, &target.ip, bantime, now);
         let report = Report {
             ip: target.ip,
             bantime,
@@ -121,18 +166,233 @@ impl Intake {
         };
         let policy = Policy {
             absorbed: target.absorbed.iter().map(|e| e.ban.ip).collect(),
-            notes: target.note.into_iter().chain(escalated).collect(),
+            notes,
+            confirmed: false,
         };
-        match table.record(&report, &origin, default_bantime, window, now) {
+        self.record(config, table, &report, &origin, policy, now)
+    }
+
+    /// Records a report that may ban now: escalated, journaled and published if it is news.
+    fn record(
+        &mut self,
+        config: &ServerConfig,
+        table: &mut BanTable,
+        report: &Report,
+        origin: &Name,
+        mut policy: Policy,
+        now: u64,
+    ) -> Decision {
+        let (bantime, escalated) =
+            recidive::escalate(config, table, &report.ip, report.bantime, now);
+        policy.notes.extend(escalated);
+        let report = Report {
+            bantime,
+            ..report.clone()
+        };
+        let (default_bantime, window) = (config.default_bantime.0, config.dedup_window.0);
+        match table.record(&report, origin, default_bantime, window, now) {
             Recorded::Duplicate(changed) => {
                 self.counters.duplicate += 1;
                 Decision::Duplicate(changed, policy)
             }
             Recorded::New(entry) => {
                 self.counters.accepted += 1;
+                // Reports still waiting for it, from before another key confirmed it, or
+                // before `min-reporters` was lowered, are taken into the ban.
+                if let Some(set) = self.pending.take(&report.ip) {
+                    for w in &set.reports {
+                        table.note_reporter(&report.ip, &w.name, w.at);
+                    }
+                    policy.confirmed = true;
+                }
+                let entry = table.active_ban(&report.ip, now).cloned().unwrap_or(entry);
                 Decision::Accepted(entry, policy)
             }
         }
+    }
+
+    /// Adds a report to those waiting for `ip`, and bans it if that confirms it.
+    fn wait(
+        &mut self,
+        config: &ServerConfig,
+        table: &mut BanTable,
+        ip: Cidr,
+        waiting: Waiting,
+        notes: Vec<String>,
+        now: u64,
+    ) -> Decision {
+        let held = waiting.held;
+        let set = self.pending.add(ip, waiting, now);
+        if set.confirmed(config.min_reporters) {
+            return self.confirm(config, table, ip, notes, now);
+        }
+        self.counters.pending += 1;
+        let set = set.clone();
+        let reason = if held {
+            format!(
+                "held: {} is over its allowance of {} reports at once and {} a minute; it is \
+                 banned as the allowance refills, or when another host reports it",
+                set.reports.last().expect("just added").name,
+                config.report_burst,
+                config.report_rate
+            )
+        } else {
+            format!(
+                "{} of {} hosts reported it within confirm-window; it is banned once {} have",
+                set.reports.len(),
+                config.min_reporters,
+                config.min_reporters
+            )
+        };
+        Decision::Pending(set, reason, Policy::noted(notes))
+    }
+
+    /// Bans a network that its waiting reports confirm: with the K-th longest bantime they
+    /// asked for, and every key that reported it among its reporters.
+    fn confirm(
+        &mut self,
+        config: &ServerConfig,
+        table: &mut BanTable,
+        ip: Cidr,
+        mut notes: Vec<String>,
+        now: u64,
+    ) -> Decision {
+        let set = self.pending.take(&ip).expect("confirmed reports wait");
+        let deciding = set.deciding(config.min_reporters).clone();
+        let names: Vec<&str> = set.reports.iter().map(|w| w.name.as_str()).collect();
+        notes.push(format!("confirmed by {}", names.join(", ")));
+        let report = Report {
+            ip,
+            prog: deciding.prog.clone(),
+            jail: deciding.jail.clone(),
+            bantime: deciding.bantime(),
+        };
+        let policy = Policy {
+            notes,
+            confirmed: true,
+            ..Policy::default()
+        };
+        let decision = self.record(config, table, &report, &deciding.name, policy, now);
+        for w in &set.reports {
+            table.note_reporter(&ip, &w.name, w.at);
+        }
+        // With every confirming key among its reporters.
+        let current = table.active_ban(&ip, now).cloned();
+        match (decision, current) {
+            (Decision::Accepted(_, policy), Some(entry)) => Decision::Accepted(entry, policy),
+            (Decision::Duplicate(_, policy), entry) => Decision::Duplicate(entry, policy),
+            (other, _) => other,
+        }
+    }
+
+    /// Lets through the reports that keys had held, as their allowances refill, oldest
+    /// first: each is then decided like a report that arrives within the allowance.
+    /// Returns what became of each, by network.
+    pub fn release_held(
+        &mut self,
+        config: &ServerConfig,
+        table: &mut BanTable,
+        fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
+        now: u64,
+    ) -> Vec<(Cidr, Decision)> {
+        let (rate, burst) = (config.report_rate, config.report_burst);
+        let mut released = Vec::new();
+        for name in self.pending.holders() {
+            while self.pending.held_by(&name) > 0
+                && self
+                    .reports
+                    .allow(name.as_str(), rate, burst, Instant::now())
+            {
+                let Some(set) = self.pending.release_oldest(&name) else {
+                    break;
+                };
+                let ip = set.ip;
+                released.push((
+                    ip,
+                    self.decide_released(config, table, ip, &fleet_host, now),
+                ));
+            }
+        }
+        released
+    }
+
+    fn decide_released(
+        &mut self,
+        config: &ServerConfig,
+        table: &mut BanTable,
+        ip: Cidr,
+        fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
+        now: u64,
+    ) -> Decision {
+        if let Err((kind, reason)) = self.network_refusal(config, table, &ip, fleet_host) {
+            self.refused(kind);
+            self.pending.take(&ip);
+            return Decision::Refused(reason);
+        }
+        let set = self.pending.get(&ip).expect("released").clone();
+        if table.active_ban(&ip, now).is_some() {
+            self.pending.take(&ip);
+            let mut changed = None;
+            for w in &set.reports {
+                changed = table.note_reporter(&ip, &w.name, w.at).or(changed);
+            }
+            let policy = Policy {
+                confirmed: true,
+                ..Policy::default()
+            };
+            return Decision::Duplicate(changed, policy);
+        }
+        if set.confirmed(config.min_reporters) {
+            return self.confirm(config, table, ip, Vec::new(), now);
+        }
+        let reason = "released from its allowance; waiting for confirmation".to_string();
+        Decision::Pending(set, reason, Policy::default())
+    }
+
+    /// A report that a peer server took and forwards (docs/ha.md): it counts here towards
+    /// confirmation as it does there, under the same rules as a report.
+    pub fn take_forwarded(
+        &mut self,
+        config: &ServerConfig,
+        table: &mut BanTable,
+        set: PendingSet,
+        fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
+        now: u64,
+    ) -> Decision {
+        let ip = set.ip;
+        if let Err((kind, reason)) = self.network_refusal(config, table, &ip, fleet_host) {
+            self.refused(kind);
+            return Decision::Refused(reason);
+        }
+        let mut decision = Decision::Duplicate(None, Policy::default());
+        for waiting in set.reports {
+            if table.active_ban(&ip, now).is_some() {
+                let changed = table.note_reporter(&ip, &waiting.name, waiting.at);
+                decision = Decision::Duplicate(changed, Policy::default());
+                continue;
+            }
+            let waiting = Waiting {
+                forwarded: true,
+                ..waiting
+            };
+            decision = self.wait(config, table, ip, waiting, Vec::new(), now);
+        }
+        decision
+    }
+
+    /// The reports waiting for `ip`, which a ban from a peer now covers.
+    pub fn take_pending(&mut self, ip: &Cidr) -> Option<PendingSet> {
+        self.pending.take(ip)
+    }
+
+    /// Forgets waiting reports past `confirm-window`; returns them, with the networks whose
+    /// reports changed, to journal.
+    pub fn purge_pending(&mut self, now: u64) -> Vec<(Cidr, Waiting)> {
+        self.pending.purge(now)
+    }
+
+    pub fn pending(&self) -> &Pending {
+        &self.pending
     }
 
     /// Why the server will not ban `ip` whoever asks, a host or a peer: too wide, protected,
@@ -208,6 +468,15 @@ impl Intake {
             self.counters.unanswered += 1;
         }
         answered
+    }
+}
+
+/// A report's bantime as seconds, None for permanent.
+fn resolve(bantime: Bantime, config: &ServerConfig) -> Option<u64> {
+    match bantime {
+        Bantime::Default => Some(config.default_bantime.0.as_secs().max(1)),
+        Bantime::Permanent => None,
+        Bantime::Seconds(s) => Some(s),
     }
 }
 
@@ -298,7 +567,7 @@ mod tests {
     }
 
     #[test]
-    fn every_report_counts_against_the_key_refused_or_not() {
+    fn every_report_counts_against_the_key_and_beyond_it_reports_are_held() {
         let config = config("report-burst = 3\nreport-rate = 1");
         let (mut table, mut intake) = (BanTable::default(), Intake::new(&config));
         for ip in ["10.0.0.0/8", "203.0.113.1", "203.0.113.1"] {
@@ -306,15 +575,82 @@ mod tests {
             intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
         }
         let r = report("203.0.113.2", Bantime::Default);
-        let limited = intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+        let held = intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
         assert!(
-            matches!(&limited, Decision::Refused(reason) if reason.contains("3 reports at once")),
-            "{limited:?}"
+            matches!(&held, Decision::Pending(_, reason, _) if reason.contains("held")),
+            "{held:?}"
         );
-        // Another key has an allowance of its own.
+        // Beyond its allowance, a key adds its word to a ban, but does not renew it.
+        let r1 = report("203.0.113.1", Bantime::Permanent);
+        let noted = intake.decide(&config, &mut table, &r1, "web1", nobody, 1000);
+        assert!(matches!(noted, Decision::Duplicate(..)), "{noted:?}");
+        // Another key has an allowance of its own, and its report bans what was held.
         let other = intake.decide(&config, &mut table, &r, "web2", nobody, 1000);
-        assert!(matches!(other, Decision::Accepted(..)), "{other:?}");
+        assert!(
+            matches!(&other, Decision::Accepted(e, p) if p.confirmed && e.reporters.iter().count() == 2),
+            "{other:?}"
+        );
+        assert_eq!(
+            intake.pending().held_by(&Name::parse("n", "web1").unwrap()),
+            0
+        );
+        // A key holds at most MAX_HELD; beyond, its reports are refused.
+        for i in 0..MAX_HELD {
+            let ip = format!("2001:db8::{:x}", i + 1);
+            let r = report(&ip, Bantime::Default);
+            intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+        }
+        let r = report("203.0.113.3", Bantime::Default);
+        let refused = intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+        assert!(
+            matches!(&refused, Decision::Refused(reason) if reason.contains("held already")),
+            "{refused:?}"
+        );
         assert_eq!(intake.counters.refused["rate-limit"], 1);
+    }
+
+    #[test]
+    fn held_reports_are_released_as_the_allowance_refills_oldest_first() {
+        let config = config("report-burst = 1\nreport-rate = 60");
+        let (mut table, mut intake) = (BanTable::default(), Intake::new(&config));
+        for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+            let r = report(ip, Bantime::Default);
+            intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+        }
+        assert!(intake
+            .release_held(&config, &mut table, nobody, 1000)
+            .is_empty());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let released = intake.release_held(&config, &mut table, nobody, 1001);
+        let ips: Vec<String> = released.iter().map(|(ip, _)| ip.to_string()).collect();
+        assert_eq!(ips, ["203.0.113.2"]);
+        assert!(matches!(released[0].1, Decision::Accepted(..)));
+    }
+
+    #[test]
+    fn with_min_reporters_two_keys_must_report_within_the_window() {
+        let config = config("min-reporters = 2\nconfirm-window = \"100s\"");
+        let (mut table, mut intake) = (BanTable::default(), Intake::new(&config));
+        let r = report("203.0.113.7", Bantime::Seconds(600));
+        let first = intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+        assert!(
+            matches!(&first, Decision::Pending(_, reason, _) if reason.contains("1 of 2")),
+            "{first:?}"
+        );
+        let again = intake.decide(&config, &mut table, &r, "web1", nobody, 1010);
+        assert!(matches!(again, Decision::Pending(..)), "{again:?}");
+        // web1's report has expired when web2's comes: it starts counting again.
+        let late = intake.decide(&config, &mut table, &r, "web2", nobody, 1111);
+        assert!(matches!(late, Decision::Pending(..)), "{late:?}");
+        let r = report("203.0.113.7", Bantime::Permanent);
+        let second = intake.decide(&config, &mut table, &r, "db1", nobody, 1120);
+        let Decision::Accepted(entry, policy) = second else {
+            panic!("{second:?}");
+        };
+        // The second longest bantime asked for: no single key decides.
+        assert_eq!(entry.ban.bantime, Some(600));
+        assert!(policy.notes.iter().any(|n| n == "confirmed by web2, db1"));
+        assert!(intake.pending().is_empty());
     }
 
     #[test]

@@ -51,10 +51,17 @@ impl Server {
             }
             if let Some(entry) = self.table.merge(ban, now) {
                 self.store.append(&entry).map_err(store_failure)?;
+                // Reports waiting here for it: a peer's ban confirmed it.
+                if let Some(set) = self.intake.take_pending(&ban.ip) {
+                    for w in &set.reports {
+                        self.table.note_reporter(&ban.ip, &w.name, w.at);
+                    }
+                    self.pending_store.remove(&ban.ip).map_err(store_failure)?;
+                }
                 changes.push(Change::Ban(entry.ban));
             }
         }
-        self.store.commit().map_err(store_failure)?;
+        self.commit()?;
         let changed = changes.len();
         self.publish(changes);
         Ok(changed)

@@ -4,6 +4,7 @@
 //! the control socket.
 
 mod commands;
+mod forward;
 pub mod intake;
 pub mod limits;
 pub mod listener;
@@ -26,13 +27,14 @@ use crate::daemon::service::{self, Signals, Watchdog};
 use crate::daemon::worker::Worker;
 use crate::exit::{Exit, Failure};
 use crate::logging::{printable, LogLimit};
-use crate::store::{Store, StoreError, SERVER_JOURNAL};
+use crate::store::{Record, Recovery, Store, StoreError, PENDING_JOURNAL, SERVER_JOURNAL};
 use crate::wire::control;
 use crate::wire::keys::{self, KeyPair, PublicKey};
 use crate::wire::transport::endpoint;
 use intake::Intake;
 use listener::Listener;
 use peering::Peers;
+use policy::confirm::{Pending, PendingSet};
 use publisher::Publisher;
 use table::{BanTable, Entry};
 use zap::Authorizer;
@@ -78,6 +80,8 @@ struct Server {
     intake: Intake,
     table: BanTable,
     store: Store<Entry>,
+    /// The reports waiting (`policy::confirm`), journaled apart from the bans.
+    pending_store: Store<PendingSet>,
     control: zmq::Socket,
     log_limit: LogLimit,
     /// Set when a key was cut off: every connection is closed after the batch, which ends
@@ -121,6 +125,7 @@ impl Server {
         let (key, authorized) = load_keys(&config)?;
         crate::files::own_dir(&config.state_dir, 0o750).map_err(|e| Exit::Config.with(e))?;
         let (store, table) = open_store(&config)?;
+        let (pending_store, pending) = open_pending(&config)?;
         let ctx = zmq::Context::new();
         // Before any CURVE socket binds, or libzmq would let its peers in unchecked.
         let (auth, zap) = Authorizer::start(&ctx, authorized.by_key)
@@ -142,11 +147,17 @@ impl Server {
         // A million bans take about 330 MB.
         let guard = memory::Guard::new((256 << 20) + 512 * config.max_bans as u64);
         let control = control::bind(&ctx, &config.control_socket)?;
-        let peers = Peers::open(&ctx, &config, &key)?;
+        let mut peers = Peers::open(&ctx, &config, &key)?;
+        // A peer may have missed what waits here: forwarding it twice is harmless.
+        let waiting: Vec<String> = pending.sets().flat_map(PendingSet::forward_lines).collect();
+        peers.forward(&waiting);
+        let mut intake = Intake::new(&config);
+        intake.restore_pending(pending);
         Ok(Server {
             peers,
+            pending_store,
             config_path: config_path.to_owned(),
-            intake: Intake::new(&config),
+            intake,
             config,
             key,
             ctx,
@@ -176,6 +187,7 @@ impl Server {
     fn serve(&mut self, signals: &Signals) -> Result<(), Failure> {
         let mut watchdog = Watchdog::from_env();
         let mut next_purge = Instant::now() + Duration::from_secs(60);
+        let mut next_release = Instant::now();
         while !signals.should_stop() {
             if signals.take_reload() {
                 self.reload()?;
@@ -188,6 +200,10 @@ impl Server {
                 self.purge()?;
                 next_purge = now + Duration::from_secs(60);
             }
+            if now >= next_release {
+                self.release_held()?;
+                next_release = now + Duration::from_secs(1);
+            }
             let wait = self.publisher.until_heartbeat(now).min(TICK);
             let publish = &self.publisher.listener;
             let mut items = vec![
@@ -198,6 +214,7 @@ impl Server {
                 self.control.as_poll_item(zmq::POLLIN),
             ];
             items.extend(self.peers.links.iter().flat_map(|l| l.poll_items()));
+            items.extend(self.peers.forwarders.iter().map(|f| f.poll_item()));
             // EINTR from a signal just goes round the loop again.
             if zmq::poll(&mut items, wait.as_millis() as i64).is_err() {
                 continue;
@@ -239,7 +256,8 @@ impl Server {
 
     /// Forgets expired bans, and compacts the journal when it has grown.
     fn purge(&mut self) -> Result<(), Failure> {
-        let purged = self.table.purge(unix_now());
+        let now = unix_now();
+        let purged = self.table.purge(now);
         log::debug!("purged {purged} expired bans; {} active", self.table.len());
         let live: Vec<_> = self.table.entries().cloned().collect();
         let lifts: Vec<_> = self.table.lifts().copied().collect();
@@ -250,7 +268,32 @@ impl Server {
         {
             log::info!("compacted the ban table to {} bans", live.len());
         }
-        Ok(())
+        self.purge_pending(now)
+    }
+
+    /// Forgets reports that waited longer than `confirm-window`, each with a line: the
+    /// operator should know what the fleet never banned.
+    fn purge_pending(&mut self, now: u64) -> Result<(), Failure> {
+        let expired = self.intake.purge_pending(now);
+        for (ip, waiting) in &expired {
+            let kind = if waiting.held { "held" } else { "unconfirmed" };
+            log::info!(
+                "dropped the {kind} report of {ip} ({} {}) from {}: confirm-window passed",
+                waiting.prog,
+                waiting.jail,
+                waiting.name
+            );
+            match self.intake.pending().get(ip) {
+                Some(set) => self.pending_store.append(set),
+                None => self.pending_store.remove(ip),
+            }
+            .map_err(store_failure)?;
+        }
+        let sets: Vec<PendingSet> = self.intake.pending().sets().cloned().collect();
+        self.pending_store
+            .compact_if_large(&sets, &[])
+            .map_err(store_failure)?;
+        self.pending_store.commit().map_err(store_failure)
     }
 
     /// Past the memory guard's limit, closes every connection, which frees whatever peers
@@ -384,40 +427,51 @@ impl Server {
     }
 }
 
-/// Reads the ban table back, saying loudly what could not be recovered.
-fn open_store(config: &ServerConfig) -> Result<(Store<Entry>, BanTable), Failure> {
-    let (store, recovery) = Store::open(
-        &config.state_dir,
-        SERVER_JOURNAL,
-        config.durability,
-        unix_now(),
-    )
-    .map_err(|e| Exit::IoErr.with(format!("cannot open the ban table: {e}")))?;
+/// Opens the journal `name` in state-dir, saying loudly what could not be recovered; `what`
+/// names its contents for the log.
+fn open_journal<R: Record>(
+    config: &ServerConfig,
+    name: &str,
+    (what, records): (&str, &str),
+) -> Result<(Store<R>, Recovery<R>), Failure> {
+    let (store, recovery) = Store::open(&config.state_dir, name, config.durability, unix_now())
+        .map_err(|e| Exit::IoErr.with(format!("cannot open the {what}: {e}")))?;
     for damage in &recovery.damaged {
-        log::error!(
-            "ban table in {}: skipped {damage}",
-            config.state_dir.display()
-        );
+        let dir = config.state_dir.display();
+        log::error!("{what} in {dir}: skipped {damage}");
     }
     if let Some(kept) = &recovery.kept {
         log::error!(
-            "ban table damaged: recovered {} active bans from {} lines, skipped {}; the \
-             damaged journal is kept as {}",
+            "{what} damaged: recovered {} {records} from {} lines, skipped {}; the damaged \
+             journal is kept as {}",
             recovery.entries.len(),
             recovery.lines,
             recovery.damaged.len(),
             kept.display()
         );
     }
+    Ok((store, recovery))
+}
+
+/// Reads the ban table back.
+fn open_store(config: &ServerConfig) -> Result<(Store<Entry>, BanTable), Failure> {
+    let (store, recovery) = open_journal(config, SERVER_JOURNAL, ("ban table", "active bans"))?;
     let recidive = config.recidive_window.map(|w| w.0.as_secs());
     let mut table = BanTable::from_entries(recovery.entries, recovery.lifts, recidive);
     // What the journal kept for a longer recidive-window than this one.
     let now = unix_now();
     table.purge(now);
-    if recovery.kept.is_none() {
-        log::info!("ban table: {} active bans", table.active(now).count());
-    }
+    log::info!("ban table: {} active bans", table.active(now).count());
     Ok((store, table))
+}
+
+/// Reads the waiting reports back (`policy::confirm`).
+fn open_pending(config: &ServerConfig) -> Result<(Store<PendingSet>, Pending), Failure> {
+    let (store, recovery) = open_journal(config, PENDING_JOURNAL, ("waiting reports", "networks"))?;
+    if !recovery.entries.is_empty() {
+        log::info!("{} networks have reports waiting", recovery.entries.len());
+    }
+    Ok((store, Pending::from_sets(recovery.entries)))
 }
 
 /// For `banshare check-config`: the checks a start would make, without binding.

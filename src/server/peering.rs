@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::clock::unix_now;
 use crate::config::ServerConfig;
 use crate::exit::{Exit, Failure};
+use crate::server::forward::Forwarder;
 use crate::server::Server;
 use crate::wire::control::PeerView;
 use crate::wire::follow::Next;
@@ -20,9 +21,10 @@ use crate::wire::upstream::{Heard, Target, Upstream};
 /// has not caught up with every peer: a peer may be down, and the fleet needs a server.
 pub const SETTLE: Duration = Duration::from_secs(10);
 
-/// The peers' links, in the order server.toml lists them.
+/// The peers' links, in the order server.toml lists them, and what is forwarded to each.
 pub struct Peers {
     pub links: Vec<Upstream>,
+    pub forwarders: Vec<Forwarder>,
     started: Instant,
 }
 
@@ -32,7 +34,7 @@ impl Peers {
         config: &ServerConfig,
         own: &KeyPair,
     ) -> Result<Peers, Failure> {
-        let mut links = Vec::new();
+        let (mut links, mut forwarders) = (Vec::new(), Vec::new());
         for peer in &config.peers {
             let target = Target {
                 name: peer.name(),
@@ -42,14 +44,24 @@ impl Peers {
                 key: keys::load_public(&peer.key)?,
             };
             let address = target.publish_endpoint();
-            let link = Upstream::open(ctx, target, own)
-                .map_err(|e| Exit::Config.with(format!("cannot connect to peer {address}: {e}")))?;
-            links.push(link);
+            let fail = |e| Exit::Config.with(format!("cannot connect to peer {address}: {e}"));
+            forwarders.push(Forwarder::open(ctx, target.clone(), own).map_err(fail)?);
+            links.push(Upstream::open(ctx, target, own).map_err(fail)?);
         }
         Ok(Peers {
             links,
+            forwarders,
             started: Instant::now(),
         })
+    }
+
+    /// Sends every line to every peer (`forward`).
+    pub fn forward(&mut self, lines: &[String]) {
+        for forwarder in &mut self.forwarders {
+            for line in lines {
+                forwarder.push(line.clone());
+            }
+        }
     }
 
     /// Whether this server has read every peer's table since it started, or waited long
@@ -102,6 +114,10 @@ impl Server {
             }
             link.retry_if_refused(&self.ctx, &self.key);
             link.drive(&self.ctx, &self.key);
+        }
+        for forwarder in &mut self.peers.forwarders {
+            forwarder.read();
+            forwarder.drive(&self.ctx, &self.key);
         }
         Ok(())
     }

@@ -5,15 +5,24 @@ use std::time::Instant;
 
 use crate::clock::unix_now;
 use crate::exit::Failure;
-use crate::server::intake::Decision;
+use crate::server::intake::{Decision, Policy};
 use crate::server::merge::Change;
+use crate::server::policy::confirm::PendingSet;
 use crate::server::table::Page;
 use crate::server::{store_failure, Peer, Server, CUT_OFF};
+use crate::store::Record;
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{
     decode_request, Report, Request, SnapshotPage, Verdict, MAX_REQUEST_FRAMES, PAGE,
 };
 use crate::wire::transport::{self, Received};
+
+/// Who said what, for the log: the report, the key's name, and the key with its address.
+struct Said {
+    what: String,
+    key: String,
+    from: String,
+}
 
 /// Requests handled before the loop looks at timers and signals again.
 const BATCH: usize = 256;
@@ -38,7 +47,7 @@ impl Server {
                 }
             }
         }
-        self.store.commit().map_err(store_failure)?;
+        self.commit()?;
         self.publish(changes);
         for reply in replies {
             if let Err(e) = self.report.socket.send_multipart(reply, zmq::DONTWAIT) {
@@ -90,7 +99,7 @@ impl Server {
                     peer.name
                 );
                 let line = format!("refused a snapshot page to {peer}: {reason}");
-                self.warn_limited(&peer, &line);
+                self.warn_limited(&peer.name, &line);
                 (Verdict::Refused(reason), false)
             }
             Ok(Request::Snapshot { .. })
@@ -118,11 +127,12 @@ impl Server {
                 ));
             }
             Ok(Request::Report(report)) => (self.decide(&report, &peer, changes)?, false),
+            Ok(Request::Forward(line)) => (self.take_forwarded(&line, &peer, changes)?, false),
             Ok(Request::Legacy(report)) => (self.decide(&report, &peer, changes)?, true),
             Err(_) if !self.intake.answer_invalid(&peer.name) => return Ok(None),
             Err(invalid) => {
                 let line = format!("invalid request from {peer}: {}", invalid.reason);
-                self.warn_limited(&peer, &line);
+                self.warn_limited(&peer.name, &line);
                 (Verdict::Invalid(invalid.reason), invalid.legacy)
             }
         };
@@ -155,29 +165,139 @@ impl Server {
         changes: &mut Vec<Change>,
     ) -> Result<Verdict, Failure> {
         let auth = &self.auth;
-        let now = unix_now();
         let decision = self.intake.decide(
             &self.config,
             &mut self.table,
             report,
             &peer.name,
             |ip| auth.fleet_host_in(ip),
-            now,
+            unix_now(),
         );
-        let (ip, prog, jail) = (&report.ip, &report.prog, &report.jail);
+        let said = Said {
+            what: format!("{} ({} {})", report.ip, report.prog, report.jail),
+            key: peer.name.clone(),
+            from: peer.to_string(),
+        };
+        self.forward_waiting(&decision);
+        self.settle(&said, decision, changes)
+    }
+
+    /// A report that now waits here is forwarded to the peers (`forward`).
+    fn forward_waiting(&mut self, decision: &Decision) {
+        if let Decision::Pending(set, ..) = decision {
+            self.peers.forward(&set.forward_lines());
+        }
+    }
+
+    /// A report a peer forwards: only peers may, and what they forward is decided like a
+    /// report, but never forwarded again.
+    fn take_forwarded(
+        &mut self,
+        line: &str,
+        peer: &Peer,
+        changes: &mut Vec<Change>,
+    ) -> Result<Verdict, Failure> {
+        if !self.peers.is_peer(&peer.key) {
+            let reason = format!(
+                "{} is not a peer server; only peers forward reports",
+                peer.name
+            );
+            self.warn_limited(
+                &peer.name,
+                &format!("refused a forwarded report from {peer}: {reason}"),
+            );
+            return Ok(Verdict::Refused(reason));
+        }
+        let fields: Vec<&str> = line.split(' ').collect();
+        let set = match PendingSet::decode(&fields) {
+            Ok(set) => set,
+            Err(reason) => return Ok(Verdict::Invalid(format!("bad forwarded report: {reason}"))),
+        };
+        let auth = &self.auth;
+        let said = Said {
+            what: format!("{} (forwarded)", set.ip),
+            key: peer.name.clone(),
+            from: format!("peer {}", peer.name),
+        };
+        let decision = self.intake.take_forwarded(
+            &self.config,
+            &mut self.table,
+            set,
+            |ip| auth.fleet_host_in(ip),
+            unix_now(),
+        );
+        self.settle(&said, decision, changes)
+    }
+
+    /// Lets through the reports held beyond their keys' allowances, as these refill
+    /// (`policy::confirm`): journaled, committed and published like reports.
+    pub(super) fn release_held(&mut self) -> Result<(), Failure> {
+        if self.intake.pending().is_empty() {
+            return Ok(());
+        }
+        let auth = &self.auth;
+        let released = self.intake.release_held(
+            &self.config,
+            &mut self.table,
+            |ip| auth.fleet_host_in(ip),
+            unix_now(),
+        );
+        if released.is_empty() {
+            return Ok(());
+        }
+        let mut changes = Vec::new();
+        for (ip, decision) in released {
+            self.forward_waiting(&decision);
+            if matches!(decision, Decision::Refused(_)) {
+                self.pending_store.remove(&ip).map_err(store_failure)?;
+            }
+            let said = Said {
+                what: format!("{ip} (held)"),
+                key: "held".into(),
+                from: "its key's refilled allowance".into(),
+            };
+            self.settle(&said, decision, &mut changes)?;
+        }
+        self.commit()?;
+        self.publish(changes);
+        Ok(())
+    }
+
+    /// Makes what a batch changed durable: the ban table, then the waiting reports.
+    pub(super) fn commit(&mut self) -> Result<(), Failure> {
+        self.store.commit().map_err(store_failure)?;
+        self.pending_store.commit().map_err(store_failure)
+    }
+
+    /// Journals what a decision changed, logs it, and says what to answer.
+    fn settle(
+        &mut self,
+        said: &Said,
+        decision: Decision,
+        changes: &mut Vec<Change>,
+    ) -> Result<Verdict, Failure> {
+        let Said { what, key, from } = said;
         match decision {
             Decision::Refused(reason) => {
-                let line = format!("refused {ip} ({prog} {jail}) from {peer}: {reason}");
-                self.warn_limited(peer, &line);
+                let line = format!("refused {what} from {from}: {reason}");
+                self.warn_limited(key, &line);
                 Ok(Verdict::Refused(reason))
+            }
+            Decision::Pending(set, reason, policy) => {
+                self.pending_store.append(&set).map_err(store_failure)?;
+                let line = format!("pending {what} from {from}: {reason}{}", policy.suffix());
+                // A wave beyond a key's allowance must not flood the log either.
+                self.log_limited(log::Level::Info, key, &line);
+                Ok(Verdict::Pending(reason))
             }
             Decision::Duplicate(changed, policy) => {
                 // A new reporter is part of the audit trail: journaled with the batch.
-                if let Some(entry) = changed {
-                    self.store.append(&entry).map_err(store_failure)?;
+                if let Some(entry) = &changed {
+                    self.store.append(entry).map_err(store_failure)?;
                 }
+                self.forget_waiting(changed.as_ref().map(|e| e.ban.ip), &policy)?;
                 let note = policy.suffix();
-                log::info!("duplicate {ip} ({prog} {jail}) from {}{note}", peer.name);
+                log::info!("duplicate {what} from {key}{note}");
                 Ok(Verdict::Duplicate)
             }
             Decision::Accepted(entry, policy) => {
@@ -185,17 +305,26 @@ impl Server {
                 let note = policy.suffix();
                 // The audit trail: every accepted ban, once, with where it came from.
                 log::info!(
-                    "accepted {} ({} {}) from {peer}, bantime {}{note}",
+                    "accepted {} ({} {}) from {from}, bantime {}{note}",
                     ban.ip,
                     ban.prog,
                     ban.jail,
                     ban.bantime.map_or("permanent".into(), |b| format!("{b}s"))
                 );
                 self.store.append(&entry).map_err(store_failure)?;
+                self.forget_waiting(Some(ban.ip), &policy)?;
                 changes.push(Change::Ban(entry.ban.clone()));
-                self.lift_absorbed(&entry.ban.ip, &policy.absorbed, now, changes)?;
+                self.lift_absorbed(&entry.ban.ip, &policy.absorbed, unix_now(), changes)?;
                 Ok(Verdict::Accepted)
             }
+        }
+    }
+
+    /// Journals that the reports waiting for `ip` were taken into its ban.
+    fn forget_waiting(&mut self, ip: Option<Cidr>, policy: &Policy) -> Result<(), Failure> {
+        match ip {
+            Some(ip) if policy.confirmed => self.pending_store.remove(&ip).map_err(store_failure),
+            _ => Ok(()),
         }
     }
 
@@ -231,15 +360,21 @@ impl Server {
         );
     }
 
-    /// A warning about a peer, unless that peer has had its share of lines this minute: a
+    /// A warning about a key, unless that key has had its share of lines this minute: a
     /// flood of bad reports must not fill the disk with the log.
-    fn warn_limited(&mut self, peer: &Peer, line: &str) {
-        match self.log_limit.admit(&peer.name, Instant::now()) {
-            Some(0) => log::warn!("{line}"),
-            Some(held_back) => log::warn!(
-                "{line} ({held_back} more lines about {} were held back)",
-                peer.name
-            ),
+    fn warn_limited(&mut self, name: &str, line: &str) {
+        self.log_limited(log::Level::Warn, name, line);
+    }
+
+    fn log_limited(&mut self, level: log::Level, name: &str, line: &str) {
+        match self.log_limit.admit(name, Instant::now()) {
+            Some(0) => log::log!(level, "{line}"),
+            Some(held_back) => {
+                log::log!(
+                    level,
+                    "{line} ({held_back} more lines about {name} were held back)"
+                );
+            }
             None => {}
         }
     }

@@ -427,6 +427,14 @@ impl BanTable {
         entry
     }
 
+    /// Notes a report from `name` at `at` of the active ban of `ip`, which changes nothing
+    /// else. Returns the entry when `name` is new among its reporters, to journal.
+    pub fn note_reporter(&mut self, ip: &Cidr, name: &Name, at: u64) -> Option<Entry> {
+        let name = self.intern(name);
+        let entry = self.entries.get_mut(ip)?;
+        entry.reporters.note(&name, at).then(|| entry.clone())
+    }
+
     /// The ban of `ip`, if it is in force.
     pub fn active_ban(&self, ip: &Cidr, now: u64) -> Option<&Entry> {
         self.entries.get(ip).filter(|e| e.ban.active_at(now))

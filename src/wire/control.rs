@@ -62,6 +62,9 @@ pub struct Status {
     pub epoch: u64,
     /// Every authorized host that has connected since the server started.
     pub hosts: Vec<HostSeen>,
+    /// Networks with reports waiting (`banshare bans --pending`).
+    #[serde(default)]
+    pub pending: usize,
     /// The other servers this one follows, as server.toml lists them.
     #[serde(default)]
     pub peers: Vec<PeerView>,
@@ -107,6 +110,9 @@ pub struct Counters {
     pub cut_off: u64,
     pub duplicate: u64,
     pub invalid: u64,
+    /// Reports answered PENDING: waiting for confirmation, or held beyond an allowance.
+    #[serde(default)]
+    pub pending: u64,
     /// Bans and unbans published.
     pub published: u64,
     /// Refused reports and snapshot requests by reason: rate-limit, min-prefix, protected,
@@ -118,10 +124,34 @@ pub struct Counters {
     pub unbanned: u64,
 }
 
+/// Reports waiting for one network, for `banshare bans --pending`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingView {
+    pub ip: String,
+    /// How many keys must report it within `confirm-window`.
+    pub needed: usize,
+    pub reports: Vec<WaitingView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WaitingView {
+    pub at: u64,
+    /// Seconds, or null for permanent.
+    pub bantime: Option<u64>,
+    /// Held beyond the key's allowance, rather than waiting for confirmation.
+    pub held: bool,
+    pub jail: String,
+    pub name: String,
+    pub prog: String,
+    /// Unix time when it stops counting.
+    pub until: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Unban(Cidr),
     Bans,
+    Pending,
     Status,
 }
 
@@ -130,6 +160,7 @@ impl Command {
         let parts = match self {
             Command::Unban(ip) => vec![VERSION.to_string(), "UNBAN".into(), ip.to_string()],
             Command::Bans => vec![VERSION.to_string(), "BANS".into()],
+            Command::Pending => vec![VERSION.to_string(), "PENDING".into()],
             Command::Status => vec![VERSION.to_string(), "STATUS".into()],
         };
         parts.into_iter().map(String::into_bytes).collect()
@@ -143,6 +174,7 @@ impl Command {
         match texts[..] {
             [VERSION, "UNBAN", ip] => ip.parse().map(Command::Unban),
             [VERSION, "BANS"] => Ok(Command::Bans),
+            [VERSION, "PENDING"] => Ok(Command::Pending),
             [VERSION, "STATUS"] => Ok(Command::Status),
             _ => Err("unknown control request".into()),
         }

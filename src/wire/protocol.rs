@@ -162,6 +162,9 @@ pub enum Request {
     Snapshot {
         after: Option<Cidr>,
     },
+    /// From a peer server: a report waiting there, as a line of its `pending.journal`
+    /// (docs/ha.md), which the server parses.
+    Forward(String),
 }
 
 /// Why a request could not be decoded, and how to answer it.
@@ -195,6 +198,9 @@ pub fn decode_request(frames: &[Vec<u8>]) -> Result<Request, Invalid> {
                 .map_err(|r| invalid(r, false)),
             Err(r) => Err(invalid(r, false)),
         },
+        [_, verb, line] if verb.as_slice() == b"FORWARD" => text(line)
+            .map(|line| Request::Forward(line.to_owned()))
+            .map_err(|r| invalid(r, false)),
         [_, verb, ..] => Err(invalid(
             format!(
                 "unknown request {:?} with {} frames",
@@ -238,6 +244,9 @@ pub enum Verdict {
     Invalid(String),
     /// Well-formed but not allowed, such as a protected address.
     Refused(String),
+    /// Recorded, and waiting: for other hosts to report the network too, or for the
+    /// reporter's allowance (README "Policies"). The reason says which.
+    Pending(String),
 }
 
 impl Verdict {
@@ -247,12 +256,13 @@ impl Verdict {
             Verdict::Duplicate => "DUPLICATE",
             Verdict::Invalid(_) => "INVALID",
             Verdict::Refused(_) => "REFUSED",
+            Verdict::Pending(_) => "PENDING",
         }
     }
 
     pub fn reason(&self) -> &str {
         match self {
-            Verdict::Invalid(r) | Verdict::Refused(r) => r,
+            Verdict::Invalid(r) | Verdict::Refused(r) | Verdict::Pending(r) => r,
             _ => "",
         }
     }
@@ -267,7 +277,8 @@ impl Verdict {
     /// The 2014 protocol had a single success word.
     pub fn encode_legacy(&self) -> Vec<Vec<u8>> {
         let word = match self {
-            Verdict::Accepted | Verdict::Duplicate => "OK".to_string(),
+            // The server has the report: nothing for a 2014 reporter to do.
+            Verdict::Accepted | Verdict::Duplicate | Verdict::Pending(_) => "OK".to_string(),
             other => format!("ERR {}: {}", other.status().to_lowercase(), other.reason()),
         };
         vec![word.into_bytes()]
@@ -286,6 +297,7 @@ impl Verdict {
             b"DUPLICATE" => Ok(Verdict::Duplicate),
             b"INVALID" => Ok(Verdict::Invalid(reason)),
             b"REFUSED" => Ok(Verdict::Refused(reason)),
+            b"PENDING" => Ok(Verdict::Pending(reason)),
             _ => Err("reply has an unknown status".into()),
         }
     }
@@ -298,6 +310,7 @@ impl fmt::Display for Verdict {
             Verdict::Duplicate => f.write_str("duplicate"),
             Verdict::Invalid(r) => write!(f, "invalid: {r}"),
             Verdict::Refused(r) => write!(f, "refused: {r}"),
+            Verdict::Pending(r) => write!(f, "pending: {r}"),
         }
     }
 }
@@ -751,10 +764,15 @@ mod tests {
             Verdict::Duplicate,
             Verdict::Invalid("bad ip".into()),
             Verdict::Refused("protected".into()),
+            Verdict::Pending("1 of 2 hosts".into()),
         ] {
             assert_eq!(Verdict::decode(&v.encode()), Ok(v.clone()));
         }
         assert_eq!(Verdict::Duplicate.encode_legacy(), frames(&["OK"]));
+        assert_eq!(
+            Verdict::Pending("x".into()).encode_legacy(),
+            frames(&["OK"])
+        );
     }
 
     #[test]

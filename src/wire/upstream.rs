@@ -200,7 +200,8 @@ fn subscribe(
     Ok((subscriber, watch))
 }
 
-fn requester(ctx: &zmq::Context, target: &Target, own: &KeyPair) -> zmq::Result<zmq::Socket> {
+/// A DEALER on the server's report socket.
+pub fn requester(ctx: &zmq::Context, target: &Target, own: &KeyPair) -> zmq::Result<zmq::Socket> {
     let socket = transport::client_socket(ctx, zmq::DEALER, &target.key, own)?;
     socket.connect(&target.report_endpoint())?;
     Ok(socket)

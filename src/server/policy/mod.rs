@@ -3,4 +3,5 @@
 //! before; what a rule did is said in the audit line (README "Policies").
 
 pub mod aggregate;
+pub mod confirm;
 pub mod recidive;
