@@ -9,8 +9,6 @@
 //! A wider network that must not be banned (it holds a protected or a fleet host's address)
 //! is not taken: the report bans what it named.
 
-use std::time::Duration;
-
 use crate::config::ServerConfig;
 use crate::server::table::{BanTable, Entry};
 use crate::wire::cidr::Cidr;
@@ -111,15 +109,13 @@ fn aggregate(
 
 /// The bantime a report asks for, made as long as the longest of the bans it absorbs, so
 /// that lifting them shortens nothing.
-pub fn outlasting(asked: Bantime, default: Duration, absorbed: &[Entry], now: u64) -> Bantime {
+pub fn outlasting(asked: Bantime, config: &ServerConfig, absorbed: &[Entry], now: u64) -> Bantime {
     let ends = absorbed.iter().map(|e| e.ban.expires);
     if ends.clone().any(|end| end.is_none()) {
         return Bantime::Permanent;
     }
-    let asked_end = match asked {
-        Bantime::Permanent => return Bantime::Permanent,
-        Bantime::Default => now + default.as_secs().max(1),
-        Bantime::Seconds(s) => now + s,
+    let Some(asked_end) = super::seconds(asked, config).map(|s| now + s) else {
+        return Bantime::Permanent;
     };
     match ends.flatten().max() {
         Some(latest) if latest > asked_end => Bantime::Seconds(latest - now),
@@ -129,6 +125,8 @@ pub fn outlasting(asked: Bantime, default: Duration, absorbed: &[Entry], now: u6
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::wire::protocol::{Name, Report};
 
@@ -196,8 +194,7 @@ mod tests {
         let absorbed: Vec<Cidr> = third.absorbed.iter().map(|e| e.ban.ip).collect();
         assert_eq!(absorbed, [c("2001:db8::1"), c("2001:db8::2")]);
         // One of them was permanent: so is the ban that replaces it.
-        let day = Duration::from_secs(86400);
-        let bantime = outlasting(Bantime::Default, day, &third.absorbed, 1000);
+        let bantime = outlasting(Bantime::Default, &config, &third.absorbed, 1000);
         assert_eq!(bantime, Bantime::Permanent);
         // Once the network is banned, an address in it is a report of that ban.
         ban(&mut table, "2001:db8::/64", Bantime::Seconds(600), 1000);
@@ -214,13 +211,13 @@ mod tests {
         let mut table = BanTable::default();
         ban(&mut table, "2001:db8::1", Bantime::Seconds(5000), 1000);
         let absorbed: Vec<Entry> = table.entries().cloned().collect();
-        let minute = Duration::from_secs(60);
+        let config = config("");
         assert_eq!(
-            outlasting(Bantime::Seconds(600), minute, &absorbed, 2000),
+            outlasting(Bantime::Seconds(600), &config, &absorbed, 2000),
             Bantime::Seconds(4000)
         );
         assert_eq!(
-            outlasting(Bantime::Seconds(9000), minute, &absorbed, 2000),
+            outlasting(Bantime::Seconds(9000), &config, &absorbed, 2000),
             Bantime::Seconds(9000)
         );
     }

@@ -28,11 +28,8 @@ pub fn escalate(
     }
     let from = now.saturating_sub(window.0.as_secs());
     let earlier = table.history(ip).map_or(0, |h| h.since(from));
-    let base = match asked {
-        _ if earlier == 0 => return (asked, None),
-        Bantime::Permanent => return (asked, None),
-        Bantime::Default => config.default_bantime.0.as_secs().max(1),
-        Bantime::Seconds(s) => s,
+    let Some(base) = super::seconds(asked, config).filter(|_| earlier > 0) else {
+        return (asked, None);
     };
     let factor = u64::from(config.recidive_factor);
     let grown = u32::try_from(earlier)

@@ -1,7 +1,10 @@
 //! Deciding on each request, with no sockets and no disk: the allowances per key, the
 //! networks that are never banned, the ceiling on active bans, de-duplication in the ban
-//! table, and the counters that `banshare status` shows. The loop journals, publishes and
-//! logs what this decides.
+//! table, the fleet policy (`policy`), and the counters that `banshare status` shows. The
+//! loop journals, publishes and logs what this decides. Reports that wait before they ban
+//! are decided in `waiting`.
+
+mod waiting;
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -10,11 +13,11 @@ use crate::config::ServerConfig;
 use crate::protect::{Protected, LOCAL_REFRESH};
 use crate::server::limits::RateLimits;
 use crate::server::policy::confirm::{Pending, PendingSet, Waiting, MAX_HELD};
-use crate::server::policy::{aggregate, recidive};
+use crate::server::policy::{self, aggregate, recidive};
 use crate::server::table::{BanTable, Entry, Recorded};
 use crate::wire::cidr::Cidr;
 use crate::wire::control::Counters;
-use crate::wire::protocol::{Bantime, Name, Report, PAGE};
+use crate::wire::protocol::{Name, Report, PAGE};
 
 /// Invalid requests a key may send at once, and a minute after that; further ones are
 /// dropped unanswered.
@@ -151,14 +154,13 @@ impl Intake {
                 until: now.saturating_add(config.confirm_window.0.as_secs()),
                 prog: report.prog.clone(),
                 jail: report.jail.clone(),
-                bantime: resolve(report.bantime, config),
+                bantime: policy::seconds(report.bantime, config),
                 held: !within,
                 forwarded: false,
             };
             return self.wait(config, table, target.ip, waiting, notes, now);
         }
-        let default_bantime = config.default_bantime.0;
-        let bantime = aggregate::outlasting(report.bantime, default_bantime, &target.absorbed, now);
+        let bantime = aggregate::outlasting(report.bantime, config, &target.absorbed, now);
         let report = Report {
             ip: target.ip,
             bantime,
@@ -209,190 +211,6 @@ impl Intake {
                 Decision::Accepted(entry, policy)
             }
         }
-    }
-
-    /// Adds a report to those waiting for `ip`, and bans it if that confirms it.
-    fn wait(
-        &mut self,
-        config: &ServerConfig,
-        table: &mut BanTable,
-        ip: Cidr,
-        waiting: Waiting,
-        notes: Vec<String>,
-        now: u64,
-    ) -> Decision {
-        let held = waiting.held;
-        let set = self.pending.add(ip, waiting, now);
-        if set.confirmed(config.min_reporters) {
-            return self.confirm(config, table, ip, notes, now);
-        }
-        self.counters.pending += 1;
-        let set = set.clone();
-        let reason = if held {
-            format!(
-                "held: {} is over its allowance of {} reports at once and {} a minute; it is \
-                 banned as the allowance refills, or when another host reports it",
-                set.reports.last().expect("just added").name,
-                config.report_burst,
-                config.report_rate
-            )
-        } else {
-            format!(
-                "{} of {} hosts reported it within confirm-window; it is banned once {} have",
-                set.reports.len(),
-                config.min_reporters,
-                config.min_reporters
-            )
-        };
-        Decision::Pending(set, reason, Policy::noted(notes))
-    }
-
-    /// Bans a network that its waiting reports confirm: with the K-th longest bantime they
-    /// asked for, and every key that reported it among its reporters.
-    fn confirm(
-        &mut self,
-        config: &ServerConfig,
-        table: &mut BanTable,
-        ip: Cidr,
-        mut notes: Vec<String>,
-        now: u64,
-    ) -> Decision {
-        let set = self.pending.take(&ip).expect("confirmed reports wait");
-        let deciding = set.deciding(config.min_reporters).clone();
-        let names: Vec<&str> = set.reports.iter().map(|w| w.name.as_str()).collect();
-        notes.push(format!("confirmed by {}", names.join(", ")));
-        let report = Report {
-            ip,
-            prog: deciding.prog.clone(),
-            jail: deciding.jail.clone(),
-            bantime: deciding.bantime(),
-        };
-        let policy = Policy {
-            notes,
-            confirmed: true,
-            ..Policy::default()
-        };
-        let decision = self.record(config, table, &report, &deciding.name, policy, now);
-        for w in &set.reports {
-            table.note_reporter(&ip, &w.name, w.at);
-        }
-        // With every confirming key among its reporters.
-        let current = table.active_ban(&ip, now).cloned();
-        match (decision, current) {
-            (Decision::Accepted(_, policy), Some(entry)) => Decision::Accepted(entry, policy),
-            (Decision::Duplicate(_, policy), entry) => Decision::Duplicate(entry, policy),
-            (other, _) => other,
-        }
-    }
-
-    /// Lets through the reports that keys had held, as their allowances refill, oldest
-    /// first: each is then decided like a report that arrives within the allowance.
-    /// Returns what became of each, by network.
-    pub fn release_held(
-        &mut self,
-        config: &ServerConfig,
-        table: &mut BanTable,
-        fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
-        now: u64,
-    ) -> Vec<(Cidr, Decision)> {
-        let (rate, burst) = (config.report_rate, config.report_burst);
-        let mut released = Vec::new();
-        for name in self.pending.holders() {
-            while self.pending.held_by(&name) > 0
-                && self
-                    .reports
-                    .allow(name.as_str(), rate, burst, Instant::now())
-            {
-                let Some(set) = self.pending.release_oldest(&name) else {
-                    break;
-                };
-                let ip = set.ip;
-                released.push((
-                    ip,
-                    self.decide_released(config, table, ip, &fleet_host, now),
-                ));
-            }
-        }
-        released
-    }
-
-    fn decide_released(
-        &mut self,
-        config: &ServerConfig,
-        table: &mut BanTable,
-        ip: Cidr,
-        fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
-        now: u64,
-    ) -> Decision {
-        if let Err((kind, reason)) = self.network_refusal(config, table, &ip, fleet_host) {
-            self.refused(kind);
-            self.pending.take(&ip);
-            return Decision::Refused(reason);
-        }
-        let set = self.pending.get(&ip).expect("released").clone();
-        if table.active_ban(&ip, now).is_some() {
-            self.pending.take(&ip);
-            let mut changed = None;
-            for w in &set.reports {
-                changed = table.note_reporter(&ip, &w.name, w.at).or(changed);
-            }
-            let policy = Policy {
-                confirmed: true,
-                ..Policy::default()
-            };
-            return Decision::Duplicate(changed, policy);
-        }
-        if set.confirmed(config.min_reporters) {
-            return self.confirm(config, table, ip, Vec::new(), now);
-        }
-        let reason = "released from its allowance; waiting for confirmation".to_string();
-        Decision::Pending(set, reason, Policy::default())
-    }
-
-    /// A report that a peer server took and forwards (docs/ha.md): it counts here towards
-    /// confirmation as it does there, under the same rules as a report.
-    pub fn take_forwarded(
-        &mut self,
-        config: &ServerConfig,
-        table: &mut BanTable,
-        set: PendingSet,
-        fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
-        now: u64,
-    ) -> Decision {
-        let ip = set.ip;
-        if let Err((kind, reason)) = self.network_refusal(config, table, &ip, fleet_host) {
-            self.refused(kind);
-            return Decision::Refused(reason);
-        }
-        let mut decision = Decision::Duplicate(None, Policy::default());
-        for waiting in set.reports {
-            if table.active_ban(&ip, now).is_some() {
-                let changed = table.note_reporter(&ip, &waiting.name, waiting.at);
-                decision = Decision::Duplicate(changed, Policy::default());
-                continue;
-            }
-            let waiting = Waiting {
-                forwarded: true,
-                ..waiting
-            };
-            decision = self.wait(config, table, ip, waiting, Vec::new(), now);
-        }
-        decision
-    }
-
-    /// The reports waiting for `ip`, which a ban from a peer now covers.
-    pub fn take_pending(&mut self, ip: &Cidr) -> Option<PendingSet> {
-        self.pending.take(ip)
-    }
-
-    /// Forgets waiting reports past `confirm-window`; returns them, with the networks whose
-    /// reports changed, to journal.
-    pub fn purge_pending(&mut self, now: u64) -> Vec<(Cidr, Waiting)> {
-        self.pending.purge(now)
-    }
-
-    pub fn pending(&self) -> &Pending {
-        &self.pending
     }
 
     /// Why the server will not ban `ip` whoever asks, a host or a peer: too wide, protected,
@@ -468,15 +286,6 @@ impl Intake {
             self.counters.unanswered += 1;
         }
         answered
-    }
-}
-
-/// A report's bantime as seconds, None for permanent.
-fn resolve(bantime: Bantime, config: &ServerConfig) -> Option<u64> {
-    match bantime {
-        Bantime::Default => Some(config.default_bantime.0.as_secs().max(1)),
-        Bantime::Permanent => None,
-        Bantime::Seconds(s) => Some(s),
     }
 }
 
