@@ -183,12 +183,14 @@ fn status_text(text: &str) -> Result<String, Failure> {
     let status: Status = parse(text)?;
     let counters = serde_json::to_string(&status.counters).expect("JSON of plain structs");
     let mut out = format!(
-        "banshare-server {}, up {} s\nepoch {}, seq {}\nactive bans: {}\nauthorized keys: {}\n",
+        "banshare-server {}, up {} s\nepoch {}, seq {}\nactive bans: {}\nnetworks with reports \
+         waiting: {}\nauthorized keys: {}\n",
         status.version,
         status.uptime_seconds,
         status.epoch,
         status.seq,
         status.active_bans,
+        status.pending,
         status.authorized_keys
     );
     out.push_str(&format!("counters: {counters}\nhosts seen:\n"));

@@ -309,6 +309,19 @@ fn with_two_reporters_needed_one_key_bans_nothing_and_a_second_key_bans_everywhe
         .map(|r| r["name"].as_str().unwrap())
         .collect();
     assert_eq!(reporters, ["mail2", "mail1"]);
+
+    // Lowering min-reporters on reload bans what it confirms now.
+    assert!(report_verbose(&fleet, 0, "192.0.2.77").contains("pending: 1 of 2"));
+    edit(
+        &fleet.server_config,
+        "min-reporters = 2",
+        "min-reporters = 1",
+    );
+    fleet.signal_server(Signal::SIGHUP);
+    for host in 0..4 {
+        fleet.wait_applied(host, "ban fail2ban sshd 192.0.2.77 86400");
+    }
+    assert!(listed(&fleet, true).is_empty());
 }
 
 #[test]

@@ -355,6 +355,7 @@ impl Server {
             Ok(config) => {
                 if self.adopt(config) {
                     self.lift_never_banned()?;
+                    self.confirm_waiting()?;
                 }
             }
             Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),

@@ -263,6 +263,25 @@ impl Server {
         Ok(())
     }
 
+    /// After a reload: bans what waited and is confirmed now (a lower `min-reporters`).
+    pub(super) fn confirm_waiting(&mut self) -> Result<(), Failure> {
+        let confirmed = self
+            .intake
+            .confirm_waiting(&self.config, &mut self.table, unix_now());
+        let mut changes = Vec::new();
+        for (ip, decision) in confirmed {
+            let said = Said {
+                what: format!("{ip} (waiting)"),
+                key: "reload".into(),
+                from: "the reports that waited for it".into(),
+            };
+            self.settle(&said, decision, &mut changes)?;
+        }
+        self.commit()?;
+        self.publish(changes);
+        Ok(())
+    }
+
     /// Makes what a batch changed durable: the ban table, then the waiting reports.
     pub(super) fn commit(&mut self) -> Result<(), Failure> {
         self.store.commit().map_err(store_failure)?;

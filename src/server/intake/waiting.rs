@@ -151,6 +151,24 @@ impl Intake {
         Decision::Pending(set, reason, Policy::default())
     }
 
+    /// After a reload: bans what the waiting reports confirm now, as when `min-reporters`
+    /// was lowered. Returns what became of each, by network.
+    pub fn confirm_waiting(
+        &mut self,
+        config: &ServerConfig,
+        table: &mut BanTable,
+        now: u64,
+    ) -> Vec<(Cidr, Decision)> {
+        let confirmed: Vec<Cidr> = self
+            .pending
+            .sets()
+            .filter(|set| set.confirmed(config.min_reporters))
+            .map(|set| set.ip)
+            .collect();
+        let decide = |ip| (ip, self.confirm(config, table, ip, Vec::new(), now));
+        confirmed.into_iter().map(decide).collect()
+    }
+
     /// A report that a peer server took and forwards (docs/ha.md): it counts here towards
     /// confirmation as it does there, under the same rules as a report.
     pub fn take_forwarded(
