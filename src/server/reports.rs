@@ -314,7 +314,7 @@ impl Server {
                 if let Some(entry) = &changed {
                     self.store.append(entry).map_err(store_failure)?;
                 }
-                self.forget_waiting(changed.as_ref().map(|e| e.ban.ip), &policy)?;
+                self.forget_waiting(&policy)?;
                 let note = policy.suffix();
                 log::info!("duplicate {what} from {key}{note}");
                 Ok(Verdict::Duplicate)
@@ -331,7 +331,7 @@ impl Server {
                     ban.bantime.map_or("permanent".into(), |b| format!("{b}s"))
                 );
                 self.store.append(&entry).map_err(store_failure)?;
-                self.forget_waiting(Some(ban.ip), &policy)?;
+                self.forget_waiting(&policy)?;
                 changes.push(Change::Ban(entry.ban.clone()));
                 self.lift_absorbed(&entry.ban.ip, &policy.absorbed, unix_now(), changes)?;
                 Ok(Verdict::Accepted)
@@ -339,11 +339,11 @@ impl Server {
         }
     }
 
-    /// Journals that the reports waiting for `ip` were taken into its ban.
-    fn forget_waiting(&mut self, ip: Option<Cidr>, policy: &Policy) -> Result<(), Failure> {
-        match ip {
-            Some(ip) if policy.confirmed => self.pending_store.remove(&ip).map_err(store_failure),
-            _ => Ok(()),
+    /// Journals that the reports waiting for a network were taken into its ban.
+    fn forget_waiting(&mut self, policy: &Policy) -> Result<(), Failure> {
+        match policy.waited {
+            Some(ip) => self.pending_store.remove(&ip).map_err(store_failure),
+            None => Ok(()),
         }
     }
 

@@ -59,9 +59,9 @@ pub struct Policy {
     pub absorbed: Vec<Cidr>,
     /// What the policy did, for the audit line.
     pub notes: Vec<String>,
-    /// The reports waiting for the network were taken into the ban: journal that they no
+    /// The network whose waiting reports were taken into the ban: journal that they no
     /// longer wait.
-    pub confirmed: bool,
+    pub waited: Option<Cidr>,
 }
 
 impl Policy {
@@ -169,7 +169,7 @@ impl Intake {
         let policy = Policy {
             absorbed: target.absorbed.iter().map(|e| e.ban.ip).collect(),
             notes,
-            confirmed: false,
+            waited: None,
         };
         self.record(config, table, &report, &origin, policy, now)
     }
@@ -205,7 +205,7 @@ impl Intake {
                     for w in &set.reports {
                         table.note_reporter(&report.ip, &w.name, w.at);
                     }
-                    policy.confirmed = true;
+                    policy.waited = Some(report.ip);
                 }
                 let entry = table.active_ban(&report.ip, now).cloned().unwrap_or(entry);
                 Decision::Accepted(entry, policy)
@@ -396,7 +396,7 @@ mod tests {
         // Another key has an allowance of its own, and its report bans what was held.
         let other = intake.decide(&config, &mut table, &r, "web2", nobody, 1000);
         assert!(
-            matches!(&other, Decision::Accepted(e, p) if p.confirmed && e.reporters.iter().count() == 2),
+            matches!(&other, Decision::Accepted(e, p) if p.waited.is_some() && e.reporters.iter().count() == 2),
             "{other:?}"
         );
         assert_eq!(

@@ -71,7 +71,7 @@ impl Intake {
         };
         let policy = Policy {
             notes,
-            confirmed: true,
+            waited: Some(ip),
             ..Policy::default()
         };
         let decision = self.record(config, table, &report, &deciding.name, policy, now);
@@ -139,7 +139,7 @@ impl Intake {
                 changed = table.note_reporter(&ip, &w.name, w.at).or(changed);
             }
             let policy = Policy {
-                confirmed: true,
+                waited: Some(ip),
                 ..Policy::default()
             };
             return Decision::Duplicate(changed, policy);
