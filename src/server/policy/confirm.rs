@@ -11,7 +11,7 @@
 //! A waiting report expires with `confirm-window`. The waiting reports are journaled in
 //! `pending.journal` and survive a restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::logging::printable;
 use crate::store::Record;
@@ -170,19 +170,35 @@ fn parse_waiting(text: &str) -> Result<Waiting, String> {
     })
 }
 
-/// Every waiting report, by network, and how many each key has held.
+/// Every waiting report, by network, and what each key has held.
 #[derive(Debug, Default)]
 pub struct Pending {
     sets: BTreeMap<Cidr, PendingSet>,
-    held: HashMap<Name, usize>,
+    held: HashMap<Name, Held>,
+}
+
+/// The reports one key has held: how many, and their networks oldest first, to release
+/// without a search of every set. The queue may name networks whose report was taken since;
+/// those are skipped, and cleared out when they outnumber the rest.
+#[derive(Debug, Default)]
+struct Held {
+    count: usize,
+    order: VecDeque<Cidr>,
 }
 
 impl Pending {
     pub fn from_sets(sets: Vec<PendingSet>) -> Pending {
         let mut pending = Pending::default();
-        for set in sets {
-            pending.count(&set, 1);
-            pending.sets.insert(set.ip, set);
+        let mut held: Vec<(u64, Cidr, Name)> = sets
+            .iter()
+            .flat_map(|set| set.reports.iter().map(move |w| (set.ip, w)))
+            .filter(|(_, w)| counts_as_held(w))
+            .map(|(ip, w)| (w.at, ip, w.name.clone()))
+            .collect();
+        held.sort_by_key(|(at, ip, _)| (*at, *ip));
+        pending.sets = sets.into_iter().map(|set| (set.ip, set)).collect();
+        for (_, ip, name) in held {
+            pending.hold(&name, ip);
         }
         pending
     }
@@ -209,13 +225,12 @@ impl Pending {
             }
             removed.push(set.reports.remove(i));
         }
-        for old in removed.iter().filter(|w| counts_as_held(w)) {
-            *self.held.get_mut(&old.name).expect("counted") -= 1;
-        }
-        if counts_as_held(&waiting) {
-            *self.held.entry(waiting.name.clone()).or_default() += 1;
-        }
+        let holds = counts_as_held(&waiting).then(|| waiting.name.clone());
         set.reports.push(waiting);
+        self.unhold(&removed);
+        if let Some(name) = holds {
+            self.hold(&name, ip);
+        }
         &self.sets[&ip]
     }
 
@@ -226,38 +241,38 @@ impl Pending {
     /// Removes the reports waiting for `ip`, which a ban now covers.
     pub fn take(&mut self, ip: &Cidr) -> Option<PendingSet> {
         let set = self.sets.remove(ip)?;
-        self.count(&set, -1);
+        self.unhold(&set.reports);
         Some(set)
     }
 
     pub fn held_by(&self, name: &Name) -> usize {
-        self.held.get(name).copied().unwrap_or(0)
+        self.held.get(name).map_or(0, |h| h.count)
     }
 
     /// The keys that have reports held.
     pub fn holders(&self) -> Vec<Name> {
-        let holding = self.held.iter().filter(|(_, n)| **n > 0);
+        let holding = self.held.iter().filter(|(_, h)| h.count > 0);
         holding.map(|(name, _)| name.clone()).collect()
     }
 
     /// The oldest report `name` has held, which its refilled allowance now lets through:
     /// no longer held.
     pub fn release_oldest(&mut self, name: &Name) -> Option<&PendingSet> {
-        let (ip, _) = self
-            .sets
-            .iter()
-            .flat_map(|(ip, set)| set.reports.iter().map(move |w| (ip, w)))
-            .filter(|(_, w)| counts_as_held(w) && &w.name == name)
-            .min_by_key(|(_, w)| w.at)?;
-        let ip = *ip;
-        let set = self.sets.get_mut(&ip).expect("just found");
-        for w in &mut set.reports {
-            if counts_as_held(w) && &w.name == name {
-                w.held = false;
-            }
+        let Pending { sets, held } = self;
+        let held = held.get_mut(name)?;
+        while let Some(ip) = held.order.pop_front() {
+            let Some(set) = sets.get_mut(&ip) else {
+                continue;
+            };
+            let mine = |w: &&mut Waiting| counts_as_held(w) && &w.name == name;
+            let Some(waiting) = set.reports.iter_mut().find(mine) else {
+                continue;
+            };
+            waiting.held = false;
+            held.count -= 1;
+            return Some(&sets[&ip]);
         }
-        *self.held.get_mut(name).expect("counted") -= 1;
-        Some(&self.sets[&ip])
+        None
     }
 
     /// Forgets reports past `confirm-window`; returns those it dropped, by network.
@@ -269,9 +284,8 @@ impl Pending {
             expired.extend(gone.into_iter().map(|w: Waiting| (set.ip, w)));
         }
         self.sets.retain(|_, set| !set.reports.is_empty());
-        for (_, w) in expired.iter().filter(|(_, w)| counts_as_held(w)) {
-            *self.held.get_mut(&w.name).expect("counted") -= 1;
-        }
+        let gone: Vec<Waiting> = expired.iter().map(|(_, w)| w.clone()).collect();
+        self.unhold(&gone);
         expired
     }
 
@@ -287,10 +301,30 @@ impl Pending {
         self.sets.is_empty()
     }
 
-    fn count(&mut self, set: &PendingSet, by: isize) {
-        for w in set.reports.iter().filter(|w| counts_as_held(w)) {
-            let n = self.held.entry(w.name.clone()).or_default();
-            *n = n.saturating_add_signed(by);
+    fn hold(&mut self, name: &Name, ip: Cidr) {
+        let held = self.held.entry(name.clone()).or_default();
+        held.count += 1;
+        held.order.push_back(ip);
+        if held.order.len() > 2 * held.count + 64 {
+            let sets = &self.sets;
+            let mut seen = HashSet::new();
+            held.order.retain(|ip| {
+                let holds = |s: &PendingSet| {
+                    s.reports
+                        .iter()
+                        .any(|w| counts_as_held(w) && &w.name == name)
+                };
+                sets.get(ip).is_some_and(holds) && seen.insert(*ip)
+            });
+        }
+    }
+
+    /// Reports that are no longer held: they count no more against their keys.
+    fn unhold(&mut self, reports: &[Waiting]) {
+        for w in reports.iter().filter(|w| counts_as_held(w)) {
+            if let Some(held) = self.held.get_mut(&w.name) {
+                held.count = held.count.saturating_sub(1);
+            }
         }
     }
 }
@@ -355,16 +389,34 @@ mod tests {
             .add(x, waiting("web2", 11, Some(60), true), 11)
             .confirmed(1));
         let y = ip("203.0.113.8");
-        pending.add(y, waiting("web1", 5, Some(60), true), 5);
+        pending.add(y, waiting("web1", 12, Some(60), true), 12);
         assert_eq!(pending.holders().len(), 2);
         // The oldest goes first, and is then an ordinary report.
         let released = pending.release_oldest(&name("web1")).unwrap();
-        assert_eq!(released.ip, y);
+        assert_eq!(released.ip, x);
         assert!(released.confirmed(1));
         assert_eq!(pending.held_by(&name("web1")), 1);
-        pending.take(&x);
+        pending.take(&y);
         assert_eq!(pending.held_by(&name("web1")), 0);
+        pending.take(&x);
         assert_eq!(pending.held_by(&name("web2")), 0);
+    }
+
+    #[test]
+    fn held_reports_go_oldest_first_after_a_restart_and_taken_ones_are_skipped() {
+        let mut pending = Pending::default();
+        for (i, at) in [30, 10, 20].iter().enumerate() {
+            let ip = ip(&format!("203.0.113.{}", i + 1));
+            pending.add(ip, waiting("web1", *at, Some(60), true), *at);
+        }
+        let mut pending = Pending::from_sets(pending.sets().cloned().collect());
+        let first = pending.release_oldest(&name("web1")).unwrap().ip;
+        assert_eq!(first, ip("203.0.113.2"));
+        pending.take(&ip("203.0.113.3"));
+        let next = pending.release_oldest(&name("web1")).unwrap().ip;
+        assert_eq!(next, ip("203.0.113.1"));
+        assert!(pending.release_oldest(&name("web1")).is_none());
+        assert_eq!(pending.held_by(&name("web1")), 0);
     }
 
     #[test]
