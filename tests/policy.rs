@@ -310,6 +310,16 @@ fn with_two_reporters_needed_one_key_bans_nothing_and_a_second_key_bans_everywhe
         .collect();
     assert_eq!(reporters, ["mail2", "mail1"]);
 
+    // An unban drops the reports waiting for a network that is not banned yet.
+    report_verbose(&fleet, 0, "192.0.2.66");
+    let out = fleet.admin(&["unban", "192.0.2.66"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("dropped the reports waiting for it"),
+        "{said}"
+    );
+    assert!(listed(&fleet, true).is_empty());
+
     // Lowering min-reporters on reload bans what it confirms now.
     assert!(report_verbose(&fleet, 0, "192.0.2.77").contains("pending: 1 of 2"));
     edit(

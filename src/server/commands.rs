@@ -38,6 +38,21 @@ impl Server {
     /// clients and the peers alike.
     fn unban(&mut self, ip: &Cidr) -> Result<Result<String, String>, Failure> {
         let now = unix_now();
+        if let Some(set) = self.intake.take_pending(ip) {
+            // A false positive caught while it waits: nothing to lift, its reports go.
+            self.pending_store.remove(ip).map_err(store_failure)?;
+            self.pending_store.commit().map_err(store_failure)?;
+            let names: Vec<&str> = set.reports.iter().map(|w| w.name.as_str()).collect();
+            log::info!(
+                "dropped the reports waiting for {ip}, from {}",
+                names.join(", ")
+            );
+            if self.table.unban_now(ip, now).is_none() {
+                return Ok(Ok(format!(
+                    "{ip} was not banned; dropped the reports waiting for it here"
+                )));
+            }
+        }
         let Some(lift) = self.table.unban_now(ip, now) else {
             return Ok(Err(if self.table.contains(ip) {
                 format!("{ip} is not banned (its ban expired)")
