@@ -23,12 +23,8 @@ fn protecting_a_network_on_reload_lifts_its_active_bans_on_every_host() {
     }
 
     // The server's protected list grows: the ban inside it is lifted everywhere.
-    edit(
-        &fleet.server_config,
-        "state-dir",
-        "protected = [\"203.0.113.0/24\"]\nstate-dir",
-    );
-    fleet.signal_server(Signal::SIGHUP);
+    let protected = "protected = [\"203.0.113.0/24\"]\nstate-dir";
+    reload_server(&fleet, "state-dir", protected);
     for host in 0..3 {
         assert_eq!(
             fleet.wait_applied(host, "unban fail2ban sshd 203.0.113.7 86400"),
@@ -98,11 +94,36 @@ fn report_verbose(fleet: &Fleet, i: usize, ip: &str) -> String {
     stderr
 }
 
-fn bans(fleet: &Fleet) -> Vec<String> {
-    let out = fleet.admin(&["bans", "--json"]);
-    let bans: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ips = bans.as_array().unwrap().iter();
-    ips.map(|b| b["ip"].as_str().unwrap().to_owned()).collect()
+/// `banshare bans --json`, or `bans --pending --json`: one object per network.
+fn bans_json(fleet: &Fleet, pending: bool) -> Vec<serde_json::Value> {
+    let args: &[&str] = if pending {
+        &["bans", "--pending", "--json"]
+    } else {
+        &["bans", "--json"]
+    };
+    serde_json::from_str(&admin_ok(fleet, args)).unwrap()
+}
+
+/// The networks of `bans_json`.
+fn listed(fleet: &Fleet, pending: bool) -> Vec<String> {
+    let bans = bans_json(fleet, pending);
+    bans.iter()
+        .map(|b| b["ip"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The names in a list of a ban's, such as `reporters` or `history`.
+fn names(ban: &serde_json::Value, list: &str) -> Vec<String> {
+    let items = ban[list].as_array().unwrap().iter();
+    items
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Replaces `old` with `new` in the server's config, and reloads it.
+fn reload_server(fleet: &Fleet, old: &str, new: &str) {
+    edit(&fleet.server_config, old, new);
+    fleet.signal_server(Signal::SIGHUP);
 }
 
 /// What host `i` ran for networks starting with `prefix`.
@@ -126,7 +147,10 @@ fn ipv6_ban_prefix_bans_the_64_and_a_later_address_in_it_is_a_duplicate() {
         fleet.wait_applied(host, "ban fail2ban sshd 2001:db8:9::/64 86400");
         assert_eq!(applied_in(&fleet, host, "2001:db8:1:"), [line]);
     }
-    assert_eq!(bans(&fleet), ["2001:db8:1::/64", "2001:db8:9::/64"]);
+    assert_eq!(
+        listed(&fleet, false),
+        ["2001:db8:1::/64", "2001:db8:9::/64"]
+    );
     let log = fleet.server_log();
     assert!(
         log.contains("accepted 2001:db8:1::/64 (fail2ban sshd) from web1")
@@ -163,7 +187,7 @@ fn two_addresses_of_one_64_become_one_64_ban_and_a_later_address_is_a_duplicate(
             ]
         );
     }
-    assert_eq!(bans(&fleet), ["203.0.113.1", "2001:db8:2::/64"]);
+    assert_eq!(listed(&fleet, false), ["203.0.113.1", "2001:db8:2::/64"]);
     let log = fleet.server_log();
     assert!(
         log.contains(
@@ -225,14 +249,7 @@ fn three_bans_of_one_address_from_different_hosts_grow_by_the_factor_squared_cap
         fleet.wait_applied(host, "ban fail2ban sshd 203.0.113.7 10");
         assert_eq!(applied_in(&fleet, host, "203.0.113.7").len(), 3);
     }
-    let out = fleet.admin(&["bans", "--json"]);
-    let bans: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let history: Vec<&str> = bans[0]["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let history = names(&bans_json(&fleet, false)[0], "history");
     assert_eq!(history, ["web1", "web2", "mail1"]);
     let text = String::from_utf8_lossy(&fleet.admin(&["bans"]).stdout).into_owned();
     assert!(
@@ -244,19 +261,6 @@ fn three_bans_of_one_address_from_different_hosts_grow_by_the_factor_squared_cap
         log.contains("banned 2 times before within recidive-window: bantime 1s × 4^2, capped at recidive-max 10s"),
         "{log}"
     );
-}
-
-/// The networks of `banshare bans --json`, or of `--pending --json`.
-fn listed(fleet: &Fleet, pending: bool) -> Vec<String> {
-    let args: &[&str] = if pending {
-        &["bans", "--pending", "--json"]
-    } else {
-        &["bans", "--json"]
-    };
-    let out = fleet.admin(args);
-    let sets: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ips = sets.as_array().unwrap().iter();
-    ips.map(|b| b["ip"].as_str().unwrap().to_owned()).collect()
 }
 
 #[test]
@@ -300,14 +304,7 @@ fn with_two_reporters_needed_one_key_bans_nothing_and_a_second_key_bans_everywhe
         fleet.wait_applied(host, "ban fail2ban sshd 198.51.100.9 86400");
         assert_eq!(applied_in(&fleet, host, "198.51.100.9").len(), 1);
     }
-    let bans = fleet.admin(&["bans", "--json"]);
-    let bans: serde_json::Value = serde_json::from_slice(&bans.stdout).unwrap();
-    let reporters: Vec<&str> = bans.as_array().unwrap()[0]["reporters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
+    let reporters = names(&bans_json(&fleet, false)[0], "reporters");
     assert_eq!(reporters, ["mail2", "mail1"]);
 
     // An unban drops the reports waiting for a network that is not banned yet.
@@ -322,12 +319,7 @@ fn with_two_reporters_needed_one_key_bans_nothing_and_a_second_key_bans_everywhe
 
     // Lowering min-reporters on reload bans what it confirms now.
     assert!(report_verbose(&fleet, 0, "192.0.2.77").contains("pending: 1 of 2"));
-    edit(
-        &fleet.server_config,
-        "min-reporters = 2",
-        "min-reporters = 1",
-    );
-    fleet.signal_server(Signal::SIGHUP);
+    reload_server(&fleet, "min-reporters = 2", "min-reporters = 1");
     for host in 0..4 {
         fleet.wait_applied(host, "ban fail2ban sshd 192.0.2.77 86400");
     }
@@ -443,15 +435,8 @@ fn escalation_counts_bans_taken_by_every_server() {
         }
         std::thread::sleep(Duration::from_millis(wait));
     }
-    let history = |fleet: &Fleet| {
-        let bans: serde_json::Value =
-            serde_json::from_str(&admin_ok(fleet, &["bans", "--json"])).unwrap();
-        bans[0]["history"].to_string()
-    };
+    let history = |fleet: &Fleet| bans_json(fleet, false)[0]["history"].clone();
     assert_eq!(history(&fleets[0]), history(&fleets[1]));
-    assert!(
-        history(&fleets[0]).matches("name").count() == 3,
-        "{}",
-        history(&fleets[0])
-    );
+    let names = names(&bans_json(&fleets[0], false)[0], "history");
+    assert_eq!(names.len(), 3, "{names:?}");
 }

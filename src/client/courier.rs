@@ -4,14 +4,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::client::link::{send_request, VERDICT_FRAMES};
 use crate::client::spool::{self, Spool};
 use crate::exit::Failure;
 use crate::logging::Quiet;
 use crate::wire::follow::REQUEST_TIMEOUT;
 use crate::wire::protocol::Verdict;
 use crate::wire::transport;
-use crate::wire::upstream::{reply_body, within_bounds};
+use crate::wire::upstream::{reply_body, send_request, within_bounds, VERDICT_FRAMES};
 
 /// How often the spool is looked at when it was empty.
 const SPOOL_CHECK: Duration = Duration::from_secs(1);
@@ -130,7 +129,7 @@ impl Courier {
                 continue;
             };
             match verdict {
-                Ok(verdict @ (Verdict::Accepted | Verdict::Duplicate | Verdict::Pending(_))) => {
+                Ok(verdict) if verdict.taken() => {
                     log::info!("delivered spooled report {}: {verdict}", path.display());
                 }
                 Ok(verdict) => log::warn!("spooled report {}: {verdict}", path.display()),

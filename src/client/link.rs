@@ -9,10 +9,7 @@ use crate::exit::{Exit, Failure};
 use crate::wire::keys::{self, KeyPair};
 use crate::wire::protocol::{encode_snapshot_request, SnapshotPage};
 use crate::wire::transport::{self, endpoint};
-use crate::wire::upstream::{reply_body, Target};
-
-/// Frames in a verdict behind its delimiter, the largest the courier receives.
-pub const VERDICT_FRAMES: usize = 1 + 3;
+use crate::wire::upstream::{reply_body, send_request, Target};
 
 /// This host's key pair, from the file client.toml names.
 pub fn own_key(config: &ClientConfig) -> Result<KeyPair, Failure> {
@@ -32,13 +29,6 @@ fn target(spec: &ServerSpec) -> Result<Target, Failure> {
         publish_port: spec.publish_port,
         key: keys::load_public(&spec.key)?,
     })
-}
-
-/// Sends a request on a DEALER socket, behind the empty delimiter that a REQ socket would
-/// add, so the server handles both alike.
-pub fn send_request(socket: &zmq::Socket, request: Vec<Vec<u8>>) -> zmq::Result<()> {
-    let frames = std::iter::once(Vec::new()).chain(request);
-    socket.send_multipart(frames, zmq::DONTWAIT)
 }
 
 /// Asks every server for the first snapshot page, as a client does when it

@@ -464,6 +464,7 @@ impl ServerConfig {
             ));
         }
         check_aggregation(&config).map_err(|(k, r)| err(k, r))?;
+        check_confirmation(&config).map_err(|(k, r)| err(k, r))?;
         check_recidive(&config).map_err(|(k, r)| err(k, r))?;
         for peer in &config.peers {
             check_host(&peer.address).map_err(|r| err("peers", format!("address {r}")))?;
@@ -677,28 +678,31 @@ fn check_aggregation(config: &ServerConfig) -> Result<(), (&'static str, String)
     Ok(())
 }
 
-/// How many keys confirm a ban and how long their reports wait; how far back the history
-/// of bans reaches, and how steeply bans grow.
-fn check_recidive(config: &ServerConfig) -> Result<(), (&'static str, String)> {
-    if let Some(window) = config.recidive_window {
-        if !(1..=MAX_RECIDIVE_WINDOW).contains(&window.0.as_secs()) {
-            return Err((
-                "recidive-window",
-                format!("must be between 1s and {}d", MAX_RECIDIVE_WINDOW / 86400),
-            ));
-        }
-    }
+/// How many keys confirm a ban, and how long their reports wait.
+fn check_confirmation(config: &ServerConfig) -> Result<(), (&'static str, String)> {
     if !(1..=MAX_MIN_REPORTERS).contains(&config.min_reporters) {
         return Err((
             "min-reporters",
             format!("must be between 1 and {MAX_MIN_REPORTERS}"),
         ));
     }
-    if !(1..=MAX_RECIDIVE_WINDOW).contains(&config.confirm_window.0.as_secs()) {
-        return Err((
-            "confirm-window",
-            format!("must be between 1s and {}d", MAX_RECIDIVE_WINDOW / 86400),
-        ));
+    check_window("confirm-window", config.confirm_window)
+}
+
+/// A window of time the server keeps state for: at most MAX_RECIDIVE_WINDOW.
+fn check_window(key: &'static str, window: HumanDuration) -> Result<(), (&'static str, String)> {
+    if (1..=MAX_RECIDIVE_WINDOW).contains(&window.0.as_secs()) {
+        Ok(())
+    } else {
+        let days = MAX_RECIDIVE_WINDOW / 86400;
+        Err((key, format!("must be between 1s and {days}d")))
+    }
+}
+
+/// How far back the history of bans reaches, and how steeply bans grow.
+fn check_recidive(config: &ServerConfig) -> Result<(), (&'static str, String)> {
+    if let Some(window) = config.recidive_window {
+        check_window("recidive-window", window)?;
     }
     if config.recidive_factor < 2 {
         return Err(("recidive-factor", "must be at least 2".into()));

@@ -40,8 +40,8 @@ impl Server {
         let now = unix_now();
         if let Some(set) = self.intake.take_pending(ip) {
             // A false positive caught while it waits: nothing to lift, its reports go.
-            self.pending_store.remove(ip).map_err(store_failure)?;
-            self.pending_store.commit().map_err(store_failure)?;
+            self.journal_waiting(ip)?;
+            self.commit()?;
             let names: Vec<&str> = set.reports.iter().map(|w| w.name.as_str()).collect();
             log::info!(
                 "dropped the reports waiting for {ip}, from {}",

@@ -1,27 +1,25 @@
-//! Forwarding waiting reports to the peer servers (docs/ha.md, "Confirmation across
+//! Forwarding waiting reports to the peer servers (docs/ha.md, "Policies across
 //! servers"): a report that waits here for confirmation, or is held beyond its key's
 //! allowance, is sent to every peer as a FORWARD request, so that K hosts confirm a ban
 //! whichever servers they reported to. Each peer has an outbox, delivered one request at a
-//! time and sent again until the peer answers: a peer that is down gets everything once it
-//! is back. A peer stores what it is forwarded, and never forwards it further, so nothing
-//! loops.
+//! time and sent again every REQUEST_TIMEOUT (5 s) until the peer answers: a peer that is
+//! down gets everything once it is back. A peer stores what it is forwarded, and never
+//! forwards it further, so nothing loops.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::wire::follow::REQUEST_TIMEOUT;
 use crate::wire::keys::KeyPair;
-use crate::wire::protocol::{Verdict, VERSION};
+use crate::wire::protocol::{encode_forward, Verdict};
 use crate::wire::transport;
-use crate::wire::upstream::{reply_body, requester, within_bounds, Target};
+use crate::wire::upstream::{
+    reply_body, requester, send_request, within_bounds, Target, VERDICT_FRAMES,
+};
 
-/// How long an answer may take before the request goes again, on a new socket, so that a
-/// late answer to the old one is never taken for the new one's.
-const RESEND: Duration = Duration::from_secs(5);
 /// The most requests an outbox keeps for a peer that is away; the oldest go first. Each
 /// key holds at most 10,000 reports, so this is a wave from ten hosts at once.
 const MAX_OUTBOX: usize = 100_000;
-/// A reply has three frames behind the delimiter.
-const REPLY_FRAMES: usize = 4;
 
 pub struct Forwarder {
     pub target: Target,
@@ -59,7 +57,8 @@ impl Forwarder {
 
     /// Takes the answers that came: each one delivers the request in flight.
     pub fn read(&mut self) {
-        while let Ok(received) = transport::recv_bounded(&self.socket, zmq::DONTWAIT, REPLY_FRAMES)
+        while let Ok(received) =
+            transport::recv_bounded(&self.socket, zmq::DONTWAIT, VERDICT_FRAMES)
         {
             let verdict = within_bounds(&received)
                 .and_then(reply_body)
@@ -90,7 +89,11 @@ impl Forwarder {
             );
             self.dropped = 0;
         }
-        let overdue = self.sent_at.is_some_and(|at| at.elapsed() >= RESEND);
+        // Sent again on a new socket, so that a late answer to the old one is never taken
+        // for the new one's.
+        let overdue = self
+            .sent_at
+            .is_some_and(|at| at.elapsed() >= REQUEST_TIMEOUT);
         if overdue {
             match requester(ctx, &self.target, own) {
                 Ok(socket) => self.socket = socket,
@@ -104,13 +107,7 @@ impl Forwarder {
             self.sent_at = None;
             return;
         };
-        let frames = [
-            b"".as_slice(),
-            VERSION.as_bytes(),
-            b"FORWARD",
-            line.as_bytes(),
-        ];
-        if self.socket.send_multipart(frames, zmq::DONTWAIT).is_ok() {
+        if send_request(&self.socket, encode_forward(line)).is_ok() {
             self.sent_at = Some(Instant::now());
         }
     }

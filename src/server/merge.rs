@@ -49,15 +49,17 @@ impl Server {
             if ahead(ban.reported) {
                 log::warn!("ignored the ban of {} from peer {peer}: dated {} s ahead of this server's clock", ban.ip, ban.reported - now);
             }
-            if let Some(entry) = self.table.merge(ban, now) {
-                self.store.append(&entry).map_err(store_failure)?;
+            if let Some(mut entry) = self.table.merge(ban, now) {
                 // Reports waiting here for it: a peer's ban confirmed it.
-                if let Some(set) = self.intake.take_pending(&ban.ip) {
-                    for w in &set.reports {
-                        self.table.note_reporter(&ban.ip, &w.name, w.at);
-                    }
-                    self.pending_store.remove(&ban.ip).map_err(store_failure)?;
+                if self.intake.absorb_waiting(&mut self.table, &ban.ip) {
+                    self.journal_waiting(&ban.ip)?;
+                    entry = self
+                        .table
+                        .active_ban(&ban.ip, now)
+                        .cloned()
+                        .unwrap_or(entry);
                 }
+                self.store.append(&entry).map_err(store_failure)?;
                 changes.push(Change::Ban(entry.ban));
             }
         }

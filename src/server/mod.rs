@@ -283,11 +283,7 @@ impl Server {
                 waiting.jail,
                 waiting.name
             );
-            match self.intake.pending().get(ip) {
-                Some(set) => self.pending_store.append(set),
-                None => self.pending_store.remove(ip),
-            }
-            .map_err(store_failure)?;
+            self.journal_waiting(ip)?;
         }
         let sets: Vec<PendingSet> = self.intake.pending().sets().cloned().collect();
         self.pending_store

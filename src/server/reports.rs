@@ -13,7 +13,7 @@ use crate::server::{store_failure, Peer, Server, CUT_OFF};
 use crate::store::Record;
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{
-    decode_request, Report, Request, SnapshotPage, Verdict, MAX_REQUEST_FRAMES, PAGE,
+    bantime_text, decode_request, Report, Request, SnapshotPage, Verdict, MAX_REQUEST_FRAMES, PAGE,
 };
 use crate::wire::transport::{self, Received};
 
@@ -184,8 +184,10 @@ impl Server {
 
     /// A report that now waits here is forwarded to the peers (`forward`).
     fn forward_waiting(&mut self, decision: &Decision) {
-        if let Decision::Pending(set, ..) = decision {
-            self.peers.forward(&set.forward_lines());
+        if let Decision::Pending(ip, ..) = decision {
+            if let Some(set) = self.intake.pending().get(ip) {
+                self.peers.forward(&set.forward_lines());
+            }
         }
     }
 
@@ -242,25 +244,7 @@ impl Server {
             |ip| auth.fleet_host_in(ip),
             unix_now(),
         );
-        if released.is_empty() {
-            return Ok(());
-        }
-        let mut changes = Vec::new();
-        for (ip, decision) in released {
-            self.forward_waiting(&decision);
-            if matches!(decision, Decision::Refused(_)) {
-                self.pending_store.remove(&ip).map_err(store_failure)?;
-            }
-            let said = Said {
-                what: format!("{ip} (held)"),
-                key: "held".into(),
-                from: "its key's refilled allowance".into(),
-            };
-            self.settle(&said, decision, &mut changes)?;
-        }
-        self.commit()?;
-        self.publish(changes);
-        Ok(())
+        self.settle_all(released, "held", "its key's refilled allowance")
     }
 
     /// After a reload: bans what waited and is confirmed now (a lower `min-reporters`).
@@ -268,18 +252,44 @@ impl Server {
         let confirmed = self
             .intake
             .confirm_waiting(&self.config, &mut self.table, unix_now());
+        self.settle_all(confirmed, "waiting", "the reports that waited for it")
+    }
+
+    /// Settles what was decided for waiting reports, not for a request: `kind` names them
+    /// in the log, `from` says what moved them. Committed and published as a batch.
+    fn settle_all(
+        &mut self,
+        decided: Vec<(Cidr, Decision)>,
+        kind: &str,
+        from: &str,
+    ) -> Result<(), Failure> {
+        if decided.is_empty() {
+            return Ok(());
+        }
         let mut changes = Vec::new();
-        for (ip, decision) in confirmed {
+        for (ip, decision) in decided {
+            self.forward_waiting(&decision);
             let said = Said {
-                what: format!("{ip} (waiting)"),
-                key: "reload".into(),
-                from: "the reports that waited for it".into(),
+                what: format!("{ip} ({kind})"),
+                key: kind.into(),
+                from: from.into(),
             };
             self.settle(&said, decision, &mut changes)?;
+            // Refused, or still waiting: the journal says what waits now.
+            self.journal_waiting(&ip)?;
         }
         self.commit()?;
         self.publish(changes);
         Ok(())
+    }
+
+    /// Journals the reports waiting for `ip` as they now stand, or that none does.
+    pub(super) fn journal_waiting(&mut self, ip: &Cidr) -> Result<(), Failure> {
+        match self.intake.pending().get(ip) {
+            Some(set) => self.pending_store.append(set),
+            None => self.pending_store.remove(ip),
+        }
+        .map_err(store_failure)
     }
 
     /// Makes what a batch changed durable: the ban table, then the waiting reports.
@@ -302,8 +312,8 @@ impl Server {
                 self.warn_limited(key, &line);
                 Ok(Verdict::Refused(reason))
             }
-            Decision::Pending(set, reason, policy) => {
-                self.pending_store.append(&set).map_err(store_failure)?;
+            Decision::Pending(ip, reason, policy) => {
+                self.journal_waiting(&ip)?;
                 let line = format!("pending {what} from {from}: {reason}{}", policy.suffix());
                 // A wave beyond a key's allowance must not flood the log either.
                 self.log_limited(log::Level::Info, key, &line);
@@ -328,7 +338,7 @@ impl Server {
                     ban.ip,
                     ban.prog,
                     ban.jail,
-                    ban.bantime.map_or("permanent".into(), |b| format!("{b}s"))
+                    bantime_text(ban.bantime)
                 );
                 self.store.append(&entry).map_err(store_failure)?;
                 self.forget_waiting(&policy)?;
@@ -341,8 +351,8 @@ impl Server {
 
     /// Journals that the reports waiting for a network were taken into its ban.
     fn forget_waiting(&mut self, policy: &Policy) -> Result<(), Failure> {
-        match policy.waited {
-            Some(ip) => self.pending_store.remove(&ip).map_err(store_failure),
+        match &policy.waited {
+            Some(ip) => self.journal_waiting(ip),
             None => Ok(()),
         }
     }

@@ -12,7 +12,7 @@ use crate::config::MAX_RECIDIVE_WINDOW;
 use crate::logging::printable;
 use crate::store::Record;
 use crate::wire::cidr::Cidr;
-use crate::wire::protocol::{ban_fields, number, parse_ban, Ban, Bantime, Lift, Name, Report};
+use crate::wire::protocol::{ban_fields, number, parse_ban, Ban, Lift, Name, Report};
 
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -329,11 +329,7 @@ impl BanTable {
         window: Duration,
         now: u64,
     ) -> Recorded {
-        let bantime = match report.bantime {
-            Bantime::Default => Some(default_bantime.as_secs().max(1)),
-            Bantime::Permanent => None,
-            Bantime::Seconds(s) => Some(s),
-        };
+        let bantime = report.bantime.seconds(default_bantime);
         // A report this server takes after an unban it knows of comes after it, even in the
         // same second, or by a clock that is behind the one that dated the unban.
         let reported = match self.lifts.get(&report.ip) {

@@ -87,6 +87,15 @@ impl Bantime {
         }
     }
 
+    /// In seconds, with `default` for a report that gave none; None for permanent.
+    pub fn seconds(self, default: std::time::Duration) -> Option<u64> {
+        match self {
+            Bantime::Default => Some(default.as_secs().max(1)),
+            Bantime::Permanent => None,
+            Bantime::Seconds(s) => Some(s),
+        }
+    }
+
     fn encode(self) -> String {
         match self {
             Bantime::Default => String::new(),
@@ -94,6 +103,11 @@ impl Bantime {
             Bantime::Seconds(s) => s.to_string(),
         }
     }
+}
+
+/// A ban's bantime for a log line: "600s", or "permanent" for None.
+pub fn bantime_text(bantime: Option<u64>) -> String {
+    bantime.map_or("permanent".into(), |b| format!("{b}s"))
 }
 
 /// The field `name` as a strict decimal (see `parse_u64`), or why it is not one.
@@ -260,6 +274,15 @@ impl Verdict {
         }
     }
 
+    /// Whether the server has the report, banned or waiting: nothing for the reporter to
+    /// send again.
+    pub fn taken(&self) -> bool {
+        matches!(
+            self,
+            Verdict::Accepted | Verdict::Duplicate | Verdict::Pending(_)
+        )
+    }
+
     pub fn reason(&self) -> &str {
         match self {
             Verdict::Invalid(r) | Verdict::Refused(r) | Verdict::Pending(r) => r,
@@ -276,10 +299,10 @@ impl Verdict {
 
     /// The 2014 protocol had a single success word.
     pub fn encode_legacy(&self) -> Vec<Vec<u8>> {
-        let word = match self {
-            // The server has the report: nothing for a 2014 reporter to do.
-            Verdict::Accepted | Verdict::Duplicate | Verdict::Pending(_) => "OK".to_string(),
-            other => format!("ERR {}: {}", other.status().to_lowercase(), other.reason()),
+        let word = if self.taken() {
+            "OK".to_string()
+        } else {
+            format!("ERR {}: {}", self.status().to_lowercase(), self.reason())
         };
         vec![word.into_bytes()]
     }
@@ -581,6 +604,15 @@ impl SnapshotPage {
 pub fn encode_snapshot_request(after: Option<&Cidr>) -> Vec<Vec<u8>> {
     let after = after.map_or(String::new(), Cidr::to_string);
     vec![VERSION.into(), b"SNAPSHOT".to_vec(), after.into_bytes()]
+}
+
+/// A FORWARD request, from one server to a peer (`Request::Forward`).
+pub fn encode_forward(line: &str) -> Vec<Vec<u8>> {
+    vec![
+        VERSION.into(),
+        b"FORWARD".to_vec(),
+        line.as_bytes().to_vec(),
+    ]
 }
 
 impl Publish {

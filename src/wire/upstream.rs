@@ -18,6 +18,8 @@ use crate::wire::transport::{self, endpoint, Received};
 /// delimiter. Anything longer is not read further (see `transport::recv_bounded`).
 pub const PUBLISHED_FRAMES: usize = 12;
 pub const PAGE_FRAMES: usize = 1 + 5 + PAGE;
+/// Frames in a verdict behind its delimiter: the answer to a report or a FORWARD.
+pub const VERDICT_FRAMES: usize = 1 + 3;
 /// After the server refused our key, try again this often with a new subscriber socket.
 const RETRY_REFUSED: Duration = Duration::from_secs(2);
 
@@ -174,8 +176,7 @@ impl Upstream {
     }
 
     pub fn request_page(&mut self, after: Option<&Cidr>) {
-        let frames = std::iter::once(Vec::new()).chain(encode_snapshot_request(after));
-        if let Err(e) = self.requester.send_multipart(frames, zmq::DONTWAIT) {
+        if let Err(e) = send_request(&self.requester, encode_snapshot_request(after)) {
             log::warn!("cannot ask {} for a snapshot page: {e}", self.target.name);
         }
         self.follower.asked(after.copied(), Instant::now());
@@ -198,6 +199,13 @@ fn subscribe(
     subscriber.connect(&address)?;
     log::debug!("subscriber socket connecting to {address}");
     Ok((subscriber, watch))
+}
+
+/// Sends a request on a DEALER socket, behind the empty delimiter that a REQ socket would
+/// add, so the server handles both alike.
+pub fn send_request(socket: &zmq::Socket, request: Vec<Vec<u8>>) -> zmq::Result<()> {
+    let frames = std::iter::once(Vec::new()).chain(request);
+    socket.send_multipart(frames, zmq::DONTWAIT)
 }
 
 /// A DEALER on the server's report socket.

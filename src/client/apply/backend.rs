@@ -12,7 +12,7 @@ use crate::clock::unix_now;
 use crate::daemon::worker::Worker;
 use crate::exit::Failure;
 use crate::wire::cidr::Cidr;
-use crate::wire::protocol::Ban;
+use crate::wire::protocol::{bantime_text, Ban};
 
 const NFT: &str = "/usr/sbin/nft";
 const FAIL2BAN_CLIENT: &str = "/usr/bin/fail2ban-client";
@@ -234,13 +234,13 @@ pub struct LogOnly;
 impl Firewall for LogOnly {
     fn carry_out(&mut self, ops: &[Op]) -> Vec<bool> {
         for Op { action, ban } in ops {
-            let bantime = ban.bantime.map_or("permanent".into(), |b| format!("{b}s"));
             log::info!(
-                "dry run: would {action} {} ({} {} from {}, bantime {bantime})",
+                "dry run: would {action} {} ({} {} from {}, bantime {})",
                 ban.ip,
                 ban.prog,
                 ban.jail,
-                ban.origin
+                ban.origin,
+                bantime_text(ban.bantime)
             );
         }
         vec![true; ops.len()]

@@ -12,8 +12,8 @@ use std::time::Instant;
 use crate::config::ServerConfig;
 use crate::protect::{Protected, LOCAL_REFRESH};
 use crate::server::limits::RateLimits;
-use crate::server::policy::confirm::{Pending, PendingSet, Waiting, MAX_HELD};
-use crate::server::policy::{self, aggregate, recidive};
+use crate::server::policy::confirm::{Pending, Waiting, MAX_HELD};
+use crate::server::policy::{aggregate, recidive};
 use crate::server::table::{BanTable, Entry, Recorded};
 use crate::wire::cidr::Cidr;
 use crate::wire::control::Counters;
@@ -48,8 +48,8 @@ pub enum Decision {
     Duplicate(Option<Entry>, Policy),
     /// Journal and publish this ban.
     Accepted(Entry, Policy),
-    /// Waiting, with the others for its network, which are journaled; and why.
-    Pending(PendingSet, String, Policy),
+    /// Waiting, with the others for its network, whose reports are journaled; and why.
+    Pending(Cidr, String, Policy),
 }
 
 /// What the fleet policy (`policy`) made of a report that was not refused.
@@ -154,7 +154,7 @@ impl Intake {
                 until: now.saturating_add(config.confirm_window.0.as_secs()),
                 prog: report.prog.clone(),
                 jail: report.jail.clone(),
-                bantime: policy::seconds(report.bantime, config),
+                bantime: report.bantime.seconds(config.default_bantime.0),
                 held: !within,
                 forwarded: false,
             };
@@ -192,23 +192,25 @@ impl Intake {
             ..report.clone()
         };
         let (default_bantime, window) = (config.default_bantime.0, config.dedup_window.0);
-        match table.record(&report, origin, default_bantime, window, now) {
+        let recorded = table.record(&report, origin, default_bantime, window, now);
+        // The reports waiting for it are taken into the ban: those that confirmed it, or
+        // that waited from before `min-reporters` was lowered.
+        let absorbed = self.absorb_waiting(table, &report.ip);
+        if absorbed {
+            policy.waited = Some(report.ip);
+        }
+        // The entry with the reporters it took in, to journal.
+        let current = absorbed
+            .then(|| table.active_ban(&report.ip, now).cloned())
+            .flatten();
+        match recorded {
             Recorded::Duplicate(changed) => {
                 self.counters.duplicate += 1;
-                Decision::Duplicate(changed, policy)
+                Decision::Duplicate(current.or(changed), policy)
             }
             Recorded::New(entry) => {
                 self.counters.accepted += 1;
-                // Reports still waiting for it, from before another key confirmed it, or
-                // before `min-reporters` was lowered, are taken into the ban.
-                if let Some(set) = self.pending.take(&report.ip) {
-                    for w in &set.reports {
-                        table.note_reporter(&report.ip, &w.name, w.at);
-                    }
-                    policy.waited = Some(report.ip);
-                }
-                let entry = table.active_ban(&report.ip, now).cloned().unwrap_or(entry);
-                Decision::Accepted(entry, policy)
+                Decision::Accepted(current.unwrap_or(entry), policy)
             }
         }
     }

@@ -29,7 +29,6 @@ impl Intake {
             return self.confirm(config, table, ip, notes, now);
         }
         self.counters.pending += 1;
-        let set = set.clone();
         let reason = if held {
             format!(
                 "held: {} is over its allowance of {} reports at once and {} a minute; it is \
@@ -46,7 +45,7 @@ impl Intake {
                 config.min_reporters
             )
         };
-        Decision::Pending(set, reason, Policy::noted(notes))
+        Decision::Pending(ip, reason, Policy::noted(notes))
     }
 
     /// Bans a network that its waiting reports confirm: with the K-th longest bantime they
@@ -59,7 +58,7 @@ impl Intake {
         mut notes: Vec<String>,
         now: u64,
     ) -> Decision {
-        let set = self.pending.take(&ip).expect("confirmed reports wait");
+        let set = self.pending.get(&ip).expect("confirmed reports wait");
         let deciding = set.deciding(config.min_reporters).clone();
         let names: Vec<&str> = set.reports.iter().map(|w| w.name.as_str()).collect();
         notes.push(format!("confirmed by {}", names.join(", ")));
@@ -69,22 +68,27 @@ impl Intake {
             jail: deciding.jail.clone(),
             bantime: deciding.bantime(),
         };
-        let policy = Policy {
-            notes,
-            waited: Some(ip),
-            ..Policy::default()
+        // Which takes the waiting reports into the ban.
+        self.record(
+            config,
+            table,
+            &report,
+            &deciding.name,
+            Policy::noted(notes),
+            now,
+        )
+    }
+
+    /// Takes the reports waiting for `ip` into its ban, now in force: every key that sent
+    /// one among its reporters. False when none waited.
+    pub fn absorb_waiting(&mut self, table: &mut BanTable, ip: &Cidr) -> bool {
+        let Some(set) = self.pending.take(ip) else {
+            return false;
         };
-        let decision = self.record(config, table, &report, &deciding.name, policy, now);
         for w in &set.reports {
-            table.note_reporter(&ip, &w.name, w.at);
+            table.note_reporter(ip, &w.name, w.at);
         }
-        // With every confirming key among its reporters.
-        let current = table.active_ban(&ip, now).cloned();
-        match (decision, current) {
-            (Decision::Accepted(_, policy), Some(entry)) => Decision::Accepted(entry, policy),
-            (Decision::Duplicate(_, policy), entry) => Decision::Duplicate(entry, policy),
-            (other, _) => other,
-        }
+        true
     }
 
     /// Lets through the reports that keys had held, as their allowances refill, oldest
@@ -131,24 +135,20 @@ impl Intake {
             self.pending.take(&ip);
             return Decision::Refused(reason);
         }
-        let set = self.pending.get(&ip).expect("released").clone();
         if table.active_ban(&ip, now).is_some() {
-            self.pending.take(&ip);
-            let mut changed = None;
-            for w in &set.reports {
-                changed = table.note_reporter(&ip, &w.name, w.at).or(changed);
-            }
+            self.absorb_waiting(table, &ip);
             let policy = Policy {
                 waited: Some(ip),
                 ..Policy::default()
             };
-            return Decision::Duplicate(changed, policy);
+            return Decision::Duplicate(table.active_ban(&ip, now).cloned(), policy);
         }
+        let set = self.pending.get(&ip).expect("released");
         if set.confirmed(config.min_reporters) {
             return self.confirm(config, table, ip, Vec::new(), now);
         }
         let reason = "released from its allowance; waiting for confirmation".to_string();
-        Decision::Pending(set, reason, Policy::default())
+        Decision::Pending(ip, reason, Policy::default())
     }
 
     /// After a reload: bans what the waiting reports confirm now, as when `min-reporters`
@@ -200,7 +200,7 @@ impl Intake {
         decision
     }
 
-    /// The reports waiting for `ip`, which a ban from a peer now covers.
+    /// Drops the reports waiting for `ip` (`banshare unban`).
     pub fn take_pending(&mut self, ip: &Cidr) -> Option<PendingSet> {
         self.pending.take(ip)
     }

@@ -114,7 +114,7 @@ pub fn outlasting(asked: Bantime, config: &ServerConfig, absorbed: &[Entry], now
     if ends.clone().any(|end| end.is_none()) {
         return Bantime::Permanent;
     }
-    let Some(asked_end) = super::seconds(asked, config).map(|s| now + s) else {
+    let Some(asked_end) = asked.seconds(config.default_bantime.0).map(|s| now + s) else {
         return Bantime::Permanent;
     };
     match ends.flatten().max() {

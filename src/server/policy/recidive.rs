@@ -9,7 +9,7 @@ use crate::config::duration::MaxBantime;
 use crate::config::ServerConfig;
 use crate::server::table::BanTable;
 use crate::wire::cidr::Cidr;
-use crate::wire::protocol::{Bantime, MAX_BANTIME};
+use crate::wire::protocol::{bantime_text, Bantime, MAX_BANTIME};
 
 /// The bantime of a new ban of `ip` that asked for `asked`, and what escalation did, for
 /// the audit line.
@@ -28,7 +28,10 @@ pub fn escalate(
     }
     let from = now.saturating_sub(window.0.as_secs());
     let earlier = table.history(ip).map_or(0, |h| h.since(from));
-    let Some(base) = super::seconds(asked, config).filter(|_| earlier > 0) else {
+    let Some(base) = asked
+        .seconds(config.default_bantime.0)
+        .filter(|_| earlier > 0)
+    else {
         return (asked, None);
     };
     let factor = u64::from(config.recidive_factor);
@@ -53,10 +56,7 @@ pub fn escalate(
         (Some(grown), MaxBantime::Permanent) if grown <= MAX_BANTIME => Bantime::Seconds(grown),
         (_, MaxBantime::Permanent) => Bantime::Permanent,
     };
-    let result = match bantime {
-        Bantime::Seconds(s) => format!("{s}s"),
-        _ => "permanent".into(),
-    };
+    let result = bantime_text(bantime.seconds(config.default_bantime.0));
     (bantime, Some(format!("{formula} = {result}")))
 }
 
