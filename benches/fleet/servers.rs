@@ -148,7 +148,7 @@ impl Subscribers {
                 .collect();
             for i in ready {
                 while let Ok(frames) = sockets[i].recv_multipart(zmq::DONTWAIT) {
-                    let got = matches!(Publish::decode(&frames), Ok(Publish::Ban { ban, .. }) if ban.ip.to_string() == ip);
+                    let got = matches!(Publish::decode(&frames), Ok((_, Publish::Ban { ban, .. })) if ban.ip.to_string() == ip);
                     if got && pending[i] {
                         pending[i] = false;
                         left -= 1;

@@ -98,9 +98,9 @@ pub fn subscribe<'a>(
             }
             let frames = socket.recv_multipart(0).unwrap();
             match Publish::decode(&frames) {
-                Ok(Publish::Ban { .. }) => (bans, last_ban) = (bans + 1, Instant::now()),
+                Ok((_, Publish::Ban { .. })) => (bans, last_ban) = (bans + 1, Instant::now()),
                 // The server greets each new subscriber with a heartbeat.
-                Ok(Publish::Heartbeat { .. }) if !announced => {
+                Ok((_, Publish::Heartbeat { .. })) if !announced => {
                     announced = true;
                     let _ = ready.send(());
                 }

@@ -11,9 +11,28 @@ impl Client {
     /// Applies a page from server `i`'s catch-up under way, then asks for the next or
     /// finishes.
     pub(super) fn take_page(&mut self, i: usize, page: SnapshotPage) {
-        let Some(next) = self.servers[i].follower.take_page(&page) else {
+        let Some(s) = self.servers[i].stream_for(&page.topic) else {
+            let line = format!(
+                "ignored a snapshot page of {} from {}, which this host does not follow",
+                page.topic, self.servers[i].target.name
+            );
+            return self.warn_about_server(&line);
+        };
+        let Some(next) = self.servers[i].streams[s].follower.take_page(&page) else {
             return;
         };
+        if page.topic.dry_run {
+            for ban in &page.bans {
+                self.dry_run.would(
+                    &self.config,
+                    &page.topic,
+                    ban,
+                    Action::Ban,
+                    &mut self.enforcer,
+                );
+            }
+            return self.next_page(i, s, next);
+        }
         for bad in &page.unreadable {
             let line = format!(
                 "skipped a ban in a snapshot page from {}: {}",
@@ -29,9 +48,18 @@ impl Client {
                 self.warn_about_server(&line);
             }
         }
+        self.next_page(i, s, next);
+    }
+
+    fn next_page(&mut self, i: usize, s: usize, next: Next) {
         match next {
-            Next::Page(after) => self.servers[i].request_page(Some(&after)),
-            Next::Done(resync) => self.finish_resync(i, resync),
+            Next::Page(after) => self.servers[i].request_page(s, Some(&after)),
+            Next::Done(resync) => {
+                self.servers[i].streams[s].synced = true;
+                if !self.servers[i].streams[s].topic.dry_run {
+                    self.finish_resync(i, resync);
+                }
+            }
         }
     }
 
@@ -41,7 +69,13 @@ impl Client {
     /// expired bans are forgotten here.
     fn finish_resync(&mut self, i: usize, resync: Resync) {
         let mut refused = Vec::new();
-        let lift_absent = self.servers.len() == 1;
+        // Several groups are several streams, like several servers.
+        let enforcing: usize = self
+            .servers
+            .iter()
+            .map(|s| s.streams.iter().filter(|s| !s.topic.dry_run).count())
+            .sum();
+        let lift_absent = enforcing == 1;
         let (expired, lifted) = self.enforcer.drop_stale(
             &self.config,
             &resync.active,

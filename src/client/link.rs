@@ -52,7 +52,7 @@ fn ping_one(
     let socket = request_socket(&ctx, zmq::DEALER, target, own)?;
     let address = target.report_endpoint();
     let fail = |e: zmq::Error| Exit::Software.with(format!("{address}: {e}"));
-    send_request(&socket, encode_snapshot_request(None)).map_err(fail)?;
+    send_request(&socket, encode_snapshot_request(None, None)).map_err(fail)?;
     let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
     if socket.poll(zmq::POLLIN, timeout_ms).map_err(fail)? == 0 {
         return Err(Exit::Unavailable.with(format!(

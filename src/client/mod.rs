@@ -8,6 +8,7 @@
 pub mod apply;
 mod catchup;
 pub mod courier;
+mod dry_run;
 pub mod link;
 pub mod report;
 pub mod spool;
@@ -23,10 +24,12 @@ use crate::exit::{Exit, Failure};
 use crate::logging::LogLimit;
 use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{Ban, Publish};
+use crate::wire::topic::Topic;
 use crate::wire::upstream::{Heard, Target, Upstream};
 use apply::record::Action;
 use apply::Enforcer;
 use courier::Courier;
+use dry_run::DryRun;
 use link::{own_key, request_socket, targets};
 use spool::Spool;
 
@@ -59,6 +62,8 @@ struct Client {
     /// Each server followed, in client.toml's order, each with its own position.
     servers: Vec<Upstream>,
     enforcer: Enforcer,
+    /// What this host would do with the bans of the servers' dry-run groups.
+    dry_run: DryRun,
     courier: Courier,
     /// Which server the courier tries next when one does not answer.
     courier_turn: usize,
@@ -76,9 +81,10 @@ impl Client {
         check_dirs(&config)?;
         let enforcer = Enforcer::start(&config)?;
         let ctx = zmq::Context::new();
-        let servers = open_all(&ctx, targets, &own)?;
+        let servers = open_all(&ctx, targets, &own, &config)?;
         let courier = request_socket(&ctx, zmq::DEALER, &servers[0].target, &own)?;
         Ok(Client {
+            dry_run: DryRun::default(),
             config_path: config_path.to_owned(),
             courier: Courier::new(courier, Spool::new(&config.spool_dir, config.spool_max)),
             courier_turn: 0,
@@ -173,11 +179,8 @@ impl Client {
             .servers
             .iter()
             .map(|server| {
-                let state = match (server.follower.is_live(Instant::now()), server.heard_at) {
-                    (true, _) => match server.follower.position() {
-                        Some((_, seq)) => format!("seq {seq}"),
-                        None => "connected".into(),
-                    },
+                let state = match (server.is_live(Instant::now()), server.heard_at) {
+                    (true, _) => positions(server),
                     (false, Some(at)) => format!("silent for {} s", now.saturating_sub(at)),
                     (false, None) => "not reached yet".into(),
                 };
@@ -198,7 +201,7 @@ impl Client {
         let retry = self.enforcer.retry_due();
         for server in &mut self.servers {
             if self.ready {
-                if let Some(silent) = server.follower.silence(Instant::now()) {
+                if let Some(silent) = server.silence(Instant::now()) {
                     log::warn!(
                         "no heartbeat from {} for {} s; will resynchronise",
                         server.target.name,
@@ -207,7 +210,7 @@ impl Client {
                 }
             }
             if retry {
-                server.follower.want();
+                server.want();
             }
         }
     }
@@ -225,7 +228,7 @@ impl Client {
             }
             for item in heard {
                 match item {
-                    Heard::Message(message) => self.handle(message),
+                    Heard::Message(topic, message) => self.handle(&topic, message),
                     Heard::Page(page) => self.take_page(i, page),
                     Heard::Bad(line) => {
                         let line = format!("{}: {line}", self.servers[i].target.name);
@@ -267,7 +270,16 @@ impl Client {
     }
 
     /// A ban or unban from a server; its position was noted by `Upstream::read`.
-    fn handle(&mut self, message: Publish) {
+    fn handle(&mut self, topic: &Topic, message: Publish) {
+        if topic.dry_run {
+            let (ban, action) = match message {
+                Publish::Heartbeat { .. } => return,
+                Publish::Ban { ban, .. } => (ban, Action::Ban),
+                Publish::Unban { ban, .. } => (ban, Action::Unban),
+            };
+            let (config, enforcer) = (&self.config, &mut self.enforcer);
+            return self.dry_run.would(config, topic, &ban, action, enforcer);
+        }
         match message {
             Publish::Heartbeat { .. } => {}
             Publish::Ban { ban, .. } => self.act_on(&ban, Action::Ban),
@@ -300,7 +312,7 @@ impl Client {
     /// they held), then a catch-up with each.
     fn reconnect(&mut self, config: &ClientConfig) -> Result<(), Failure> {
         let own = own_key(config)?;
-        let servers = open_all(&self.ctx, targets(config)?, &own)?;
+        let servers = open_all(&self.ctx, targets(config)?, &own, config)?;
         let courier = request_socket(&self.ctx, zmq::DEALER, &servers[0].target, &own)?;
         (self.own, self.servers) = (own, servers);
         self.courier.reconnect(courier);
@@ -312,7 +324,8 @@ impl Client {
         // The key files' contents count, not their names: a rotation rewrites them in place.
         let wanted = targets(&config).and_then(|t| Ok((t, own_key(&config)?.public)));
         let current: Vec<Target> = self.servers.iter().map(|s| s.target.clone()).collect();
-        if wanted.ok() != Some((current, self.own.public)) {
+        let regrouped = config.groups != self.config.groups;
+        if regrouped || wanted.ok() != Some((current, self.own.public)) {
             if let Err(e) = self.reconnect(&config) {
                 log::error!("reload failed, keeping the running configuration: {e}");
                 return;
@@ -320,7 +333,7 @@ impl Client {
         }
         if self.enforcer.adopt(&self.config, &config) {
             for server in &mut self.servers {
-                server.follower.want();
+                server.want();
             }
         }
         if config.state_dir != self.config.state_dir {
@@ -338,6 +351,7 @@ fn open_all(
     ctx: &zmq::Context,
     targets: Vec<Target>,
     own: &KeyPair,
+    config: &ClientConfig,
 ) -> Result<Vec<Upstream>, Failure> {
     targets
         .into_iter()
@@ -348,10 +362,29 @@ fn open_all(
                 own.public.fingerprint(),
                 target.key.fingerprint()
             );
-            Upstream::open(ctx, target, own)
+            Upstream::open(ctx, target, own, config.groups.clone())
                 .map_err(|e| Exit::Config.with(format!("cannot connect to {address}: {e}")))
         })
         .collect()
+}
+
+/// Where each stream of a server stands: "seq 12", or "web seq 12, mail seq 3".
+fn positions(server: &Upstream) -> String {
+    let each: Vec<String> = server
+        .streams
+        .iter()
+        .map(|s| {
+            let seq = s
+                .follower
+                .position()
+                .map_or("connected".into(), |(_, q)| format!("seq {q}"));
+            match &s.topic.group {
+                Some(group) => format!("{group} {seq}"),
+                None => seq,
+            }
+        })
+        .collect();
+    each.join(", ")
 }
 
 /// The client runs as root: no other user may be able to put files where it writes.

@@ -2,6 +2,7 @@
 //! reported as one line with file, line number and reason.
 
 pub mod duration;
+pub mod groups;
 pub mod template;
 
 use std::io::Read;
@@ -11,9 +12,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::config::duration::{HumanDuration, MaxBantime};
+use crate::config::groups::GroupConfig;
 use crate::config::template::Template;
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::MAX_BANTIME;
+use crate::wire::topic::Group;
 
 /// Where the server's control socket is, unless server.toml says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/banshare/control.sock";
@@ -199,6 +202,9 @@ pub struct ServerConfig {
     /// The other servers of the fleet, whose publish sockets this one follows and merges.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// Which reports ban in which group (`groups`); none: one stream for every host.
+    #[serde(default)]
+    pub groups: Vec<GroupConfig>,
 }
 
 /// Another banshare-server: where it listens, and its public key, whose file name without
@@ -292,6 +298,9 @@ pub struct ClientConfig {
     pub report_timeout: HumanDuration,
     #[serde(default = "default_log_level")]
     pub log_level: LogLevel,
+    /// The servers' groups this host receives; every group when not given.
+    #[serde(default)]
+    pub groups: Option<Vec<Group>>,
 }
 
 /// One of several servers in client.toml: its address, its public key file, and its ports
@@ -466,6 +475,18 @@ impl ServerConfig {
         check_aggregation(&config).map_err(|(k, r)| err(k, r))?;
         check_confirmation(&config).map_err(|(k, r)| err(k, r))?;
         check_recidive(&config).map_err(|(k, r)| err(k, r))?;
+        groups::check(&config.groups, MAX_MIN_REPORTERS).map_err(|r| err("groups", r))?;
+        if !config.groups.is_empty() && !config.peers.is_empty() {
+            let why = "groups and peers cannot be combined in this version: peers exchange \
+                       the default group only";
+            return Err(err("groups", why.into()));
+        }
+        for group in &config.groups {
+            if let Some(window) = group.confirm_window {
+                check_window("confirm-window", window)
+                    .map_err(|(k, r)| err("groups", format!("group {}: {k} {r}", group.name)))?;
+            }
+        }
         for peer in &config.peers {
             check_host(&peer.address).map_err(|r| err("peers", format!("address {r}")))?;
             check_ports(peer.report_port, peer.publish_port)
@@ -514,6 +535,9 @@ impl ClientConfig {
         }
         if config.batch_size == 0 {
             return Err(err("batch-size", "must be at least 1".into()));
+        }
+        if let Some(groups) = &config.groups {
+            check_client_groups(groups).map_err(|r| err("groups", r))?;
         }
         if config.spool_max == 0 {
             return Err(err("spool-max", "must be at least 1".into()));
@@ -676,6 +700,24 @@ fn check_aggregation(config: &ServerConfig) -> Result<(), (&'static str, String)
         }
     }
     Ok(())
+}
+
+/// client.toml's `groups`: some, none twice.
+fn check_client_groups(groups: &[Group]) -> Result<(), String> {
+    if groups.is_empty() {
+        return Err("lists no group; leave it out to receive every group".into());
+    }
+    if groups.len() > groups::MAX_GROUPS {
+        return Err(format!("at most {} groups", groups::MAX_GROUPS));
+    }
+    match groups
+        .iter()
+        .enumerate()
+        .find(|(i, g)| groups[..*i].contains(g))
+    {
+        Some((_, twice)) => Err(format!("names group {twice} twice")),
+        None => Ok(()),
+    }
 }
 
 /// How many keys confirm a ban, and how long their reports wait.

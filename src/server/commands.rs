@@ -3,13 +3,15 @@
 
 use crate::clock::unix_now;
 use crate::exit::Failure;
-use crate::server::merge::Change;
-use crate::server::table::{BanTable, Entry};
-use crate::server::{store_failure, Server};
+use crate::server::ledger::Ledger;
+use crate::server::merge::{Change, Changes};
+use crate::server::store_failure;
+use crate::server::table::Entry;
+use crate::server::Server;
 use crate::wire::cidr::Cidr;
 use crate::wire::control::{
-    self, BanView, Command, Counters, EpisodeView, HostSeen, PendingView, ReporterView, Status,
-    WaitingView,
+    self, BanView, Command, Counters, EpisodeView, GroupView, HostSeen, PendingView, ReporterView,
+    Status, WaitingView,
 };
 
 impl Server {
@@ -20,7 +22,7 @@ impl Server {
         };
         let reply = match Command::decode(&frames) {
             Ok(Command::Unban(ip)) => self.unban(&ip)?,
-            Ok(Command::Bans) => Ok(to_json(&bans(&self.table, unix_now()))),
+            Ok(Command::Bans) => Ok(to_json(&self.bans(unix_now()))),
             Ok(Command::Pending) => Ok(to_json(&self.pending())),
             Ok(Command::Status) => Ok(to_json(&self.status())),
             Err(e) => Err(e),
@@ -34,43 +36,55 @@ impl Server {
         Ok(())
     }
 
-    /// Lifts a ban fleet-wide: a dated unban, journaled, then published as UNBAN to the
-    /// clients and the peers alike.
+    /// Lifts a ban fleet-wide, in every group that holds it: a dated unban, journaled,
+    /// then published as UNBAN to the clients and the peers alike. The reports waiting for
+    /// it go too: a false positive caught while it waits.
     fn unban(&mut self, ip: &Cidr) -> Result<Result<String, String>, Failure> {
         let now = unix_now();
-        if let Some(set) = self.intake.take_pending(ip) {
-            // A false positive caught while it waits: nothing to lift, its reports go.
-            self.journal_waiting(ip)?;
-            self.commit()?;
-            let names: Vec<&str> = set.reports.iter().map(|w| w.name.as_str()).collect();
+        let mut dropped = Vec::new();
+        let mut changes: Changes = Vec::new();
+        let mut expired = false;
+        for g in 0..self.ledgers.len() {
+            let ledger = &mut self.ledgers[g];
+            if let Some(set) = ledger.book.pending.take(ip) {
+                ledger.journal_waiting(ip).map_err(store_failure)?;
+                dropped.extend(set.reports.iter().map(|w| w.name.to_string()));
+            }
+            expired |= ledger.book.table.contains(ip);
+            let Some(lift) = self.ledgers[g].book.table.unban_now(ip, now) else {
+                continue;
+            };
+            changes.extend(self.note_lift(g, lift, now)?.map(|c| (g, c)));
+        }
+        self.commit()?;
+        if !dropped.is_empty() {
             log::info!(
                 "dropped the reports waiting for {ip}, from {}",
-                names.join(", ")
+                dropped.join(", ")
             );
-            if self.table.unban_now(ip, now).is_none() {
-                return Ok(Ok(format!(
-                    "{ip} was not banned; dropped the reports waiting for it here"
-                )));
-            }
         }
-        let Some(lift) = self.table.unban_now(ip, now) else {
-            return Ok(Err(if self.table.contains(ip) {
-                format!("{ip} is not banned (its ban expired)")
-            } else {
-                format!("{ip} is not banned")
-            }));
-        };
-        let change = self.note_lift(lift, now)?;
-        self.store.commit().map_err(store_failure)?;
+        if changes.is_empty() {
+            return Ok(match (dropped.is_empty(), expired) {
+                (false, _) => Ok(format!(
+                    "{ip} was not banned; dropped the reports waiting for it here"
+                )),
+                (true, true) => Err(format!("{ip} is not banned (its ban expired)")),
+                (true, false) => Err(format!("{ip} is not banned")),
+            });
+        }
         self.intake.counters.unbanned += 1;
-        let origin = match &change {
-            Some(Change::Unban(ban, _)) => ban.origin.to_string(),
-            _ => "?".into(),
-        };
-        let seq = self
-            .publish(change.into_iter().collect())
-            .unwrap_or_default();
-        log::info!("unbanned {ip} (reported by {origin}); published as seq {seq}");
+        let origins: Vec<String> = changes
+            .iter()
+            .filter_map(|(_, change)| match change {
+                Change::Unban(ban, _) => Some(ban.origin.to_string()),
+                Change::Ban(_) => None,
+            })
+            .collect();
+        let seq = self.publish(changes).unwrap_or_default();
+        log::info!(
+            "unbanned {ip} (reported by {}); published as seq {seq}",
+            origins.join(", ")
+        );
         Ok(Ok(format!(
             "unbanned {ip}; every client runs its unban command"
         )))
@@ -81,71 +95,104 @@ impl Server {
     /// for each. Otherwise such bans would stay in force until they expire.
     pub(super) fn lift_never_banned(&mut self) -> Result<(), Failure> {
         let now = unix_now();
-        let auth = &self.auth;
-        let refused: Vec<(Cidr, String)> = self
-            .table
-            .active(now)
-            .filter_map(|e| {
-                let ip = e.ban.ip;
-                let refusal = self
-                    .intake
-                    .never_banned(&self.config, &ip, |ip| auth.fleet_host_in(ip));
-                refusal.err().map(|(_, why)| (ip, why))
-            })
-            .collect();
-        let mut changes = Vec::new();
-        for (ip, why) in refused {
-            let Some(lift) = self.table.unban_now(&ip, now) else {
-                continue;
-            };
-            if let Some(change) = self.note_lift(lift, now)? {
-                if let Change::Unban(ban, _) = &change {
-                    log::info!("lifted {ip} (reported by {}): {why}", ban.origin);
+        let mut changes: Changes = Vec::new();
+        for g in 0..self.ledgers.len() {
+            let auth = &self.auth;
+            let ledger = &self.ledgers[g];
+            let refused: Vec<(Cidr, String)> = ledger
+                .book
+                .table
+                .active(now)
+                .filter_map(|e| {
+                    let ip = e.ban.ip;
+                    let refusal = self
+                        .intake
+                        .never_banned(&ledger.config, &ip, |ip| auth.fleet_host_in(ip));
+                    refusal.err().map(|(_, why)| (ip, why))
+                })
+                .collect();
+            for (ip, why) in refused {
+                let Some(lift) = self.ledgers[g].book.table.unban_now(&ip, now) else {
+                    continue;
+                };
+                if let Some(change) = self.note_lift(g, lift, now)? {
+                    if let Change::Unban(ban, _) = &change {
+                        let prefix = self.ledgers[g].prefix();
+                        log::info!("{prefix}lifted {ip} (reported by {}): {why}", ban.origin);
+                    }
+                    changes.push((g, change));
                 }
-                changes.push(change);
             }
         }
-        self.store.commit().map_err(store_failure)?;
+        self.commit()?;
         self.intake.counters.unbanned += changes.len() as u64;
         self.publish(changes);
         Ok(())
     }
 
-    /// Every network with reports waiting, with each report.
+    /// Every active ban, in every group, with every host that reported it.
+    fn bans(&self, now: u64) -> Vec<BanView> {
+        let views = self.ledgers.iter().flat_map(|ledger| {
+            let group = group_name(ledger);
+            let table = &ledger.book.table;
+            table.active(now).map(move |e| BanView {
+                group: group.clone(),
+                ..view(e)
+            })
+        });
+        views.collect()
+    }
+
+    /// Every network with reports waiting, in every group, with each report.
     fn pending(&self) -> Vec<PendingView> {
-        let needed = self.config.min_reporters;
-        let views = self.intake.pending().sets().map(|set| PendingView {
-            ip: set.ip.to_string(),
-            needed,
-            reports: set
-                .reports
-                .iter()
-                .map(|w| WaitingView {
-                    at: w.at,
-                    bantime: w.bantime,
-                    held: w.held,
-                    jail: w.jail.to_string(),
-                    name: w.name.to_string(),
-                    prog: w.prog.to_string(),
-                    until: w.until,
-                })
-                .collect(),
+        let views = self.ledgers.iter().flat_map(|ledger| {
+            let needed = ledger.config.min_reporters;
+            let group = group_name(ledger);
+            ledger.book.pending.sets().map(move |set| PendingView {
+                group: group.clone(),
+                ip: set.ip.to_string(),
+                needed,
+                reports: set
+                    .reports
+                    .iter()
+                    .map(|w| WaitingView {
+                        at: w.at,
+                        bantime: w.bantime,
+                        held: w.held,
+                        jail: w.jail.to_string(),
+                        name: w.name.to_string(),
+                        prog: w.prog.to_string(),
+                        until: w.until,
+                    })
+                    .collect(),
+            })
         });
         views.collect()
     }
 
     fn status(&self) -> Status {
         let now = unix_now();
-        let (epoch, seq) = self.publisher.position();
+        let (epoch, seq) = self.publisher.position(0);
+        let active = |l: &Ledger| l.book.table.active(now).count();
+        let groups = self.ledgers.iter().enumerate().filter_map(|(g, ledger)| {
+            Some(GroupView {
+                active_bans: active(ledger),
+                dry_run: ledger.topic.dry_run,
+                name: group_name(ledger)?,
+                pending: ledger.book.pending.len(),
+                seq: self.publisher.position(g).1,
+            })
+        });
         Status {
-            active_bans: self.table.active(now).count(),
+            active_bans: self.ledgers.iter().map(active).sum(),
             authorized_keys: self.auth.count(),
             counters: Counters {
                 published: self.publisher.published(),
                 ..self.intake.counters.clone()
             },
             epoch,
-            pending: self.intake.pending().len(),
+            groups: groups.collect(),
+            pending: self.ledgers.iter().map(|l| l.book.pending.len()).sum(),
             peers: self.peers.views(),
             hosts: self
                 .auth
@@ -164,14 +211,15 @@ impl Server {
     }
 }
 
-/// Every active ban, with every host that reported it.
-fn bans(table: &BanTable, now: u64) -> Vec<BanView> {
-    table.active(now).map(view).collect()
+/// The group's name for `banshare bans` and `status`: none without groups.
+fn group_name(ledger: &Ledger) -> Option<String> {
+    ledger.topic.group.as_ref().map(ToString::to_string)
 }
 
 fn view(entry: &Entry) -> BanView {
     let ban = &entry.ban;
     BanView {
+        group: None,
         bantime: ban.bantime,
         expires: ban.expires,
         first_report: entry.first_report(),

@@ -15,9 +15,13 @@ pub(super) enum Change {
     Unban(Ban, u64),
 }
 
+/// Changes, each with the index of the group (`ledger`) it is published in.
+pub(super) type Changes = Vec<(usize, Change)>;
+
 impl Server {
     /// Merges what the peer `peer` published or paged: its unbans first, so that a ban they
     /// lift is not published only to be lifted. Returns how many changed the table here.
+    /// Peers and groups do not go together (yet): all is in the one group.
     pub(super) fn merge_from_peer(
         &mut self,
         peer: &str,
@@ -25,21 +29,22 @@ impl Server {
         lifts: &[Lift],
     ) -> Result<usize, Failure> {
         let now = unix_now();
-        let mut changes = Vec::new();
+        let mut changes: Changes = Vec::new();
         let ahead = |at: u64| at > now.saturating_add(MAX_AHEAD);
         for lift in lifts {
             if ahead(lift.at) {
                 log::warn!("ignored the unban of {} from peer {peer}: dated {} s ahead of this server's clock", lift.ip, lift.at - now);
             }
-            changes.extend(self.note_lift(*lift, now)?);
+            changes.extend(self.note_lift(0, *lift, now)?.map(|c| (0, c)));
         }
         for ban in bans {
             let auth = &self.auth;
-            let checked = self
-                .intake
-                .network_refusal(&self.config, &self.table, &ban.ip, |ip| {
-                    auth.fleet_host_in(ip)
-                });
+            let ledger = &mut self.ledgers[0];
+            let checked =
+                self.intake
+                    .network_refusal(&ledger.config, &ledger.book.table, &ban.ip, |ip| {
+                        auth.fleet_host_in(ip)
+                    });
             if let Err((_, reason)) = checked {
                 // A peer is held to the same rules as a host: its word bans nothing here
                 // that this server would refuse.
@@ -49,18 +54,16 @@ impl Server {
             if ahead(ban.reported) {
                 log::warn!("ignored the ban of {} from peer {peer}: dated {} s ahead of this server's clock", ban.ip, ban.reported - now);
             }
-            if let Some(mut entry) = self.table.merge(ban, now) {
+            let ledger = &mut self.ledgers[0];
+            if let Some(mut entry) = ledger.book.table.merge(ban, now) {
                 // Reports waiting here for it: a peer's ban confirmed it.
-                if self.intake.absorb_waiting(&mut self.table, &ban.ip) {
-                    self.journal_waiting(&ban.ip)?;
-                    entry = self
-                        .table
-                        .active_ban(&ban.ip, now)
-                        .cloned()
-                        .unwrap_or(entry);
+                if self.intake.absorb_waiting(&mut ledger.book, &ban.ip) {
+                    ledger.journal_waiting(&ban.ip).map_err(store_failure)?;
+                    let table = &ledger.book.table;
+                    entry = table.active_ban(&ban.ip, now).cloned().unwrap_or(entry);
                 }
-                self.store.append(&entry).map_err(store_failure)?;
-                changes.push(Change::Ban(entry.ban));
+                ledger.store.append(&entry).map_err(store_failure)?;
+                changes.push((0, Change::Ban(entry.ban)));
             }
         }
         self.commit()?;
@@ -69,31 +72,38 @@ impl Server {
         Ok(changed)
     }
 
-    /// Takes a dated unban into the table and the journal (not yet committed), and says
-    /// what subscribers must hear of it.
-    pub(super) fn note_lift(&mut self, lift: Lift, now: u64) -> Result<Option<Change>, Failure> {
-        let (change, new) = match self.table.lift(lift, now) {
+    /// Takes a dated unban into group `g`'s table and journal (not yet committed), and
+    /// says what subscribers must hear of it.
+    pub(super) fn note_lift(
+        &mut self,
+        g: usize,
+        lift: Lift,
+        now: u64,
+    ) -> Result<Option<Change>, Failure> {
+        let ledger = &mut self.ledgers[g];
+        let (change, new) = match ledger.book.table.lift(lift, now) {
             Lifted::Unchanged => return Ok(None),
             Lifted::Removed(entry) => (Some(Change::Unban(entry.ban, lift.at)), true),
             Lifted::Outlived { entry, new } => (Some(Change::Ban(entry.ban)), new),
             Lifted::Noted => (None, true),
         };
         if new {
-            self.store.lift(&lift).map_err(store_failure)?;
+            ledger.store.lift(&lift).map_err(store_failure)?;
         }
         Ok(change)
     }
 
-    /// Publishes committed changes, soon followed by a heartbeat; returns the last seq.
-    pub(super) fn publish(&mut self, changes: Vec<Change>) -> Option<u64> {
+    /// Publishes committed changes, each in its group, soon followed by a heartbeat;
+    /// returns the last seq.
+    pub(super) fn publish(&mut self, changes: Changes) -> Option<u64> {
         if !changes.is_empty() {
             self.publisher.heartbeat_soon();
         }
         changes
             .into_iter()
-            .map(|change| match change {
-                Change::Ban(ban) => self.publisher.ban(ban),
-                Change::Unban(ban, at) => self.publisher.unban(ban, at),
+            .map(|(g, change)| match change {
+                Change::Ban(ban) => self.publisher.ban(g, ban),
+                Change::Unban(ban, at) => self.publisher.unban(g, ban, at),
             })
             .last()
     }

@@ -6,6 +6,7 @@
 mod commands;
 mod forward;
 pub mod intake;
+pub mod ledger;
 pub mod limits;
 pub mod listener;
 mod merge;
@@ -21,22 +22,23 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{self, ServerArgs};
 use crate::clock::unix_now;
+use crate::config::groups::{self, GroupConfig};
 use crate::config::ServerConfig;
 use crate::daemon::memory;
 use crate::daemon::service::{self, Signals, Watchdog};
 use crate::daemon::worker::Worker;
 use crate::exit::{Exit, Failure};
 use crate::logging::{printable, LogLimit};
-use crate::store::{Record, Recovery, Store, StoreError, PENDING_JOURNAL, SERVER_JOURNAL};
+use crate::store::StoreError;
 use crate::wire::control;
 use crate::wire::keys::{self, KeyPair, PublicKey};
 use crate::wire::transport::endpoint;
 use intake::Intake;
+use ledger::Ledger;
 use listener::Listener;
 use peering::Peers;
-use policy::confirm::{Pending, PendingSet};
+use policy::confirm::PendingSet;
 use publisher::Publisher;
-use table::{BanTable, Entry};
 use zap::Authorizer;
 
 /// The longest the loop sleeps, which bounds how late a signal is noticed.
@@ -78,10 +80,8 @@ struct Server {
     publisher: Publisher,
     peers: Peers,
     intake: Intake,
-    table: BanTable,
-    store: Store<Entry>,
-    /// The reports waiting (`policy::confirm`), journaled apart from the bans.
-    pending_store: Store<PendingSet>,
+    /// Each group's bans, the default group's first (`ledger`).
+    ledgers: Vec<Ledger>,
     control: zmq::Socket,
     log_limit: LogLimit,
     /// Set when a key was cut off: every connection is closed after the batch, which ends
@@ -124,8 +124,7 @@ impl Server {
     fn start(config_path: &Path, config: ServerConfig) -> Result<Server, Failure> {
         let (key, authorized) = load_keys(&config)?;
         crate::files::own_dir(&config.state_dir, 0o750).map_err(|e| Exit::Config.with(e))?;
-        let (store, table) = open_store(&config)?;
-        let (pending_store, pending) = open_pending(&config)?;
+        let ledgers = ledger::open_all(&config)?;
         let ctx = zmq::Context::new();
         // Before any CURVE socket binds, or libzmq would let its peers in unchecked.
         let (auth, zap) = Authorizer::start(&ctx, authorized.by_key)
@@ -143,21 +142,21 @@ impl Server {
             &key,
             address(config.publish_port),
             config.heartbeat_interval.0,
+            ledgers.iter().map(|l| l.topic.clone()).collect(),
         )?;
         // A million bans take about 330 MB.
         let guard = memory::Guard::new((256 << 20) + 512 * config.max_bans as u64);
         let control = control::bind(&ctx, &config.control_socket)?;
         let mut peers = Peers::open(&ctx, &config, &key)?;
         // A peer may have missed what waits here: forwarding it twice is harmless.
+        let pending = &ledgers[0].book.pending;
         let waiting: Vec<String> = pending.sets().flat_map(PendingSet::forward_lines).collect();
         peers.forward(&waiting);
-        let mut intake = Intake::new(&config);
-        intake.restore_pending(pending);
         Ok(Server {
             peers,
-            pending_store,
+            intake: Intake::new(&config),
+            ledgers,
             config_path: config_path.to_owned(),
-            intake,
             config,
             key,
             ctx,
@@ -165,8 +164,6 @@ impl Server {
             zap,
             report,
             publisher,
-            table,
-            store,
             control,
             log_limit: LogLimit::default(),
             close_all: false,
@@ -254,42 +251,29 @@ impl Server {
         Ok(())
     }
 
-    /// Forgets expired bans, and compacts the journal when it has grown.
+    /// Forgets expired bans, and compacts the journals when they have grown.
     fn purge(&mut self) -> Result<(), Failure> {
         let now = unix_now();
-        let purged = self.table.purge(now);
-        log::debug!("purged {purged} expired bans; {} active", self.table.len());
-        let live: Vec<_> = self.table.entries().cloned().collect();
-        let lifts: Vec<_> = self.table.lifts().copied().collect();
-        if self
-            .store
-            .compact_if_large(&live, &lifts)
-            .map_err(store_failure)?
-        {
-            log::info!("compacted the ban table to {} bans", live.len());
-        }
-        self.purge_pending(now)
-    }
-
-    /// Forgets reports that waited longer than `confirm-window`, each with a line: the
-    /// operator should know what the fleet never banned.
-    fn purge_pending(&mut self, now: u64) -> Result<(), Failure> {
-        let expired = self.intake.purge_pending(now);
-        for (ip, waiting) in &expired {
-            let kind = if waiting.held { "held" } else { "unconfirmed" };
-            log::info!(
-                "dropped the {kind} report of {ip} ({} {}) from {}: confirm-window passed",
-                waiting.prog,
-                waiting.jail,
-                waiting.name
+        for ledger in &mut self.ledgers {
+            let prefix = ledger.prefix();
+            let table = &mut ledger.book.table;
+            let purged = table.purge(now);
+            log::debug!(
+                "{prefix}purged {purged} expired bans; {} active",
+                table.len()
             );
-            self.journal_waiting(ip)?;
+            let live: Vec<_> = table.entries().cloned().collect();
+            let lifts: Vec<_> = table.lifts().copied().collect();
+            if ledger
+                .store
+                .compact_if_large(&live, &lifts)
+                .map_err(store_failure)?
+            {
+                log::info!("{prefix}compacted the ban table to {} bans", live.len());
+            }
+            purge_pending(ledger, now)?;
         }
-        let sets: Vec<PendingSet> = self.intake.pending().sets().cloned().collect();
-        self.pending_store
-            .compact_if_large(&sets, &[])
-            .map_err(store_failure)?;
-        self.pending_store.commit().map_err(store_failure)
+        Ok(())
     }
 
     /// Past the memory guard's limit, closes every connection, which frees whatever peers
@@ -326,6 +310,14 @@ impl Server {
         if seen.joined {
             self.publisher.heartbeat_soon();
         }
+        for (received, group) in &seen.unknown {
+            if let Some(peer) = self.peer(received, "?") {
+                log::warn!(
+                    "{peer} subscribed to group {group}, which this server does not have; \
+                     it receives nothing of it"
+                );
+            }
+        }
         if seen.broken.is_empty() {
             return Ok(());
         }
@@ -335,8 +327,10 @@ impl Server {
             };
             let sent = printable(&String::from_utf8_lossy(&received.frames[0]));
             let why = format!(
-                "it sent \"{sent}\" to the publish socket, where only the subscription \
-                 BANSHARE1 belongs"
+                "it sent \"{sent}\" to the publish socket, where only the subscriptions \
+                 BANSHARE1 and BANSHARE1/GROUP/ belong (at most {} groups this server does \
+                 not have)",
+                publisher::MAX_UNKNOWN_GROUPS
             );
             self.cut_off(&peer, &why);
         }
@@ -402,8 +396,7 @@ impl Server {
         }
         self.auth.replace(authorized.by_key);
         self.intake.protect(&config);
-        self.table
-            .set_recidive(config.recidive_window.map(|w| w.0.as_secs()));
+        self.adopt_groups(&config);
         self.publisher.set_interval(kept.heartbeat_interval.0);
         self.config = kept;
         if !revoked.is_empty() {
@@ -411,6 +404,30 @@ impl Server {
         }
         log::info!("reloaded: {} authorized keys", self.auth.count());
         true
+    }
+
+    /// Each group takes its part of a reloaded configuration: rules, policy and dry run.
+    /// The groups themselves change only on restart, as each has its journals.
+    fn adopt_groups(&mut self, config: &ServerConfig) {
+        let mut resolved = groups::resolve(&config.groups);
+        if resolved.is_empty() {
+            resolved.push(GroupConfig::default_group());
+        }
+        let names = |groups: &mut dyn Iterator<Item = &GroupConfig>| {
+            groups.map(|g| g.name.clone()).collect::<Vec<_>>()
+        };
+        let running = names(&mut self.ledgers.iter().map(|l| &l.group));
+        let grouped = self.ledgers[0].topic.group.is_some();
+        if names(&mut resolved.iter()) != running || grouped == config.groups.is_empty() {
+            log::warn!("the groups themselves change only on restart; their rules and policies were reloaded");
+        }
+        for ledger in &mut self.ledgers {
+            let group = resolved.iter().find(|g| g.name == ledger.group.name);
+            let group = group.cloned().unwrap_or_else(|| ledger.group.clone());
+            ledger.adopt(config, group);
+        }
+        self.publisher
+            .set_topics(self.ledgers.iter().map(|l| l.topic.clone()).collect());
     }
 
     /// Subscriptions carry no per-message check, so a revoked subscriber is cut off by
@@ -424,51 +441,27 @@ impl Server {
     }
 }
 
-/// Opens the journal `name` in state-dir, saying loudly what could not be recovered; `what`
-/// names its contents for the log.
-fn open_journal<R: Record>(
-    config: &ServerConfig,
-    name: &str,
-    (what, records): (&str, &str),
-) -> Result<(Store<R>, Recovery<R>), Failure> {
-    let (store, recovery) = Store::open(&config.state_dir, name, config.durability, unix_now())
-        .map_err(|e| Exit::IoErr.with(format!("cannot open the {what}: {e}")))?;
-    for damage in &recovery.damaged {
-        let dir = config.state_dir.display();
-        log::error!("{what} in {dir}: skipped {damage}");
-    }
-    if let Some(kept) = &recovery.kept {
-        log::error!(
-            "{what} damaged: recovered {} {records} from {} lines, skipped {}; the damaged \
-             journal is kept as {}",
-            recovery.entries.len(),
-            recovery.lines,
-            recovery.damaged.len(),
-            kept.display()
+/// Forgets the reports of `ledger` that waited longer than `confirm-window`, each with a
+/// line: the operator should know what the fleet never banned.
+fn purge_pending(ledger: &mut Ledger, now: u64) -> Result<(), Failure> {
+    let expired = ledger.book.pending.purge(now);
+    for (ip, waiting) in &expired {
+        let kind = if waiting.held { "held" } else { "unconfirmed" };
+        log::info!(
+            "{}dropped the {kind} report of {ip} ({} {}) from {}: confirm-window passed",
+            ledger.prefix(),
+            waiting.prog,
+            waiting.jail,
+            waiting.name
         );
+        ledger.journal_waiting(ip).map_err(store_failure)?;
     }
-    Ok((store, recovery))
-}
-
-/// Reads the ban table back.
-fn open_store(config: &ServerConfig) -> Result<(Store<Entry>, BanTable), Failure> {
-    let (store, recovery) = open_journal(config, SERVER_JOURNAL, ("ban table", "active bans"))?;
-    let recidive = config.recidive_window.map(|w| w.0.as_secs());
-    let mut table = BanTable::from_entries(recovery.entries, recovery.lifts, recidive);
-    // What the journal kept for a longer recidive-window than this one.
-    let now = unix_now();
-    table.purge(now);
-    log::info!("ban table: {} active bans", table.active(now).count());
-    Ok((store, table))
-}
-
-/// Reads the waiting reports back (`policy::confirm`).
-fn open_pending(config: &ServerConfig) -> Result<(Store<PendingSet>, Pending), Failure> {
-    let (store, recovery) = open_journal(config, PENDING_JOURNAL, ("waiting reports", "networks"))?;
-    if !recovery.entries.is_empty() {
-        log::info!("{} networks have reports waiting", recovery.entries.len());
-    }
-    Ok((store, Pending::from_sets(recovery.entries)))
+    let sets: Vec<PendingSet> = ledger.book.pending.sets().cloned().collect();
+    ledger
+        .pending_store
+        .compact_if_large(&sets, &[])
+        .map_err(store_failure)?;
+    ledger.pending_store.commit().map_err(store_failure)
 }
 
 /// For `banshare check-config`: the checks a start would make, without binding.

@@ -46,7 +46,7 @@ impl Peers {
             let address = target.publish_endpoint();
             let fail = |e| Exit::Config.with(format!("cannot connect to peer {address}: {e}"));
             forwarders.push(Forwarder::open(ctx, target.clone(), own).map_err(fail)?);
-            links.push(Upstream::open(ctx, target, own).map_err(fail)?);
+            links.push(Upstream::open(ctx, target, own, None).map_err(fail)?);
         }
         Ok(Peers {
             links,
@@ -68,7 +68,7 @@ impl Peers {
     /// enough: until then, a server whose journal is old would hand hosts bans that were
     /// lifted while it was away.
     pub fn settled(&self) -> bool {
-        self.started.elapsed() >= SETTLE || self.links.iter().all(|l| l.synced)
+        self.started.elapsed() >= SETTLE || self.links.iter().all(Upstream::synced)
     }
 
     pub fn is_peer(&self, key: &PublicKey) -> bool {
@@ -80,16 +80,17 @@ impl Peers {
         self.links
             .iter()
             .map(|link| {
-                let position = link.follower.position();
+                // Peers have no groups: their one stream.
+                let position = link.streams.first().and_then(|s| s.follower.position());
                 PeerView {
                     address: link.target.publish_endpoint(),
-                    connected: link.follower.is_live(Instant::now()),
+                    connected: link.is_live(Instant::now()),
                     epoch: position.map(|(e, _)| e),
                     last_heard: link.heard_at,
                     name: link.target.name.clone(),
                     seconds_ago: link.heard_at.map(|at| now.saturating_sub(at)),
                     seq: position.map(|(_, s)| s),
-                    synced: link.synced,
+                    synced: link.synced(),
                 }
             })
             .collect()
@@ -105,7 +106,7 @@ impl Server {
                 self.take_from_peer(i, item)?;
             }
             let link = &mut self.peers.links[i];
-            if let Some(silent) = link.follower.silence(Instant::now()) {
+            if let Some(silent) = link.silence(Instant::now()) {
                 log::warn!(
                     "no heartbeat from peer {} for {} s; will catch up",
                     link.target.name,
@@ -125,11 +126,11 @@ impl Server {
     fn take_from_peer(&mut self, i: usize, heard: Heard) -> Result<(), Failure> {
         let name = self.peers.links[i].target.name.clone();
         match heard {
-            Heard::Message(Publish::Heartbeat { .. }) => {}
-            Heard::Message(Publish::Ban { ban, .. }) => {
+            Heard::Message(_, Publish::Heartbeat { .. }) => {}
+            Heard::Message(_, Publish::Ban { ban, .. }) => {
                 self.merge_from_peer(&name, &[ban], &[])?;
             }
-            Heard::Message(Publish::Unban { ban, lifted, .. }) => {
+            Heard::Message(_, Publish::Unban { ban, lifted, .. }) => {
                 // From a server before dated unbans: it lifted exactly that ban.
                 let lift = Lift {
                     ip: ban.ip,
@@ -140,15 +141,18 @@ impl Server {
             }
             Heard::Page(page) => {
                 let link = &mut self.peers.links[i];
-                let Some(next) = link.follower.take_page(&page) else {
+                let Some(s) = link.stream_for(&page.topic) else {
+                    return Ok(());
+                };
+                let Some(next) = link.streams[s].follower.take_page(&page) else {
                     return Ok(());
                 };
                 let changed = self.merge_from_peer(&name, &page.bans, &page.lifts)?;
                 let link = &mut self.peers.links[i];
                 match next {
-                    Next::Page(after) => link.request_page(Some(&after)),
+                    Next::Page(after) => link.request_page(s, Some(&after)),
                     Next::Done(resync) => {
-                        link.synced = true;
+                        link.streams[s].synced = true;
                         log::info!(
                             "caught up with peer {name}: {} bans in {} pages ({} ms)",
                             resync.active.len(),

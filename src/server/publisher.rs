@@ -1,26 +1,33 @@
 //! The publish socket: bans and unbans in sequence, heartbeats that say where the sequence
 //! stands, and what subscribers send up. `epoch` is new at every start and `seq` counts
-//! what was published, so that a subscriber can tell a gap or a restarted server.
+//! what was published, so that a subscriber can tell a gap or a restarted server. Each
+//! group is a stream of its own under its topic (`wire::topic`), with its own `seq` and
+//! heartbeats.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::exit::Failure;
 use crate::server::listener::Listener;
 use crate::wire::keys::KeyPair;
-use crate::wire::protocol::{Ban, Publish};
+use crate::wire::protocol::{Ban, Publish, VERSION};
+use crate::wire::topic::{Group, Topic};
 use crate::wire::transport::{self, Received};
 
 /// The longest a subscriber waits, after bans were published or it subscribed, for the
 /// heartbeat that tells it the latest sequence number.
 const SOON: Duration = Duration::from_millis(100);
-/// The subscriptions a subscriber may send: `BANSHARE1`, and its cancellation.
-const SUBSCRIBE: &[u8] = b"\x01BANSHARE1";
-const UNSUBSCRIBE: &[u8] = b"\x00BANSHARE1";
+/// Groups this server does not have that one key may subscribe to, as a host configured
+/// for a group before its servers were: each costs libzmq a subscription to keep.
+pub const MAX_UNKNOWN_GROUPS: usize = 16;
 
 pub struct Publisher {
     pub listener: Listener,
     epoch: u64,
-    seq: u64,
+    /// Each group's topic and seq, in the server's order of groups.
+    streams: Vec<(Topic, u64)>,
+    /// The groups not on this server that each key subscribed to (`MAX_UNKNOWN_GROUPS`).
+    unknown: HashMap<String, HashSet<Group>>,
     interval: Duration,
     next_heartbeat: Instant,
     /// Bans and unbans published since the start.
@@ -31,8 +38,17 @@ pub struct Publisher {
 pub struct Subscriptions {
     /// Someone subscribed: it gets a heartbeat soon.
     pub joined: bool,
-    /// Anything but the protocol's subscription, with who sent it.
+    /// Anything but the protocol's subscriptions, with who sent it.
     pub broken: Vec<Received>,
+    /// Subscriptions to a group this server does not have, with who sent them.
+    pub unknown: Vec<(Received, Group)>,
+}
+
+/// What one frame from a subscriber is.
+enum Sent {
+    Subscribe(Option<Group>),
+    Cancel,
+    Other,
 }
 
 impl Publisher {
@@ -41,20 +57,29 @@ impl Publisher {
         key: &KeyPair,
         address: String,
         interval: Duration,
+        topics: Vec<Topic>,
     ) -> Result<Publisher, Failure> {
         Ok(Publisher {
             listener: Listener::open(ctx, zmq::XPUB, key, "publish", address)?,
             epoch: random_epoch(),
-            seq: 0,
+            streams: topics.into_iter().map(|t| (t, 0)).collect(),
+            unknown: HashMap::new(),
             interval,
             next_heartbeat: Instant::now(),
             published: 0,
         })
     }
 
-    /// (epoch, seq): where the sequence stands.
-    pub fn position(&self) -> (u64, u64) {
-        (self.epoch, self.seq)
+    /// (epoch, seq): where group `g`'s sequence stands.
+    pub fn position(&self, g: usize) -> (u64, u64) {
+        (self.epoch, self.streams[g].1)
+    }
+
+    /// The groups' topics after a reload: a dry run may have begun or ended.
+    pub fn set_topics(&mut self, topics: Vec<Topic>) {
+        for ((topic, _), new) in self.streams.iter_mut().zip(topics) {
+            *topic = new;
+        }
     }
 
     pub fn published(&self) -> u64 {
@@ -65,42 +90,48 @@ impl Publisher {
         self.interval = interval;
     }
 
-    /// Publishes a ban with the next sequence number, and returns that number.
-    pub fn ban(&mut self, ban: Ban) -> u64 {
-        let (epoch, seq) = self.next();
-        self.send(&Publish::Ban { epoch, seq, ban });
+    /// Publishes a ban in group `g` with its next sequence number, and returns that number.
+    pub fn ban(&mut self, g: usize, ban: Ban) -> u64 {
+        let (epoch, seq) = self.next(g);
+        self.send(g, &Publish::Ban { epoch, seq, ban });
         seq
     }
 
-    /// Publishes an unban dated `lifted` with the next sequence number, and returns that
-    /// number.
-    pub fn unban(&mut self, ban: Ban, lifted: u64) -> u64 {
-        let (epoch, seq) = self.next();
-        self.send(&Publish::Unban {
-            epoch,
-            seq,
-            ban,
-            lifted: Some(lifted),
-        });
+    /// Publishes an unban dated `lifted` in group `g` with its next sequence number, and
+    /// returns that number.
+    pub fn unban(&mut self, g: usize, ban: Ban, lifted: u64) -> u64 {
+        let (epoch, seq) = self.next(g);
+        self.send(
+            g,
+            &Publish::Unban {
+                epoch,
+                seq,
+                ban,
+                lifted: Some(lifted),
+            },
+        );
         seq
     }
 
-    /// The position of the next ban or unban.
-    fn next(&mut self) -> (u64, u64) {
-        self.seq += 1;
-        self.position()
+    /// The position of group `g`'s next ban or unban.
+    fn next(&mut self, g: usize) -> (u64, u64) {
+        self.streams[g].1 += 1;
+        self.position(g)
     }
 
-    /// Sends a heartbeat when one is due.
+    /// Sends every group's heartbeat when they are due.
     pub fn heartbeat_if_due(&mut self, now: Instant) {
         if now < self.next_heartbeat {
             return;
         }
-        self.send(&Publish::Heartbeat {
-            epoch: self.epoch,
-            seq: self.seq,
-            interval_ms: self.interval.as_millis() as u64,
-        });
+        for g in 0..self.streams.len() {
+            let heartbeat = Publish::Heartbeat {
+                epoch: self.epoch,
+                seq: self.streams[g].1,
+                interval_ms: self.interval.as_millis() as u64,
+            };
+            self.send(g, &heartbeat);
+        }
         self.next_heartbeat = now + self.interval;
     }
 
@@ -115,42 +146,83 @@ impl Publisher {
         self.next_heartbeat.saturating_duration_since(now)
     }
 
-    fn send(&mut self, message: &Publish) {
+    fn send(&mut self, g: usize, message: &Publish) {
         if !matches!(message, Publish::Heartbeat { .. }) {
             self.published += 1;
         }
-        if let Err(e) = self
-            .listener
-            .socket
-            .send_multipart(message.encode(), zmq::DONTWAIT)
-        {
+        let frames = message.encode(&self.streams[g].0);
+        if let Err(e) = self.listener.socket.send_multipart(frames, zmq::DONTWAIT) {
             log::error!("publish failed: {e}");
         }
     }
 
     /// Reads what subscribers sent: XPUB passes every subscription up. Only `BANSHARE1`
-    /// is part of the protocol; libzmq keeps every distinct subscription a peer sends for as
-    /// long as its connection lasts (XPUB_MANUAL would not change that in libzmq 4.3), so
-    /// the server cuts off a key that sends anything else.
+    /// and `BANSHARE1/NAME/` are part of the protocol; libzmq keeps every distinct
+    /// subscription a peer sends for as long as its connection lasts (XPUB_MANUAL would
+    /// not change that in libzmq 4.3), so the server cuts off a key that sends anything
+    /// else, or subscribes to more than MAX_UNKNOWN_GROUPS groups it does not have.
     pub fn read_subscriptions(&mut self) -> Subscriptions {
         let mut seen = Subscriptions {
             joined: false,
             broken: Vec::new(),
+            unknown: Vec::new(),
         };
         while let Ok(received) = transport::recv_bounded(&self.listener.socket, zmq::DONTWAIT, 1) {
-            match received.frames[0].as_slice() {
-                _ if received.oversized() => seen.broken.push(received),
-                SUBSCRIBE => seen.joined = true,
-                UNSUBSCRIBE => {}
-                _ => seen.broken.push(received),
+            let sent = match received.oversized() {
+                true => Sent::Other,
+                false => sent(&received.frames[0]),
+            };
+            match sent {
+                Sent::Subscribe(None) => seen.joined = true,
+                Sent::Subscribe(Some(group)) if self.has(&group) => seen.joined = true,
+                Sent::Subscribe(Some(group)) => {
+                    let key = received.sender.user.clone().unwrap_or_default();
+                    let groups = self.unknown.entry(key).or_default();
+                    if groups.len() >= MAX_UNKNOWN_GROUPS && !groups.contains(&group) {
+                        seen.broken.push(received);
+                    } else if groups.insert(group.clone()) {
+                        seen.unknown.push((received, group));
+                    }
+                }
+                Sent::Cancel => {}
+                Sent::Other => seen.broken.push(received),
             }
         }
         seen
     }
 
+    fn has(&self, group: &Group) -> bool {
+        self.streams
+            .iter()
+            .any(|(topic, _)| topic.group.as_ref() == Some(group))
+    }
+
     /// Closes every subscriber's connection (see `listener`).
     pub fn reopen(&mut self, ctx: &zmq::Context, key: &KeyPair) -> Result<(), Failure> {
         self.listener.reopen(ctx, key)
+    }
+}
+
+/// A frame from a subscriber: `\x01` and a subscription, or `\x00` and a cancellation.
+fn sent(frame: &[u8]) -> Sent {
+    let Some((&kind, topic)) = frame.split_first() else {
+        return Sent::Other;
+    };
+    let group = match topic {
+        t if t == VERSION.as_bytes() => None,
+        t => match Topic::parse(t) {
+            // A subscription is the topic's start: `BANSHARE1/web/`, never `…/dry-run`.
+            Ok(Topic {
+                group: Some(group),
+                dry_run: false,
+            }) => Some(group),
+            _ => return Sent::Other,
+        },
+    };
+    match kind {
+        1 => Sent::Subscribe(group),
+        0 => Sent::Cancel,
+        _ => Sent::Other,
     }
 }
 

@@ -6,7 +6,8 @@ use std::time::Instant;
 use crate::clock::unix_now;
 use crate::exit::Failure;
 use crate::server::intake::{Decision, Policy};
-use crate::server::merge::Change;
+use crate::server::ledger;
+use crate::server::merge::{Change, Changes};
 use crate::server::policy::confirm::PendingSet;
 use crate::server::table::Page;
 use crate::server::{store_failure, Peer, Server, CUT_OFF};
@@ -15,6 +16,7 @@ use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{
     bantime_text, decode_request, Report, Request, SnapshotPage, Verdict, MAX_REQUEST_FRAMES, PAGE,
 };
+use crate::wire::topic::Group;
 use crate::wire::transport::{self, Received};
 
 /// Who said what, for the log: the report, the key's name, and the key with its address.
@@ -66,7 +68,7 @@ impl Server {
     fn handle_report(
         &mut self,
         received: Received,
-        changes: &mut Vec<Change>,
+        changes: &mut Changes,
     ) -> Result<Option<Vec<Vec<u8>>>, Failure> {
         let split = match received.frames.get(1) {
             Some(delimiter) if delimiter.is_empty() => 2,
@@ -91,8 +93,12 @@ impl Server {
         }
         let (envelope, request) = frames.split_at(split.min(frames.len()));
         let (verdict, legacy) = match decode_request(request) {
-            Ok(Request::Snapshot { .. })
-                if !self.intake.allow_snapshot(&peer.name, self.table.len()) =>
+            Ok(Request::Snapshot { group, .. }) if self.ledger_named(group.as_ref()).is_err() => {
+                let reason = self.ledger_named(group.as_ref()).unwrap_err();
+                (Verdict::Refused(reason), false)
+            }
+            Ok(Request::Snapshot { group, .. })
+                if !self.allow_snapshot(&peer.name, group.as_ref()) =>
             {
                 let reason = format!(
                     "{} asked for more snapshot pages than its allowance",
@@ -110,11 +116,15 @@ impl Server {
                 let reason = "catching up with its peers; ask again in a few seconds";
                 (Verdict::Refused(reason.into()), false)
             }
-            Ok(Request::Snapshot { after }) => {
-                let Page { bans, lifts, next } = self.table.page(after.as_ref(), PAGE, unix_now());
+            Ok(Request::Snapshot { after, group }) => {
+                let g = self.ledger_named(group.as_ref()).expect("checked above");
+                let ledger = &self.ledgers[g];
+                let page = ledger.book.table.page(after.as_ref(), PAGE, unix_now());
+                let Page { bans, lifts, next } = page;
                 log::debug!("snapshot page of {} bans for {}", bans.len(), peer.name);
-                let (epoch, seq) = self.publisher.position();
+                let (epoch, seq) = self.publisher.position(g);
                 let page = SnapshotPage {
+                    topic: ledger.topic.clone(),
                     epoch,
                     seq,
                     next,
@@ -144,6 +154,32 @@ impl Server {
         Ok(Some(envelope.iter().cloned().chain(reply).collect()))
     }
 
+    /// The ledger of the group a snapshot request names; none names the default group.
+    /// The error is the reason to refuse it.
+    fn ledger_named(&self, group: Option<&Group>) -> Result<usize, String> {
+        let Some(group) = group else {
+            return Ok(0);
+        };
+        if self.ledgers[0].topic.group.is_none() {
+            return Err(format!(
+                "this server has no groups, and so no group {group}"
+            ));
+        }
+        let found = self.ledgers.iter().position(|l| &l.group.name == group);
+        found.ok_or_else(|| format!("this server has no group {group}"))
+    }
+
+    /// Whether `name` may have another snapshot page of the group it asks for: each group
+    /// has its allowance, as each is a catch-up of its own.
+    fn allow_snapshot(&mut self, name: &str, group: Option<&Group>) -> bool {
+        let g = self.ledger_named(group).unwrap_or(0);
+        let bans = self.ledgers[g].book.table.len();
+        match group {
+            Some(group) => self.intake.allow_snapshot(&format!("{name}/{group}"), bans),
+            None => self.intake.allow_snapshot(name, bans),
+        }
+    }
+
     /// Who sent a message, if its key is still authorized and not cut off; `unknown`
     /// stands for an address libzmq did not give.
     pub(super) fn peer(&self, received: &Received, unknown: &str) -> Option<Peer> {
@@ -162,30 +198,33 @@ impl Server {
         &mut self,
         report: &Report,
         peer: &Peer,
-        changes: &mut Vec<Change>,
+        changes: &mut Changes,
     ) -> Result<Verdict, Failure> {
+        let (prog, jail) = (report.prog.as_str(), report.jail.as_str());
+        let g = ledger::route(&self.ledgers, prog, jail, &peer.name);
         let auth = &self.auth;
+        let ledger = &mut self.ledgers[g];
         let decision = self.intake.decide(
-            &self.config,
-            &mut self.table,
+            &ledger.config,
+            &mut ledger.book,
             report,
             &peer.name,
             |ip| auth.fleet_host_in(ip),
             unix_now(),
         );
         let said = Said {
-            what: format!("{} ({} {})", report.ip, report.prog, report.jail),
+            what: format!("{} ({prog} {jail})", report.ip),
             key: peer.name.clone(),
             from: peer.to_string(),
         };
-        self.forward_waiting(&decision);
-        self.settle(&said, decision, changes)
+        self.forward_waiting(g, &decision);
+        self.settle(g, &said, decision, changes)
     }
 
     /// A report that now waits here is forwarded to the peers (`forward`).
-    fn forward_waiting(&mut self, decision: &Decision) {
+    fn forward_waiting(&mut self, g: usize, decision: &Decision) {
         if let Decision::Pending(ip, ..) = decision {
-            if let Some(set) = self.intake.pending().get(ip) {
+            if let Some(set) = self.ledgers[g].book.pending.get(ip) {
                 self.peers.forward(&set.forward_lines());
             }
         }
@@ -197,7 +236,7 @@ impl Server {
         &mut self,
         line: &str,
         peer: &Peer,
-        changes: &mut Vec<Change>,
+        changes: &mut Changes,
     ) -> Result<Verdict, Failure> {
         if !self.peers.is_peer(&peer.key) {
             let reason = format!(
@@ -221,44 +260,55 @@ impl Server {
             key: peer.name.clone(),
             from: format!("peer {}", peer.name),
         };
+        // Peers and groups do not go together (yet): all is in the one group.
+        let ledger = &mut self.ledgers[0];
         let decision = self.intake.take_forwarded(
-            &self.config,
-            &mut self.table,
+            &ledger.config,
+            &mut ledger.book,
             set,
             |ip| auth.fleet_host_in(ip),
             unix_now(),
         );
-        self.settle(&said, decision, changes)
+        self.settle(0, &said, decision, changes)
     }
 
     /// Lets through the reports held beyond their keys' allowances, as these refill
     /// (`policy::confirm`): journaled, committed and published like reports.
     pub(super) fn release_held(&mut self) -> Result<(), Failure> {
-        if self.intake.pending().is_empty() {
-            return Ok(());
+        for g in 0..self.ledgers.len() {
+            let auth = &self.auth;
+            let ledger = &mut self.ledgers[g];
+            if ledger.book.pending.is_empty() {
+                continue;
+            }
+            let released = self.intake.release_held(
+                &ledger.config,
+                &mut ledger.book,
+                |ip| auth.fleet_host_in(ip),
+                unix_now(),
+            );
+            self.settle_all(g, released, "held", "its key's refilled allowance")?;
         }
-        let auth = &self.auth;
-        let released = self.intake.release_held(
-            &self.config,
-            &mut self.table,
-            |ip| auth.fleet_host_in(ip),
-            unix_now(),
-        );
-        self.settle_all(released, "held", "its key's refilled allowance")
+        Ok(())
     }
 
     /// After a reload: bans what waited and is confirmed now (a lower `min-reporters`).
     pub(super) fn confirm_waiting(&mut self) -> Result<(), Failure> {
-        let confirmed = self
-            .intake
-            .confirm_waiting(&self.config, &mut self.table, unix_now());
-        self.settle_all(confirmed, "waiting", "the reports that waited for it")
+        for g in 0..self.ledgers.len() {
+            let ledger = &mut self.ledgers[g];
+            let confirmed =
+                self.intake
+                    .confirm_waiting(&ledger.config, &mut ledger.book, unix_now());
+            self.settle_all(g, confirmed, "waiting", "the reports that waited for it")?;
+        }
+        Ok(())
     }
 
     /// Settles what was decided for waiting reports, not for a request: `kind` names them
     /// in the log, `from` says what moved them. Committed and published as a batch.
     fn settle_all(
         &mut self,
+        g: usize,
         decided: Vec<(Cidr, Decision)>,
         kind: &str,
         from: &str,
@@ -268,53 +318,58 @@ impl Server {
         }
         let mut changes = Vec::new();
         for (ip, decision) in decided {
-            self.forward_waiting(&decision);
+            self.forward_waiting(g, &decision);
             let said = Said {
                 what: format!("{ip} ({kind})"),
                 key: kind.into(),
                 from: from.into(),
             };
-            self.settle(&said, decision, &mut changes)?;
+            self.settle(g, &said, decision, &mut changes)?;
             // Refused, or still waiting: the journal says what waits now.
-            self.journal_waiting(&ip)?;
+            self.journal_waiting(g, &ip)?;
         }
         self.commit()?;
         self.publish(changes);
         Ok(())
     }
 
-    /// Journals the reports waiting for `ip` as they now stand, or that none does.
-    pub(super) fn journal_waiting(&mut self, ip: &Cidr) -> Result<(), Failure> {
-        match self.intake.pending().get(ip) {
-            Some(set) => self.pending_store.append(set),
-            None => self.pending_store.remove(ip),
-        }
-        .map_err(store_failure)
+    /// Journals the reports waiting for `ip` in group `g` as they now stand, or that none
+    /// does.
+    pub(super) fn journal_waiting(&mut self, g: usize, ip: &Cidr) -> Result<(), Failure> {
+        self.ledgers[g].journal_waiting(ip).map_err(store_failure)
     }
 
-    /// Makes what a batch changed durable: the ban table, then the waiting reports.
+    /// Makes what a batch changed durable, in every group: the ban table, then the
+    /// waiting reports.
     pub(super) fn commit(&mut self) -> Result<(), Failure> {
-        self.store.commit().map_err(store_failure)?;
-        self.pending_store.commit().map_err(store_failure)
+        for ledger in &mut self.ledgers {
+            ledger.commit().map_err(store_failure)?;
+        }
+        Ok(())
     }
 
     /// Journals what a decision changed, logs it, and says what to answer.
     fn settle(
         &mut self,
+        g: usize,
         said: &Said,
         decision: Decision,
-        changes: &mut Vec<Change>,
+        changes: &mut Changes,
     ) -> Result<Verdict, Failure> {
         let Said { what, key, from } = said;
+        let group = self.ledgers[g].prefix();
         match decision {
             Decision::Refused(reason) => {
-                let line = format!("refused {what} from {from}: {reason}");
+                let line = format!("{group}refused {what} from {from}: {reason}");
                 self.warn_limited(key, &line);
                 Ok(Verdict::Refused(reason))
             }
             Decision::Pending(ip, reason, policy) => {
-                self.journal_waiting(&ip)?;
-                let line = format!("pending {what} from {from}: {reason}{}", policy.suffix());
+                self.journal_waiting(g, &ip)?;
+                let line = format!(
+                    "{group}pending {what} from {from}: {reason}{}",
+                    policy.suffix()
+                );
                 // A wave beyond a key's allowance must not flood the log either.
                 self.log_limited(log::Level::Info, key, &line);
                 Ok(Verdict::Pending(reason))
@@ -322,11 +377,11 @@ impl Server {
             Decision::Duplicate(changed, policy) => {
                 // A new reporter is part of the audit trail: journaled with the batch.
                 if let Some(entry) = &changed {
-                    self.store.append(entry).map_err(store_failure)?;
+                    self.ledgers[g].store.append(entry).map_err(store_failure)?;
                 }
-                self.forget_waiting(&policy)?;
+                self.forget_waiting(g, &policy)?;
                 let note = policy.suffix();
-                log::info!("duplicate {what} from {key}{note}");
+                log::info!("{group}duplicate {what} from {key}{note}");
                 Ok(Verdict::Duplicate)
             }
             Decision::Accepted(entry, policy) => {
@@ -334,25 +389,28 @@ impl Server {
                 let note = policy.suffix();
                 // The audit trail: every accepted ban, once, with where it came from.
                 log::info!(
-                    "accepted {} ({} {}) from {from}, bantime {}{note}",
+                    "{group}accepted {} ({} {}) from {from}, bantime {}{note}",
                     ban.ip,
                     ban.prog,
                     ban.jail,
                     bantime_text(ban.bantime)
                 );
-                self.store.append(&entry).map_err(store_failure)?;
-                self.forget_waiting(&policy)?;
-                changes.push(Change::Ban(entry.ban.clone()));
-                self.lift_absorbed(&entry.ban.ip, &policy.absorbed, unix_now(), changes)?;
+                self.ledgers[g]
+                    .store
+                    .append(&entry)
+                    .map_err(store_failure)?;
+                self.forget_waiting(g, &policy)?;
+                changes.push((g, Change::Ban(entry.ban.clone())));
+                self.lift_absorbed(g, &entry.ban.ip, &policy.absorbed, changes)?;
                 Ok(Verdict::Accepted)
             }
         }
     }
 
     /// Journals that the reports waiting for a network were taken into its ban.
-    fn forget_waiting(&mut self, policy: &Policy) -> Result<(), Failure> {
+    fn forget_waiting(&mut self, g: usize, policy: &Policy) -> Result<(), Failure> {
         match &policy.waited {
-            Some(ip) => self.journal_waiting(ip),
+            Some(ip) => self.journal_waiting(g, ip),
             None => Ok(()),
         }
     }
@@ -361,18 +419,22 @@ impl Server {
     /// it in the journal and on the wire, so that no host is ever without either.
     fn lift_absorbed(
         &mut self,
+        g: usize,
         by: &Cidr,
         absorbed: &[Cidr],
-        now: u64,
-        changes: &mut Vec<Change>,
+        changes: &mut Changes,
     ) -> Result<(), Failure> {
+        let now = unix_now();
         for ip in absorbed {
-            let Some(lift) = self.table.unban_now(ip, now) else {
+            let Some(lift) = self.ledgers[g].book.table.unban_now(ip, now) else {
                 continue;
             };
-            if let Some(change) = self.note_lift(lift, now)? {
-                log::info!("lifted {ip}: the ban of {by} replaces it");
-                changes.push(change);
+            if let Some(change) = self.note_lift(g, lift, now)? {
+                log::info!(
+                    "{}lifted {ip}: the ban of {by} replaces it",
+                    self.ledgers[g].prefix()
+                );
+                changes.push((g, change));
             }
         }
         Ok(())

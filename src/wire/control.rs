@@ -20,6 +20,9 @@ use crate::wire::protocol::VERSION;
 /// One active ban, for `banshare bans`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BanView {
+    /// The group it is banned in (`[[groups]]`); absent on a server without groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Seconds, or null for a permanent ban.
     pub bantime: Option<u64>,
     /// Unix time, or null for never.
@@ -65,12 +68,26 @@ pub struct Status {
     /// Networks with reports waiting (`banshare bans --pending`).
     #[serde(default)]
     pub pending: usize,
+    /// Each group (`[[groups]]`), the default one first; empty without groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupView>,
     /// The other servers this one follows, as server.toml lists them.
     #[serde(default)]
     pub peers: Vec<PeerView>,
+    /// The default group's seq.
     pub seq: u64,
     pub uptime_seconds: u64,
     pub version: String,
+}
+
+/// A group's stream, for `banshare status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupView {
+    pub active_bans: usize,
+    pub dry_run: bool,
+    pub name: String,
+    pub pending: usize,
+    pub seq: u64,
 }
 
 /// A peer server, as this one follows it.
@@ -127,6 +144,9 @@ pub struct Counters {
 /// Reports waiting for one network, for `banshare bans --pending`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PendingView {
+    /// The group it would be banned in; absent on a server without groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     pub ip: String,
     /// How many keys must report it within `confirm-window`.
     pub needed: usize,

@@ -73,6 +73,11 @@ impl Follower {
         }
     }
 
+    /// Who is followed, for the log.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The last (epoch, seq) heard.
     pub fn position(&self) -> Option<(u64, u64)> {
         self.position
@@ -220,6 +225,7 @@ mod tests {
 
     fn page(epoch: u64, seq: u64, bans: &[&str], next: Option<&str>) -> SnapshotPage {
         SnapshotPage {
+            topic: crate::wire::topic::Topic::ungrouped(),
             lifts: vec![],
             epoch,
             seq,

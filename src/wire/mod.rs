@@ -8,5 +8,6 @@ pub mod follow;
 pub mod keys;
 pub mod monitor;
 pub mod protocol;
+pub mod topic;
 pub mod transport;
 pub mod upstream;

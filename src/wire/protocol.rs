@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::logging::printable;
 use crate::wire::cidr::Cidr;
+use crate::wire::topic::{Group, Topic};
 
 /// First frame of every current message; a new incompatible format gets a new tag.
 pub const VERSION: &str = "BANSHARE1";
@@ -172,9 +173,11 @@ pub enum Request {
     Report(Report),
     /// The 2014 format `prog;jail;ip;sender`, answered with a bare `OK`.
     Legacy(Report),
-    /// A page of the active bans, starting after this network (or at the start).
+    /// A page of the active bans, starting after this network (or at the start), of a
+    /// group (or of the default group, from a subscriber that names none).
     Snapshot {
         after: Option<Cidr>,
+        group: Option<Group>,
     },
     /// From a peer server: a report waiting there, as a line of its `pending.journal`
     /// (docs/ha.md), which the server parses.
@@ -204,14 +207,9 @@ pub fn decode_request(frames: &[Vec<u8>]) -> Result<Request, Invalid> {
                 .map(Request::Report)
                 .map_err(|r| invalid(r, false))
         }
-        [_, verb, after] if verb.as_slice() == b"SNAPSHOT" => match text(after) {
-            Ok("") => Ok(Request::Snapshot { after: None }),
-            Ok(after) => after
-                .parse()
-                .map(|after| Request::Snapshot { after: Some(after) })
-                .map_err(|r| invalid(r, false)),
-            Err(r) => Err(invalid(r, false)),
-        },
+        [_, verb, after, group @ ..] if verb.as_slice() == b"SNAPSHOT" && group.len() <= 1 => {
+            decode_snapshot(after, group.first()).map_err(|r| invalid(r, false))
+        }
         [_, verb, line] if verb.as_slice() == b"FORWARD" => text(line)
             .map(|line| Request::Forward(line.to_owned()))
             .map_err(|r| invalid(r, false)),
@@ -225,6 +223,16 @@ pub fn decode_request(frames: &[Vec<u8>]) -> Result<Request, Invalid> {
         )),
         _ => Err(invalid("empty request".into(), false)),
     }
+}
+
+/// `[SNAPSHOT][after]` or `[SNAPSHOT][after][group]`.
+fn decode_snapshot(after: &[u8], group: Option<&Vec<u8>>) -> Result<Request, String> {
+    let after = match text(after)? {
+        "" => None,
+        after => Some(after.parse()?),
+    };
+    let group = group.map(|g| text(g).and_then(Group::parse)).transpose()?;
+    Ok(Request::Snapshot { after, group })
 }
 
 fn invalid_version(version: &[u8]) -> Result<Request, Invalid> {
@@ -523,6 +531,8 @@ pub const PAGE: usize = 1000;
 /// it was taken. `next` is where the following page starts; None on the last page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotPage {
+    /// The group whose bans these are, as frame 0 says.
+    pub topic: Topic,
     pub epoch: u64,
     pub seq: u64,
     pub next: Option<Cidr>,
@@ -545,10 +555,10 @@ pub struct Unreadable {
 }
 
 impl SnapshotPage {
-    /// `[BANSHARE1, SNAPSHOT, epoch, seq, next or "", one frame per ban or unban...]`
+    /// `[topic, SNAPSHOT, epoch, seq, next or "", one frame per ban or unban...]`
     pub fn encode(&self) -> Vec<Vec<u8>> {
         let head = [
-            VERSION.to_string(),
+            self.topic.to_string(),
             "SNAPSHOT".into(),
             self.epoch.to_string(),
             self.seq.to_string(),
@@ -566,10 +576,11 @@ impl SnapshotPage {
             .iter()
             .map(|f| text(f))
             .collect::<Result<Vec<&str>, String>>()?;
-        let [VERSION, "SNAPSHOT", epoch, seq, next, ref bans @ ..] = fields[..] else {
+        let [topic, "SNAPSHOT", epoch, seq, next, ref bans @ ..] = fields[..] else {
             return Err("not a snapshot page".into());
         };
         let mut page = SnapshotPage {
+            topic: Topic::parse(topic.as_bytes())?,
             epoch: number("epoch", epoch)?,
             seq: number("seq", seq)?,
             next: if next.is_empty() {
@@ -600,10 +611,12 @@ impl SnapshotPage {
 }
 
 /// `[BANSHARE1, SNAPSHOT, after]`: asks for the page of active bans after `after` ("" for
-/// the first page).
-pub fn encode_snapshot_request(after: Option<&Cidr>) -> Vec<Vec<u8>> {
+/// the first page); with a fourth frame, of that group.
+pub fn encode_snapshot_request(after: Option<&Cidr>, group: Option<&Group>) -> Vec<Vec<u8>> {
     let after = after.map_or(String::new(), Cidr::to_string);
-    vec![VERSION.into(), b"SNAPSHOT".to_vec(), after.into_bytes()]
+    let mut frames = vec![VERSION.into(), b"SNAPSHOT".to_vec(), after.into_bytes()];
+    frames.extend(group.map(|g| g.as_str().as_bytes().to_vec()));
+    frames
 }
 
 /// A FORWARD request, from one server to a peer (`Request::Forward`).
@@ -616,7 +629,8 @@ pub fn encode_forward(line: &str) -> Vec<Vec<u8>> {
 }
 
 impl Publish {
-    pub fn encode(&self) -> Vec<Vec<u8>> {
+    /// The message's frames, under `topic` in frame 0.
+    pub fn encode(&self, topic: &Topic) -> Vec<Vec<u8>> {
         let fields: Vec<String> = match self {
             Publish::Ban { epoch, seq, ban } => {
                 let mut fields = vec![self.kind().into(), epoch.to_string(), seq.to_string()];
@@ -645,7 +659,7 @@ impl Publish {
                 interval_ms.to_string(),
             ],
         };
-        std::iter::once(VERSION.to_string())
+        std::iter::once(topic.to_string())
             .chain(fields)
             .map(String::into_bytes)
             .collect()
@@ -659,29 +673,37 @@ impl Publish {
         }
     }
 
-    pub fn decode(frames: &[Vec<u8>]) -> Result<Publish, String> {
+    /// A message and the topic it came under.
+    pub fn decode(frames: &[Vec<u8>]) -> Result<(Topic, Publish), String> {
+        let topic = Topic::parse(frames.first().ok_or("an empty message")?)?;
+        Ok((topic, Publish::decode_body(&frames[1..])?))
+    }
+
+    /// Frames 1 and later of a message.
+    fn decode_body(frames: &[Vec<u8>]) -> Result<Publish, String> {
         let fields = frames
             .iter()
             .map(|f| text(f))
             .collect::<Result<Vec<&str>, String>>()?;
+        let count = frames.len() + 1;
         match fields[..] {
-            [VERSION, "HEARTBEAT", epoch, seq, interval_ms] => Ok(Publish::Heartbeat {
+            ["HEARTBEAT", epoch, seq, interval_ms] => Ok(Publish::Heartbeat {
                 epoch: number("epoch", epoch)?,
                 seq: number("seq", seq)?,
                 interval_ms: number("interval", interval_ms)?,
             }),
-            [VERSION, "BAN", epoch, seq, ref ban @ ..] => Ok(Publish::Ban {
+            ["BAN", epoch, seq, ref ban @ ..] => Ok(Publish::Ban {
                 epoch: number("epoch", epoch)?,
                 seq: number("seq", seq)?,
                 ban: parse_ban(ban)?,
             }),
             // Dated: the seven fields of the ban and the time of the unban; or, from a server
             // before dated unbans, the ban's first six fields alone.
-            [VERSION, "UNBAN", epoch, seq, ref rest @ ..] => {
+            ["UNBAN", epoch, seq, ref rest @ ..] => {
                 let (ban, lifted) = match rest {
                     [ban @ .., at] if ban.len() == 7 => (ban, Some(number("unban time", at)?)),
                     _ if rest.len() == 6 => (rest, None),
-                    _ => return Err(format!("an UNBAN has 12 frames, not {}", frames.len())),
+                    _ => return Err(format!("an UNBAN has 12 frames, not {count}")),
                 };
                 Ok(Publish::Unban {
                     epoch: number("epoch", epoch)?,
@@ -690,7 +712,7 @@ impl Publish {
                     lifted,
                 })
             }
-            _ => Err(format!("unknown message with {} frames", frames.len())),
+            _ => Err(format!("unknown message with {count} frames")),
         }
     }
 }
@@ -810,7 +832,9 @@ mod tests {
     #[test]
     fn snapshot_round_trip() {
         let ban = Ban::sample("198.51.100.0/24", None, None);
+        let web = Group::parse("web").unwrap();
         let page = SnapshotPage {
+            topic: Topic::of(web.clone(), true),
             epoch: 3,
             seq: 9,
             next: Some(ban.ip),
@@ -827,6 +851,7 @@ mod tests {
         };
         assert_eq!(SnapshotPage::decode(&page.encode()), Ok(page));
         let last = SnapshotPage {
+            topic: Topic::ungrouped(),
             epoch: 3,
             seq: 9,
             next: None,
@@ -837,14 +862,22 @@ mod tests {
         assert_eq!(SnapshotPage::decode(&last.encode()), Ok(last));
         let after: Cidr = "2001:db8::/64".parse().unwrap();
         assert_eq!(
-            decode_request(&encode_snapshot_request(Some(&after))),
-            Ok(Request::Snapshot { after: Some(after) })
+            decode_request(&encode_snapshot_request(Some(&after), None)),
+            Ok(Request::Snapshot {
+                after: Some(after),
+                group: None
+            })
         );
         assert_eq!(
-            decode_request(&encode_snapshot_request(None)),
-            Ok(Request::Snapshot { after: None })
+            decode_request(&encode_snapshot_request(None, Some(&web))),
+            Ok(Request::Snapshot {
+                after: None,
+                group: Some(web)
+            })
         );
         assert!(decode_request(&frames(&[VERSION, "SNAPSHOT", "1.2.3.4;x"])).is_err());
+        assert!(decode_request(&frames(&[VERSION, "SNAPSHOT", "", "w/x"])).is_err());
+        assert!(decode_request(&frames(&[VERSION, "SNAPSHOT", "", "web", "x"])).is_err());
     }
 
     #[test]
@@ -905,7 +938,12 @@ mod tests {
                 interval_ms: 1000,
             },
         ] {
-            assert_eq!(Publish::decode(&msg.encode()), Ok(msg));
+            assert_eq!(
+                Publish::decode(&msg.encode(&Topic::ungrouped())),
+                Ok((Topic::ungrouped(), msg.clone()))
+            );
+            let web = Topic::of(Group::parse("web").unwrap(), false);
+            assert_eq!(Publish::decode(&msg.encode(&web)), Ok((web, msg)));
         }
         assert!(Publish::decode(&frames(&[VERSION, "HEARTBEAT", "1", "-1", "1000"])).is_err());
         assert!(Publish::decode(&frames(&[VERSION, "HEARTBEAT", "1", "1"])).is_err());

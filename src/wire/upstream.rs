@@ -12,7 +12,11 @@ use crate::wire::monitor::ConnectionWatch;
 use crate::wire::protocol::{
     encode_snapshot_request, Publish, SnapshotPage, Verdict, PAGE, VERSION,
 };
+use crate::wire::topic::{Group, Topic};
 use crate::wire::transport::{self, endpoint, Received};
+
+/// The most streams followed from one server: its groups, at most 16 of them.
+const MAX_STREAMS: usize = 16;
 
 /// Frames in the largest message of each kind: an UNBAN; a snapshot page behind its
 /// delimiter. Anything longer is not read further (see `transport::recv_bounded`).
@@ -48,33 +52,108 @@ pub struct Upstream {
     subscriber: zmq::Socket,
     watch: ConnectionWatch,
     requester: zmq::Socket,
-    pub follower: Follower,
+    /// The groups subscribed to; None: every group the server has, each found as its
+    /// first heartbeat comes.
+    groups: Option<Vec<Group>>,
+    /// One per group followed, or the one stream of a server without groups.
+    pub streams: Vec<Stream>,
     /// Unix time of the last message from it, of any kind.
     pub heard_at: Option<u64>,
+}
+
+/// One group's messages from the server, with its own position and catch-ups.
+pub struct Stream {
+    /// Its group, and whether that is a dry run, as last heard.
+    pub topic: Topic,
+    pub follower: Follower,
     /// Whether a whole snapshot was read since the start.
     pub synced: bool,
 }
 
 /// What came from the server.
 pub enum Heard {
-    Message(Publish),
+    Message(Topic, Publish),
     Page(SnapshotPage),
     /// Something that broke the protocol, for a log line.
     Bad(String),
 }
 
 impl Upstream {
-    pub fn open(ctx: &zmq::Context, target: Target, own: &KeyPair) -> zmq::Result<Upstream> {
-        let (subscriber, watch) = subscribe(ctx, &target, own)?;
+    /// Follows `groups` of the server, or all it has.
+    pub fn open(
+        ctx: &zmq::Context,
+        target: Target,
+        own: &KeyPair,
+        groups: Option<Vec<Group>>,
+    ) -> zmq::Result<Upstream> {
+        let (subscriber, watch) = subscribe(ctx, &target, own, groups.as_deref())?;
+        let topics: Vec<Topic> = match &groups {
+            Some(groups) => groups.iter().map(|g| Topic::of(g.clone(), false)).collect(),
+            // A server without groups, until its messages say otherwise.
+            None => vec![Topic::ungrouped()],
+        };
+        let now = Instant::now();
+        let streams = topics.into_iter().map(|t| Stream::new(&target, t, now));
         Ok(Upstream {
             requester: requester(ctx, &target, own)?,
-            follower: Follower::named(&target.name, Instant::now()),
+            streams: streams.collect(),
+            groups,
             target,
             subscriber,
             watch,
             heard_at: None,
-            synced: false,
         })
+    }
+
+    /// Whether every stream read a whole snapshot since the start.
+    pub fn synced(&self) -> bool {
+        self.streams.iter().all(|s| s.synced)
+    }
+
+    /// Whether any stream was heard within three heartbeats.
+    pub fn is_live(&self, now: Instant) -> bool {
+        self.streams.iter().any(|s| s.follower.is_live(now))
+    }
+
+    /// Asks every stream for a catch-up.
+    pub fn want(&mut self) {
+        for stream in &mut self.streams {
+            stream.follower.want();
+        }
+    }
+
+    /// The longest silence that starts a catch-up now, if any (`Follower::silence`).
+    pub fn silence(&mut self, now: Instant) -> Option<Duration> {
+        let silences = self
+            .streams
+            .iter_mut()
+            .filter_map(|s| s.follower.silence(now));
+        silences.max()
+    }
+
+    /// The index of the stream of `group`, if followed.
+    pub fn stream_index(&self, group: Option<&Group>) -> Option<usize> {
+        self.streams
+            .iter()
+            .position(|s| s.topic.group.as_ref() == group)
+    }
+
+    /// The stream a message under `topic` belongs to. Following every group, a topic not
+    /// heard before is a new stream, which catches up first; and a server that gained or
+    /// lost its groups leaves the streams of the other kind behind.
+    pub fn stream_for(&mut self, topic: &Topic) -> Option<usize> {
+        let known = self.streams.iter().any(|s| s.topic.group == topic.group);
+        if !known && self.groups.is_none() {
+            let grouped = topic.group.is_some();
+            self.streams.retain(|s| s.topic.group.is_some() == grouped);
+            if self.streams.len() < MAX_STREAMS {
+                let stream = Stream::new(&self.target, topic.clone(), Instant::now());
+                self.streams.push(stream);
+            }
+        }
+        let i = self.stream_index(topic.group.as_ref())?;
+        self.streams[i].topic.dry_run = topic.dry_run;
+        Some(i)
     }
 
     /// Once the server refused our key, libzmq gives up on it: a new subscriber socket
@@ -83,7 +162,7 @@ impl Upstream {
         if self.watch.refused_for() < Some(RETRY_REFUSED) {
             return;
         }
-        match subscribe(ctx, &self.target, own) {
+        match subscribe(ctx, &self.target, own, self.groups.as_deref()) {
             Ok((subscriber, mut watch)) => {
                 watch.continue_from(&self.watch);
                 (self.subscriber, self.watch) = (subscriber, watch);
@@ -104,7 +183,7 @@ impl Upstream {
         ]
     }
 
-    /// Everything that arrived, with the follower told of each published message.
+    /// Everything that arrived, with each stream's follower told of its messages.
     pub fn read(&mut self) -> Vec<Heard> {
         self.watch.drain();
         let mut heard = Vec::new();
@@ -112,10 +191,15 @@ impl Upstream {
             transport::recv_bounded(&self.subscriber, zmq::DONTWAIT, PUBLISHED_FRAMES)
         {
             match within_bounds(&received).and_then(Publish::decode) {
-                Ok(message) => {
-                    self.track(&message);
-                    heard.push(Heard::Message(message));
-                }
+                Ok((topic, message)) => match self.stream_for(&topic) {
+                    Some(i) => {
+                        self.streams[i].track(&message);
+                        heard.push(Heard::Message(topic, message));
+                    }
+                    None => heard.push(Heard::Bad(format!(
+                        "ignored a message of {topic}, which this host does not follow"
+                    ))),
+                },
                 Err(e) => heard.push(Heard::Bad(format!("ignored a message: {e}"))),
             }
         }
@@ -137,6 +221,59 @@ impl Upstream {
         heard
     }
 
+    /// Asks for the snapshot pages the streams want, if any; a page not answered in time
+    /// is asked for again on a new socket, so that a late answer is never read.
+    pub fn drive(&mut self, ctx: &zmq::Context, own: &KeyPair) {
+        for i in 0..self.streams.len() {
+            let name = self.streams[i].follower_name();
+            match self.streams[i].follower.due(Instant::now()) {
+                None => {}
+                Some(Due::Start) => {
+                    log::info!("catching up with {name}");
+                    self.request_page(i, None);
+                }
+                Some(Due::Again(after)) => {
+                    log::warn!("no snapshot page from {name} yet; asking again");
+                    match requester(ctx, &self.target, own) {
+                        Ok(socket) => self.requester = socket,
+                        Err(e) => log::error!("{}: {e}", self.target.report_endpoint()),
+                    }
+                    self.request_page(i, after.as_ref());
+                }
+            }
+        }
+    }
+
+    /// Asks for stream `i`'s page after `after`.
+    pub fn request_page(&mut self, i: usize, after: Option<&Cidr>) {
+        let group = self.streams[i].topic.group.clone();
+        let request = encode_snapshot_request(after, group.as_ref());
+        if let Err(e) = send_request(&self.requester, request) {
+            log::warn!("cannot ask {} for a snapshot page: {e}", self.target.name);
+        }
+        self.streams[i]
+            .follower
+            .asked(after.copied(), Instant::now());
+    }
+}
+
+impl Stream {
+    fn new(target: &Target, topic: Topic, now: Instant) -> Stream {
+        let name = match &topic.group {
+            Some(group) => format!("{} (group {group})", target.name),
+            None => target.name.clone(),
+        };
+        Stream {
+            follower: Follower::named(&name, now),
+            topic,
+            synced: false,
+        }
+    }
+
+    fn follower_name(&self) -> String {
+        self.follower.name().to_owned()
+    }
+
     fn track(&mut self, message: &Publish) {
         let now = Instant::now();
         match message {
@@ -151,45 +288,25 @@ impl Upstream {
             } => self.follower.published(*epoch, *seq, ban.ip, now),
         }
     }
-
-    /// Asks for the snapshot page the follower wants, if any; a page not answered in time
-    /// is asked for again on a new socket, so that a late answer is never read.
-    pub fn drive(&mut self, ctx: &zmq::Context, own: &KeyPair) {
-        match self.follower.due(Instant::now()) {
-            None => {}
-            Some(Due::Start) => {
-                log::info!("catching up with {}", self.target.name);
-                self.request_page(None);
-            }
-            Some(Due::Again(after)) => {
-                log::warn!(
-                    "no snapshot page from {} yet; asking again",
-                    self.target.name
-                );
-                match requester(ctx, &self.target, own) {
-                    Ok(socket) => self.requester = socket,
-                    Err(e) => log::error!("{}: {e}", self.target.report_endpoint()),
-                }
-                self.request_page(after.as_ref());
-            }
-        }
-    }
-
-    pub fn request_page(&mut self, after: Option<&Cidr>) {
-        if let Err(e) = send_request(&self.requester, encode_snapshot_request(after)) {
-            log::warn!("cannot ask {} for a snapshot page: {e}", self.target.name);
-        }
-        self.follower.asked(after.copied(), Instant::now());
-    }
 }
 
+/// A subscription to `groups`, or to every group (`BANSHARE1`, which a server without
+/// groups sends too).
 fn subscribe(
     ctx: &zmq::Context,
     target: &Target,
     own: &KeyPair,
+    groups: Option<&[Group]>,
 ) -> zmq::Result<(zmq::Socket, ConnectionWatch)> {
     let subscriber = transport::client_socket(ctx, zmq::SUB, &target.key, own)?;
-    subscriber.set_subscribe(VERSION.as_bytes())?;
+    match groups {
+        Some(groups) => {
+            for group in groups {
+                subscriber.set_subscribe(group.subscription().as_bytes())?;
+            }
+        }
+        None => subscriber.set_subscribe(VERSION.as_bytes())?,
+    }
     // Room for a burst as large as the server's queue for us, so that a client busy with
     // its firewall still takes a burst of 10,000 bans live instead of re-reading them.
     subscriber.set_rcvhwm(10_000)?;

@@ -158,7 +158,7 @@ impl Enforcer {
 
     /// A malicious or mistaken server must not make this host ban itself, its server, a
     /// protected network or a huge range.
-    fn check(&mut self, config: &ClientConfig, ban: &Ban) -> Result<(), String> {
+    pub fn check(&mut self, config: &ClientConfig, ban: &Ban) -> Result<(), String> {
         if !config.ipv6 && !ban.ip.is_ipv4() {
             return Err("this host's ban command handles IPv4 only (ipv6 = false)".into());
         }

@@ -33,9 +33,16 @@ pub struct Intake {
     /// every LOCAL_REFRESH.
     protected: Protected,
     protected_at: Instant,
-    /// Reports waiting for confirmation or for their key's allowance.
-    pending: Pending,
     pub counters: Counters,
+}
+
+/// One group's bans, and the reports waiting to become bans in it: what a decision reads
+/// and changes.
+#[derive(Default)]
+pub struct Book {
+    pub table: BanTable,
+    /// Reports waiting for confirmation or for their key's allowance.
+    pub pending: Pending,
 }
 
 /// What became of a report.
@@ -86,14 +93,8 @@ impl Intake {
             invalid: RateLimits::default(),
             protected: Protected::for_this_host(&config.protected),
             protected_at: Instant::now(),
-            pending: Pending::default(),
             counters: Counters::default(),
         }
-    }
-
-    /// Takes the waiting reports read back from the journal.
-    pub fn restore_pending(&mut self, pending: Pending) {
-        self.pending = pending;
     }
 
     /// Reads the protected networks again: those `config` names, and this host's own
@@ -109,7 +110,7 @@ impl Intake {
     pub fn decide(
         &mut self,
         config: &ServerConfig,
-        table: &mut BanTable,
+        book: &mut Book,
         report: &Report,
         key: &str,
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
@@ -120,7 +121,7 @@ impl Intake {
         // First, so that every report counts against the key, refused or not.
         let (rate, burst) = (config.report_rate, config.report_burst);
         let within = self.reports.allow(key, rate, burst, Instant::now());
-        if !within && self.pending.held_by(&origin) >= MAX_HELD {
+        if !within && book.pending.held_by(&origin) >= MAX_HELD {
             self.refused("rate-limit");
             return Decision::Refused(format!(
                 "{key} sent more than {burst} reports at once or {rate} a minute, and has \
@@ -130,23 +131,25 @@ impl Intake {
         if self.protected_at.elapsed() >= LOCAL_REFRESH {
             self.protect(config);
         }
-        let target = aggregate::target(config, table, report.ip, now, |net| {
+        let target = aggregate::target(config, &book.table, report.ip, now, |net| {
             let refusal = self.never_banned(config, net, &fleet_host);
             refusal.map_err(|(_, why)| why)
         });
-        if let Err((kind, reason)) = self.network_refusal(config, table, &target.ip, fleet_host) {
+        if let Err((kind, reason)) =
+            self.network_refusal(config, &book.table, &target.ip, fleet_host)
+        {
             self.refused(kind);
             return Decision::Refused(reason);
         }
         let notes: Vec<String> = target.note.into_iter().collect();
-        let banned = table.active_ban(&target.ip, now).is_some();
+        let banned = book.table.active_ban(&target.ip, now).is_some();
         if !within && banned {
             // Beyond its allowance a key may still add its word to a ban, but not renew it.
             self.counters.duplicate += 1;
-            let changed = table.note_reporter(&target.ip, &origin, now);
+            let changed = book.table.note_reporter(&target.ip, &origin, now);
             return Decision::Duplicate(changed, Policy::noted(notes));
         }
-        let waits = !within || config.min_reporters > 1 || self.pending.get(&target.ip).is_some();
+        let waits = !within || config.min_reporters > 1 || book.pending.get(&target.ip).is_some();
         if !banned && waits {
             let waiting = Waiting {
                 name: origin,
@@ -158,7 +161,7 @@ impl Intake {
                 held: !within,
                 forwarded: false,
             };
-            return self.wait(config, table, target.ip, waiting, notes, now);
+            return self.wait(config, book, target.ip, waiting, notes, now);
         }
         let bantime = aggregate::outlasting(report.bantime, config, &target.absorbed, now);
         let report = Report {
@@ -171,37 +174,39 @@ impl Intake {
             notes,
             waited: None,
         };
-        self.record(config, table, &report, &origin, policy, now)
+        self.record(config, book, &report, &origin, policy, now)
     }
 
     /// Records a report that may ban now: escalated, journaled and published if it is news.
     fn record(
         &mut self,
         config: &ServerConfig,
-        table: &mut BanTable,
+        book: &mut Book,
         report: &Report,
         origin: &Name,
         mut policy: Policy,
         now: u64,
     ) -> Decision {
         let (bantime, escalated) =
-            recidive::escalate(config, table, &report.ip, report.bantime, now);
+            recidive::escalate(config, &book.table, &report.ip, report.bantime, now);
         policy.notes.extend(escalated);
         let report = Report {
             bantime,
             ..report.clone()
         };
         let (default_bantime, window) = (config.default_bantime.0, config.dedup_window.0);
-        let recorded = table.record(&report, origin, default_bantime, window, now);
+        let recorded = book
+            .table
+            .record(&report, origin, default_bantime, window, now);
         // The reports waiting for it are taken into the ban: those that confirmed it, or
         // that waited from before `min-reporters` was lowered.
-        let absorbed = self.absorb_waiting(table, &report.ip);
+        let absorbed = self.absorb_waiting(book, &report.ip);
         if absorbed {
             policy.waited = Some(report.ip);
         }
         // The entry with the reporters it took in, to journal.
         let current = absorbed
-            .then(|| table.active_ban(&report.ip, now).cloned())
+            .then(|| book.table.active_ban(&report.ip, now).cloned())
             .flatten();
         match recorded {
             Recorded::Duplicate(changed) => {
@@ -316,14 +321,14 @@ mod tests {
     #[test]
     fn a_new_ban_is_accepted_and_the_same_one_again_is_a_duplicate() {
         let config = config("");
-        let (mut table, mut intake) = (BanTable::default(), Intake::new(&config));
+        let (mut book, mut intake) = (Book::default(), Intake::new(&config));
         let r = report("203.0.113.7", Bantime::Seconds(600));
-        let first = intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+        let first = intake.decide(&config, &mut book, &r, "web1", nobody, 1000);
         assert!(matches!(first, Decision::Accepted(..)), "{first:?}");
-        let again = intake.decide(&config, &mut table, &r, "web1", nobody, 1001);
+        let again = intake.decide(&config, &mut book, &r, "web1", nobody, 1001);
         assert!(matches!(again, Decision::Duplicate(None, _)), "{again:?}");
         // Another host's word joins the audit trail.
-        let other = intake.decide(&config, &mut table, &r, "web2", nobody, 1002);
+        let other = intake.decide(&config, &mut book, &r, "web2", nobody, 1002);
         assert!(
             matches!(other, Decision::Duplicate(Some(_), _)),
             "{other:?}"
@@ -337,11 +342,11 @@ mod tests {
     #[test]
     fn each_refusal_has_its_kind_counted() {
         let config = config("max-bans = 1\nprotected = [\"198.51.100.0/24\"]");
-        let (mut table, mut intake) = (BanTable::default(), Intake::new(&config));
+        let (mut book, mut intake) = (Book::default(), Intake::new(&config));
         let mut decide = |ip: &str, fleet: Option<&str>| {
             let fleet_host = |_: &Cidr| fleet.map(|n| ("192.0.2.1".parse().unwrap(), n.into()));
             let r = report(ip, Bantime::Default);
-            intake.decide(&config, &mut table, &r, "web1", fleet_host, 1000)
+            intake.decide(&config, &mut book, &r, "web1", fleet_host, 1000)
         };
         let refused = |d: Decision| match d {
             Decision::Refused(reason) => reason,
@@ -380,39 +385,36 @@ mod tests {
     #[test]
     fn every_report_counts_against_the_key_and_beyond_it_reports_are_held() {
         let config = config("report-burst = 3\nreport-rate = 1");
-        let (mut table, mut intake) = (BanTable::default(), Intake::new(&config));
+        let (mut book, mut intake) = (Book::default(), Intake::new(&config));
         for ip in ["10.0.0.0/8", "203.0.113.1", "203.0.113.1"] {
             let r = report(ip, Bantime::Default);
-            intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+            intake.decide(&config, &mut book, &r, "web1", nobody, 1000);
         }
         let r = report("203.0.113.2", Bantime::Default);
-        let held = intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+        let held = intake.decide(&config, &mut book, &r, "web1", nobody, 1000);
         assert!(
             matches!(&held, Decision::Pending(_, reason, _) if reason.contains("held")),
             "{held:?}"
         );
         // Beyond its allowance, a key adds its word to a ban, but does not renew it.
         let r1 = report("203.0.113.1", Bantime::Permanent);
-        let noted = intake.decide(&config, &mut table, &r1, "web1", nobody, 1000);
+        let noted = intake.decide(&config, &mut book, &r1, "web1", nobody, 1000);
         assert!(matches!(noted, Decision::Duplicate(..)), "{noted:?}");
         // Another key has an allowance of its own, and its report bans what was held.
-        let other = intake.decide(&config, &mut table, &r, "web2", nobody, 1000);
+        let other = intake.decide(&config, &mut book, &r, "web2", nobody, 1000);
         assert!(
             matches!(&other, Decision::Accepted(e, p) if p.waited.is_some() && e.reporters.iter().count() == 2),
             "{other:?}"
         );
-        assert_eq!(
-            intake.pending().held_by(&Name::parse("n", "web1").unwrap()),
-            0
-        );
+        assert_eq!(book.pending.held_by(&Name::parse("n", "web1").unwrap()), 0);
         // A key holds at most MAX_HELD; beyond, its reports are refused.
         for i in 0..MAX_HELD {
             let ip = format!("2001:db8::{:x}", i + 1);
             let r = report(&ip, Bantime::Default);
-            intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+            intake.decide(&config, &mut book, &r, "web1", nobody, 1000);
         }
         let r = report("203.0.113.3", Bantime::Default);
-        let refused = intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+        let refused = intake.decide(&config, &mut book, &r, "web1", nobody, 1000);
         assert!(
             matches!(&refused, Decision::Refused(reason) if reason.contains("held already")),
             "{refused:?}"
@@ -423,16 +425,16 @@ mod tests {
     #[test]
     fn held_reports_are_released_as_the_allowance_refills_oldest_first() {
         let config = config("report-burst = 1\nreport-rate = 60");
-        let (mut table, mut intake) = (BanTable::default(), Intake::new(&config));
+        let (mut book, mut intake) = (Book::default(), Intake::new(&config));
         for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
             let r = report(ip, Bantime::Default);
-            intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+            intake.decide(&config, &mut book, &r, "web1", nobody, 1000);
         }
         assert!(intake
-            .release_held(&config, &mut table, nobody, 1000)
+            .release_held(&config, &mut book, nobody, 1000)
             .is_empty());
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        let released = intake.release_held(&config, &mut table, nobody, 1001);
+        let released = intake.release_held(&config, &mut book, nobody, 1001);
         let ips: Vec<String> = released.iter().map(|(ip, _)| ip.to_string()).collect();
         assert_eq!(ips, ["203.0.113.2"]);
         assert!(matches!(released[0].1, Decision::Accepted(..)));
@@ -441,27 +443,27 @@ mod tests {
     #[test]
     fn with_min_reporters_two_keys_must_report_within_the_window() {
         let config = config("min-reporters = 2\nconfirm-window = \"100s\"");
-        let (mut table, mut intake) = (BanTable::default(), Intake::new(&config));
+        let (mut book, mut intake) = (Book::default(), Intake::new(&config));
         let r = report("203.0.113.7", Bantime::Seconds(600));
-        let first = intake.decide(&config, &mut table, &r, "web1", nobody, 1000);
+        let first = intake.decide(&config, &mut book, &r, "web1", nobody, 1000);
         assert!(
             matches!(&first, Decision::Pending(_, reason, _) if reason.contains("1 of 2")),
             "{first:?}"
         );
-        let again = intake.decide(&config, &mut table, &r, "web1", nobody, 1010);
+        let again = intake.decide(&config, &mut book, &r, "web1", nobody, 1010);
         assert!(matches!(again, Decision::Pending(..)), "{again:?}");
         // web1's report has expired when web2's comes: it starts counting again.
-        let late = intake.decide(&config, &mut table, &r, "web2", nobody, 1111);
+        let late = intake.decide(&config, &mut book, &r, "web2", nobody, 1111);
         assert!(matches!(late, Decision::Pending(..)), "{late:?}");
         let r = report("203.0.113.7", Bantime::Permanent);
-        let second = intake.decide(&config, &mut table, &r, "db1", nobody, 1120);
+        let second = intake.decide(&config, &mut book, &r, "db1", nobody, 1120);
         let Decision::Accepted(entry, policy) = second else {
             panic!("{second:?}");
         };
         // The second longest bantime asked for: no single key decides.
         assert_eq!(entry.ban.bantime, Some(600));
         assert!(policy.notes.iter().any(|n| n == "confirmed by web2, db1"));
-        assert!(intake.pending().is_empty());
+        assert!(book.pending.is_empty());
     }
 
     #[test]

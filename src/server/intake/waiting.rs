@@ -6,9 +6,8 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::config::ServerConfig;
-use crate::server::intake::{Decision, Intake, Policy};
-use crate::server::policy::confirm::{Pending, PendingSet, Waiting};
-use crate::server::table::BanTable;
+use crate::server::intake::{Book, Decision, Intake, Policy};
+use crate::server::policy::confirm::{PendingSet, Waiting};
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::Report;
 
@@ -17,16 +16,16 @@ impl Intake {
     pub(super) fn wait(
         &mut self,
         config: &ServerConfig,
-        table: &mut BanTable,
+        book: &mut Book,
         ip: Cidr,
         waiting: Waiting,
         notes: Vec<String>,
         now: u64,
     ) -> Decision {
         let held = waiting.held;
-        let set = self.pending.add(ip, waiting, now);
+        let set = book.pending.add(ip, waiting, now);
         if set.confirmed(config.min_reporters) {
-            return self.confirm(config, table, ip, notes, now);
+            return self.confirm(config, book, ip, notes, now);
         }
         self.counters.pending += 1;
         let reason = if held {
@@ -53,12 +52,12 @@ impl Intake {
     fn confirm(
         &mut self,
         config: &ServerConfig,
-        table: &mut BanTable,
+        book: &mut Book,
         ip: Cidr,
         mut notes: Vec<String>,
         now: u64,
     ) -> Decision {
-        let set = self.pending.get(&ip).expect("confirmed reports wait");
+        let set = book.pending.get(&ip).expect("confirmed reports wait");
         let deciding = set.deciding(config.min_reporters).clone();
         let names: Vec<&str> = set.reports.iter().map(|w| w.name.as_str()).collect();
         notes.push(format!("confirmed by {}", names.join(", ")));
@@ -71,7 +70,7 @@ impl Intake {
         // Which takes the waiting reports into the ban.
         self.record(
             config,
-            table,
+            book,
             &report,
             &deciding.name,
             Policy::noted(notes),
@@ -81,12 +80,12 @@ impl Intake {
 
     /// Takes the reports waiting for `ip` into its ban, now in force: every key that sent
     /// one among its reporters. False when none waited.
-    pub fn absorb_waiting(&mut self, table: &mut BanTable, ip: &Cidr) -> bool {
-        let Some(set) = self.pending.take(ip) else {
+    pub fn absorb_waiting(&mut self, book: &mut Book, ip: &Cidr) -> bool {
+        let Some(set) = book.pending.take(ip) else {
             return false;
         };
         for w in &set.reports {
-            table.note_reporter(ip, &w.name, w.at);
+            book.table.note_reporter(ip, &w.name, w.at);
         }
         true
     }
@@ -97,26 +96,23 @@ impl Intake {
     pub fn release_held(
         &mut self,
         config: &ServerConfig,
-        table: &mut BanTable,
+        book: &mut Book,
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
         now: u64,
     ) -> Vec<(Cidr, Decision)> {
         let (rate, burst) = (config.report_rate, config.report_burst);
         let mut released = Vec::new();
-        for name in self.pending.holders() {
-            while self.pending.held_by(&name) > 0
+        for name in book.pending.holders() {
+            while book.pending.held_by(&name) > 0
                 && self
                     .reports
                     .allow(name.as_str(), rate, burst, Instant::now())
             {
-                let Some(set) = self.pending.release_oldest(&name) else {
+                let Some(set) = book.pending.release_oldest(&name) else {
                     break;
                 };
                 let ip = set.ip;
-                released.push((
-                    ip,
-                    self.decide_released(config, table, ip, &fleet_host, now),
-                ));
+                released.push((ip, self.decide_released(config, book, ip, &fleet_host, now)));
             }
         }
         released
@@ -125,27 +121,27 @@ impl Intake {
     fn decide_released(
         &mut self,
         config: &ServerConfig,
-        table: &mut BanTable,
+        book: &mut Book,
         ip: Cidr,
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
         now: u64,
     ) -> Decision {
-        if let Err((kind, reason)) = self.network_refusal(config, table, &ip, fleet_host) {
+        if let Err((kind, reason)) = self.network_refusal(config, &book.table, &ip, fleet_host) {
             self.refused(kind);
-            self.pending.take(&ip);
+            book.pending.take(&ip);
             return Decision::Refused(reason);
         }
-        if table.active_ban(&ip, now).is_some() {
-            self.absorb_waiting(table, &ip);
+        if book.table.active_ban(&ip, now).is_some() {
+            self.absorb_waiting(book, &ip);
             let policy = Policy {
                 waited: Some(ip),
                 ..Policy::default()
             };
-            return Decision::Duplicate(table.active_ban(&ip, now).cloned(), policy);
+            return Decision::Duplicate(book.table.active_ban(&ip, now).cloned(), policy);
         }
-        let set = self.pending.get(&ip).expect("released");
+        let set = book.pending.get(&ip).expect("released");
         if set.confirmed(config.min_reporters) {
-            return self.confirm(config, table, ip, Vec::new(), now);
+            return self.confirm(config, book, ip, Vec::new(), now);
         }
         let reason = "released from its allowance; waiting for confirmation".to_string();
         Decision::Pending(ip, reason, Policy::default())
@@ -156,16 +152,16 @@ impl Intake {
     pub fn confirm_waiting(
         &mut self,
         config: &ServerConfig,
-        table: &mut BanTable,
+        book: &mut Book,
         now: u64,
     ) -> Vec<(Cidr, Decision)> {
-        let confirmed: Vec<Cidr> = self
+        let confirmed: Vec<Cidr> = book
             .pending
             .sets()
             .filter(|set| set.confirmed(config.min_reporters))
             .map(|set| set.ip)
             .collect();
-        let decide = |ip| (ip, self.confirm(config, table, ip, Vec::new(), now));
+        let decide = |ip| (ip, self.confirm(config, book, ip, Vec::new(), now));
         confirmed.into_iter().map(decide).collect()
     }
 
@@ -174,20 +170,20 @@ impl Intake {
     pub fn take_forwarded(
         &mut self,
         config: &ServerConfig,
-        table: &mut BanTable,
+        book: &mut Book,
         set: PendingSet,
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
         now: u64,
     ) -> Decision {
         let ip = set.ip;
-        if let Err((kind, reason)) = self.network_refusal(config, table, &ip, fleet_host) {
+        if let Err((kind, reason)) = self.network_refusal(config, &book.table, &ip, fleet_host) {
             self.refused(kind);
             return Decision::Refused(reason);
         }
         let mut decision = Decision::Duplicate(None, Policy::default());
         for waiting in set.reports {
-            if table.active_ban(&ip, now).is_some() {
-                let changed = table.note_reporter(&ip, &waiting.name, waiting.at);
+            if book.table.active_ban(&ip, now).is_some() {
+                let changed = book.table.note_reporter(&ip, &waiting.name, waiting.at);
                 decision = Decision::Duplicate(changed, Policy::default());
                 continue;
             }
@@ -195,22 +191,8 @@ impl Intake {
                 forwarded: true,
                 ..waiting
             };
-            decision = self.wait(config, table, ip, waiting, Vec::new(), now);
+            decision = self.wait(config, book, ip, waiting, Vec::new(), now);
         }
         decision
-    }
-
-    /// Drops the reports waiting for `ip` (`banshare unban`).
-    pub fn take_pending(&mut self, ip: &Cidr) -> Option<PendingSet> {
-        self.pending.take(ip)
-    }
-
-    /// Forgets waiting reports past `confirm-window`, and returns them.
-    pub fn purge_pending(&mut self, now: u64) -> Vec<(Cidr, Waiting)> {
-        self.pending.purge(now)
-    }
-
-    pub fn pending(&self) -> &Pending {
-        &self.pending
     }
 }

@@ -1,0 +1,113 @@
+//! Groups (README "Policies"), with the real binaries: each group's bans reach only the
+//! hosts that receive it, live and by catch-up, and a dry-run group changes nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// web* hosts report into group web, mail* hosts into group mail, anyone else into default.
+const GROUPS: &str = "[[groups]]\nname = \"web\"\nhosts = [\"web*\"]\n\
+                      [[groups]]\nname = \"mail\"\nhosts = [\"mail*\"]\n";
+
+/// Waits for a sentinel ban on host `i`: once it is there, anything published before it
+/// would have arrived too.
+fn sentinel(fleet: &Fleet, hosts: &[usize], line: &str) {
+    for &i in hosts {
+        fleet.wait_applied(i, line);
+    }
+}
+
+fn has(fleet: &Fleet, i: usize, ip: &str) -> bool {
+    let applied = fleet.applied(i);
+    applied.iter().any(|l| l.split(' ').nth(3) == Some(ip))
+}
+
+#[test]
+fn a_group_ban_reaches_only_the_hosts_that_receive_its_group_live_and_by_catch_up() {
+    // web1 web2 mail1 mail2 ops1
+    let mut fleet = Fleet::new(&["web1", "web2", "mail1", "mail2", "ops1"], GROUPS, "");
+    for i in 0..2 {
+        fleet.add_client_config(i, "groups = [\"web\", \"default\"]\n");
+    }
+    for i in 2..4 {
+        fleet.add_client_config(i, "groups = [\"mail\", \"default\"]\n");
+    }
+    fleet.start_server();
+    for i in 0..5 {
+        fleet.start_client(i);
+    }
+    let (web, mail, all) = ([0, 1], [2, 3], [0, 1, 2, 3, 4]);
+
+    // A web ban: the web hosts and ops1 (every group) apply it, the mail hosts never do.
+    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "nginx", "203.0.113.7"]));
+    assert_eq!(code, 0, "{stderr}");
+    sentinel(&fleet, &[0, 1, 4], "ban fail2ban nginx 203.0.113.7 86400");
+    fleet.report(2, &["fail2ban", "postfix", "198.51.100.7"]);
+    sentinel(
+        &fleet,
+        &[2, 3, 4],
+        "ban fail2ban postfix 198.51.100.7 86400",
+    );
+    fleet.report(4, &["fail2ban", "sshd", "192.0.2.7"]);
+    sentinel(&fleet, &all, "ban fail2ban sshd 192.0.2.7 86400");
+    for i in mail {
+        assert!(!has(&fleet, i, "203.0.113.7"), "{:?}", fleet.applied(i));
+    }
+    for i in web {
+        assert!(!has(&fleet, i, "198.51.100.7"), "{:?}", fleet.applied(i));
+    }
+
+    // mail1 is away while web2 bans again; it catches up on its groups only.
+    fleet.stop_client(2);
+    fleet.report(1, &["fail2ban", "nginx", "203.0.113.8"]);
+    fleet.report(3, &["fail2ban", "postfix", "198.51.100.8"]);
+    sentinel(&fleet, &[0, 4], "ban fail2ban nginx 203.0.113.8 86400");
+    fleet.start_client(2);
+    fleet.wait_applied(2, "ban fail2ban postfix 198.51.100.8 86400");
+    fleet.wait_logged(2, "both catch-ups", Duration::from_secs(10), || {
+        let log = fleet.client_log(2);
+        (log.matches("resynchronised").count() >= 4).then_some(())
+    });
+    for ip in ["203.0.113.7", "203.0.113.8"] {
+        assert!(!has(&fleet, 2, ip), "{:?}", fleet.applied(2));
+    }
+
+    // The server shows each ban's group.
+    let bans = String::from_utf8_lossy(&fleet.admin(&["bans", "--json"]).stdout).into_owned();
+    assert!(bans.contains("\"group\":\"web\""), "{bans}");
+    assert!(bans.contains("\"group\":\"mail\""), "{bans}");
+    let log = fleet.server_log();
+    assert!(
+        log.contains("group web: accepted 203.0.113.7 (fail2ban nginx) from web1"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_dry_run_group_changes_nothing_and_logs_what_it_would_do() {
+    let groups = format!("{GROUPS}dry-run = true\n");
+    let fleet = Fleet::start(&["web1", "mail1"], &groups, "");
+    fleet.report(1, &["fail2ban", "postfix", "203.0.113.9"]);
+    fleet.wait_logged(0, "the dry-run line", Duration::from_secs(5), || {
+        fleet
+            .client_log(0)
+            .contains("dry run (group mail): would ban 203.0.113.9 for 86400s (fail2ban postfix, reported by mail1)")
+            .then_some(())
+    });
+    // An enforced ban as a sentinel: the dry-run one would have been applied by now.
+    fleet.report(0, &["fail2ban", "nginx", "198.51.100.9"]);
+    sentinel(&fleet, &[0, 1], "ban fail2ban nginx 198.51.100.9 86400");
+    for i in 0..2 {
+        assert!(!has(&fleet, i, "203.0.113.9"), "{:?}", fleet.applied(i));
+    }
+    // Lifted, it says so too.
+    let out = fleet.admin(&["unban", "203.0.113.9"]);
+    assert!(out.status.success(), "{out:?}");
+    fleet.wait_logged(0, "the dry-run unban", Duration::from_secs(5), || {
+        let log = fleet.client_log(0);
+        log.contains("dry run (group mail): would unban 203.0.113.9")
+            .then_some(())
+    });
+}
