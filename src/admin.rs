@@ -125,6 +125,15 @@ fn bans_table(text: &str) -> Result<String, Failure> {
             &reported_by(ban),
         ]));
     }
+    // A server with groups: each row starts with its ban's group.
+    if bans.iter().any(|b| b.group.is_some()) {
+        let groups =
+            std::iter::once("GROUP").chain(bans.iter().map(|b| b.group.as_deref().unwrap_or("")));
+        rows = groups
+            .zip(rows)
+            .map(|(g, r)| format!("{g:<16} {r}"))
+            .collect();
+    }
     Ok(rows.join("\n"))
 }
 
@@ -193,6 +202,13 @@ fn status_text(text: &str) -> Result<String, Failure> {
         status.pending,
         status.authorized_keys
     );
+    for group in &status.groups {
+        let dry_run = if group.dry_run { ", a dry run" } else { "" };
+        out.push_str(&format!(
+            "group {}{dry_run}: seq {}, {} active bans, {} networks waiting\n",
+            group.name, group.seq, group.active_bans, group.pending
+        ));
+    }
     out.push_str(&format!("counters: {counters}\nhosts seen:\n"));
     for host in &status.hosts {
         out.push_str(&format!(

@@ -78,6 +78,17 @@ fn a_group_ban_reaches_only_the_hosts_that_receive_its_group_live_and_by_catch_u
     let bans = String::from_utf8_lossy(&fleet.admin(&["bans", "--json"]).stdout).into_owned();
     assert!(bans.contains("\"group\":\"web\""), "{bans}");
     assert!(bans.contains("\"group\":\"mail\""), "{bans}");
+    let table = String::from_utf8_lossy(&fleet.admin(&["bans"]).stdout).into_owned();
+    let row = table
+        .lines()
+        .find(|l| l.contains("203.0.113.7"))
+        .unwrap_or_default();
+    assert!(row.starts_with("web "), "{table}");
+    let status = String::from_utf8_lossy(&fleet.admin(&["status"]).stdout).into_owned();
+    assert!(
+        status.contains("group mail: seq 2, 2 active bans"),
+        "{status}"
+    );
     let log = fleet.server_log();
     assert!(
         log.contains("group web: accepted 203.0.113.7 (fail2ban nginx) from web1"),
