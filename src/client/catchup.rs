@@ -21,18 +21,6 @@ impl Client {
         let Some(next) = self.servers[i].streams[s].follower.take_page(&page) else {
             return;
         };
-        if page.topic.dry_run {
-            for ban in &page.bans {
-                self.dry_run.would(
-                    &self.config,
-                    &page.topic,
-                    ban,
-                    Action::Ban,
-                    &mut self.enforcer,
-                );
-            }
-            return self.next_page(i, s, next);
-        }
         for bad in &page.unreadable {
             let line = format!(
                 "skipped a ban in a snapshot page from {}: {}",
@@ -41,9 +29,15 @@ impl Client {
             self.warn_about_server(&line);
         }
         for ban in &page.bans {
-            self.act_on(ban, Action::Ban);
+            self.act_on(&page.topic, ban, Action::Ban);
         }
-        for lift in &page.lifts {
+        // A dry run lifts nothing: it applied nothing.
+        let lifts = if page.topic.dry_run {
+            &[][..]
+        } else {
+            &page.lifts[..]
+        };
+        for lift in lifts {
             if let Err(line) = self.enforcer.lift_applied(&self.config, lift) {
                 self.warn_about_server(&line);
             }

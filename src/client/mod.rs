@@ -271,18 +271,12 @@ impl Client {
 
     /// A ban or unban from a server; its position was noted by `Upstream::read`.
     fn handle(&mut self, topic: &Topic, message: Publish) {
-        if topic.dry_run {
-            let (ban, action) = match message {
-                Publish::Heartbeat { .. } => return,
-                Publish::Ban { ban, .. } => (ban, Action::Ban),
-                Publish::Unban { ban, .. } => (ban, Action::Unban),
-            };
-            let (config, enforcer) = (&self.config, &mut self.enforcer);
-            return self.dry_run.would(config, topic, &ban, action, enforcer);
-        }
         match message {
             Publish::Heartbeat { .. } => {}
-            Publish::Ban { ban, .. } => self.act_on(&ban, Action::Ban),
+            Publish::Ban { ban, .. } => self.act_on(topic, &ban, Action::Ban),
+            Publish::Unban { ban, .. } if topic.dry_run => {
+                self.act_on(topic, &ban, Action::Unban);
+            }
             Publish::Unban { ban, lifted, .. } => {
                 if let Err(line) = self.enforcer.lift(&self.config, &ban, lifted) {
                     self.warn_about_server(&line);
@@ -291,8 +285,13 @@ impl Client {
         }
     }
 
-    /// A ban or unban from a server, carried out unless this host must not.
-    fn act_on(&mut self, ban: &Ban, action: Action) {
+    /// A ban or unban from a server, carried out unless this host must not; under a
+    /// dry-run topic, only logged (`dry_run`).
+    fn act_on(&mut self, topic: &Topic, ban: &Ban, action: Action) {
+        if topic.dry_run {
+            let (config, enforcer) = (&self.config, &mut self.enforcer);
+            return self.dry_run.would(config, topic, ban, action, enforcer);
+        }
         if let Err(line) = self.enforcer.enforce(&self.config, ban, action) {
             self.warn_about_server(&line);
         }

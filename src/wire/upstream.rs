@@ -225,7 +225,7 @@ impl Upstream {
     /// is asked for again on a new socket, so that a late answer is never read.
     pub fn drive(&mut self, ctx: &zmq::Context, own: &KeyPair) {
         for i in 0..self.streams.len() {
-            let name = self.streams[i].follower_name();
+            let name = self.streams[i].follower.name().to_owned();
             match self.streams[i].follower.due(Instant::now()) {
                 None => {}
                 Some(Due::Start) => {
@@ -268,10 +268,6 @@ impl Stream {
             topic,
             synced: false,
         }
-    }
-
-    fn follower_name(&self) -> String {
-        self.follower.name().to_owned()
     }
 
     fn track(&mut self, message: &Publish) {
