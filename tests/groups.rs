@@ -1,11 +1,14 @@
 //! Groups (README "Policies"), with the real binaries: each group's bans reach only the
-//! hosts that receive it, live and by catch-up, and a dry-run group changes nothing.
+//! hosts that receive it, live and by catch-up, across several servers too, and a dry-run
+//! group changes nothing.
 
 mod common;
 
 use std::time::Duration;
 
+use common::servers::{admin_ok, converged, peered};
 use common::*;
+use nix::sys::signal::Signal;
 
 /// web* hosts report into group web, mail* hosts into group mail, anyone else into default.
 const GROUPS: &str = "[[groups]]\nname = \"web\"\nhosts = [\"web*\"]\n\
@@ -121,4 +124,94 @@ fn a_dry_run_group_changes_nothing_and_logs_what_it_would_do() {
         log.contains("dry run (group mail): would unban 203.0.113.9")
             .then_some(())
     });
+}
+
+/// The networks a server lists in `group`, banned or (`--pending`) waiting.
+fn listed_in(fleet: &Fleet, group: &str, pending: bool) -> Vec<String> {
+    let mut args = vec!["bans", "--json"];
+    if pending {
+        args.push("--pending");
+    }
+    let bans: Vec<serde_json::Value> = serde_json::from_str(&admin_ok(fleet, &args)).unwrap();
+    let in_group = bans.iter().filter(|b| b["group"] == group);
+    in_group
+        .map(|b| b["ip"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn report_verbose(fleet: &Fleet, i: usize, jail: &str, ip: &str) -> String {
+    let (code, stderr) = outcome(&fleet.report(i, &["-v", "fail2ban", jail, ip]));
+    assert_eq!(code, 0, "{stderr}");
+    stderr
+}
+
+#[test]
+fn two_servers_keep_each_group_apart_and_confirm_a_group_ban_across_them() {
+    let _serial = one_at_a_time();
+    // The mail group needs two reporters.
+    let groups = format!("{GROUPS}min-reporters = 2\nconfirm-window = \"1h\"\n");
+    // web1 and mail1 report to bs1, web2 and mail2 to bs2; each host follows its server.
+    let mut fleets = peered(2, &groups, |_| "127.0.0.1".into());
+    for (i, fleet) in fleets.iter_mut().enumerate() {
+        fleet.add_client_config(0, "groups = [\"web\"]\n");
+        fleet.add_host(&format!("mail{}", i + 1), "groups = [\"mail\"]\n");
+    }
+    for fleet in &mut fleets {
+        fleet.start_server();
+    }
+    for fleet in &mut fleets {
+        fleet.start_client(0);
+        fleet.start_client(1);
+    }
+    let (web, mail) = (0, 1);
+
+    // A web ban taken by bs1 reaches web2 through bs2, in group web there too.
+    assert!(report_verbose(&fleets[0], web, "nginx", "203.0.113.7").contains("accepted"));
+    fleets[1].wait_applied(web, "ban fail2ban nginx 203.0.113.7 86400");
+    assert_eq!(listed_in(&fleets[1], "web", false), ["203.0.113.7"]);
+
+    // mail1's report waits on bs1, is forwarded to bs2 in group mail, and mail2's report
+    // there confirms it: both mail hosts ban it.
+    let first = report_verbose(&fleets[0], mail, "postfix", "198.51.100.7");
+    assert!(first.contains("pending: 1 of 2"), "{first}");
+    wait_for("the forwarded report", Duration::from_secs(15), || {
+        (listed_in(&fleets[1], "mail", true) == ["198.51.100.7"]).then_some(())
+    });
+    let second = report_verbose(&fleets[1], mail, "postfix", "198.51.100.7");
+    assert!(second.contains("accepted"), "{second}");
+    for fleet in &fleets {
+        fleet.wait_applied(mail, "ban fail2ban postfix 198.51.100.7 86400");
+    }
+
+    // bs2 is away while bs1 takes a web ban and a mail report; back, it catches up on
+    // each group by snapshot and is forwarded the waiting report.
+    fleets[1].signal_server(Signal::SIGKILL);
+    fleets[1].wait_server();
+    report_verbose(&fleets[0], web, "nginx", "203.0.113.8");
+    let waiting = report_verbose(&fleets[0], mail, "postfix", "198.51.100.8");
+    assert!(waiting.contains("pending: 1 of 2"), "{waiting}");
+    fleets[1].start_server();
+    fleets[1].wait_applied(web, "ban fail2ban nginx 203.0.113.8 86400");
+    wait_for("the forwarded report", Duration::from_secs(15), || {
+        (listed_in(&fleets[1], "mail", true) == ["198.51.100.8"]).then_some(())
+    });
+    report_verbose(&fleets[1], mail, "postfix", "198.51.100.8");
+    for fleet in &fleets {
+        fleet.wait_applied(mail, "ban fail2ban postfix 198.51.100.8 86400");
+    }
+
+    // Both servers hold the same bans, each in its group; no host got another group's.
+    assert_eq!(converged(&fleets).len(), 4);
+    for fleet in &fleets {
+        assert_eq!(listed_in(fleet, "web", false).len(), 2);
+        assert_eq!(listed_in(fleet, "mail", false).len(), 2);
+        for ip in ["203.0.113.7", "203.0.113.8"] {
+            assert!(!has(fleet, mail, ip), "{:?}", fleet.applied(mail));
+        }
+        for ip in ["198.51.100.7", "198.51.100.8"] {
+            assert!(!has(fleet, web, ip), "{:?}", fleet.applied(web));
+        }
+    }
+    let log = fleets[1].server_log();
+    assert!(log.contains("caught up with peer bs1 (group web)"), "{log}");
 }

@@ -476,11 +476,6 @@ impl ServerConfig {
         check_confirmation(&config).map_err(|(k, r)| err(k, r))?;
         check_recidive(&config).map_err(|(k, r)| err(k, r))?;
         groups::check(&config.groups, MAX_MIN_REPORTERS).map_err(|r| err("groups", r))?;
-        if !config.groups.is_empty() && !config.peers.is_empty() {
-            let why = "groups and peers cannot be combined in this version: peers exchange \
-                       the default group only";
-            return Err(err("groups", why.into()));
-        }
         for group in &config.groups {
             if let Some(window) = group.confirm_window {
                 check_window("confirm-window", window)

@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::wire::follow::REQUEST_TIMEOUT;
 use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{encode_forward, Verdict};
+use crate::wire::topic::Group;
 use crate::wire::transport;
 use crate::wire::upstream::{
     reply_body, requester, send_request, within_bounds, Target, VERDICT_FRAMES,
@@ -24,7 +25,8 @@ const MAX_OUTBOX: usize = 100_000;
 pub struct Forwarder {
     pub target: Target,
     socket: zmq::Socket,
-    outbox: VecDeque<String>,
+    /// Each waiting report as its journal line, with its group (none without groups).
+    outbox: VecDeque<(String, Option<Group>)>,
     /// When the first request of the outbox was sent, while it waits for its answer.
     sent_at: Option<Instant>,
     /// Requests dropped from a full outbox since the last log line.
@@ -42,13 +44,13 @@ impl Forwarder {
         })
     }
 
-    pub fn push(&mut self, line: String) {
+    pub fn push(&mut self, line: String, group: Option<Group>) {
         if self.outbox.len() >= MAX_OUTBOX {
             // Not the one in flight.
             self.outbox.remove(1);
             self.dropped += 1;
         }
-        self.outbox.push_back(line);
+        self.outbox.push_back((line, group));
     }
 
     pub fn poll_item(&self) -> zmq::PollItem<'_> {
@@ -66,7 +68,7 @@ impl Forwarder {
             if self.sent_at.take().is_none() {
                 continue;
             }
-            let line = self.outbox.pop_front().unwrap_or_default();
+            let (line, _) = self.outbox.pop_front().unwrap_or_default();
             match verdict {
                 Ok(Verdict::Invalid(reason) | Verdict::Refused(reason)) => log::warn!(
                     "peer {} did not take the forwarded report {line:?}: {reason}",
@@ -103,11 +105,11 @@ impl Forwarder {
         if self.sent_at.is_some() && !overdue {
             return;
         }
-        let Some(line) = self.outbox.front() else {
+        let Some((line, group)) = self.outbox.front() else {
             self.sent_at = None;
             return;
         };
-        if send_request(&self.socket, encode_forward(line)).is_ok() {
+        if send_request(&self.socket, encode_forward(line, group.as_ref())).is_ok() {
             self.sent_at = Some(Instant::now());
         }
     }

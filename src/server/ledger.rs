@@ -12,7 +12,7 @@ use crate::server::policy::confirm::{Pending, PendingSet};
 use crate::server::table::{BanTable, Entry};
 use crate::store::{Record, Recovery, Store, StoreError, PENDING_JOURNAL, SERVER_JOURNAL};
 use crate::wire::cidr::Cidr;
-use crate::wire::topic::Topic;
+use crate::wire::topic::{Group, Topic};
 
 pub struct Ledger {
     pub group: GroupConfig,
@@ -41,6 +41,11 @@ pub fn open_all(config: &ServerConfig) -> Result<Vec<Ledger>, Failure> {
         .into_iter()
         .map(|group| Ledger::open(config, group, true))
         .collect()
+}
+
+/// The groups of a server that has them.
+pub fn groups(ledgers: &[Ledger]) -> Option<Vec<Group>> {
+    ledgers.iter().map(|l| l.topic.group.clone()).collect()
 }
 
 /// The ledger a report of `prog` and `jail` from the key `host` goes to: the first group

@@ -19,12 +19,13 @@ pub(super) enum Change {
 pub(super) type Changes = Vec<(usize, Change)>;
 
 impl Server {
-    /// Merges what the peer `peer` published or paged: its unbans first, so that a ban they
-    /// lift is not published only to be lifted. Returns how many changed the table here.
-    /// Peers and groups do not go together (yet): all is in the one group.
+    /// Merges what the peer `peer` published or paged in group `g`: its unbans first, so
+    /// that a ban they lift is not published only to be lifted. Returns how many changed
+    /// the table here.
     pub(super) fn merge_from_peer(
         &mut self,
         peer: &str,
+        g: usize,
         bans: &[Ban],
         lifts: &[Lift],
     ) -> Result<usize, Failure> {
@@ -35,11 +36,11 @@ impl Server {
             if ahead(lift.at) {
                 log::warn!("ignored the unban of {} from peer {peer}: dated {} s ahead of this server's clock", lift.ip, lift.at - now);
             }
-            changes.extend(self.note_lift(0, *lift, now)?.map(|c| (0, c)));
+            changes.extend(self.note_lift(g, *lift, now)?.map(|c| (g, c)));
         }
         for ban in bans {
             let auth = &self.auth;
-            let ledger = &mut self.ledgers[0];
+            let ledger = &mut self.ledgers[g];
             let checked =
                 self.intake
                     .network_refusal(&ledger.config, &ledger.book.table, &ban.ip, |ip| {
@@ -48,13 +49,17 @@ impl Server {
             if let Err((_, reason)) = checked {
                 // A peer is held to the same rules as a host: its word bans nothing here
                 // that this server would refuse.
-                log::warn!("refused {} from peer {peer}: {reason}", ban.ip);
+                log::warn!(
+                    "{}refused {} from peer {peer}: {reason}",
+                    ledger.prefix(),
+                    ban.ip
+                );
                 continue;
             }
             if ahead(ban.reported) {
                 log::warn!("ignored the ban of {} from peer {peer}: dated {} s ahead of this server's clock", ban.ip, ban.reported - now);
             }
-            let ledger = &mut self.ledgers[0];
+            let ledger = &mut self.ledgers[g];
             if let Some(mut entry) = ledger.book.table.merge(ban, now) {
                 // Reports waiting here for it: a peer's ban confirmed it.
                 if self.intake.absorb_waiting(&mut ledger.book, &ban.ip) {
@@ -63,7 +68,7 @@ impl Server {
                     entry = table.active_ban(&ban.ip, now).cloned().unwrap_or(entry);
                 }
                 ledger.store.append(&entry).map_err(store_failure)?;
-                changes.push((0, Change::Ban(entry.ban)));
+                changes.push((g, Change::Ban(entry.ban)));
             }
         }
         self.commit()?;

@@ -147,11 +147,13 @@ impl Server {
         // A million bans take about 330 MB.
         let guard = memory::Guard::new((256 << 20) + 512 * config.max_bans as u64);
         let control = control::bind(&ctx, &config.control_socket)?;
-        let mut peers = Peers::open(&ctx, &config, &key)?;
+        let mut peers = Peers::open(&ctx, &config, &key, ledger::groups(&ledgers))?;
         // A peer may have missed what waits here: forwarding it twice is harmless.
-        let pending = &ledgers[0].book.pending;
-        let waiting: Vec<String> = pending.sets().flat_map(PendingSet::forward_lines).collect();
-        peers.forward(&waiting);
+        for ledger in &ledgers {
+            let pending = &ledger.book.pending;
+            let waiting: Vec<String> = pending.sets().flat_map(PendingSet::forward_lines).collect();
+            peers.forward(&waiting, ledger.topic.group.as_ref());
+        }
         Ok(Server {
             peers,
             intake: Intake::new(&config),

@@ -15,6 +15,7 @@ use crate::wire::control::PeerView;
 use crate::wire::follow::Next;
 use crate::wire::keys::{self, KeyPair, PublicKey};
 use crate::wire::protocol::{Lift, Publish};
+use crate::wire::topic::{Group, Topic};
 use crate::wire::upstream::{Heard, Target, Upstream};
 
 /// How long after its start a server answers snapshot requests from hosts even though it
@@ -29,10 +30,13 @@ pub struct Peers {
 }
 
 impl Peers {
+    /// Follows every peer in `groups`, this server's own (None: it has none, and follows
+    /// each peer's one stream).
     pub fn open(
         ctx: &zmq::Context,
         config: &ServerConfig,
         own: &KeyPair,
+        groups: Option<Vec<Group>>,
     ) -> Result<Peers, Failure> {
         let (mut links, mut forwarders) = (Vec::new(), Vec::new());
         for peer in &config.peers {
@@ -46,7 +50,7 @@ impl Peers {
             let address = target.publish_endpoint();
             let fail = |e| Exit::Config.with(format!("cannot connect to peer {address}: {e}"));
             forwarders.push(Forwarder::open(ctx, target.clone(), own).map_err(fail)?);
-            links.push(Upstream::open(ctx, target, own, None).map_err(fail)?);
+            links.push(Upstream::open(ctx, target, own, groups.clone()).map_err(fail)?);
         }
         Ok(Peers {
             links,
@@ -55,11 +59,11 @@ impl Peers {
         })
     }
 
-    /// Sends every line to every peer (`forward`).
-    pub fn forward(&mut self, lines: &[String]) {
+    /// Sends every line, each a report waiting in `group`, to every peer (`forward`).
+    pub fn forward(&mut self, lines: &[String], group: Option<&Group>) {
         for forwarder in &mut self.forwarders {
             for line in lines {
-                forwarder.push(line.clone());
+                forwarder.push(line.clone(), group.cloned());
             }
         }
     }
@@ -80,7 +84,7 @@ impl Peers {
         self.links
             .iter()
             .map(|link| {
-                // Peers have no groups: their one stream.
+                // That of the default group, the first.
                 let position = link.streams.first().and_then(|s| s.follower.position());
                 PeerView {
                     address: link.target.publish_endpoint(),
@@ -125,10 +129,23 @@ impl Server {
 
     fn take_from_peer(&mut self, i: usize, heard: Heard) -> Result<(), Failure> {
         let name = self.peers.links[i].target.name.clone();
+        let topic = match &heard {
+            Heard::Message(topic, _) => Some(topic),
+            Heard::Page(page) => Some(&page.topic),
+            Heard::Bad(_) => None,
+        };
+        let g = match topic.map(|t| self.ledger_of(t)) {
+            Some(Ok(g)) => g,
+            Some(Err(why)) => {
+                self.warn_limited(&name, &format!("peer {name}: {why}"));
+                return Ok(());
+            }
+            None => 0,
+        };
         match heard {
             Heard::Message(_, Publish::Heartbeat { .. }) => {}
             Heard::Message(_, Publish::Ban { ban, .. }) => {
-                self.merge_from_peer(&name, &[ban], &[])?;
+                self.merge_from_peer(&name, g, &[ban], &[])?;
             }
             Heard::Message(_, Publish::Unban { ban, lifted, .. }) => {
                 // From a server before dated unbans: it lifted exactly that ban.
@@ -137,7 +154,7 @@ impl Server {
                     at: lifted.unwrap_or(ban.reported),
                     until: ban.expires,
                 };
-                self.merge_from_peer(&name, &[], &[lift])?;
+                self.merge_from_peer(&name, g, &[], &[lift])?;
             }
             Heard::Page(page) => {
                 let link = &mut self.peers.links[i];
@@ -147,14 +164,15 @@ impl Server {
                 let Some(next) = link.streams[s].follower.take_page(&page) else {
                     return Ok(());
                 };
-                let changed = self.merge_from_peer(&name, &page.bans, &page.lifts)?;
+                let changed = self.merge_from_peer(&name, g, &page.bans, &page.lifts)?;
                 let link = &mut self.peers.links[i];
                 match next {
                     Next::Page(after) => link.request_page(s, Some(&after)),
                     Next::Done(resync) => {
                         link.streams[s].synced = true;
                         log::info!(
-                            "caught up with peer {name}: {} bans in {} pages ({} ms)",
+                            "caught up with peer {}: {} bans in {} pages ({} ms)",
+                            link.streams[s].follower.name(),
                             resync.active.len(),
                             resync.pages,
                             resync.started.elapsed().as_millis()
@@ -165,13 +183,27 @@ impl Server {
                     log::debug!("{changed} changes from peer {name}'s snapshot page");
                 }
             }
-            Heard::Bad(line) => {
-                let line = format!("peer {name}: {line}");
-                if self.log_limit.admit(&name, Instant::now()) == Some(0) {
-                    log::warn!("{line}");
-                }
-            }
+            Heard::Bad(line) => self.warn_limited(&name, &format!("peer {name}: {line}")),
         }
         Ok(())
+    }
+
+    /// The ledger that takes what a peer published under `topic`: that of the same group.
+    /// Every server of a fleet needs the same groups; a group this one lacks is refused,
+    /// never merged into another, whose hosts were not meant to have it.
+    fn ledger_of(&self, topic: &Topic) -> Result<usize, String> {
+        let found = self
+            .ledgers
+            .iter()
+            .position(|l| l.topic.group == topic.group);
+        found.ok_or_else(|| match &topic.group {
+            Some(group) => format!(
+                "ignored what it published in group {group}, which this server does not have; \
+                 give every server the same [[groups]]"
+            ),
+            None => "ignored what it published without groups, while this server has groups; \
+                     give every server the same [[groups]]"
+                .into(),
+        })
     }
 }

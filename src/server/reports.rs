@@ -137,7 +137,10 @@ impl Server {
                 ));
             }
             Ok(Request::Report(report)) => (self.decide(&report, &peer, changes)?, false),
-            Ok(Request::Forward(line)) => (self.take_forwarded(&line, &peer, changes)?, false),
+            Ok(Request::Forward { line, group }) => {
+                let verdict = self.take_forwarded(&line, group.as_ref(), &peer, changes)?;
+                (verdict, false)
+            }
             Ok(Request::Legacy(report)) => (self.decide(&report, &peer, changes)?, true),
             Err(_) if !self.intake.answer_invalid(&peer.name) => return Ok(None),
             Err(invalid) => {
@@ -224,17 +227,20 @@ impl Server {
     /// A report that now waits here is forwarded to the peers (`forward`).
     fn forward_waiting(&mut self, g: usize, decision: &Decision) {
         if let Decision::Pending(ip, ..) = decision {
-            if let Some(set) = self.ledgers[g].book.pending.get(ip) {
-                self.peers.forward(&set.forward_lines());
+            let ledger = &self.ledgers[g];
+            if let Some(set) = ledger.book.pending.get(ip) {
+                let group = ledger.topic.group.as_ref();
+                self.peers.forward(&set.forward_lines(), group);
             }
         }
     }
 
-    /// A report a peer forwards: only peers may, and what they forward is decided like a
-    /// report, but never forwarded again.
+    /// A report a peer forwards, in `group` (or the default group): only peers may, and
+    /// what they forward is decided like a report, but never forwarded again.
     fn take_forwarded(
         &mut self,
         line: &str,
+        group: Option<&Group>,
         peer: &Peer,
         changes: &mut Changes,
     ) -> Result<Verdict, Failure> {
@@ -254,14 +260,21 @@ impl Server {
             Ok(set) => set,
             Err(reason) => return Ok(Verdict::Invalid(format!("bad forwarded report: {reason}"))),
         };
+        let g = match self.ledger_named(group) {
+            Ok(g) => g,
+            Err(reason) => {
+                let line = format!("refused a forwarded report from {peer}: {reason}");
+                self.warn_limited(&peer.name, &line);
+                return Ok(Verdict::Refused(reason));
+            }
+        };
         let auth = &self.auth;
         let said = Said {
             what: format!("{} (forwarded)", set.ip),
             key: peer.name.clone(),
             from: format!("peer {}", peer.name),
         };
-        // Peers and groups do not go together (yet): all is in the one group.
-        let ledger = &mut self.ledgers[0];
+        let ledger = &mut self.ledgers[g];
         let decision = self.intake.take_forwarded(
             &ledger.config,
             &mut ledger.book,
@@ -269,7 +282,7 @@ impl Server {
             |ip| auth.fleet_host_in(ip),
             unix_now(),
         );
-        self.settle(0, &said, decision, changes)
+        self.settle(g, &said, decision, changes)
     }
 
     /// Lets through the reports held beyond their keys' allowances, as these refill
@@ -453,7 +466,7 @@ impl Server {
 
     /// A warning about a key, unless that key has had its share of lines this minute: a
     /// flood of bad reports must not fill the disk with the log.
-    fn warn_limited(&mut self, name: &str, line: &str) {
+    pub(super) fn warn_limited(&mut self, name: &str, line: &str) {
         self.log_limited(log::Level::Warn, name, line);
     }
 

@@ -180,8 +180,11 @@ pub enum Request {
         group: Option<Group>,
     },
     /// From a peer server: a report waiting there, as a line of its `pending.journal`
-    /// (docs/ha.md), which the server parses.
-    Forward(String),
+    /// (docs/ha.md), which the server parses, in a group (or the default group).
+    Forward {
+        line: String,
+        group: Option<Group>,
+    },
 }
 
 /// Why a request could not be decoded, and how to answer it.
@@ -210,9 +213,9 @@ pub fn decode_request(frames: &[Vec<u8>]) -> Result<Request, Invalid> {
         [_, verb, after, group @ ..] if verb.as_slice() == b"SNAPSHOT" && group.len() <= 1 => {
             decode_snapshot(after, group.first()).map_err(|r| invalid(r, false))
         }
-        [_, verb, line] if verb.as_slice() == b"FORWARD" => text(line)
-            .map(|line| Request::Forward(line.to_owned()))
-            .map_err(|r| invalid(r, false)),
+        [_, verb, line, group @ ..] if verb.as_slice() == b"FORWARD" && group.len() <= 1 => {
+            decode_forward(line, group.first()).map_err(|r| invalid(r, false))
+        }
         [_, verb, ..] => Err(invalid(
             format!(
                 "unknown request {:?} with {} frames",
@@ -225,14 +228,27 @@ pub fn decode_request(frames: &[Vec<u8>]) -> Result<Request, Invalid> {
     }
 }
 
+/// `[FORWARD][line]` or `[FORWARD][line][group]`.
+fn decode_forward(line: &[u8], group: Option<&Vec<u8>>) -> Result<Request, String> {
+    Ok(Request::Forward {
+        line: text(line)?.to_owned(),
+        group: decode_group(group)?,
+    })
+}
+
 /// `[SNAPSHOT][after]` or `[SNAPSHOT][after][group]`.
 fn decode_snapshot(after: &[u8], group: Option<&Vec<u8>>) -> Result<Request, String> {
     let after = match text(after)? {
         "" => None,
         after => Some(after.parse()?),
     };
-    let group = group.map(|g| text(g).and_then(Group::parse)).transpose()?;
+    let group = decode_group(group)?;
     Ok(Request::Snapshot { after, group })
+}
+
+/// The optional group frame of a SNAPSHOT or FORWARD request.
+fn decode_group(group: Option<&Vec<u8>>) -> Result<Option<Group>, String> {
+    group.map(|g| text(g).and_then(Group::parse)).transpose()
 }
 
 fn invalid_version(version: &[u8]) -> Result<Request, Invalid> {
@@ -619,13 +635,16 @@ pub fn encode_snapshot_request(after: Option<&Cidr>, group: Option<&Group>) -> V
     frames
 }
 
-/// A FORWARD request, from one server to a peer (`Request::Forward`).
-pub fn encode_forward(line: &str) -> Vec<Vec<u8>> {
-    vec![
+/// A FORWARD request, from one server to a peer (`Request::Forward`); with a fourth frame,
+/// in that group.
+pub fn encode_forward(line: &str, group: Option<&Group>) -> Vec<Vec<u8>> {
+    let mut frames = vec![
         VERSION.into(),
         b"FORWARD".to_vec(),
         line.as_bytes().to_vec(),
-    ]
+    ];
+    frames.extend(group.map(|g| g.as_str().as_bytes().to_vec()));
+    frames
 }
 
 impl Publish {
@@ -878,6 +897,24 @@ mod tests {
         assert!(decode_request(&frames(&[VERSION, "SNAPSHOT", "1.2.3.4;x"])).is_err());
         assert!(decode_request(&frames(&[VERSION, "SNAPSHOT", "", "w/x"])).is_err());
         assert!(decode_request(&frames(&[VERSION, "SNAPSHOT", "", "web", "x"])).is_err());
+    }
+
+    #[test]
+    fn forward_round_trip_with_and_without_a_group() {
+        let line = "203.0.113.7 web1/1767225000/1767228600/fail2ban/sshd/600/waiting";
+        let web = Group::parse("web").unwrap();
+        for group in [None, Some(web)] {
+            let request = encode_forward(line, group.as_ref());
+            assert_eq!(
+                decode_request(&request),
+                Ok(Request::Forward {
+                    line: line.into(),
+                    group
+                })
+            );
+        }
+        assert!(decode_request(&frames(&[VERSION, "FORWARD", line, "w/x"])).is_err());
+        assert!(decode_request(&frames(&[VERSION, "FORWARD", line, "web", "x"])).is_err());
     }
 
     #[test]
