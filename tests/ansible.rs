@@ -96,14 +96,18 @@ impl Control {
         );
         fs::write(self.dir.path().join("inventory"), inventory).unwrap();
         // The rotation test streams 20 reports a second from one host for over a minute,
-        // past the default per-key limit (200 at once, then 60 a minute).
+        // past the default per-key limit (200 at once, then 60 a minute). The servers have
+        // a group, which none of the test's reports goes to, and web receives the default
+        // group only: groups across peered servers, deployed by the role.
         let group_vars = self.dir.path().join("group_vars");
         fs::create_dir_all(&group_vars).unwrap();
         fs::write(
             group_vars.join("all.yml"),
-            "banshare_server_settings:\n  report-burst: 100000\n",
+            "banshare_server_settings:\n  report-burst: 100000\n\
+             banshare_groups:\n  - name: mail\n    jails: [postfix]\n    min-reporters: 2\n",
         )
         .unwrap();
+        self.host_vars("web", "banshare_client_settings:\n  groups: [default]\n");
     }
 
     /// Variables of one host, as an admin keeps them beside the inventory.
@@ -285,7 +289,10 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
             );
         }
         let text = server.run("banshare status");
-        assert!(text.contains("peers:"), "{text}");
+        assert!(
+            text.contains("peers:") && text.contains("group mail: "),
+            "{text}"
+        );
     }
     web.run("banshare-report lab sshd 203.0.113.80");
     for host in &clients {

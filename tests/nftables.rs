@@ -8,7 +8,12 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn fleet_in(ns: &NetNs, extra: &str) -> Fleet {
-    let mut fleet = Fleet::new(&["web1"], "", &format!("backend = \"nftables\"\n{extra}"));
+    grouped_fleet_in(ns, "", extra)
+}
+
+fn grouped_fleet_in(ns: &NetNs, server_extra: &str, extra: &str) -> Fleet {
+    let client = format!("backend = \"nftables\"\n{extra}");
+    let mut fleet = Fleet::new(&["web1"], server_extra, &client);
     fleet.netns = Some(ns.name.clone());
     fleet
 }
@@ -107,6 +112,32 @@ fn a_flushed_ruleset_is_restored_at_start() {
     fleet.wait_logged(0, "the restore", Duration::from_secs(5), || {
         elements(&ns, "addr4").contains("203.0.113.8").then_some(())
     });
+}
+
+#[test]
+fn a_dry_run_group_touches_no_set_and_logs_what_it_would_have_done() {
+    let ns = NetNs::new("nft4");
+    let groups = "[[groups]]\nname = \"mail\"\njails = [\"postfix\"]\ndry-run = true\n";
+    let mut fleet = grouped_fleet_in(&ns, groups, "");
+    fleet.start_server();
+    fleet.start_client(0);
+    fleet.report(0, &["fail2ban", "postfix", "203.0.113.9"]);
+    fleet.wait_logged(0, "the dry-run line", Duration::from_secs(5), || {
+        let log = fleet.client_log(0);
+        log.contains("dry run (group mail): would ban 203.0.113.9 for 86400s (fail2ban postfix, reported by web1)")
+            .then_some(())
+    });
+    // An enforced ban after it, as a sentinel: it reaches the set, the dry run never did.
+    fleet.report(0, &["fail2ban", "sshd", "198.51.100.9"]);
+    fleet.wait_logged(0, "the enforced ban", Duration::from_secs(5), || {
+        elements(&ns, "addr4")
+            .contains("198.51.100.9")
+            .then_some(())
+    });
+    let sets: String = ["addr4", "net4", "addr6", "net6"]
+        .map(|set| elements(&ns, set))
+        .concat();
+    assert!(!sets.contains("203.0.113.9"), "{sets}");
 }
 
 #[test]

@@ -58,6 +58,15 @@ pub fn route(ledgers: &[Ledger], prog: &str, jail: &str, host: &str) -> usize {
         .map_or(0, |i| i + 1)
 }
 
+/// Group `g`'s ledger, told how many bans the other groups hold, which its `max-bans`
+/// counts too.
+pub fn counted(ledgers: &mut [Ledger], g: usize) -> &mut Ledger {
+    let total: usize = ledgers.iter().map(|l| l.book.table.len()).sum();
+    let ledger = &mut ledgers[g];
+    ledger.book.elsewhere = total - ledger.book.table.len();
+    ledger
+}
+
 impl Ledger {
     fn open(config: &ServerConfig, group: GroupConfig, grouped: bool) -> Result<Ledger, Failure> {
         let (bans, pending) = journal_names(&group);
@@ -92,6 +101,7 @@ impl Ledger {
             book: Book {
                 table,
                 pending: Pending::from_sets(recovery.entries),
+                elsewhere: 0,
             },
             store,
             pending_store,

@@ -5,6 +5,7 @@
 
 use crate::clock::unix_now;
 use crate::exit::Failure;
+use crate::server::ledger;
 use crate::server::table::{Lifted, MAX_AHEAD};
 use crate::server::{store_failure, Server};
 use crate::wire::protocol::{Ban, Lift};
@@ -40,10 +41,10 @@ impl Server {
         }
         for ban in bans {
             let auth = &self.auth;
-            let ledger = &mut self.ledgers[g];
+            let ledger = ledger::counted(&mut self.ledgers, g);
             let checked =
                 self.intake
-                    .network_refusal(&ledger.config, &ledger.book.table, &ban.ip, |ip| {
+                    .network_refusal(&ledger.config, &ledger.book, &ban.ip, |ip| {
                         auth.fleet_host_in(ip)
                     });
             if let Err((_, reason)) = checked {

@@ -206,7 +206,7 @@ impl Server {
         let (prog, jail) = (report.prog.as_str(), report.jail.as_str());
         let g = ledger::route(&self.ledgers, prog, jail, &peer.name);
         let auth = &self.auth;
-        let ledger = &mut self.ledgers[g];
+        let ledger = ledger::counted(&mut self.ledgers, g);
         let decision = self.intake.decide(
             &ledger.config,
             &mut ledger.book,
@@ -274,7 +274,7 @@ impl Server {
             key: peer.name.clone(),
             from: format!("peer {}", peer.name),
         };
-        let ledger = &mut self.ledgers[g];
+        let ledger = ledger::counted(&mut self.ledgers, g);
         let decision = self.intake.take_forwarded(
             &ledger.config,
             &mut ledger.book,
@@ -290,7 +290,7 @@ impl Server {
     pub(super) fn release_held(&mut self) -> Result<(), Failure> {
         for g in 0..self.ledgers.len() {
             let auth = &self.auth;
-            let ledger = &mut self.ledgers[g];
+            let ledger = ledger::counted(&mut self.ledgers, g);
             if ledger.book.pending.is_empty() {
                 continue;
             }
@@ -308,7 +308,7 @@ impl Server {
     /// After a reload: bans what waited and is confirmed now (a lower `min-reporters`).
     pub(super) fn confirm_waiting(&mut self) -> Result<(), Failure> {
         for g in 0..self.ledgers.len() {
-            let ledger = &mut self.ledgers[g];
+            let ledger = ledger::counted(&mut self.ledgers, g);
             let confirmed =
                 self.intake
                     .confirm_waiting(&ledger.config, &mut ledger.book, unix_now());

@@ -43,6 +43,9 @@ pub struct Book {
     pub table: BanTable,
     /// Reports waiting for confirmation or for their key's allowance.
     pub pending: Pending,
+    /// The active bans of the other groups, which `max-bans` counts too: it bounds the
+    /// server's memory, whatever the groups.
+    pub elsewhere: usize,
 }
 
 /// What became of a report.
@@ -135,9 +138,7 @@ impl Intake {
             let refusal = self.never_banned(config, net, &fleet_host);
             refusal.map_err(|(_, why)| why)
         });
-        if let Err((kind, reason)) =
-            self.network_refusal(config, &book.table, &target.ip, fleet_host)
-        {
+        if let Err((kind, reason)) = self.network_refusal(config, book, &target.ip, fleet_host) {
             self.refused(kind);
             return Decision::Refused(reason);
         }
@@ -225,7 +226,7 @@ impl Intake {
     pub fn network_refusal(
         &mut self,
         config: &ServerConfig,
-        table: &BanTable,
+        book: &Book,
         ip: &Cidr,
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
     ) -> Result<(), (&'static str, String)> {
@@ -234,7 +235,8 @@ impl Intake {
         }
         self.never_banned(config, ip, fleet_host)?;
         let max = config.max_bans;
-        if table.len() >= max && !table.contains(ip) {
+        let table = &book.table;
+        if table.len() + book.elsewhere >= max && !table.contains(ip) {
             return Err((
                 "max-bans",
                 format!("the server holds {max} active bans, its max-bans"),

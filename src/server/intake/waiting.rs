@@ -126,7 +126,7 @@ impl Intake {
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
         now: u64,
     ) -> Decision {
-        if let Err((kind, reason)) = self.network_refusal(config, &book.table, &ip, fleet_host) {
+        if let Err((kind, reason)) = self.network_refusal(config, book, &ip, fleet_host) {
             self.refused(kind);
             book.pending.take(&ip);
             return Decision::Refused(reason);
@@ -176,7 +176,7 @@ impl Intake {
         now: u64,
     ) -> Decision {
         let ip = set.ip;
-        if let Err((kind, reason)) = self.network_refusal(config, &book.table, &ip, fleet_host) {
+        if let Err((kind, reason)) = self.network_refusal(config, book, &ip, fleet_host) {
             self.refused(kind);
             return Decision::Refused(reason);
         }
