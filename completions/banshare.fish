@@ -33,15 +33,19 @@ complete -c banshare -n "__fish_banshare_needs_command" -f -a "bans" -d 'List th
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "ping" -d 'Check that this host reaches the server, or each of several, and is let in, as banshare-client would be: ask for the first page of the ban list and wait for the answer. Exits 0 when every server answered, 69 when one did not'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "status" -d 'Show the server\'s version, uptime, position, counters, the hosts it has seen, and its peers'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l dir -d 'Directory for the two files' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l dir -d 'Directory for the two files, created (mode 0750) when missing' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l name -d 'Key name; the server logs hosts by this name' -r
 complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l force -d 'Replace existing files'
 complete -c banshare -n "__fish_banshare_using_subcommand keygen" -s h -l help -d 'Print help'
 complete -c banshare -n "__fish_banshare_using_subcommand check-config" -s h -l help -d 'Print help'
+complete -c banshare -n "__fish_banshare_using_subcommand unban" -l origin -d 'Instead: lift every ban that only this host (its key\'s name) reported, and drop its waiting reports, as after revoking a compromised key' -r
 complete -c banshare -n "__fish_banshare_using_subcommand unban" -l socket -d 'The server\'s control socket' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand unban" -s h -l help -d 'Print help'
+complete -c banshare -n "__fish_banshare_using_subcommand bans" -l format -d 'table, json, or plain: one network per line, to feed a firewall or a blocklist' -r -f -a "table\t''
+json\t''
+plain\t''"
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -l socket -d 'The server\'s control socket' -r -F
-complete -c banshare -n "__fish_banshare_using_subcommand bans" -l json -d 'Print JSON instead of a table'
+complete -c banshare -n "__fish_banshare_using_subcommand bans" -l json -d 'Print JSON instead of a table (the same as --format json)'
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -l pending -d 'List the reports waiting instead: for confirmation by more hosts (min-reporters), or held beyond their key\'s allowance'
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -s h -l help -d 'Print help'
 complete -c banshare -n "__fish_banshare_using_subcommand ping" -s c -l config -d 'The client configuration to take the server, port and keys from' -r -F

@@ -1,10 +1,11 @@
 //! banshare: the administration tool.
 
-use crate::cli::{self, AdminArgs, AdminCommand};
+use crate::cli::{self, AdminArgs, AdminCommand, BansFormat};
 use crate::config::{AnyConfig, ClientConfig};
 use crate::exit::{Exit, Failure};
 use crate::wire::control::{self, BanView, Command, PendingView, Status};
 use crate::wire::keys;
+use crate::wire::protocol::Name;
 use crate::{client, server};
 
 pub fn main() -> std::process::ExitCode {
@@ -25,6 +26,11 @@ pub fn main() -> std::process::ExitCode {
 fn run(command: AdminCommand) -> Result<String, Failure> {
     match command {
         AdminCommand::Keygen { dir, name, force } => {
+            // A new directory is the daemons' group's to read, and no one else's.
+            let created = !dir.exists();
+            if created {
+                crate::files::own_dir(&dir, 0o750).map_err(|e| Exit::IoErr.with(e))?;
+            }
             let (public, secret) = keys::generate(&dir, &name, force).map_err(|e| {
                 let exit = match e {
                     keys::KeyError::Exists(_) | keys::KeyError::BadName(_) => Exit::Usage,
@@ -34,8 +40,12 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
                 exit.with(e)
             })?;
             let key = keys::load_public(&public).map_err(|e| Exit::IoErr.with(e))?;
+            let made = match created {
+                true => format!("created {} (mode 0750); ", dir.display()),
+                false => String::new(),
+            };
             Ok(format!(
-                "wrote {} and {} (fingerprint {})",
+                "{made}wrote {} and {} (fingerprint {})",
                 public.display(),
                 secret.display(),
                 key.fingerprint()
@@ -53,12 +63,20 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
             config.report_port = port.unwrap_or(config.report_port);
             client::link::ping(&config, timeout)
         }
-        AdminCommand::Unban { ip, socket } => {
-            let ip = ip.parse().map_err(|e| Exit::DataErr.with(e))?;
-            control::request(&socket, &Command::Unban(ip))
+        AdminCommand::Unban { ip, origin, socket } => {
+            let command = match (ip, origin) {
+                (_, Some(name)) => {
+                    let name = Name::parse("origin", &name).map_err(|e| Exit::DataErr.with(e))?;
+                    Command::UnbanOrigin(name.to_string())
+                }
+                (Some(ip), None) => Command::Unban(ip.parse().map_err(|e| Exit::DataErr.with(e))?),
+                (None, None) => return Err(Exit::Usage.with("give an address, or --origin NAME")),
+            };
+            control::request(&socket, &command)
         }
         AdminCommand::Bans {
             json,
+            format,
             pending,
             socket,
         } => {
@@ -68,10 +86,17 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
                 Command::Bans
             };
             let text = control::request(&socket, &command)?;
-            match (json, pending) {
-                (true, _) => Ok(text),
-                (false, false) => bans_table(&text),
-                (false, true) => pending_table(&text),
+            let format = if json { BansFormat::Json } else { format };
+            match (format, pending) {
+                (BansFormat::Json, _) => Ok(text),
+                (BansFormat::Plain, false) => {
+                    plain(parse::<Vec<BanView>>(&text)?.iter().map(|b| &b.ip))
+                }
+                (BansFormat::Plain, true) => {
+                    plain(parse::<Vec<PendingView>>(&text)?.iter().map(|p| &p.ip))
+                }
+                (BansFormat::Table, false) => bans_table(&text),
+                (BansFormat::Table, true) => pending_table(&text),
             }
         }
         AdminCommand::Status { json, socket } => {
@@ -97,6 +122,17 @@ fn when(unix: Option<u64>) -> String {
     unix.and_then(|t| time::OffsetDateTime::from_unix_timestamp(i64::try_from(t).ok()?).ok())
         .and_then(|t| t.format(&format).ok())
         .unwrap_or_else(|| "never".into())
+}
+
+/// One network per line in the server's order, each once (a network banned in two groups
+/// is one line).
+fn plain<'a>(networks: impl Iterator<Item = &'a String>) -> Result<String, Failure> {
+    let mut seen = std::collections::HashSet::new();
+    let lines: Vec<&str> = networks
+        .filter(|ip| seen.insert(*ip))
+        .map(String::as_str)
+        .collect();
+    Ok(lines.join("\n"))
 }
 
 fn bans_table(text: &str) -> Result<String, Failure> {

@@ -74,7 +74,7 @@ pub struct AdminArgs {
 pub enum AdminCommand {
     /// Generate a CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600).
     Keygen {
-        /// Directory for the two files.
+        /// Directory for the two files, created (mode 0750) when missing.
         #[arg(long, default_value = "/etc/banshare/keys")]
         dir: PathBuf,
         /// Key name; the server logs hosts by this name.
@@ -93,16 +93,24 @@ pub enum AdminCommand {
     /// runs its unban-command.
     Unban {
         /// The address or network, as it was banned.
-        ip: String,
+        #[arg(required_unless_present = "origin", conflicts_with = "origin")]
+        ip: Option<String>,
+        /// Instead: lift every ban that only this host (its key's name) reported, and drop
+        /// its waiting reports, as after revoking a compromised key.
+        #[arg(long, value_name = "NAME")]
+        origin: Option<String>,
         /// The server's control socket.
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
     /// List the active bans with their expiry and every host that reported them.
     Bans {
-        /// Print JSON instead of a table.
-        #[arg(long)]
+        /// Print JSON instead of a table (the same as --format json).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// table, json, or plain: one network per line, to feed a firewall or a blocklist.
+        #[arg(long, value_enum, default_value_t = BansFormat::Table)]
+        format: BansFormat,
         /// List the reports waiting instead: for confirmation by more hosts
         /// (min-reporters), or held beyond their key's allowance.
         #[arg(long)]
@@ -138,6 +146,14 @@ pub enum AdminCommand {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+}
+
+/// How `banshare bans` prints the bans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BansFormat {
+    Table,
+    Json,
+    Plain,
 }
 
 /// Parses arguments; usage errors exit 64 with one line on stderr.

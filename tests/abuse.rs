@@ -83,19 +83,25 @@ fn refusals_and_held_reports_cannot_flood_the_log() {
 
 #[test]
 fn the_table_has_a_ceiling_that_duplicates_do_not_hit() {
-    let fleet = Fleet::start(&["web1"], "max-bans = 3\n", "");
-    for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
-        let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", ip]));
+    // The ceiling counts the bans of every group.
+    let groups = "max-bans = 3\n[[groups]]\nname = \"web\"\njails = [\"nginx\"]\n";
+    let fleet = Fleet::start(&["web1"], groups, "");
+    for (jail, ip) in [
+        ("sshd", "203.0.113.1"),
+        ("nginx", "203.0.113.2"),
+        ("sshd", "203.0.113.3"),
+    ] {
+        let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", jail, ip]));
         assert_eq!(code, 0, "{stderr}");
     }
-    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.4"]));
+    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "nginx", "203.0.113.4"]));
     assert_eq!(code, 77, "{stderr}");
     assert!(
         stderr.contains("the server holds 3 active bans, its max-bans"),
         "{stderr}"
     );
     // Already in the table: a duplicate, not a new ban.
-    let out = fleet.report(0, &["-v", "fail2ban", "sshd", "203.0.113.2"]);
+    let out = fleet.report(0, &["-v", "fail2ban", "nginx", "203.0.113.2"]);
     let (code, stderr) = outcome(&out);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("duplicate"), "{stderr}");
@@ -114,6 +120,13 @@ fn every_accepted_ban_is_logged_once_with_its_origin() {
     );
     assert_eq!(
         fleet.server_log().matches(&line).count(),
+        1,
+        "{}",
+        fleet.server_log()
+    );
+    // Each report is a connection, but only the host's first one is logged.
+    assert_eq!(
+        fleet.server_log().matches("report: accepted web1").count(),
         1,
         "{}",
         fleet.server_log()

@@ -50,6 +50,21 @@ fn keygen_writes_0600_secret_and_refuses_to_overwrite() {
     assert_ne!(fs::read_to_string(&secret).unwrap(), secret_text);
     let (code, _, _) = run(ADMIN, &["keygen", "--dir", d, "--name", "../escape"]);
     assert_eq!(code, 64);
+
+    // A missing directory is created, for the owner and its group only.
+    let new = dir.path().join("etc/banshare/keys");
+    let n = new.to_str().unwrap();
+    let (code, stdout, stderr) = run(ADMIN, &["keygen", "--dir", n, "--name", "server"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("created") && stdout.contains("mode 0750"),
+        "{stdout}"
+    );
+    assert_eq!(
+        fs::metadata(&new).unwrap().permissions().mode() & 0o777,
+        0o750
+    );
+    assert!(new.join("server.key_secret").exists());
 }
 
 #[test]

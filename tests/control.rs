@@ -82,6 +82,45 @@ fn bans_show_origin_and_expiry() {
         table.contains("198.51.100.0/24") && table.contains("never"),
         "{table}"
     );
+    // One network per line, as a blocklist.
+    let plain = admin_ok(&fleet, &["bans", "--format", "plain"]);
+    let mut lines: Vec<&str> = plain.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["198.51.100.0/24", "203.0.113.81"], "{plain}");
+}
+
+#[test]
+fn unban_origin_lifts_what_only_that_host_reported_everywhere() {
+    // Group mail waits for two reporters.
+    let groups = "[[groups]]\nname = \"mail\"\njails = [\"postfix\"]\nmin-reporters = 2\n";
+    let fleet = Fleet::start(&["web1", "web2", "mal1"], groups, "");
+    let report = |i: usize, jail: &str, ip: &str| {
+        let (code, stderr) = outcome(&fleet.report(i, &["fail2ban", jail, ip]));
+        assert_eq!(code, 0, "{stderr}");
+    };
+    // mal1 alone bans .1; mal1 and web1 ban .2; mal1 and web2 wait on .3 and .4 apart.
+    report(2, "sshd", "203.0.113.1");
+    report(2, "sshd", "203.0.113.2");
+    report(0, "sshd", "203.0.113.2");
+    report(2, "postfix", "203.0.113.3");
+    report(1, "postfix", "203.0.113.4");
+    for i in 0..3 {
+        fleet.wait_applied(i, "ban fail2ban sshd 203.0.113.2 86400");
+    }
+    let said = admin_ok(&fleet, &["unban", "--origin", "mal1"]);
+    assert!(
+        said.contains("unbanned 1 bans that only mal1 reported; kept 1 that other hosts reported too; dropped 1 of its waiting reports"),
+        "{said}"
+    );
+    for i in 0..3 {
+        fleet.wait_applied(i, "unban fail2ban sshd 203.0.113.1 86400");
+    }
+    let banned = admin_ok(&fleet, &["bans", "--format", "plain"]);
+    assert_eq!(banned.trim(), "203.0.113.2", "{banned}");
+    let pending = admin_ok(&fleet, &["bans", "--pending", "--format", "plain"]);
+    assert_eq!(pending.trim(), "203.0.113.4", "{pending}");
+    let (code, stderr) = outcome(&fleet.admin(&["unban", "--origin", "../x"]));
+    assert_eq!(code, 65, "{stderr}");
 }
 
 #[test]

@@ -531,6 +531,12 @@ impl ClientConfig {
         if config.batch_size == 0 {
             return Err(err("batch-size", "must be at least 1".into()));
         }
+        // An unban command may ignore the address (psad lifts its own blocks); a ban
+        // command that does bans nothing in particular.
+        if !config.ban_command.uses("<ip>") {
+            let why = "must contain <ip>, the address to ban".into();
+            return Err(err("ban-command", why));
+        }
         if let Some(groups) = &config.groups {
             check_client_groups(groups).map_err(|r| err("groups", r))?;
         }
@@ -848,6 +854,19 @@ min-prefix = { ipv4 = 16, ipv6 = 48 }
             true,
         );
         assert!(e.starts_with("F:4: ") && e.contains("<IP>"), "{e}");
+        let e = error_of(
+            "server = \"s\"\nreport-port = 1\npublish-port = 2\nban-command = \"/bin/x JAIL\"\n",
+            true,
+        );
+        assert!(e.contains("use <jail> instead of JAIL"), "{e}");
+        let e = error_of(
+            "server = \"s\"\nreport-port = 1\npublish-port = 2\nban-command = \"/bin/x <jail>\"\n",
+            true,
+        );
+        assert!(
+            e.starts_with("F:4: ban-command") && e.contains("must contain <ip>"),
+            "{e}"
+        );
         let e = error_of("report-port = 1\npublish-port = 2\n", true);
         assert!(e.contains("server or servers is required"), "{e}");
         let e = error_of("report-port = [", false);

@@ -7,6 +7,10 @@ use std::fmt;
 /// The tags a template may use, replaced by the ban's values.
 pub const TAGS: [&str; 4] = ["<ip>", "<jail>", "<prog>", "<bantime>"];
 
+/// The words the 2014 version replaced in its ban commands, and the tags that replace them:
+/// passed through literally, they would make a migrated config ban nothing.
+const WORDS_2014: [(&str, &str); 3] = [("SRCIP", "<ip>"), ("JAIL", "<jail>"), ("PROG", "<prog>")];
+
 /// A command line split into program and arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -29,6 +33,7 @@ impl Template {
         }
         for arg in &args {
             check_tags(arg)?;
+            check_2014_words(arg)?;
         }
         if !args[0].starts_with('/') {
             return Err(format!(
@@ -53,6 +58,11 @@ impl Template {
             .iter()
             .map(|arg| expand_arg(arg, values))
             .collect()
+    }
+
+    /// Whether some argument holds `tag`.
+    pub fn uses(&self, tag: &str) -> bool {
+        self.args.iter().any(|arg| arg.contains(tag))
     }
 
     pub fn program(&self) -> &str {
@@ -101,17 +111,36 @@ fn check_tags(arg: &str) -> Result<(), String> {
         let tail = &rest[start..];
         match tail.find('>') {
             Some(end) if !TAGS.contains(&&tail[..=end]) && is_tag_like(&tail[1..end]) => {
+                let tag = &tail[..=end];
+                // <IP> and <JAIL>, as the 2014 README wrote them.
+                let lower = tag.to_ascii_lowercase();
+                if TAGS.contains(&lower.as_str()) {
+                    return Err(format!(
+                        "unknown tag {tag}: use {lower} (tags are lower case)"
+                    ));
+                }
                 return Err(format!(
-                    "unknown tag {} (known tags: {})",
-                    &tail[..=end],
+                    "unknown tag {tag} (known tags: {})",
                     TAGS.join(", ")
-                ))
+                ));
             }
             Some(end) => rest = &tail[end + 1..],
             None => break,
         }
     }
     Ok(())
+}
+
+/// Refuses SRCIP, JAIL and PROG as words of an argument, with the tag to use instead.
+fn check_2014_words(arg: &str) -> Result<(), String> {
+    let mut words = arg.split(|c: char| !c.is_ascii_alphanumeric() && c != '_');
+    match words.find_map(|word| WORDS_2014.iter().find(|(old, _)| *old == word)) {
+        Some((old, tag)) => Err(format!(
+            "{old} is the 2014 version's word, which banshare passes through literally: \
+             use {tag} instead of {old}"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn is_tag_like(name: &str) -> bool {
@@ -216,12 +245,15 @@ mod tests {
 
     #[test]
     fn values_stay_one_argument_each() {
-        let t = Template::parse("/bin/echo <jail>").unwrap();
+        let t = Template::parse("/bin/echo <jail> <ip>").unwrap();
         let evil = Values {
             jail: "x; touch /tmp/pwned",
             ..values()
         };
-        assert_eq!(t.expand(&evil), ["/bin/echo", "x; touch /tmp/pwned"]);
+        assert_eq!(
+            t.expand(&evil),
+            ["/bin/echo", "x; touch /tmp/pwned", "203.0.113.7"]
+        );
     }
 
     #[test]
@@ -229,7 +261,29 @@ mod tests {
         assert!(Template::parse("").is_err());
         assert!(Template::parse("fail2ban-client set x banip <ip>").is_err());
         let err = Template::parse("/bin/echo <IP>").unwrap_err();
-        assert!(err.contains("unknown tag <IP>"), "{err}");
+        assert!(err.contains("unknown tag <IP>: use <ip>"), "{err}");
+        assert!(Template::parse("/bin/echo --ip=<ip> JAILS")
+            .unwrap()
+            .uses("<ip>"));
+        assert!(!Template::parse("/bin/true").unwrap().uses("<ip>"));
+    }
+
+    #[test]
+    fn the_2014_words_are_refused_with_the_tag_to_use() {
+        for (command, hint) in [
+            (
+                "/usr/bin/fail2ban-client set JAIL banip <ip>",
+                "use <jail> instead of JAIL",
+            ),
+            (
+                "/usr/sbin/psad --fw-block-ip SRCIP",
+                "use <ip> instead of SRCIP",
+            ),
+            ("/bin/echo <ip> --from=PROG", "use <prog> instead of PROG"),
+        ] {
+            let err = Template::parse(command).unwrap_err();
+            assert!(err.contains(hint), "{command}: {err}");
+        }
         Template::parse("/bin/sh -c 'test 1 < 2' <ip>").unwrap();
         let err = Template::parse("/usr/sbin/<prog> <ip>").unwrap_err();
         assert!(err.contains("may not contain <prog>"), "{err}");

@@ -22,6 +22,7 @@ impl Server {
         };
         let reply = match Command::decode(&frames) {
             Ok(Command::Unban(ip)) => self.unban(&ip)?,
+            Ok(Command::UnbanOrigin(name)) => Ok(self.unban_origin(&name)?),
             Ok(Command::Bans) => Ok(to_json(&self.bans(unix_now()))),
             Ok(Command::Pending) => Ok(to_json(&self.pending())),
             Ok(Command::Status) => Ok(to_json(&self.status())),
@@ -88,6 +89,48 @@ impl Server {
         Ok(Ok(format!(
             "unbanned {ip}; every client runs its unban command"
         )))
+    }
+
+    /// Lifts, fleet-wide, every ban that host `name` alone reported, and drops its waiting
+    /// reports: the clean-up after its key was revoked. A ban another host reported too
+    /// stays, since one host's word must not shorten another's ban; the answer counts them.
+    fn unban_origin(&mut self, name: &str) -> Result<String, Failure> {
+        let now = unix_now();
+        let mut changes: Changes = Vec::new();
+        let (mut lifted, mut kept, mut dropped) = (0u64, 0, 0);
+        for g in 0..self.ledgers.len() {
+            let ledger = &mut self.ledgers[g];
+            for ip in ledger.book.pending.drop_reports_of(name) {
+                ledger.journal_waiting(&ip).map_err(store_failure)?;
+                dropped += 1;
+            }
+            let mut theirs = Vec::new();
+            for entry in ledger.book.table.active(now) {
+                match entry.reporters.only(name) {
+                    true => theirs.push(entry.ban.ip),
+                    false => kept += usize::from(entry.reporters.includes(name)),
+                }
+            }
+            for ip in theirs {
+                let Some(lift) = self.ledgers[g].book.table.unban_now(&ip, now) else {
+                    continue;
+                };
+                if let Some(change) = self.note_lift(g, lift, now)? {
+                    lifted += 1;
+                    changes.push((g, change));
+                }
+            }
+        }
+        self.commit()?;
+        self.intake.counters.unbanned += lifted;
+        let seq = self.publish(changes);
+        let summary = format!(
+            "unbanned {lifted} bans that only {name} reported; kept {kept} that other hosts \
+             reported too; dropped {dropped} of its waiting reports"
+        );
+        let published = seq.map_or(String::new(), |seq| format!("; published up to seq {seq}"));
+        log::info!("{summary}{published}");
+        Ok(summary)
     }
 
     /// After a reload: lifts, fleet-wide, every ban that the server would now refuse,

@@ -247,6 +247,17 @@ impl Reporters {
         self.named.iter()
     }
 
+    /// Whether host `name` is the one host that reported the ban.
+    pub fn only(&self, name: &str) -> bool {
+        self.more == 0
+            && !self.named.is_empty()
+            && self.named.iter().all(|r| r.name.as_str() == name)
+    }
+
+    pub fn includes(&self, name: &str) -> bool {
+        self.named.iter().any(|r| r.name.as_str() == name)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.named.is_empty()
     }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::daemon::worker::{self, Worker};
 use crate::logging::Refusals;
@@ -27,7 +27,13 @@ pub struct Authorizer {
     cut_off: Arc<RwLock<HashMap<PublicKey, Instant>>>,
     /// Refused handshakes, noted by the ZAP thread and written out by the server's loop.
     refusals: Arc<Mutex<Refusals>>,
+    /// When each host last connected to each socket (`greet`).
+    connected: Arc<Mutex<HashMap<(String, String), Instant>>>,
 }
+
+/// A host that has not connected to a socket for this long was away: its next connection
+/// is logged again.
+const AWAY: Duration = Duration::from_secs(10 * 60);
 
 impl Authorizer {
     /// Binds the ZAP endpoint in `ctx` and answers authentication requests in a thread,
@@ -49,6 +55,8 @@ impl Authorizer {
     }
 
     pub fn replace(&self, keys: HashMap<PublicKey, String>) {
+        // After a reload, each host's first connection is logged again.
+        self.connected.lock().expect("lock").clear();
         let names: HashSet<&String> = keys.values().collect();
         self.peers
             .write()
@@ -60,6 +68,16 @@ impl Authorizer {
             .retain(|name, _| names.contains(name));
         drop(names);
         *self.keys.write().expect("lock") = keys;
+    }
+
+    /// Whether host `name`'s connection to the socket `domain` deserves a log line: its
+    /// first since the start or a reload, or the first after AWAY. Every report is a
+    /// connection of its own, and a line for each would drown the audit lines.
+    fn greet(&self, domain: &str, name: &str) -> bool {
+        let now = Instant::now();
+        let mut connected = self.connected.lock().expect("lock");
+        let last = connected.insert((domain.to_owned(), name.to_owned()), now);
+        last.map_or(true, |at| now.duration_since(at) >= AWAY)
     }
 
     /// Notes that host `name` was heard from.
@@ -193,10 +211,12 @@ impl Authorizer {
                     self.peers.write().expect("lock").insert(addr, name.clone());
                 }
                 self.saw(&name);
-                log::info!(
-                    "{domain}: accepted {name} (key {}) from {address}",
-                    key.fingerprint()
-                );
+                if self.greet(&domain, &name) {
+                    log::info!(
+                        "{domain}: accepted {name} (key {}) from {address}",
+                        key.fingerprint()
+                    );
+                }
                 ("200", "OK", key.z85())
             }
             (Some(key), None) => {

@@ -170,6 +170,8 @@ pub struct WaitingView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Unban(Cidr),
+    /// Lifts every ban that only this host reported, and drops its waiting reports.
+    UnbanOrigin(String),
     Bans,
     Pending,
     Status,
@@ -179,6 +181,9 @@ impl Command {
     pub fn encode(&self) -> Vec<Vec<u8>> {
         let parts = match self {
             Command::Unban(ip) => vec![VERSION.to_string(), "UNBAN".into(), ip.to_string()],
+            Command::UnbanOrigin(name) => {
+                vec![VERSION.to_string(), "UNBAN-ORIGIN".into(), name.clone()]
+            }
             Command::Bans => vec![VERSION.to_string(), "BANS".into()],
             Command::Pending => vec![VERSION.to_string(), "PENDING".into()],
             Command::Status => vec![VERSION.to_string(), "STATUS".into()],
@@ -193,6 +198,7 @@ impl Command {
             .collect::<Result<_, _>>()?;
         match texts[..] {
             [VERSION, "UNBAN", ip] => ip.parse().map(Command::Unban),
+            [VERSION, "UNBAN-ORIGIN", name] => Ok(Command::UnbanOrigin(name.to_owned())),
             [VERSION, "BANS"] => Ok(Command::Bans),
             [VERSION, "PENDING"] => Ok(Command::Pending),
             [VERSION, "STATUS"] => Ok(Command::Status),

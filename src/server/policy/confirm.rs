@@ -245,6 +245,23 @@ impl Pending {
         Some(set)
     }
 
+    /// Drops every report of the key `name`; returns the networks it waited for.
+    pub fn drop_reports_of(&mut self, name: &str) -> Vec<Cidr> {
+        let mut dropped = Vec::new();
+        let mut gone = Vec::new();
+        for set in self.sets.values_mut() {
+            let (theirs, kept) = set.reports.drain(..).partition(|w| w.name.as_str() == name);
+            set.reports = kept;
+            if !theirs.is_empty() {
+                dropped.push(set.ip);
+            }
+            gone.extend::<Vec<Waiting>>(theirs);
+        }
+        self.sets.retain(|_, set| !set.reports.is_empty());
+        self.unhold(&gone);
+        dropped
+    }
+
     pub fn held_by(&self, name: &Name) -> usize {
         self.held.get(name).map_or(0, |h| h.count)
     }
