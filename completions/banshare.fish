@@ -29,9 +29,10 @@ complete -c banshare -n "__fish_banshare_needs_command" -s V -l version -d 'Prin
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "keygen" -d 'Generate a CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600)'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "check-config" -d 'Validate a server.toml or client.toml and the key files it names'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "unban" -d 'Lift a ban on every host: the server forgets it, so do its peers, and every client runs its unban-command'
+complete -c banshare -n "__fish_banshare_needs_command" -f -a "import" -d 'Import a blocklist: one address or network per line, or CSV lines of address,bantime,jail. Each is checked like a report (protected networks, min-prefix, fleet hosts, max-bans), journaled and published in batches; a summary says how many were accepted, duplicates, or refused and why. A file with a bad line imports nothing (exit 65)'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "bans" -d 'List the active bans with their expiry and every host that reported them'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "ping" -d 'Check that this host reaches the server, or each of several, and is let in, as banshare-client would be: ask for the first page of the ban list and wait for the answer. Exits 0 when every server answered, 69 when one did not'
-complete -c banshare -n "__fish_banshare_needs_command" -f -a "status" -d 'Show the server\'s version, uptime, position, counters, the hosts it has seen, and its peers'
+complete -c banshare -n "__fish_banshare_needs_command" -f -a "status" -d 'Show the server\'s version, uptime, position, counters, the hosts it has seen, and its peers; or, on a client\'s socket, the servers it follows, their seq, lag and last heartbeat, the backend and its last error, bans applied and failed, and the spool'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l dir -d 'Directory for the two files, created (mode 0750) when missing' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l name -d 'Key name; the server logs hosts by this name' -r
@@ -39,12 +40,19 @@ complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l force -d 'R
 complete -c banshare -n "__fish_banshare_using_subcommand keygen" -s h -l help -d 'Print help'
 complete -c banshare -n "__fish_banshare_using_subcommand check-config" -s h -l help -d 'Print help'
 complete -c banshare -n "__fish_banshare_using_subcommand unban" -l origin -d 'Instead: lift every ban that only this host (its key\'s name) reported, and drop its waiting reports, as after revoking a compromised key' -r
-complete -c banshare -n "__fish_banshare_using_subcommand unban" -l socket -d 'The server\'s control socket' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand unban" -l socket -d 'The control socket. Without it or --config: the server\'s (/run/banshare/control.sock) when this host runs one, else the client\'s (/run/banshare-client/control.sock)' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand unban" -s c -l config -d 'Take the control socket from this server.toml or client.toml' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand unban" -s h -l help -d 'Print help'
+complete -c banshare -n "__fish_banshare_using_subcommand import" -l bantime -d 'Bantime of lines that give none, such as 600, 1d or -1 (permanent); without it, the server\'s default-bantime' -r
+complete -c banshare -n "__fish_banshare_using_subcommand import" -l origin -d 'The name the bans are imported under, as `banshare bans` and `unban --origin` know them; not a host\'s key name' -r
+complete -c banshare -n "__fish_banshare_using_subcommand import" -l socket -d 'The control socket. Without it or --config: the server\'s (/run/banshare/control.sock) when this host runs one, else the client\'s (/run/banshare-client/control.sock)' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand import" -s c -l config -d 'Take the control socket from this server.toml or client.toml' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand import" -s h -l help -d 'Print help'
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -l format -d 'table, json, or plain: one network per line, to feed a firewall or a blocklist' -r -f -a "table\t''
 json\t''
 plain\t''"
-complete -c banshare -n "__fish_banshare_using_subcommand bans" -l socket -d 'The server\'s control socket' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand bans" -l socket -d 'The control socket. Without it or --config: the server\'s (/run/banshare/control.sock) when this host runs one, else the client\'s (/run/banshare-client/control.sock)' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand bans" -s c -l config -d 'Take the control socket from this server.toml or client.toml' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -l json -d 'Print JSON instead of a table (the same as --format json)'
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -l pending -d 'List the reports waiting instead: for confirmation by more hosts (min-reporters), or held beyond their key\'s allowance'
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -s h -l help -d 'Print help'
@@ -53,13 +61,15 @@ complete -c banshare -n "__fish_banshare_using_subcommand ping" -l server-key -d
 complete -c banshare -n "__fish_banshare_using_subcommand ping" -l port -d 'Use this report port instead of the configured one' -r
 complete -c banshare -n "__fish_banshare_using_subcommand ping" -l timeout -d 'How long to wait for the answer, such as 500ms or 3s' -r
 complete -c banshare -n "__fish_banshare_using_subcommand ping" -s h -l help -d 'Print help'
-complete -c banshare -n "__fish_banshare_using_subcommand status" -l socket -d 'The server\'s control socket' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand status" -l socket -d 'The control socket. Without it or --config: the server\'s (/run/banshare/control.sock) when this host runs one, else the client\'s (/run/banshare-client/control.sock)' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand status" -s c -l config -d 'Take the control socket from this server.toml or client.toml' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand status" -l json -d 'Print JSON instead of text'
 complete -c banshare -n "__fish_banshare_using_subcommand status" -s h -l help -d 'Print help'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "keygen" -d 'Generate a CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600)'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "check-config" -d 'Validate a server.toml or client.toml and the key files it names'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "unban" -d 'Lift a ban on every host: the server forgets it, so do its peers, and every client runs its unban-command'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "bans" -d 'List the active bans with their expiry and every host that reported them'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "ping" -d 'Check that this host reaches the server, or each of several, and is let in, as banshare-client would be: ask for the first page of the ban list and wait for the answer. Exits 0 when every server answered, 69 when one did not'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "status" -d 'Show the server\'s version, uptime, position, counters, the hosts it has seen, and its peers'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban bans ping status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban import bans ping status help" -f -a "keygen" -d 'Generate a CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600)'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban import bans ping status help" -f -a "check-config" -d 'Validate a server.toml or client.toml and the key files it names'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban import bans ping status help" -f -a "unban" -d 'Lift a ban on every host: the server forgets it, so do its peers, and every client runs its unban-command'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban import bans ping status help" -f -a "import" -d 'Import a blocklist: one address or network per line, or CSV lines of address,bantime,jail. Each is checked like a report (protected networks, min-prefix, fleet hosts, max-bans), journaled and published in batches; a summary says how many were accepted, duplicates, or refused and why. A file with a bad line imports nothing (exit 65)'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban import bans ping status help" -f -a "bans" -d 'List the active bans with their expiry and every host that reported them'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban import bans ping status help" -f -a "ping" -d 'Check that this host reaches the server, or each of several, and is let in, as banshare-client would be: ask for the first page of the ban list and wait for the answer. Exits 0 when every server answered, 69 when one did not'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban import bans ping status help" -f -a "status" -d 'Show the server\'s version, uptime, position, counters, the hosts it has seen, and its peers; or, on a client\'s socket, the servers it follows, their seq, lag and last heartbeat, the backend and its last error, bans applied and failed, and the spool'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen check-config unban import bans ping status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,10 +1,16 @@
 //! banshare: the administration tool.
 
-use crate::cli::{self, AdminArgs, AdminCommand, BansFormat};
-use crate::config::{AnyConfig, ClientConfig};
+use std::path::{Path, PathBuf};
+
+use crate::blocklist;
+use crate::cli::{self, AdminArgs, AdminCommand, BansFormat, ControlTarget};
+use crate::config::{AnyConfig, ClientConfig, DEFAULT_CLIENT_SOCKET, DEFAULT_SOCKET};
 use crate::exit::{Exit, Failure};
-use crate::wire::control::{self, BanView, Command, PendingView, Status};
+use crate::wire::control::{
+    self, BanView, ClientStatus, Command, ImportSummary, PendingView, Status,
+};
 use crate::wire::keys;
+use crate::wire::protocol::Bantime;
 use crate::wire::protocol::Name;
 use crate::{client, server};
 
@@ -63,7 +69,12 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
             config.report_port = port.unwrap_or(config.report_port);
             client::link::ping(&config, timeout)
         }
-        AdminCommand::Unban { ip, origin, socket } => {
+        AdminCommand::Unban {
+            ip,
+            origin,
+            control,
+        } => {
+            let socket = control_socket(&control)?;
             let command = match (ip, origin) {
                 (_, Some(name)) => {
                     let name = Name::parse("origin", &name).map_err(|e| Exit::DataErr.with(e))?;
@@ -78,8 +89,9 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
             json,
             format,
             pending,
-            socket,
+            control,
         } => {
+            let socket = control_socket(&control)?;
             let command = if pending {
                 Command::Pending
             } else {
@@ -99,15 +111,196 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
                 (BansFormat::Table, true) => pending_table(&text),
             }
         }
-        AdminCommand::Status { json, socket } => {
+        AdminCommand::Import {
+            file,
+            bantime,
+            origin,
+            control,
+        } => import(
+            &file,
+            bantime.as_deref(),
+            &origin,
+            &control_socket(&control)?,
+        ),
+        AdminCommand::Status { json, control } => {
+            let socket = control_socket(&control)?;
             let text = control::request(&socket, &Command::Status)?;
-            if json {
-                Ok(text)
-            } else {
-                status_text(&text)
+            match (json, role(&text)) {
+                (true, _) => Ok(text),
+                (false, Role::Client) => client_status_text(&text, &socket),
+                (false, Role::Server) => status_text(&text),
             }
         }
     }
+}
+
+/// The control socket `target` names: `--socket`, the one `--config` gives, or else the
+/// server's when this host runs one, and the client's otherwise.
+fn control_socket(target: &ControlTarget) -> Result<PathBuf, Failure> {
+    if let Some(socket) = &target.socket {
+        return Ok(socket.clone());
+    }
+    if let Some(path) = &target.config {
+        return Ok(match AnyConfig::load(path)? {
+            AnyConfig::Server(c) => c.control_socket,
+            AnyConfig::Client(c) => c.control_socket,
+        });
+    }
+    let server = Path::new(DEFAULT_SOCKET);
+    let client = Path::new(DEFAULT_CLIENT_SOCKET);
+    Ok(if !server.exists() && client.exists() {
+        client
+    } else {
+        server
+    }
+    .to_owned())
+}
+
+enum Role {
+    Server,
+    Client,
+}
+
+/// Which daemon answered a STATUS: the client says so; a server says so, or nothing.
+fn role(text: &str) -> Role {
+    #[derive(serde::Deserialize)]
+    struct Said {
+        #[serde(default)]
+        role: String,
+    }
+    match serde_json::from_str::<Said>(text) {
+        Ok(said) if said.role == "client" => Role::Client,
+        _ => Role::Server,
+    }
+}
+
+fn client_status_text(text: &str, socket: &Path) -> Result<String, Failure> {
+    let status: ClientStatus = parse(text)?;
+    let error = match (&status.last_error, status.last_error_at) {
+        (Some(what), at) => format!("{what} at {} UTC", when(at)),
+        _ => "none".into(),
+    };
+    let mut out = format!(
+        "banshare-client {}, up {} s (control socket {})\nbackend: {}, last error: {error}\n\
+         applied: {} bans, {} unbans; failed: {}\ncatch-ups: {}\n\
+         spool: {} waiting, {} delivered\nservers:\n",
+        status.version,
+        status.uptime_seconds,
+        socket.display(),
+        status.backend,
+        status.applied_bans,
+        status.applied_unbans,
+        status.failed,
+        status.resyncs,
+        status.spool,
+        status.spool_delivered,
+    );
+    for server in &status.servers {
+        let state = if server.connected {
+            "connected"
+        } else {
+            "NOT CONNECTED"
+        };
+        let position = match (server.epoch, server.seq) {
+            (Some(epoch), Some(seq)) => format!("epoch {epoch}, seq {seq}"),
+            _ => "nothing heard yet".into(),
+        };
+        out.push_str(&format!(
+            "  {:<24} {state} since {} UTC, {position}, lag {}, last heard {:.1} s ago ({})\n",
+            server.name,
+            when(Some(server.since)),
+            server.lag,
+            server.seconds_since_heartbeat,
+            server.address
+        ));
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// Requests of `banshare import`: large enough to put a blocklist into every firewall in
+/// one batch, small enough that each answer comes well within the control socket's 5 s.
+const IMPORT_BATCH: usize = 1000;
+
+/// Reads the blocklist, refusing it whole if a line is bad, and sends it in batches with a
+/// progress bar on a terminal; ends with the summary.
+fn import(
+    file: &Path,
+    bantime: Option<&str>,
+    origin: &str,
+    socket: &Path,
+) -> Result<String, Failure> {
+    let text = match file.to_str() {
+        Some("-") => std::io::read_to_string(std::io::stdin()),
+        _ => std::fs::read_to_string(file),
+    }
+    .map_err(|e| Exit::IoErr.with(format!("{}: {e}", file.display())))?;
+    let bantime = match bantime {
+        None => Bantime::Default,
+        Some(text) => {
+            import_bantime(text).map_err(|e| Exit::Usage.with(format!("--bantime: {e}")))?
+        }
+    };
+    let reports = blocklist::parse(&text, bantime).map_err(|bad| {
+        let first = &bad[0];
+        Exit::DataErr.with(format!(
+            "{}:{}: {} ({} bad lines; nothing imported)",
+            file.display(),
+            first.line,
+            first.reason,
+            bad.len()
+        ))
+    })?;
+    let bar = indicatif::ProgressBar::new(reports.len() as u64);
+    let mut total = ImportSummary::default();
+    for batch in reports.chunks(IMPORT_BATCH) {
+        let command = Command::Import {
+            origin: origin.into(),
+            reports: batch.to_vec(),
+        };
+        let summary: ImportSummary = parse(&control::request(socket, &command)?)?;
+        total.accepted += summary.accepted;
+        total.duplicate += summary.duplicate;
+        for (reason, n) in summary.refused {
+            *total.refused.entry(reason).or_default() += n;
+        }
+        let room = 10usize.saturating_sub(total.examples.len());
+        total
+            .examples
+            .extend(summary.examples.into_iter().take(room));
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(import_text(file, &total))
+}
+
+/// A bantime as banshare-report takes it, or a duration such as 1d.
+fn import_bantime(text: &str) -> Result<Bantime, String> {
+    Bantime::parse(text).or_else(|_| {
+        let duration = crate::config::duration::parse(text)?;
+        Bantime::parse(&duration.as_secs().to_string())
+    })
+}
+
+fn import_text(file: &Path, summary: &ImportSummary) -> String {
+    let refused: u64 = summary.refused.values().sum();
+    let reasons: Vec<String> = summary
+        .refused
+        .iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    let mut text = format!(
+        "imported {}: {} accepted, {} duplicates, {refused} refused",
+        file.display(),
+        summary.accepted,
+        summary.duplicate
+    );
+    if !reasons.is_empty() {
+        text.push_str(&format!(" ({})", reasons.join(", ")));
+    }
+    for example in &summary.examples {
+        text.push_str(&format!("\n  refused {example}"));
+    }
+    text
 }
 
 /// The server's JSON answer as the struct both sides share.

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::DEFAULT_SOCKET;
 use crate::config::{DEFAULT_CLIENT_CONFIG, DEFAULT_SERVER_CONFIG};
 use crate::exit::Exit;
 use crate::logging::LogTarget;
@@ -99,9 +98,27 @@ pub enum AdminCommand {
         /// its waiting reports, as after revoking a compromised key.
         #[arg(long, value_name = "NAME")]
         origin: Option<String>,
-        /// The server's control socket.
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
+        #[command(flatten)]
+        control: ControlTarget,
+    },
+    /// Import a blocklist: one address or network per line, or CSV lines of
+    /// address,bantime,jail. Each is checked like a report (protected networks,
+    /// min-prefix, fleet hosts, max-bans), journaled and published in batches; a summary
+    /// says how many were accepted, duplicates, or refused and why. A file with a bad line
+    /// imports nothing (exit 65).
+    Import {
+        /// The blocklist file, or - for standard input.
+        file: PathBuf,
+        /// Bantime of lines that give none, such as 600, 1d or -1 (permanent); without
+        /// it, the server's default-bantime.
+        #[arg(long, allow_hyphen_values = true)]
+        bantime: Option<String>,
+        /// The name the bans are imported under, as `banshare bans` and `unban --origin`
+        /// know them; not a host's key name.
+        #[arg(long, default_value = "import")]
+        origin: String,
+        #[command(flatten)]
+        control: ControlTarget,
     },
     /// List the active bans with their expiry and every host that reported them.
     Bans {
@@ -115,9 +132,8 @@ pub enum AdminCommand {
         /// (min-reporters), or held beyond their key's allowance.
         #[arg(long)]
         pending: bool,
-        /// The server's control socket.
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
+        #[command(flatten)]
+        control: ControlTarget,
     },
     /// Check that this host reaches the server, or each of several, and is let in, as
     /// banshare-client would be: ask for the first page of the ban list and wait for the
@@ -137,15 +153,27 @@ pub enum AdminCommand {
         timeout: std::time::Duration,
     },
     /// Show the server's version, uptime, position, counters, the hosts it has seen, and
-    /// its peers.
+    /// its peers; or, on a client's socket, the servers it follows, their seq, lag and last
+    /// heartbeat, the backend and its last error, bans applied and failed, and the spool.
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        /// The server's control socket.
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
+        #[command(flatten)]
+        control: ControlTarget,
     },
+}
+
+/// Which daemon's control socket `banshare` talks to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControlTarget {
+    /// The control socket. Without it or --config: the server's (/run/banshare/control.sock)
+    /// when this host runs one, else the client's (/run/banshare-client/control.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Take the control socket from this server.toml or client.toml.
+    #[arg(short, long, conflicts_with = "socket")]
+    pub config: Option<PathBuf>,
 }
 
 /// How `banshare bans` prints the bans.

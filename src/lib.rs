@@ -11,6 +11,7 @@ pub mod wire;
 
 // Shared by every program: configuration, command line, daemon plumbing, local files.
 pub mod admin;
+pub mod blocklist;
 pub mod cli;
 pub mod clock;
 pub mod config;

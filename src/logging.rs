@@ -1,7 +1,7 @@
 //! Logging to syslog (facility daemon, ident = program name) when /dev/log exists, otherwise
 //! to stderr, which journald captures. Secrets are never passed to the logger.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -177,6 +177,8 @@ pub struct Refusals {
     /// By (socket, reason, address): how many, and whether one was logged as it happened.
     counts: HashMap<(String, String, String), (u64, bool)>,
     lines: u32,
+    /// Every refusal since the start, by reason, for the metrics.
+    totals: BTreeMap<String, u64>,
 }
 
 impl Refusals {
@@ -195,6 +197,7 @@ impl Refusals {
         } else {
             "other addresses"
         };
+        *self.totals.entry(reason.to_owned()).or_default() += 1;
         let key = (what.to_owned(), reason.to_owned(), address.to_owned());
         let (count, logged) = self.counts.entry(key).or_default();
         *count += 1;
@@ -202,6 +205,13 @@ impl Refusals {
             *logged = true;
             self.lines += 1;
             log::warn!("{what}: refused {reason}{detail} from {address}");
+        }
+    }
+
+    /// Adds every refusal since the start to `totals`, by reason.
+    pub fn add_totals(&self, totals: &mut BTreeMap<String, u64>) {
+        for (reason, n) in &self.totals {
+            *totals.entry(reason.clone()).or_default() += n;
         }
     }
 

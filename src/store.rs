@@ -166,6 +166,11 @@ impl<R: Record> Store<R> {
     /// Makes everything appended so far durable, per the configured durability. Called once
     /// per batch of reports, so that one fsync covers many of them; does nothing when
     /// nothing was appended.
+    /// Whether appended records wait for `commit`.
+    pub fn has_pending(&self) -> bool {
+        self.pending
+    }
+
     pub fn commit(&mut self) -> Result<(), StoreError> {
         if !std::mem::take(&mut self.pending) {
             return Ok(());

@@ -4,8 +4,10 @@
 //! site.yml from a control node on their network; a second run changes nothing;
 //! rotate-keys.yml switches the servers one at a time under a steady stream of reports,
 //! which the other server answers meanwhile, and loses none of them; a revoked host can no
-//! longer report or receive. Needs root, the .deb (`scripts/package`) and Ansible in
-//! target/ansible-venv, all of which the test command provides.
+//! longer report or receive. A second, smaller fleet checks that `--check` works before
+//! anything was deployed, and that `banshare_psad` wires psad both ways. Needs root, the
+//! .deb (`scripts/package`) and Ansible in target/ansible-venv, all of which the test
+//! command provides.
 
 mod common;
 
@@ -70,9 +72,14 @@ impl Control {
         fs::read_to_string(self.dir.path().join("id_ed25519.pub")).unwrap()
     }
 
-    /// Pins each host's generated host key, and writes the inventory: the first `SERVERS`
-    /// hosts run servers, those in `CLIENTS` clients.
-    fn inventory(&self, hosts: &[(&Container, &str)], deb: &Path) {
+    /// Pins each host's generated host key, and writes the inventory: the first `servers`
+    /// hosts run servers, those in `clients` clients.
+    fn inventory(
+        &self,
+        hosts: &[(&Container, &str)],
+        (servers, clients): (usize, &[usize]),
+        deb: &Path,
+    ) {
         let mut known = String::new();
         for (host, address) in hosts {
             let key = host.read("/etc/ssh/ssh_host_ed25519_key.pub");
@@ -90,8 +97,8 @@ impl Control {
              ansible_ssh_private_key_file={d}/id_ed25519\n\
              ansible_ssh_common_args='-o UserKnownHostsFile={d}/known_hosts -o StrictHostKeyChecking=yes'\n\
              banshare_package_file={}\nbanshare_firewall=nftables\n",
-            hosts[..SERVERS].iter().map(line).collect::<String>(),
-            CLIENTS.iter().map(|&i| line(&hosts[i])).collect::<String>(),
+            hosts[..servers].iter().map(line).collect::<String>(),
+            clients.iter().map(|&i| line(&hosts[i])).collect::<String>(),
             deb.display()
         );
         fs::write(self.dir.path().join("inventory"), inventory).unwrap();
@@ -167,7 +174,11 @@ fn recap(text: &str) -> Vec<(String, u32)> {
 }
 
 fn assert_nothing_changed(recap: &[(String, u32)], what: &str) {
-    assert_eq!(recap.len(), 4, "{recap:?}");
+    assert_nothing_changed_on(recap, 4, what);
+}
+
+fn assert_nothing_changed_on(recap: &[(String, u32)], hosts: usize, what: &str) {
+    assert_eq!(recap.len(), hosts, "{recap:?}");
     assert!(recap.iter().all(|(_, c)| *c == 0), "{what}: {recap:?}");
 }
 
@@ -264,12 +275,17 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
     for host in &hosts {
         host.write("/etc/fail2ban/jail.local", BOOKWORM_JAIL_LOCAL);
     }
+    // db's sshd jail has an action of its own, which banshare's must join, not replace.
+    db.write(
+        "/etc/fail2ban/jail.local",
+        &format!("{BOOKWORM_JAIL_LOCAL}action = dummy\n"),
+    );
     let addressed: Vec<(&Container, &str)> = hosts
         .iter()
         .enumerate()
         .map(|(i, h)| (h, lab.address(i)))
         .collect();
-    control.inventory(&addressed, &deb);
+    control.inventory(&addressed, (SERVERS, &CLIENTS), &deb);
 
     // From scratch: each server lets every client in and follows the other.
     control.run("site.yml", &[]);
@@ -294,6 +310,16 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
             "{text}"
         );
     }
+    let actions = |host: &Container| host.run("fail2ban-client get sshd actions");
+    let (db_actions, web_actions) = (actions(db), actions(web));
+    assert!(
+        db_actions.contains("dummy") && db_actions.contains("banshare"),
+        "{db_actions}"
+    );
+    assert!(
+        web_actions.contains("nftables-multiport") && web_actions.contains("banshare"),
+        "{web_actions}"
+    );
     web.run("banshare-report lab sshd 203.0.113.80");
     for host in &clients {
         wait_for("the ban on every host", Duration::from_secs(15), || {
@@ -303,12 +329,21 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
     wait_for("the ban on every server", Duration::from_secs(15), || {
         server_bans(srv2).contains("203.0.113.80").then_some(())
     });
-    // The ports of each server are open to the fleet only.
+    // The ports of each server are open to the fleet only, over IPv4 and IPv6 alike, and
+    // the fleet's IPv6 addresses are protected as its IPv4 ones are.
     let old_ports: Vec<(u16, u16)> = servers.iter().map(ports).collect();
     for (i, (report_port, publish_port)) in old_ports.iter().enumerate() {
         assert!(!connects(outsider, lab.address(i), *report_port));
         assert!(!connects(outsider, lab.address(i), *publish_port));
+        assert!(connects(lab.ns(2), &lab.address6(i), *report_port));
+        assert!(!connects(outsider, &lab.address6(i), *report_port));
+        assert!(!connects(outsider, &lab.address6(i), *publish_port));
     }
+    let config = srv.read("/etc/banshare/server.toml");
+    assert!(
+        config.contains(&lab.address6(2)) && config.contains("listen = \"::\""),
+        "{config}"
+    );
     // Every server answers.
     let pinged = web.run("banshare ping");
     assert_eq!(pinged.lines().count(), SERVERS, "{pinged}");
@@ -425,6 +460,8 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
     assert!(connects(lab.ns(2), lab.address(0), new_report));
     assert!(!connects(outsider, lab.address(0), new_report));
     assert!(!connects(outsider, lab.address(0), new_publish));
+    assert!(connects(lab.ns(2), &lab.address6(0), new_report));
+    assert!(!connects(outsider, &lab.address6(0), new_report));
     assert_nothing_changed(
         &control.run("site.yml", &["-e", revoked]),
         "firewalld, second run",
@@ -436,7 +473,7 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
     control.run("rotate-keys.yml", &["-e", revoked]);
     let (report, publish) = ports(srv);
     let rules = srv.run("firewall-cmd --list-rich-rules");
-    assert_eq!(rules.lines().count(), 2, "{rules}");
+    assert_eq!(rules.lines().count(), 4, "two ports, two families: {rules}");
     for port in [report, publish] {
         assert!(rules.contains(&format!("port=\"{port}\"")), "{rules}");
         assert!(!connects(outsider, lab.address(0), port));
@@ -449,4 +486,62 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
         assert!(!connects(outsider, lab.address(1), port));
     }
     assert_eq!(db.read("/etc/banshare/client.toml"), db_config);
+}
+
+#[test]
+fn check_mode_works_before_the_first_deploy_and_psad_is_wired_both_ways() {
+    let deb = package("debian", "_amd64.deb");
+    let image = image();
+    let lab = Lab::new("ap", &["srv", "ids"]);
+    let control = Control::new(&lab);
+    let hosts: Vec<Container> = ["srv", "ids"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Container::boot_with_ssh(name, lab.ns(i), &image, &control.public_key()))
+        .collect();
+    let (srv, ids) = (&hosts[0], &hosts[1]);
+    for host in &hosts {
+        host.write("/etc/fail2ban/jail.local", BOOKWORM_JAIL_LOCAL);
+    }
+    ids.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q psad >/dev/null");
+    let addressed: Vec<(&Container, &str)> = vec![(srv, lab.address(0)), (ids, lab.address(1))];
+    control.inventory(&addressed, (1, &[0, 1]), &deb);
+    control.host_vars("ids", "banshare_psad: true\n");
+
+    // A fleet that was never deployed: --check changes nothing and fails nowhere.
+    control.run("site.yml", &["--check"]);
+    assert!(!srv
+        .sh("test -e /etc/banshare/keys/server.key")
+        .status
+        .success());
+
+    control.run("site.yml", &[]);
+    let psad_conf = ids.read("/etc/psad/psad.conf");
+    assert!(
+        psad_conf.contains(
+            "\nEXTERNAL_BLOCK_SCRIPT             /usr/bin/banshare-report psad psad SRCIP;"
+        ) && psad_conf.contains("\nENABLE_EXT_BLOCK_SCRIPT_EXEC      Y;"),
+        "{psad_conf}"
+    );
+    let client = ids.read("/etc/banshare/client.toml");
+    assert!(
+        client.contains("ban-command = \"/usr/sbin/psad --fw-block-ip <ip>\""),
+        "{client}"
+    );
+    // psad blocks an address: its block script reports it, and the server has it.
+    ids.run("psad --fw-block-ip 203.0.113.44 >/dev/null");
+    wait_for(
+        "psad's block at the server",
+        Duration::from_secs(30),
+        || server_bans(srv).contains("203.0.113.44").then_some(()),
+    );
+    // A ban from elsewhere is blocked by psad here.
+    srv.run("banshare-report lab sshd 203.0.113.45");
+    wait_for("the fleet's ban in psad", Duration::from_secs(30), || {
+        let log = ids.run("journalctl -u banshare-client --no-pager");
+        log.contains("ban 203.0.113.45").then_some(log)
+    });
+    let log = ids.run("journalctl -u banshare-client --no-pager");
+    assert!(log.contains("/usr/sbin/psad succeeded"), "{log}");
+    assert_nothing_changed_on(&control.run("site.yml", &[]), 2, "second run");
 }

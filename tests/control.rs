@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -178,5 +179,71 @@ fn the_control_socket_is_for_root_and_the_banshare_group_only() {
         .unwrap();
     let (code, stderr) = outcome(&missing);
     assert_eq!(code, 69, "{stderr}");
-    assert!(stderr.contains("is banshare-server running?"), "{stderr}");
+    assert!(
+        stderr.contains("is banshare-server (or banshare-client) running?"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn import_checks_every_line_like_a_report_and_bans_in_batches_everywhere() {
+    let fleet = Fleet::start(&["web1", "web2"], "protected = [\"192.0.2.0/24\"]\n", "");
+    let mut lines: Vec<String> = (0..1000)
+        .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    lines.extend(
+        [
+            "# a comment, then a duplicate, a protected address, a network too wide, CSV",
+            "198.18.0.1",
+            "192.0.2.5",
+            "198.51.0.0/16",
+            "203.0.113.9,600,web",
+        ]
+        .map(String::from),
+    );
+    let file = fleet.dir.path().join("blocklist.txt");
+    fs::write(&file, lines.join("\n")).unwrap();
+    let path = file.to_str().unwrap();
+    let said = admin_ok(
+        &fleet,
+        &["import", path, "--origin", "blocklist", "--bantime", "1d"],
+    );
+    assert!(
+        said.contains("1001 accepted, 1 duplicates, 2 refused (min-prefix 1, protected 1)"),
+        "{said}"
+    );
+    for i in 0..2 {
+        fleet.wait_applied(i, "ban import web 203.0.113.9 600");
+        let applied = fleet.applied(i);
+        assert_eq!(applied.len(), 1001, "each once: {:?}", &applied[..5]);
+        assert!(applied.contains(&"ban import blocklist 198.18.3.250 86400".to_string()));
+    }
+    let banned = admin_ok(&fleet, &["bans", "--format", "plain"]);
+    assert_eq!(banned.lines().count(), 1001);
+    // The import's bans are lifted together, by the name they were imported under.
+    let lifted = admin_ok(&fleet, &["unban", "--origin", "blocklist"]);
+    assert!(
+        lifted.contains("unbanned 1001 bans that only blocklist reported"),
+        "{lifted}"
+    );
+    fleet.wait_applied(0, "unban import web 203.0.113.9 600");
+
+    // A bad line imports nothing; a host's name is not an import's.
+    fs::write(&file, "203.0.113.10\nnot-an-address\n").unwrap();
+    let (code, stderr) = outcome(&fleet.admin(&["import", path]));
+    assert_eq!(code, 65, "{stderr}");
+    assert!(
+        stderr.contains("blocklist.txt:2:") && stderr.contains("nothing imported"),
+        "{stderr}"
+    );
+    fs::write(&file, "203.0.113.10\n").unwrap();
+    let (code, stderr) = outcome(&fleet.admin(&["import", path, "--origin", "web1"]));
+    assert_eq!(code, 65, "{stderr}");
+    assert!(
+        stderr.contains("web1 is the name of a host's key"),
+        "{stderr}"
+    );
+    assert!(admin_ok(&fleet, &["bans", "--format", "plain"])
+        .trim()
+        .is_empty());
 }

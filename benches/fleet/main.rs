@@ -30,6 +30,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod firewalls;
+mod picture;
 mod propagation;
 mod results;
 mod servers;
@@ -50,7 +51,7 @@ use banshare::wire::transport;
 use common::fail2ban::Fail2ban;
 use common::*;
 use serde_json::{json, Value};
-use {firewalls::*, propagation::*, results::*, servers::*, throughput::*};
+use {firewalls::*, picture::*, propagation::*, results::*, servers::*, throughput::*};
 
 /// Set in the re-executed benchmark, inside its own network namespace.
 const IN_NETNS: &str = "BANSHARE_BENCH_NETNS";

@@ -96,6 +96,7 @@ pub fn report(fleet: &Fleet, ip: &str) -> Duration {
 
 pub fn propagation_and_reporter_cost(results: &mut Results, sizes: &Sizes) {
     let mut next = 0;
+    let mut pictured = Vec::new();
     for &clients in sizes.p1_clients {
         let (fleet, applied) = command_fleet(clients);
         // A first ban that every client applies: all are connected and warm.
@@ -122,6 +123,12 @@ pub fn propagation_and_reporter_cost(results: &mut Results, sizes: &Sizes) {
             &samples,
             target,
         );
+        let (p50, _, _) = percentiles(&samples);
+        let noun = if clients == 1 { "client" } else { "clients" };
+        pictured.push((
+            format!("banshare, {clients} {noun}: median {p50:.1} ms"),
+            samples,
+        ));
         if clients > 1 {
             let floor: Vec<Duration> = (0..sizes.p1_reports)
                 .flat_map(|k| exec_floor(&applied, clients, k))
@@ -145,6 +152,7 @@ pub fn propagation_and_reporter_cost(results: &mut Results, sizes: &Sizes) {
             );
         }
     }
+    latency_svg(Path::new("target/bench/p1-latency.svg"), &pictured);
 }
 
 /// What `clients` ban commands started at the same moment cost on this machine by

@@ -50,6 +50,7 @@ impl Client {
             Next::Page(after) => self.servers[i].request_page(s, Some(&after)),
             Next::Done(resync) => {
                 self.servers[i].streams[s].synced = true;
+                self.resyncs += 1;
                 if !self.servers[i].streams[s].topic.dry_run {
                     self.finish_resync(i, resync);
                 }

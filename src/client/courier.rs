@@ -23,6 +23,8 @@ pub struct Courier {
     delivering: Option<(PathBuf, Instant)>,
     next_check: Instant,
     quiet: Quiet,
+    /// Reports delivered from the spool since the start.
+    pub delivered: u64,
 }
 
 impl Courier {
@@ -33,7 +35,13 @@ impl Courier {
             delivering: None,
             next_check: Instant::now(),
             quiet: Quiet::default(),
+            delivered: 0,
         }
+    }
+
+    /// Reports waiting in the spool.
+    pub fn depth(&self) -> usize {
+        self.spool.waiting().map_or(0, |w| w.len())
     }
 
     pub fn socket(&self) -> &zmq::Socket {
@@ -130,6 +138,7 @@ impl Courier {
             };
             match verdict {
                 Ok(verdict) if verdict.taken() => {
+                    self.delivered += 1;
                     log::info!("delivered spooled report {}: {verdict}", path.display());
                 }
                 Ok(verdict) => log::warn!("spooled report {}: {verdict}", path.display()),

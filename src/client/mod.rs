@@ -10,8 +10,10 @@ mod catchup;
 pub mod courier;
 mod dry_run;
 pub mod link;
+mod metrics;
 pub mod report;
 pub mod spool;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,9 +21,11 @@ use std::time::{Duration, Instant};
 use crate::cli::{self, ClientArgs};
 use crate::config::ClientConfig;
 use crate::daemon::memory;
+use crate::daemon::metrics::Endpoint;
 use crate::daemon::service::{self, Signals, Watchdog};
 use crate::exit::{Exit, Failure};
 use crate::logging::LogLimit;
+use crate::wire::control::{self as control_socket, ClientStatus};
 use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{Ban, Publish};
 use crate::wire::topic::Topic;
@@ -32,6 +36,7 @@ use courier::Courier;
 use dry_run::DryRun;
 use link::{own_key, request_socket, targets};
 use spool::Spool;
+use status::Links;
 
 /// READY=1 is sent at the first message from a server, or after this long without one,
 /// so that a host still boots while the servers are down; the client keeps retrying.
@@ -71,6 +76,14 @@ struct Client {
     /// Lines about what the servers sent.
     log_limit: LogLimit,
     guard: memory::Guard,
+    /// `banshare status` on this host.
+    control: zmq::Socket,
+    links: Links,
+    /// Catch-ups completed, for the status.
+    resyncs: u64,
+    started: Instant,
+    /// The Prometheus endpoint, when client.toml asks for one.
+    metrics: Option<Endpoint<ClientStatus>>,
 }
 
 impl Client {
@@ -83,7 +96,14 @@ impl Client {
         let ctx = zmq::Context::new();
         let servers = open_all(&ctx, targets, &own, &config)?;
         let courier = request_socket(&ctx, zmq::DEALER, &servers[0].target, &own)?;
+        let control = control_socket::bind(&ctx, &config.control_socket)?;
+        let metrics = metrics::start(&config, &enforcer)?;
         Ok(Client {
+            control,
+            links: Links::default(),
+            resyncs: 0,
+            started: Instant::now(),
+            metrics,
             dry_run: DryRun::default(),
             config_path: config_path.to_owned(),
             courier: Courier::new(courier, Spool::new(&config.spool_dir, config.spool_max)),
@@ -126,6 +146,7 @@ impl Client {
                 self.mark_ready("waiting for the server");
             }
             self.check_heartbeats();
+            self.refresh(Instant::now());
             for server in &mut self.servers {
                 server.retry_if_refused(&self.ctx, &self.own);
                 server.drive(&self.ctx, &self.own);
@@ -142,14 +163,18 @@ impl Client {
             let mut items: Vec<zmq::PollItem> =
                 self.servers.iter().flat_map(Upstream::poll_items).collect();
             items.push(self.courier.socket().as_poll_item(zmq::POLLIN));
+            items.push(self.control.as_poll_item(zmq::POLLIN));
             // EINTR from a signal just goes round the loop again.
             if zmq::poll(&mut items, TICK.as_millis() as i64).is_err() {
                 continue;
             }
-            let verdicts = items.last().is_some_and(zmq::PollItem::is_readable);
+            let [verdicts, commands] = [2, 1].map(|back| items[items.len() - back].is_readable());
             self.read_servers();
             if verdicts {
                 self.courier.read_verdicts();
+            }
+            if commands {
+                self.handle_command();
             }
             self.enforcer.collect(self.config.retry_interval.0)?;
             self.guard_memory();

@@ -6,7 +6,7 @@ pub mod groups;
 pub mod template;
 
 use std::io::Read;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -20,6 +20,8 @@ use crate::wire::topic::Group;
 
 /// Where the server's control socket is, unless server.toml says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/banshare/control.sock";
+/// banshare-client's control socket, for `banshare status` on a host.
+pub const DEFAULT_CLIENT_SOCKET: &str = "/run/banshare-client/control.sock";
 
 /// How far an acknowledged report is guaranteed to have reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -205,6 +207,12 @@ pub struct ServerConfig {
     /// Which reports ban in which group (`groups`); none: one stream for every host.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
+    /// Where Prometheus metrics are served (`daemon::metrics`); none: not at all.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Lets `metrics-listen` be an address other hosts reach.
+    #[serde(default)]
+    pub metrics_allow_remote: bool,
 }
 
 /// Another banshare-server: where it listens, and its public key, whose file name without
@@ -301,6 +309,15 @@ pub struct ClientConfig {
     /// The servers' groups this host receives; every group when not given.
     #[serde(default)]
     pub groups: Option<Vec<Group>>,
+    /// The local socket for `banshare status` on this host.
+    #[serde(default = "default_client_socket")]
+    pub control_socket: PathBuf,
+    /// Where Prometheus metrics are served (`daemon::metrics`); none: not at all.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Lets `metrics-listen` be an address other hosts reach.
+    #[serde(default)]
+    pub metrics_allow_remote: bool,
 }
 
 /// One of several servers in client.toml: its address, its public key file, and its ports
@@ -364,6 +381,9 @@ fn default_batch_delay() -> HumanDuration {
 }
 fn default_control_socket() -> PathBuf {
     DEFAULT_SOCKET.into()
+}
+fn default_client_socket() -> PathBuf {
+    DEFAULT_CLIENT_SOCKET.into()
 }
 fn default_spool_dir() -> PathBuf {
     "/var/spool/banshare".into()
@@ -476,6 +496,8 @@ impl ServerConfig {
         check_confirmation(&config).map_err(|(k, r)| err(k, r))?;
         check_recidive(&config).map_err(|(k, r)| err(k, r))?;
         groups::check(&config.groups, MAX_MIN_REPORTERS).map_err(|r| err("groups", r))?;
+        check_metrics(config.metrics_listen, config.metrics_allow_remote)
+            .map_err(|r| err("metrics-listen", r))?;
         for group in &config.groups {
             if let Some(window) = group.confirm_window {
                 check_window("confirm-window", window)
@@ -540,6 +562,8 @@ impl ClientConfig {
         if let Some(groups) = &config.groups {
             check_client_groups(groups).map_err(|r| err("groups", r))?;
         }
+        check_metrics(config.metrics_listen, config.metrics_allow_remote)
+            .map_err(|r| err("metrics-listen", r))?;
         if config.spool_max == 0 {
             return Err(err("spool-max", "must be at least 1".into()));
         }
@@ -653,6 +677,19 @@ fn check_ports(report: u16, publish: u16) -> Result<(), (&'static str, String)> 
 }
 
 /// A host name or an IP address; a URL or "host:port" is a common mistake worth catching.
+/// Metrics tell an attacker what the fleet bans and how it fares: loopback only, unless the
+/// operator says otherwise.
+fn check_metrics(listen: Option<SocketAddr>, allow_remote: bool) -> Result<(), String> {
+    match listen {
+        Some(address) if !address.ip().is_loopback() && !allow_remote => Err(format!(
+            "{address} is reachable from other hosts; use a loopback address such as \
+             127.0.0.1:{}, or set metrics-allow-remote = true",
+            address.port()
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn check_host(host: &str) -> Result<(), String> {
     let name_ok = !host.is_empty()
         && host.len() <= 253
@@ -871,6 +908,26 @@ min-prefix = { ipv4 = 16, ipv6 = 48 }
         assert!(e.contains("server or servers is required"), "{e}");
         let e = error_of("report-port = [", false);
         assert!(e.starts_with("F:1: "), "{e}");
+    }
+
+    #[test]
+    fn metrics_stay_on_loopback_unless_allowed() {
+        let base = "report-port = 1\npublish-port = 2\n";
+        let e = error_of(&format!("{base}metrics-listen = \"0.0.0.0:9100\"\n"), false);
+        assert!(
+            e.contains("metrics-listen") && e.contains("metrics-allow-remote"),
+            "{e}"
+        );
+        let client = format!("server = \"s\"\n{base}metrics-listen = \"[::]:9100\"\n");
+        assert!(error_of(&client, true).contains("127.0.0.1:9100"));
+        for ok in ["\"127.0.0.1:9100\"", "\"[::1]:9100\""] {
+            let (_d, path) = write(&format!("{base}metrics-listen = {ok}\n"));
+            assert!(ServerConfig::load(&path).is_ok(), "{ok}");
+        }
+        let (_d, path) = write(&format!(
+            "{base}metrics-listen = \"0.0.0.0:9100\"\nmetrics-allow-remote = true\n"
+        ));
+        assert!(ServerConfig::load(&path).is_ok());
     }
 
     #[test]

@@ -2,5 +2,6 @@
 //! that must not die unnoticed, and the guard on their memory.
 
 pub mod memory;
+pub mod metrics;
 pub mod service;
 pub mod worker;

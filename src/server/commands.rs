@@ -23,6 +23,9 @@ impl Server {
         let reply = match Command::decode(&frames) {
             Ok(Command::Unban(ip)) => self.unban(&ip)?,
             Ok(Command::UnbanOrigin(name)) => Ok(self.unban_origin(&name)?),
+            Ok(Command::Import { origin, reports }) => self
+                .import(&origin, &reports)?
+                .map(|summary| to_json(&summary)),
             Ok(Command::Bans) => Ok(to_json(&self.bans(unix_now()))),
             Ok(Command::Pending) => Ok(to_json(&self.pending())),
             Ok(Command::Status) => Ok(to_json(&self.status())),
@@ -213,7 +216,7 @@ impl Server {
         views.collect()
     }
 
-    fn status(&self) -> Status {
+    pub(super) fn status(&self) -> Status {
         let now = unix_now();
         let (epoch, seq) = self.publisher.position(0);
         let active = |l: &Ledger| l.book.table.active(now).count();
@@ -247,6 +250,7 @@ impl Server {
                     seconds_ago: now.saturating_sub(at),
                 })
                 .collect(),
+            role: "server".into(),
             seq,
             uptime_seconds: self.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION").into(),

@@ -136,6 +136,11 @@ impl Ledger {
         }
     }
 
+    /// Whether the batch changed anything to make durable.
+    pub fn has_pending(&self) -> bool {
+        self.store.has_pending() || self.pending_store.has_pending()
+    }
+
     /// Makes what a batch changed durable: the ban table, then the waiting reports.
     pub fn commit(&mut self) -> Result<(), StoreError> {
         self.store.commit()?;

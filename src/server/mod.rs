@@ -5,11 +5,13 @@
 
 mod commands;
 mod forward;
+mod import;
 pub mod intake;
 pub mod ledger;
 pub mod limits;
 pub mod listener;
 mod merge;
+pub mod metrics;
 mod peering;
 pub mod policy;
 pub mod publisher;
@@ -36,6 +38,7 @@ use crate::wire::transport::endpoint;
 use intake::Intake;
 use ledger::Ledger;
 use listener::Listener;
+use metrics::{ServerMetrics, ServerState};
 use peering::Peers;
 use policy::confirm::PendingSet;
 use publisher::Publisher;
@@ -89,6 +92,8 @@ struct Server {
     close_all: bool,
     guard: memory::Guard,
     started: Instant,
+    /// The Prometheus endpoint's state, when server.toml asks for one.
+    metrics: Option<ServerMetrics>,
 }
 
 /// Who sent a request, as the log names it: key name, key fingerprint and address.
@@ -154,7 +159,9 @@ impl Server {
             let waiting: Vec<String> = pending.sets().flat_map(PendingSet::forward_lines).collect();
             peers.forward(&waiting, ledger.topic.group.as_ref());
         }
+        let metrics = ServerMetrics::start(&config)?;
         Ok(Server {
+            metrics,
             peers,
             intake: Intake::new(&config),
             ledgers,
@@ -195,6 +202,7 @@ impl Server {
             watchdog.tick();
             let now = Instant::now();
             self.publisher.heartbeat_if_due(now);
+            self.refresh_metrics(now);
             if now >= next_purge {
                 self.purge()?;
                 next_purge = now + Duration::from_secs(60);
@@ -251,6 +259,26 @@ impl Server {
         self.report.watch.flush_refusals(true);
         self.publisher.listener.watch.flush_refusals(true);
         Ok(())
+    }
+
+    /// Copies the state for the metrics endpoint, once a second when it is on.
+    fn refresh_metrics(&mut self, now: Instant) {
+        if !self.metrics.as_mut().is_some_and(|m| m.endpoint.due(now)) {
+            return;
+        }
+        let mut refused_handshakes = std::collections::BTreeMap::new();
+        self.auth.add_refusals(&mut refused_handshakes);
+        self.report.watch.add_refusals(&mut refused_handshakes);
+        let publish = &self.publisher.listener.watch;
+        publish.add_refusals(&mut refused_handshakes);
+        let state = ServerState {
+            status: self.status(),
+            subscribers: publish.connections(),
+            refused_handshakes,
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.endpoint.put(state);
+        }
     }
 
     /// Forgets expired bans, and compacts the journals when they have grown.

@@ -6,8 +6,9 @@ use std::time::Instant;
 use crate::clock::unix_now;
 use crate::exit::Failure;
 use crate::server::intake::{Decision, Policy};
-use crate::server::ledger;
+use crate::server::ledger::{self, Ledger};
 use crate::server::merge::{Change, Changes};
+use crate::server::metrics::ServerMetrics;
 use crate::server::policy::confirm::PendingSet;
 use crate::server::table::Page;
 use crate::server::{store_failure, Peer, Server, CUT_OFF};
@@ -20,10 +21,10 @@ use crate::wire::topic::Group;
 use crate::wire::transport::{self, Received};
 
 /// Who said what, for the log: the report, the key's name, and the key with its address.
-struct Said {
-    what: String,
-    key: String,
-    from: String,
+pub(super) struct Said {
+    pub what: String,
+    pub key: String,
+    pub from: String,
 }
 
 /// Requests handled before the loop looks at timers and signals again.
@@ -41,7 +42,11 @@ impl Server {
         for _ in 0..BATCH {
             let keep = ENVELOPE + MAX_REQUEST_FRAMES;
             match transport::recv_bounded(&self.report.socket, zmq::DONTWAIT, keep) {
-                Ok(received) => replies.extend(self.handle_report(received, &mut changes)?),
+                Ok(received) => {
+                    let at = Instant::now();
+                    let reply = self.handle_report(received, &mut changes)?;
+                    replies.extend(reply.map(|r| (at, r)));
+                }
                 Err(zmq::Error::EAGAIN) => break,
                 Err(e) => {
                     log::error!("report socket: {e}");
@@ -51,10 +56,12 @@ impl Server {
         }
         self.commit()?;
         self.publish(changes);
-        for reply in replies {
+        let histogram = self.metrics.as_ref().map(|m| &m.request);
+        for (at, reply) in replies {
             if let Err(e) = self.report.socket.send_multipart(reply, zmq::DONTWAIT) {
                 log::warn!("cannot answer a reporter: {e}");
             }
+            ServerMetrics::observe(histogram, at.elapsed());
         }
         if std::mem::take(&mut self.close_all) {
             self.close_all_connections()?;
@@ -355,14 +362,20 @@ impl Server {
     /// Makes what a batch changed durable, in every group: the ban table, then the
     /// waiting reports.
     pub(super) fn commit(&mut self) -> Result<(), Failure> {
+        let writes = self.ledgers.iter().any(Ledger::has_pending);
+        let started = Instant::now();
         for ledger in &mut self.ledgers {
             ledger.commit().map_err(store_failure)?;
+        }
+        if writes {
+            let histogram = self.metrics.as_ref().map(|m| &m.commit);
+            ServerMetrics::observe(histogram, started.elapsed());
         }
         Ok(())
     }
 
     /// Journals what a decision changed, logs it, and says what to answer.
-    fn settle(
+    pub(super) fn settle(
         &mut self,
         g: usize,
         said: &Said,

@@ -131,6 +131,11 @@ impl Authorizer {
         Some((name, key))
     }
 
+    /// Adds the handshakes refused since the start to `totals`, by reason.
+    pub fn add_refusals(&self, totals: &mut BTreeMap<String, u64>) {
+        self.refusals.lock().expect("lock").add_totals(totals);
+    }
+
     /// Writes the summary of refused handshakes when it is due, or now when `now`.
     pub fn flush_refusals(&self, now: bool) {
         self.refusals.lock().expect("lock").flush(now);

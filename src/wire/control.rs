@@ -1,6 +1,7 @@
-//! The server's local control socket: a ZeroMQ REP socket on a Unix socket file in the
-//! runtime directory, which only root and the banshare group may use (mode 0660). It
-//! carries `banshare unban`, `banshare bans` and `banshare status`.
+//! The daemons' local control sockets: a ZeroMQ REP socket on a Unix socket file in the
+//! runtime directory, which only root and the banshare group may use (mode 0660). The
+//! server's carries `banshare unban`, `banshare bans` and `banshare status`; the client's
+//! only `banshare status`.
 //!
 //! Requests are `[BANSHARE1, UNBAN, ip]`, `[BANSHARE1, BANS]` and `[BANSHARE1, STATUS]`;
 //! replies are `[BANSHARE1, OK or ERROR, text or JSON]`. The JSON is one of the structs
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use crate::exit::{Exit, Failure};
 use crate::wire::cidr::Cidr;
-use crate::wire::protocol::VERSION;
+use crate::wire::protocol::{Report, VERSION};
 
 /// One active ban, for `banshare bans`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -74,6 +75,9 @@ pub struct Status {
     /// The other servers this one follows, as server.toml lists them.
     #[serde(default)]
     pub peers: Vec<PeerView>,
+    /// "server", so that `banshare status` knows which side answered.
+    #[serde(default)]
+    pub role: String,
     /// The default group's seq.
     pub seq: u64,
     pub uptime_seconds: u64,
@@ -107,6 +111,53 @@ pub struct PeerView {
     pub seq: Option<u64>,
     /// Whether its whole table was read since this server started.
     pub synced: bool,
+}
+
+/// banshare-client's state, for `banshare status` on a host.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClientStatus {
+    /// Bans and unbans the backend carried out since the client started.
+    pub applied_bans: u64,
+    pub applied_unbans: u64,
+    /// "command", "fail2ban", "nftables" or "log".
+    pub backend: String,
+    /// Bans and unbans that failed since the start.
+    pub failed: u64,
+    /// The last failure, and when (Unix time); the log says why.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<u64>,
+    /// Catch-ups completed since the start, over every server and group.
+    pub resyncs: u64,
+    /// Always "client", so that `banshare status` knows which side answered.
+    pub role: String,
+    /// Each server followed, in client.toml's order.
+    pub servers: Vec<FollowedView>,
+    /// Reports waiting in the spool, and those delivered from it since the start.
+    pub spool: usize,
+    pub spool_delivered: u64,
+    pub uptime_seconds: u64,
+    pub version: String,
+}
+
+/// A server, as a client follows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FollowedView {
+    /// Its publish socket.
+    pub address: String,
+    /// Whether it was heard within three of its heartbeats.
+    pub connected: bool,
+    /// Its epoch and seq as last heard (of its first group), null before anything was.
+    pub epoch: Option<u64>,
+    pub seq: Option<u64>,
+    /// Messages not taken in yet, over all its groups (`wire::follow`).
+    pub lag: u64,
+    /// Unix time of the last message from it, null before any.
+    pub last_heard: Option<u64>,
+    pub name: String,
+    /// Seconds since any of its groups was heard (a heartbeat at least every interval).
+    pub seconds_since_heartbeat: f64,
+    /// Unix time since which it has been connected, or not.
+    pub since: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -172,6 +223,11 @@ pub enum Command {
     Unban(Cidr),
     /// Lifts every ban that only this host reported, and drops its waiting reports.
     UnbanOrigin(String),
+    /// Bans from a blocklist (`banshare import`), in the name of `origin`.
+    Import {
+        origin: String,
+        reports: Vec<Report>,
+    },
     Bans,
     Pending,
     Status,
@@ -183,6 +239,11 @@ impl Command {
             Command::Unban(ip) => vec![VERSION.to_string(), "UNBAN".into(), ip.to_string()],
             Command::UnbanOrigin(name) => {
                 vec![VERSION.to_string(), "UNBAN-ORIGIN".into(), name.clone()]
+            }
+            Command::Import { origin, reports } => {
+                let head = [VERSION.to_string(), "IMPORT".into(), origin.clone()];
+                let lines = reports.iter().map(|r| r.fields().join(" "));
+                head.into_iter().chain(lines).collect()
             }
             Command::Bans => vec![VERSION.to_string(), "BANS".into()],
             Command::Pending => vec![VERSION.to_string(), "PENDING".into()],
@@ -199,12 +260,41 @@ impl Command {
         match texts[..] {
             [VERSION, "UNBAN", ip] => ip.parse().map(Command::Unban),
             [VERSION, "UNBAN-ORIGIN", name] => Ok(Command::UnbanOrigin(name.to_owned())),
+            [VERSION, "IMPORT", origin, ref lines @ ..] => Ok(Command::Import {
+                origin: origin.to_owned(),
+                reports: lines
+                    .iter()
+                    .map(|l| decode_report(l))
+                    .collect::<Result<_, _>>()?,
+            }),
             [VERSION, "BANS"] => Ok(Command::Bans),
             [VERSION, "PENDING"] => Ok(Command::Pending),
             [VERSION, "STATUS"] => Ok(Command::Status),
             _ => Err("unknown control request".into()),
         }
     }
+}
+
+/// A report as `Command::Import` carries it: prog, jail, ip and bantime, space-separated.
+fn decode_report(line: &str) -> Result<Report, String> {
+    match line.split(' ').collect::<Vec<_>>()[..] {
+        [prog, jail, ip, bantime] => Report::parse(prog, jail, ip, bantime),
+        _ => Err(format!(
+            "bad import line {:?}",
+            crate::logging::printable(line)
+        )),
+    }
+}
+
+/// What `banshare import` did with a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImportSummary {
+    pub accepted: u64,
+    pub duplicate: u64,
+    /// Refused, by reason: protected, min-prefix, fleet-host, max-bans.
+    pub refused: BTreeMap<String, u64>,
+    /// The first refusals, each with its network, for the admin to read.
+    pub examples: Vec<String>,
 }
 
 /// The answer: Ok with text or JSON, or Err with the reason.
@@ -246,7 +336,7 @@ pub fn request(path: &Path, command: &Command) -> Result<String, Failure> {
     let shown = path.display();
     if !path.exists() {
         return Err(Exit::Unavailable.with(format!(
-            "{shown} does not exist: is banshare-server running?"
+            "{shown} does not exist: is banshare-server (or banshare-client) running?"
         )));
     }
     if access(path, AccessFlags::W_OK).is_err() {

@@ -16,6 +16,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Follower {
     /// The last (epoch, seq) seen, to notice missed messages.
     position: Option<(u64, u64)>,
+    /// The seq up to which everything was taken in: by a catch-up, then one message after
+    /// another. Behind `position` while missed messages wait for a catch-up.
+    taken: Option<u64>,
     resync: Option<Resync>,
     wanted: bool,
     /// When the server was last heard from, and how often it says it sends heartbeats.
@@ -65,6 +68,7 @@ impl Follower {
     pub fn named(name: &str, now: Instant) -> Follower {
         Follower {
             position: None,
+            taken: None,
             resync: None,
             wanted: true,
             heard_at: now,
@@ -83,6 +87,20 @@ impl Follower {
         self.position
     }
 
+    /// How many of the server's messages this follower has not taken in yet: those a
+    /// catch-up is fetching, or, before the first catch-up, all of them.
+    pub fn lag(&self) -> u64 {
+        match self.position {
+            Some((_, seq)) => seq.saturating_sub(self.taken.unwrap_or(0)),
+            None => 0,
+        }
+    }
+
+    /// How long since the server was last heard from.
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.heard_at)
+    }
+
     /// Whether the server was heard from within three heartbeats.
     pub fn is_live(&self, now: Instant) -> bool {
         self.position.is_some()
@@ -92,6 +110,7 @@ impl Follower {
     /// Forgets where the server stood, as after new sockets to it, and catches up.
     pub fn restart(&mut self) {
         self.position = None;
+        self.taken = None;
         self.resync = None;
         self.wanted = true;
     }
@@ -146,6 +165,14 @@ impl Follower {
                 self.wanted = true;
             }
             _ => {}
+        }
+        // In order after what was taken in: taken in too.
+        let in_order = matches!(self.position,
+            Some((e, last)) if e == epoch && newest_missed <= last && self.taken == Some(last));
+        if in_order {
+            self.taken = Some(seq);
+        } else if self.position.is_some_and(|(e, _)| e != epoch) {
+            self.taken = None;
         }
         self.position = Some((epoch, seq));
     }
@@ -213,7 +240,10 @@ impl Follower {
             .extend(page.unreadable.iter().filter_map(|u| u.ip));
         Some(match page.next {
             Some(next) => Next::Page(next),
-            None => Next::Done(self.resync.take().expect("a catch-up under way")),
+            None => {
+                self.taken = self.position.map(|(_, seq)| seq);
+                Next::Done(self.resync.take().expect("a catch-up under way"))
+            }
         })
     }
 }
@@ -248,6 +278,23 @@ mod tests {
         ));
         assert_eq!(follower.due(now), None);
         follower
+    }
+
+    #[test]
+    fn the_lag_counts_what_a_catch_up_must_fetch() {
+        let now = Instant::now();
+        let mut follower = caught_up(1, 5, now);
+        assert_eq!(follower.lag(), 0);
+        let ip: Cidr = "203.0.113.7".parse().unwrap();
+        follower.published(1, 6, ip, now);
+        follower.heartbeat(1, 6, 1000, now);
+        assert_eq!(follower.lag(), 0);
+        // Seq 7 to 9 were missed, and 10 waits with them until a catch-up is read.
+        follower.published(1, 10, ip, now);
+        assert_eq!(follower.lag(), 4);
+        assert_eq!(follower.due(now), Some(Due::Start));
+        follower.take_page(&page(1, 10, &[], None));
+        assert_eq!(follower.lag(), 0);
     }
 
     #[test]

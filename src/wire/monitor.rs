@@ -249,6 +249,16 @@ impl ListenerWatch {
         self.refusals.flush(now);
     }
 
+    /// Adds the handshakes refused since the start to `totals`, by reason.
+    pub fn add_refusals(&self, totals: &mut std::collections::BTreeMap<String, u64>) {
+        self.refusals.add_totals(totals);
+    }
+
+    /// Connections open now, handshakes under way included.
+    pub fn connections(&self) -> usize {
+        self.peers.len()
+    }
+
     pub fn socket(&self) -> &zmq::Socket {
         &self.monitor
     }

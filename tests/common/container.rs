@@ -15,14 +15,14 @@ use super::{wait_for, NetNs};
 
 /// Bump when the base's or the layer's contents change, so that the cache is rebuilt.
 const BASE_VERSION: u32 = 2;
-const LAYER_VERSION: u32 = 4;
+const LAYER_VERSION: u32 = 5;
 const SUITE: &str = "bookworm";
 /// Installed in the layer, as on any Debian server: iproute2 is how Ansible finds a host's
 /// addresses, python3-apt what its apt module needs.
 const LAYER_PACKAGES: &str = "iproute2 python3 python3-apt python3-systemd nftables openssh-server";
 /// Only downloaded into apt's cache, with what they recommend: the tests install them, as
 /// an admin would.
-const CACHED_PACKAGES: &str = "fail2ban firewalld libzmq5 adduser";
+const CACHED_PACKAGES: &str = "fail2ban firewalld libzmq5 adduser psad";
 
 fn cache_dir() -> PathBuf {
     let dir = std::env::var_os("BANSHARE_TEST_CACHE")

@@ -105,7 +105,8 @@ impl Fleet {
             format!(
                 "server = \"127.0.0.1\"\nreport-port = {}\npublish-port = {}\n\
                  server-key = \"{}\"\nkey = \"{}\"\nban-command = {}\nunban-command = {}\n\
-                 report-timeout = \"2s\"\nstate-dir = \"{}\"\nspool-dir = \"{}\"\n{client_extra}\n",
+                 report-timeout = \"2s\"\nstate-dir = \"{}\"\nspool-dir = \"{}\"\n\
+                 control-socket = \"{}\"\n{client_extra}\n",
                 self.report_port,
                 self.publish_port,
                 self.keys_dir.join("server.key").display(),
@@ -114,6 +115,7 @@ impl Fleet {
                 line("unban"),
                 self.dir.path().join(format!("{name}-state")).display(),
                 self.spool_dir(name).display(),
+                self.client_socket(name).display(),
             ),
         )
         .unwrap();
@@ -213,6 +215,11 @@ impl Fleet {
             .arg(self.dir.path().join("control.sock"))
             .output()
             .unwrap()
+    }
+
+    /// Host `name`'s client control socket.
+    pub fn client_socket(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}-run/client.sock"))
     }
 
     pub fn spool_dir(&self, name: &str) -> PathBuf {

@@ -74,7 +74,7 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// One host per name; host i gets 198.51.100.(i+1).
+    /// One host per name; host i gets 198.51.100.(i+1) and fd00:198:51:100::(i+1).
     pub fn new(tag: &str, names: &[&str]) -> Lab {
         let bridge = NetNs::new(&format!("{tag}br"));
         bridge.run(&["ip", "link", "add", "br0", "type", "bridge"]);
@@ -103,6 +103,8 @@ impl Lab {
             ]);
             bridge.run(&["ip", "link", "set", &outer, "master", "br0", "up"]);
             ns.run(&["ip", "addr", "add", &format!("{address}/24"), "dev", "eth0"]);
+            let address6 = format!("fd00:198:51:100::{}/64", i + 1);
+            ns.run(&["ip", "-6", "addr", "add", &address6, "dev", "eth0", "nodad"]);
             ns.run(&["ip", "link", "set", "eth0", "up"]);
             hosts.push((ns, address));
         }
@@ -115,6 +117,10 @@ impl Lab {
 
     pub fn address(&self, i: usize) -> &str {
         &self.hosts[i].1
+    }
+
+    pub fn address6(&self, i: usize) -> String {
+        format!("fd00:198:51:100::{}", i + 1)
     }
 }
 

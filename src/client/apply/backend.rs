@@ -6,6 +6,8 @@
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::client::apply::record::Action;
 use crate::client::apply::runner::{self, Outcome};
 use crate::clock::unix_now;
@@ -41,17 +43,21 @@ pub struct Batcher {
 }
 
 impl Batcher {
+    /// Batches of up to `size` ops, `delay` apart at most; `latency` gets the time each
+    /// batch's command takes.
     pub fn start(
         mut backend: impl Firewall,
-        size: usize,
-        delay: Duration,
+        (size, delay): (usize, Duration),
+        latency: Histogram,
     ) -> (Batcher, Receiver<Done>) {
         let (queue, ops) = mpsc::channel::<Op>();
         let (done, results) = mpsc::channel();
         let worker = Worker::spawn("batcher", move || {
             while let Ok(first) = ops.recv() {
                 let batch = gather(&ops, first, size, delay);
+                let started = Instant::now();
                 let outcome = backend.carry_out(&batch);
+                latency.observe(started.elapsed().as_secs_f64());
                 for (op, ok) in batch.iter().zip(outcome) {
                     let _ = done.send(((op.ban.ip, op.action), ok));
                 }
@@ -340,7 +346,9 @@ mod tests {
     #[test]
     fn batches_close_on_size_or_delay() {
         let (sizes, seen) = mpsc::channel();
-        let (batcher, done) = Batcher::start(Recorder(sizes), 3, Duration::from_millis(50));
+        let latency = crate::daemon::metrics::seconds_histogram();
+        let limits = (3, Duration::from_millis(50));
+        let (batcher, done) = Batcher::start(Recorder(sizes), limits, latency);
         for i in 0..7 {
             batcher.submit(op(Action::Ban, &format!("203.0.113.{i}"), None));
         }

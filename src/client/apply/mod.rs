@@ -12,6 +12,8 @@ use std::net::IpAddr;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::clock::unix_now;
 use crate::config::template::Values;
 use crate::config::{BackendKind, ClientConfig};
@@ -27,8 +29,22 @@ use runner::Runner;
 /// How long a stopping client waits for commands still running.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
+/// What the backend did since the start, for `banshare status` and the metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub bans: u64,
+    pub unbans: u64,
+    pub failed: u64,
+    /// The last failure, when (unix time) and what failed; the log says why.
+    pub last_error: Option<(u64, String)>,
+}
+
 /// Carries out bans and unbans on this host, and remembers what it did.
 pub struct Enforcer {
+    pub tally: Tally,
+    /// Each ban command (or batch), from its start to its end: shared with the threads
+    /// that run them.
+    pub latency: Histogram,
     backend: Backend,
     results: Receiver<Done>,
     record: AppliedBans,
@@ -46,7 +62,8 @@ impl Enforcer {
     /// there are simply renewed).
     pub fn start(config: &ClientConfig) -> Result<Enforcer, Failure> {
         let record = open_record(config)?;
-        let (backend, results) = Backend::start(config)?;
+        let latency = crate::daemon::metrics::seconds_histogram();
+        let (backend, results) = Backend::start(config, &latency)?;
         if let Backend::Batched(batcher) = &backend {
             if config.backend == BackendKind::Nftables {
                 let active = record.active(unix_now());
@@ -60,6 +77,8 @@ impl Enforcer {
             }
         }
         Ok(Enforcer {
+            tally: Tally::default(),
+            latency,
             backend,
             results,
             record,
@@ -177,6 +196,7 @@ impl Enforcer {
         while let Ok(((ip, action), ok)) = self.results.try_recv() {
             self.record.finish(ip, action, ok).map_err(record_failure)?;
             finished = true;
+            self.tally.count(ip, action, ok);
             if !ok && self.retry_failed_at.is_none() {
                 self.retry_failed_at = Some(Instant::now() + retry_interval);
             }
@@ -272,7 +292,7 @@ impl Enforcer {
             restarted = false;
         }
         if restarted {
-            match Backend::start(new) {
+            match Backend::start(new, &self.latency) {
                 Ok((backend, results)) => {
                     self.backend = backend;
                     self.results = results;
@@ -334,8 +354,24 @@ enum Backend {
     Batched(Batcher),
 }
 
+impl Tally {
+    fn count(&mut self, ip: Cidr, action: Action, ok: bool) {
+        match (ok, action) {
+            (true, Action::Ban) => self.bans += 1,
+            (true, Action::Unban) => self.unbans += 1,
+            (false, _) => {
+                self.failed += 1;
+                self.last_error = Some((unix_now(), format!("{action} of {ip} failed")));
+            }
+        }
+    }
+}
+
 impl Backend {
-    fn start(config: &ClientConfig) -> Result<(Backend, Receiver<Done>), Failure> {
+    fn start(
+        config: &ClientConfig,
+        latency: &Histogram,
+    ) -> Result<(Backend, Receiver<Done>), Failure> {
         let (size, delay, timeout) = (
             config.batch_size,
             config.batch_delay.0,
@@ -343,13 +379,14 @@ impl Backend {
         );
         let (batcher, results) = match config.backend {
             BackendKind::Command => {
-                let (runner, results) = Runner::new(config.max_concurrent_commands, timeout);
+                let workers = config.max_concurrent_commands;
+                let (runner, results) = Runner::new(workers, timeout, latency.clone());
                 return Ok((Backend::Commands(runner), results));
             }
             BackendKind::Nftables => {
                 let nft = Nftables::setup(&config.nft_table, timeout)
                     .map_err(|e| Exit::Unavailable.with(e))?;
-                Batcher::start(nft, size, delay)
+                Batcher::start(nft, (size, delay), latency.clone())
             }
             BackendKind::Fail2ban => {
                 let fail2ban = Fail2ban {
@@ -357,9 +394,9 @@ impl Backend {
                     socket: config.fail2ban_socket.clone(),
                     timeout,
                 };
-                Batcher::start(fail2ban, size, delay)
+                Batcher::start(fail2ban, (size, delay), latency.clone())
             }
-            BackendKind::Log => Batcher::start(LogOnly, size, delay),
+            BackendKind::Log => Batcher::start(LogOnly, (size, delay), latency.clone()),
         };
         log::info!(
             "backend {:?}: batches of up to {size} bans, {} ms apart at most",

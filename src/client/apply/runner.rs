@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::daemon::worker::{self, Worker};
 use crate::exit::Failure;
 
@@ -32,7 +34,12 @@ pub struct Runner<T> {
 impl<T: Send + 'static> Runner<T> {
     /// The runner, and the channel on which each command's token comes back with whether
     /// the command succeeded.
-    pub fn new(workers: usize, timeout: Duration) -> (Runner<T>, mpsc::Receiver<(T, bool)>) {
+    /// `latency` gets the time each command takes.
+    pub fn new(
+        workers: usize,
+        timeout: Duration,
+        latency: Histogram,
+    ) -> (Runner<T>, mpsc::Receiver<(T, bool)>) {
         let (queue, jobs) = mpsc::channel::<Job<T>>();
         let (done, results) = mpsc::channel();
         let jobs = Arc::new(Mutex::new(jobs));
@@ -40,11 +47,14 @@ impl<T: Send + 'static> Runner<T> {
             .map(|i| {
                 let jobs = Arc::clone(&jobs);
                 let done = done.clone();
+                let latency = latency.clone();
                 Worker::spawn(&format!("runner-{i}"), move || loop {
                     let job = jobs.lock().expect("lock").recv();
                     match job {
                         Ok(job) => {
+                            let started = Instant::now();
                             let ok = run_logged(&job.argv, &job.label, timeout);
+                            latency.observe(started.elapsed().as_secs_f64());
                             let _ = done.send((job.token, ok));
                             if worker::fault("runner-exits") {
                                 return;

@@ -178,6 +178,25 @@ impl Intake {
         self.record(config, book, &report, &origin, policy, now)
     }
 
+    /// A ban from `banshare import`, in the name of `origin`: the admin's word, so neither
+    /// a key's allowance nor confirmation applies, but the network is checked as a
+    /// report's is, and escalated like any ban. The error is the refusal's kind and reason.
+    pub fn import(
+        &mut self,
+        config: &ServerConfig,
+        book: &mut Book,
+        report: &Report,
+        origin: &Name,
+        fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
+        now: u64,
+    ) -> Result<Decision, (&'static str, String)> {
+        if let Err((kind, reason)) = self.network_refusal(config, book, &report.ip, fleet_host) {
+            self.refused(kind);
+            return Err((kind, reason));
+        }
+        Ok(self.record(config, book, report, origin, Policy::default(), now))
+    }
+
     /// Records a report that may ban now: escalated, journaled and published if it is news.
     fn record(
         &mut self,
