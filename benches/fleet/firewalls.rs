@@ -208,3 +208,89 @@ pub fn catch_up(results: &mut Results, fleet: &mut Fleet, bans: usize) {
         json!({"bans": bans, "seconds": took.as_secs_f64()}),
     );
 }
+
+/// When each address appeared in an nftables set, from `nft monitor`: the time a ban takes
+/// to reach the firewall, without listing the set again and again.
+pub struct ElementWatch {
+    monitor: std::process::Child,
+    seen: mpsc::Receiver<(String, Instant)>,
+}
+
+impl ElementWatch {
+    pub fn start() -> ElementWatch {
+        use std::io::BufRead;
+        // Line-buffered, or nft holds its events back while its output is a pipe.
+        let mut monitor = Command::new("stdbuf")
+            .args(["-oL", "nft", "monitor", "new", "elements"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft monitor");
+        let out = std::io::BufReader::new(monitor.stdout.take().unwrap());
+        let (tell, seen) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let at = Instant::now();
+                let words = line.split(|c: char| c.is_whitespace() || c == ',' || c == '{');
+                for ip in words.filter(|w| w.parse::<std::net::IpAddr>().is_ok()) {
+                    let _ = tell.send((ip.to_string(), at));
+                }
+            }
+        });
+        // nft needs a moment before it reports what happens.
+        std::thread::sleep(Duration::from_millis(200));
+        ElementWatch { monitor, seen }
+    }
+
+    /// When `ip` was added; a ban that never comes is lost.
+    pub fn wait(&self, ip: &str) -> Instant {
+        loop {
+            match self.seen.recv_timeout(LOST_AFTER) {
+                Ok((seen, at)) if seen == ip => return at,
+                Ok(_) => {}
+                Err(_) => panic!("lost: {ip} never reached the nftables set"),
+            }
+        }
+    }
+}
+
+impl Drop for ElementWatch {
+    fn drop(&mut self) {
+        let _ = self.monitor.kill();
+        let _ = self.monitor.wait();
+    }
+}
+
+/// P10: from starting banshare-report to the address in the client's nftables set, one
+/// ban at a time, with the batch delay of before (20 ms) and without it, in the same run.
+pub fn nftables_latency(results: &mut Results, sizes: &Sizes) {
+    for (k, (delay, label, target)) in [
+        ("20ms", "batch-delay 20 ms, as before", ""),
+        ("0ms", "no batch delay, the default now", "median ≤ 10 ms"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let client = format!("backend = \"nftables\"\nbatch-delay = \"{delay}\"\n");
+        let mut fleet = firewall_fleet("", &client);
+        fleet.start_client(REPORTERS);
+        let watch = ElementWatch::start();
+        let ips = addresses(500_000 + 10_000 * k, sizes.p10_reports + 1);
+        // The first, to warm the client up.
+        report(&fleet, &ips[0]);
+        watch.wait(&ips[0]);
+        let samples: Vec<Duration> = ips[1..]
+            .iter()
+            .map(|ip| {
+                let started = Instant::now();
+                report(&fleet, ip);
+                watch.wait(ip) - started
+            })
+            .collect();
+        results.latency(
+            &format!("p10_nftables_{delay}"),
+            format!("P10 report start to element in nftables, {label}"),
+            &samples,
+            target,
+        );
+    }
+}

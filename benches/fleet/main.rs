@@ -26,6 +26,8 @@
 //! - P8 fan-out: report to the last of 1,000 lightweight subscribers, from one server, and
 //!   from a core server through two regional ones.
 //! - P9 a server that was down with 100,000 bans, until it has caught up with its peer.
+//! - P10 from starting `banshare-report` to the address in a client's nftables set (seen
+//!   by `nft monitor`), with the batch delay of before and without, in the same run.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -75,9 +77,11 @@ struct Sizes {
     p8_subscribers: usize,
     p8_reports: usize,
     p9_bans: usize,
+    p10_reports: usize,
 }
 
 const FULL: Sizes = Sizes {
+    p10_reports: 50,
     p1_clients: &[1, 10, 100],
     p1_reports: 100,
     p2_runs: 500,
@@ -93,6 +97,7 @@ const FULL: Sizes = Sizes {
 };
 
 const QUICK: Sizes = Sizes {
+    p10_reports: 20,
     p1_clients: &[1, 10],
     p1_reports: 30,
     p2_runs: 50,
@@ -150,6 +155,9 @@ fn main() {
     } else if wanted("p4") {
         burst_nftables(&mut results, sizes);
         burst_fail2ban(&mut results, sizes);
+    }
+    if firewall && wanted("p10") {
+        nftables_latency(&mut results, sizes);
     }
     if wanted("p5") {
         memory_and_catch_up(&mut results, sizes, firewall);

@@ -267,10 +267,11 @@ pub struct ClientConfig {
     /// For the nftables backend: the client's own table (family inet).
     #[serde(default = "default_nft_table")]
     pub nft_table: String,
-    /// For batched backends: a batch is applied when it holds this many bans...
+    /// For batched backends: the most bans a batch holds...
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// ...or this long after its first ban arrived.
+    /// ...and how long it may wait for more after its first: 0, the default, waits not at
+    /// all (`apply::backend::Batcher`).
     #[serde(default = "default_batch_delay")]
     pub batch_delay: HumanDuration,
     #[serde(default = "default_ban_command")]
@@ -377,7 +378,7 @@ fn default_batch_size() -> usize {
     500
 }
 fn default_batch_delay() -> HumanDuration {
-    HumanDuration(std::time::Duration::from_millis(20))
+    HumanDuration(std::time::Duration::ZERO)
 }
 fn default_control_socket() -> PathBuf {
     DEFAULT_SOCKET.into()

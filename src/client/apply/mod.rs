@@ -398,10 +398,13 @@ impl Backend {
             }
             BackendKind::Log => Batcher::start(LogOnly, (size, delay), latency.clone()),
         };
+        let wait = match delay.is_zero() {
+            true => "applied at once, with what arrives meanwhile".to_string(),
+            false => format!("each waiting up to {} ms for more", delay.as_millis()),
+        };
         log::info!(
-            "backend {:?}: batches of up to {size} bans, {} ms apart at most",
-            config.backend,
-            delay.as_millis()
+            "backend {:?}: batches of up to {size} bans, {wait}",
+            config.backend
         );
         Ok((Backend::Batched(batcher), results))
     }
