@@ -213,7 +213,8 @@ pub fn catch_up(results: &mut Results, fleet: &mut Fleet, bans: usize) {
 /// to reach the firewall, without listing the set again and again.
 pub struct ElementWatch {
     monitor: std::process::Child,
-    seen: mpsc::Receiver<(String, Instant)>,
+    /// Each address added, with its table, and when.
+    seen: mpsc::Receiver<(String, String, Instant)>,
 }
 
 impl ElementWatch {
@@ -228,11 +229,17 @@ impl ElementWatch {
         let out = std::io::BufReader::new(monitor.stdout.take().unwrap());
         let (tell, seen) = mpsc::channel();
         std::thread::spawn(move || {
+            // "add element inet TABLE SET { ADDRESS timeout 1d, ADDRESS ... }"
             for line in out.lines().map_while(Result::ok) {
                 let at = Instant::now();
+                let table = line
+                    .split_whitespace()
+                    .nth(3)
+                    .unwrap_or_default()
+                    .to_string();
                 let words = line.split(|c: char| c.is_whitespace() || c == ',' || c == '{');
                 for ip in words.filter(|w| w.parse::<std::net::IpAddr>().is_ok()) {
-                    let _ = tell.send((ip.to_string(), at));
+                    let _ = tell.send((ip.to_string(), table.clone(), at));
                 }
             }
         });
@@ -245,9 +252,29 @@ impl ElementWatch {
     pub fn wait(&self, ip: &str) -> Instant {
         loop {
             match self.seen.recv_timeout(LOST_AFTER) {
-                Ok((seen, at)) if seen == ip => return at,
+                Ok((seen, _, at)) if seen == ip => return at,
                 Ok(_) => {}
                 Err(_) => panic!("lost: {ip} never reached the nftables set"),
+            }
+        }
+    }
+
+    /// When each of `tables` had `count` addresses added.
+    pub fn wait_count(&self, tables: usize, count: usize) -> Instant {
+        let mut added: HashMap<String, usize> = HashMap::new();
+        let mut full = 0;
+        loop {
+            let (_, table, at) = self
+                .seen
+                .recv_timeout(LOST_AFTER)
+                .unwrap_or_else(|_| panic!("lost: {full} of {tables} tables have {count}"));
+            let n = added.entry(table).or_default();
+            *n += 1;
+            if *n == count {
+                full += 1;
+                if full == tables {
+                    return at;
+                }
             }
         }
     }
@@ -270,7 +297,10 @@ pub fn nftables_latency(results: &mut Results, sizes: &Sizes) {
     .into_iter()
     .enumerate()
     {
-        let client = format!("backend = \"nftables\"\nbatch-delay = \"{delay}\"\n");
+        // A table of its own: what it leaves behind must not count in another measure.
+        let client = format!(
+            "backend = \"nftables\"\nnft-table = \"latency{k}\"\nbatch-delay = \"{delay}\"\n"
+        );
         let mut fleet = firewall_fleet("", &client);
         fleet.start_client(REPORTERS);
         let watch = ElementWatch::start();
@@ -293,4 +323,41 @@ pub fn nftables_latency(results: &mut Results, sizes: &Sizes) {
             target,
         );
     }
+}
+
+/// P11: `banshare import` of a blocklist of `p11_bans` addresses, from the start of the
+/// command until every one of `p11_clients` clients has all of them in its nftables set.
+pub fn import_to_every_firewall(results: &mut Results, sizes: &Sizes) {
+    let clients = sizes.p11_clients;
+    let names: Vec<String> = (0..clients).map(|i| format!("c{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut fleet = Fleet::new(&names, "", "backend = \"nftables\"\n");
+    for i in 0..clients {
+        fleet.add_client_config(i, &format!("nft-table = \"import{i}\"\n"));
+    }
+    fleet.start_server();
+    for i in 0..clients {
+        fleet.start_client(i);
+    }
+    let file = fleet.dir.path().join("blocklist.txt");
+    fs::write(&file, addresses(700_000, sizes.p11_bans).join("\n")).unwrap();
+    let watch = ElementWatch::start();
+    let started = Instant::now();
+    let out = fleet.admin(&["import", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took = watch.wait_count(clients, sizes.p11_bans) - started;
+    results.add(
+        "p11_import",
+        format!(
+            "P11 banshare import of {} bans, start of the command to all in {clients} clients' nftables sets",
+            sizes.p11_bans
+        ),
+        format!("{:.3} s", took.as_secs_f64()),
+        "≤ 0.3 s",
+        json!({"bans": sizes.p11_bans, "clients": clients, "seconds": took.as_secs_f64()}),
+    );
 }

@@ -28,6 +28,8 @@
 //! - P9 a server that was down with 100,000 bans, until it has caught up with its peer.
 //! - P10 from starting `banshare-report` to the address in a client's nftables set (seen
 //!   by `nft monitor`), with the batch delay of before and without, in the same run.
+//! - P11 `banshare import` of 1,000 bans, until all are in every client's nftables set.
+//! - P12 where a report's time goes: context, handshake, round trip, the server's commit.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -78,10 +80,14 @@ struct Sizes {
     p8_reports: usize,
     p9_bans: usize,
     p10_reports: usize,
+    p11_bans: usize,
+    p11_clients: usize,
 }
 
 const FULL: Sizes = Sizes {
     p10_reports: 50,
+    p11_bans: 1000,
+    p11_clients: 10,
     p1_clients: &[1, 10, 100],
     p1_reports: 100,
     p2_runs: 500,
@@ -98,6 +104,8 @@ const FULL: Sizes = Sizes {
 
 const QUICK: Sizes = Sizes {
     p10_reports: 20,
+    p11_bans: 1000,
+    p11_clients: 3,
     p1_clients: &[1, 10],
     p1_reports: 30,
     p2_runs: 50,
@@ -147,6 +155,9 @@ fn main() {
     if wanted("p1") {
         propagation_and_reporter_cost(&mut results, sizes);
     }
+    if wanted("p12") {
+        reporter_phases(&mut results, sizes);
+    }
     if wanted("p3") {
         throughput(&mut results, sizes);
     }
@@ -158,6 +169,9 @@ fn main() {
     }
     if firewall && wanted("p10") {
         nftables_latency(&mut results, sizes);
+    }
+    if firewall && wanted("p11") {
+        import_to_every_firewall(&mut results, sizes);
     }
     if wanted("p5") {
         memory_and_catch_up(&mut results, sizes, firewall);

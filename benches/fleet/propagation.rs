@@ -211,3 +211,74 @@ pub fn reporter_cost(results: &mut Results, fleet: &Fleet, ips: Vec<String>) {
                "report_version_ms": start, "true_ms": exec}),
     );
 }
+
+/// P12: where a report's time goes, phase by phase, with the reporter's own calls made from
+/// this process: a context and a CURVE socket; the first request, which connects, does the
+/// CURVE handshake and the round trip; a second on the same connection, the round trip
+/// alone (the server's commit included); and the server's commit by itself, from its
+/// metrics. Exec and loading libzmq are P2's `/bin/true` and `banshare-report --version`.
+pub fn reporter_phases(results: &mut Results, sizes: &Sizes) {
+    let port = free_port();
+    let mut fleet = Fleet::new(
+        &["web1"],
+        &format!("metrics-listen = \"127.0.0.1:{port}\"\n"),
+        "",
+    );
+    fleet.start_server();
+    let (server, key) = (fleet.server_key(), fleet.host_key("web1"));
+    let endpoint = format!("tcp://127.0.0.1:{}", fleet.report_port);
+    let ask = |socket: &zmq::Socket, ip: &str| {
+        let report = Report::parse("bench", "bench", ip, "").unwrap();
+        socket.send_multipart(report.encode(), 0).unwrap();
+        let reply = socket.recv_multipart(0).unwrap();
+        assert_eq!(Verdict::decode(&reply), Ok(Verdict::Accepted), "{ip}");
+    };
+    let (mut setup, mut first, mut again) = (Vec::new(), Vec::new(), Vec::new());
+    let ips = addresses(800_000, 2 * sizes.p2_runs);
+    for pair in ips.chunks(2) {
+        let started = Instant::now();
+        let ctx = zmq::Context::new();
+        let socket = transport::client_socket(&ctx, zmq::REQ, &server, &key).unwrap();
+        socket.connect(&endpoint).unwrap();
+        let connected = Instant::now();
+        ask(&socket, &pair[0]);
+        let answered = Instant::now();
+        ask(&socket, &pair[1]);
+        setup.push(connected - started);
+        first.push(answered - connected);
+        again.push(answered.elapsed());
+    }
+    let commit = commit_mean_ms(port);
+    let ms = |samples: &[Duration]| percentiles(samples).0;
+    let (setup, first, again) = (ms(&setup), ms(&first), ms(&again));
+    results.add(
+        "p12_reporter_phases",
+        format!("P12 a report's phases, medians of {} runs", ips.len() / 2),
+        format!(
+            "context and socket {setup:.2} ms; first request (connect, CURVE handshake, round \
+             trip) {first:.2} ms; a second on the same connection {again:.2} ms; of which the \
+             server's journal commit {commit:.2} ms (mean)"
+        ),
+        "",
+        json!({"context_ms": setup, "first_request_ms": first, "second_request_ms": again,
+               "commit_mean_ms": commit}),
+    );
+}
+
+/// The mean of the server's journal commits so far, from its metrics endpoint.
+fn commit_mean_ms(port: u16) -> f64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    let value = |name: &str| -> f64 {
+        let line = body.lines().find(|l| l.starts_with(name)).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let sum = value("banshare_server_journal_commit_seconds_sum ");
+    let count = value("banshare_server_journal_commit_seconds_count ");
+    1000.0 * sum / count
+}

@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let frames: Vec<Vec<u8>> = data.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
-    if let Ok(Request::Forward(line)) = decode_request(&frames) {
+    if let Ok(Request::Forward { line, .. }) = decode_request(&frames) {
         let fields: Vec<&str> = line.split(' ').collect();
         let _ = PendingSet::decode(&fields);
     }

@@ -4,6 +4,7 @@
 
 use crate::clock::unix_now;
 use crate::exit::Failure;
+use crate::server::intake::Decision;
 use crate::server::ledger;
 use crate::server::reports::Said;
 use crate::server::Server;
@@ -46,7 +47,7 @@ impl Server {
                 if summary.examples.len() < EXAMPLES {
                     summary.examples.push(format!("{}: {reason}", report.ip));
                 }
-                crate::server::intake::Decision::Refused(reason)
+                Decision::Refused(reason)
             });
             let said = Said {
                 what: format!("{} ({prog} {jail})", report.ip),
