@@ -205,13 +205,17 @@ fn client_status_text(text: &str, socket: &Path) -> Result<String, Failure> {
             (Some(epoch), Some(seq)) => format!("epoch {epoch}, seq {seq}"),
             _ => "nothing heard yet".into(),
         };
+        // A single server is named by its address already.
+        let address = match server.name == server.address {
+            true => String::new(),
+            false => format!(" ({})", server.address),
+        };
         out.push_str(&format!(
-            "  {:<24} {state} since {} UTC, {position}, lag {}, last heard {:.1} s ago ({})\n",
+            "  {:<24} {state} since {} UTC, {position}, lag {}, last heard {:.1} s ago{address}\n",
             server.name,
             when(Some(server.since)),
             server.lag,
             server.seconds_since_heartbeat,
-            server.address
         ));
     }
     Ok(out.trim_end().to_string())
