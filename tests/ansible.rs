@@ -492,9 +492,12 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
 fn check_mode_works_before_the_first_deploy_and_psad_is_wired_both_ways() {
     let deb = package("debian", "_amd64.deb");
     let image = image();
-    let lab = Lab::new("ap", &["srv", "ids"]);
+    // Container names of its own: the other test's run beside it, and machine names are
+    // the host's.
+    let names = ["pserver", "ids"];
+    let lab = Lab::new("ap", &names);
     let control = Control::new(&lab);
-    let hosts: Vec<Container> = ["srv", "ids"]
+    let hosts: Vec<Container> = names
         .iter()
         .enumerate()
         .map(|(i, name)| Container::boot_with_ssh(name, lab.ns(i), &image, &control.public_key()))
