@@ -259,6 +259,8 @@ fn report_stream(host: &Container, stop: &AtomicBool) -> Vec<(String, Child)> {
 
 #[test]
 fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
+    // Six booted containers at once on two cores would time each other out.
+    let _serial = one_at_a_time();
     let deb = package("debian", "_amd64.deb");
     let image = image();
     let lab = Lab::new("an", &NAMES);
@@ -490,10 +492,10 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
 
 #[test]
 fn check_mode_works_before_the_first_deploy_and_psad_is_wired_both_ways() {
+    let _serial = one_at_a_time();
     let deb = package("debian", "_amd64.deb");
     let image = image();
-    // Container names of its own: the other test's run beside it, and machine names are
-    // the host's.
+    // Container names of its own: machine names are the host's, whichever test runs.
     let names = ["pserver", "ids"];
     let lab = Lab::new("ap", &names);
     let control = Control::new(&lab);
