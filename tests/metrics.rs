@@ -4,25 +4,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-/// GET `path` on 127.0.0.1:`port`: the status code and the body.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
-}
 
 /// The endpoint's metrics once `line` is among them.
 fn metrics_with(port: u16, line: &str) -> String {
@@ -30,7 +16,7 @@ fn metrics_with(port: u16, line: &str) -> String {
         &format!("{line} on :{port}"),
         Duration::from_secs(10),
         || {
-            let (code, body) = get(port, "/metrics")?;
+            let (code, body) = http_get(port, "/metrics")?;
             (code == 200 && body.lines().any(|l| l == line)).then_some(body)
         },
     )
@@ -130,7 +116,7 @@ fn both_endpoints_pass_promtool_and_count_what_happened() {
     );
 
     // Anything but GET /metrics is not served.
-    assert_eq!(get(server_port, "/").map(|r| r.0), Some(404));
+    assert_eq!(http_get(server_port, "/").map(|r| r.0), Some(404));
 
     // The client's own status, found through its config, says which side it is.
     let config = fleet.hosts[1].config.to_str().unwrap().to_owned();
@@ -212,7 +198,7 @@ fn query(port: u16, promql: &str) -> Option<f64> {
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let (_, body) = get(port, &format!("/api/v1/query?query={encoded}"))?;
+    let (_, body) = http_get(port, &format!("/api/v1/query?query={encoded}"))?;
     let answer: serde_json::Value = serde_json::from_str(&body).ok()?;
     let value = answer["data"]["result"].get(0)?["value"][1].as_str()?;
     value.parse().ok()

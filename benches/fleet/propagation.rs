@@ -267,13 +267,7 @@ pub fn reporter_phases(results: &mut Results, sizes: &Sizes) {
 
 /// The mean of the server's journal commits so far, from its metrics endpoint.
 fn commit_mean_ms(port: u16) -> f64 {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).unwrap();
+    let (_, body) = http_get(port, "/metrics").expect("the server's metrics");
     let value = |name: &str| -> f64 {
         let line = body.lines().find(|l| l.starts_with(name)).unwrap();
         line.rsplit(' ').next().unwrap().parse().unwrap()
