@@ -16,6 +16,9 @@ use crate::{client, server};
 
 pub fn main() -> std::process::ExitCode {
     let args: AdminArgs = cli::parse();
+    if let AdminCommand::Report(report) = &args.command {
+        return crate::client::report::direct::main(report);
+    }
     let exit = match run(args.command) {
         Ok(message) => {
             println!("{message}");
@@ -31,6 +34,7 @@ pub fn main() -> std::process::ExitCode {
 
 fn run(command: AdminCommand) -> Result<String, Failure> {
     match command {
+        AdminCommand::Report(_) => unreachable!("banshare report speaks as banshare-report"),
         AdminCommand::Keygen { dir, name, force } => {
             // A new directory is the daemons' group's to read, and no one else's.
             let created = !dir.exists();

@@ -37,6 +37,11 @@ pub struct ClientArgs {
 /// Reports a ban to the banshare server, or to the first of several that answers; run by
 /// fail2ban's actionban or psad.
 ///
+/// When banshare-client runs on the host, the report is handed to it over its
+/// report-socket, and it sends the report on the connections it keeps open, with the same
+/// key and to the same servers; otherwise, or when the client.toml names another key or
+/// other servers, the report goes directly, as `banshare report` sends it.
+///
 /// Exit status: 0 accepted, duplicate or pending, 64 usage, 65 invalid input, 69 server unreachable
 /// and the report lost (spool full), 70 no CURVE support, 75 server unreachable and the
 /// report spooled for banshare-client to deliver, 77 refused by the server, 78 configuration
@@ -83,6 +88,10 @@ pub enum AdminCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Report a ban straight to the servers over CURVE, as banshare-report does when no
+    /// banshare-client on this host takes it; same arguments and exit codes as
+    /// banshare-report(1).
+    Report(ReportArgs),
     /// Validate a server.toml or client.toml and the key files it names.
     CheckConfig {
         /// The file to check.

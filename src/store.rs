@@ -185,6 +185,13 @@ impl<R: Record> Store<R> {
         Ok(())
     }
 
+    /// fdatasync now, whatever the durability: for a journal that commits with write(2)
+    /// and syncs on a timer of its own (the client's record of applied bans).
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.journal.flush().map_err(err(&self.path))?;
+        self.journal.get_ref().sync_data().map_err(err(&self.path))
+    }
+
     /// Rewrites the journal with only `live` and `lifts` when it has grown to over twice
     /// their number, so that expired and replaced records do not pile up.
     pub fn compact_if_large(&mut self, live: &[R], lifts: &[Lift]) -> Result<bool, StoreError> {

@@ -288,11 +288,29 @@ impl Drop for ElementWatch {
 }
 
 /// P10: from starting banshare-report to the address in the client's nftables set, one
-/// ban at a time, with the batch delay of before (20 ms) and without it, in the same run.
+/// ban at a time, on the client's own host: as before (a batch delay of 20 ms, and the
+/// report sent directly), without the delay, and with the report handed to the client too,
+/// in the same run.
 pub fn nftables_latency(results: &mut Results, sizes: &Sizes) {
-    for (k, (delay, label, target)) in [
-        ("20ms", "batch-delay 20 ms, as before", ""),
-        ("0ms", "no batch delay, the default now", "median ≤ 10 ms"),
+    for (k, (delay, via, label, target)) in [
+        (
+            "20ms",
+            Via::Directly,
+            "batch-delay 20 ms, reported directly: as before",
+            "",
+        ),
+        (
+            "0ms",
+            Via::Directly,
+            "no batch delay, reported directly",
+            "",
+        ),
+        (
+            "0ms",
+            Via::Client,
+            "no batch delay, handed to the client: now",
+            "median ≤ 10 ms",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -306,18 +324,18 @@ pub fn nftables_latency(results: &mut Results, sizes: &Sizes) {
         let watch = ElementWatch::start();
         let ips = addresses(500_000 + 10_000 * k, sizes.p10_reports + 1);
         // The first, to warm the client up.
-        report(&fleet, &ips[0]);
+        report_via(&fleet, REPORTERS, &ips[0], via);
         watch.wait(&ips[0]);
         let samples: Vec<Duration> = ips[1..]
             .iter()
             .map(|ip| {
                 let started = Instant::now();
-                report(&fleet, ip);
+                report_via(&fleet, REPORTERS, ip, via);
                 watch.wait(ip) - started
             })
             .collect();
         results.latency(
-            &format!("p10_nftables_{delay}"),
+            &format!("p10_nftables_{k}"),
             format!("P10 report start to element in nftables, {label}"),
             &samples,
             target,
@@ -325,8 +343,46 @@ pub fn nftables_latency(results: &mut Results, sizes: &Sizes) {
     }
 }
 
-/// P11: `banshare import` of a blocklist of `p11_bans` addresses, from the start of the
-/// command until every one of `p11_clients` clients has all of them in its nftables set.
+/// P13: a burst of separate reports, REPORTERS at a time, from the client's host, until all
+/// are in its nftables set: sent directly, as before, and handed to the client, in the
+/// same run.
+pub fn burst_of_reports(results: &mut Results, sizes: &Sizes) {
+    let n = sizes.p13_reports;
+    let mut took = Vec::new();
+    for (k, via) in [Via::Directly, Via::Client].into_iter().enumerate() {
+        let client = format!("backend = \"nftables\"\nnft-table = \"reports{k}\"\n");
+        let mut fleet = Fleet::new(&["h0"], "", &client);
+        fleet.start_server();
+        fleet.start_client(0);
+        let ips = addresses(900_000 + 10_000 * k, n);
+        let watch = ElementWatch::start();
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for r in 0..REPORTERS {
+                let (fleet, ips) = (&fleet, &ips);
+                scope.spawn(move || {
+                    for ip in ips.iter().skip(r).step_by(REPORTERS) {
+                        report_via(fleet, 0, ip, via);
+                    }
+                });
+            }
+        });
+        took.push((watch.wait_count(1, n) - started).as_secs_f64());
+    }
+    results.add(
+        "p13_report_burst",
+        format!("P13 {n} separate reports, {REPORTERS} at a time, until all are in nftables"),
+        format!(
+            "handed to the client {:.3} s; directly, as before, {:.3} s ({:.1}x)",
+            took[1],
+            took[0],
+            took[0] / took[1]
+        ),
+        "half of before",
+        json!({"reports": n, "handed_seconds": took[1], "direct_seconds": took[0]}),
+    );
+}
+
 pub fn import_to_every_firewall(results: &mut Results, sizes: &Sizes) {
     let clients = sizes.p11_clients;
     let names: Vec<String> = (0..clients).map(|i| format!("c{i}")).collect();

@@ -13,8 +13,8 @@
 //! - P1 propagation: from starting `banshare-report` until each of N clients has run its ban
 //!   command. The command is `logger`, which sends one datagram to the benchmark, so every
 //!   sample includes a real fork and exec on the client.
-//! - P2 reporter cost: `banshare-report` wall time from exec to exit, against starting
-//!   `fail2ban-client --version`.
+//! - P2 reporter cost: `banshare-report` wall time from exec to exit, handed to the host's
+//!   client, against reporting directly as before, and starting `fail2ban-client --version`.
 //! - P3 throughput: accepted reports a second from 8 long-lived reporters (each keeps up to
 //!   WINDOW reports in flight on one CURVE connection), with 10 subscribers attached, and
 //!   how much of the stream the slowest of them received live.
@@ -27,9 +27,13 @@
 //!   from a core server through two regional ones.
 //! - P9 a server that was down with 100,000 bans, until it has caught up with its peer.
 //! - P10 from starting `banshare-report` to the address in a client's nftables set (seen
-//!   by `nft monitor`), with the batch delay of before and without, in the same run.
+//!   by `nft monitor`): as before (batch delay, direct report) and now, in the same run.
 //! - P11 `banshare import` of 1,000 bans, until all are in every client's nftables set.
 //! - P12 where a report's time goes: context, handshake, round trip, the server's commit.
+//! - P13 1,000 separate reports, 8 at a time, until all are in the client's nftables set:
+//!   handed to the client, and sent directly as before, in the same run.
+//! - P14 P1 without the ban command: from starting `banshare-report` until each of 10 and
+//!   100 clients has called its backend.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -82,12 +86,16 @@ struct Sizes {
     p10_reports: usize,
     p11_bans: usize,
     p11_clients: usize,
+    p13_reports: usize,
+    p14_clients: &'static [usize],
 }
 
 const FULL: Sizes = Sizes {
     p10_reports: 50,
     p11_bans: 1000,
     p11_clients: 10,
+    p13_reports: 1000,
+    p14_clients: &[10, 100],
     p1_clients: &[1, 10, 100],
     p1_reports: 100,
     p2_runs: 500,
@@ -106,6 +114,8 @@ const QUICK: Sizes = Sizes {
     p10_reports: 20,
     p11_bans: 1000,
     p11_clients: 3,
+    p13_reports: 200,
+    p14_clients: &[10],
     p1_clients: &[1, 10],
     p1_reports: 30,
     p2_runs: 50,
@@ -172,6 +182,12 @@ fn main() {
     }
     if firewall && wanted("p11") {
         import_to_every_firewall(&mut results, sizes);
+    }
+    if firewall && wanted("p13") {
+        burst_of_reports(&mut results, sizes);
+    }
+    if wanted("p14") {
+        fan_out_without_exec(&mut results, sizes);
     }
     if wanted("p5") {
         memory_and_catch_up(&mut results, sizes, firewall);

@@ -2,8 +2,8 @@
 
 use super::*;
 
-/// Each client's ban command sends `CLIENT IP` to this datagram socket; a thread stamps
-/// each arrival.
+/// Each client's ban command sends `CLIENT IP` to this datagram socket, or each client's
+/// log says it called its backend (P14); a thread stamps each arrival.
 pub struct Applied {
     pub socket: PathBuf,
     arrivals: mpsc::Receiver<(Instant, usize, String)>,
@@ -81,10 +81,32 @@ pub fn set_line(path: &Path, key: &str, value: &str) {
     fs::write(path, format!("{}\n{key} = {value}\n", kept.join("\n"))).unwrap();
 }
 
+/// How a report goes: handed to the host's client by banshare-report, or sent directly
+/// over CURVE by `banshare report`, as banshare-report did before the handoff.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Client,
+    Directly,
+}
+
 /// Runs banshare-report from host 0; returns its wall time.
 pub fn report(fleet: &Fleet, ip: &str) -> Duration {
+    report_via(fleet, 0, ip, Via::Client)
+}
+
+/// Reports `ip` from host `i`, as `via` says; returns the wall time.
+pub fn report_via(fleet: &Fleet, i: usize, ip: &str, via: Via) -> Duration {
     let started = Instant::now();
-    let out = fleet.report(0, &["bench", "bench", ip]);
+    let out = match via {
+        Via::Client => fleet.report(i, &["bench", "bench", ip]),
+        Via::Directly => fleet
+            .host_command(i, ADMIN)
+            .args(["report", "--config"])
+            .arg(&fleet.hosts[i].config)
+            .args(["bench", "bench", ip])
+            .output()
+            .unwrap(),
+    };
     let took = started.elapsed();
     assert!(
         out.status.success(),
@@ -100,7 +122,7 @@ pub fn propagation_and_reporter_cost(results: &mut Results, sizes: &Sizes) {
     for &clients in sizes.p1_clients {
         let (fleet, applied) = command_fleet(clients);
         // A first ban that every client applies: all are connected and warm.
-        let mut ips = addresses(next, sizes.p1_reports + sizes.p2_runs + 1).into_iter();
+        let mut ips = addresses(next, sizes.p1_reports + 2 * sizes.p2_runs + 1).into_iter();
         next += 100_000;
         let first = ips.next().unwrap();
         let started = Instant::now();
@@ -141,7 +163,7 @@ pub fn propagation_and_reporter_cost(results: &mut Results, sizes: &Sizes) {
             );
         }
         if clients == 1 {
-            reporter_cost(results, &fleet, ips.take(sizes.p2_runs).collect());
+            reporter_cost(results, &fleet, ips.take(2 * sizes.p2_runs).collect());
             let idle = rss_mb(fleet.client_pid(0));
             results.add(
                 "p5_client_idle_rss_mb",
@@ -189,27 +211,196 @@ pub fn median_run(args: &[&str], runs: usize) -> f64 {
     percentiles(&times).0
 }
 
+/// P2: banshare-report with the host's client running (the handoff), against reporting
+/// directly as before, in turns, with `fail2ban-client --version` and bare program starts
+/// for scale.
 pub fn reporter_cost(results: &mut Results, fleet: &Fleet, ips: Vec<String>) {
-    let samples: Vec<Duration> = ips.iter().map(|ip| report(fleet, ip)).collect();
-    let (p50, p99, max) = percentiles(&samples);
+    let (mut handed, mut direct) = (Vec::new(), Vec::new());
+    for pair in ips.chunks(2) {
+        handed.push(report_via(fleet, 0, &pair[0], Via::Client));
+        direct.push(report_via(fleet, 0, &pair[1], Via::Directly));
+    }
+    let (p50, p99, max) = percentiles(&handed);
+    let (before, before_p99, _) = percentiles(&direct);
     let fail2ban = median_run(&["fail2ban-client", "--version"], 20);
-    // What starting a program that links libzmq costs here, before any work.
+    // What starting each program costs here, before any work: the direct one links libzmq.
     let start = median_run(&[REPORT, "--version"], 50);
+    let direct_start = median_run(&[ADMIN, "--version"], 50);
     let exec = median_run(&["/bin/true"], 50);
     results.add(
         "p2_reporter",
-        format!("P2 banshare-report wall time ({} runs)", samples.len()),
+        format!("P2 banshare-report wall time ({} runs)", handed.len()),
         format!(
-            "median {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms; fail2ban-client --version \
-             {fail2ban:.1} ms ({:.0}x); banshare-report --version {start:.2} ms, /bin/true \
+            "through the client: median {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms; \
+             directly, as before: median {before:.2} ms, p99 {before_p99:.2} ms \
+             ({:.1}x); fail2ban-client --version {fail2ban:.1} ms; --version of \
+             banshare-report {start:.2} ms, of banshare {direct_start:.2} ms; /bin/true \
              {exec:.2} ms",
-            fail2ban / p50
+            before / p50
         ),
-        "median ≤ 5 ms",
-        json!({"runs": samples.len(), "p50_ms": p50, "p99_ms": p99, "max_ms": max,
-               "fail2ban_client_version_ms": fail2ban, "ratio": fail2ban / p50,
-               "report_version_ms": start, "true_ms": exec}),
+        "median ≤ 5 ms; half of before",
+        json!({"runs": handed.len(), "p50_ms": p50, "p99_ms": p99, "max_ms": max,
+               "direct_p50_ms": before, "direct_p99_ms": before_p99,
+               "fail2ban_client_version_ms": fail2ban, "ratio_to_direct": before / p50,
+               "report_version_ms": start, "admin_version_ms": direct_start,
+               "true_ms": exec}),
     );
+}
+
+/// P14: P1 without the ban command, which dominates it: from starting banshare-report until
+/// each client has called its backend. The backend is `log`, and each client's log line
+/// is stamped as the benchmark reads it from the client's stderr.
+pub fn fan_out_without_exec(results: &mut Results, sizes: &Sizes) {
+    for (k, &clients) in sizes.p14_clients.iter().enumerate() {
+        let names: Vec<String> = (0..clients).map(|i| format!("h{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut fleet = Fleet::new(&names, "", "backend = \"log\"\n");
+        fleet.start_server();
+        let (applied, children) = Applied::from_logs(&fleet);
+        let ips = addresses(600_000 + 10_000 * k, sizes.p1_reports + 1);
+        let started = Instant::now();
+        applied.wait("connected", clients, started);
+        report(&fleet, &ips[0]);
+        applied.wait(&ips[0], clients, started);
+        let server = fleet.server_pid() as u32;
+        let cpu_before = (children.cpu_seconds(), cpu_seconds(server));
+        let mut samples = Vec::new();
+        for ip in &ips[1..] {
+            let started = Instant::now();
+            report(&fleet, ip);
+            samples.extend(applied.wait(ip, clients, started));
+        }
+        // What one ban costs, in CPU: where the time goes on two cores.
+        let bans = (ips.len() - 1) as f64;
+        let client_us = (children.cpu_seconds() - cpu_before.0) / bans / clients as f64 * 1e6;
+        let server_us = (cpu_seconds(server) - cpu_before.1) / bans * 1e6;
+        let (p50, p99, max) = percentiles(&samples);
+        let target = if clients >= 100 {
+            "p99 ≤ 20 ms"
+        } else {
+            "p99 ≤ 5 ms"
+        };
+        results.add(
+            &format!("p14_backend_{clients}"),
+            format!(
+                "P14 report start to each client's backend called, {clients} clients ({} samples)",
+                samples.len()
+            ),
+            format!(
+                "p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms; CPU per ban: {client_us:.0} µs \
+                 in each client, {server_us:.0} µs in the server"
+            ),
+            target,
+            json!({"samples": samples.len(), "p50_ms": p50, "p99_ms": p99, "max_ms": max,
+                   "client_cpu_us_per_ban": client_us, "server_cpu_us_per_ban": server_us}),
+        );
+    }
+}
+
+/// The user and system CPU time a process has used, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's name, in parentheses: utime and stime are fields 12 and 13.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The clients of a whole fleet, started here with their logs read as they come.
+pub struct LogFed(Vec<std::process::Child>);
+
+impl LogFed {
+    fn cpu_seconds(&self) -> f64 {
+        self.0.iter().map(|c| cpu_seconds(c.id())).sum()
+    }
+}
+
+impl Drop for LogFed {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Applied {
+    /// Starts every client of `fleet`; an arrival is "connected" once a client has reached
+    /// the server, then each address its `log` backend was called with. One thread reads
+    /// every client's stderr, so that the measure wakes one thread, not one per client.
+    pub fn from_logs(fleet: &Fleet) -> (Applied, LogFed) {
+        let mut children = Vec::new();
+        let mut pipes = Vec::new();
+        for (i, host) in fleet.hosts.iter().enumerate() {
+            let mut child = fleet
+                .host_command(i, CLIENT)
+                .args(["--log", "stderr", "--config"])
+                .arg(&host.config)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            pipes.push((child.stderr.take().unwrap(), Vec::new()));
+            children.push(child);
+        }
+        let (tx, arrivals) = mpsc::channel();
+        std::thread::spawn(move || read_logs(pipes, &tx));
+        let socket = fleet.dir.path().join("unused");
+        (Applied { socket, arrivals }, LogFed(children))
+    }
+}
+
+/// Reads the clients' logs as they come, and stamps each line of interest.
+fn read_logs(
+    mut pipes: Vec<(std::process::ChildStderr, Vec<u8>)>,
+    tx: &mpsc::Sender<(Instant, usize, String)>,
+) {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 65536];
+    loop {
+        let mut items: Vec<zmq::PollItem> = pipes
+            .iter()
+            .map(|(p, _)| zmq::PollItem::from_fd(p.as_raw_fd(), zmq::POLLIN))
+            .collect();
+        if zmq::poll(&mut items, -1).is_err() {
+            continue;
+        }
+        let at = Instant::now();
+        let ready: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].is_readable())
+            .collect();
+        drop(items);
+        for i in ready {
+            let (pipe, line) = &mut pipes[i];
+            let Ok(n) = pipe.read(&mut buf) else { return };
+            if n == 0 {
+                return;
+            }
+            line.extend_from_slice(&buf[..n]);
+            while let Some(end) = line.iter().position(|&b| b == b'\n') {
+                let text = String::from_utf8_lossy(&line[..end]).into_owned();
+                line.drain(..=end);
+                let what = match text.split("dry run: would ban ").nth(1) {
+                    Some(rest) => rest.split(' ').next().unwrap_or_default().to_string(),
+                    None if text.contains("connected to") => "connected".into(),
+                    None => continue,
+                };
+                if tx.send((at, i, what)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// P12: where a report's time goes, phase by phase, with the reporter's own calls made from

@@ -3,12 +3,14 @@
 //! unless it would cover a protected address. At start, after a gap in sequence numbers, a
 //! new server epoch or missed heartbeats, it reads that server's active bans page by page
 //! and catches up (`wire::follow` decides, `wire::upstream` asks, `catchup` applies). It
-//! also delivers the reporter's spool (`courier`). Bans are carried out by `apply`.
+//! also delivers the reporter's spool (`courier`), and sends on the reports banshare-report
+//! hands it (`handoff`). Bans are carried out by `apply`.
 
 pub mod apply;
 mod catchup;
 pub mod courier;
 mod dry_run;
+mod handoff;
 pub mod link;
 mod metrics;
 pub mod report;
@@ -26,6 +28,7 @@ use crate::daemon::service::{self, Signals, Watchdog};
 use crate::exit::{Exit, Failure};
 use crate::logging::LogLimit;
 use crate::wire::control::{self as control_socket, ClientStatus};
+use crate::wire::handoff::Route;
 use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{Ban, Publish};
 use crate::wire::topic::Topic;
@@ -34,6 +37,7 @@ use apply::record::Action;
 use apply::Enforcer;
 use courier::Courier;
 use dry_run::DryRun;
+use handoff::{Desk, Reporting};
 use link::{own_key, request_socket, targets};
 use spool::Spool;
 use status::Links;
@@ -84,6 +88,8 @@ struct Client {
     started: Instant,
     /// The Prometheus endpoint, when client.toml asks for one.
     metrics: Option<Endpoint<ClientStatus>>,
+    /// Reports from banshare-report on this host, unless client.toml turns it off.
+    desk: Option<Desk>,
 }
 
 impl Client {
@@ -94,6 +100,7 @@ impl Client {
         check_dirs(&config)?;
         let enforcer = Enforcer::start(&config)?;
         let ctx = zmq::Context::new();
+        let desk = Desk::start(&ctx, &config, reporting(&config, &targets, &own))?;
         let servers = open_all(&ctx, targets, &own, &config)?;
         let courier = request_socket(&ctx, zmq::DEALER, &servers[0].target, &own)?;
         let control = control_socket::bind(&ctx, &config.control_socket)?;
@@ -104,6 +111,7 @@ impl Client {
             resyncs: 0,
             started: Instant::now(),
             metrics,
+            desk,
             dry_run: DryRun::default(),
             config_path: config_path.to_owned(),
             courier: Courier::new(courier, Spool::new(&config.spool_dir, config.spool_max)),
@@ -181,6 +189,9 @@ impl Client {
             // After the results, so that what a stopped thread finished is recorded; before
             // the next watchdog ping.
             self.enforcer.check_threads()?;
+            if let Some(desk) = &self.desk {
+                desk.check()?;
+            }
         }
         self.enforcer.finish_running(self.config.retry_interval.0)
     }
@@ -336,7 +347,11 @@ impl Client {
     /// they held), then a catch-up with each.
     fn reconnect(&mut self, config: &ClientConfig) -> Result<(), Failure> {
         let own = own_key(config)?;
-        let servers = open_all(&self.ctx, targets(config)?, &own, config)?;
+        let targets = targets(config)?;
+        if let Some(desk) = &self.desk {
+            desk.update(reporting(config, &targets, &own));
+        }
+        let servers = open_all(&self.ctx, targets, &own, config)?;
         let courier = request_socket(&self.ctx, zmq::DEALER, &servers[0].target, &own)?;
         (self.own, self.servers) = (own, servers);
         self.courier.reconnect(courier);
@@ -363,10 +378,26 @@ impl Client {
         if config.state_dir != self.config.state_dir {
             log::warn!("state-dir changes only on restart");
         }
+        if config.report_socket != self.config.report_socket {
+            log::warn!("report-socket changes only on restart");
+        }
         log::set_max_level(config.log_level.filter());
         self.courier
             .set_spool(Spool::new(&config.spool_dir, config.spool_max));
         self.config = config;
+    }
+}
+
+/// What the handoff sends reports with.
+fn reporting(config: &ClientConfig, targets: &[Target], own: &KeyPair) -> Reporting {
+    Reporting {
+        targets: targets.to_vec(),
+        own: own.clone(),
+        route: Route::new(
+            &own.public,
+            targets.iter().map(|t| (t.report_endpoint(), &t.key)),
+        ),
+        timeout: config.report_timeout.0,
     }
 }
 

@@ -22,6 +22,8 @@ use crate::wire::topic::Group;
 pub const DEFAULT_SOCKET: &str = "/run/banshare/control.sock";
 /// banshare-client's control socket, for `banshare status` on a host.
 pub const DEFAULT_CLIENT_SOCKET: &str = "/run/banshare-client/control.sock";
+/// Where banshare-client takes reports from banshare-report on its host.
+pub const DEFAULT_REPORT_SOCKET: &str = "/run/banshare-client/report.sock";
 
 /// How far an acknowledged report is guaranteed to have reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -313,6 +315,10 @@ pub struct ClientConfig {
     /// The local socket for `banshare status` on this host.
     #[serde(default = "default_client_socket")]
     pub control_socket: PathBuf,
+    /// Where banshare-report hands its reports to the client (`client::handoff`); empty:
+    /// it never does, and always reports directly.
+    #[serde(default = "default_report_socket")]
+    pub report_socket: PathBuf,
     /// Where Prometheus metrics are served (`daemon::metrics`); none: not at all.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
@@ -385,6 +391,9 @@ fn default_control_socket() -> PathBuf {
 }
 fn default_client_socket() -> PathBuf {
     DEFAULT_CLIENT_SOCKET.into()
+}
+fn default_report_socket() -> PathBuf {
+    DEFAULT_REPORT_SOCKET.into()
 }
 fn default_spool_dir() -> PathBuf {
     "/var/spool/banshare".into()

@@ -46,6 +46,11 @@ impl PublicKey {
         zmq::z85_encode(&self.0).expect("32 bytes always encode")
     }
 
+    /// The whole key in hex, where Z85 would need libzmq (`wire::handoff`).
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// A short, non-secret identifier for logs: the first 8 bytes of the key in hex.
     pub fn fingerprint(&self) -> String {
         self.0[..8].iter().map(|b| format!("{b:02x}")).collect()

@@ -5,6 +5,7 @@
 pub mod cidr;
 pub mod control;
 pub mod follow;
+pub mod handoff;
 pub mod keys;
 pub mod monitor;
 pub mod protocol;

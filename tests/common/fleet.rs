@@ -106,7 +106,7 @@ impl Fleet {
                 "server = \"127.0.0.1\"\nreport-port = {}\npublish-port = {}\n\
                  server-key = \"{}\"\nkey = \"{}\"\nban-command = {}\nunban-command = {}\n\
                  report-timeout = \"2s\"\nstate-dir = \"{}\"\nspool-dir = \"{}\"\n\
-                 control-socket = \"{}\"\n{client_extra}\n",
+                 control-socket = \"{}\"\nreport-socket = \"{}\"\n{client_extra}\n",
                 self.report_port,
                 self.publish_port,
                 self.keys_dir.join("server.key").display(),
@@ -116,6 +116,7 @@ impl Fleet {
                 self.dir.path().join(format!("{name}-state")).display(),
                 self.spool_dir(name).display(),
                 self.client_socket(name).display(),
+                self.report_socket(name).display(),
             ),
         )
         .unwrap();
@@ -220,6 +221,11 @@ impl Fleet {
     /// Host `name`'s client control socket.
     pub fn client_socket(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}-run/client.sock"))
+    }
+
+    /// Where the host's client takes reports from banshare-report.
+    pub fn report_socket(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}-run/report.sock"))
     }
 
     pub fn spool_dir(&self, name: &str) -> PathBuf {

@@ -204,7 +204,7 @@ impl Enforcer {
         if finished {
             self.record.commit().map_err(record_failure)?;
         }
-        Ok(())
+        self.record.sync_if_due().map_err(record_failure)
     }
 
     /// Whether a failed command is due to be tried again.
@@ -275,7 +275,7 @@ impl Enforcer {
                 self.record.running()
             );
         }
-        Ok(())
+        self.record.sync().map_err(record_failure)
     }
 
     /// Takes a reloaded configuration. Returns whether a catch-up is needed: with a new

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::config::Durability;
 use crate::store::{Record, Recovery, Store, StoreError};
@@ -40,7 +41,13 @@ pub struct AppliedBans {
     /// in force: a server that was away and still offers a ban reported before it must not
     /// get it applied here again. Journaled once the unban ran.
     lifts: HashMap<Cidr, Lift>,
+    /// Written since the last fdatasync, and when that was.
+    unsynced: bool,
+    synced_at: Instant,
 }
+
+/// How long what the record wrote waits, at most, for its fdatasync.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// What to do with an applied ban that the server no longer has.
 pub enum Stale {
@@ -57,7 +64,7 @@ impl AppliedBans {
         name: &str,
         now: u64,
     ) -> Result<(AppliedBans, Recovery<Ban>), StoreError> {
-        let (store, recovery) = Store::open(dir, name, Durability::Fsync, now)?;
+        let (store, recovery) = Store::open(dir, name, Durability::Write, now)?;
         let bans = recovery
             .entries
             .iter()
@@ -69,6 +76,8 @@ impl AppliedBans {
             bans,
             pending: HashMap::new(),
             lifts,
+            unsynced: false,
+            synced_at: Instant::now(),
         };
         Ok((applied, recovery))
     }
@@ -183,10 +192,34 @@ impl AppliedBans {
         Ok(())
     }
 
-    /// Makes the finished commands recorded so far durable: one fsync for a whole batch,
-    /// because one per ban made a catch-up of 100,000 bans take tens of seconds.
+    /// Writes the finished commands recorded so far, and makes them durable at most
+    /// SYNC_EVERY later. One fdatasync per ban made a catch-up of 100,000 bans take tens
+    /// of seconds, and one per batch still cost each client most of its time per ban
+    /// (docs/performance.md, P14), with its loop blocked on the disk meanwhile. A power cut
+    /// loses at most that second of the record, and nothing else: the first catch-up after
+    /// the reboot finds those bans missing from it and applies them again (a renewal for
+    /// nftables and fail2ban; the command backend runs the command once more).
     pub fn commit(&mut self) -> Result<(), StoreError> {
-        self.store.commit()
+        self.store.commit()?;
+        self.unsynced = true;
+        self.sync_if_due()
+    }
+
+    /// The fdatasync of what was written, once SYNC_EVERY has passed since the last one.
+    pub fn sync_if_due(&mut self) -> Result<(), StoreError> {
+        if self.unsynced && self.synced_at.elapsed() >= SYNC_EVERY {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// The fdatasync of what was written, now (on the way out).
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.unsynced) {
+            self.store.sync()?;
+            self.synced_at = Instant::now();
+        }
+        Ok(())
     }
 
     /// Applied bans that are not among `active` (the server's snapshot) nor `fresh` (bans

@@ -1,12 +1,11 @@
-//! banshare-report: sends one ban to the server, or to the first of several that answers,
-//! and exits with a sysexits code. Run by fail2ban's actionban and psad's
-//! EXTERNAL_BLOCK_SCRIPT, so it must be quick and say clearly, in one line, why it failed.
+//! `banshare report`: the report sent over CURVE by this process itself, to the first of
+//! the servers that answers. banshare-report runs it when no banshare-client takes the
+//! report (`super`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::cli::{self, ReportArgs};
+use crate::cli::ReportArgs;
 use crate::client::link::{own_key, request_socket, targets};
-use crate::client::spool::Spool;
 use crate::config::ClientConfig;
 use crate::exit::{Exit, Failure};
 use crate::wire::keys::KeyPair;
@@ -14,32 +13,13 @@ use crate::wire::protocol::{Report, Verdict};
 use crate::wire::transport;
 use crate::wire::upstream::Target;
 
-pub fn main() -> std::process::ExitCode {
-    let args: ReportArgs = cli::parse();
-    let exit = match run(&args) {
-        Ok(message) => {
-            if args.verbose {
-                eprintln!("banshare-report: {message}");
-            }
-            Exit::Ok
-        }
-        Err(Failure { exit, message }) => {
-            eprintln!("banshare-report: {message}");
-            exit
-        }
-    };
-    exit.into()
+pub fn main(args: &ReportArgs) -> std::process::ExitCode {
+    super::finish(args, run(args))
 }
 
 fn run(args: &ReportArgs) -> Result<String, Failure> {
     let started = Instant::now();
-    let report = Report::parse(
-        &args.prog,
-        &args.jail,
-        &args.ip,
-        args.bantime.as_deref().unwrap_or(""),
-    )
-    .map_err(|e| Exit::DataErr.with(e))?;
+    let report = super::parse(args)?;
     let config = ClientConfig::load(&args.config)?;
     transport::require_curve().map_err(|e| Exit::Software.with(e))?;
     let key = own_key(&config)?;
@@ -47,18 +27,10 @@ fn run(args: &ReportArgs) -> Result<String, Failure> {
     let timeout = config.report_timeout.0;
     let Some((verdict, address)) = exchange(&servers, &report, &key, started + timeout)? else {
         let addresses: Vec<String> = servers.iter().map(Target::report_endpoint).collect();
-        return Err(spool(&config, &report, &addresses.join(", "), timeout));
+        let why = super::no_answer(&addresses.join(", "), timeout);
+        return Err(super::spool(&config, &report, &why));
     };
-    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-    match verdict {
-        // Pending is no failure: the server holds the report (README "Policies").
-        Verdict::Accepted | Verdict::Duplicate | Verdict::Pending(_) => Ok(format!(
-            "{} {verdict} by {address} in {elapsed:.1} ms",
-            report.ip
-        )),
-        Verdict::Invalid(_) => Err(Exit::DataErr.with(format!("{} {verdict}", report.ip))),
-        Verdict::Refused(_) => Err(Exit::NoPerm.with(format!("{} {verdict}", report.ip))),
-    }
+    super::outcome(&report, verdict, &address, started)
 }
 
 /// The servers in the order to try them: from the `start`th on, round, so that the fleet's
@@ -71,28 +43,11 @@ fn in_turn(mut servers: Vec<Target>, start: usize) -> Vec<Target> {
 
 /// A number that differs from one run to the next, to pick the first server: the process
 /// id alone steps by the same few numbers when a script reports in a loop.
-fn spread() -> usize {
+pub fn spread() -> usize {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     (nanos / 1000) as usize ^ std::process::id() as usize
-}
-
-/// No answer in time: leave the report for banshare-client, which delivers it as soon as
-/// a server answers again.
-fn spool(config: &ClientConfig, report: &Report, address: &str, timeout: Duration) -> Failure {
-    let why = format!(
-        "no answer from {address} within {} s (server down, wrong server key, or this host's \
-         key not authorized)",
-        timeout.as_secs_f64()
-    );
-    match Spool::new(&config.spool_dir, config.spool_max).put(report) {
-        Ok(path) => Exit::TempFail.with(format!(
-            "{why}; spooled as {} for banshare-client to deliver",
-            path.display()
-        )),
-        Err(e) => Exit::Unavailable.with(format!("{why}; {e}")),
-    }
 }
 
 /// The first verdict any server gives within the deadline, and whose it is; None when no
