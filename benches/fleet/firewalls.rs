@@ -397,7 +397,12 @@ pub fn import_to_every_firewall(results: &mut Results, sizes: &Sizes) {
     }
     let file = fleet.dir.path().join("blocklist.txt");
     fs::write(&file, addresses(700_000, sizes.p11_bans).join("\n")).unwrap();
-    let watch = ElementWatch::start();
+    // Counted from each client's "applied a batch" lines, written once nft has returned,
+    // then checked in every set: `nft monitor`, printing 10,000 elements, would compete
+    // with the ten clients for the two cores.
+    let skip: Vec<usize> = (0..clients)
+        .map(|i| fleet.client_log(i).lines().count())
+        .collect();
     let started = Instant::now();
     let out = fleet.admin(&["import", file.to_str().unwrap()]);
     assert!(
@@ -405,15 +410,30 @@ pub fn import_to_every_firewall(results: &mut Results, sizes: &Sizes) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let took = watch.wait_count(clients, sizes.p11_bans) - started;
+    let took = until_count(
+        "the import in every client's set",
+        clients * sizes.p11_bans,
+        started,
+        || {
+            (0..clients)
+                .map(|i| nft_batched(&fleet, i, skip[i]).min(sizes.p11_bans))
+                .sum()
+        },
+    );
+    for i in 0..clients {
+        assert_eq!(nft_count(&format!("import{i}"), "addr4"), sizes.p11_bans);
+    }
+    // How fast this machine starts a program, to compare runs on machines of other speeds.
+    let exec = median_run(&["/bin/true"], 50);
     results.add(
         "p11_import",
         format!(
             "P11 banshare import of {} bans, start of the command to all in {clients} clients' nftables sets",
             sizes.p11_bans
         ),
-        format!("{:.3} s", took.as_secs_f64()),
+        format!("{:.3} s (/bin/true here: {exec:.2} ms)", took.as_secs_f64()),
         "≤ 0.3 s",
-        json!({"bans": sizes.p11_bans, "clients": clients, "seconds": took.as_secs_f64()}),
+        json!({"bans": sizes.p11_bans, "clients": clients, "seconds": took.as_secs_f64(),
+               "true_ms": exec}),
     );
 }
