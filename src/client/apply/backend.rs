@@ -38,8 +38,9 @@ pub trait Firewall: Send + 'static {
 /// Gathers ops on a worker thread and hands them to the backend in batches, as the server's
 /// journal commits its batches (group commit): an idle backend takes the first op at once,
 /// with whatever else is queued behind it, up to `size`; what arrives while a batch runs
-/// makes the next one. `delay`, when not zero, lets a batch wait that long after its first
-/// op for more (the behaviour before: 20 ms).
+/// makes the next one, which also takes what follows closely (`gather`). `delay`, when not
+/// zero, lets a batch wait that long after its first op for more (the behaviour before:
+/// 20 ms).
 pub struct Batcher {
     queue: Sender<Op>,
     worker: Worker,
