@@ -7,8 +7,8 @@
 //! Who may hand over a report: the socket is 0600 in the client's runtime directory, and a
 //! peer whose credentials are not root's or the client's own user's is turned away, so only
 //! those who could read the host's secret key report with it. The report goes under the
-//! client's key only if the reporter's client.toml names that same key file; otherwise the
-//! reporter is told to report directly.
+//! client's key only if the reporter's client.toml names that same key and the same
+//! servers (`wire::handoff::Route`); otherwise the reporter is told to report directly.
 //!
 //! A thread of its own, so that the main loop's bans never wait on a reporter, and a
 //! reporter never waits on a catch-up.
@@ -46,7 +46,7 @@ const READ_WAIT: Duration = Duration::from_secs(2);
 /// (the benchmark's P14) otherwise wake each other for nothing.
 const TICK: Duration = Duration::from_secs(1);
 
-/// The key and servers reports go with; new ones come with a reload.
+/// The key and the servers reports go with; new ones come with a reload.
 pub struct Reporting {
     pub targets: Vec<Target>,
     pub own: KeyPair,
