@@ -123,7 +123,7 @@ fn own_route(fleet: &Fleet) -> Route {
     let server = format!("tcp://127.0.0.1:{}", fleet.report_port);
     Route::new(
         &fleet.host_key("web1").public,
-        [(server, &fleet.server_key())],
+        [(server, fleet.server_key())],
     )
 }
 

@@ -395,7 +395,7 @@ fn reporting(config: &ClientConfig, targets: &[Target], own: &KeyPair) -> Report
         own: own.clone(),
         route: Route::new(
             &own.public,
-            targets.iter().map(|t| (t.report_endpoint(), &t.key)),
+            targets.iter().map(|t| (t.report_endpoint(), t.key)),
         ),
         timeout: config.report_timeout.0,
     }

@@ -47,10 +47,7 @@ pub struct Destination {
 }
 
 impl Route {
-    pub fn new<'a>(
-        own: &PublicKey,
-        servers: impl IntoIterator<Item = (String, &'a PublicKey)>,
-    ) -> Route {
+    pub fn new(own: &PublicKey, servers: impl IntoIterator<Item = (String, PublicKey)>) -> Route {
         let servers = servers
             .into_iter()
             .map(|(endpoint, key)| Destination {
@@ -118,7 +115,7 @@ mod tests {
                 &PublicKey([1; 32]),
                 [(
                     "tcp://bs1.example.org:41234".to_string(),
-                    &PublicKey([2; 32]),
+                    PublicKey([2; 32]),
                 )],
             ),
             timeout_ms: 5000,

@@ -134,20 +134,13 @@ fn hand_over(config: &ClientConfig, report: &Report, deadline: Instant) -> Optio
 /// read is for `banshare report` to explain.
 fn route(config: &ClientConfig) -> Result<Route, KeyError> {
     let own = keys::load_public(&config.key)?;
-    let servers: Result<Vec<_>, KeyError> = config
-        .targets()
-        .into_iter()
-        .map(|spec| {
-            Ok((
-                endpoint(&spec.address, spec.report_port),
-                keys::load_public(&spec.key)?,
-            ))
-        })
-        .collect();
-    let servers = servers?;
+    let servers = config.targets().into_iter().map(|spec| {
+        let key = keys::load_public(&spec.key)?;
+        Ok((endpoint(&spec.address, spec.report_port), key))
+    });
     Ok(Route::new(
         &own,
-        servers.iter().map(|(e, k)| (e.clone(), k)),
+        servers.collect::<Result<Vec<_>, KeyError>>()?,
     ))
 }
 
