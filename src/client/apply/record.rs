@@ -159,7 +159,7 @@ impl AppliedBans {
         }
         applied.reported = ban.reported;
         self.store.append(applied)?;
-        self.store.commit()
+        self.commit()
     }
 
     pub fn start(&mut self, action: Action, ban: &Ban) {
@@ -242,7 +242,7 @@ impl AppliedBans {
     pub fn forget(&mut self, ip: &Cidr) -> Result<(), StoreError> {
         if self.bans.remove(ip).is_some() {
             self.store.remove(ip)?;
-            self.store.commit()?;
+            self.commit()?;
         }
         Ok(())
     }
