@@ -427,6 +427,8 @@ fn read_line(caller: &mut Caller, readable: bool) -> Result<Option<Vec<u8>>, Str
     let mut buf = [0u8; 1024];
     while readable && caller.line.len() <= MAX_LINE {
         match caller.stream.read(&mut buf) {
+            // A reporter may close its side once its line is written.
+            Ok(0) if caller.line.contains(&b'\n') => break,
             Ok(0) => return Err("the reporter went away".into()),
             Ok(n) => caller.line.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
