@@ -13,10 +13,13 @@
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use crate::exit::{Exit, Failure};
 
 /// Opens a file for reading without following a symlink or blocking on a FIFO, and
 /// refuses anything but a regular file.
@@ -78,6 +81,33 @@ fn regular(file: File) -> io::Result<File> {
 
 /// Creates a directory that a daemon writes to, if missing, with `mode`, and refuses it
 /// when another user could put files there.
+/// Binds a local socket at `path` with `bind`, replacing a stale socket file from an
+/// earlier run, in a directory only root (and the daemon's own user) may write: whoever
+/// could write there could put a socket of their own in place of ours. The file is born
+/// with `mode`, with no moment of looser permissions. `what` names the socket in errors.
+pub fn bind_socket<T>(
+    what: &str,
+    path: &Path,
+    mode: u32,
+    bind: impl FnOnce() -> Result<T, String>,
+) -> Result<T, Failure> {
+    let fail = |e: String| Exit::Unavailable.with(format!("{what} {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        own_dir(dir, 0o750).map_err(|e| Exit::Config.with(e))?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(fail(e.to_string())),
+        _ => {}
+    }
+    let umask = nix::sys::stat::umask(Mode::from_bits_truncate(!mode & 0o777));
+    let bound = bind();
+    nix::sys::stat::umask(umask);
+    let socket = bound.map_err(fail)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(socket)
+}
+
 pub fn own_dir(dir: &Path, mode: u32) -> Result<(), String> {
     std::fs::DirBuilder::new()
         .recursive(true)

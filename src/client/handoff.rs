@@ -15,7 +15,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -48,11 +47,23 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// The key and the servers reports go with; new ones come with a reload.
 pub struct Reporting {
-    pub targets: Vec<Target>,
-    pub own: KeyPair,
+    targets: Vec<Target>,
+    own: KeyPair,
     /// The same, as a reporter's must be for the client to take its report.
-    pub route: Route,
-    pub timeout: Duration,
+    route: Route,
+    timeout: Duration,
+}
+
+impl Reporting {
+    pub fn new(config: &ClientConfig, targets: &[Target], own: &KeyPair) -> Reporting {
+        let servers = targets.iter().map(|t| (t.report_endpoint(), t.key));
+        Reporting {
+            targets: targets.to_vec(),
+            own: own.clone(),
+            route: Route::new(&own.public, servers),
+            timeout: config.report_timeout.0,
+        }
+    }
 }
 
 /// The running handoff, held by the client's main loop.
@@ -94,25 +105,11 @@ impl Desk {
 
 /// The socket file, 0600 from the start, in a directory only root may write.
 fn bind(path: &Path) -> Result<UnixListener, Failure> {
-    let fail = |e: String| Exit::Unavailable.with(format!("report socket {}: {e}", path.display()));
-    if let Some(dir) = path.parent() {
-        // Whoever could write there could put a socket of their own in place of ours.
-        crate::files::own_dir(dir, 0o750).map_err(|e| Exit::Config.with(e))?;
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != ErrorKind::NotFound => return Err(fail(e.to_string())),
-        _ => {}
-    }
-    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(path);
-    nix::sys::stat::umask(umask);
-    let listener = bound.map_err(|e| fail(e.to_string()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| fail(e.to_string()))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| fail(e.to_string()))?;
-    Ok(listener)
+    crate::files::bind_socket("report socket", path, 0o600, || {
+        let listener = UnixListener::bind(path).map_err(|e| e.to_string())?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok(listener)
+    })
 }
 
 /// A reporter whose line has not all come yet.

@@ -28,7 +28,6 @@ use crate::daemon::service::{self, Signals, Watchdog};
 use crate::exit::{Exit, Failure};
 use crate::logging::LogLimit;
 use crate::wire::control::{self as control_socket, ClientStatus};
-use crate::wire::handoff::Route;
 use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{Ban, Publish};
 use crate::wire::topic::Topic;
@@ -100,7 +99,7 @@ impl Client {
         check_dirs(&config)?;
         let enforcer = Enforcer::start(&config)?;
         let ctx = zmq::Context::new();
-        let desk = Desk::start(&ctx, &config, reporting(&config, &targets, &own))?;
+        let desk = Desk::start(&ctx, &config, Reporting::new(&config, &targets, &own))?;
         let servers = open_all(&ctx, targets, &own, &config)?;
         let courier = request_socket(&ctx, zmq::DEALER, &servers[0].target, &own)?;
         let control = control_socket::bind(&ctx, &config.control_socket)?;
@@ -349,7 +348,7 @@ impl Client {
         let own = own_key(config)?;
         let targets = targets(config)?;
         if let Some(desk) = &self.desk {
-            desk.update(reporting(config, &targets, &own));
+            desk.update(Reporting::new(config, &targets, &own));
         }
         let servers = open_all(&self.ctx, targets, &own, config)?;
         let courier = request_socket(&self.ctx, zmq::DEALER, &servers[0].target, &own)?;
@@ -385,19 +384,6 @@ impl Client {
         self.courier
             .set_spool(Spool::new(&config.spool_dir, config.spool_max));
         self.config = config;
-    }
-}
-
-/// What the handoff sends reports with.
-fn reporting(config: &ClientConfig, targets: &[Target], own: &KeyPair) -> Reporting {
-    Reporting {
-        targets: targets.to_vec(),
-        own: own.clone(),
-        route: Route::new(
-            &own.public,
-            targets.iter().map(|t| (t.report_endpoint(), t.key)),
-        ),
-        timeout: config.report_timeout.0,
     }
 }
 

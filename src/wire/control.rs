@@ -9,8 +9,6 @@
 //! as `banshare bans --json` and `banshare status --json` have always printed them.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -307,27 +305,16 @@ pub fn encode_reply(reply: &Result<String, String>) -> Vec<Vec<u8>> {
 }
 
 /// Binds the control socket at `path`, replacing a stale socket file from an earlier run.
+/// The socket file is 0660 (`files::bind_socket`).
 pub fn bind(ctx: &zmq::Context, path: &Path) -> Result<zmq::Socket, Failure> {
-    let fail =
-        |e: String| Exit::Unavailable.with(format!("control socket {}: {e}", path.display()));
-    if let Some(dir) = path.parent() {
-        // Whoever could write there could put a socket of their own in place of ours.
-        crate::files::own_dir(dir, 0o750).map_err(|e| Exit::Config.with(e))?;
-    }
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e.to_string())),
-        _ => {}
-    }
-    let socket = ctx.socket(zmq::REP).map_err(|e| fail(e.to_string()))?;
-    socket.set_linger(0).map_err(|e| fail(e.to_string()))?;
-    // The socket file is born 0660: no moment with looser permissions.
-    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
-    let bound = socket.bind(&format!("ipc://{}", path.display()));
-    nix::sys::stat::umask(umask);
-    bound.map_err(|e| fail(e.to_string()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
-        .map_err(|e| fail(e.to_string()))?;
-    Ok(socket)
+    crate::files::bind_socket("control socket", path, 0o660, || {
+        let socket = ctx.socket(zmq::REP).map_err(|e| e.to_string())?;
+        socket.set_linger(0).map_err(|e| e.to_string())?;
+        socket
+            .bind(&format!("ipc://{}", path.display()))
+            .map_err(|e| e.to_string())?;
+        Ok(socket)
+    })
 }
 
 /// Sends one command to the server and returns its answer (for the admin tool).
