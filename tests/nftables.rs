@@ -159,3 +159,36 @@ fn ten_thousand_bans_reach_the_firewall_in_batches() {
         .count();
     assert!(batches <= 20, "10,000 bans in {batches} nft transactions");
 }
+
+#[test]
+fn a_ban_the_kernel_refuses_is_logged_and_applied_again_later() {
+    let ns = NetNs::new("nft5");
+    let mut fleet = fleet_in(&ns, "retry-interval = \"1s\"\n");
+    fleet.start_server();
+    fleet.start_client(0);
+    // The table removed under the running client, as `nft flush ruleset` would.
+    ns.run(&["nft", "delete", "table", "inet", "banshare"]);
+    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.9"]));
+    assert_eq!(code, 0, "{stderr}");
+    fleet.wait_logged(0, "the refusal", Duration::from_secs(5), || {
+        fleet
+            .client_log(0)
+            .contains("nftables batch of 1: nf_tables refused the change: ENOENT")
+            .then_some(())
+    });
+    assert!(!fleet.client_log(0).contains("applied a batch of 1 "));
+    // Back by hand: the retry puts the ban in.
+    ns.run(&["nft", "add", "table", "inet", "banshare"]);
+    ns.run(&[
+        "nft",
+        "add",
+        "set",
+        "inet",
+        "banshare",
+        "addr4",
+        "{ type ipv4_addr; flags timeout; }",
+    ]);
+    fleet.wait_logged(0, "the retry", Duration::from_secs(10), || {
+        elements(&ns, "addr4").contains("203.0.113.9").then_some(())
+    });
+}

@@ -4,6 +4,7 @@
 //! whose results go into the record.
 
 pub mod backend;
+mod netlink;
 pub mod record;
 pub mod runner;
 
