@@ -84,7 +84,11 @@ fn configure(hosts: &[Container], server_address: &str) {
         host.write("/etc/banshare/keys/server.key", &server_key);
         // db applies bans with the nftables backend, over netlink, as the hardened unit
         // allows; the others through fail2ban.
-        let backend = if host.name == "db" { "nftables" } else { "fail2ban" };
+        let backend = if host.name == "db" {
+            "nftables"
+        } else {
+            "fail2ban"
+        };
         host.write(
             "/etc/banshare/client.toml",
             &format!(
@@ -187,11 +191,15 @@ fn the_deb_installs_runs_under_systemd_shares_bans_revokes_and_purges() {
     wait_for("the shared ban", Duration::from_secs(15), || {
         srv.banned("203.0.113.50").then_some(())
     });
-    wait_for("the shared ban in db's set", Duration::from_secs(15), || {
-        db.run("nft list set inet banshare addr4")
-            .contains("203.0.113.50 timeout")
-            .then_some(())
-    });
+    wait_for(
+        "the shared ban in db's set",
+        Duration::from_secs(15),
+        || {
+            db.run("nft list set inet banshare addr4")
+                .contains("203.0.113.50 timeout")
+                .then_some(())
+        },
+    );
 
     // Revocation: remove web's key and reload.
     fs::remove_file(srv.path("/etc/banshare/authorized-keys/web.key")).unwrap();

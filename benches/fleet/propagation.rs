@@ -351,28 +351,30 @@ impl Applied {
     }
 }
 
-/// Reads the clients' logs as they come, and stamps each line of interest.
+/// Reads the clients' logs as they come, and stamps each line of interest. epoll, not
+/// poll: a poll of a hundred pipes for each line the hundred clients write took a third of
+/// the machine's CPU, away from the clients it measures.
 fn read_logs(
     mut pipes: Vec<(std::process::ChildStderr, Vec<u8>)>,
     tx: &mpsc::Sender<(Instant, usize, String)>,
 ) {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
     use std::io::Read;
-    use std::os::fd::AsRawFd;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+    for (i, (pipe, _)) in pipes.iter().enumerate() {
+        epoll
+            .add(pipe, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+            .unwrap();
+    }
+    let mut events = vec![EpollEvent::empty(); pipes.len()];
     let mut buf = [0u8; 65536];
     loop {
-        let mut items: Vec<zmq::PollItem> = pipes
-            .iter()
-            .map(|(p, _)| zmq::PollItem::from_fd(p.as_raw_fd(), zmq::POLLIN))
-            .collect();
-        if zmq::poll(&mut items, -1).is_err() {
+        let Ok(ready) = epoll.wait(&mut events, EpollTimeout::NONE) else {
             continue;
-        }
+        };
         let at = Instant::now();
-        let ready: Vec<usize> = (0..items.len())
-            .filter(|&i| items[i].is_readable())
-            .collect();
-        drop(items);
-        for i in ready {
+        for event in &events[..ready] {
+            let i = event.data() as usize;
             let (pipe, line) = &mut pipes[i];
             let Ok(n) = pipe.read(&mut buf) else { return };
             if n == 0 {
