@@ -23,6 +23,18 @@ fn elements(ns: &NetNs, set: &str) -> String {
     ns.run(&["nft", "list", "set", "inet", "banshare", set])
 }
 
+/// Whether the backend's set addr4 exists and holds `ip`.
+fn addr4_holds(ns: &NetNs, ip: &str) -> bool {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, "nft", "list", "set", "inet", "banshare",
+        ])
+        .arg("addr4")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(ip)
+}
+
 #[test]
 fn bans_become_set_elements_with_their_remaining_time() {
     let ns = NetNs::new("nft1");
@@ -161,34 +173,58 @@ fn ten_thousand_bans_reach_the_firewall_in_batches() {
 }
 
 #[test]
-fn a_ban_the_kernel_refuses_is_logged_and_applied_again_later() {
+fn a_flushed_ruleset_is_set_up_again_with_its_bans_while_running() {
     let ns = NetNs::new("nft5");
+    let mut fleet = fleet_in(&ns, "");
+    fleet.start_server();
+    fleet.start_client(0);
+    fleet.report(0, &["fail2ban", "sshd", "203.0.113.8"]);
+    fleet.wait_logged(0, "the element", Duration::from_secs(5), || {
+        elements(&ns, "addr4").contains("203.0.113.8").then_some(())
+    });
+    // What a reload of nftables.service does to every table but its own.
+    ns.run(&["nft", "flush", "ruleset"]);
+    let flushed = Instant::now();
+    fleet.wait_logged(0, "the table and its ban", Duration::from_secs(10), || {
+        addr4_holds(&ns, "203.0.113.8").then_some(())
+    });
+    assert!(flushed.elapsed() < Duration::from_secs(5));
+    let rules = ns.run(&["nft", "list", "chain", "inet", "banshare", "input"]);
+    assert_eq!(rules.matches("drop").count(), 4, "{rules}");
+    assert!(fleet
+        .client_log(0)
+        .contains("table inet banshare has gone (a flush of the ruleset?)"));
+}
+
+#[test]
+fn a_ban_the_kernel_refuses_is_logged_and_applied_again_later() {
+    let ns = NetNs::new("nft6");
     let mut fleet = fleet_in(&ns, "retry-interval = \"1s\"\n");
     fleet.start_server();
     fleet.start_client(0);
-    // The table removed under the running client, as `nft flush ruleset` would.
-    ns.run(&["nft", "delete", "table", "inet", "banshare"]);
+    // A set of the wrong type in the client's table, in one transaction so that the
+    // client never sees the table missing.
+    let wrong = fleet.dir.path().join("wrong.nft");
+    std::fs::write(
+        &wrong,
+        "delete table inet banshare\nadd table inet banshare\n\
+         add set inet banshare addr4 { type ipv6_addr; flags timeout; }\n",
+    )
+    .unwrap();
+    ns.run(&["nft", "-f", wrong.to_str().unwrap()]);
     let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.9"]));
     assert_eq!(code, 0, "{stderr}");
     fleet.wait_logged(0, "the refusal", Duration::from_secs(5), || {
         fleet
             .client_log(0)
-            .contains("nftables batch of 1: nf_tables refused the change: ENOENT")
+            .contains("nftables batch of 1: nf_tables refused the change: EINVAL")
             .then_some(())
     });
-    assert!(!fleet.client_log(0).contains("applied a batch of 1 "));
-    // Back by hand: the retry puts the ban in.
-    ns.run(&["nft", "add", "table", "inet", "banshare"]);
-    ns.run(&[
-        "nft",
-        "add",
-        "set",
-        "inet",
-        "banshare",
-        "addr4",
-        "{ type ipv4_addr; flags timeout; }",
-    ]);
+    assert!(!addr4_holds(&ns, "203.0.113.9"));
+    // The wrong table removed: the client sets its own up again, and the retry puts the
+    // ban in.
+    ns.run(&["nft", "delete", "table", "inet", "banshare"]);
     fleet.wait_logged(0, "the retry", Duration::from_secs(10), || {
-        elements(&ns, "addr4").contains("203.0.113.9").then_some(())
+        addr4_holds(&ns, "203.0.113.9").then_some(())
     });
 }

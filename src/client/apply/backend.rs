@@ -3,7 +3,9 @@
 //! with one command, because one exec per ban does not keep up with a burst (fail2ban-client
 //! takes about 11 ms per address; nft adds 10,000 elements in one transaction).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
@@ -34,7 +36,19 @@ pub type Done = ((Cidr, Action), bool);
 /// returns one success flag per op.
 pub trait Firewall: Send + 'static {
     fn carry_out(&mut self, ops: &[Op]) -> Vec<bool>;
+
+    /// Whether what the backend keeps outside this process had gone, and has been set up
+    /// again (the nftables table, after `nft flush ruleset`): the bans applied before are
+    /// then missing from the firewall. Called when idle, and after a batch that failed.
+    fn set_up_again(&mut self) -> bool {
+        false
+    }
 }
+
+/// How often an idle batcher checks that its backend's firewall state is still there. A
+/// reload of nftables.service flushes the whole ruleset, and fail2ban restores its own
+/// bans after such a flush: so do we, this long after it at most.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Gathers ops on a worker thread and hands them to the backend in batches, as the server's
 /// journal commits its batches (group commit): an idle backend takes the first op at once,
@@ -45,6 +59,8 @@ pub trait Firewall: Send + 'static {
 pub struct Batcher {
     queue: Sender<Op>,
     worker: Worker,
+    /// Set by the worker when the backend was set up again (`Firewall::set_up_again`).
+    set_up_again: Arc<AtomicBool>,
 }
 
 impl Batcher {
@@ -57,19 +73,38 @@ impl Batcher {
     ) -> (Batcher, Receiver<Done>) {
         let (queue, ops) = mpsc::channel::<Op>();
         let (done, results) = mpsc::channel();
-        let worker = Worker::spawn("batcher", move || {
-            while let Ok(first) = ops.recv() {
-                let batch = gather(&ops, first, size, delay);
-                let started = Instant::now();
-                let outcome = backend.carry_out(&batch);
-                latency.observe(started.elapsed().as_secs_f64());
-                for (op, ok) in batch.iter().zip(outcome) {
-                    let _ = done.send(((op.ban.ip, op.action), ok));
+        let set_up_again = Arc::new(AtomicBool::new(false));
+        let again = Arc::clone(&set_up_again);
+        let worker = Worker::spawn("batcher", move || loop {
+            let first = match ops.recv_timeout(CHECK_EVERY) {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    if backend.set_up_again() {
+                        again.store(true, Ordering::Relaxed);
+                    }
+                    continue;
                 }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let batch = gather(&ops, first, size, delay);
+            let started = Instant::now();
+            let mut outcome = backend.carry_out(&batch);
+            if outcome.contains(&false) && backend.set_up_again() {
+                again.store(true, Ordering::Relaxed);
+                outcome = backend.carry_out(&batch);
+            }
+            latency.observe(started.elapsed().as_secs_f64());
+            for (op, ok) in batch.iter().zip(outcome) {
+                let _ = done.send(((op.ban.ip, op.action), ok));
             }
         })
         .expect("spawn batcher thread");
-        (Batcher { queue, worker }, results)
+        let batcher = Batcher {
+            queue,
+            worker,
+            set_up_again,
+        };
+        (batcher, results)
     }
 
     /// An error if the batcher's thread has stopped (see `worker`).
@@ -79,6 +114,12 @@ impl Batcher {
 
     pub fn submit(&self, op: Op) {
         let _ = self.queue.send(op);
+    }
+
+    /// Whether the backend was set up again since the last call: the bans applied before
+    /// must be applied again.
+    pub fn take_set_up_again(&self) -> bool {
+        self.set_up_again.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -138,14 +179,35 @@ fn run_logged(what: &str, argv: &[String], input: Option<&[u8]>, timeout: Durati
 pub struct Nftables {
     table: String,
     timeout: Duration,
+    /// When to look for the table next: not before a while after setting it up failed.
+    next_check: Instant,
 }
+
+/// How long after a failed setup the table is looked for again, so that a broken nft
+/// does not log an error every CHECK_EVERY.
+const SETUP_BACKOFF: Duration = Duration::from_secs(60);
 
 impl Nftables {
     /// Creates the table, sets and chain, or brings them back to this shape: elements
     /// already there are kept, the chain's rules are replaced, so a restart adds nothing
     /// twice.
     pub fn setup(table: &str, timeout: Duration) -> Result<Nftables, String> {
-        let t = table;
+        let nft = Nftables {
+            table: table.to_owned(),
+            timeout,
+            next_check: Instant::now(),
+        };
+        if nft.set_up() {
+            Ok(nft)
+        } else {
+            Err(format!(
+                "cannot set up nftables table inet {table}; see the error above"
+            ))
+        }
+    }
+
+    fn set_up(&self) -> bool {
+        let t = &self.table;
         let script = format!(
             "add table inet {t}\n\
              add set inet {t} addr4 {{ type ipv4_addr; flags timeout; }}\n\
@@ -159,17 +221,7 @@ impl Nftables {
              add rule inet {t} input ip6 saddr @addr6 drop\n\
              add rule inet {t} input ip6 saddr @net6 drop\n"
         );
-        let nft = Nftables {
-            table: table.to_owned(),
-            timeout,
-        };
-        if nft.run("nftables setup", &script) {
-            Ok(nft)
-        } else {
-            Err(format!(
-                "cannot set up nftables table inet {table}; see the error above"
-            ))
-        }
+        self.run("nftables setup", &script)
     }
 
     fn run(&self, what: &str, script: &str) -> bool {
@@ -253,6 +305,33 @@ impl Nftables {
 }
 
 impl Firewall for Nftables {
+    /// Sets the table up again when it has gone, as `nft flush ruleset` and a reload of
+    /// nftables.service make it go.
+    fn set_up_again(&mut self) -> bool {
+        if Instant::now() < self.next_check {
+            return false;
+        }
+        match netlink::table_exists(&self.table, self.timeout) {
+            Ok(true) => false,
+            Ok(false) => {
+                log::warn!(
+                    "nftables: table inet {} has gone (a flush of the ruleset?); setting it up again",
+                    self.table
+                );
+                let done = self.set_up();
+                if !done {
+                    self.next_check = Instant::now() + SETUP_BACKOFF;
+                }
+                done
+            }
+            Err(e) => {
+                log::warn!("nftables: cannot look for table inet {}: {e}", self.table);
+                self.next_check = Instant::now() + SETUP_BACKOFF;
+                false
+            }
+        }
+    }
+
     /// One transaction for the whole batch. If it fails, the ops are applied one by one, so
     /// that one bad element (such as an address inside a network already banned, which nft
     /// refuses as an overlap) does not hold back the others.
@@ -389,6 +468,7 @@ mod tests {
         let nft = Nftables {
             table: "banshare".into(),
             timeout: Duration::from_secs(1),
+            next_check: Instant::now(),
         };
         let script = |ops: &[Op]| {
             let all: Vec<(Change, Cidr)> = ops

@@ -58,23 +58,15 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    /// Opens the record of applied bans and starts the backend. After a reboot the
-    /// kernel's nftables sets are empty: what was applied is put back (elements still
-    /// there are simply renewed).
+    /// Opens the record of applied bans and starts the backend, and puts what was applied
+    /// back into nftables (`restore`).
     pub fn start(config: &ClientConfig) -> Result<Enforcer, Failure> {
         let record = open_record(config)?;
         let latency = crate::daemon::metrics::seconds_histogram();
         let (backend, results) = Backend::start(config, &latency)?;
         if let Backend::Batched(batcher) = &backend {
             if config.backend == BackendKind::Nftables {
-                let active = record.active(unix_now());
-                log::info!("restoring {} applied bans into nftables", active.len());
-                for ban in active {
-                    batcher.submit(Op {
-                        action: Action::Ban,
-                        ban,
-                    });
-                }
+                restore(&record, batcher);
             }
         }
         Ok(Enforcer {
@@ -204,6 +196,13 @@ impl Enforcer {
         }
         if finished {
             self.record.commit().map_err(record_failure)?;
+        }
+        if let Backend::Batched(batcher) = &self.backend {
+            if batcher.take_set_up_again() {
+                restore(&self.record, batcher);
+                // And what failed while the firewall was gone, at once.
+                self.retry_failed_at = Some(Instant::now());
+            }
         }
         self.record.sync_if_due().map_err(record_failure)
     }
@@ -343,6 +342,20 @@ fn open_record(config: &ClientConfig) -> Result<AppliedBans, Failure> {
     }
     log::info!("{} bans applied here before", record.len());
     Ok(record)
+}
+
+/// Puts the bans applied here back into the firewall, which has lost them: the kernel's
+/// nftables sets are empty after a reboot or a flush of the ruleset. Elements still there
+/// are simply renewed.
+fn restore(record: &AppliedBans, batcher: &Batcher) {
+    let active = record.active(unix_now());
+    log::info!("restoring {} applied bans into nftables", active.len());
+    for ban in active {
+        batcher.submit(Op {
+            action: Action::Ban,
+            ban,
+        });
+    }
 }
 
 fn record_failure(e: StoreError) -> Failure {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
 use netlink_packet_netfilter::nftables::{
     DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
-    SetElementMessage,
+    SetElementMessage, TableAttribute, TableMessage,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{
@@ -72,6 +72,26 @@ pub enum NetlinkError {
 /// transaction, and waits up to `timeout` for the kernel to confirm it.
 pub fn commit(table: &str, elements: &[Element], timeout: Duration) -> Result<(), NetlinkError> {
     let (request, messages) = transaction(table, elements);
+    exchange(&request, messages, timeout)
+}
+
+/// Whether the inet table `table` exists: after `nft flush ruleset` (which a reload of
+/// nftables.service does) it does not.
+pub fn table_exists(table: &str, timeout: Duration) -> Result<bool, NetlinkError> {
+    let body = TableMessage {
+        attributes: vec![TableAttribute::Name(table.to_owned())],
+    };
+    let header = NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0);
+    let message = NetfilterMessage::new(header, NfTablesMessage::GetTable(body));
+    match exchange(&encode(message, NLM_F_ACK, 1), 1, timeout) {
+        Ok(()) => Ok(true),
+        Err(NetlinkError::Refused(Errno::ENOENT)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends `request` and waits until the kernel has acknowledged its `messages`.
+fn exchange(request: &[u8], messages: u32, timeout: Duration) -> Result<(), NetlinkError> {
     let fd = socket::socket(
         AddressFamily::Netlink,
         SockType::Raw,
@@ -86,7 +106,7 @@ pub fn commit(table: &str, elements: &[Element], timeout: Duration) -> Result<()
         socket::setsockopt(&fd, sockopt::SndBufForce, &request.len())
             .map_err(NetlinkError::Socket)?;
     }
-    socket::send(fd.as_raw_fd(), &request, MsgFlags::empty()).map_err(NetlinkError::Socket)?;
+    socket::send(fd.as_raw_fd(), request, MsgFlags::empty()).map_err(NetlinkError::Socket)?;
     await_acks(&fd, messages, Instant::now() + timeout, timeout)
 }
 
@@ -167,9 +187,9 @@ fn encode(message: NetfilterMessage, flags: u16, seq: u32) -> Vec<u8> {
 }
 
 /// Reads the kernel's answers until each of `messages` is acknowledged. The kernel answers
-/// after the commit, or the abort, with one reply per message: any error means the whole
-/// transaction was undone, and a failed commit is reported first, against the batch's
-/// begin.
+/// a transaction after the commit, or the abort, with one reply per message: any error
+/// means the whole transaction was undone, and a failed commit is reported first, against
+/// the batch's begin. What a request asked for (a table) comes before its acknowledgement.
 fn await_acks(
     fd: &OwnedFd,
     mut messages: u32,
@@ -198,6 +218,7 @@ fn await_acks(
                     None => messages = messages.saturating_sub(1),
                     Some(code) => return Err(NetlinkError::Refused(Errno::from_raw(-code.get()))),
                 },
+                NetlinkPayload::InnerMessage(_) => {}
                 other => return Err(NetlinkError::Garbled(format!("{other:?}"))),
             }
             // Each message starts at a multiple of 4 bytes.
