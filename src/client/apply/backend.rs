@@ -248,10 +248,11 @@ impl Nftables {
     /// Applies `changes` in their order: the addresses over netlink, in one transaction,
     /// and the networks with one `nft` run.
     fn apply(&self, what: &str, changes: &[(Change, Cidr)]) -> bool {
-        let (hosts, networks): (Vec<_>, Vec<_>) = changes.iter().partition(|(_, ip)| ip.is_host());
+        let (hosts, networks): (Vec<(Change, Cidr)>, Vec<_>) =
+            changes.iter().copied().partition(|(_, ip)| ip.is_host());
         let elements: Vec<Element> = hosts
             .iter()
-            .map(|&&(change, ip)| Element {
+            .map(|&(change, ip)| Element {
                 change,
                 set: set_for(&ip),
                 addr: ip.addr(),
@@ -265,7 +266,6 @@ impl Nftables {
                     false
                 }
             };
-        let networks: Vec<(Change, Cidr)> = networks.into_iter().copied().collect();
         let networks_done = networks.is_empty() || self.run(what, &self.script(&networks));
         hosts_done && networks_done
     }

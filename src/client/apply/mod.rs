@@ -345,8 +345,8 @@ fn open_record(config: &ClientConfig) -> Result<AppliedBans, Failure> {
 }
 
 /// Puts the bans applied here back into the firewall, which has lost them: the kernel's
-/// nftables sets are empty after a reboot or a flush of the ruleset. Elements still there
-/// are simply renewed.
+/// nftables sets are empty after a reboot or a flush of the ruleset. An element still there
+/// is not an error.
 fn restore(record: &AppliedBans, batcher: &Batcher) {
     let active = record.active(unix_now());
     log::info!("restoring {} applied bans into nftables", active.len());
