@@ -55,7 +55,7 @@ pub struct Element {
     pub addr: IpAddr,
 }
 
-/// Why a transaction did not happen.
+/// Why a request to nf_tables failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
     #[error("cannot talk to nf_tables over netlink: {0}")]
