@@ -79,8 +79,6 @@ fn regular(file: File) -> io::Result<File> {
     }
 }
 
-/// Creates a directory that a daemon writes to, if missing, with `mode`, and refuses it
-/// when another user could put files there.
 /// Binds a local socket at `path` with `bind`, replacing a stale socket file from an
 /// earlier run, in a directory only root (and the daemon's own user) may write: whoever
 /// could write there could put a socket of their own in place of ours. The file is born
@@ -108,6 +106,8 @@ pub fn bind_socket<T>(
     Ok(socket)
 }
 
+/// Creates a directory that a daemon writes to, if missing, with `mode`, and refuses it
+/// when another user could put files there.
 pub fn own_dir(dir: &Path, mode: u32) -> Result<(), String> {
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -7,14 +7,18 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn fleet_in(ns: &NetNs, extra: &str) -> Fleet {
-    grouped_fleet_in(ns, "", extra)
-}
-
-fn grouped_fleet_in(ns: &NetNs, server_extra: &str, extra: &str) -> Fleet {
+fn fleet_in(ns: &NetNs, server_extra: &str, extra: &str) -> Fleet {
     let client = format!("backend = \"nftables\"\n{extra}");
     let mut fleet = Fleet::new(&["web1"], server_extra, &client);
     fleet.netns = Some(ns.name.clone());
+    fleet
+}
+
+/// A fleet of one host in `ns`, with its server and client running.
+fn running_in(ns: &NetNs, server_extra: &str, extra: &str) -> Fleet {
+    let mut fleet = fleet_in(ns, server_extra, extra);
+    fleet.start_server();
+    fleet.start_client(0);
     fleet
 }
 
@@ -38,9 +42,7 @@ fn addr4_holds(ns: &NetNs, ip: &str) -> bool {
 #[test]
 fn bans_become_set_elements_with_their_remaining_time() {
     let ns = NetNs::new("nft1");
-    let mut fleet = fleet_in(&ns, "");
-    fleet.start_server();
-    fleet.start_client(0);
+    let mut fleet = running_in(&ns, "", "");
     let rules = ns.run(&["nft", "list", "chain", "inet", "banshare", "input"]);
     assert!(
         rules.contains("hook input")
@@ -111,9 +113,7 @@ fn bans_become_set_elements_with_their_remaining_time() {
 fn a_dry_run_group_touches_no_set_and_logs_what_it_would_have_done() {
     let ns = NetNs::new("nft4");
     let groups = "[[groups]]\nname = \"mail\"\njails = [\"postfix\"]\ndry-run = true\n";
-    let mut fleet = grouped_fleet_in(&ns, groups, "");
-    fleet.start_server();
-    fleet.start_client(0);
+    let fleet = running_in(&ns, groups, "");
     fleet.report(0, &["fail2ban", "postfix", "203.0.113.9"]);
     fleet.wait_logged(0, "the dry-run line", Duration::from_secs(5), || {
         let log = fleet.client_log(0);
@@ -136,7 +136,7 @@ fn a_dry_run_group_touches_no_set_and_logs_what_it_would_have_done() {
 #[test]
 fn ten_thousand_bans_reach_the_firewall_in_batches() {
     let ns = NetNs::new("nft3");
-    let mut fleet = fleet_in(&ns, "batch-size = 5000");
+    let mut fleet = fleet_in(&ns, "", "batch-size = 5000");
     let ips = fleet.preload(10_000);
     fleet.start_server();
     let started = Instant::now();
@@ -159,9 +159,7 @@ fn ten_thousand_bans_reach_the_firewall_in_batches() {
 #[test]
 fn a_flushed_ruleset_is_set_up_again_with_its_bans_while_running_and_at_start() {
     let ns = NetNs::new("nft2");
-    let mut fleet = fleet_in(&ns, "");
-    fleet.start_server();
-    fleet.start_client(0);
+    let mut fleet = running_in(&ns, "", "");
     fleet.report(0, &["fail2ban", "sshd", "203.0.113.8"]);
     fleet.wait_logged(0, "the element", Duration::from_secs(5), || {
         addr4_holds(&ns, "203.0.113.8").then_some(())
@@ -191,9 +189,7 @@ fn a_flushed_ruleset_is_set_up_again_with_its_bans_while_running_and_at_start() 
 #[test]
 fn a_ban_the_kernel_refuses_is_logged_and_applied_again_later() {
     let ns = NetNs::new("nft6");
-    let mut fleet = fleet_in(&ns, "retry-interval = \"1s\"\n");
-    fleet.start_server();
-    fleet.start_client(0);
+    let fleet = running_in(&ns, "", "retry-interval = \"1s\"\n");
     // A set of the wrong type in the client's table, in one transaction so that the
     // client never sees the table missing.
     let wrong = fleet.dir.path().join("wrong.nft");
