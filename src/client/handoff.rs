@@ -2,7 +2,7 @@
 //! from banshare-report on this host over `report-socket`, and sends each on CURVE
 //! connections to the servers that it keeps open, so that a report costs neither loading
 //! libzmq nor a handshake. It tries the servers as banshare-report does (`report::direct`):
-//! the first, then the next after each share of the time, the first answer winning.
+//! the first, then the next after `ask_next_after`, the first answer winning.
 //!
 //! Who may hand over a report: the socket is 0600 in the client's runtime directory, and a
 //! peer whose credentials are not root's or the client's own user's is turned away, so only
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::client::link::request_socket;
-use crate::client::report::direct::spread;
+use crate::client::report::direct::{ask_next_after, spread};
 use crate::config::ClientConfig;
 use crate::daemon::worker::Worker;
 use crate::exit::{Exit, Failure};
@@ -203,8 +203,8 @@ impl Counter {
         }
     }
 
-    /// Waits for a reporter, a line or an answer, or for the next share of a report's
-    /// time to start.
+    /// Waits for a reporter, a line or an answer, or for the time to ask a report's next
+    /// server.
     fn wait(&self) -> Readable {
         let now = Instant::now();
         let soonest = self
@@ -320,7 +320,7 @@ impl Counter {
             stream,
             request: report.encode(),
             deadline: now + total,
-            share: total / n as u32,
+            share: ask_next_after(total, n),
             first: self.next_first % n,
             tried: 0,
             next_at: now,
@@ -351,8 +351,8 @@ impl Counter {
         }
     }
 
-    /// Asks the next server of each report whose share of time is up, and answers those
-    /// whose time is up altogether.
+    /// Asks the next server of each report whose wait for the last one is up, and answers
+    /// those whose time is up altogether.
     fn advance(&mut self, now: Instant) {
         let n = self.who.targets.len();
         let flights = std::mem::take(&mut self.flights);
