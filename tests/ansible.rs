@@ -209,6 +209,16 @@ fn peered_status(srv: &Container) -> serde_json::Value {
     )
 }
 
+/// What banshare's daemons logged on each host, for a failure to show.
+fn journals(hosts: &[Container]) -> String {
+    let logs = hosts.iter().map(|host| {
+        let log =
+            host.sh("journalctl -o short-precise -u banshare-server -u banshare-client --no-pager");
+        format!("== {}\n{}", host.name, String::from_utf8_lossy(&log.stdout))
+    });
+    logs.collect::<Vec<_>>().join("\n")
+}
+
 /// The addresses a server holds bans for.
 fn server_bans(srv: &Container) -> HashSet<String> {
     let bans: Vec<serde_json::Value> =
@@ -236,21 +246,28 @@ fn ping_one(host: &Container, address: &str, ports: (u16, u16), key: &str) -> Op
 }
 
 /// Reports from `host` at about 20 a second, each from a new address, until `stop`; each
-/// report runs as its own process and is not waited for, as fail2ban runs them.
-fn report_stream(host: &Container, stop: &AtomicBool) -> Vec<(String, Child)> {
+/// report runs as its own process and is not waited for, as fail2ban runs them. With each,
+/// the time it started, from the stream's start.
+fn report_stream(host: &Container, stop: &AtomicBool) -> Vec<(String, Duration, Child)> {
     let mut reports = Vec::new();
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let i = reports.len();
         let ip = format!("198.18.{}.{}", i / 250, i % 250 + 1);
         let child = Command::new("nsenter")
-            .args(["-t", &host.pid.to_string(), "-a", "banshare-report"])
+            .args([
+                "-t",
+                &host.pid.to_string(),
+                "-a",
+                "banshare-report",
+                "--verbose",
+            ])
             .args(["stream", "sshd", &ip])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        reports.push((ip, child));
+        reports.push((ip, started.elapsed(), child));
         let next = started + Duration::from_millis(50 * reports.len() as u64);
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
@@ -372,19 +389,36 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
         let reports = stream.join().unwrap();
         assert!(
             rotated.status.success(),
-            "rotate-keys.yml failed:\n{}",
-            String::from_utf8_lossy(&rotated.stdout)
+            "rotate-keys.yml failed:\n{}\n{}",
+            String::from_utf8_lossy(&rotated.stdout),
+            journals(&hosts)
         );
         reports
     });
     let streamed = started.elapsed();
     let mut reported = HashSet::new();
-    let (mut spooled, mut sent) = (0, 0);
-    for (ip, child) in reports {
+    let (mut spooled, mut sent) = (Vec::new(), 0);
+    let mut slowest = (0.0, String::new());
+    for (ip, at, child) in reports {
         let out = child.wait_with_output().unwrap();
         match out.status.code() {
-            Some(0) => sent += 1,
-            Some(75) => spooled += 1,
+            Some(0) => {
+                sent += 1;
+                // "banshare-report: IP accepted by SERVER in 2.3 ms"
+                let said = String::from_utf8_lossy(&out.stderr);
+                let ms = said
+                    .rsplit(" in ")
+                    .next()
+                    .and_then(|t| t.trim().strip_suffix(" ms"));
+                let ms: f64 = ms.and_then(|m| m.parse().ok()).unwrap_or(0.0);
+                if ms > slowest.0 {
+                    slowest = (ms, format!("at {at:.1?}: {}", said.trim()));
+                }
+            }
+            Some(75) => spooled.push(format!(
+                "at {at:.1?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
             code => panic!(
                 "report of {ip} exited {code:?}: {}",
                 String::from_utf8_lossy(&out.stderr)
@@ -393,12 +427,22 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
         reported.insert(ip);
     }
     eprintln!(
-        "rotation under load: {} reports, {sent} answered, {spooled} spooled, in {streamed:?}",
-        reported.len()
+        "rotation under load: {} reports, {sent} answered, {} spooled, in {streamed:?}; \
+         the slowest answered {}",
+        reported.len(),
+        spooled.len(),
+        slowest.1
     );
     assert!(reported.len() >= 100, "the stream must span the switches");
     // One server or the other answered every report, all through both switches.
-    assert_eq!(spooled, 0, "a report found no server to answer it");
+    // The first and the last of them say when and why, if any.
+    let (first, last) = (spooled.first(), spooled.last());
+    assert!(
+        spooled.is_empty(),
+        "{} reports found no server to answer them, from {first:?} to {last:?}\n{}",
+        spooled.len(),
+        journals(&hosts)
+    );
     for host in &clients {
         let missing = wait_for(
             "every report on every host",
