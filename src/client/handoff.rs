@@ -124,7 +124,8 @@ struct Flight {
     stream: UnixStream,
     request: Vec<Vec<u8>>,
     deadline: Instant,
-    share: Duration,
+    /// How long to wait for an answer before asking the next server too.
+    ask_next: Duration,
     /// The server asked first, and how many were asked so far, in turn from it.
     first: usize,
     tried: usize,
@@ -320,7 +321,7 @@ impl Counter {
             stream,
             request: report.encode(),
             deadline: now + total,
-            share: ask_next_after(total, n),
+            ask_next: ask_next_after(total, n),
             first: self.next_first % n,
             tried: 0,
             next_at: now,
@@ -371,7 +372,7 @@ impl Counter {
             while flight.tried < n && now >= flight.next_at {
                 let i = (flight.first + flight.tried) % n;
                 flight.tried += 1;
-                flight.next_at = now + flight.share;
+                flight.next_at = now + flight.ask_next;
                 match self.send_to(i, &flight.request) {
                     Some(socket) => {
                         let server = self.who.targets[i].report_endpoint();

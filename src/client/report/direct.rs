@@ -76,7 +76,7 @@ fn exchange(
 ) -> Result<Option<(Verdict, String)>, Failure> {
     let fail = |e: zmq::Error| Exit::Software.with(format!("ZeroMQ: {e}"));
     let ctx = zmq::Context::new();
-    let share = ask_next_after(
+    let ask_next = ask_next_after(
         deadline.saturating_duration_since(Instant::now()),
         servers.len(),
     );
@@ -85,7 +85,7 @@ fn exchange(
     while Instant::now() < deadline {
         if let Some(server) = servers.get(tried).filter(|_| Instant::now() >= next_at) {
             asked.extend(ask(&ctx, server, report, key)?);
-            (tried, next_at) = (tried + 1, Instant::now() + share);
+            (tried, next_at) = (tried + 1, Instant::now() + ask_next);
             continue;
         }
         let until = if tried < servers.len() {
