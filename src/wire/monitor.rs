@@ -59,6 +59,24 @@ fn monitor(ctx: &zmq::Context, watched: &zmq::Socket, events: &[E]) -> zmq::Resu
     Ok(monitor)
 }
 
+/// Stops the monitor of `watched`; to be called before its watch is dropped. libzmq sends
+/// each event to the monitor with a blocking send, from its I/O thread: an event for a
+/// monitor whose reader has gone, as a dropped socket may still send while libzmq's
+/// reaper closes it, would block that thread for ever, and every connection of the
+/// context with it. A client that reloaded while a server was down so got no answer from
+/// any server, until "Too many open files" (tests/ansible.rs). libzmq stops a monitor on a
+/// NULL endpoint, which the zmq crate cannot pass; a new monitor of no events replaces it
+/// as well, and is closed with the socket.
+pub fn stop(watched: &zmq::Socket) {
+    let address = format!(
+        "inproc://banshare-monitor-{}",
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    );
+    if let Err(e) = watched.monitor(&address, 0) {
+        log::warn!("cannot stop a socket monitor: {e}");
+    }
+}
+
 /// Pending monitor events: the event and its value (a file descriptor or an error code).
 fn events(monitor: &zmq::Socket) -> impl Iterator<Item = (E, u32)> + '_ {
     std::iter::from_fn(move || monitor.recv_multipart(zmq::DONTWAIT).ok()).filter_map(|frames| {
@@ -318,6 +336,45 @@ fn peer_of(fd: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether a request and its reply cross loopback in `ctx` within 2 s: whether its I/O
+    /// thread still works.
+    fn round_trip(ctx: &zmq::Context) -> bool {
+        let rep = ctx.socket(zmq::REP).unwrap();
+        rep.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = rep.get_last_endpoint().unwrap().unwrap();
+        let req = ctx.socket(zmq::REQ).unwrap();
+        req.connect(&endpoint).unwrap();
+        req.send("ping", 0).unwrap();
+        let answered = rep.poll(zmq::POLLIN, 2000).unwrap() > 0;
+        for socket in [rep, req] {
+            socket.set_linger(0).unwrap();
+        }
+        answered
+    }
+
+    #[test]
+    fn a_watch_dropped_while_its_socket_retries_leaves_the_context_working() {
+        let ctx = zmq::Context::new();
+        let watched = ctx.socket(zmq::DEALER).unwrap();
+        watched.set_linger(0).unwrap();
+        // Nothing listens on port 1: a refused connection, retried every millisecond,
+        // each retry an event for the watch.
+        watched.set_reconnect_ivl(1).unwrap();
+        let endpoint = "tcp://127.0.0.1:1";
+        let watch = ConnectionWatch::attach(&ctx, &watched, endpoint).unwrap();
+        watched.connect(endpoint).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        stop(&watched);
+        drop(watch);
+        std::thread::sleep(Duration::from_millis(100));
+        let works = round_trip(&ctx);
+        if !works {
+            // A blocked I/O thread would hold the context's end, and the test, for ever.
+            std::mem::forget((watched, ctx));
+        }
+        assert!(works, "the I/O thread is blocked");
+    }
 
     fn conditions(events: &[E]) -> Vec<Condition> {
         let mut state = Attempts::default();

@@ -8,7 +8,7 @@ use crate::clock::unix_now;
 use crate::wire::cidr::Cidr;
 use crate::wire::follow::{Due, Follower};
 use crate::wire::keys::{KeyPair, PublicKey};
-use crate::wire::monitor::ConnectionWatch;
+use crate::wire::monitor::{self, ConnectionWatch};
 use crate::wire::protocol::{
     encode_snapshot_request, Publish, SnapshotPage, Verdict, PAGE, VERSION,
 };
@@ -59,6 +59,13 @@ pub struct Upstream {
     pub streams: Vec<Stream>,
     /// Unix time of the last message from it, of any kind.
     pub heard_at: Option<u64>,
+}
+
+impl Drop for Upstream {
+    /// A reload drops the followers of the servers it changes: see `monitor::stop`.
+    fn drop(&mut self) {
+        monitor::stop(&self.subscriber);
+    }
 }
 
 /// One group's messages from the server, with its own position and catch-ups.
@@ -165,6 +172,7 @@ impl Upstream {
         match subscribe(ctx, &self.target, own, self.groups.as_deref()) {
             Ok((subscriber, mut watch)) => {
                 watch.continue_from(&self.watch);
+                monitor::stop(&self.subscriber);
                 (self.subscriber, self.watch) = (subscriber, watch);
             }
             Err(e) => {
