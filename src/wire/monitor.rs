@@ -45,12 +45,15 @@ struct Attempts {
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
+/// An endpoint for a new monitor, which libzmq binds.
+fn new_address() -> String {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    format!("inproc://banshare-monitor-{id}")
+}
+
 /// Connects a PAIR socket to a new monitor of `watched` for `events`.
 fn monitor(ctx: &zmq::Context, watched: &zmq::Socket, events: &[E]) -> zmq::Result<zmq::Socket> {
-    let address = format!(
-        "inproc://banshare-monitor-{}",
-        NEXT_ID.fetch_add(1, Ordering::Relaxed)
-    );
+    let address = new_address();
     let mask = events.iter().fold(0, |mask, e| mask | e.to_raw() as i32);
     watched.monitor(&address, mask)?;
     let monitor = ctx.socket(zmq::PAIR)?;
@@ -68,11 +71,7 @@ fn monitor(ctx: &zmq::Context, watched: &zmq::Socket, events: &[E]) -> zmq::Resu
 /// NULL endpoint, which the zmq crate cannot pass; a new monitor of no events replaces it
 /// as well, and is closed with the socket.
 pub fn stop(watched: &zmq::Socket) {
-    let address = format!(
-        "inproc://banshare-monitor-{}",
-        NEXT_ID.fetch_add(1, Ordering::Relaxed)
-    );
-    if let Err(e) = watched.monitor(&address, 0) {
+    if let Err(e) = watched.monitor(&new_address(), 0) {
         log::warn!("cannot stop a socket monitor: {e}");
     }
 }
