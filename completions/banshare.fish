@@ -35,7 +35,7 @@ complete -c banshare -n "__fish_banshare_needs_command" -f -a "bans" -d 'List th
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "ping" -d 'Check that this host reaches the server, or each of several, and is let in, as banshare-client would be: ask for the first page of the ban list and wait for the answer. Exits 0 when every server answered, 69 when one did not'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "status" -d 'Show the server\'s version, uptime, position, counters, the hosts it has seen, and its peers; or, on a client\'s socket, the servers it follows, their seq, lag and last heartbeat, the backend and its last error, bans applied and failed, and the spool'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l dir -d 'Directory for the two files, created (mode 0750) when missing' -r -F
+complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l dir -d 'Directory for the two files, created (mode 0750) when missing; one that a user other than root and this one could write is refused (exit 78) before anything is written' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l name -d 'Key name; the server logs hosts by this name' -r
 complete -c banshare -n "__fish_banshare_using_subcommand keygen" -l force -d 'Replace existing files'
 complete -c banshare -n "__fish_banshare_using_subcommand keygen" -s h -l help -d 'Print help'

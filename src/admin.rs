@@ -45,6 +45,7 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
                 let exit = match e {
                     keys::KeyError::Exists(_) | keys::KeyError::BadName(_) => Exit::Usage,
                     keys::KeyError::NoCurve(_) => Exit::Software,
+                    keys::KeyError::Unsafe(_) => Exit::Config,
                     _ => Exit::IoErr,
                 };
                 exit.with(e)
@@ -70,7 +71,7 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
         } => {
             let mut config = ClientConfig::load(&config)?;
             config.server_key = server_key.unwrap_or(config.server_key);
-            config.report_port = port.unwrap_or(config.report_port);
+            config.report_port = port.or(config.report_port);
             client::link::ping(&config, timeout)
         }
         AdminCommand::Unban {
@@ -186,7 +187,7 @@ fn client_status_text(text: &str, socket: &Path) -> Result<String, Failure> {
     };
     let mut out = format!(
         "banshare-client {}, up {} s (control socket {})\nbackend: {}, last error: {error}\n\
-         applied: {} bans, {} unbans; failed: {}\ncatch-ups: {}\n\
+         applied: {} bans, {} unbans; failed: {}; refused for good: {}\ncatch-ups: {}\n\
          spool: {} waiting, {} delivered\nservers:\n",
         status.version,
         status.uptime_seconds,
@@ -195,6 +196,7 @@ fn client_status_text(text: &str, socket: &Path) -> Result<String, Failure> {
         status.applied_bans,
         status.applied_unbans,
         status.failed,
+        status.refused,
         status.resyncs,
         status.spool,
         status.spool_delivered,

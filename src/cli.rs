@@ -78,7 +78,9 @@ pub struct AdminArgs {
 pub enum AdminCommand {
     /// Generate a CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600).
     Keygen {
-        /// Directory for the two files, created (mode 0750) when missing.
+        /// Directory for the two files, created (mode 0750) when missing; one that a user
+        /// other than root and this one could write is refused (exit 78) before anything
+        /// is written.
         #[arg(long, default_value = "/etc/banshare/keys")]
         dir: PathBuf,
         /// Key name; the server logs hosts by this name.

@@ -303,3 +303,39 @@ fn ping_answers_only_with_the_right_key_port_and_authorization() {
     assert_eq!(ping(&[]).0, 69);
     assert!(fleet.applied(0).is_empty(), "a ping must not ban anything");
 }
+
+#[test]
+fn peers_refused_in_the_handshake_are_logged_with_their_address() {
+    let _turn = one_at_a_time();
+    let fleet = Fleet::start(&["web1"], "", "");
+    let impostor = keys::KeyPair::generate().unwrap();
+    let web1 = fleet.host_key("web1");
+    let frames = report_frames("fail2ban", "sshd", "203.0.113.40", "");
+    // Peers refused within a millisecond of connecting: a wrong server key, no CURVE.
+    for curve in [Some((&impostor.public, &web1)), None] {
+        for _ in 0..30 {
+            let raw = Raw::connect(fleet.report_port, curve);
+            assert_eq!(raw.request(&frames, Duration::from_millis(20)), None);
+        }
+    }
+    // The refusals are summed up within a minute, and at once on the way out.
+    fleet.signal_server(Signal::SIGTERM);
+    wait_for("the summary", Duration::from_secs(5), || {
+        fleet.server_log().contains("stopping").then_some(())
+    });
+    let log = fleet.server_log();
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains(": refused")).collect();
+    let gone = "from an address gone before it could be read";
+    assert!(!refusals.is_empty(), "{log}");
+    assert!(
+        refusals
+            .iter()
+            .all(|l| l.contains("127.0.0.1") || l.contains(gone)),
+        "{log}"
+    );
+    let wrong_key = refusals.iter().filter(|l| l.contains("wrong server key"));
+    assert!(
+        wrong_key.clone().count() > 0 && wrong_key.clone().all(|l| l.contains("127.0.0.1")),
+        "{log}"
+    );
+}

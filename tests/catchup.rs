@@ -204,3 +204,29 @@ fn a_new_client_applies_a_snapshot_of_several_pages_once() {
         fleet.client_log(0)
     );
 }
+
+#[test]
+fn a_spooled_report_lost_with_its_server_goes_again_as_soon_as_the_server_is_back() {
+    let mut fleet = Fleet::start(&["web1"], "", "");
+    // The server freezes: the report goes to the spool, and the client sends it to the
+    // frozen server, where it is lost when the server is killed.
+    fleet.signal_server(Signal::SIGSTOP);
+    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "203.0.113.77"]));
+    assert_eq!(code, 75, "{stderr}");
+    std::thread::sleep(Duration::from_millis(1200));
+    fleet.signal_server(Signal::SIGKILL);
+    fleet.wait_server();
+    let back = std::time::Instant::now();
+    fleet.start_server();
+    // Not 5 s after it was sent, when its answer is overdue: once the server is heard.
+    fleet.wait_logged(0, "the spooled report", Duration::from_secs(10), || {
+        let log = fleet.client_log(0);
+        log.contains("delivered spooled report").then_some(())
+    });
+    let took = back.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "delivered {took:?} after the restart"
+    );
+    fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.77 86400");
+}

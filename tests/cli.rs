@@ -51,6 +51,16 @@ fn keygen_writes_0600_secret_and_refuses_to_overwrite() {
     let (code, _, _) = run(ADMIN, &["keygen", "--dir", d, "--name", "../escape"]);
     assert_eq!(code, 64);
 
+    // A directory others could write is refused before anything is written.
+    let open = dir.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let o = open.to_str().unwrap();
+    let (code, _, stderr) = run(ADMIN, &["keygen", "--dir", o, "--name", "web2"]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("chmod go-w"), "{stderr}");
+    assert_eq!(fs::read_dir(&open).unwrap().count(), 0);
+
     // A missing directory is created, for the owner and its group only.
     let new = dir.path().join("etc/banshare/keys");
     let n = new.to_str().unwrap();

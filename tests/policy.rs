@@ -295,10 +295,18 @@ fn with_two_reporters_needed_one_key_bans_nothing_and_a_second_key_bans_everywhe
     let log = fleet.server_log();
     assert!(log.contains("confirmed by web1, web2"), "{log}");
 
-    // Outside the window, counting starts again.
+    // Outside the window, counting starts again; web1's report is dropped with its line
+    // when the network is reported again, not a minute later at the sweep.
     report_verbose(&fleet, 0, "198.51.100.9");
     std::thread::sleep(Duration::from_millis(4500));
     assert!(report_verbose(&fleet, 2, "198.51.100.9").contains("pending: 1 of 2"));
+    let dropped = "dropped the unconfirmed report of 198.51.100.9 (fail2ban sshd) from web1: \
+                   confirm-window passed";
+    assert!(
+        fleet.server_log().contains(dropped),
+        "{}",
+        fleet.server_log()
+    );
     assert!(report_verbose(&fleet, 3, "198.51.100.9").contains("accepted"));
     for host in 0..4 {
         fleet.wait_applied(host, "ban fail2ban sshd 198.51.100.9 86400");

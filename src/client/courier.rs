@@ -54,6 +54,18 @@ impl Courier {
         self.delivering = None;
     }
 
+    /// A server was heard again after a silence: the report on its way, which may have
+    /// gone to a server that was down or lost with a connection, goes again at once on a
+    /// new socket, rather than when its answer is overdue; and the spool is looked at now.
+    pub fn server_back(&mut self) {
+        if let Some((_, sent_at)) = &mut self.delivering {
+            *sent_at = Instant::now()
+                .checked_sub(REQUEST_TIMEOUT)
+                .unwrap_or(*sent_at);
+        }
+        self.next_check = Instant::now();
+    }
+
     /// The spool moved (a reload).
     pub fn set_spool(&mut self, spool: Spool) {
         self.spool = spool;

@@ -46,6 +46,13 @@ impl Describe for ClientStatus {
             ("failed", "Bans and unbans that failed"),
             [(vec![("backend", backend)], self.failed)],
         )?;
+        out.labelled_counters(
+            (
+                "refused",
+                "Bans and unbans the firewall refused for good, not tried again",
+            ),
+            [(vec![("backend", backend)], self.refused)],
+        )?;
         out.counter("resyncs", "Catch-ups completed", self.resyncs)?;
         out.gauge(
             "spool_reports",

@@ -254,7 +254,22 @@ impl Client {
     fn read_servers(&mut self) {
         for i in 0..self.servers.len() {
             let first = self.servers[i].heard_at.is_none();
+            let before = (
+                self.servers[i].is_live(Instant::now()),
+                epoch(&self.servers[i]),
+            );
             let heard = self.servers[i].read();
+            // Heard again after a silence, or restarted: what the courier sent may be lost.
+            let after = (
+                self.servers[i].is_live(Instant::now()),
+                epoch(&self.servers[i]),
+            );
+            if after.0 && (!before.0 || before.1 != after.1) {
+                self.courier.server_back();
+            }
+            if self.servers[i].take_oversized() {
+                self.guard.release();
+            }
             if first && !heard.is_empty() {
                 log::info!("connected to {}", self.servers[i].target.name);
                 if !self.ready {
@@ -407,6 +422,12 @@ fn open_all(
                 .map_err(|e| Exit::Config.with(format!("cannot connect to {address}: {e}")))
         })
         .collect()
+}
+
+/// The server's epoch, as its first stream last heard it.
+fn epoch(server: &Upstream) -> Option<u64> {
+    let position = server.streams.first().and_then(|s| s.follower.position());
+    position.map(|(epoch, _)| epoch)
 }
 
 /// Where each stream of a server stands: "seq 12", or "web seq 12, mail seq 3".

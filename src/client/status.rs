@@ -45,6 +45,7 @@ impl Client {
             applied_unbans: tally.unbans,
             backend: format!("{:?}", self.config.backend).to_lowercase(),
             failed: tally.failed,
+            refused: tally.refused,
             last_error: tally.last_error.as_ref().map(|(_, what)| what.clone()),
             last_error_at: tally.last_error.as_ref().map(|(at, _)| *at),
             resyncs: self.resyncs,

@@ -244,9 +244,12 @@ pub struct ClientConfig {
     /// The fleet's servers, when there are several (docs/ha.md).
     #[serde(default)]
     pub servers: Vec<ServerEntry>,
-    /// The server's ports, and those of each of `servers` that gives none.
-    pub report_port: u16,
-    pub publish_port: u16,
+    /// The server's ports, and those of each of `servers` that gives none: with `servers`
+    /// whose every entry has its own, they may be left out.
+    #[serde(default)]
+    pub report_port: Option<u16>,
+    #[serde(default)]
+    pub publish_port: Option<u16>,
     /// The public `.key` file of `server`.
     #[serde(default = "default_server_public_key")]
     pub server_key: PathBuf,
@@ -532,7 +535,6 @@ impl ClientConfig {
     pub fn from_text(path: &Path, text: &str) -> Result<ClientConfig, ConfigError> {
         let config: ClientConfig = parse(path, text)?;
         let err = |key: &str, reason: String| located(path, text, key, reason);
-        check_ports(config.report_port, config.publish_port).map_err(|(k, r)| err(k, r))?;
         check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r))?;
         match (&config.server, config.servers.len()) {
             (Some(server), 0) => check_host(server).map_err(|r| err("server", r))?,
@@ -549,11 +551,7 @@ impl ClientConfig {
                 ))
             }
         }
-        for spec in config.targets() {
-            check_host(&spec.address).map_err(|r| err("servers", format!("address {r}")))?;
-            check_ports(spec.report_port, spec.publish_port)
-                .map_err(|(k, r)| err("servers", format!("{k} {r}")))?;
-        }
+        config.check_ports().map_err(|(k, r)| err(k, r))?;
         for (key, name) in [
             ("fail2ban-jail", &config.fail2ban_jail),
             ("nft-table", &config.nft_table),
@@ -598,17 +596,58 @@ impl ClientConfig {
     pub fn targets(&self) -> Vec<ServerSpec> {
         let one = self.server.iter().map(|address| ServerSpec {
             address: address.clone(),
-            report_port: self.report_port,
-            publish_port: self.publish_port,
+            report_port: self.report_port.unwrap_or_default(),
+            publish_port: self.publish_port.unwrap_or_default(),
             key: self.server_key.clone(),
         });
         let several = self.servers.iter().map(|entry| ServerSpec {
             address: entry.address.clone(),
-            report_port: entry.report_port.unwrap_or(self.report_port),
-            publish_port: entry.publish_port.unwrap_or(self.publish_port),
+            report_port: entry.report_port.or(self.report_port).unwrap_or_default(),
+            publish_port: entry.publish_port.or(self.publish_port).unwrap_or_default(),
             key: entry.key.clone(),
         });
         one.chain(several).collect()
+    }
+
+    /// Each server's address and ports: `server` needs the file's ports, and each of
+    /// `servers` its own or the file's.
+    fn check_ports(&self) -> Result<(), (&'static str, String)> {
+        let key = match self.server {
+            Some(_) => "server",
+            None => "servers",
+        };
+        let given = |port: Option<u16>, entry: Option<u16>| entry.or(port).is_some();
+        for (i, spec) in self.targets().into_iter().enumerate() {
+            check_host(&spec.address).map_err(|r| (key, format!("address {r}")))?;
+            let entry = self.servers.get(i);
+            for (name, top, own) in [
+                (
+                    "report-port",
+                    self.report_port,
+                    entry.and_then(|e| e.report_port),
+                ),
+                (
+                    "publish-port",
+                    self.publish_port,
+                    entry.and_then(|e| e.publish_port),
+                ),
+            ] {
+                if !given(top, own) {
+                    let reason = match entry {
+                        Some(_) => format!(
+                            "server {} has no {name}: give it in its entry or at the top of \
+                             the file",
+                            spec.address
+                        ),
+                        None => "is required".to_string(),
+                    };
+                    return Err((if entry.is_some() { key } else { name }, reason));
+                }
+            }
+            check_ports(spec.report_port, spec.publish_port)
+                .map_err(|(k, r)| (key, format!("{k} {r}")))?;
+        }
+        Ok(())
     }
 }
 
@@ -918,6 +957,21 @@ min-prefix = { ipv4 = 16, ipv6 = 48 }
         assert!(e.contains("server or servers is required"), "{e}");
         let e = error_of("report-port = [", false);
         assert!(e.starts_with("F:1: "), "{e}");
+    }
+
+    #[test]
+    fn several_servers_need_their_ports_only_once() {
+        let entry = |ports: &str| format!("{{ address = \"bs1\", key = \"/k\"{ports} }}");
+        let own = entry(", report-port = 1, publish-port = 2");
+        let (_d, path) = write(&format!("servers = [{own}, {own}]\n"));
+        let c = ClientConfig::load(&path).unwrap();
+        assert_eq!(c.targets()[1].publish_port, 2);
+        // An entry without a port of its own takes the file's; without either, it is said.
+        let text = format!("servers = [{own}, {}]\npublish-port = 9\n", entry(""));
+        let e = error_of(&text, true);
+        assert!(e.contains("server bs1 has no report-port"), "{e}");
+        let e = error_of("server = \"s\"\nreport-port = 1\n", true);
+        assert!(e.contains("publish-port: is required"), "{e}");
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Guard {
             self.settle_at = None;
             release_free_pages();
             log::info!(
-                "memory guard: {} in use after the memory of closed connections was given back",
+                "memory guard: {} in use after freed memory was given back",
                 megabytes(resident())
             );
             self.rearm();

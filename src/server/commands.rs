@@ -58,7 +58,7 @@ impl Server {
             let Some(lift) = self.ledgers[g].book.table.unban_now(ip, now) else {
                 continue;
             };
-            changes.extend(self.note_lift(g, lift, now)?.map(|c| (g, c)));
+            changes.extend(self.note_lift(g, lift, None, now)?.map(|c| (g, c)));
         }
         self.commit()?;
         if !dropped.is_empty() {
@@ -118,7 +118,7 @@ impl Server {
                 let Some(lift) = self.ledgers[g].book.table.unban_now(&ip, now) else {
                     continue;
                 };
-                if let Some(change) = self.note_lift(g, lift, now)? {
+                if let Some(change) = self.note_lift(g, lift, None, now)? {
                     lifted += 1;
                     changes.push((g, change));
                 }
@@ -161,7 +161,7 @@ impl Server {
                 let Some(lift) = self.ledgers[g].book.table.unban_now(&ip, now) else {
                     continue;
                 };
-                if let Some(change) = self.note_lift(g, lift, now)? {
+                if let Some(change) = self.note_lift(g, lift, None, now)? {
                     if let Change::Unban(ban, _) = &change {
                         let prefix = self.ledgers[g].prefix();
                         log::info!("{prefix}lifted {ip} (reported by {}): {why}", ban.origin);

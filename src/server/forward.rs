@@ -57,11 +57,14 @@ impl Forwarder {
         self.socket.as_poll_item(zmq::POLLIN)
     }
 
-    /// Takes the answers that came: each one delivers the request in flight.
-    pub fn read(&mut self) {
+    /// Takes the answers that came: each one delivers the request in flight. True when
+    /// one had more frames than a verdict has (see `Upstream::take_oversized`).
+    pub fn read(&mut self) -> bool {
+        let mut oversized = false;
         while let Ok(received) =
             transport::recv_bounded(&self.socket, zmq::DONTWAIT, VERDICT_FRAMES)
         {
+            oversized |= received.oversized();
             let verdict = within_bounds(&received)
                 .and_then(reply_body)
                 .and_then(Verdict::decode);
@@ -78,6 +81,7 @@ impl Forwarder {
                 Err(e) => log::warn!("bad answer from peer {}: {e}", self.target.name),
             }
         }
+        oversized
     }
 
     /// Sends the next request when none is in flight, or the one in flight again when its

@@ -8,10 +8,11 @@ use crate::config::groups::{self, GroupConfig};
 use crate::config::ServerConfig;
 use crate::exit::{Exit, Failure};
 use crate::server::intake::Book;
-use crate::server::policy::confirm::{Pending, PendingSet};
+use crate::server::policy::confirm::{Pending, PendingSet, Waiting};
 use crate::server::table::{BanTable, Entry};
 use crate::store::{Record, Recovery, Store, StoreError, PENDING_JOURNAL, SERVER_JOURNAL};
 use crate::wire::cidr::Cidr;
+use crate::wire::keys::PublicKey;
 use crate::wire::topic::{Group, Topic};
 
 pub struct Ledger {
@@ -126,6 +127,49 @@ impl Ledger {
             Some(_) => format!("{}: ", self.topic.describe()),
             None => String::new(),
         }
+    }
+
+    /// At start: drops the waiting reports that may no longer wait, those of a key no
+    /// longer authorized, and those forwarded by a server no longer among `peers` (or by
+    /// a version that did not say which), and journals what changed. Returns how many
+    /// networks that touched.
+    pub fn drop_stale_waiting(
+        &mut self,
+        key_named: impl Fn(&str) -> Option<PublicKey>,
+        peers: &[String],
+    ) -> Result<usize, StoreError> {
+        self.book.pending.fill_keys(key_named);
+        let stale = |w: &Waiting| {
+            let gone_peer = w
+                .via
+                .as_ref()
+                .map_or(w.forwarded, |via| !peers.iter().any(|p| p == via.as_str()));
+            w.key.is_none() || gone_peer
+        };
+        let changed = self.book.pending.drop_where(stale);
+        for ip in &changed {
+            self.journal_waiting(ip)?;
+        }
+        self.pending_store.commit()?;
+        Ok(changed.len())
+    }
+
+    /// Logs each report dropped as its window passed (`Pending::take_expired`), and
+    /// journals what waits of its network now: the operator should know what the fleet
+    /// never banned.
+    pub fn settle_expired(&mut self) -> Result<(), StoreError> {
+        for (ip, waiting) in self.book.pending.take_expired() {
+            let kind = if waiting.held { "held" } else { "unconfirmed" };
+            log::info!(
+                "{}dropped the {kind} report of {ip} ({} {}) from {}: confirm-window passed",
+                self.prefix(),
+                waiting.prog,
+                waiting.jail,
+                waiting.name
+            );
+            self.journal_waiting(&ip)?;
+        }
+        Ok(())
     }
 
     /// Journals the reports waiting for `ip` as they now stand, or that none does.

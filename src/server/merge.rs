@@ -6,7 +6,7 @@
 use crate::clock::unix_now;
 use crate::exit::Failure;
 use crate::server::ledger;
-use crate::server::table::{Lifted, MAX_AHEAD};
+use crate::server::table::Lifted;
 use crate::server::{store_failure, Server};
 use crate::wire::protocol::{Ban, Lift};
 
@@ -32,14 +32,22 @@ impl Server {
     ) -> Result<usize, Failure> {
         let now = unix_now();
         let mut changes: Changes = Vec::new();
-        let ahead = |at: u64| at > now.saturating_add(MAX_AHEAD);
         for lift in lifts {
-            if ahead(lift.at) {
-                log::warn!("ignored the unban of {} from peer {peer}: dated {} s ahead of this server's clock", lift.ip, lift.at - now);
+            // A peer is trusted to speak the protocol, not to say anything at all.
+            if let Some(why) = lift.implausible(now) {
+                let line = format!("peer {peer}: ignored the unban of {}: {why}", lift.ip);
+                self.warn_limited(peer, &line);
+                continue;
             }
-            changes.extend(self.note_lift(g, *lift, now)?.map(|c| (g, c)));
+            let renewal = Some(self.ledgers[g].config.min_reporters);
+            changes.extend(self.note_lift(g, *lift, renewal, now)?.map(|c| (g, c)));
         }
         for ban in bans {
+            if let Some(why) = ban.implausible(now) {
+                let line = format!("peer {peer}: ignored the ban of {}: {why}", ban.ip);
+                self.warn_limited(peer, &line);
+                continue;
+            }
             let auth = &self.auth;
             let ledger = ledger::counted(&mut self.ledgers, g);
             let checked =
@@ -57,13 +65,13 @@ impl Server {
                 );
                 continue;
             }
-            if ahead(ban.reported) {
-                log::warn!("ignored the ban of {} from peer {peer}: dated {} s ahead of this server's clock", ban.ip, ban.reported - now);
-            }
             let ledger = &mut self.ledgers[g];
             if let Some(mut entry) = ledger.book.table.merge(ban, now) {
                 // Reports waiting here for it: a peer's ban confirmed it.
-                if self.intake.absorb_waiting(&mut ledger.book, &ban.ip) {
+                if self
+                    .intake
+                    .absorb_waiting(&ledger.config, &mut ledger.book, &ban.ip, now)
+                {
                     ledger.journal_waiting(&ban.ip).map_err(store_failure)?;
                     let table = &ledger.book.table;
                     entry = table.active_ban(&ban.ip, now).cloned().unwrap_or(entry);
@@ -79,22 +87,38 @@ impl Server {
     }
 
     /// Takes a dated unban into group `g`'s table and journal (not yet committed), and
-    /// says what subscribers must hear of it.
+    /// says what subscribers must hear of it. `renewal` for a peer's unban: that many
+    /// hosts' reports here after it keep the ban (`BanTable::lift`); this server's own
+    /// unbans lift what they name.
     pub(super) fn note_lift(
         &mut self,
         g: usize,
         lift: Lift,
+        renewal: Option<usize>,
         now: u64,
     ) -> Result<Option<Change>, Failure> {
         let ledger = &mut self.ledgers[g];
-        let (change, new) = match ledger.book.table.lift(lift, now) {
+        let (change, new) = match ledger.book.table.lift(lift, renewal, now) {
             Lifted::Unchanged => return Ok(None),
             Lifted::Removed(entry) => (Some(Change::Unban(entry.ban, lift.at)), true),
+            Lifted::Renewed(entry) => {
+                log::info!(
+                    "{}kept {}: {} reported it here after the unban of {}",
+                    ledger.prefix(),
+                    lift.ip,
+                    entry.ban.origin,
+                    lift.at
+                );
+                ledger.store.append(&entry).map_err(store_failure)?;
+                (Some(Change::Ban(entry.ban)), true)
+            }
             Lifted::Outlived { entry, new } => (Some(Change::Ban(entry.ban)), new),
             Lifted::Noted => (None, true),
         };
         if new {
-            ledger.store.lift(&lift).map_err(store_failure)?;
+            // What the table keeps of it: bounded in time without a ban (`BanTable::lift`).
+            let kept = ledger.book.table.lift_of(&lift.ip).unwrap_or(lift);
+            ledger.store.lift(&kept).map_err(store_failure)?;
         }
         Ok(change)
     }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::cli::{self, ServerArgs};
 use crate::clock::unix_now;
 use crate::config::groups::{self, GroupConfig};
-use crate::config::ServerConfig;
+use crate::config::{PeerConfig, ServerConfig};
 use crate::daemon::memory;
 use crate::daemon::service::{self, Signals, Watchdog};
 use crate::daemon::worker::Worker;
@@ -129,7 +129,7 @@ impl Server {
     fn start(config_path: &Path, config: ServerConfig) -> Result<Server, Failure> {
         let (key, authorized) = load_keys(&config)?;
         crate::files::own_dir(&config.state_dir, 0o750).map_err(|e| Exit::Config.with(e))?;
-        let ledgers = ledger::open_all(&config)?;
+        let mut ledgers = ledger::open_all(&config)?;
         let ctx = zmq::Context::new();
         // Before any CURVE socket binds, or libzmq would let its peers in unchecked.
         let (auth, zap) = Authorizer::start(&ctx, authorized.by_key)
@@ -153,6 +153,19 @@ impl Server {
         let guard = memory::Guard::new((256 << 20) + 512 * config.max_bans as u64);
         let control = control::bind(&ctx, &config.control_socket)?;
         let mut peers = Peers::open(&ctx, &config, &key, ledger::groups(&ledgers))?;
+        let peer_names: Vec<String> = config.peers.iter().map(PeerConfig::name).collect();
+        for ledger in &mut ledgers {
+            let dropped = ledger
+                .drop_stale_waiting(|name| auth.key_named(name), &peer_names)
+                .map_err(store_failure)?;
+            if dropped > 0 {
+                log::info!(
+                    "{}dropped the reports waiting for {dropped} networks from keys no longer \
+                     authorized or forwarded by servers no longer peers",
+                    ledger.prefix()
+                );
+            }
+        }
         // A peer may have missed what waits here: forwarding it twice is harmless.
         for ledger in &ledgers {
             let pending = &ledger.book.pending;
@@ -472,20 +485,10 @@ impl Server {
 }
 
 /// Forgets the reports of `ledger` that waited longer than `confirm-window`, each with a
-/// line: the operator should know what the fleet never banned.
+/// line (`Ledger::settle_expired`).
 fn purge_pending(ledger: &mut Ledger, now: u64) -> Result<(), Failure> {
-    let expired = ledger.book.pending.purge(now);
-    for (ip, waiting) in &expired {
-        let kind = if waiting.held { "held" } else { "unconfirmed" };
-        log::info!(
-            "{}dropped the {kind} report of {ip} ({} {}) from {}: confirm-window passed",
-            ledger.prefix(),
-            waiting.prog,
-            waiting.jail,
-            waiting.name
-        );
-        ledger.journal_waiting(ip).map_err(store_failure)?;
-    }
+    ledger.book.pending.purge(now);
+    ledger.settle_expired().map_err(store_failure)?;
     let sets: Vec<PendingSet> = ledger.book.pending.sets().cloned().collect();
     ledger
         .pending_store

@@ -76,7 +76,13 @@ impl Peers {
     }
 
     pub fn is_peer(&self, key: &PublicKey) -> bool {
-        self.links.iter().any(|l| &l.target.key == key)
+        self.peer_named(key).is_some()
+    }
+
+    /// The name of the peer server whose key is `key`, as server.toml lists it.
+    pub fn peer_named(&self, key: &PublicKey) -> Option<&str> {
+        let link = self.links.iter().find(|l| &l.target.key == key)?;
+        Some(&link.target.name)
     }
 
     pub fn views(&self) -> Vec<PeerView> {
@@ -106,6 +112,9 @@ impl Server {
     pub(super) fn handle_peers(&mut self) -> Result<(), Failure> {
         for i in 0..self.peers.links.len() {
             let heard = self.peers.links[i].read();
+            if self.peers.links[i].take_oversized() {
+                self.guard.release();
+            }
             for item in heard {
                 self.take_from_peer(i, item)?;
             }
@@ -121,7 +130,9 @@ impl Server {
             link.drive(&self.ctx, &self.key);
         }
         for forwarder in &mut self.peers.forwarders {
-            forwarder.read();
+            if forwarder.read() {
+                self.guard.release();
+            }
             forwarder.drive(&self.ctx, &self.key);
         }
         Ok(())

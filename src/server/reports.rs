@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::clock::unix_now;
 use crate::exit::Failure;
-use crate::server::intake::{Decision, Policy};
+use crate::server::intake::{Decision, Forwarded, Policy, Sender};
 use crate::server::ledger::{self, Ledger};
 use crate::server::merge::{Change, Changes};
 use crate::server::metrics::ServerMetrics;
@@ -214,11 +214,15 @@ impl Server {
         let g = ledger::route(&self.ledgers, prog, jail, &peer.name);
         let auth = &self.auth;
         let ledger = ledger::counted(&mut self.ledgers, g);
+        let from = Sender {
+            name: &peer.name,
+            key: Some(peer.key),
+        };
         let decision = self.intake.decide(
             &ledger.config,
             &mut ledger.book,
             report,
-            &peer.name,
+            from,
             |ip| auth.fleet_host_in(ip),
             unix_now(),
         );
@@ -251,7 +255,7 @@ impl Server {
         peer: &Peer,
         changes: &mut Changes,
     ) -> Result<Verdict, Failure> {
-        if !self.peers.is_peer(&peer.key) {
+        let Some(via) = self.peers.peer_named(&peer.key).map(str::to_owned) else {
             let reason = format!(
                 "{} is not a peer server; only peers forward reports",
                 peer.name
@@ -261,7 +265,7 @@ impl Server {
                 &format!("refused a forwarded report from {peer}: {reason}"),
             );
             return Ok(Verdict::Refused(reason));
-        }
+        };
         let fields: Vec<&str> = line.split(' ').collect();
         let set = match PendingSet::decode(&fields) {
             Ok(set) => set,
@@ -282,10 +286,16 @@ impl Server {
             from: format!("peer {}", peer.name),
         };
         let ledger = ledger::counted(&mut self.ledgers, g);
+        let forwarded = Forwarded {
+            set,
+            via: &via,
+            name_for: &|key| auth.name_for(key),
+            key_named: &|name| auth.key_named(name),
+        };
         let decision = self.intake.take_forwarded(
             &ledger.config,
             &mut ledger.book,
-            set,
+            forwarded,
             |ip| auth.fleet_host_in(ip),
             unix_now(),
         );
@@ -362,6 +372,9 @@ impl Server {
     /// Makes what a batch changed durable, in every group: the ban table, then the
     /// waiting reports.
     pub(super) fn commit(&mut self) -> Result<(), Failure> {
+        for ledger in &mut self.ledgers {
+            ledger.settle_expired().map_err(store_failure)?;
+        }
         let writes = self.ledgers.iter().any(Ledger::has_pending);
         let started = Instant::now();
         for ledger in &mut self.ledgers {
@@ -455,7 +468,7 @@ impl Server {
             let Some(lift) = self.ledgers[g].book.table.unban_now(ip, now) else {
                 continue;
             };
-            if let Some(change) = self.note_lift(g, lift, now)? {
+            if let Some(change) = self.note_lift(g, lift, None, now)? {
                 log::info!(
                     "{}lifted {ip}: the ban of {by} replaces it",
                     self.ledgers[g].prefix()

@@ -12,7 +12,9 @@ use crate::config::MAX_RECIDIVE_WINDOW;
 use crate::logging::printable;
 use crate::store::Record;
 use crate::wire::cidr::Cidr;
-use crate::wire::protocol::{ban_fields, number, parse_ban, Ban, Lift, Name, Report};
+use crate::wire::protocol::{
+    ban_fields, number, parse_ban, Ban, Lift, Name, Report, MAX_LIFTS_WITHOUT_BAN,
+};
 
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -226,11 +228,6 @@ pub struct Reporters {
     pub more: u32,
 }
 
-/// How far ahead of this server's clock a peer's report or unban may be dated: a clock that
-/// is a little fast is tolerated (docs/ha.md), one that would date an unban next year, and
-/// so lift every report until then, is not.
-pub const MAX_AHEAD: u64 = 300;
-
 /// The most reporters a ban keeps by name: 16 take about 600 bytes, so even a million bans
 /// each reported by the whole fleet stay within a few hundred megabytes more.
 pub const MAX_REPORTERS: usize = 16;
@@ -245,6 +242,13 @@ impl Reporters {
 
     pub fn iter(&self) -> impl Iterator<Item = &Reporter> {
         self.named.iter()
+    }
+
+    /// When the `k`-th latest of the named hosts last reported the ban, if `k` did.
+    fn kth_latest(&self, k: usize) -> Option<&Reporter> {
+        let mut latest: Vec<&Reporter> = self.named.iter().collect();
+        latest.sort_by_key(|r| std::cmp::Reverse(r.last));
+        latest.get(k.max(1) - 1).copied()
     }
 
     /// Whether host `name` is the one host that reported the ban.
@@ -262,12 +266,15 @@ impl Reporters {
         self.named.is_empty()
     }
 
-    /// Notes a report from `name` at `at`; true when it is a host not yet named here, which
-    /// the journal should then record.
+    /// Notes a report from `name` at `at`; true when that changed what is known, a host
+    /// not yet named here or a later report from one, which the journal should then
+    /// record: a report made after an unban that this server has not heard of yet keeps
+    /// the ban in force when the unban comes (`BanTable::lift`), after a restart too.
     fn note(&mut self, name: &Name, at: u64) -> bool {
         if let Some(known) = self.named.iter_mut().find(|r| &r.name == name) {
-            known.last = at;
-            return false;
+            let later = at > known.last;
+            known.last = known.last.max(at);
+            return later;
         }
         if self.named.len() < MAX_REPORTERS {
             self.named.push(Reporter {
@@ -303,8 +310,8 @@ pub enum Recorded {
     /// Store and publish this ban.
     New(Entry),
     /// Nothing to publish: the ban already ends as late, or was published less than the
-    /// de-duplication window ago. Holds the entry when the report came from a host not yet
-    /// among its reporters, for the journal.
+    /// de-duplication window ago. Holds the entry when the report changed its reporters,
+    /// for the journal.
     Duplicate(Option<Entry>),
 }
 
@@ -316,6 +323,10 @@ pub enum Lifted {
     Unchanged,
     /// It lifted this ban: publish the unban.
     Removed(Entry),
+    /// The ban here was reported before the unban, but reported again here after it, by
+    /// hosts that had not heard of it: that report is news, and the ban stays, dated by it.
+    /// Journal the entry and publish it, so that the servers that lifted it ban it again.
+    Renewed(Entry),
     /// The ban here was reported after the unban, so it stays: publish it again, so that
     /// a server that lifted it, or dropped it for a ban that the unban lifted, bans it
     /// again too. `new` says whether the unban was news here, to journal.
@@ -353,7 +364,9 @@ impl BanTable {
             jail: self.intern(&report.jail),
             origin: self.intern(origin),
             bantime,
-            expires: bantime.map(|b| now.saturating_add(b)),
+            // From the report time, so that `expires = reported + bantime` holds, as the
+            // protocol says and every receiver checks (`Ban::implausible`).
+            expires: bantime.map(|b| reported.saturating_add(b)),
             reported,
         };
         let active = |e: &&mut Entry| e.ban.active_at(now);
@@ -361,14 +374,14 @@ impl BanTable {
             let reporters = Reporters::new([reporter(&ban.origin, now)], 0);
             return Recorded::New(self.start_ban(ban, reporters));
         };
-        let new_reporter = entry.reporters.note(&ban.origin, now);
+        let noted = entry.reporters.note(&ban.origin, now);
         // A permanent ban reported again after the window is news too: its report time
         // decides which unbans lift it.
         let later = ban.rank() > entry.ban.rank();
         let recent = now < entry.ban.reported.saturating_add(window.as_secs());
         let longer = bantime.unwrap_or(u64::MAX) > entry.ban.bantime.unwrap_or(u64::MAX);
         if !later || (recent && !longer) {
-            return Recorded::Duplicate(new_reporter.then(|| entry.clone()));
+            return Recorded::Duplicate(noted.then(|| entry.clone()));
         }
         entry.ban = ban;
         Recorded::New(entry.clone())
@@ -379,7 +392,7 @@ impl BanTable {
     /// when the table changed, to journal and publish; a ban lifted here by a later unban
     /// is stale and changes nothing.
     pub fn merge(&mut self, ban: &Ban, now: u64) -> Option<Entry> {
-        if !ban.active_at(now) || ban.reported > now.saturating_add(MAX_AHEAD) {
+        if !ban.active_at(now) || ban.implausible(now).is_some() {
             return None;
         }
         if let Some(lift) = self.lifts.get_mut(&ban.ip) {
@@ -435,7 +448,7 @@ impl BanTable {
     }
 
     /// Notes a report from `name` at `at` of the active ban of `ip`, which changes nothing
-    /// else. Returns the entry when `name` is new among its reporters, to journal.
+    /// else. Returns the entry when that changed its reporters, to journal.
     pub fn note_reporter(&mut self, ip: &Cidr, name: &Name, at: u64) -> Option<Entry> {
         let name = self.intern(name);
         let entry = self.entries.get_mut(ip)?;
@@ -458,35 +471,60 @@ impl BanTable {
     }
 
     /// Takes a dated unban, from `banshare unban` here or from a peer: it lifts the ban of
-    /// its network if that was reported at or before it, and is kept to lift stale copies.
-    pub fn lift(&mut self, lift: Lift, now: u64) -> Lifted {
-        if lift.at > now.saturating_add(MAX_AHEAD) {
+    /// its network if that was reported at or before it, unless, for a peer's unban,
+    /// `renewal` hosts (the group's `min-reporters`) reported it again here after it. It
+    /// is kept to lift stale copies, for as long as a ban it lifts could last, or
+    /// LIFT_WITHOUT_BAN when there is none here. An unban that cannot be true
+    /// (`Lift::implausible`) changes nothing.
+    pub fn lift(&mut self, lift: Lift, renewal: Option<usize>, now: u64) -> Lifted {
+        if lift.implausible(now).is_some() {
             return Lifted::Unchanged;
         }
+        let entry = self.entries.get(&lift.ip).filter(|e| e.ban.active_at(now));
+        let kept = match entry {
+            Some(e) if lift.covers(&e.ban) => Lift {
+                until: later_end(lift.until, e.ban.expires),
+                ..lift
+            },
+            Some(_) => lift,
+            None if self.lifts.len() >= MAX_LIFTS_WITHOUT_BAN => return Lifted::Unchanged,
+            None => lift.without_ban(now),
+        };
         let new = match self.lifts.get(&lift.ip) {
             Some(known) if known.at >= lift.at => false,
             Some(known) => {
-                let until = later_end(known.until, lift.until);
-                self.lifts.insert(lift.ip, Lift { until, ..lift });
+                let until = later_end(known.until, kept.until);
+                self.lifts.insert(lift.ip, Lift { until, ..kept });
                 true
             }
             None => {
-                self.lifts.insert(lift.ip, lift);
+                self.lifts.insert(lift.ip, kept);
                 true
             }
         };
         let lift = self.lifts[&lift.ip];
-        match self.entries.get(&lift.ip).filter(|e| e.ban.active_at(now)) {
-            Some(entry) if lift.covers(&entry.ban) => {
-                Lifted::Removed(self.entries.remove(&lift.ip).expect("just seen"))
-            }
+        let Some(entry) = self
+            .entries
+            .get_mut(&lift.ip)
+            .filter(|e| e.ban.active_at(now))
+        else {
+            return if new {
+                Lifted::Noted
+            } else {
+                Lifted::Unchanged
+            };
+        };
+        if !lift.covers(&entry.ban) {
             // Even when the unban is old news: its sender may lack this ban (docs/ha.md).
-            Some(entry) => Lifted::Outlived {
-                entry: entry.clone(),
-                new,
-            },
-            None if new => Lifted::Noted,
-            None => Lifted::Unchanged,
+            let entry = entry.clone();
+            return Lifted::Outlived { entry, new };
+        }
+        match renewal.and_then(|k| renewed(entry, &lift, k)) {
+            Some(renewed) => {
+                *entry = renewed.clone();
+                Lifted::Renewed(renewed)
+            }
+            None => Lifted::Removed(self.entries.remove(&lift.ip).expect("just seen")),
         }
     }
 
@@ -536,6 +574,11 @@ impl BanTable {
 
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values()
+    }
+
+    /// The dated unban kept of `ip`, if any.
+    pub fn lift_of(&self, ip: &Cidr) -> Option<Lift> {
+        self.lifts.get(ip).copied()
     }
 
     pub fn lifts(&self) -> impl Iterator<Item = &Lift> {
@@ -650,6 +693,31 @@ fn first_key<'a, A, B>(
     }
 }
 
+/// The ban of `entry` as `confirmations` hosts' reports after `lift` renew it, if that many
+/// reported it again here after the unban (docs/ha.md: "a report made after the unban bans
+/// again, on any server"): dated by the latest of them (the k-th latest, with `k` needed to
+/// ban), its reporters those that reported after the unban, and ending when it ended,
+/// which is all their reports were promised (they were duplicates of it).
+fn renewed(entry: &Entry, lift: &Lift, confirmations: usize) -> Option<Entry> {
+    let deciding = entry.reporters.kth_latest(confirmations)?;
+    if deciding.last <= lift.at {
+        return None;
+    }
+    let reported = deciding.last;
+    let ban = Ban {
+        origin: deciding.name.clone(),
+        reported,
+        bantime: entry.ban.expires.map(|e| e.saturating_sub(reported).max(1)),
+        ..entry.ban.clone()
+    };
+    let after = entry.reporters.iter().filter(|r| r.last > lift.at).cloned();
+    Some(Entry {
+        ban,
+        reporters: Reporters::new(after, 0),
+        history: entry.history.clone(),
+    })
+}
+
 /// The later of two ends, None (never) being the latest.
 fn later_end(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     a.zip(b).map(|(a, b)| a.max(b))
@@ -668,7 +736,7 @@ mod tests {
     use super::*;
     use crate::config::Durability;
     use crate::store::{checksummed, Store, SERVER_JOURNAL};
-    use crate::wire::protocol::MAX_BANTIME;
+    use crate::wire::protocol::{LIFT_WITHOUT_BAN, MAX_AHEAD, MAX_BANTIME};
 
     fn entry(ip: &str, bantime: Option<u64>, expires: Option<u64>) -> Entry {
         let reporter = |name: &str, first, last| Reporter {
@@ -825,9 +893,14 @@ mod tests {
         let mut t = BanTable::default();
         let r = report("203.0.113.7", "");
         assert!(is_new(t.record(&r, &host("web1"), DAY, WINDOW, 1000)));
-        // A new reporter is news for the journal; the same one again is not.
+        // A new reporter is news for the journal, and so is a later report of a known one
+        // (it may keep the ban in force after an unban); the same report again is not.
         assert!(matches!(
             t.record(&r, &host("web2"), DAY, WINDOW, 1010),
+            Recorded::Duplicate(Some(_))
+        ));
+        assert!(matches!(
+            t.record(&r, &host("web1"), DAY, WINDOW, 1020),
             Recorded::Duplicate(Some(_))
         ));
         assert!(matches!(
@@ -1012,9 +1085,122 @@ mod tests {
             at,
             until: None,
         };
-        assert!(matches!(t.lift(lift(now + 86400), now), Lifted::Unchanged));
+        assert!(matches!(
+            t.lift(lift(now + 86400), Some(1), now),
+            Lifted::Unchanged
+        ));
         assert_eq!(t.len(), 1, "the far-future unban lifted nothing");
-        assert!(matches!(t.lift(lift(now + 5), now), Lifted::Removed(_)));
+        assert!(matches!(
+            t.lift(lift(now + 5), Some(1), now),
+            Lifted::Removed(_)
+        ));
+    }
+
+    #[test]
+    fn a_report_made_here_after_an_unban_heard_later_keeps_the_ban() {
+        let mut t = BanTable::default();
+        let ip = "203.0.113.7";
+        assert!(is_new(record(&mut t, ip, "600", "web1", 1000)));
+        // web2 reports it at 1100, unaware of a peer's unban dated 1050: a duplicate here.
+        assert!(matches!(
+            record(&mut t, ip, "600", "web2", 1100),
+            Recorded::Duplicate(Some(_))
+        ));
+        let lift = Lift {
+            ip: ip.parse().unwrap(),
+            at: 1050,
+            until: Some(1600),
+        };
+        // Two hosts needed: web2 alone does not keep it.
+        let mut needs_two = BanTable::from_entries(t.entries().cloned().collect(), vec![], None);
+        assert!(matches!(
+            needs_two.lift(lift, Some(2), 1200),
+            Lifted::Removed(_)
+        ));
+        let Lifted::Renewed(entry) = t.lift(lift, Some(1), 1200) else {
+            panic!("web2's report was made after the unban");
+        };
+        let ban = &entry.ban;
+        assert_eq!((ban.origin.as_str(), ban.reported), ("web2", 1100));
+        // It ends when it ended, and says so: expires = reported + bantime.
+        assert_eq!((ban.expires, ban.bantime), (Some(1600), Some(500)));
+        assert!(ban.implausible(1200).is_none());
+        let names: Vec<&str> = entry.reporters.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["web2"]);
+        // This server's own unban lifts what it names.
+        let own = t.unban_now(&ip.parse().unwrap(), 1200).unwrap();
+        assert!(matches!(t.lift(own, None, 1200), Lifted::Removed(_)));
+    }
+
+    #[test]
+    fn a_ban_again_in_the_second_of_its_unban_ends_its_bantime_after_its_report() {
+        let mut t = BanTable::default();
+        let ip = "203.0.113.7";
+        record(&mut t, ip, "600", "web1", 1000);
+        let own = t.unban_now(&ip.parse().unwrap(), 1000).unwrap();
+        t.lift(own, None, 1000);
+        let Recorded::New(entry) = record(&mut t, ip, "600", "web1", 1000) else {
+            panic!("banned again");
+        };
+        assert_eq!((entry.ban.reported, entry.ban.expires), (1001, Some(1601)));
+    }
+
+    #[test]
+    fn unbans_of_networks_never_banned_here_are_kept_a_day_at_most() {
+        let mut t = BanTable::default();
+        let lift = |ip: &str, until| Lift {
+            ip: ip.parse().unwrap(),
+            at: 1000,
+            until,
+        };
+        assert!(matches!(
+            t.lift(lift("203.0.113.1", None), Some(1), 1000),
+            Lifted::Noted
+        ));
+        assert_eq!(
+            t.lift_of(&"203.0.113.1".parse().unwrap()).unwrap().until,
+            Some(1000 + LIFT_WITHOUT_BAN)
+        );
+        // Kept as long as the ban it lifted here could have lasted.
+        record(&mut t, "203.0.113.2", "-1", "web1", 900);
+        assert!(matches!(
+            t.lift(lift("203.0.113.2", Some(1500)), Some(1), 1000),
+            Lifted::Removed(_)
+        ));
+        assert_eq!(
+            t.lift_of(&"203.0.113.2".parse().unwrap()).unwrap().until,
+            None
+        );
+        // An unban kept longer than any ban could last is not taken.
+        let far = Some(1000 + MAX_BANTIME + 1);
+        assert!(matches!(
+            t.lift(lift("203.0.113.3", far), Some(1), 1000),
+            Lifted::Unchanged
+        ));
+        assert_eq!(t.purge(1000 + LIFT_WITHOUT_BAN), 0);
+        assert_eq!(t.lifts().count(), 1, "the day is over for 203.0.113.1");
+    }
+
+    #[test]
+    fn a_peer_cannot_give_a_ban_an_end_its_bantime_does_not_explain() {
+        let mut t = BanTable::default();
+        let now = 1000;
+        for (bantime, expires) in [
+            (Some(600), Some(u64::MAX)),
+            (Some(600), None),
+            (None, Some(2000)),
+        ] {
+            let ban = Ban {
+                reported: now,
+                ..Ban::sample("203.0.113.1", bantime, expires)
+            };
+            assert!(t.merge(&ban, now).is_none(), "{ban:?}");
+        }
+        let honest = Ban {
+            reported: now,
+            ..Ban::sample("203.0.113.1", Some(600), Some(now + 600))
+        };
+        assert!(t.merge(&honest, now).is_some());
     }
 
     /// What one server tells the others when its table changed, as `server::merge` does.
@@ -1024,9 +1210,11 @@ mod tests {
     }
 
     /// The table's state, to compare servers: each ban as published, and each unban.
+    /// How long each server keeps an unban is its own (`BanTable::lift`): not compared.
     fn state(t: &BanTable, now: u64) -> Vec<String> {
         let bans = t.active(now).map(|e| ban_fields(&e.ban).join(" "));
-        bans.chain(t.lifts().map(Lift::line)).collect()
+        let lifts = t.lifts().map(|l| format!("unban {} {}", l.ip, l.at));
+        bans.chain(lifts).collect()
     }
 
     /// Servers that hear bans and unbans in any order, and tell each other what changed
@@ -1072,11 +1260,15 @@ mod tests {
                 let (to, said, first) = queue.swap_remove(random(queue.len()));
                 let told = match said {
                     Said::Ban(ban) => tables[to].merge(&ban, now).map(|e| Said::Ban(e.ban)),
-                    // `banshare unban` publishes the unban it made.
-                    Said::Lift(lift) => match tables[to].lift(lift, now) {
+                    // `banshare unban` publishes the unban it made; a peer's may renew.
+                    Said::Lift(lift) => match tables[to].lift(lift, (!first).then_some(1), now) {
                         Lifted::Removed(_) => Some(Said::Lift(lift)),
-                        Lifted::Outlived { .. } if first => Some(Said::Lift(lift)),
-                        Lifted::Outlived { entry, .. } => Some(Said::Ban(entry.ban)),
+                        Lifted::Outlived { .. } | Lifted::Renewed(_) if first => {
+                            Some(Said::Lift(lift))
+                        }
+                        Lifted::Outlived { entry, .. } | Lifted::Renewed(entry) => {
+                            Some(Said::Ban(entry.ban))
+                        }
                         Lifted::Unchanged | Lifted::Noted => first.then_some(Said::Lift(lift)),
                     },
                 };

@@ -110,6 +110,17 @@ impl Authorizer {
         self.keys.read().expect("lock").clone()
     }
 
+    /// The key file name of an authorized key.
+    pub fn name_for(&self, key: &PublicKey) -> Option<String> {
+        self.keys.read().expect("lock").get(key).cloned()
+    }
+
+    /// The authorized key whose file is `NAME.key`.
+    pub fn key_named(&self, name: &str) -> Option<PublicKey> {
+        let keys = self.keys.read().expect("lock");
+        keys.iter().find(|(_, n)| *n == name).map(|(key, _)| *key)
+    }
+
     pub fn count(&self) -> usize {
         self.keys.read().expect("lock").len()
     }

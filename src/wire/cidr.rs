@@ -228,7 +228,9 @@ impl FromStr for Cidr {
         let width = max_prefix(addr);
         let prefix = match prefix_text {
             None => width,
-            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => p
+            // Digits only, leading zeros allowed, at most 20, as every number (protocol.md
+            // section 2): `/0064` is `/64`.
+            Some(p) if !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()) => p
                 .parse::<u8>()
                 .ok()
                 .filter(|p| *p <= width)
@@ -307,6 +309,9 @@ mod tests {
         assert_eq!(c("2001:db8::/64").to_string(), "2001:db8::/64");
         assert_eq!(c("203.0.113.7/32"), c("203.0.113.7"));
         assert!(c("2001:db8::/64").prefix() == 64 && !c("2001:db8::/64").is_ipv4());
+        // Leading zeros in a prefix length mean nothing, as in every number.
+        assert_eq!(c("2001:db8::/0064"), c("2001:db8::/64"));
+        assert_eq!(c("198.51.100.0/00000000000000000024"), c("198.51.100.0/24"));
     }
 
     #[test]
@@ -352,6 +357,8 @@ mod tests {
             "01.2.3.4",
             "1.2.3",
             "1.2.3.4/33",
+            "1.2.3.4/0033",
+            "1.2.3.4/000000000000000000032",
             "1.2.3.4/",
             "1.2.3.4/-1",
             "1.2.3.4/ 8",

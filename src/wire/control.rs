@@ -121,6 +121,10 @@ pub struct ClientStatus {
     pub backend: String,
     /// Bans and unbans that failed since the start.
     pub failed: u64,
+    /// Bans and unbans the firewall refused for good since the start, which are not tried
+    /// again (absent from clients before it was added).
+    #[serde(default)]
+    pub refused: u64,
     /// The last failure, and when (Unix time); the log says why.
     pub last_error: Option<String>,
     pub last_error_at: Option<u64>,

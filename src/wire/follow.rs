@@ -23,6 +23,9 @@ pub struct Follower {
     wanted: bool,
     /// When the server was last heard from, and how often it says it sends heartbeats.
     heard_at: Instant,
+    /// When a silence last started a catch-up: the next one starts three heartbeats later
+    /// at the earliest, while `heard_at` still says when the server was last heard.
+    silence_noted_at: Instant,
     heartbeat: Duration,
     /// Who is followed, for the log: "the server", or a peer's name.
     name: String,
@@ -72,6 +75,7 @@ impl Follower {
             resync: None,
             wanted: true,
             heard_at: now,
+            silence_noted_at: now,
             heartbeat: Duration::from_secs(1),
             name: name.to_owned(),
         }
@@ -182,11 +186,13 @@ impl Follower {
     /// published meanwhile as soon as it answers again.
     pub fn silence(&mut self, now: Instant) -> Option<Duration> {
         let silent = now.saturating_duration_since(self.heard_at);
-        if silent <= 3 * self.heartbeat || self.wanted || self.resync.is_some() {
+        let since_noted = now.saturating_duration_since(self.silence_noted_at);
+        let quiet = silent.min(since_noted) > 3 * self.heartbeat;
+        if !quiet || self.wanted || self.resync.is_some() {
             return None;
         }
         self.wanted = true;
-        self.heard_at = now;
+        self.silence_noted_at = now;
         Some(silent)
     }
 
@@ -343,6 +349,8 @@ mod tests {
         let later = now + Duration::from_millis(3001);
         assert!(follower.silence(later).is_some());
         assert!(follower.silence(later).is_none(), "said once");
+        // Noticing the silence does not make the server heard: not live, as status says.
+        assert!(!follower.is_live(later));
         assert_eq!(follower.due(later), Some(Due::Start));
     }
 

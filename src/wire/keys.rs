@@ -59,6 +59,20 @@ impl PublicKey {
     pub fn from_z85(text: &str) -> Option<PublicKey> {
         decode_key(text).map(PublicKey)
     }
+
+    /// A key from its 64 hex digits (`hex`), upper or lower case.
+    pub fn from_hex(text: &str) -> Option<PublicKey> {
+        // Digits only: from_str_radix would take a sign too.
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut key = [0u8; 32];
+        for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(PublicKey(key))
+    }
 }
 
 impl fmt::Debug for PublicKey {
@@ -263,6 +277,9 @@ fn secret_text(pair: &KeyPair) -> String {
 /// it exists). Returns the two paths.
 pub fn generate(dir: &Path, name: &str, force: bool) -> Result<(PathBuf, PathBuf), KeyError> {
     check_name(name)?;
+    // Before anything is written: another user who can write there could swap the files,
+    // and the daemons would refuse to load them anyway.
+    crate::files::check_own_dir(dir).map_err(KeyError::Unsafe)?;
     let public_path = dir.join(format!("{name}.key"));
     let secret_path = dir.join(format!("{name}.key_secret"));
     if !force {

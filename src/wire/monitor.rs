@@ -78,14 +78,69 @@ pub fn stop(watched: &zmq::Socket) {
 
 /// Pending monitor events: the event and its value (a file descriptor or an error code).
 fn events(monitor: &zmq::Socket) -> impl Iterator<Item = (E, u32)> + '_ {
-    std::iter::from_fn(move || monitor.recv_multipart(zmq::DONTWAIT).ok()).filter_map(|frames| {
-        let head = frames.first().filter(|f| f.len() >= 6)?;
-        let event = E::from_raw(u16::from_ne_bytes([head[0], head[1]]));
-        Some((
-            event,
-            u32::from_ne_bytes([head[2], head[3], head[4], head[5]]),
-        ))
-    })
+    relayed(monitor).map(|(event, value, _)| (event, value))
+}
+
+/// Pending events as `relay` hands them on: the event, its value, and the second frame (the
+/// peer's address, from a relay; the socket's endpoint, straight from libzmq).
+fn relayed(monitor: &zmq::Socket) -> impl Iterator<Item = (E, u32, String)> + '_ {
+    std::iter::from_fn(move || monitor.recv_multipart(zmq::DONTWAIT).ok())
+        .filter_map(|frames| decode_event(&frames))
+}
+
+/// A monitor event's frames: the event and its value in the first, text in the second.
+fn decode_event(frames: &[Vec<u8>]) -> Option<(E, u32, String)> {
+    let head = frames.first().filter(|f| f.len() >= 6)?;
+    let event = E::from_raw(u16::from_ne_bytes([head[0], head[1]]));
+    let value = u32::from_ne_bytes([head[2], head[3], head[4], head[5]]);
+    let text = frames
+        .get(1)
+        .map(|f| String::from_utf8_lossy(f).into_owned());
+    Some((event, value, text.unwrap_or_default()))
+}
+
+/// Reads a listener's monitor on a thread of its own, and hands each event on to the
+/// returned socket with, for an accepted connection, the peer's address in place of the
+/// listener's endpoint. libzmq names an accepted connection by its file descriptor only,
+/// and a peer that fails the handshake (plaintext, a wrong server key) is gone, its
+/// descriptor closed, within a millisecond: too soon for the server's loop, which read
+/// the address afterwards and logged `from ?`. The relay reads it at once. It ends when
+/// the listener closes (libzmq then sends MONITOR_STOPPED) or the context does.
+fn relay(ctx: &zmq::Context, source: zmq::Socket, name: &str) -> zmq::Result<zmq::Socket> {
+    let address = new_address();
+    let near = ctx.socket(zmq::PAIR)?;
+    near.set_linger(0)?;
+    // Bounded: events beyond it, while the loop is busy, are dropped rather than kept.
+    near.set_rcvhwm(RELAYED)?;
+    near.bind(&address)?;
+    let far = ctx.socket(zmq::PAIR)?;
+    far.set_linger(0)?;
+    far.set_sndhwm(RELAYED)?;
+    far.connect(&address)?;
+    std::thread::Builder::new()
+        .name(format!("{name}-watch"))
+        .spawn(move || hand_on(&source, &far))
+        .map_err(|_| zmq::Error::EAGAIN)?;
+    Ok(near)
+}
+
+/// Events a relay holds for the server's loop at most.
+const RELAYED: i32 = 100_000;
+
+fn hand_on(source: &zmq::Socket, sink: &zmq::Socket) {
+    while let Ok(frames) = source.recv_multipart(0) {
+        let Some((event, value, _)) = decode_event(&frames) else {
+            continue;
+        };
+        if event == E::MONITOR_STOPPED {
+            return;
+        }
+        let address = match event {
+            E::ACCEPTED => peer_of(value),
+            _ => String::new(),
+        };
+        let _ = sink.send_multipart([frames[0].clone(), address.into_bytes()], zmq::DONTWAIT);
+    }
 }
 
 impl ConnectionWatch {
@@ -223,6 +278,8 @@ pub struct ListenerWatch {
     name: String,
     /// Peer address by connection file descriptor, from ACCEPTED to DISCONNECTED.
     peers: HashMap<u32, String>,
+    /// Whether the monitor's events come through a relay (`relay`), with addresses.
+    relayed: bool,
     /// The reason of a failed handshake, waiting for the DISCONNECTED event that names the
     /// connection (libzmq reports them in this order on its I/O thread).
     failed: Option<String>,
@@ -243,9 +300,21 @@ impl ListenerWatch {
             E::DISCONNECTED,
             E::HANDSHAKE_FAILED_PROTOCOL,
             E::HANDSHAKE_FAILED_NO_DETAIL,
+            E::MONITOR_STOPPED,
         ];
+        let source = monitor(ctx, watched, &events)?;
+        // Without a thread for the relay (at a limit of tasks), the loop reads the monitor
+        // itself, and may miss the address of a peer that is gone at once.
+        let (monitor, relayed) = match relay(ctx, source, name) {
+            Ok(relayed) => (relayed, true),
+            Err(_) => {
+                log::warn!("{name}: no thread to watch connections with; refused peers may be logged without their address");
+                (monitor(ctx, watched, &events)?, false)
+            }
+        };
         Ok(ListenerWatch {
-            monitor: monitor(ctx, watched, &events)?,
+            monitor,
+            relayed,
             name: name.to_owned(),
             peers: HashMap::new(),
             failed: None,
@@ -281,11 +350,15 @@ impl ListenerWatch {
     }
 
     pub fn drain(&mut self) {
-        let pending: Vec<_> = events(&self.monitor).collect();
-        for (event, value) in pending {
+        let pending: Vec<_> = relayed(&self.monitor).collect();
+        for (event, value, address) in pending {
             match event {
                 E::ACCEPTED => {
-                    self.peers.insert(value, peer_of(value));
+                    let address = match self.relayed {
+                        true if !address.is_empty() => address,
+                        _ => peer_of(value),
+                    };
+                    self.peers.insert(value, address);
                 }
                 E::ACCEPT_FAILED => {
                     let errno = nix::errno::Errno::from_raw(value as i32);
@@ -310,7 +383,7 @@ impl ListenerWatch {
                     self.failed = Some("a peer that did not complete the handshake".into());
                 }
                 E::DISCONNECTED => {
-                    let address = self.peers.remove(&value).unwrap_or_else(|| "?".into());
+                    let address = self.peers.remove(&value).unwrap_or_else(gone);
                     if let Some(reason) = self.failed.take() {
                         self.refusals.note(&self.name, &reason, &address, "");
                     }
@@ -321,6 +394,15 @@ impl ListenerWatch {
     }
 }
 
+/// What the log says for a connection whose address could not be read: libzmq names an
+/// accepted connection by its descriptor only, and closes the descriptor of a peer it
+/// refuses at once (plaintext, a wrong server key) within microseconds, sometimes before
+/// even the relay has read it. (libzmq's second version of the monitor, which gives the
+/// address, is a draft API, not in Debian's build.)
+fn gone() -> String {
+    "an address gone before it could be read".into()
+}
+
 /// The remote address of a connection the monitor announced by its file descriptor.
 fn peer_of(fd: u32) -> String {
     let addr = nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(fd as i32);
@@ -329,7 +411,7 @@ fn peer_of(fd: u32) -> String {
             .map(|v4| v4.ip().to_string())
             .or_else(|| a.as_sockaddr_in6().map(|v6| v6.ip().to_string()))
     });
-    ip.map_or_else(|| "?".into(), |ip| peer_address(&ip))
+    ip.map_or_else(gone, |ip| peer_address(&ip))
 }
 
 #[cfg(test)]

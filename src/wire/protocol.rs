@@ -396,7 +396,51 @@ impl Ban {
         let names = (self.origin.as_str(), self.jail.as_str(), self.prog.as_str());
         (self.ends(), self.reported, names.0, names.1, names.2)
     }
+
+    /// Why a ban that a server sent cannot be true by this host's clock `now`: the
+    /// syntax allows it, but no honest server makes it (docs/protocol.md section 4, *What
+    /// a subscriber must check*). A server's key is trusted to speak the protocol, not to
+    /// date a ban next year, which no later unban could lift, nor to give it an end that
+    /// its bantime does not explain, which the kernel may refuse for ever.
+    pub fn implausible(&self, now: u64) -> Option<String> {
+        if let Some(ahead) = ahead_of(self.reported, now) {
+            return Some(format!("it is dated {ahead} s ahead of this host's clock"));
+        }
+        match (self.bantime, self.expires) {
+            (None, None) => None,
+            (None, Some(_)) => Some("a permanent ban cannot end".into()),
+            (Some(b), None) => Some(format!("a ban of {b}s cannot be permanent")),
+            // Never later: a server sets the end when it takes the report, or it keeps an
+            // end and moves the report time later (a ban reported again after an unban).
+            (Some(b), Some(e)) if e > self.reported.saturating_add(b) => Some(format!(
+                "it ends at {e}, {} s after its report time plus its bantime of {b}s",
+                e - self.reported.saturating_add(b)
+            )),
+            (Some(_), Some(_)) => None,
+        }
+    }
 }
+
+/// How far ahead of a host's clock a server may date a ban or an unban: a clock that is a
+/// little fast is tolerated (docs/ha.md); one that dates an unban next year, and so lifts
+/// every report until then, is not.
+pub const MAX_AHEAD: u64 = 300;
+
+/// How far `at` is ahead of `now` beyond MAX_AHEAD, if it is.
+fn ahead_of(at: u64, now: u64) -> Option<u64> {
+    (at > now.saturating_add(MAX_AHEAD)).then(|| at - now)
+}
+
+/// How long a host or a server remembers a dated unban of a network it has no ban of: a
+/// day. One that had the lifted ban remembers the unban for as long as that ban could
+/// have lasted; the others need it only while stale copies of the ban still travel, and a
+/// server that holds such a copy hears the unban from those that remember it, lifts its
+/// copy and says so. Without a bound, anyone who may send unbans could make a host or a
+/// server keep unbans of any number of networks for ever.
+pub const LIFT_WITHOUT_BAN: u64 = 86_400;
+
+/// The most dated unbans a host or a server remembers of networks it has no ban of.
+pub const MAX_LIFTS_WITHOUT_BAN: usize = 1_000_000;
 
 /// A dated unban: every ban of `ip` reported at or before `at` is lifted, and one reported
 /// later is not. Kept until `until`, when the lifted ban would have ended (None: never), so
@@ -411,6 +455,31 @@ pub struct Lift {
 impl Lift {
     pub fn covers(&self, ban: &Ban) -> bool {
         ban.reported <= self.at
+    }
+
+    /// Why a dated unban that a server sent cannot be true by this host's clock `now`
+    /// (see `Ban::implausible`): dated too far ahead, or kept longer than any ban reported
+    /// before it could last.
+    pub fn implausible(&self, now: u64) -> Option<String> {
+        if let Some(ahead) = ahead_of(self.at, now) {
+            return Some(format!("it is dated {ahead} s ahead of this host's clock"));
+        }
+        match self.until {
+            Some(until) if until > self.at.saturating_add(MAX_BANTIME) => Some(format!(
+                "it is kept until {until}, longer than any ban it lifts could last"
+            )),
+            _ => None,
+        }
+    }
+
+    /// The unban as one remembered without a ban of its network: for LIFT_WITHOUT_BAN
+    /// after `now` at most.
+    pub fn without_ban(self, now: u64) -> Lift {
+        let horizon = now.saturating_add(LIFT_WITHOUT_BAN);
+        Lift {
+            until: Some(self.until.map_or(horizon, |u| u.min(horizon))),
+            ..self
+        }
     }
 
     pub fn active_at(&self, now: u64) -> bool {
@@ -581,10 +650,31 @@ impl SnapshotPage {
             self.next.map_or(String::new(), |n| n.to_string()),
         ];
         head.into_iter()
-            .chain(self.bans.iter().map(|b| ban_fields(b).join(" ")))
-            .chain(self.lifts.iter().map(Lift::line))
+            .chain(self.lines())
             .map(String::into_bytes)
             .collect()
+    }
+
+    /// The page's bans and unbans as lines, in network order (section 5): both lists are in
+    /// that order, and a network's ban comes before its unban.
+    fn lines(&self) -> Vec<String> {
+        let (mut bans, mut lifts) = (self.bans.iter().peekable(), self.lifts.iter().peekable());
+        let mut lines = Vec::with_capacity(self.bans.len() + self.lifts.len());
+        loop {
+            let ban_first = match (bans.peek(), lifts.peek()) {
+                (Some(ban), Some(lift)) => ban.ip <= lift.ip,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => return lines,
+            };
+            lines.push(
+                match ban_first {
+                    true => bans.next().map(|b| ban_fields(b).join(" ")),
+                    false => lifts.next().map(Lift::line),
+                }
+                .expect("peeked"),
+            );
+        }
     }
 
     pub fn decode(frames: &[Vec<u8>]) -> Result<SnapshotPage, String> {
@@ -900,6 +990,45 @@ mod tests {
     }
 
     #[test]
+    fn a_page_lists_bans_and_unbans_in_network_order() {
+        let lift = |ip: &str| Lift {
+            ip: ip.parse().unwrap(),
+            at: 5,
+            until: None,
+        };
+        let page = SnapshotPage {
+            topic: Topic::ungrouped(),
+            epoch: 3,
+            seq: 9,
+            next: None,
+            bans: ["198.51.100.1", "198.51.100.3", "2001:db8::/64"]
+                .map(|ip| Ban::sample(ip, None, None))
+                .to_vec(),
+            lifts: ["198.51.100.2", "198.51.100.3", "2001:db8::1"]
+                .map(lift)
+                .to_vec(),
+            unreadable: vec![],
+        };
+        let networks: Vec<String> = page.encode()[5..]
+            .iter()
+            .map(|line| String::from_utf8_lossy(line).replace("unban ", "-"))
+            .map(|line| line.split(' ').next().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            networks,
+            [
+                "198.51.100.1",
+                "-198.51.100.2",
+                "198.51.100.3",
+                "-198.51.100.3",
+                "2001:db8::/64",
+                "-2001:db8::1"
+            ]
+        );
+        assert_eq!(SnapshotPage::decode(&page.encode()), Ok(page));
+    }
+
+    #[test]
     fn forward_round_trip_with_and_without_a_group() {
         let line = "203.0.113.7 web1/1767225000/1767228600/fail2ban/sshd/600/waiting";
         let web = Group::parse("web").unwrap();
@@ -943,6 +1072,48 @@ mod tests {
             [Some("203.0.113.8".into()), None, Some("203.0.113.9".into())]
         );
         assert!(page.unreadable[0].reason.contains("bantime"), "{page:?}");
+    }
+
+    #[test]
+    fn what_no_honest_server_sends_is_told_apart() {
+        let now = 1_800_000_000;
+        let ban = |bantime, expires, reported| Ban {
+            reported,
+            ..Ban::sample("203.0.113.7", bantime, expires)
+        };
+        for honest in [
+            ban(Some(600), Some(now + 600), now),
+            ban(None, None, now + MAX_AHEAD),
+            // A ban reported again after an unban keeps its end: shorter than its bantime.
+            ban(Some(600), Some(now + 300), now),
+        ] {
+            assert_eq!(honest.implausible(now), None, "{honest:?}");
+        }
+        for (lying, why) in [
+            (ban(None, None, now + MAX_AHEAD + 1), "ahead"),
+            (ban(Some(600), Some(u64::MAX), now), "after its report time"),
+            (
+                ban(Some(600), Some(now + 601), now),
+                "after its report time",
+            ),
+            (ban(None, Some(now + 600), now), "permanent"),
+            (ban(Some(600), None, now), "cannot be permanent"),
+        ] {
+            let said = lying.implausible(now).unwrap_or_default();
+            assert!(said.contains(why), "{lying:?}: {said}");
+        }
+        let lift = |at, until| Lift {
+            ip: "203.0.113.7".parse().unwrap(),
+            at,
+            until,
+        };
+        assert_eq!(lift(now + MAX_AHEAD, None).implausible(now), None);
+        assert!(lift(now + 86400 * 365, None).implausible(now).is_some());
+        assert!(lift(now, Some(now + MAX_BANTIME + 1))
+            .implausible(now)
+            .is_some());
+        let kept = lift(now, None).without_ban(now);
+        assert_eq!(kept.until, Some(now + LIFT_WITHOUT_BAN));
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct Upstream {
     pub streams: Vec<Stream>,
     /// Unix time of the last message from it, of any kind.
     pub heard_at: Option<u64>,
+    /// Whether it sent a message of more frames than any banshare message has since the
+    /// owner last asked (`take_oversized`).
+    oversized: bool,
 }
 
 impl Drop for Upstream {
@@ -109,7 +112,17 @@ impl Upstream {
             subscriber,
             watch,
             heard_at: None,
+            oversized: false,
         })
+    }
+
+    /// Whether the server sent a message of more frames than any banshare message has
+    /// since the last call. Its frames were freed as they were read, but glibc keeps the
+    /// pages of many small blocks freed out of order: the owner should give them back
+    /// (`daemon::memory::Guard::release`), or a 50,000-frame message would leave the
+    /// process 400 MB larger, below the guard's limit, for good.
+    pub fn take_oversized(&mut self) -> bool {
+        std::mem::take(&mut self.oversized)
     }
 
     /// Whether every stream read a whole snapshot since the start.
@@ -198,6 +211,7 @@ impl Upstream {
         while let Ok(received) =
             transport::recv_bounded(&self.subscriber, zmq::DONTWAIT, PUBLISHED_FRAMES)
         {
+            self.oversized |= received.oversized();
             match within_bounds(&received).and_then(Publish::decode) {
                 Ok((topic, message)) => match self.stream_for(&topic) {
                     Some(i) => {
@@ -214,6 +228,7 @@ impl Upstream {
         while let Ok(received) =
             transport::recv_bounded(&self.requester, zmq::DONTWAIT, PAGE_FRAMES)
         {
+            self.oversized |= received.oversized();
             let body = within_bounds(&received).and_then(reply_body);
             heard.push(match body.clone().and_then(SnapshotPage::decode) {
                 Ok(page) => Heard::Page(page),

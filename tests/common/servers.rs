@@ -22,6 +22,11 @@ pub fn peered(servers: usize, server_extra: &str, address: impl Fn(usize) -> Str
             let key = fleet.dir.path().join(format!("bs{}.key", j + 1));
             fs::copy(other.keys_dir.join("server.key"), &key).unwrap();
             fs::copy(&key, fleet.auth_dir.join(format!("bs{}.key", j + 1))).unwrap();
+            // Every host's key on every server, as docs/ha.md says: a peer's forwarded
+            // report counts only under a key authorized here.
+            let host = &other.hosts[0].name;
+            let host_key = other.keys_dir.join(format!("{host}.key"));
+            fs::copy(host_key, fleet.auth_dir.join(format!("{host}.key"))).unwrap();
             peers.push_str(&format!(
                 "\n[[peers]]\naddress = \"{}\"\nreport-port = {}\npublish-port = {}\nkey = \"{}\"\n",
                 address(j),

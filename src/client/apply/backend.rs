@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use crate::client::apply::netlink::{self, Change, Element};
 use crate::client::apply::record::Action;
-use crate::client::apply::runner::{self, Outcome};
+use crate::client::apply::runner::{self, Applied, Outcome};
 use crate::clock::unix_now;
 use crate::daemon::worker::Worker;
 use crate::exit::Failure;
@@ -30,12 +30,12 @@ pub struct Op {
 }
 
 /// The result of one op, as the client's record of applied bans wants it.
-pub type Done = ((Cidr, Action), bool);
+pub type Done = ((Cidr, Action), Applied);
 
 /// A backend that takes bans in batches (fail2ban, nftables): carries out a batch and
-/// returns one success flag per op.
+/// says what became of each op.
 pub trait Firewall: Send + 'static {
-    fn carry_out(&mut self, ops: &[Op]) -> Vec<bool>;
+    fn carry_out(&mut self, ops: &[Op]) -> Vec<Applied>;
 
     /// Whether what the backend keeps outside this process had gone, and has been set up
     /// again (the nftables table, after `nft flush ruleset`): the bans applied before are
@@ -65,12 +65,12 @@ pub struct Batcher {
 
 impl Batcher {
     /// Batches of up to `size` ops, `delay` apart at most; `latency` gets the time each
-    /// batch's command takes.
+    /// batch's command takes. An error when its thread cannot be started.
     pub fn start(
         mut backend: impl Firewall,
         (size, delay): (usize, Duration),
         latency: Histogram,
-    ) -> (Batcher, Receiver<Done>) {
+    ) -> std::io::Result<(Batcher, Receiver<Done>)> {
         let (queue, ops) = mpsc::channel::<Op>();
         let (done, results) = mpsc::channel();
         let set_up_again = Arc::new(AtomicBool::new(false));
@@ -89,22 +89,21 @@ impl Batcher {
             let batch = gather(&ops, first, size, delay);
             let started = Instant::now();
             let mut outcome = backend.carry_out(&batch);
-            if outcome.contains(&false) && backend.set_up_again() {
+            if outcome.contains(&Applied::Failed) && backend.set_up_again() {
                 again.store(true, Ordering::Relaxed);
                 outcome = backend.carry_out(&batch);
             }
             latency.observe(started.elapsed().as_secs_f64());
-            for (op, ok) in batch.iter().zip(outcome) {
-                let _ = done.send(((op.ban.ip, op.action), ok));
+            for (op, applied) in batch.iter().zip(outcome) {
+                let _ = done.send(((op.ban.ip, op.action), applied));
             }
-        })
-        .expect("spawn batcher thread");
+        })?;
         let batcher = Batcher {
             queue,
             worker,
             set_up_again,
         };
-        (batcher, results)
+        Ok((batcher, results))
     }
 
     /// An error if the batcher's thread has stopped (see `worker`).
@@ -246,8 +245,10 @@ impl Nftables {
     }
 
     /// Applies `changes` in their order: the addresses over netlink, in one transaction,
-    /// and the networks with one `nft` run.
-    fn apply(&self, what: &str, changes: &[(Change, Cidr)]) -> bool {
+    /// and the networks with one `nft` run. Refused when the kernel refused the addresses
+    /// for good (`netlink::NetlinkError::is_final`); `nft` does not say why it failed, so
+    /// the networks are only ever done or failed.
+    fn apply(&self, what: &str, changes: &[(Change, Cidr)]) -> Applied {
         let (hosts, networks): (Vec<(Change, Cidr)>, Vec<_>) =
             changes.iter().copied().partition(|(_, ip)| ip.is_host());
         let elements: Vec<Element> = hosts
@@ -258,16 +259,24 @@ impl Nftables {
                 addr: ip.addr(),
             })
             .collect();
-        let hosts_done = elements.is_empty()
-            || match netlink::commit(&self.table, &elements, self.timeout) {
-                Ok(()) => true,
+        let hosts = match elements.is_empty() {
+            true => Applied::Done,
+            false => match netlink::commit(&self.table, &elements, self.timeout) {
+                Ok(()) => Applied::Done,
                 Err(e) => {
                     log::error!("{what}: {e}");
-                    false
+                    match e.is_final() {
+                        true => Applied::Refused,
+                        false => Applied::Failed,
+                    }
                 }
-            };
-        let networks_done = networks.is_empty() || self.run(what, &self.script(&networks));
-        hosts_done && networks_done
+            },
+        };
+        let networks = networks.is_empty() || self.run(what, &self.script(&networks));
+        match (hosts, networks) {
+            (_, false) => Applied::Failed,
+            (hosts, true) => hosts,
+        }
     }
 
     /// The nft script for `changes`, in their order, with each run of changes of one verb
@@ -335,23 +344,28 @@ impl Firewall for Nftables {
     /// One transaction for the whole batch. If it fails, the ops are applied one by one, so
     /// that one bad element (such as an address inside a network already banned, which nft
     /// refuses as an overlap) does not hold back the others.
-    fn carry_out(&mut self, ops: &[Op]) -> Vec<bool> {
+    fn carry_out(&mut self, ops: &[Op]) -> Vec<Applied> {
         let now = unix_now();
         let each: Vec<Option<Vec<(Change, Cidr)>>> =
             ops.iter().map(|op| Self::changes(op, now)).collect();
         let all: Vec<(Change, Cidr)> = each.iter().flatten().flatten().copied().collect();
-        if all.is_empty() || self.apply(&format!("nftables batch of {}", ops.len()), &all) {
+        let what = format!("nftables batch of {}", ops.len());
+        if all.is_empty() || self.apply(&what, &all) == Applied::Done {
             log::info!("nftables: applied a batch of {} bans and unbans", ops.len());
-            return vec![true; ops.len()];
+            return vec![Applied::Done; ops.len()];
         }
         ops.iter()
             .zip(each)
             .map(|(op, changes)| match changes {
-                None => true,
+                None => Applied::Done,
                 Some(changes) => {
                     let what = format!("nftables {} {}", op.action, op.ban.ip);
-                    self.apply(&what, &changes)
-                        || (op.action == Action::Ban && self.covered(&op.ban.ip))
+                    match self.apply(&what, &changes) {
+                        Applied::Failed if op.action == Action::Ban && self.covered(&op.ban.ip) => {
+                            Applied::Done
+                        }
+                        applied => applied,
+                    }
                 }
             })
             .collect()
@@ -396,7 +410,7 @@ fn set_for(ip: &Cidr) -> &'static str {
 pub struct LogOnly;
 
 impl Firewall for LogOnly {
-    fn carry_out(&mut self, ops: &[Op]) -> Vec<bool> {
+    fn carry_out(&mut self, ops: &[Op]) -> Vec<Applied> {
         for Op { action, ban } in ops {
             log::info!(
                 "dry run: would {action} {} ({} {} from {}, bantime {})",
@@ -407,7 +421,7 @@ impl Firewall for LogOnly {
                 bantime_text(ban.bantime)
             );
         }
-        vec![true; ops.len()]
+        vec![Applied::Done; ops.len()]
     }
 }
 
@@ -421,8 +435,8 @@ pub struct Fail2ban {
 impl Firewall for Fail2ban {
     /// `set JAIL banip IP ...` for the bans and `set JAIL unbanip IP ...` for the unbans. A
     /// failure (fail2ban down) fails the ops, which the client keeps and tries again.
-    fn carry_out(&mut self, ops: &[Op]) -> Vec<bool> {
-        let mut outcome = vec![false; ops.len()];
+    fn carry_out(&mut self, ops: &[Op]) -> Vec<Applied> {
+        let mut outcome = vec![Applied::Failed; ops.len()];
         for (action, word) in [(Action::Ban, "banip"), (Action::Unban, "unbanip")] {
             let chosen: Vec<usize> = (0..ops.len())
                 .filter(|&i| ops[i].action == action)
@@ -444,8 +458,10 @@ impl Firewall for Fail2ban {
             if ok {
                 log::info!("{what} in jail {}", self.jail);
             }
-            for i in chosen {
-                outcome[i] = ok;
+            if ok {
+                for i in chosen {
+                    outcome[i] = Applied::Done;
+                }
             }
         }
         outcome
@@ -498,9 +514,9 @@ mod tests {
     struct Recorder(Sender<usize>);
 
     impl Firewall for Recorder {
-        fn carry_out(&mut self, ops: &[Op]) -> Vec<bool> {
+        fn carry_out(&mut self, ops: &[Op]) -> Vec<Applied> {
             self.0.send(ops.len()).unwrap();
-            vec![true; ops.len()]
+            vec![Applied::Done; ops.len()]
         }
     }
 
@@ -509,7 +525,7 @@ mod tests {
         let (sizes, seen) = mpsc::channel();
         let latency = crate::daemon::metrics::seconds_histogram();
         let limits = (3, Duration::from_millis(50));
-        let (batcher, done) = Batcher::start(Recorder(sizes), limits, latency);
+        let (batcher, done) = Batcher::start(Recorder(sizes), limits, latency).unwrap();
         for i in 0..7 {
             batcher.submit(op(Action::Ban, &format!("203.0.113.{i}"), None));
         }
@@ -517,7 +533,8 @@ mod tests {
             .map(|_| seen.recv_timeout(Duration::from_secs(2)).unwrap())
             .collect();
         assert_eq!(got, [3, 3, 1]);
-        assert_eq!(done.iter().take(7).filter(|(_, ok)| *ok).count(), 7);
+        let applied = done.iter().take(7).filter(|(_, a)| *a == Applied::Done);
+        assert_eq!(applied.count(), 7);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{Ban, Lift};
 use backend::{Batcher, Done, Fail2ban, LogOnly, Nftables, Op};
 use record::{Action, AppliedBans, Stale};
-use runner::Runner;
+use runner::{Applied, Runner};
 
 /// How long a stopping client waits for commands still running.
 const STOP_WAIT: Duration = Duration::from_secs(5);
@@ -36,6 +36,8 @@ pub struct Tally {
     pub bans: u64,
     pub unbans: u64,
     pub failed: u64,
+    /// Refused by the firewall for good, and not tried again.
+    pub refused: u64,
     /// The last failure, when (unix time) and what failed; the log says why.
     pub last_error: Option<(u64, String)>,
 }
@@ -132,7 +134,9 @@ impl Enforcer {
     }
 
     /// A dated unban, from an UNBAN (`at` None from servers before dated unbans) or a
-    /// snapshot page: run unless what is applied here was reported after it.
+    /// snapshot page: run unless what is applied here was reported after it. One that no
+    /// honest server sends (`Lift::implausible`) is refused: dated next year, it would
+    /// keep this host from ever banning the network again.
     pub fn lift(
         &mut self,
         config: &ClientConfig,
@@ -140,11 +144,15 @@ impl Enforcer {
         at: Option<u64>,
     ) -> Result<(), String> {
         if let Some(at) = at {
-            self.record.note_lift(Lift {
+            let lift = Lift {
                 ip: ban.ip,
                 at,
                 until: ban.expires,
-            });
+            };
+            if let Some(why) = lift.implausible(unix_now()) {
+                return Err(format!("not lifting {} from {}: {why}", ban.ip, ban.origin));
+            }
+            self.record.note_lift(lift, unix_now());
         }
         match at {
             Some(at) if !self.record.lifted_by(&ban.ip, at) => {
@@ -161,7 +169,10 @@ impl Enforcer {
     /// An unban line in a snapshot page: lifts the applied ban it covers, if any, and keeps
     /// a stale server from getting it applied again.
     pub fn lift_applied(&mut self, config: &ClientConfig, lift: &Lift) -> Result<(), String> {
-        self.record.note_lift(*lift);
+        if let Some(why) = lift.implausible(unix_now()) {
+            return Err(format!("not lifting {}: {why}", lift.ip));
+        }
+        self.record.note_lift(*lift, unix_now());
         match self.record.get(&lift.ip).cloned() {
             Some(ban) => self.lift(config, &ban, Some(lift.at)),
             None => Ok(()),
@@ -169,8 +180,12 @@ impl Enforcer {
     }
 
     /// A malicious or mistaken server must not make this host ban itself, its server, a
-    /// protected network or a huge range.
+    /// protected network or a huge range, nor take a ban that no honest server sends
+    /// (`Ban::implausible`).
     pub fn check(&mut self, config: &ClientConfig, ban: &Ban) -> Result<(), String> {
+        if let Some(why) = ban.implausible(unix_now()) {
+            return Err(why);
+        }
         if !config.ipv6 && !ban.ip.is_ipv4() {
             return Err("this host's ban command handles IPv4 only (ipv6 = false)".into());
         }
@@ -186,11 +201,13 @@ impl Enforcer {
     /// `retry-interval` later.
     pub fn collect(&mut self, retry_interval: Duration) -> Result<(), Failure> {
         let mut finished = false;
-        while let Ok(((ip, action), ok)) = self.results.try_recv() {
-            self.record.finish(ip, action, ok).map_err(record_failure)?;
+        while let Ok(((ip, action), applied)) = self.results.try_recv() {
+            self.record
+                .finish(ip, action, applied)
+                .map_err(record_failure)?;
             finished = true;
-            self.tally.count(ip, action, ok);
-            if !ok && self.retry_failed_at.is_none() {
+            self.tally.count(ip, action, applied);
+            if applied == Applied::Failed && self.retry_failed_at.is_none() {
                 self.retry_failed_at = Some(Instant::now() + retry_interval);
             }
         }
@@ -199,6 +216,9 @@ impl Enforcer {
         }
         if let Backend::Batched(batcher) = &self.backend {
             if batcher.take_set_up_again() {
+                // A table set up afresh may take what the one before refused (a set of
+                // the wrong type, say): every refusal is tried once more.
+                self.record.forget_refused();
                 restore(&self.record, batcher);
                 // And what failed while the firewall was gone, at once.
                 self.retry_failed_at = Some(Instant::now());
@@ -292,6 +312,7 @@ impl Enforcer {
             restarted = false;
         }
         if restarted {
+            self.record.forget_refused();
             match Backend::start(new, &self.latency) {
                 Ok((backend, results)) => {
                     self.backend = backend;
@@ -358,6 +379,11 @@ fn restore(record: &AppliedBans, batcher: &Batcher) {
     }
 }
 
+/// The backend's threads cannot be started: the process is at its limit of tasks.
+fn thread_failure(e: std::io::Error) -> Failure {
+    Exit::Unavailable.with(format!("cannot start the backend's threads: {e}"))
+}
+
 fn record_failure(e: StoreError) -> Failure {
     Exit::IoErr.with(format!("cannot update the record of applied bans: {e}"))
 }
@@ -369,13 +395,19 @@ enum Backend {
 }
 
 impl Tally {
-    fn count(&mut self, ip: Cidr, action: Action, ok: bool) {
-        match (ok, action) {
-            (true, Action::Ban) => self.bans += 1,
-            (true, Action::Unban) => self.unbans += 1,
-            (false, _) => {
+    fn count(&mut self, ip: Cidr, action: Action, applied: Applied) {
+        match (applied, action) {
+            (Applied::Done, Action::Ban) => self.bans += 1,
+            (Applied::Done, Action::Unban) => self.unbans += 1,
+            (Applied::Failed, _) => {
                 self.failed += 1;
                 self.last_error = Some((unix_now(), format!("{action} of {ip} failed")));
+            }
+            (Applied::Refused, _) => {
+                self.refused += 1;
+                let what = format!("{action} of {ip} refused by the firewall for good");
+                log::error!("{what}; it is not tried again");
+                self.last_error = Some((unix_now(), what));
             }
         }
     }
@@ -394,7 +426,8 @@ impl Backend {
         let (batcher, results) = match config.backend {
             BackendKind::Command => {
                 let workers = config.max_concurrent_commands;
-                let (runner, results) = Runner::new(workers, timeout, latency.clone());
+                let (runner, results) =
+                    Runner::new(workers, timeout, latency.clone()).map_err(thread_failure)?;
                 return Ok((Backend::Commands(runner), results));
             }
             BackendKind::Nftables => {
@@ -411,7 +444,8 @@ impl Backend {
                 Batcher::start(fail2ban, (size, delay), latency.clone())
             }
             BackendKind::Log => Batcher::start(LogOnly, (size, delay), latency.clone()),
-        };
+        }
+        .map_err(thread_failure)?;
         let wait = match delay.is_zero() {
             true => "applied at once, with what arrives meanwhile".to_string(),
             false => format!("each waiting up to {} ms for more", delay.as_millis()),

@@ -68,6 +68,18 @@ pub enum NetlinkError {
     Garbled(String),
 }
 
+impl NetlinkError {
+    /// Whether nf_tables refused the change for what it is, so that asking again can never
+    /// work: a timeout out of its range, an element it cannot take. Not a missing table
+    /// (which is set up again), nor a want of memory or time.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            NetlinkError::Refused(Errno::ERANGE | Errno::EINVAL | Errno::EOVERFLOW | Errno::E2BIG)
+        )
+    }
+}
+
 /// Applies `elements`, in their order, to sets of the inet table `table` in one
 /// transaction, and waits up to `timeout` for the kernel to confirm it.
 pub fn commit(table: &str, elements: &[Element], timeout: Duration) -> Result<(), NetlinkError> {

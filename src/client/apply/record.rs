@@ -7,10 +7,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::client::apply::runner::Applied;
 use crate::config::Durability;
 use crate::store::{Record, Recovery, Store, StoreError};
 use crate::wire::cidr::Cidr;
-use crate::wire::protocol::{ban_fields, parse_ban, Ban, Lift};
+use crate::wire::protocol::{ban_fields, parse_ban, Ban, Lift, MAX_LIFTS_WITHOUT_BAN};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -41,10 +42,16 @@ pub struct AppliedBans {
     /// in force: a server that was away and still offers a ban reported before it must not
     /// get it applied here again. Journaled once the unban ran.
     lifts: HashMap<Cidr, Lift>,
+    /// Bans the backend refused for good, with the end each had: that ban is not tried
+    /// again, a different one of the network is.
+    refused: HashMap<Cidr, u64>,
     /// Written since the last fdatasync, and when that was.
     unsynced: bool,
     synced_at: Instant,
 }
+
+/// The most refused bans remembered; beyond, they are forgotten, and may be tried once more.
+const MAX_REFUSED: usize = 100_000;
 
 /// How long what the record wrote waits, at most, for its fdatasync.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
@@ -70,12 +77,16 @@ impl AppliedBans {
             .iter()
             .map(|ban: &Ban| (ban.ip, ban.clone()))
             .collect();
-        let lifts = recovery.lifts.iter().map(|l| (l.ip, *l)).collect();
+        // Not an unban that no server could have sent (written by a version that took any).
+        let plausible = |l: &&Lift| l.implausible(now).is_none();
+        let lifts = recovery.lifts.iter().filter(plausible);
+        let lifts = lifts.map(|l| (l.ip, *l)).collect();
         let applied = AppliedBans {
             store,
             bans,
             pending: HashMap::new(),
             lifts,
+            refused: HashMap::new(),
             unsynced: false,
             synced_at: Instant::now(),
         };
@@ -113,6 +124,7 @@ impl AppliedBans {
         let renews = |b: &Ban| !b.active_at(now) || ban.ends() > b.ends().saturating_add(RENEWAL);
         match (action, self.pending.get(&ban.ip)) {
             (_, Some((pending, _))) => *pending != action,
+            (Action::Ban, None) if self.refused.get(&ban.ip) == Some(&ban.ends()) => false,
             (Action::Ban, None) => self.bans.get(&ban.ip).map_or(true, renews),
             (Action::Unban, None) => self.bans.contains_key(&ban.ip),
         }
@@ -122,12 +134,20 @@ impl AppliedBans {
         self.bans.get(ip)
     }
 
-    /// Remembers a dated unban heard from a server, the latest per network.
-    pub fn note_lift(&mut self, lift: Lift) {
+    /// Remembers a dated unban heard from a server, the latest per network: for as long
+    /// as the lifted ban could last when it is applied here, otherwise for a day at most
+    /// (`LIFT_WITHOUT_BAN`), and only so many of those.
+    pub fn note_lift(&mut self, lift: Lift, now: u64) {
         let known = self.lifts.get(&lift.ip);
-        if known.map_or(true, |k| lift.at > k.at) {
-            self.lifts.insert(lift.ip, lift);
+        if known.is_some_and(|k| lift.at <= k.at) {
+            return;
         }
+        let lift = match self.bans.contains_key(&lift.ip) || self.pending.contains_key(&lift.ip) {
+            true => lift,
+            false if known.is_none() && self.lifts.len() >= MAX_LIFTS_WITHOUT_BAN => return,
+            false => lift.without_ban(now),
+        };
+        self.lifts.insert(lift.ip, lift);
     }
 
     /// Whether a dated unban already heard lifts this ban: it was reported before it.
@@ -167,15 +187,22 @@ impl AppliedBans {
     }
 
     /// Records a finished command, buffered until `commit`. A failed ban stays unapplied,
-    /// so the next resynchronisation tries it again.
-    pub fn finish(&mut self, ip: Cidr, action: Action, ok: bool) -> Result<(), StoreError> {
+    /// so the next resynchronisation tries it again; a refused one is not tried again, and
+    /// a refused unban leaves nothing to undo.
+    pub fn finish(&mut self, ip: Cidr, action: Action, applied: Applied) -> Result<(), StoreError> {
         let Some((pending, ban)) = self.pending.remove(&ip) else {
             return Ok(());
         };
-        if !ok || pending != action {
+        if applied == Applied::Failed || pending != action {
             return Ok(());
         }
         match action {
+            Action::Ban if applied == Applied::Refused => {
+                if self.refused.len() >= MAX_REFUSED {
+                    self.refused.clear();
+                }
+                self.refused.insert(ip, ban.ends());
+            }
             Action::Ban => {
                 self.store.append(&ban)?;
                 self.bans.insert(ip, ban);
@@ -239,6 +266,11 @@ impl AppliedBans {
             .collect()
     }
 
+    /// Forgets which bans the backend refused, so that each is tried once more.
+    pub fn forget_refused(&mut self) {
+        self.refused.clear();
+    }
+
     pub fn forget(&mut self, ip: &Cidr) -> Result<(), StoreError> {
         if self.bans.remove(ip).is_some() {
             self.store.remove(ip)?;
@@ -251,6 +283,7 @@ impl AppliedBans {
     /// to time.
     pub fn compact(&mut self, now: u64) -> Result<(), StoreError> {
         self.lifts.retain(|_, lift| lift.active_at(now));
+        self.refused.retain(|_, ends| *ends > now);
         let live: Vec<Ban> = self.bans.values().cloned().collect();
         let lifts: Vec<Lift> = self.lifts.values().copied().collect();
         self.store.compact_if_large(&live, &lifts).map(|_| ())
@@ -327,7 +360,7 @@ mod tests {
         assert!(applied.needs(Action::Ban, &b, 0));
         applied.start(Action::Ban, &b);
         assert!(!applied.needs(Action::Ban, &b, 0), "pending");
-        applied.finish(b.ip, Action::Ban, true).unwrap();
+        applied.finish(b.ip, Action::Ban, Applied::Done).unwrap();
         applied.commit().unwrap();
         assert!(!applied.needs(Action::Ban, &b, 0));
         drop(applied);
@@ -342,7 +375,9 @@ mod tests {
         let (mut applied, _) = AppliedBans::open(dir.path(), CLIENT_JOURNAL, 0).unwrap();
         let first = ban("203.0.113.9", Some(100));
         applied.start(Action::Ban, &first);
-        applied.finish(first.ip, Action::Ban, true).unwrap();
+        applied
+            .finish(first.ip, Action::Ban, Applied::Done)
+            .unwrap();
         assert!(!applied.needs(Action::Ban, &ban("203.0.113.9", Some(100)), 0));
         assert!(
             !applied.needs(Action::Ban, &ban("203.0.113.9", Some(105)), 0),
@@ -362,12 +397,12 @@ mod tests {
         let (mut applied, _) = AppliedBans::open(dir.path(), CLIENT_JOURNAL, 0).unwrap();
         let b = ban("203.0.113.8", None);
         applied.start(Action::Ban, &b);
-        applied.finish(b.ip, Action::Ban, false).unwrap();
+        applied.finish(b.ip, Action::Ban, Applied::Failed).unwrap();
         assert!(applied.needs(Action::Ban, &b, 0));
         applied.start(Action::Ban, &b);
-        applied.finish(b.ip, Action::Ban, true).unwrap();
+        applied.finish(b.ip, Action::Ban, Applied::Done).unwrap();
         applied.start(Action::Unban, &b);
-        applied.finish(b.ip, Action::Unban, true).unwrap();
+        applied.finish(b.ip, Action::Unban, Applied::Done).unwrap();
         drop(applied);
         let (applied, _) = AppliedBans::open(dir.path(), CLIENT_JOURNAL, 0).unwrap();
         assert!(applied.is_empty());
@@ -382,7 +417,9 @@ mod tests {
             ..ban("203.0.113.6", None)
         };
         applied.start(Action::Ban, &at(100));
-        applied.finish(at(100).ip, Action::Ban, true).unwrap();
+        applied
+            .finish(at(100).ip, Action::Ban, Applied::Done)
+            .unwrap();
         // Re-reported after the unban, by a server that heard it first: it stays.
         applied.note_report(&at(300)).unwrap();
         assert!(!applied.lifted_by(&at(0).ip, 200));
@@ -392,9 +429,11 @@ mod tests {
             at: 300,
             until: None,
         };
-        applied.note_lift(lift);
+        applied.note_lift(lift, 0);
         applied.start(Action::Unban, &at(300));
-        applied.finish(lift.ip, Action::Unban, true).unwrap();
+        applied
+            .finish(lift.ip, Action::Unban, Applied::Done)
+            .unwrap();
         drop(applied);
         // A stale server's copy, reported before the unban, is not applied again; a report
         // after it is.
@@ -414,7 +453,7 @@ mod tests {
             ban("203.0.113.4", None),
         ] {
             applied.start(Action::Ban, &b);
-            applied.finish(b.ip, Action::Ban, true).unwrap();
+            applied.finish(b.ip, Action::Ban, Applied::Done).unwrap();
         }
         let active: HashSet<Cidr> = ["203.0.113.3".parse().unwrap()].into();
         let fresh: HashSet<Cidr> = ["203.0.113.4".parse().unwrap()].into();

@@ -25,6 +25,20 @@ struct Job<T> {
     token: T,
 }
 
+/// What became of a ban or unban: a command, or one op of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// Not done this time: the next catch-up tries it again.
+    Failed,
+    /// Refused for good: the kernel says this op can never be done. Logged and counted
+    /// once, and not tried again, rather than every `retry-interval` for ever.
+    Refused,
+}
+
+/// Each finished command's token, and what became of it.
+pub type Results<T> = mpsc::Receiver<(T, Applied)>;
+
 /// A fixed pool of workers that run queued commands and report each result.
 pub struct Runner<T> {
     queue: mpsc::Sender<Job<T>>,
@@ -32,14 +46,14 @@ pub struct Runner<T> {
 }
 
 impl<T: Send + 'static> Runner<T> {
-    /// The runner, and the channel on which each command's token comes back with whether
-    /// the command succeeded.
-    /// `latency` gets the time each command takes.
+    /// The runner, and the channel on which each command's token comes back with what
+    /// became of it. `latency` gets the time each command takes. An error when a worker
+    /// thread cannot be started (the process is at its limit of tasks).
     pub fn new(
         workers: usize,
         timeout: Duration,
         latency: Histogram,
-    ) -> (Runner<T>, mpsc::Receiver<(T, bool)>) {
+    ) -> std::io::Result<(Runner<T>, Results<T>)> {
         let (queue, jobs) = mpsc::channel::<Job<T>>();
         let (done, results) = mpsc::channel();
         let jobs = Arc::new(Mutex::new(jobs));
@@ -53,9 +67,12 @@ impl<T: Send + 'static> Runner<T> {
                     match job {
                         Ok(job) => {
                             let started = Instant::now();
-                            let ok = run_logged(&job.argv, &job.label, timeout);
+                            let applied = match run_logged(&job.argv, &job.label, timeout) {
+                                true => Applied::Done,
+                                false => Applied::Failed,
+                            };
                             latency.observe(started.elapsed().as_secs_f64());
-                            let _ = done.send((job.token, ok));
+                            let _ = done.send((job.token, applied));
                             if worker::fault("runner-exits") {
                                 return;
                             }
@@ -63,10 +80,9 @@ impl<T: Send + 'static> Runner<T> {
                         Err(_) => return,
                     }
                 })
-                .expect("spawn runner thread")
             })
-            .collect();
-        (Runner { queue, workers }, results)
+            .collect::<std::io::Result<_>>()?;
+        Ok((Runner { queue, workers }, results))
     }
 
     /// An error if a worker has stopped (see `worker`).
@@ -159,31 +175,73 @@ pub fn run_with_input(
         // A command that exits early closes the pipe; its status says what went wrong.
         let _ = stdin.write_all(input);
     }
-    let stderr = child.stderr.take().map(|mut pipe| {
-        thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = (&mut pipe).take(STDERR_LIMIT as u64).read_to_end(&mut text);
-            // Keep draining so a chatty command never blocks on a full pipe.
-            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
-            text
-        })
-    });
-    let status = wait_with_timeout(&mut child, timeout)?;
-    let text = stderr
-        .and_then(|t| t.join().ok())
-        .map(|t| one_line(&String::from_utf8_lossy(&t)))
-        .unwrap_or_default();
+    // Read while waiting, not by a thread of its own: a thread per command would make a
+    // burst of bans at a limit of tasks (systemd's TasksMax) fail, or worse, panic.
+    let mut stderr = Stderr::new(child.stderr.take())?;
+    let status = wait_with_timeout(&mut child, timeout, &mut stderr)?;
+    stderr.drain();
+    let text = one_line(&String::from_utf8_lossy(&stderr.text));
     Ok(match status {
         Some(status) => Outcome::Exited(status, text),
         None => Outcome::TimedOut,
     })
 }
 
+/// A command's standard error, read without blocking: the first STDERR_LIMIT bytes kept,
+/// the rest drained, so that a chatty command never blocks on a full pipe.
+struct Stderr {
+    pipe: Option<std::process::ChildStderr>,
+    text: Vec<u8>,
+}
+
+impl Stderr {
+    fn new(pipe: Option<std::process::ChildStderr>) -> std::io::Result<Stderr> {
+        if let Some(pipe) = &pipe {
+            use nix::fcntl::{fcntl, FcntlArg, OFlag};
+            use std::os::fd::AsRawFd;
+            let fd = pipe.as_raw_fd();
+            let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+            fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        }
+        Ok(Stderr {
+            pipe,
+            text: Vec::new(),
+        })
+    }
+
+    /// Reads what the command wrote so far.
+    fn drain(&mut self) {
+        let Some(pipe) = &mut self.pipe else {
+            return;
+        };
+        let mut buffer = [0u8; 4096];
+        loop {
+            match pipe.read(&mut buffer) {
+                Ok(0) => {
+                    self.pipe = None;
+                    return;
+                }
+                Ok(n) => {
+                    let room = STDERR_LIMIT.saturating_sub(self.text.len());
+                    self.text.extend_from_slice(&buffer[..n.min(room)]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
 /// Polls with a short first sleep, since most ban commands finish in milliseconds.
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+fn wait_with_timeout(
+    child: &mut Child,
+    timeout: Duration,
+    stderr: &mut Stderr,
+) -> std::io::Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_micros(200);
     loop {
+        stderr.drain();
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
         }

@@ -6,6 +6,9 @@
 
 mod waiting;
 
+use waiting::stretches;
+pub use waiting::Forwarded;
+
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -17,6 +20,7 @@ use crate::server::policy::{aggregate, recidive};
 use crate::server::table::{BanTable, Entry, Recorded};
 use crate::wire::cidr::Cidr;
 use crate::wire::control::Counters;
+use crate::wire::keys::PublicKey;
 use crate::wire::protocol::{Name, Report, PAGE};
 
 /// Invalid requests a key may send at once, and a minute after that; further ones are
@@ -46,6 +50,20 @@ pub struct Book {
     /// The active bans of the other groups, which `max-bans` counts too: it bounds the
     /// server's memory, whatever the groups.
     pub elsewhere: usize,
+}
+
+/// Who sent a report: its key's name here, and the key, which confirmation counts (None in
+/// the unit tests, where names stand for keys).
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    pub name: &'a str,
+    pub key: Option<PublicKey>,
+}
+
+impl<'a> From<&'a str> for Sender<'a> {
+    fn from(name: &'a str) -> Sender<'a> {
+        Sender { name, key: None }
+    }
 }
 
 /// What became of a report.
@@ -107,18 +125,19 @@ impl Intake {
         self.protected_at = Instant::now();
     }
 
-    /// Decides a well-formed report from the key named `key` and records it in `table`,
-    /// or among the reports waiting (`policy::confirm`). `fleet_host` says which fleet
-    /// host, if any, a network would cut off.
-    pub fn decide(
+    /// Decides a well-formed report from the key `from` and records it in `table`, or
+    /// among the reports waiting (`policy::confirm`). `fleet_host` says which fleet host,
+    /// if any, a network would cut off.
+    pub fn decide<'a>(
         &mut self,
         config: &ServerConfig,
         book: &mut Book,
         report: &Report,
-        key: &str,
+        from: impl Into<Sender<'a>>,
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
         now: u64,
     ) -> Decision {
+        let Sender { name: key, key: id } = from.into();
         let origin = Name::parse("origin", key)
             .unwrap_or_else(|_| Name::parse("origin", "unnamed").expect("valid name"));
         // First, so that every report counts against the key, refused or not.
@@ -143,24 +162,31 @@ impl Intake {
             return Decision::Refused(reason);
         }
         let notes: Vec<String> = target.note.into_iter().collect();
-        let banned = book.table.active_ban(&target.ip, now).is_some();
-        if !within && banned {
+        let banned = book.table.active_ban(&target.ip, now);
+        let bantime = report.bantime.seconds(config.default_bantime.0);
+        if !within && banned.is_some() {
             // Beyond its allowance a key may still add its word to a ban, but not renew it.
             self.counters.duplicate += 1;
             let changed = book.table.note_reporter(&target.ip, &origin, now);
             return Decision::Duplicate(changed, Policy::noted(notes));
         }
-        let waits = !within || config.min_reporters > 1 || book.pending.get(&target.ip).is_some();
-        if !banned && waits {
+        let waits = match banned {
+            // Where K keys are needed to ban, a later end needs K keys too.
+            Some(entry) => stretches(config, entry, now, bantime),
+            None => !within || config.min_reporters > 1 || book.pending.get(&target.ip).is_some(),
+        };
+        if waits {
             let waiting = Waiting {
                 name: origin,
+                key: id,
                 at: now,
                 until: now.saturating_add(config.confirm_window.0.as_secs()),
                 prog: report.prog.clone(),
                 jail: report.jail.clone(),
-                bantime: report.bantime.seconds(config.default_bantime.0),
+                bantime,
                 held: !within,
                 forwarded: false,
+                via: None,
             };
             return self.wait(config, book, target.ip, waiting, notes, now);
         }
@@ -219,8 +245,9 @@ impl Intake {
             .table
             .record(&report, origin, default_bantime, window, now);
         // The reports waiting for it are taken into the ban: those that confirmed it, or
-        // that waited from before `min-reporters` was lowered.
-        let absorbed = self.absorb_waiting(book, &report.ip);
+        // that waited from before `min-reporters` was lowered; not, where K keys are
+        // needed, those that ask for a later end still.
+        let absorbed = self.absorb_waiting(config, book, &report.ip, now);
         if absorbed {
             policy.waited = Some(report.ip);
         }
@@ -346,7 +373,7 @@ mod tests {
         let r = report("203.0.113.7", Bantime::Seconds(600));
         let first = intake.decide(&config, &mut book, &r, "web1", nobody, 1000);
         assert!(matches!(first, Decision::Accepted(..)), "{first:?}");
-        let again = intake.decide(&config, &mut book, &r, "web1", nobody, 1001);
+        let again = intake.decide(&config, &mut book, &r, "web1", nobody, 1000);
         assert!(matches!(again, Decision::Duplicate(None, _)), "{again:?}");
         // Another host's word joins the audit trail.
         let other = intake.decide(&config, &mut book, &r, "web2", nobody, 1002);
@@ -484,6 +511,51 @@ mod tests {
         // The second longest bantime asked for: no single key decides.
         assert_eq!(entry.ban.bantime, Some(600));
         assert!(policy.notes.iter().any(|n| n == "confirmed by web2, db1"));
+        // db1 asked for longer: that waits for a second key, as a ban would.
+        let waiting = book.pending.get(&r.ip).unwrap();
+        assert_eq!(waiting.reports.len(), 1);
+        assert_eq!(waiting.reports[0].name.as_str(), "db1");
+        assert!(book
+            .table
+            .active_ban(&r.ip, 1120)
+            .unwrap()
+            .reporters
+            .includes("web2"));
+    }
+
+    #[test]
+    fn where_two_keys_ban_one_key_cannot_stretch_the_ban() {
+        let config = config("min-reporters = 2");
+        let (mut book, mut intake) = (Book::default(), Intake::new(&config));
+        let minute = report("203.0.113.7", Bantime::Seconds(60));
+        intake.decide(&config, &mut book, &minute, "web1", nobody, 1000);
+        let banned = intake.decide(&config, &mut book, &minute, "web2", nobody, 1001);
+        assert!(matches!(banned, Decision::Accepted(..)), "{banned:?}");
+        // web1 alone asks for a permanent ban, and for a renewal after the window: both
+        // wait, and the ban stays as two keys made it.
+        let forever = report("203.0.113.7", Bantime::Permanent);
+        for (r, at) in [(&minute, 1050), (&forever, 1052)] {
+            let alone = intake.decide(&config, &mut book, r, "web1", nobody, at);
+            assert!(
+                matches!(&alone, Decision::Pending(_, reason, _) if reason.contains("later end")),
+                "{alone:?}"
+            );
+        }
+        assert_eq!(
+            book.table.active_ban(&minute.ip, 1050).unwrap().ban.expires,
+            Some(1061)
+        );
+        // A report that asks for no later end is a duplicate, and leaves the request waiting.
+        let short = report("203.0.113.7", Bantime::Seconds(10));
+        let dup = intake.decide(&config, &mut book, &short, "db1", nobody, 1040);
+        assert!(matches!(dup, Decision::Duplicate(..)), "{dup:?}");
+        assert!(book.pending.get(&minute.ip).is_some());
+        // A second key asks for it too: now it is permanent.
+        let second = intake.decide(&config, &mut book, &forever, "web2", nobody, 1055);
+        let Decision::Accepted(entry, _) = second else {
+            panic!("{second:?}");
+        };
+        assert_eq!((entry.ban.bantime, entry.ban.expires), (None, None));
         assert!(book.pending.is_empty());
     }
 

@@ -7,9 +7,39 @@ use std::time::Instant;
 
 use crate::config::ServerConfig;
 use crate::server::intake::{Book, Decision, Intake, Policy};
-use crate::server::policy::confirm::{PendingSet, Waiting};
+use crate::server::policy::confirm::{PendingSet, Waiting, MAX_FORWARDED};
+use crate::server::table::Entry;
 use crate::wire::cidr::Cidr;
-use crate::wire::protocol::Report;
+use crate::wire::keys::PublicKey;
+use crate::wire::protocol::{Name, Report, MAX_AHEAD};
+
+/// Whether, where K keys are needed to ban, a report at `at` asking for `bantime` would
+/// make the ban of `entry` end later, which then needs K keys too: one key alone must not
+/// turn a ban that K confirmed for a minute into a permanent one.
+pub(super) fn stretches(
+    config: &ServerConfig,
+    entry: &Entry,
+    at: u64,
+    bantime: Option<u64>,
+) -> bool {
+    config.min_reporters > 1 && asked_end(at, bantime) > entry.ban.ends()
+}
+
+/// When a report at `at` asking for `bantime` would end its ban (u64::MAX: never).
+fn asked_end(at: u64, bantime: Option<u64>) -> u64 {
+    bantime.map_or(u64::MAX, |b| at.saturating_add(b))
+}
+
+/// A peer's forwarded report, as this server takes it.
+pub struct Forwarded<'a> {
+    pub set: PendingSet,
+    /// The peer that forwarded it.
+    pub via: &'a str,
+    /// This server's name for an authorized key, and the key of a name: what the report
+    /// names must exist here.
+    pub name_for: &'a dyn Fn(&PublicKey) -> Option<String>,
+    pub key_named: &'a dyn Fn(&str) -> Option<PublicKey>,
+}
 
 impl Intake {
     /// Adds a report to those waiting for `ip`, and bans it if that confirms it.
@@ -23,12 +53,21 @@ impl Intake {
         now: u64,
     ) -> Decision {
         let held = waiting.held;
+        let banned = book.table.active_ban(&ip, now).is_some();
         let set = book.pending.add(ip, waiting, now);
         if set.confirmed(config.min_reporters) {
             return self.confirm(config, book, ip, notes, now);
         }
         self.counters.pending += 1;
-        let reason = if held {
+        let reason = if banned {
+            format!(
+                "{} of {} hosts asked within confirm-window for a later end than that of the \
+                 ban in force; it is made longer once {} have",
+                set.reports.len(),
+                config.min_reporters,
+                config.min_reporters
+            )
+        } else if held {
             format!(
                 "held: {} is over its allowance of {} reports at once and {} a minute; it is \
                  banned as the allowance refills, or when another host reports it",
@@ -79,11 +118,28 @@ impl Intake {
     }
 
     /// Takes the reports waiting for `ip` into its ban, now in force: every key that sent
-    /// one among its reporters. False when none waited.
-    pub fn absorb_waiting(&mut self, book: &mut Book, ip: &Cidr) -> bool {
-        let Some(set) = book.pending.take(ip) else {
+    /// one among its reporters. Where K keys are needed to ban, a report asking for a
+    /// later end than the ban's goes on waiting (`stretches`). False when none waited.
+    pub fn absorb_waiting(
+        &mut self,
+        config: &ServerConfig,
+        book: &mut Book,
+        ip: &Cidr,
+        now: u64,
+    ) -> bool {
+        let Some(mut set) = book.pending.take(ip) else {
             return false;
         };
+        if let Some(entry) = book.table.active_ban(ip, now) {
+            let (longer, taken) = set
+                .reports
+                .into_iter()
+                .partition(|w| stretches(config, entry, w.at, w.bantime));
+            set.reports = taken;
+            for w in longer {
+                book.pending.add(*ip, w, now);
+            }
+        }
         for w in &set.reports {
             book.table.note_reporter(ip, &w.name, w.at);
         }
@@ -132,7 +188,7 @@ impl Intake {
             return Decision::Refused(reason);
         }
         if book.table.active_ban(&ip, now).is_some() {
-            self.absorb_waiting(book, &ip);
+            self.absorb_waiting(config, book, &ip, now);
             let policy = Policy {
                 waited: Some(ip),
                 ..Policy::default()
@@ -166,33 +222,88 @@ impl Intake {
     }
 
     /// A report that a peer server took and forwards (docs/ha.md): it counts here towards
-    /// confirmation as it does there, under the same rules as a report.
+    /// confirmation as it does there, under the same rules as a report, and is held to
+    /// what a peer may say: one report, of a key authorized here (named as this server
+    /// names it), dated no more than MAX_AHEAD ahead, waiting no longer than this server's
+    /// `confirm-window`, and no more than MAX_FORWARDED from one peer at once.
     pub fn take_forwarded(
         &mut self,
         config: &ServerConfig,
         book: &mut Book,
-        set: PendingSet,
+        forwarded: Forwarded<'_>,
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
         now: u64,
     ) -> Decision {
-        let ip = set.ip;
+        let ip = forwarded.set.ip;
+        let waiting = match self.check_forwarded(config, book, &forwarded, now) {
+            Ok(Some(waiting)) => waiting,
+            Ok(None) => return Decision::Duplicate(None, Policy::default()),
+            Err(reason) => {
+                self.refused("forward");
+                return Decision::Refused(reason);
+            }
+        };
         if let Err((kind, reason)) = self.network_refusal(config, book, &ip, fleet_host) {
             self.refused(kind);
             return Decision::Refused(reason);
         }
-        let mut decision = Decision::Duplicate(None, Policy::default());
-        for waiting in set.reports {
-            if book.table.active_ban(&ip, now).is_some() {
+        match book.table.active_ban(&ip, now) {
+            Some(entry) if !stretches(config, entry, waiting.at, waiting.bantime) => {
                 let changed = book.table.note_reporter(&ip, &waiting.name, waiting.at);
-                decision = Decision::Duplicate(changed, Policy::default());
-                continue;
+                Decision::Duplicate(changed, Policy::default())
             }
-            let waiting = Waiting {
-                forwarded: true,
-                ..waiting
-            };
-            decision = self.wait(config, book, ip, waiting, Vec::new(), now);
+            _ => self.wait(config, book, ip, waiting, Vec::new(), now),
         }
-        decision
+    }
+
+    /// The report a peer forwards, as it may wait here; None when it no longer counts (its
+    /// window has passed); the error is why it is refused.
+    fn check_forwarded(
+        &self,
+        config: &ServerConfig,
+        book: &Book,
+        forwarded: &Forwarded<'_>,
+        now: u64,
+    ) -> Result<Option<Waiting>, String> {
+        let [waiting] = &forwarded.set.reports[..] else {
+            return Err("a forwarded report holds one report".into());
+        };
+        let via = Name::parse("peer", forwarded.via)?;
+        if book.pending.forwarded_by(&via) >= MAX_FORWARDED {
+            return Err(format!(
+                "peer {via} has {MAX_FORWARDED} forwarded reports waiting here already"
+            ));
+        }
+        // The key decides, and the name is this server's: a key filed under two names
+        // on two servers must count once. A report of a version before keys were sent
+        // names its key by name, which must then exist here.
+        let key = match waiting.key {
+            Some(key) => key,
+            None => (forwarded.key_named)(waiting.name.as_str())
+                .ok_or_else(|| format!("no key named {} is authorized here", waiting.name))?,
+        };
+        let name = (forwarded.name_for)(&key)
+            .ok_or_else(|| format!("key {} is not authorized here", key.fingerprint()))?;
+        if waiting.at > now.saturating_add(MAX_AHEAD) {
+            return Err(format!(
+                "it is dated {} s ahead of this server's clock",
+                waiting.at - now
+            ));
+        }
+        // No longer than this server lets a report wait, from when it was made.
+        let until = waiting
+            .until
+            .min(waiting.at.saturating_add(config.confirm_window.0.as_secs()));
+        if until <= now {
+            return Ok(None);
+        }
+        Ok(Some(Waiting {
+            name: Name::parse("reporter", &name)?,
+            key: Some(key),
+            until,
+            forwarded: true,
+            via: Some(via),
+            ..waiting.clone()
+        }))
     }
 }

@@ -1,7 +1,9 @@
 //! Reports that wait before they ban (README "Policies"):
 //! - **Confirmation.** With `min-reporters = K`, a network is banned only once K different
 //!   keys reported it within `confirm-window`: one misconfigured or stolen key bans nothing
-//!   alone. Until then its reports wait here, and are answered PENDING.
+//!   alone. Until then its reports wait here, and are answered PENDING. Keys count, not
+//!   their names: one key filed under two names (on two servers) counts once. So does a
+//!   longer end for a network already banned: it waits for K keys too.
 //! - **Held reports.** A report beyond its key's allowance is held here rather than refused
 //!   and lost, at most MAX_HELD per key. It counts towards confirmation like any other, and
 //!   is released at the key's own rate as its allowance refills (`Intake::release_held`):
@@ -16,15 +18,24 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use crate::logging::printable;
 use crate::store::Record;
 use crate::wire::cidr::Cidr;
+use crate::wire::keys::PublicKey;
 use crate::wire::protocol::{number, Bantime, Name, MAX_BANTIME};
 
 /// The most reports one key may have held at once; beyond, they are refused as before.
 pub const MAX_HELD: usize = 10_000;
 
+/// The most reports one peer server may have forwarded here that wait at once: as many as
+/// it keeps for us when we are away (`server::forward`). Beyond, its FORWARDs are refused.
+pub const MAX_FORWARDED: usize = 100_000;
+
 /// One report waiting: who sent it, when, until when it counts, and what it asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
+    /// The reporting key's name here.
     pub name: Name,
+    /// The reporting key, which confirmation counts; None only as read from a journal or a
+    /// FORWARD of a version before keys were kept, until it is looked up by name.
+    pub key: Option<PublicKey>,
     pub at: u64,
     pub until: u64,
     pub prog: Name,
@@ -36,11 +47,22 @@ pub struct Waiting {
     /// Forwarded by the peer server that took it (docs/ha.md): it counts here, but only
     /// that server releases it or forwards it further.
     pub forwarded: bool,
+    /// The peer server that forwarded it: it waits only as long as that server is a peer,
+    /// and counts against that peer's share (MAX_FORWARDED).
+    pub via: Option<Name>,
 }
 
 impl Waiting {
     pub fn bantime(&self) -> Bantime {
         self.bantime.map_or(Bantime::Permanent, Bantime::Seconds)
+    }
+
+    /// Whether both come from the same key: a key counts once, whatever it is called.
+    fn same_key(&self, other: &Waiting) -> bool {
+        match (self.key, other.key) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.name == other.name,
+        }
     }
 }
 
@@ -82,9 +104,11 @@ impl PendingSet {
     }
 }
 
-/// In `pending.journal`: `IP NAME/AT/UNTIL/PROG/JAIL/BANTIME/KIND,...`, with BANTIME `-1`
-/// for permanent and KIND `waiting` or `held`, or `forwarded` or `forwarded-held` for a
-/// report a peer took. A FORWARD request between servers carries one such line.
+/// In `pending.journal`: `IP NAME/AT/UNTIL/PROG/JAIL/BANTIME/KIND/KEY[/VIA],...`, with
+/// BANTIME `-1` for permanent, KIND `waiting` or `held`, or `forwarded` or `forwarded-held`
+/// for a report a peer took, KEY the reporting key in hex, and VIA the peer that forwarded
+/// it. Lines from before keys were kept end at KIND. A FORWARD request between servers
+/// carries one such line, without VIA.
 impl Record for PendingSet {
     fn network(&self) -> Cidr {
         self.ip
@@ -118,7 +142,14 @@ impl Record for PendingSet {
                     jail,
                     ..
                 } = w;
-                format!("{name}/{at}/{until}/{prog}/{jail}/{bantime}/{kind}")
+                let mut text = format!("{name}/{at}/{until}/{prog}/{jail}/{bantime}/{kind}");
+                if let Some(key) = w.key {
+                    text += &format!("/{}", key.hex());
+                    if let Some(via) = &w.via {
+                        text += &format!("/{via}");
+                    }
+                }
+                text
             })
             .collect();
         format!("{} {}", self.ip, reports.join(","))
@@ -140,10 +171,21 @@ impl Record for PendingSet {
 }
 
 fn parse_waiting(text: &str) -> Result<Waiting, String> {
-    let [name, at, until, prog, jail, bantime, kind] = text.split('/').collect::<Vec<_>>()[..]
+    let fields: Vec<&str> = text.split('/').collect();
+    let (&[name, at, until, prog, jail, bantime, kind], rest) =
+        fields.split_at(fields.len().min(7))
     else {
         return Err(format!("bad waiting report {:?}", printable(text)));
     };
+    let (key, via) = match rest {
+        [] => (None, None),
+        [key] => (Some(key), None),
+        [key, via] => (Some(key), Some(Name::parse("via", via)?)),
+        _ => return Err(format!("bad waiting report {:?}", printable(text))),
+    };
+    let key = key
+        .map(|k| PublicKey::from_hex(k).ok_or_else(|| format!("bad key {:?}", printable(k))))
+        .transpose()?;
     let bantime = match bantime {
         "-1" => None,
         b => match number("bantime", b)? {
@@ -160,6 +202,7 @@ fn parse_waiting(text: &str) -> Result<Waiting, String> {
     };
     Ok(Waiting {
         name: Name::parse("reporter", name)?,
+        key,
         at: number("at", at)?,
         until: number("until", until)?,
         prog: Name::parse("prog", prog)?,
@@ -167,6 +210,7 @@ fn parse_waiting(text: &str) -> Result<Waiting, String> {
         bantime,
         held,
         forwarded,
+        via,
     })
 }
 
@@ -175,6 +219,10 @@ fn parse_waiting(text: &str) -> Result<Waiting, String> {
 pub struct Pending {
     sets: BTreeMap<Cidr, PendingSet>,
     held: HashMap<Name, Held>,
+    /// How many forwarded reports wait, by the peer that forwarded them.
+    forwarded: HashMap<Name, usize>,
+    /// Reports dropped as their window passed, for the log (`take_expired`).
+    expired: Vec<(Cidr, Waiting)>,
 }
 
 /// The reports one key has held: how many, and their networks oldest first, to release
@@ -200,7 +248,44 @@ impl Pending {
         for (_, ip, name) in held {
             pending.hold(&name, ip);
         }
+        let vias = pending.sets.values().flat_map(|s| &s.reports);
+        for via in vias.filter_map(|w| w.via.clone()).collect::<Vec<_>>() {
+            *pending.forwarded.entry(via).or_default() += 1;
+        }
         pending
+    }
+
+    /// Gives each report read without its key (from a journal of a version before keys
+    /// were kept) the key that `key_named` says has its name.
+    pub fn fill_keys(&mut self, key_named: impl Fn(&str) -> Option<PublicKey>) {
+        let reports = self.sets.values_mut().flat_map(|s| s.reports.iter_mut());
+        for w in reports.filter(|w| w.key.is_none()) {
+            w.key = key_named(w.name.as_str());
+        }
+    }
+
+    /// How many reports that `peer` forwarded wait here.
+    pub fn forwarded_by(&self, peer: &Name) -> usize {
+        self.forwarded.get(peer).copied().unwrap_or(0)
+    }
+
+    /// Drops every report waiting here that `keep` says no longer may: forwarded by a
+    /// server that is no longer a peer, or from a key no longer authorized. Returns the
+    /// networks whose reports changed.
+    pub fn drop_where(&mut self, mut drop: impl FnMut(&Waiting) -> bool) -> Vec<Cidr> {
+        let mut changed = Vec::new();
+        let mut gone = Vec::new();
+        for set in self.sets.values_mut() {
+            let (dropped, kept): (Vec<Waiting>, _) = set.reports.drain(..).partition(&mut drop);
+            set.reports = kept;
+            if !dropped.is_empty() {
+                changed.push(set.ip);
+                gone.extend(dropped);
+            }
+        }
+        self.sets.retain(|_, set| !set.reports.is_empty());
+        self.unhold(&gone);
+        changed
     }
 
     /// Adds a report, taken at `now`, which replaces one from the same key: a key counts
@@ -212,10 +297,11 @@ impl Pending {
             ip,
             reports: Vec::new(),
         });
-        let (gone, kept) = set.reports.drain(..).partition(|w| w.until <= now);
+        let (gone, kept): (Vec<Waiting>, _) = set.reports.drain(..).partition(|w| w.until <= now);
         set.reports = kept;
-        let mut removed: Vec<Waiting> = gone;
-        if let Some(i) = set.reports.iter().position(|w| w.name == waiting.name) {
+        self.expired.extend(gone.iter().map(|w| (ip, w.clone())));
+        let mut removed = gone;
+        if let Some(i) = set.reports.iter().position(|w| w.same_key(&waiting)) {
             let old = &set.reports[i];
             if waiting.forwarded && !old.forwarded {
                 return &self.sets[&ip];
@@ -226,10 +312,14 @@ impl Pending {
             removed.push(set.reports.remove(i));
         }
         let holds = counts_as_held(&waiting).then(|| waiting.name.clone());
+        let via = waiting.via.clone();
         set.reports.push(waiting);
         self.unhold(&removed);
         if let Some(name) = holds {
             self.hold(&name, ip);
+        }
+        if let Some(via) = via {
+            *self.forwarded.entry(via).or_default() += 1;
         }
         &self.sets[&ip]
     }
@@ -247,19 +337,7 @@ impl Pending {
 
     /// Drops every report of the key `name`; returns the networks it waited for.
     pub fn drop_reports_of(&mut self, name: &str) -> Vec<Cidr> {
-        let mut dropped = Vec::new();
-        let mut gone = Vec::new();
-        for set in self.sets.values_mut() {
-            let (theirs, kept) = set.reports.drain(..).partition(|w| w.name.as_str() == name);
-            set.reports = kept;
-            if !theirs.is_empty() {
-                dropped.push(set.ip);
-            }
-            gone.extend::<Vec<Waiting>>(theirs);
-        }
-        self.sets.retain(|_, set| !set.reports.is_empty());
-        self.unhold(&gone);
-        dropped
+        self.drop_where(|w| w.name.as_str() == name)
     }
 
     pub fn held_by(&self, name: &Name) -> usize {
@@ -275,7 +353,7 @@ impl Pending {
     /// The oldest report `name` has held, which its refilled allowance now lets through:
     /// no longer held.
     pub fn release_oldest(&mut self, name: &Name) -> Option<&PendingSet> {
-        let Pending { sets, held } = self;
+        let Pending { sets, held, .. } = self;
         let held = held.get_mut(name)?;
         while let Some(ip) = held.order.pop_front() {
             let Some(set) = sets.get_mut(&ip) else {
@@ -292,18 +370,26 @@ impl Pending {
         None
     }
 
-    /// Forgets reports past `confirm-window`; returns those it dropped, by network.
-    pub fn purge(&mut self, now: u64) -> Vec<(Cidr, Waiting)> {
-        let mut expired = Vec::new();
+    /// Forgets reports past `confirm-window`, which `take_expired` then gives.
+    pub fn purge(&mut self, now: u64) {
+        let mut gone = Vec::new();
         for set in self.sets.values_mut() {
-            let (gone, kept) = set.reports.drain(..).partition(|w| w.until <= now);
+            let (expired, kept): (Vec<Waiting>, _) =
+                set.reports.drain(..).partition(|w| w.until <= now);
             set.reports = kept;
-            expired.extend(gone.into_iter().map(|w: Waiting| (set.ip, w)));
+            self.expired
+                .extend(expired.iter().map(|w| (set.ip, w.clone())));
+            gone.extend(expired);
         }
         self.sets.retain(|_, set| !set.reports.is_empty());
-        let gone: Vec<Waiting> = expired.iter().map(|(_, w)| w.clone()).collect();
         self.unhold(&gone);
-        expired
+    }
+
+    /// The reports dropped since the last call because their window had passed: at the
+    /// sweep (`purge`), or when their network was reported again (`add`). The server logs
+    /// each, as the operator should know what the fleet never banned.
+    pub fn take_expired(&mut self) -> Vec<(Cidr, Waiting)> {
+        std::mem::take(&mut self.expired)
     }
 
     pub fn sets(&self) -> impl Iterator<Item = &PendingSet> {
@@ -336,11 +422,15 @@ impl Pending {
         }
     }
 
-    /// Reports that are no longer held: they count no more against their keys.
+    /// Reports that no longer wait, or are no longer held: they count no more against their
+    /// keys, nor against the peers that forwarded them.
     fn unhold(&mut self, reports: &[Waiting]) {
-        for w in reports.iter().filter(|w| counts_as_held(w)) {
-            if let Some(held) = self.held.get_mut(&w.name) {
+        for w in reports {
+            if let (true, Some(held)) = (counts_as_held(w), self.held.get_mut(&w.name)) {
                 held.count = held.count.saturating_sub(1);
+            }
+            if let Some(count) = w.via.as_ref().and_then(|v| self.forwarded.get_mut(v)) {
+                *count = count.saturating_sub(1);
             }
         }
     }
@@ -360,9 +450,17 @@ mod tests {
         Name::parse("name", n).unwrap()
     }
 
+    /// A key for each test name: its bytes, then zeros.
+    fn key(who: &str) -> PublicKey {
+        let mut key = [0u8; 32];
+        key[..who.len()].copy_from_slice(who.as_bytes());
+        PublicKey(key)
+    }
+
     fn waiting(who: &str, at: u64, bantime: Option<u64>, held: bool) -> Waiting {
         Waiting {
             name: name(who),
+            key: Some(key(who)),
             at,
             until: at + 3600,
             prog: name("fail2ban"),
@@ -370,7 +468,45 @@ mod tests {
             bantime,
             held,
             forwarded: false,
+            via: None,
         }
+    }
+
+    #[test]
+    fn one_key_under_two_names_counts_once() {
+        let mut pending = Pending::default();
+        let x = ip("203.0.113.7");
+        pending.add(x, waiting("web1", 10, None, false), 10);
+        // The same key, filed as "webone" on a peer, which forwarded its report.
+        let alias = Waiting {
+            name: name("webone"),
+            forwarded: true,
+            via: Some(name("bs2")),
+            ..waiting("web1", 20, None, false)
+        };
+        assert!(!pending.add(x, alias, 20).confirmed(2));
+        assert!(pending
+            .add(x, waiting("web2", 30, None, false), 30)
+            .confirmed(2));
+    }
+
+    #[test]
+    fn a_peer_has_a_share_of_what_waits_and_loses_it_when_it_goes() {
+        let mut pending = Pending::default();
+        let bs2 = name("bs2");
+        for i in 1..=3 {
+            let forwarded = Waiting {
+                forwarded: true,
+                via: Some(bs2.clone()),
+                ..waiting(&format!("web{i}"), 10, None, false)
+            };
+            pending.add(ip(&format!("203.0.113.{i}")), forwarded, 10);
+        }
+        pending.add(ip("203.0.113.1"), waiting("db1", 10, None, false), 10);
+        assert_eq!(pending.forwarded_by(&bs2), 3);
+        let changed = pending.drop_where(|w| w.via.as_ref() == Some(&bs2));
+        assert_eq!(changed.len(), 3);
+        assert_eq!((pending.forwarded_by(&bs2), pending.len()), (0, 1));
     }
 
     fn ip(text: &str) -> Cidr {
@@ -453,7 +589,10 @@ mod tests {
         assert!(own.confirmed(1) && !own.reports[0].forwarded);
         assert_eq!(
             own.forward_lines(),
-            ["203.0.113.7 web1/20/3620/fail2ban/sshd/60/waiting"]
+            [format!(
+                "203.0.113.7 web1/20/3620/fail2ban/sshd/60/waiting/{}",
+                key("web1").hex()
+            )]
         );
         let kept = pending.add(x, forwarded, 30);
         assert!(!kept.reports[0].forwarded);
@@ -466,21 +605,40 @@ mod tests {
         pending.add(x, waiting("web1", 10, None, true), 10);
         pending.add(x, waiting("web2", 3000, Some(600), false), 3000);
         let line = pending.get(&x).unwrap().encode();
+        let (web1, web2) = (key("web1").hex(), key("web2").hex());
         assert_eq!(
             line,
-            "2001:db8::/64 web1/10/3610/fail2ban/sshd/-1/held,web2/3000/6600/fail2ban/sshd/600/waiting"
+            format!(
+                "2001:db8::/64 web1/10/3610/fail2ban/sshd/-1/held/{web1},\
+                 web2/3000/6600/fail2ban/sshd/600/waiting/{web2}"
+            )
         );
         let fields: Vec<&str> = line.split(' ').collect();
         let back = PendingSet::decode(&fields).unwrap();
         assert_eq!(&back, pending.get(&x).unwrap());
-        let expired = pending.purge(4000);
-        assert_eq!(expired.len(), 1);
+        pending.purge(4000);
+        assert_eq!(pending.take_expired().len(), 1);
         assert_eq!(pending.held_by(&name("web1")), 0);
-        assert!(pending.purge(9000).len() == 1 && pending.is_empty());
+        pending.purge(9000);
+        assert!(pending.take_expired().len() == 1 && pending.is_empty());
+        // One whose window passed goes when its network is reported again, said too.
+        pending.add(x, waiting("web1", 10_000, None, false), 10_000);
+        pending.add(x, waiting("web2", 20_000, None, false), 20_000);
+        let said: Vec<String> = pending
+            .take_expired()
+            .into_iter()
+            .map(|(_, w)| w.name.to_string())
+            .collect();
+        assert_eq!(said, ["web1"]);
+        // Written before keys were kept: read, the key to be looked up by name.
+        let old = PendingSet::decode(&["203.0.113.7", "web1/1/2/p/j/60/held"]).unwrap();
+        assert_eq!(old.reports[0].key, None);
         for bad in [
             "x web1/1/2/p/j/60/held",
             "203.0.113.7 web1/1/2/p/j/0/held",
             "203.0.113.7 -x/1/2/p/j/60/held",
+            "203.0.113.7 web1/1/2/p/j/60/held/+f00",
+            "203.0.113.7 web1/1/2/p/j/60/held/00/bs2/x",
         ] {
             let fields: Vec<&str> = bad.split(' ').collect();
             assert!(PendingSet::decode(&fields).is_err(), "{bad}");
