@@ -191,6 +191,9 @@ impl Client {
             if let Some(desk) = &self.desk {
                 desk.check()?;
             }
+            if let Some(metrics) = &self.metrics {
+                metrics.check()?;
+            }
         }
         self.enforcer.finish_running(self.config.retry_interval.0)
     }

@@ -1,14 +1,15 @@
 //! The Prometheus endpoint of either daemon: `GET /metrics` on `metrics-listen`, in the
-//! text format of `prometheus-client`, served by `tiny_http` on a thread of its own. The
-//! daemons have no async runtime, and a scrape every few seconds needs none: tiny_http is a
-//! small synchronous server, which is all this takes.
+//! text format of `prometheus-client`, served on a thread of its own by the bounded server
+//! of `daemon::http` (a fixed number of connections, a capped request head, a deadline).
+//! The thread never ends; if it did, the loop's `check` would end the daemon, as for its
+//! other workers.
 //!
 //! The daemon's loop owns its state, so the endpoint never reads it: the loop puts a copy
 //! of what it would show in `banshare status` into a `Snapshot` once a second, and the
 //! registry's collector turns the latest copy into metrics at each scrape. Histograms are
 //! prometheus-client's own, shared with the threads that observe them.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::daemon::http::{self, Request, Response};
+use crate::daemon::worker::{self, Worker};
 use crate::exit::{Exit, Failure};
 
 /// How often the loop copies its state for the endpoint.
@@ -56,6 +59,7 @@ impl<T: Clone> Snapshot<T> {
 pub struct Endpoint<T> {
     snapshot: Arc<Snapshot<T>>,
     next_refresh: Instant,
+    worker: Worker,
 }
 
 impl<T: Describe> Endpoint<T> {
@@ -71,11 +75,18 @@ impl<T: Describe> Endpoint<T> {
         let mut registry = Registry::with_prefix(prefix);
         registry.register_collector(Box::new(FromSnapshot(Arc::clone(&snapshot))));
         register(&mut registry);
-        serve(address, registry)?;
+        let worker = serve(address, registry)?;
         Ok(Endpoint {
             snapshot,
             next_refresh: Instant::now(),
+            worker,
         })
+    }
+
+    /// An error if the endpoint's thread has ended, which the daemon ends on: an operator
+    /// who asked for metrics must not go without them unawares.
+    pub fn check(&self) -> Result<(), Failure> {
+        self.worker.check()
     }
 
     /// Whether the loop should copy its state now (`put`): once every REFRESH.
@@ -178,53 +189,55 @@ pub fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 18))
 }
 
-/// Serves `registry` on `address` from a thread of its own.
-fn serve(address: SocketAddr, registry: Registry) -> Result<(), Failure> {
-    let server = tiny_http::Server::http(address)
-        .map_err(|e| Exit::Unavailable.with(format!("metrics-listen {address}: {e}")))?;
-    let registry = Arc::new(registry);
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            for request in server.incoming_requests() {
-                answer(request, &registry);
-            }
-        })
-        .map_err(|e| Exit::Software.with(format!("metrics thread: {e}")))?;
+/// Serves `registry` on `address` from a thread of its own, the endpoint's only one.
+fn serve(address: SocketAddr, registry: Registry) -> Result<Worker, Failure> {
+    let unavailable =
+        |e: std::io::Error| Exit::Unavailable.with(format!("metrics-listen {address}: {e}"));
+    let listener = TcpListener::bind(address).map_err(unavailable)?;
+    let server = http::Server::new(listener, move |request| answer(request, &registry))
+        .map_err(unavailable)?;
+    let worker = Worker::spawn("metrics", move || {
+        // For tests of the daemons' checks (tests/metrics.rs).
+        if worker::fault("metrics-exits") {
+            return;
+        }
+        server.run()
+    })
+    .map_err(|e| Exit::Software.with(format!("cannot start the metrics thread: {e}")))?;
     log::info!("serving Prometheus metrics on http://{address}/metrics");
-    Ok(())
+    Ok(worker)
 }
 
 /// `GET /metrics` gets the metrics, as OpenMetrics when the scraper accepts it and in the
 /// classic format otherwise; anything else a 404 or 405.
-fn answer(request: tiny_http::Request, registry: &Registry) {
-    let path = request.url().split('?').next().unwrap_or_default();
-    let openmetrics = request.headers().iter().any(|h| {
-        h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
-    });
-    let response = match (request.method(), path) {
-        (tiny_http::Method::Get, "/metrics") => {
-            let started = Instant::now();
-            let mut body = String::new();
-            match prometheus_client::encoding::text::encode(&mut body, registry) {
-                Ok(()) => {
-                    log::debug!("metrics scraped in {} µs", started.elapsed().as_micros());
-                    let (body, kind) = match openmetrics {
-                        true => (body, OPENMETRICS),
-                        false => (classic(&body), CLASSIC),
-                    };
-                    let header = tiny_http::Header::from_bytes("Content-Type", kind)
-                        .expect("a valid header");
-                    tiny_http::Response::from_string(body).with_header(header)
-                }
-                Err(e) => tiny_http::Response::from_string(e.to_string()).with_status_code(500),
-            }
+fn answer(request: &Request, registry: &Registry) -> Response {
+    match (request.method, request.path()) {
+        ("GET", "/metrics") => {
+            let openmetrics = request
+                .headers("accept")
+                .any(|v| String::from_utf8_lossy(v).contains("application/openmetrics-text"));
+            scrape(registry, openmetrics)
         }
-        (_, "/metrics") => tiny_http::Response::from_string("GET only\n").with_status_code(405),
-        _ => tiny_http::Response::from_string("see /metrics\n").with_status_code(404),
+        (_, "/metrics") => Response::text(405, "GET only\n"),
+        _ => Response::text(404, "see /metrics\n"),
+    }
+}
+
+fn scrape(registry: &Registry, openmetrics: bool) -> Response {
+    let started = Instant::now();
+    let mut body = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, registry) {
+        return Response::text(500, &format!("{e}\n"));
+    }
+    log::debug!("metrics scraped in {} µs", started.elapsed().as_micros());
+    let (body, content_type) = match openmetrics {
+        true => (body, OPENMETRICS),
+        false => (classic(&body), CLASSIC),
     };
-    if let Err(e) = request.respond(response) {
-        log::debug!("metrics: cannot answer: {e}");
+    Response {
+        status: 200,
+        content_type,
+        body: body.into_bytes(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! What both daemons run on: systemd's notifications, signals and watchdog, worker threads
-//! that must not die unnoticed, and the guard on their memory.
+//! that must not die unnoticed, the guard on their memory, and the metrics endpoint.
 
+pub mod http;
 pub mod memory;
 pub mod metrics;
 pub mod service;

@@ -212,6 +212,9 @@ impl Server {
                 self.reload()?;
             }
             self.zap.check()?;
+            if let Some(metrics) = &self.metrics {
+                metrics.endpoint.check()?;
+            }
             watchdog.tick();
             let now = Instant::now();
             self.publisher.heartbeat_if_due(now);
