@@ -5,6 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::servers::admin_ok;
 use common::*;
 
 #[test]
@@ -234,4 +235,55 @@ print(pub.decode())
         banshare::wire::keys::load_public(&dir.path().join("theirs.key")).unwrap(),
         theirs.public
     );
+}
+
+/// The `python` blocks of docs/protocol.md section 8, as written.
+fn protocol_examples() -> Vec<String> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/protocol.md")).unwrap();
+    let section = doc
+        .split("## 8.")
+        .nth(1)
+        .unwrap()
+        .split("## 9.")
+        .next()
+        .unwrap();
+    let blocks = section.split("```python\n").skip(1);
+    blocks
+        .map(|b| b.split("```").next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_python_examples_of_the_protocol_run_as_written() {
+    let fleet = Fleet::start(&["host"], "", "");
+    let [reporter, snapshot] = &protocol_examples()[..] else {
+        panic!("section 8 has a reporter and a snapshot example");
+    };
+    let keys = format!("{}/", fleet.keys_dir.display());
+    let server = format!("127.0.0.1:{}", fleet.report_port);
+    let here = |code: &str| {
+        code.replace("/etc/banshare/keys/", &keys)
+            .replace("banshare.example.net:41234", &server)
+    };
+    let (code, stdout, stderr) = python(&here(reporter), &[]);
+    assert_eq!((code, stdout.trim()), (0, "ACCEPTED"), "{stderr}");
+    fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.7 600");
+    // A page with a ban and a dated unban.
+    admin_ok(&fleet, &["unban", "203.0.113.7"]);
+    let (code, stderr) = outcome(&fleet.report(0, &["fail2ban", "sshd", "198.51.100.9"]));
+    assert_eq!(code, 0, "{stderr}");
+    // The reporter's set-up, up to its connect, then the snapshot function.
+    let set_up: String = reporter
+        .lines()
+        .take_while(|l| !l.starts_with("prog,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let check = "position, bans, unbans = snapshot(sock)\n\
+                 assert all(len(b) == 7 for b in bans), bans\n\
+                 assert all(len(u) == 3 for u in unbans), unbans\n\
+                 print(len(bans), len(unbans))\n";
+    let script = here(&format!("{set_up}{snapshot}{check}"));
+    let (code, stdout, stderr) = python(&script, &[]);
+    assert_eq!((code, stdout.trim()), (0, "1 1"), "{stderr}");
 }
