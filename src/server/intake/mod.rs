@@ -489,6 +489,48 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_forwards_no_more_than_its_share() {
+        use crate::server::policy::confirm::{PendingSet, Waiting, MAX_FORWARDED};
+        let config = config("min-reporters = 2");
+        let (mut book, mut intake) = (Book::default(), Intake::new(&config));
+        let key = PublicKey([7; 32]);
+        let forwarded = |i: u32| {
+            let ip = std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | u128::from(i));
+            let waiting = Waiting {
+                name: Name::parse("n", "web1").unwrap(),
+                key: Some(key),
+                at: 1000,
+                until: 4600,
+                prog: Name::parse("p", "fail2ban").unwrap(),
+                jail: Name::parse("j", "sshd").unwrap(),
+                bantime: Some(600),
+                held: false,
+                forwarded: false,
+                via: None,
+            };
+            Forwarded {
+                set: PendingSet {
+                    ip: ip.to_string().parse().unwrap(),
+                    reports: vec![waiting],
+                },
+                via: "bs2",
+                name_for: &|_| Some("web1".into()),
+                key_named: &|_| None,
+            }
+        };
+        for i in 0..MAX_FORWARDED as u32 {
+            let taken = intake.take_forwarded(&config, &mut book, forwarded(i), nobody, 1000);
+            assert!(matches!(taken, Decision::Pending(..)), "{taken:?}");
+        }
+        let over = intake.take_forwarded(&config, &mut book, forwarded(u32::MAX), nobody, 1000);
+        assert!(
+            matches!(&over, Decision::Refused(r) if r.contains("100000 forwarded reports")),
+            "{over:?}"
+        );
+        assert_eq!(intake.counters.refused["forward"], 1);
+    }
+
+    #[test]
     fn with_min_reporters_two_keys_must_report_within_the_window() {
         let config = config("min-reporters = 2\nconfirm-window = \"100s\"");
         let (mut book, mut intake) = (Book::default(), Intake::new(&config));
