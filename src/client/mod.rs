@@ -257,16 +257,10 @@ impl Client {
     fn read_servers(&mut self) {
         for i in 0..self.servers.len() {
             let first = self.servers[i].heard_at.is_none();
-            let before = (
-                self.servers[i].is_live(Instant::now()),
-                epoch(&self.servers[i]),
-            );
+            let before = standing(&self.servers[i]);
             let heard = self.servers[i].read();
             // Heard again after a silence, or restarted: what the courier sent may be lost.
-            let after = (
-                self.servers[i].is_live(Instant::now()),
-                epoch(&self.servers[i]),
-            );
+            let after = standing(&self.servers[i]);
             if after.0 && (!before.0 || before.1 != after.1) {
                 self.courier.server_back();
             }
@@ -427,10 +421,13 @@ fn open_all(
         .collect()
 }
 
-/// The server's epoch, as its first stream last heard it.
-fn epoch(server: &Upstream) -> Option<u64> {
+/// Whether the server is heard, and its epoch as its first stream last heard it.
+fn standing(server: &Upstream) -> (bool, Option<u64>) {
     let position = server.streams.first().and_then(|s| s.follower.position());
-    position.map(|(epoch, _)| epoch)
+    (
+        server.is_live(Instant::now()),
+        position.map(|(epoch, _)| epoch),
+    )
 }
 
 /// Where each stream of a server stands: "seq 12", or "web seq 12, mail seq 3".
