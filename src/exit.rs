@@ -44,19 +44,6 @@ impl Exit {
     }
 }
 
-/// A configuration or a key file that is wrong is EX_CONFIG wherever it is found.
-impl From<crate::config::ConfigError> for Failure {
-    fn from(e: crate::config::ConfigError) -> Failure {
-        Exit::Config.with(e)
-    }
-}
-
-impl From<crate::wire::keys::KeyError> for Failure {
-    fn from(e: crate::wire::keys::KeyError) -> Failure {
-        Exit::Config.with(e)
-    }
-}
-
 impl From<Exit> for std::process::ExitCode {
     fn from(exit: Exit) -> Self {
         std::process::ExitCode::from(exit as u8)

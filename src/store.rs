@@ -313,7 +313,7 @@ fn read<R: Record>(file: File) -> io::Result<Recovery<R>> {
                 by_ip.remove(&ip);
             }
             Ok(Line::Lift(lift)) => {
-                let later = lifts.get(&lift.ip).map_or(true, |known| lift.at > known.at);
+                let later = lifts.get(&lift.ip).is_none_or(|known| lift.at > known.at);
                 if later {
                     lifts.insert(lift.ip, lift);
                 }
@@ -325,11 +325,7 @@ fn read<R: Record>(file: File) -> io::Result<Recovery<R>> {
             )),
         }
     }
-    by_ip.retain(|ip, record: &mut R| {
-        lifts
-            .get(ip)
-            .map_or(true, |lift| record.reported() > lift.at)
-    });
+    by_ip.retain(|ip, record: &mut R| lifts.get(ip).is_none_or(|lift| record.reported() > lift.at));
     recovery.entries = by_ip.into_values().collect();
     recovery.lifts = lifts.into_values().collect();
     Ok(recovery)

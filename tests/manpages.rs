@@ -1,6 +1,7 @@
 //! The man pages and shell completions of the four programs are generated from their clap
 //! definitions and kept in `man/` and `completions/`. This test fails when they are
 //! out of date; regenerate them with `BANSHARE_UPDATE_MAN=1 cargo test --test manpages`.
+//! And the other metadata that nothing else would check: `rust-version`.
 
 use std::path::Path;
 
@@ -70,4 +71,50 @@ fn man_pages_match_the_command_line() {
     for (name, page) in pages {
         check(&dir.join(name), &page);
     }
+}
+
+/// A Rust version as numbers: "1.88" is 1.88.0.
+fn version(text: &str) -> Vec<u64> {
+    let mut parts: Vec<u64> = text.split('.').map(|p| p.parse().unwrap()).collect();
+    parts.resize(3, 0);
+    parts
+}
+
+/// Cargo.toml's `rust-version` is the oldest Rust that builds banshare: that of the
+/// dependency that needs the newest (clippy's `incompatible_msrv` holds banshare's own code
+/// to it). No older toolchain can be fetched here to try.
+#[test]
+fn rust_version_is_what_the_dependencies_need() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["--filter-platform", "x86_64-unknown-linux-gnu"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let used: Vec<&str> = metadata["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    let needed = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| used.contains(&p["id"].as_str().unwrap()) && p["name"] != "banshare")
+        .filter_map(|p| Some((version(p["rust_version"].as_str()?), p["name"].to_string())))
+        .max()
+        .unwrap();
+    assert_eq!(
+        version(env!("CARGO_PKG_RUST_VERSION")),
+        needed.0,
+        "rust-version in Cargo.toml must be what {} needs",
+        needed.1
+    );
 }

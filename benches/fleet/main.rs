@@ -159,7 +159,7 @@ fn main() {
     let only = option(&args, "--only");
     let wanted = |measure: &str| {
         only.as_ref()
-            .map_or(true, |o| o.split(',').any(|m| m == measure))
+            .is_none_or(|o| o.split(',').any(|m| m == measure))
     };
     let mut results = Results::default();
     if wanted("p1") {

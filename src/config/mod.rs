@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::config::duration::{HumanDuration, MaxBantime};
 use crate::config::groups::GroupConfig;
 use crate::config::template::Template;
+use crate::exit::{Exit, Failure};
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::MAX_BANTIME;
 use crate::wire::topic::Group;
@@ -473,6 +474,13 @@ fn default_unban_command() -> Template {
 pub enum AnyConfig {
     Server(ServerConfig),
     Client(ClientConfig),
+}
+
+/// A configuration that is wrong is EX_CONFIG wherever it is found.
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Failure {
+        Exit::Config.with(e)
+    }
 }
 
 impl ServerConfig {

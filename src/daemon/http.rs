@@ -152,7 +152,7 @@ impl<A: FnMut(&Request) -> Response> Server<A> {
     fn turn(&mut self) {
         let now = Instant::now();
         self.connections.retain(|c| c.deadline > now);
-        let accepting = self.paused_until.map_or(true, |until| now >= until);
+        let accepting = self.paused_until.is_none_or(|until| now >= until);
         if accepting {
             self.paused_until = None;
         }

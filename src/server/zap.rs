@@ -77,7 +77,7 @@ impl Authorizer {
         let now = Instant::now();
         let mut connected = self.connected.lock().expect("lock");
         let last = connected.insert((domain.to_owned(), name.to_owned()), now);
-        last.map_or(true, |at| now.duration_since(at) >= AWAY)
+        last.is_none_or(|at| now.duration_since(at) >= AWAY)
     }
 
     /// Notes that host `name` was heard from.

@@ -9,6 +9,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::exit::{Exit, Failure};
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("{path}: {1}", path = .0.display())]
@@ -35,6 +37,13 @@ pub enum KeyError {
     /// A key file or directory that another user could change (see `files::check_trusted`).
     #[error("{0}")]
     Unsafe(String),
+}
+
+/// A key file that is wrong is EX_CONFIG wherever it is found.
+impl From<KeyError> for Failure {
+    fn from(e: KeyError) -> Failure {
+        Exit::Config.with(e)
+    }
 }
 
 /// A CURVE public key.

@@ -8,8 +8,7 @@ use crate::logging::printable;
 use crate::wire::cidr::Cidr;
 use crate::wire::topic::{Group, Topic};
 
-/// First frame of every current message; a new incompatible format gets a new tag.
-pub const VERSION: &str = "BANSHARE1";
+pub use crate::wire::topic::VERSION;
 /// Largest frame any banshare socket accepts (`ZMQ_MAXMSGSIZE`, which counts the frame after
 /// CURVE adds its 33 bytes); real frames are under 300 bytes.
 pub const MAX_FRAME: i64 = 4096;
@@ -382,7 +381,7 @@ pub struct Ban {
 impl Ban {
     /// Whether the ban is still in force at `now` (Unix seconds).
     pub fn active_at(&self, now: u64) -> bool {
-        self.expires.map_or(true, |e| e > now)
+        self.expires.is_none_or(|e| e > now)
     }
 
     /// When the ban ends, for comparing: a permanent ban ends after every other.
@@ -483,7 +482,7 @@ impl Lift {
     }
 
     pub fn active_at(&self, now: u64) -> bool {
-        self.until.map_or(true, |u| u > now)
+        self.until.is_none_or(|u| u > now)
     }
 
     /// `unban IP AT UNTIL`, as in snapshot pages and the server's journal.

@@ -9,7 +9,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::logging::printable;
-use crate::wire::protocol::VERSION;
+
+/// First frame of every current message, and the start of every topic; a new incompatible
+/// format gets a new tag.
+pub const VERSION: &str = "BANSHARE1";
 
 /// Longest group name.
 pub const MAX_GROUP: usize = 32;

@@ -125,7 +125,7 @@ impl AppliedBans {
         match (action, self.pending.get(&ban.ip)) {
             (_, Some((pending, _))) => *pending != action,
             (Action::Ban, None) if self.refused.get(&ban.ip) == Some(&ban.ends()) => false,
-            (Action::Ban, None) => self.bans.get(&ban.ip).map_or(true, renews),
+            (Action::Ban, None) => self.bans.get(&ban.ip).is_none_or(renews),
             (Action::Unban, None) => self.bans.contains_key(&ban.ip),
         }
     }
@@ -164,7 +164,7 @@ impl AppliedBans {
             .get(ip)
             .filter(|(action, _)| *action == Action::Ban);
         let current = banning.map(|(_, ban)| ban).or_else(|| self.bans.get(ip));
-        current.map_or(true, |ban| ban.reported <= at)
+        current.is_none_or(|ban| ban.reported <= at)
     }
 
     /// A ban that needs no command, as it ends no later than the applied one, but was
