@@ -6,9 +6,8 @@ use crate::blocklist;
 use crate::cli::{self, AdminArgs, AdminCommand, BansFormat, ControlTarget};
 use crate::config::{AnyConfig, ClientConfig, DEFAULT_CLIENT_SOCKET, DEFAULT_SOCKET};
 use crate::exit::{Exit, Failure};
-use crate::wire::control::{
-    self, BanView, ClientStatus, Command, ImportSummary, PendingView, Status,
-};
+use crate::sockets::control;
+use crate::wire::control::{BanView, ClientStatus, Command, ImportSummary, PendingView, Status};
 use crate::wire::keys;
 use crate::wire::protocol::Bantime;
 use crate::wire::protocol::Name;

@@ -7,6 +7,7 @@
 // The two sides, and what travels between them.
 pub mod client;
 pub mod server;
+pub mod sockets;
 pub mod wire;
 
 // Shared by every program: configuration, command line, daemon plumbing, local files.

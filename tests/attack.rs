@@ -9,7 +9,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use banshare::wire::transport;
+use banshare::sockets::transport;
 use common::*;
 
 /// The server's default per-key limits, which the common fleet raises for other tests.

@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use banshare::sockets::transport;
 use banshare::wire::keys::KeyPair;
-use banshare::wire::transport;
 use common::*;
 use nix::sys::signal::Signal;
 

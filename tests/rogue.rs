@@ -9,8 +9,8 @@ use std::fs;
 use std::time::Duration;
 
 use banshare::clock::unix_now;
+use banshare::sockets::transport;
 use banshare::wire::keys::{self, KeyPair};
-use banshare::wire::transport;
 use common::servers::{admin_ok, table};
 use common::*;
 

@@ -54,8 +54,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use banshare::sockets::transport;
 use banshare::wire::protocol::{Publish, Report, Verdict, VERSION};
-use banshare::wire::transport;
 use common::fail2ban::Fail2ban;
 use common::*;
 use serde_json::{json, Value};

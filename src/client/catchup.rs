@@ -1,5 +1,5 @@
 //! Applying a catch-up: each snapshot page's bans and dated unbans, and after the last
-//! page, what this host applied but the server no longer holds. `wire::upstream` asks for
+//! page, what this host applied but the server no longer holds. `sockets::upstream` asks for
 //! the pages that `wire::follow` wants.
 
 use crate::client::apply::record::Action;

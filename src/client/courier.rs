@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use crate::client::spool::{self, Spool};
 use crate::exit::Failure;
 use crate::logging::Quiet;
+use crate::sockets::transport;
+use crate::sockets::upstream::{reply_body, send_request, within_bounds, VERDICT_FRAMES};
 use crate::wire::follow::REQUEST_TIMEOUT;
 use crate::wire::protocol::Verdict;
-use crate::wire::transport;
-use crate::wire::upstream::{reply_body, send_request, within_bounds, VERDICT_FRAMES};
 
 /// How often the spool is looked at when it was empty.
 const SPOOL_CHECK: Duration = Duration::from_secs(1);

@@ -28,11 +28,11 @@ use crate::config::ClientConfig;
 use crate::daemon::worker::Worker;
 use crate::exit::{Exit, Failure};
 use crate::logging::Quiet;
+use crate::sockets::transport;
+use crate::sockets::upstream::{reply_body, send_request, Target, VERDICT_FRAMES};
 use crate::wire::handoff::{self, Handed, Handoff, Route, MAX_LINE};
 use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{decode_request, Request};
-use crate::wire::transport;
-use crate::wire::upstream::{reply_body, send_request, Target, VERDICT_FRAMES};
 
 /// Reporters being served at once; beyond, a new one is turned away and reports directly.
 const MAX_CALLERS: usize = 256;

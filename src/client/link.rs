@@ -1,15 +1,15 @@
 //! The client's way to its servers: the keys client.toml names, each server as a
-//! `wire::upstream::Target`, DEALERs on a report socket for spooled reports, and `banshare
-//! ping`. The daemon follows each server through a `wire::upstream::Upstream`.
+//! `sockets::upstream::Target`, DEALERs on a report socket for spooled reports, and `banshare
+//! ping`. The daemon follows each server through a `sockets::upstream::Upstream`.
 
 use std::time::Duration;
 
 use crate::config::{ClientConfig, ServerSpec};
 use crate::exit::{Exit, Failure};
+use crate::sockets::transport::{self, endpoint};
+use crate::sockets::upstream::{reply_body, send_request, Target};
 use crate::wire::keys::{self, KeyPair};
 use crate::wire::protocol::{encode_snapshot_request, SnapshotPage};
-use crate::wire::transport::{self, endpoint};
-use crate::wire::upstream::{reply_body, send_request, Target};
 
 /// This host's key pair, from the file client.toml names.
 pub fn own_key(config: &ClientConfig) -> Result<KeyPair, Failure> {

@@ -2,7 +2,7 @@
 //! (docs/ha.md), and applies each ban on this host with the configured command, once,
 //! unless it would cover a protected address. At start, after a gap in sequence numbers, a
 //! new server epoch or missed heartbeats, it reads that server's active bans page by page
-//! and catches up (`wire::follow` decides, `wire::upstream` asks, `catchup` applies). It
+//! and catches up (`wire::follow` decides, `sockets::upstream` asks, `catchup` applies). It
 //! also delivers the reporter's spool (`courier`), and sends on the reports banshare-report
 //! hands it (`handoff`). Bans are carried out by `apply`.
 
@@ -27,11 +27,12 @@ use crate::daemon::metrics::Endpoint;
 use crate::daemon::service::{self, Signals, Watchdog};
 use crate::exit::{Exit, Failure};
 use crate::logging::LogLimit;
-use crate::wire::control::{self as control_socket, ClientStatus};
+use crate::sockets::control as control_socket;
+use crate::sockets::upstream::{Heard, Target, Upstream};
+use crate::wire::control::ClientStatus;
 use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{Ban, Publish};
 use crate::wire::topic::Topic;
-use crate::wire::upstream::{Heard, Target, Upstream};
 use apply::record::Action;
 use apply::Enforcer;
 use courier::Courier;

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use crate::client::Client;
 use crate::clock::unix_now;
+use crate::sockets::upstream::Upstream;
 use crate::wire::control::{self, ClientStatus, Command, FollowedView};
-use crate::wire::upstream::Upstream;
 
 /// Whether each server is connected, and since when (Unix time).
 #[derive(Debug, Default)]

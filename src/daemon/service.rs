@@ -10,7 +10,7 @@ use sd_notify::NotifyState;
 use crate::config::LogLevel;
 use crate::exit::{Exit, Failure};
 use crate::logging::{self, LogTarget};
-use crate::wire::transport;
+use crate::sockets::transport;
 
 /// What the server and the client share around their own work: logging, the config, the
 /// CURVE check and signals; then `serve`, and STOPPING=1 on the way out. A failure becomes

@@ -9,14 +9,14 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use crate::sockets::transport;
+use crate::sockets::upstream::{
+    reply_body, requester, send_request, within_bounds, Target, VERDICT_FRAMES,
+};
 use crate::wire::follow::REQUEST_TIMEOUT;
 use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{encode_forward, Verdict};
 use crate::wire::topic::Group;
-use crate::wire::transport;
-use crate::wire::upstream::{
-    reply_body, requester, send_request, within_bounds, Target, VERDICT_FRAMES,
-};
 
 /// The most requests an outbox keeps for a peer that is away; the oldest go first. Each
 /// key holds at most 10,000 reports, so this is a wave from ten hosts at once.

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::exit::{Exit, Failure};
 use crate::logging::Quiet;
+use crate::sockets::monitor::ListenerWatch;
+use crate::sockets::transport;
 use crate::wire::keys::KeyPair;
-use crate::wire::monitor::ListenerWatch;
-use crate::wire::transport;
 
 /// How long a listener stops accepting when the process is out of file descriptors: libzmq
 /// would otherwise try to accept again at once, for ever, burning a core, while idle

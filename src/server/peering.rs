@@ -1,5 +1,5 @@
 //! The other servers of the fleet. This server follows each peer as a client follows a
-//! server (`wire::upstream`): its publish socket live, its snapshot pages at start, after a
+//! server (`sockets::upstream`): its publish socket live, its snapshot pages at start, after a
 //! gap, a new epoch or a silence. What it hears is merged into the table (`merge`), and only
 //! what changed the table is published here, so nothing loops between peers. docs/ha.md
 //! says why the merge converges.
@@ -11,12 +11,12 @@ use crate::config::ServerConfig;
 use crate::exit::{Exit, Failure};
 use crate::server::forward::Forwarder;
 use crate::server::Server;
+use crate::sockets::upstream::{Heard, Target, Upstream};
 use crate::wire::control::PeerView;
 use crate::wire::follow::Next;
 use crate::wire::keys::{self, KeyPair, PublicKey};
 use crate::wire::protocol::{Lift, Publish};
 use crate::wire::topic::{Group, Topic};
-use crate::wire::upstream::{Heard, Target, Upstream};
 
 /// How long after its start a server answers snapshot requests from hosts even though it
 /// has not caught up with every peer: a peer may be down, and the fleet needs a server.

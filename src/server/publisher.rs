@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::exit::Failure;
 use crate::server::listener::Listener;
+use crate::sockets::transport::{self, Received};
 use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{Ban, Publish, VERSION};
 use crate::wire::topic::{Group, Topic};
-use crate::wire::transport::{self, Received};
 
 /// The longest a subscriber waits, after bans were published or it subscribed, for the
 /// heartbeat that tells it the latest sequence number.

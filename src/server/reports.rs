@@ -12,13 +12,13 @@ use crate::server::metrics::ServerMetrics;
 use crate::server::policy::confirm::PendingSet;
 use crate::server::table::Page;
 use crate::server::{store_failure, Peer, Server, CUT_OFF};
+use crate::sockets::transport::{self, Received};
 use crate::store::Record;
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{
     bantime_text, decode_request, Report, Request, SnapshotPage, Verdict, MAX_REQUEST_FRAMES, PAGE,
 };
 use crate::wire::topic::Group;
-use crate::wire::transport::{self, Received};
 
 /// Who said what, for the log: the report, the key's name, and the key with its address.
 pub(super) struct Said {

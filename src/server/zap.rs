@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::worker::{self, Worker};
 use crate::logging::Refusals;
+use crate::sockets::transport::peer_address;
 use crate::wire::cidr::Cidr;
 use crate::wire::keys::PublicKey;
-use crate::wire::transport::peer_address;
 
 /// The authorized keys, shared between the ZAP thread and the server loop.
 #[derive(Clone, Default)]

@@ -1,14 +1,12 @@
-//! What travels between the sides: the protocol's messages and their text, network
-//! addresses as the protocol writes them, CURVE keys and their files, the sockets, the
-//! watch on their connections, and the control socket between `banshare` and a daemon.
+//! What travels between the sides, without a socket: the protocol's messages and their
+//! text, network addresses as the protocol writes them, groups' topics, CURVE keys and their
+//! files, what the control socket and the report handoff carry, and the state of following
+//! a server (which says when to catch up). The sockets that carry it are in `sockets`.
 
 pub mod cidr;
 pub mod control;
 pub mod follow;
 pub mod handoff;
 pub mod keys;
-pub mod monitor;
 pub mod protocol;
 pub mod topic;
-pub mod transport;
-pub mod upstream;

@@ -8,10 +8,10 @@ use crate::cli::ReportArgs;
 use crate::client::link::{own_key, request_socket, targets};
 use crate::config::ClientConfig;
 use crate::exit::{Exit, Failure};
+use crate::sockets::transport;
+use crate::sockets::upstream::Target;
 use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{Report, Verdict};
-use crate::wire::transport;
-use crate::wire::upstream::Target;
 
 pub fn main(args: &ReportArgs) -> std::process::ExitCode {
     super::finish(args, run(args))

@@ -20,10 +20,10 @@ use crate::cli::{self, ReportArgs};
 use crate::client::spool::Spool;
 use crate::config::ClientConfig;
 use crate::exit::{Exit, Failure};
+use crate::sockets::transport::endpoint;
 use crate::wire::handoff::{self, Handed, Handoff, Route, MAX_LINE};
 use crate::wire::keys::{self, KeyError};
 use crate::wire::protocol::{Report, Verdict};
-use crate::wire::transport::endpoint;
 
 /// How much longer than the client's own deadline the reporter waits for its answer.
 const GRACE: Duration = Duration::from_millis(500);

@@ -5,15 +5,15 @@
 use std::time::{Duration, Instant};
 
 use crate::clock::unix_now;
+use crate::sockets::monitor::{self, ConnectionWatch};
+use crate::sockets::transport::{self, endpoint, Received};
 use crate::wire::cidr::Cidr;
 use crate::wire::follow::{Due, Follower};
 use crate::wire::keys::{KeyPair, PublicKey};
-use crate::wire::monitor::{self, ConnectionWatch};
 use crate::wire::protocol::{
     encode_snapshot_request, Publish, SnapshotPage, Verdict, PAGE, VERSION,
 };
 use crate::wire::topic::{Group, Topic};
-use crate::wire::transport::{self, endpoint, Received};
 
 /// The most streams followed from one server: its groups, at most 16 of them.
 const MAX_STREAMS: usize = 16;

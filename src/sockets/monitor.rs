@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use zmq::SocketEvent as E;
 
 use crate::logging::Refusals;
-use crate::wire::transport::peer_address;
+use crate::sockets::transport::peer_address;
 
 /// What the admin is told; each is logged when it differs from the last one logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
