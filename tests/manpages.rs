@@ -118,3 +118,35 @@ fn rust_version_is_what_the_dependencies_need() {
         needed.1
     );
 }
+
+/// ARCHITECTURE.md is true: every path it names (in backquotes, from the top of the
+/// repository) exists, and every folder of `src/` is named in it.
+#[test]
+fn the_architecture_names_what_is_there_and_every_folder() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let tops = ["src/", "tests/", "benches/", "fuzz/", "docs/", "scripts/"];
+    let named: Vec<&str> = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|quoted| tops.iter().any(|top| quoted.starts_with(top)))
+        .collect();
+    assert!(named.len() > 20, "{named:?}");
+    let missing: Vec<&&str> = named.iter().filter(|p| !root.join(p).exists()).collect();
+    assert!(missing.is_empty(), "ARCHITECTURE.md names what is not there: {missing:?}");
+    let mut folders = vec![root.join("src")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            if entry.path().is_dir() {
+                let path = entry.path();
+                let relative = path.strip_prefix(root).unwrap().display().to_string();
+                assert!(
+                    text.contains(&format!("`{relative}/")),
+                    "ARCHITECTURE.md does not name {relative}/"
+                );
+                folders.push(path);
+            }
+        }
+    }
+}
