@@ -21,4 +21,5 @@ pub mod exit;
 pub mod files;
 pub mod logging;
 pub mod protect;
+pub mod schedule;
 pub mod store;

@@ -134,7 +134,10 @@ fn the_architecture_names_what_is_there_and_every_folder() {
         .collect();
     assert!(named.len() > 20, "{named:?}");
     let missing: Vec<&&str> = named.iter().filter(|p| !root.join(p).exists()).collect();
-    assert!(missing.is_empty(), "ARCHITECTURE.md names what is not there: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names what is not there: {missing:?}"
+    );
     let mut folders = vec![root.join("src")];
     while let Some(folder) = folders.pop() {
         for entry in std::fs::read_dir(&folder).unwrap().flatten() {

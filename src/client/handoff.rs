@@ -2,7 +2,7 @@
 //! from banshare-report on this host over `report-socket`, and sends each on CURVE
 //! connections to the servers that it keeps open, so that a report costs neither loading
 //! libzmq nor a handshake. It tries the servers as banshare-report does (`report::direct`):
-//! the first, then the next after `ask_next_after`, the first answer winning.
+//! on the same schedule (`Schedule::each_once`), the first answer winning.
 //!
 //! Who may hand over a report: the socket is 0600 in the client's runtime directory, and a
 //! peer whose credentials are not root's or the client's own user's is turned away, so only
@@ -23,13 +23,15 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::client::link::request_socket;
-use crate::client::report::direct::{ask_next_after, spread};
+use crate::client::report::direct::spread;
 use crate::config::ClientConfig;
 use crate::daemon::worker::Worker;
 use crate::exit::{Exit, Failure};
 use crate::logging::Quiet;
-use crate::sockets::transport;
-use crate::sockets::upstream::{reply_body, send_request, Target, VERDICT_FRAMES};
+use crate::schedule::{Schedule, Step};
+use crate::sockets::poll::{Place, Poll};
+use crate::sockets::request::Asked;
+use crate::sockets::upstream::Target;
 use crate::wire::handoff::{self, Handed, Handoff, Route, MAX_LINE};
 use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{decode_request, Request};
@@ -123,15 +125,10 @@ struct Caller {
 struct Flight {
     stream: UnixStream,
     request: Vec<Vec<u8>>,
-    deadline: Instant,
-    /// How long to wait for an answer before asking the next server too.
-    ask_next: Duration,
-    /// The server asked first, and how many were asked so far, in turn from it.
-    first: usize,
-    tried: usize,
-    next_at: Instant,
-    /// Each server asked: its index and endpoint, and the socket the request went on.
-    asked: Vec<(usize, String, zmq::Socket)>,
+    schedule: Schedule,
+    /// When the schedule has something to do next.
+    wake: Instant,
+    asked: Asked,
     /// `Counter::generation` when the report came.
     generation: u64,
 }
@@ -211,35 +208,31 @@ impl Counter {
         let soonest = self
             .flights
             .iter()
-            .map(|f| match f.tried < self.who.targets.len() {
-                true => f.next_at.min(f.deadline),
-                false => f.deadline,
-            })
+            .map(|f| f.wake)
             .min()
             .map_or(TICK, |at| at.saturating_duration_since(now).min(TICK));
-        let mut items = vec![zmq::PollItem::from_fd(
+        let mut poll = Poll::default();
+        let listener = poll.add([zmq::PollItem::from_fd(
             self.listener.as_raw_fd(),
             zmq::POLLIN,
-        )];
-        items.extend(
+        )]);
+        let callers = poll.add(
             self.callers
                 .iter()
                 .map(|c| zmq::PollItem::from_fd(c.stream.as_raw_fd(), zmq::POLLIN)),
         );
-        let sockets = self.flights.iter().flat_map(|f| &f.asked);
-        items.extend(sockets.map(|(_, _, s)| s.as_poll_item(zmq::POLLIN)));
-        if zmq::poll(&mut items, soonest.as_millis() as i64).is_err() {
+        let flights: Vec<Place> = self
+            .flights
+            .iter()
+            .map(|f| poll.add(f.asked.poll_items()))
+            .collect();
+        if poll.wait(soonest).is_err() {
             return Readable::default();
         }
-        let mut readable = items.iter().map(zmq::PollItem::is_readable);
         Readable {
-            listener: readable.next().unwrap_or(false),
-            callers: readable.by_ref().take(self.callers.len()).collect(),
-            flights: self
-                .flights
-                .iter()
-                .map(|f| readable.by_ref().take(f.asked.len()).any(|r| r))
-                .collect(),
+            listener: poll.ready(&listener),
+            callers: poll.each(&callers),
+            flights: flights.iter().map(|place| poll.ready(place)).collect(),
         }
     }
 
@@ -315,17 +308,14 @@ impl Counter {
         };
         let total = Duration::from_millis(handoff.timeout_ms).min(self.who.timeout);
         let now = Instant::now();
-        let n = self.who.targets.len().max(1);
         self.next_first = self.next_first.wrapping_add(1);
+        let servers = self.who.targets.len();
         self.flights.push(Flight {
             stream,
             request: report.encode(),
-            deadline: now + total,
-            ask_next: ask_next_after(total, n),
-            first: self.next_first % n,
-            tried: 0,
-            next_at: now,
-            asked: Vec::new(),
+            schedule: Schedule::each_once(servers, self.next_first, total, now),
+            wake: now,
+            asked: Asked::default(),
             generation: self.generation,
         });
     }
@@ -337,17 +327,18 @@ impl Counter {
         let flights = std::mem::take(&mut self.flights);
         for (k, mut flight) in flights.into_iter().enumerate() {
             let answered = (readable.get(k) == Some(&true))
-                .then(|| take_answer(&flight))
+                .then(|| flight.asked.answer())
                 .flatten();
-            let Some((at, frames)) = answered else {
+            let Some(reply) = answered else {
                 self.flights.push(flight);
                 continue;
             };
-            let (i, server, socket) = flight.asked.swap_remove(at);
-            let frames = handoff::texts(&frames);
+            let frames = handoff::texts(&reply.frames);
+            let server = self.who.targets[reply.server].report_endpoint();
             answer(&mut flight.stream, &Handed::Verdict { frames, server });
+            let i = reply.server;
             if flight.generation == self.generation && self.idle[i].len() < MAX_IDLE {
-                self.idle[i].push(socket);
+                self.idle[i].push(reply.socket);
             }
         }
     }
@@ -355,49 +346,47 @@ impl Counter {
     /// Asks the next server of each report whose wait for the last one is up, and answers
     /// those whose time is up altogether.
     fn advance(&mut self, now: Instant) {
-        let n = self.who.targets.len();
         let flights = std::mem::take(&mut self.flights);
         for mut flight in flights {
-            if now >= flight.deadline {
-                let servers: Vec<String> = self
-                    .who
-                    .targets
-                    .iter()
-                    .map(Target::report_endpoint)
-                    .collect();
-                let servers = servers.join(", ");
-                answer(&mut flight.stream, &Handed::NoAnswer { servers });
-                continue;
-            }
-            while flight.tried < n && now >= flight.next_at {
-                let i = (flight.first + flight.tried) % n;
-                flight.tried += 1;
-                flight.next_at = now + flight.ask_next;
-                match self.send_to(i, &flight.request) {
-                    Some(socket) => {
-                        let server = self.who.targets[i].report_endpoint();
-                        flight.asked.push((i, server, socket));
+            loop {
+                match flight.schedule.step(now) {
+                    Step::Ask { server, alone } => {
+                        if !self.send_to(server, &flight.request, &mut flight.asked, alone) {
+                            flight.schedule.unsent(now);
+                        }
                     }
-                    None => flight.next_at = now,
+                    Step::WaitUntil(at) => {
+                        flight.wake = at;
+                        self.flights.push(flight);
+                        break;
+                    }
+                    Step::GiveUp => {
+                        let servers: Vec<String> = self
+                            .who
+                            .targets
+                            .iter()
+                            .map(Target::report_endpoint)
+                            .collect();
+                        let servers = servers.join(", ");
+                        answer(&mut flight.stream, &Handed::NoAnswer { servers });
+                        break;
+                    }
                 }
             }
-            self.flights.push(flight);
         }
     }
 
     /// Sends a request to server `i` on an idle connection, or on a new one. An idle one
     /// that cannot send is dropped: libzmq gives up on a connection the server refused,
-    /// as it does while this host's key is not authorized yet. None: not sent at all.
-    fn send_to(&mut self, i: usize, request: &[Vec<u8>]) -> Option<zmq::Socket> {
+    /// as it does while this host's key is not authorized yet. False: not sent at all.
+    fn send_to(&mut self, i: usize, request: &[Vec<u8>], asked: &mut Asked, alone: bool) -> bool {
         while let Some(socket) = self.idle[i].pop() {
-            if send_request(&socket, request.to_vec()).is_ok() {
-                return Some(socket);
+            if asked.send(i, socket, request, alone) {
+                return true;
             }
         }
-        let socket = self.socket_to(i)?;
-        send_request(&socket, request.to_vec())
-            .is_ok()
-            .then_some(socket)
+        self.socket_to(i)
+            .is_some_and(|socket| asked.send(i, socket, request, alone))
     }
 
     /// A new connection to server `i`; None (logged) when even the socket fails.
@@ -441,20 +430,6 @@ fn read_line(caller: &mut Caller, readable: bool) -> Result<Option<Vec<u8>>, Str
         .iter()
         .position(|&b| b == b'\n')
         .map(|end| caller.line[..end].to_vec()))
-}
-
-/// A server's answer on one of the sockets a report went on: where in `asked` it came,
-/// and the reply.
-fn take_answer(flight: &Flight) -> Option<(usize, Vec<Vec<u8>>)> {
-    flight
-        .asked
-        .iter()
-        .enumerate()
-        .find_map(|(at, (_, _, socket))| {
-            let received = transport::recv_bounded(socket, zmq::DONTWAIT, VERDICT_FRAMES).ok()?;
-            let body = reply_body(&received.frames).ok()?;
-            Some((at, body.to_vec()))
-        })
 }
 
 /// The reporter gets its answer; one that has gone no longer needs it.

@@ -28,6 +28,7 @@ use crate::daemon::service::{self, Signals, Watchdog};
 use crate::exit::{Exit, Failure};
 use crate::logging::LogLimit;
 use crate::sockets::control as control_socket;
+use crate::sockets::poll::Poll;
 use crate::sockets::upstream::{Heard, Target, Upstream};
 use crate::wire::control::ClientStatus;
 use crate::wire::keys::KeyPair;
@@ -74,8 +75,6 @@ struct Client {
     /// What this host would do with the bans of the servers' dry-run groups.
     dry_run: DryRun,
     courier: Courier,
-    /// Which server the courier tries next when one does not answer.
-    courier_turn: usize,
     ready: bool,
     /// Lines about what the servers sent.
     log_limit: LogLimit,
@@ -102,7 +101,6 @@ impl Client {
         let ctx = zmq::Context::new();
         let desk = Desk::start(&ctx, &config, Reporting::new(&config, &targets, &own))?;
         let servers = open_all(&ctx, targets, &own, &config)?;
-        let courier = request_socket(&ctx, zmq::DEALER, &servers[0].target, &own)?;
         let control = control_socket::bind(&ctx, &config.control_socket)?;
         let metrics = metrics::start(&config, &enforcer)?;
         Ok(Client {
@@ -114,8 +112,7 @@ impl Client {
             desk,
             dry_run: DryRun::default(),
             config_path: config_path.to_owned(),
-            courier: Courier::new(courier, Spool::new(&config.spool_dir, config.spool_max)),
-            courier_turn: 0,
+            courier: Courier::new(Spool::new(&config.spool_dir, config.spool_max)),
             config,
             ctx,
             own,
@@ -168,15 +165,14 @@ impl Client {
                 service::status(&self.status_line());
                 next_status = Instant::now() + STATUS_EVERY;
             }
-            let mut items: Vec<zmq::PollItem> =
-                self.servers.iter().flat_map(Upstream::poll_items).collect();
-            items.push(self.courier.socket().as_poll_item(zmq::POLLIN));
-            items.push(self.control.as_poll_item(zmq::POLLIN));
-            // EINTR from a signal just goes round the loop again.
-            if zmq::poll(&mut items, TICK.as_millis() as i64).is_err() {
+            let mut poll = Poll::default();
+            poll.add(self.servers.iter().flat_map(Upstream::poll_items));
+            let verdicts = poll.add(self.courier.poll_items());
+            let commands = poll.add([self.control.as_poll_item(zmq::POLLIN)]);
+            if poll.wait(TICK).is_err() {
                 continue;
             }
-            let [verdicts, commands] = [2, 1].map(|back| items[items.len() - back].is_readable());
+            let (verdicts, commands) = (poll.ready(&verdicts), poll.ready(&commands));
             self.read_servers();
             if verdicts {
                 self.courier.read_verdicts();
@@ -203,10 +199,8 @@ impl Client {
     /// next one.
     fn deliver_spool(&mut self) {
         let (ctx, own, servers) = (&self.ctx, &self.own, &self.servers);
-        let turn = &mut self.courier_turn;
-        self.courier.deliver(|| {
-            *turn = (*turn + 1) % servers.len();
-            request_socket(ctx, zmq::DEALER, &servers[*turn].target, own)
+        self.courier.deliver(servers.len(), |i| {
+            request_socket(ctx, zmq::DEALER, &servers[i].target, own)
         });
     }
 
@@ -364,9 +358,8 @@ impl Client {
             desk.update(Reporting::new(config, &targets, &own));
         }
         let servers = open_all(&self.ctx, targets, &own, config)?;
-        let courier = request_socket(&self.ctx, zmq::DEALER, &servers[0].target, &own)?;
         (self.own, self.servers) = (own, servers);
-        self.courier.reconnect(courier);
+        self.courier.reconnect();
         Ok(())
     }
 

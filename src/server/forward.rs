@@ -9,10 +9,9 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::sockets::transport;
-use crate::sockets::upstream::{
-    reply_body, requester, send_request, within_bounds, Target, VERDICT_FRAMES,
-};
+use crate::schedule::{Schedule, Step};
+use crate::sockets::request::Asked;
+use crate::sockets::upstream::{requester, Target};
 use crate::wire::follow::REQUEST_TIMEOUT;
 use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{encode_forward, Verdict};
@@ -24,24 +23,26 @@ const MAX_OUTBOX: usize = 100_000;
 
 pub struct Forwarder {
     pub target: Target,
-    socket: zmq::Socket,
     /// Each waiting report as its journal line, with its group (none without groups).
     outbox: VecDeque<(String, Option<Group>)>,
-    /// When the first request of the outbox was sent, while it waits for its answer.
-    sent_at: Option<Instant>,
+    /// The schedule of the request in flight, the first of the outbox: sent again on a new
+    /// socket every REQUEST_TIMEOUT until the peer answers.
+    schedule: Option<Schedule>,
+    /// The socket it went on.
+    asked: Asked,
     /// Requests dropped from a full outbox since the last log line.
     dropped: usize,
 }
 
 impl Forwarder {
-    pub fn open(ctx: &zmq::Context, target: Target, own: &KeyPair) -> zmq::Result<Forwarder> {
-        Ok(Forwarder {
-            socket: requester(ctx, &target, own)?,
+    pub fn new(target: Target) -> Forwarder {
+        Forwarder {
             target,
             outbox: VecDeque::new(),
-            sent_at: None,
+            schedule: None,
+            asked: Asked::default(),
             dropped: 0,
-        })
+        }
     }
 
     pub fn push(&mut self, line: String, group: Option<Group>) {
@@ -53,39 +54,34 @@ impl Forwarder {
         self.outbox.push_back((line, group));
     }
 
-    pub fn poll_item(&self) -> zmq::PollItem<'_> {
-        self.socket.as_poll_item(zmq::POLLIN)
+    pub fn poll_items(&self) -> impl Iterator<Item = zmq::PollItem<'_>> {
+        self.asked.poll_items()
     }
 
-    /// Takes the answers that came: each one delivers the request in flight. True when
-    /// one had more frames than a verdict has (see `Upstream::take_oversized`).
+    /// Takes the answer that came, which delivers the request in flight. True when a reply
+    /// had more frames than a verdict has (see `Upstream::take_oversized`).
     pub fn read(&mut self) -> bool {
-        let mut oversized = false;
-        while let Ok(received) =
-            transport::recv_bounded(&self.socket, zmq::DONTWAIT, VERDICT_FRAMES)
-        {
-            oversized |= received.oversized();
-            let verdict = within_bounds(&received)
-                .and_then(reply_body)
-                .and_then(Verdict::decode);
-            if self.sent_at.take().is_none() {
-                continue;
-            }
-            let (line, _) = self.outbox.pop_front().unwrap_or_default();
-            match verdict {
-                Ok(Verdict::Invalid(reason) | Verdict::Refused(reason)) => log::warn!(
-                    "peer {} did not take the forwarded report {line:?}: {reason}",
-                    self.target.name
-                ),
-                Ok(_) => {}
-                Err(e) => log::warn!("bad answer from peer {}: {e}", self.target.name),
-            }
+        let answered = self.asked.answer();
+        let oversized = self.asked.take_oversized();
+        let Some(answer) = answered else {
+            return oversized;
+        };
+        self.schedule = None;
+        let (line, _) = self.outbox.pop_front().unwrap_or_default();
+        match Verdict::decode(&answer.frames) {
+            Ok(Verdict::Invalid(reason) | Verdict::Refused(reason)) => log::warn!(
+                "peer {} did not take the forwarded report {line:?}: {reason}",
+                self.target.name
+            ),
+            Ok(_) => {}
+            Err(e) => log::warn!("bad answer from peer {}: {e}", self.target.name),
         }
         oversized
     }
 
-    /// Sends the next request when none is in flight, or the one in flight again when its
-    /// answer is overdue.
+    /// Sends the first request of the outbox when none is in flight, or again on a new
+    /// socket when its answer is overdue, so that a late answer to the old one is never
+    /// taken for the new one's.
     pub fn drive(&mut self, ctx: &zmq::Context, own: &KeyPair) {
         if self.dropped > 0 {
             log::warn!(
@@ -95,26 +91,22 @@ impl Forwarder {
             );
             self.dropped = 0;
         }
-        // Sent again on a new socket, so that a late answer to the old one is never taken
-        // for the new one's.
-        let overdue = self
-            .sent_at
-            .is_some_and(|at| at.elapsed() >= REQUEST_TIMEOUT);
-        if overdue {
-            match requester(ctx, &self.target, own) {
-                Ok(socket) => self.socket = socket,
-                Err(e) => log::error!("{}: {e}", self.target.report_endpoint()),
-            }
-        }
-        if self.sent_at.is_some() && !overdue {
-            return;
-        }
         let Some((line, group)) = self.outbox.front() else {
-            self.sent_at = None;
             return;
         };
-        if send_request(&self.socket, encode_forward(line, group.as_ref())).is_ok() {
-            self.sent_at = Some(Instant::now());
+        let now = Instant::now();
+        let schedule = self
+            .schedule
+            .get_or_insert_with(|| Schedule::in_turn(1, 0, REQUEST_TIMEOUT, now));
+        let Step::Ask { server, alone } = schedule.step(now) else {
+            return;
+        };
+        match requester(ctx, &self.target, own) {
+            Ok(socket) => {
+                self.asked
+                    .send(server, socket, &encode_forward(line, group.as_ref()), alone);
+            }
+            Err(e) => log::error!("{}: {e}", self.target.report_endpoint()),
         }
     }
 }

@@ -32,9 +32,12 @@ use crate::daemon::worker::Worker;
 use crate::exit::{Exit, Failure};
 use crate::logging::{printable, LogLimit};
 use crate::sockets::control;
+use crate::sockets::poll::Poll;
 use crate::sockets::transport::endpoint;
+use crate::sockets::upstream::Upstream;
 use crate::store::StoreError;
 use crate::wire::keys::{self, KeyPair, PublicKey};
+use forward::Forwarder;
 use intake::Intake;
 use ledger::Ledger;
 use listener::Listener;
@@ -229,22 +232,25 @@ impl Server {
             }
             let wait = self.publisher.until_heartbeat(now).min(TICK);
             let publish = &self.publisher.listener;
-            let mut items = vec![
-                self.report.socket.as_poll_item(zmq::POLLIN),
-                publish.socket.as_poll_item(zmq::POLLIN),
-                self.report.watch.socket().as_poll_item(zmq::POLLIN),
-                publish.watch.socket().as_poll_item(zmq::POLLIN),
-                self.control.as_poll_item(zmq::POLLIN),
-            ];
-            items.extend(self.peers.links.iter().flat_map(|l| l.poll_items()));
-            items.extend(self.peers.forwarders.iter().map(|f| f.poll_item()));
-            // EINTR from a signal just goes round the loop again.
-            if zmq::poll(&mut items, wait.as_millis() as i64).is_err() {
+            let mut poll = Poll::default();
+            let reports = poll.add([self.report.socket.as_poll_item(zmq::POLLIN)]);
+            let subscriptions = poll.add([publish.socket.as_poll_item(zmq::POLLIN)]);
+            let report_events = poll.add([self.report.watch.socket().as_poll_item(zmq::POLLIN)]);
+            let publish_events = poll.add([publish.watch.socket().as_poll_item(zmq::POLLIN)]);
+            let commands = poll.add([self.control.as_poll_item(zmq::POLLIN)]);
+            poll.add(self.peers.links.iter().flat_map(Upstream::poll_items));
+            poll.add(self.peers.forwarders.iter().flat_map(Forwarder::poll_items));
+            if poll.wait(wait).is_err() {
                 continue;
             }
-            let readable: Vec<bool> = items.iter().map(zmq::PollItem::is_readable).collect();
-            let [reports, subscriptions, report_events, publish_events, commands] =
-                [0, 1, 2, 3, 4].map(|i| readable[i]);
+            let [reports, subscriptions, report_events, publish_events, commands] = [
+                reports,
+                subscriptions,
+                report_events,
+                publish_events,
+                commands,
+            ]
+            .map(|place| poll.ready(&place));
             if report_events {
                 self.report.drain_events();
             }

@@ -49,7 +49,7 @@ impl Peers {
             };
             let address = target.publish_endpoint();
             let fail = |e| Exit::Config.with(format!("cannot connect to peer {address}: {e}"));
-            forwarders.push(Forwarder::open(ctx, target.clone(), own).map_err(fail)?);
+            forwarders.push(Forwarder::new(target.clone()));
             links.push(Upstream::open(ctx, target, own, groups.clone()).map_err(fail)?);
         }
         Ok(Peers {
