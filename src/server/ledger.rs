@@ -1,16 +1,16 @@
 //! One group's bans (server.toml's `[[groups]]`; without groups, the one group of the whole
-//! fleet): its table and waiting reports (`intake::Book`), their journals, the topic it is
-//! published under (`wire::topic`) and its policy. Groups are apart in everything but the
-//! keys' allowances: a network banned in one is not banned in another.
+//! fleet): its table and waiting reports (`intake::Book`), the topic it is published under
+//! (`wire::topic`) and its policy. Its journals are apart (`journals`, which opens both): a
+//! ledger is what the core decides on, and knows no disk. Groups are apart in everything but the keys'
+//! allowances: a network banned in one is not banned in another.
 
 use crate::clock::unix_now;
 use crate::config::groups::{self, GroupConfig};
 use crate::config::ServerConfig;
-use crate::exit::{Exit, Failure};
 use crate::server::intake::Book;
 use crate::server::policy::confirm::{Pending, PendingSet, Waiting};
 use crate::server::table::{BanTable, Entry};
-use crate::store::{Record, Recovery, Store, StoreError, PENDING_JOURNAL, SERVER_JOURNAL};
+use crate::store::Recovery;
 use crate::wire::cidr::Cidr;
 use crate::wire::keys::PublicKey;
 use crate::wire::topic::{Group, Topic};
@@ -21,27 +21,16 @@ pub struct Ledger {
     /// The server's configuration, with this group's `min-reporters` and `confirm-window`.
     pub config: ServerConfig,
     pub book: Book,
-    pub store: Store<Entry>,
-    /// The reports waiting (`policy::confirm`), journaled apart from the bans.
-    pub pending_store: Store<PendingSet>,
 }
 
-/// Every group's ledger, the default group first. Its journals keep the names they had
-/// before groups, so that turning groups on keeps the bans already made, in the default
-/// group.
-pub fn open_all(config: &ServerConfig) -> Result<Vec<Ledger>, Failure> {
+/// The groups server.toml asks for, and whether it asks for any: without, the one group of
+/// the whole fleet.
+pub fn groups_of(config: &ServerConfig) -> (Vec<GroupConfig>, bool) {
     let resolved = groups::resolve(&config.groups);
-    if resolved.is_empty() {
-        return Ok(vec![Ledger::open(
-            config,
-            GroupConfig::default_group(),
-            false,
-        )?]);
+    match resolved.is_empty() {
+        true => (vec![GroupConfig::default_group()], false),
+        false => (resolved, true),
     }
-    resolved
-        .into_iter()
-        .map(|group| Ledger::open(config, group, true))
-        .collect()
 }
 
 /// The groups of a server that has them.
@@ -69,44 +58,41 @@ pub fn counted(ledgers: &mut [Ledger], g: usize) -> &mut Ledger {
 }
 
 impl Ledger {
-    fn open(config: &ServerConfig, group: GroupConfig, grouped: bool) -> Result<Ledger, Failure> {
-        let (bans, pending) = journal_names(&group);
-        let label = |what: &str| match grouped {
-            true => format!("{what} of group {}", group.name),
-            false => what.to_string(),
-        };
-        let (store, recovery) = open_journal(config, &bans, (&label("ban table"), "active bans"))?;
+    /// Group `group`'s ledger (`grouped`: the server has groups), with the bans and
+    /// waiting reports its journals held.
+    pub fn new(
+        config: &ServerConfig,
+        group: GroupConfig,
+        grouped: bool,
+        bans: Recovery<Entry>,
+        waiting: Recovery<PendingSet>,
+    ) -> Ledger {
+        let label = |what| label(&group, grouped, what);
         let recidive = config.recidive_window.map(|w| w.0.as_secs());
-        let mut table = BanTable::from_entries(recovery.entries, recovery.lifts, recidive);
+        let mut table = BanTable::from_entries(bans.entries, bans.lifts, recidive);
         // What the journal kept for a longer recidive-window than this one.
         let now = unix_now();
         table.purge(now);
-        log::info!(
-            "{}: {} active bans",
-            label("ban table"),
-            table.active(now).count()
-        );
-        let waiting = label("waiting reports");
-        let (pending_store, recovery) = open_journal(config, &pending, (&waiting, "networks"))?;
-        if !recovery.entries.is_empty() {
-            log::info!("{waiting}: {} networks", recovery.entries.len());
+        let active = table.active(now).count();
+        log::info!("{}: {active} active bans", label("ban table"));
+        if !waiting.entries.is_empty() {
+            let networks = waiting.entries.len();
+            log::info!("{}: {networks} networks", label("waiting reports"));
         }
         let topic = match grouped {
             true => Topic::of(group.name.clone(), group.dry_run),
             false => Topic::ungrouped(),
         };
-        Ok(Ledger {
+        Ledger {
             config: policy(config, &group),
             topic,
             group,
             book: Book {
                 table,
-                pending: Pending::from_sets(recovery.entries),
+                pending: Pending::from_sets(waiting.entries),
                 elsewhere: 0,
             },
-            store,
-            pending_store,
-        })
+        }
     }
 
     /// Takes a reloaded configuration and this group's part of it.
@@ -131,13 +117,12 @@ impl Ledger {
 
     /// At start: drops the waiting reports that may no longer wait, those of a key no
     /// longer authorized, and those forwarded by a server no longer among `peers` (or by
-    /// a version that did not say which), and journals what changed. Returns how many
-    /// networks that touched.
+    /// a version that did not say which). Returns the networks that touched.
     pub fn drop_stale_waiting(
         &mut self,
         key_named: impl Fn(&str) -> Option<PublicKey>,
         peers: &[String],
-    ) -> Result<usize, StoreError> {
+    ) -> Vec<Cidr> {
         self.book.pending.fill_keys(key_named);
         let stale = |w: &Waiting| {
             let gone_peer = w
@@ -146,49 +131,15 @@ impl Ledger {
                 .map_or(w.forwarded, |via| !peers.iter().any(|p| p == via.as_str()));
             w.key.is_none() || gone_peer
         };
-        let changed = self.book.pending.drop_where(stale);
-        for ip in &changed {
-            self.journal_waiting(ip)?;
-        }
-        self.pending_store.commit()?;
-        Ok(changed.len())
+        self.book.pending.drop_where(stale)
     }
+}
 
-    /// Logs each report dropped as its window passed (`Pending::take_expired`), and
-    /// journals what waits of its network now: the operator should know what the fleet
-    /// never banned.
-    pub fn settle_expired(&mut self) -> Result<(), StoreError> {
-        for (ip, waiting) in self.book.pending.take_expired() {
-            let kind = if waiting.held { "held" } else { "unconfirmed" };
-            log::info!(
-                "{}dropped the {kind} report of {ip} ({} {}) from {}: confirm-window passed",
-                self.prefix(),
-                waiting.prog,
-                waiting.jail,
-                waiting.name
-            );
-            self.journal_waiting(&ip)?;
-        }
-        Ok(())
-    }
-
-    /// Journals the reports waiting for `ip` as they now stand, or that none does.
-    pub fn journal_waiting(&mut self, ip: &Cidr) -> Result<(), StoreError> {
-        match self.book.pending.get(ip) {
-            Some(set) => self.pending_store.append(set),
-            None => self.pending_store.remove(ip),
-        }
-    }
-
-    /// Whether the batch changed anything to make durable.
-    pub fn has_pending(&self) -> bool {
-        self.store.has_pending() || self.pending_store.has_pending()
-    }
-
-    /// Makes what a batch changed durable: the ban table, then the waiting reports.
-    pub fn commit(&mut self) -> Result<(), StoreError> {
-        self.store.commit()?;
-        self.pending_store.commit()
+/// What the log calls a group's table or journal: "ban table", or "ban table of group web".
+pub fn label(group: &GroupConfig, grouped: bool, what: &str) -> String {
+    match grouped {
+        true => format!("{what} of group {}", group.name),
+        false => what.to_string(),
     }
 }
 
@@ -198,60 +149,5 @@ fn policy(config: &ServerConfig, group: &GroupConfig) -> ServerConfig {
         min_reporters: group.min_reporters.unwrap_or(config.min_reporters),
         confirm_window: group.confirm_window.unwrap_or(config.confirm_window),
         ..config.clone()
-    }
-}
-
-/// `bans.journal` and `pending.journal` for the default group, `bans.NAME.journal` and
-/// `pending.NAME.journal` for the others.
-fn journal_names(group: &GroupConfig) -> (String, String) {
-    if group.is_default() {
-        return (SERVER_JOURNAL.into(), PENDING_JOURNAL.into());
-    }
-    let named = |journal: &str| journal.replacen('.', &format!(".{}.", group.name), 1);
-    (named(SERVER_JOURNAL), named(PENDING_JOURNAL))
-}
-
-/// Opens the journal `name` in state-dir, saying loudly what could not be recovered; `what`
-/// names its contents for the log.
-fn open_journal<R: Record>(
-    config: &ServerConfig,
-    name: &str,
-    (what, records): (&str, &str),
-) -> Result<(Store<R>, Recovery<R>), Failure> {
-    let (store, recovery) = Store::open(&config.state_dir, name, config.durability, unix_now())
-        .map_err(|e| Exit::IoErr.with(format!("cannot open the {what}: {e}")))?;
-    for damage in &recovery.damaged {
-        let dir = config.state_dir.display();
-        log::error!("{what} in {dir}: skipped {damage}");
-    }
-    if let Some(kept) = &recovery.kept {
-        log::error!(
-            "{what} damaged: recovered {} {records} from {} lines, skipped {}; the damaged \
-             journal is kept as {}",
-            recovery.entries.len(),
-            recovery.lines,
-            recovery.damaged.len(),
-            kept.display()
-        );
-    }
-    Ok((store, recovery))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_group_has_journals_of_its_own() {
-        let mut group = GroupConfig::default_group();
-        assert_eq!(
-            journal_names(&group),
-            ("bans.journal".into(), "pending.journal".into())
-        );
-        group.name = crate::wire::topic::Group::parse("web").unwrap();
-        assert_eq!(
-            journal_names(&group),
-            ("bans.web.journal".into(), "pending.web.journal".into())
-        );
     }
 }

@@ -1,21 +1,26 @@
-//! banshare-server: receives reports on a ROUTER socket (`reports`), decides on them
-//! (`intake`), journals what it accepts (`crate::store`) and publishes it on an XPUB socket
-//! (`publisher`). The ZAP handler (`zap`) lets in only authorized keys; `commands` answers
-//! the control socket.
+//! banshare-server, a core that decides and a shell that does. The core (`core`) holds
+//! every group's bans and waiting reports and decides on each event: a report, what a peer
+//! sends, a tick, an admin's command; it returns what changed as a value (`changes`). The
+//! shell, here, owns the sockets and the journals, and carries out every change in one
+//! function (`carry_out`): journal and commit, then forward and publish. Each socket has its
+//! room: `reports`, `subscriptions`, `commands`, `peering`; `reload` takes a new server.toml.
 
+pub mod changes;
 mod commands;
+pub mod core;
 mod forward;
-mod import;
 pub mod intake;
+pub mod journals;
 pub mod ledger;
 pub mod limits;
 pub mod listener;
-mod merge;
 pub mod metrics;
 mod peering;
 pub mod policy;
 pub mod publisher;
+mod reload;
 mod reports;
+mod subscriptions;
 pub mod table;
 pub mod zap;
 
@@ -24,33 +29,28 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{self, ServerArgs};
 use crate::clock::unix_now;
-use crate::config::groups::{self, GroupConfig};
 use crate::config::{PeerConfig, ServerConfig};
 use crate::daemon::memory;
 use crate::daemon::service::{self, Signals, Watchdog};
 use crate::daemon::worker::Worker;
 use crate::exit::{Exit, Failure};
-use crate::logging::{printable, LogLimit};
 use crate::sockets::control;
 use crate::sockets::poll::Poll;
 use crate::sockets::transport::endpoint;
 use crate::sockets::upstream::Upstream;
 use crate::store::StoreError;
-use crate::wire::keys::{self, KeyPair, PublicKey};
+use crate::wire::keys::{self, KeyPair};
+use changes::Changes;
 use forward::Forwarder;
-use intake::Intake;
-use ledger::Ledger;
+use journals::Journals;
 use listener::Listener;
 use metrics::{ServerMetrics, ServerState};
 use peering::Peers;
-use policy::confirm::PendingSet;
 use publisher::Publisher;
 use zap::Authorizer;
 
 /// The longest the loop sleeps, which bounds how late a signal is noticed.
 const TICK: Duration = Duration::from_millis(100);
-/// How long a key that broke the protocol's shape is refused.
-const CUT_OFF: Duration = Duration::from_secs(15 * 60);
 
 pub fn main() -> std::process::ExitCode {
     let args: ServerArgs = cli::parse();
@@ -79,17 +79,15 @@ struct Server {
     config: ServerConfig,
     key: KeyPair,
     ctx: zmq::Context,
-    auth: Authorizer,
+    /// What decides (`core`).
+    core: core::Core,
+    journals: Journals,
     /// The ZAP handler's thread, without which the server must not go on.
     zap: Worker,
     report: Listener,
     publisher: Publisher,
     peers: Peers,
-    intake: Intake,
-    /// Each group's bans, the default group's first (`ledger`).
-    ledgers: Vec<Ledger>,
     control: zmq::Socket,
-    log_limit: LogLimit,
     /// Set when a key was cut off: every connection is closed after the batch, which ends
     /// that key's connections too (see `listener`).
     close_all: bool,
@@ -97,26 +95,6 @@ struct Server {
     started: Instant,
     /// The Prometheus endpoint's state, when server.toml asks for one.
     metrics: Option<ServerMetrics>,
-}
-
-/// Who sent a request, as the log names it: key name, key fingerprint and address.
-struct Peer {
-    name: String,
-    /// The fingerprint is worked out only when a line is written.
-    key: PublicKey,
-    address: String,
-}
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} (key {}) at {}",
-            self.name,
-            self.key.fingerprint(),
-            self.address
-        )
-    }
 }
 
 fn load_keys(config: &ServerConfig) -> Result<(KeyPair, keys::AuthorizedKeys), Failure> {
@@ -132,7 +110,7 @@ impl Server {
     fn start(config_path: &Path, config: ServerConfig) -> Result<Server, Failure> {
         let (key, authorized) = load_keys(&config)?;
         crate::files::own_dir(&config.state_dir, 0o750).map_err(|e| Exit::Config.with(e))?;
-        let mut ledgers = ledger::open_all(&config)?;
+        let (ledgers, journals) = journals::open_all(&config)?;
         let ctx = zmq::Context::new();
         // Before any CURVE socket binds, or libzmq would let its peers in unchecked.
         let (auth, zap) = Authorizer::start(&ctx, authorized.by_key)
@@ -155,46 +133,30 @@ impl Server {
         // A million bans take about 330 MB.
         let guard = memory::Guard::new((256 << 20) + 512 * config.max_bans as u64);
         let control = control::bind(&ctx, &config.control_socket)?;
-        let mut peers = Peers::open(&ctx, &config, &key, ledger::groups(&ledgers))?;
-        let peer_names: Vec<String> = config.peers.iter().map(PeerConfig::name).collect();
-        for ledger in &mut ledgers {
-            let dropped = ledger
-                .drop_stale_waiting(|name| auth.key_named(name), &peer_names)
-                .map_err(store_failure)?;
-            if dropped > 0 {
-                log::info!(
-                    "{}dropped the reports waiting for {dropped} networks from keys no longer \
-                     authorized or forwarded by servers no longer peers",
-                    ledger.prefix()
-                );
-            }
-        }
-        // A peer may have missed what waits here: forwarding it twice is harmless.
-        for ledger in &ledgers {
-            let pending = &ledger.book.pending;
-            let waiting: Vec<String> = pending.sets().flat_map(PendingSet::forward_lines).collect();
-            peers.forward(&waiting, ledger.topic.group.as_ref());
-        }
+        let peers = Peers::open(&ctx, &config, &key, ledger::groups(&ledgers))?;
         let metrics = ServerMetrics::start(&config)?;
-        Ok(Server {
+        let mut server = Server {
             metrics,
             peers,
-            intake: Intake::new(&config),
-            ledgers,
+            core: core::Core::new(ledgers, &config, auth),
+            journals,
             config_path: config_path.to_owned(),
             config,
             key,
             ctx,
-            auth,
             zap,
             report,
             publisher,
             control,
-            log_limit: LogLimit::default(),
             close_all: false,
             guard,
             started: Instant::now(),
-        })
+        };
+        let peer_names: Vec<String> = server.config.peers.iter().map(PeerConfig::name).collect();
+        let mut changes = Changes::default();
+        server.core.start(&peer_names, &mut changes);
+        server.carry_out(changes)?;
+        Ok(server)
     }
 
     fn describe(&self) -> String {
@@ -202,8 +164,34 @@ impl Server {
             "listening on {} (reports) and {} (publish) with {} authorized keys",
             endpoint(&self.config.listen.to_string(), self.config.report_port),
             endpoint(&self.config.listen.to_string(), self.config.publish_port),
-            self.auth.count()
+            self.core.auth.count()
         )
+    }
+
+    /// Carries out what the core decided, in the one order that keeps the promise of the
+    /// docs: journal and commit every record, and only then forward the waiting reports to
+    /// the peers and publish the bans and unbans, which `Committed` alone allows. Returns
+    /// the last seq published.
+    fn carry_out(&mut self, mut changes: Changes) -> Result<Option<u64>, Failure> {
+        self.core.settle_expired(&mut changes);
+        let started = Instant::now();
+        let mut wrote = false;
+        let journals = &mut self.journals;
+        let committed = changes
+            .commit(|records| {
+                wrote = !records.is_empty();
+                journals.write(records)
+            })
+            .map_err(store_failure)?;
+        if wrote {
+            let histogram = self.metrics.as_ref().map(|m| &m.commit);
+            ServerMetrics::observe(histogram, started.elapsed());
+        }
+        for (g, lines) in committed.forwarded() {
+            let group = self.core.ledgers[*g].topic.group.as_ref();
+            self.peers.forward(lines, group);
+        }
+        Ok(self.publisher.publish(&committed))
     }
 
     fn serve(&mut self, signals: &Signals) -> Result<(), Failure> {
@@ -227,7 +215,9 @@ impl Server {
                 next_purge = now + Duration::from_secs(60);
             }
             if now >= next_release {
-                self.release_held()?;
+                let mut changes = Changes::default();
+                self.core.release_held(&mut changes);
+                self.carry_out(changes)?;
                 next_release = now + Duration::from_secs(1);
             }
             let wait = self.publisher.until_heartbeat(now).min(TICK);
@@ -261,7 +251,7 @@ impl Server {
                 listener.resume_if_due();
                 listener.watch.flush_refusals(false);
             }
-            self.auth.flush_refusals(false);
+            self.core.auth.flush_refusals(false);
             self.guard_memory()?;
             if reports {
                 self.handle_reports()?;
@@ -277,7 +267,7 @@ impl Server {
             self.handle_peers()?;
         }
         // What was refused since the last summary, so that the log tells it all.
-        self.auth.flush_refusals(true);
+        self.core.auth.flush_refusals(true);
         self.report.watch.flush_refusals(true);
         self.publisher.listener.watch.flush_refusals(true);
         Ok(())
@@ -289,7 +279,7 @@ impl Server {
             return;
         }
         let mut refused_handshakes = std::collections::BTreeMap::new();
-        self.auth.add_refusals(&mut refused_handshakes);
+        self.core.auth.add_refusals(&mut refused_handshakes);
         self.report.watch.add_refusals(&mut refused_handshakes);
         let publish = &self.publisher.listener.watch;
         publish.add_refusals(&mut refused_handshakes);
@@ -303,29 +293,15 @@ impl Server {
         }
     }
 
-    /// Forgets expired bans, and compacts the journals when they have grown.
+    /// Forgets expired bans and waiting reports, and compacts the journals when they have
+    /// grown.
     fn purge(&mut self) -> Result<(), Failure> {
-        let now = unix_now();
-        for ledger in &mut self.ledgers {
-            let prefix = ledger.prefix();
-            let table = &mut ledger.book.table;
-            let purged = table.purge(now);
-            log::debug!(
-                "{prefix}purged {purged} expired bans; {} active",
-                table.len()
-            );
-            let live: Vec<_> = table.entries().cloned().collect();
-            let lifts: Vec<_> = table.lifts().copied().collect();
-            if ledger
-                .store
-                .compact_if_large(&live, &lifts)
-                .map_err(store_failure)?
-            {
-                log::info!("{prefix}compacted the ban table to {} bans", live.len());
-            }
-            purge_pending(ledger, now)?;
-        }
-        Ok(())
+        let mut changes = Changes::default();
+        self.core.purge(unix_now(), &mut changes);
+        self.carry_out(changes)?;
+        self.journals
+            .compact(&self.core.ledgers)
+            .map_err(store_failure)
     }
 
     /// Past the memory guard's limit, closes every connection, which frees whatever peers
@@ -335,7 +311,7 @@ impl Server {
             return Ok(());
         };
         self.close_all_connections()?;
-        self.intake.counters.closed_all += 1;
+        self.core.intake.counters.closed_all += 1;
         log::error!(
             "memory guard: the server held {}, over its limit of {}; closed every connection, \
              which frees what peers were in the middle of sending",
@@ -353,157 +329,6 @@ impl Server {
         self.guard.release();
         Ok(())
     }
-
-    /// Subscriptions: a new subscriber gets a heartbeat soon; a key that sends anything
-    /// but the protocol's subscription is cut off, and every connection closed, which ends
-    /// its own.
-    fn handle_subscriptions(&mut self) -> Result<(), Failure> {
-        let seen = self.publisher.read_subscriptions();
-        if seen.joined {
-            self.publisher.heartbeat_soon();
-        }
-        for (received, group) in &seen.unknown {
-            if let Some(peer) = self.peer(received, "?") {
-                log::warn!(
-                    "{peer} subscribed to group {group}, which this server does not have; \
-                     it receives nothing of it"
-                );
-            }
-        }
-        if seen.broken.is_empty() {
-            return Ok(());
-        }
-        for received in seen.broken {
-            let Some(peer) = self.peer(&received, "?") else {
-                continue;
-            };
-            let sent = printable(&String::from_utf8_lossy(&received.frames[0]));
-            let why = format!(
-                "it sent \"{sent}\" to the publish socket, where only the subscriptions \
-                 BANSHARE1 and BANSHARE1/GROUP/ belong (at most {} groups this server does \
-                 not have)",
-                publisher::MAX_UNKNOWN_GROUPS
-            );
-            self.cut_off(&peer, &why);
-        }
-        // Whoever it was, its connection is closed with the others.
-        self.close_all_connections()
-    }
-
-    fn reload(&mut self) -> Result<(), Failure> {
-        service::reloading();
-        log::info!("reloading {}", self.config_path.display());
-        match ServerConfig::load(&self.config_path) {
-            Ok(config) => {
-                if self.adopt(config) {
-                    self.lift_never_banned()?;
-                    self.confirm_waiting()?;
-                }
-            }
-            Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
-        }
-        service::ready(&self.describe());
-        Ok(())
-    }
-
-    /// Takes a reloaded configuration: new authorized keys (revoked subscribers are cut
-    /// off), limits and protected networks. False when it kept the running one.
-    fn adopt(&mut self, config: ServerConfig) -> bool {
-        let authorized = match keys::load_authorized(&config.authorized_keys) {
-            Ok(a) => a,
-            Err(e) => {
-                log::error!("reload failed, keeping the running configuration: {e}");
-                return false;
-            }
-        };
-        for problem in &authorized.problems {
-            log::warn!("authorized key skipped: {problem}");
-        }
-        // Sockets, the key and the journal stay as they were started.
-        let kept = ServerConfig {
-            listen: self.config.listen,
-            report_port: self.config.report_port,
-            publish_port: self.config.publish_port,
-            key: self.config.key.clone(),
-            state_dir: self.config.state_dir.clone(),
-            durability: self.config.durability,
-            control_socket: self.config.control_socket.clone(),
-            peers: self.config.peers.clone(),
-            ..config.clone()
-        };
-        if kept != config {
-            log::warn!(
-                "listen, report-port, publish-port, key, state-dir, durability, \
-                 control-socket and peers change only on restart"
-            );
-        }
-        log::set_max_level(config.log_level.filter());
-        let old = self.auth.keys();
-        let revoked: Vec<&PublicKey> = old
-            .keys()
-            .filter(|k| !authorized.by_key.contains_key(k))
-            .collect();
-        for key in &revoked {
-            log::info!("revoked {} (key {})", old[key], key.fingerprint());
-        }
-        self.auth.replace(authorized.by_key);
-        self.intake.protect(&config);
-        self.adopt_groups(&config);
-        self.publisher.set_interval(kept.heartbeat_interval.0);
-        self.config = kept;
-        if !revoked.is_empty() {
-            self.rebind_publish();
-        }
-        log::info!("reloaded: {} authorized keys", self.auth.count());
-        true
-    }
-
-    /// Each group takes its part of a reloaded configuration: rules, policy and dry run.
-    /// The groups themselves change only on restart, as each has its journals.
-    fn adopt_groups(&mut self, config: &ServerConfig) {
-        let mut resolved = groups::resolve(&config.groups);
-        if resolved.is_empty() {
-            resolved.push(GroupConfig::default_group());
-        }
-        let names = |groups: &mut dyn Iterator<Item = &GroupConfig>| {
-            groups.map(|g| g.name.clone()).collect::<Vec<_>>()
-        };
-        let running = names(&mut self.ledgers.iter().map(|l| &l.group));
-        let grouped = self.ledgers[0].topic.group.is_some();
-        if names(&mut resolved.iter()) != running || grouped == config.groups.is_empty() {
-            log::warn!("the groups themselves change only on restart; their rules and policies were reloaded");
-        }
-        for ledger in &mut self.ledgers {
-            let group = resolved.iter().find(|g| g.name == ledger.group.name);
-            let group = group.cloned().unwrap_or_else(|| ledger.group.clone());
-            ledger.adopt(config, group);
-        }
-        self.publisher
-            .set_topics(self.ledgers.iter().map(|l| l.topic.clone()).collect());
-    }
-
-    /// Subscriptions carry no per-message check, so a revoked subscriber is cut off by
-    /// closing every publish connection; the others reconnect through the ZAP handler at
-    /// once and catch up from the heartbeat.
-    fn rebind_publish(&mut self) {
-        match self.publisher.reopen(&self.ctx, &self.key) {
-            Ok(()) => log::info!("publish socket reopened; revoked subscribers are disconnected"),
-            Err(e) => log::error!("cannot reopen the publish socket: {e}"),
-        }
-    }
-}
-
-/// Forgets the reports of `ledger` that waited longer than `confirm-window`, each with a
-/// line (`Ledger::settle_expired`).
-fn purge_pending(ledger: &mut Ledger, now: u64) -> Result<(), Failure> {
-    ledger.book.pending.purge(now);
-    ledger.settle_expired().map_err(store_failure)?;
-    let sets: Vec<PendingSet> = ledger.book.pending.sets().cloned().collect();
-    ledger
-        .pending_store
-        .compact_if_large(&sets, &[])
-        .map_err(store_failure)?;
-    ledger.pending_store.commit().map_err(store_failure)
 }
 
 /// For `banshare check-config`: the checks a start would make, without binding.

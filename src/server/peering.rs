@@ -1,7 +1,7 @@
 //! The other servers of the fleet. This server follows each peer as a client follows a
 //! server (`sockets::upstream`): its publish socket live, its snapshot pages at start, after a
-//! gap, a new epoch or a silence. What it hears is merged into the table (`merge`), and only
-//! what changed the table is published here, so nothing loops between peers. docs/ha.md
+//! gap, a new epoch or a silence. What it hears is merged by the core (`core::merge`), and
+//! only what changed the table is published here, so nothing loops between peers. docs/ha.md
 //! says why the merge converges.
 
 use std::time::{Duration, Instant};
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::clock::unix_now;
 use crate::config::ServerConfig;
 use crate::exit::{Exit, Failure};
+use crate::server::changes::Changes;
 use crate::server::forward::Forwarder;
 use crate::server::Server;
 use crate::sockets::upstream::{Heard, Target, Upstream};
@@ -16,7 +17,7 @@ use crate::wire::control::PeerView;
 use crate::wire::follow::Next;
 use crate::wire::keys::{self, KeyPair, PublicKey};
 use crate::wire::protocol::{Lift, Publish};
-use crate::wire::topic::{Group, Topic};
+use crate::wire::topic::Group;
 
 /// How long after its start a server answers snapshot requests from hosts even though it
 /// has not caught up with every peer: a peer may be down, and the fleet needs a server.
@@ -108,15 +109,17 @@ impl Peers {
 }
 
 impl Server {
-    /// Reads what every peer sent, merges it, and asks for the snapshot pages due.
+    /// Reads what every peer sent, merges it, carries out what changed, and asks for the
+    /// snapshot pages due.
     pub(super) fn handle_peers(&mut self) -> Result<(), Failure> {
+        let mut changes = Changes::default();
         for i in 0..self.peers.links.len() {
             let heard = self.peers.links[i].read();
             if self.peers.links[i].take_oversized() {
                 self.guard.release();
             }
             for item in heard {
-                self.take_from_peer(i, item)?;
+                self.take_from_peer(i, item, &mut changes);
             }
             let link = &mut self.peers.links[i];
             if let Some(silent) = link.silence(Instant::now()) {
@@ -129,6 +132,7 @@ impl Server {
             link.retry_if_refused(&self.ctx, &self.key);
             link.drive(&self.ctx, &self.key);
         }
+        self.carry_out(changes)?;
         for forwarder in &mut self.peers.forwarders {
             if forwarder.read() {
                 self.guard.release();
@@ -138,25 +142,27 @@ impl Server {
         Ok(())
     }
 
-    fn take_from_peer(&mut self, i: usize, heard: Heard) -> Result<(), Failure> {
+    fn take_from_peer(&mut self, i: usize, heard: Heard, changes: &mut Changes) {
         let name = self.peers.links[i].target.name.clone();
         let topic = match &heard {
             Heard::Message(topic, _) => Some(topic),
             Heard::Page(page) => Some(&page.topic),
             Heard::Bad(_) => None,
         };
-        let g = match topic.map(|t| self.ledger_of(t)) {
+        let g = match topic.map(|t| self.core.ledger_of(t)) {
             Some(Ok(g)) => g,
             Some(Err(why)) => {
-                self.warn_limited(&name, &format!("peer {name}: {why}"));
-                return Ok(());
+                return self
+                    .core
+                    .warn_limited(&name, &format!("peer {name}: {why}"));
             }
             None => 0,
         };
+        let core = &mut self.core;
         match heard {
             Heard::Message(_, Publish::Heartbeat { .. }) => {}
             Heard::Message(_, Publish::Ban { ban, .. }) => {
-                self.merge_from_peer(&name, g, &[ban], &[])?;
+                core.merge_from_peer(&name, g, (&[ban], &[]), changes);
             }
             Heard::Message(_, Publish::Unban { ban, lifted, .. }) => {
                 // From a server before dated unbans: it lifted exactly that ban.
@@ -165,18 +171,17 @@ impl Server {
                     at: lifted.unwrap_or(ban.reported),
                     until: ban.expires,
                 };
-                self.merge_from_peer(&name, g, &[], &[lift])?;
+                core.merge_from_peer(&name, g, (&[], &[lift]), changes);
             }
             Heard::Page(page) => {
                 let link = &mut self.peers.links[i];
                 let Some(s) = link.stream_for(&page.topic) else {
-                    return Ok(());
+                    return;
                 };
                 let Some(next) = link.streams[s].follower.take_page(&page) else {
-                    return Ok(());
+                    return;
                 };
-                let changed = self.merge_from_peer(&name, g, &page.bans, &page.lifts)?;
-                let link = &mut self.peers.links[i];
+                let changed = core.merge_from_peer(&name, g, (&page.bans, &page.lifts), changes);
                 match next {
                     Next::Page(after) => link.request_page(s, Some(&after)),
                     Next::Done(resync) => {
@@ -194,27 +199,7 @@ impl Server {
                     log::debug!("{changed} changes from peer {name}'s snapshot page");
                 }
             }
-            Heard::Bad(line) => self.warn_limited(&name, &format!("peer {name}: {line}")),
+            Heard::Bad(line) => core.warn_limited(&name, &format!("peer {name}: {line}")),
         }
-        Ok(())
-    }
-
-    /// The ledger that takes what a peer published under `topic`: that of the same group.
-    /// Every server of a fleet needs the same groups; a group this one lacks is refused,
-    /// never merged into another, whose hosts were not meant to have it.
-    fn ledger_of(&self, topic: &Topic) -> Result<usize, String> {
-        let found = self
-            .ledgers
-            .iter()
-            .position(|l| l.topic.group == topic.group);
-        found.ok_or_else(|| match &topic.group {
-            Some(group) => format!(
-                "ignored what it published in group {group}, which this server does not have; \
-                 give every server the same [[groups]]"
-            ),
-            None => "ignored what it published without groups, while this server has groups; \
-                     give every server the same [[groups]]"
-                .into(),
-        })
     }
 }

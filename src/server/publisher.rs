@@ -8,10 +8,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::exit::Failure;
+use crate::server::changes::{Change, Committed};
 use crate::server::listener::Listener;
 use crate::sockets::transport::{self, Received};
 use crate::wire::keys::KeyPair;
-use crate::wire::protocol::{Ban, Publish, VERSION};
+use crate::wire::protocol::{Publish, VERSION};
 use crate::wire::topic::{Group, Topic};
 
 /// The longest a subscriber waits, after bans were published or it subscribed, for the
@@ -90,27 +91,30 @@ impl Publisher {
         self.interval = interval;
     }
 
-    /// Publishes a ban in group `g` with its next sequence number, and returns that number.
-    pub fn ban(&mut self, g: usize, ban: Ban) -> u64 {
-        let (epoch, seq) = self.next(g);
-        self.send(g, &Publish::Ban { epoch, seq, ban });
-        seq
-    }
-
-    /// Publishes an unban dated `lifted` in group `g` with its next sequence number, and
-    /// returns that number.
-    pub fn unban(&mut self, g: usize, ban: Ban, lifted: u64) -> u64 {
-        let (epoch, seq) = self.next(g);
-        self.send(
-            g,
-            &Publish::Unban {
-                epoch,
-                seq,
-                ban,
-                lifted: Some(lifted),
-            },
-        );
-        seq
+    /// Publishes what was committed, each in its group with its next sequence number, soon
+    /// followed by a heartbeat; returns the last number. Only a `Committed` can be
+    /// published: nothing reaches a host before it is durable here.
+    pub fn publish(&mut self, committed: &Committed) -> Option<u64> {
+        let announced = committed.announced();
+        if !announced.is_empty() {
+            self.heartbeat_soon();
+        }
+        let mut last = None;
+        for (g, change) in announced {
+            let (epoch, seq) = self.next(*g);
+            let message = match change.clone() {
+                Change::Ban(ban) => Publish::Ban { epoch, seq, ban },
+                Change::Unban(ban, lifted) => Publish::Unban {
+                    epoch,
+                    seq,
+                    ban,
+                    lifted: Some(lifted),
+                },
+            };
+            self.send(*g, &message);
+            last = Some(seq);
+        }
+        last
     }
 
     /// The position of group `g`'s next ban or unban.
