@@ -1203,7 +1203,7 @@ mod tests {
         assert!(t.merge(&honest, now).is_some());
     }
 
-    /// What one server tells the others when its table changed, as `server::merge` does.
+    /// What one server tells the others when its table changed, as `server::core::merge` does.
     enum Said {
         Ban(Ban),
         Lift(Lift),
