@@ -286,7 +286,7 @@ fn import(
 fn import_bantime(text: &str) -> Result<Bantime, String> {
     Bantime::parse(text).or_else(|_| {
         let duration = crate::config::duration::parse(text)?;
-        Bantime::parse(&duration.as_secs().to_string())
+        Bantime::parse(&duration.as_secs().to_string()).map_err(|e| e.to_string())
     })
 }
 

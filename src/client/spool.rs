@@ -110,7 +110,7 @@ pub fn read(path: &Path) -> Result<Report, String> {
     let text = String::from_utf8(data).map_err(|_| "not text".to_string())?;
     let fields: Vec<&str> = text.split('\n').collect();
     match fields[..] {
-        [VERSION, prog, jail, ip, bantime, ""] => Report::parse(prog, jail, ip, bantime),
+        [VERSION, prog, jail, ip, bantime, ""] => Ok(Report::parse(prog, jail, ip, bantime)?),
         _ => Err("not a spooled banshare report".into()),
     }
 }

@@ -87,7 +87,7 @@ impl Client {
                           --pending are the server's (use --config /etc/banshare/server.toml \
                           on a server)"
                 .into()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         if let Err(e) = self
             .control

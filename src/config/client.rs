@@ -265,7 +265,7 @@ impl ClientConfig {
             ("fail2ban-jail", &config.fail2ban_jail),
             ("nft-table", &config.nft_table),
         ] {
-            crate::wire::protocol::Name::parse(key, name).map_err(|r| err(key, r))?;
+            crate::wire::protocol::Name::parse(key, name).map_err(|r| err(key, r.to_string()))?;
         }
         if config.batch_size == 0 {
             return Err(err("batch-size", "must be at least 1".into()));

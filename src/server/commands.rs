@@ -33,7 +33,7 @@ impl Server {
             Ok(Command::Bans) => quiet(Ok(to_json(&core.bans(unix_now())))),
             Ok(Command::Pending) => quiet(Ok(to_json(&core.pending()))),
             Ok(Command::Status) => quiet(Ok(to_json(&self.status()))),
-            Err(e) => quiet(Err(e)),
+            Err(e) => quiet(Err(e.to_string())),
         };
         let seq = self.carry_out(changes)?;
         if let Some(line) = answer.log {

@@ -4,6 +4,7 @@
 
 use crate::sockets::transport;
 use crate::sockets::upstream::{reply_body, send_request, within_bounds, VERDICT_FRAMES};
+use crate::wire::error::MessageError;
 
 /// The sockets a request went out on, each with the index of its server.
 #[derive(Default)]
@@ -100,10 +101,18 @@ impl Asked {
 
 /// The reply waiting on `socket`, without its delimiter; notes in `oversized` a reply of
 /// more frames than a verdict has.
-fn reply(socket: &zmq::Socket, oversized: &mut bool) -> Result<Vec<Vec<u8>>, String> {
-    let received = transport::recv_bounded(socket, zmq::DONTWAIT, VERDICT_FRAMES)
-        .map_err(|e| e.to_string())?;
+fn reply(socket: &zmq::Socket, oversized: &mut bool) -> Result<Vec<Vec<u8>>, ReplyError> {
+    let received = transport::recv_bounded(socket, zmq::DONTWAIT, VERDICT_FRAMES)?;
     *oversized |= received.oversized();
     let body = within_bounds(&received).and_then(reply_body)?;
     Ok(body.to_vec())
+}
+
+/// Why a reply is ignored: it could not be read, or it is not a verdict's shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ReplyError {
+    #[error(transparent)]
+    Socket(#[from] zmq::Error),
+    #[error(transparent)]
+    Shape(#[from] MessageError),
 }

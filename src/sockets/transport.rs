@@ -8,15 +8,17 @@ use crate::wire::cidr::Cidr;
 use crate::wire::keys::{KeyPair, PublicKey};
 use crate::wire::protocol::MAX_FRAME;
 
-/// The reason a daemon or the reporter will not start without CURVE.
-pub fn require_curve() -> Result<(), String> {
+/// A libzmq without CURVE: the reason a daemon or the reporter will not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this libzmq has no CURVE support; install a libzmq built with libsodium (Debian: libzmq5)"
+)]
+pub struct NoCurve;
+
+pub fn require_curve() -> Result<(), NoCurve> {
     match zmq::has("curve") {
         Some(true) => Ok(()),
-        _ => Err(
-            "this libzmq has no CURVE support; install a libzmq built with libsodium \
-                  (Debian: libzmq5)"
-                .into(),
-        ),
+        _ => Err(NoCurve),
     }
 }
 
@@ -162,5 +164,10 @@ mod tests {
     #[test]
     fn curve_is_available() {
         require_curve().unwrap();
+        assert_eq!(
+            NoCurve.to_string(),
+            "this libzmq has no CURVE support; install a libzmq built with libsodium \
+             (Debian: libzmq5)"
+        );
     }
 }

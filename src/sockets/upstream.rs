@@ -8,6 +8,7 @@ use crate::clock::unix_now;
 use crate::sockets::monitor::{self, ConnectionWatch};
 use crate::sockets::transport::{self, endpoint, Received};
 use crate::wire::cidr::Cidr;
+use crate::wire::error::MessageError;
 use crate::wire::follow::{Due, Follower};
 use crate::wire::keys::{KeyPair, PublicKey};
 use crate::wire::protocol::{
@@ -353,19 +354,46 @@ pub fn requester(ctx: &zmq::Context, target: &Target, own: &KeyPair) -> zmq::Res
 
 /// The frames of a message, unless it had more than any banshare message has (only the
 /// first were kept, see `transport::recv_bounded`).
-pub fn within_bounds(received: &Received) -> Result<&[Vec<u8>], String> {
+pub fn within_bounds(received: &Received) -> Result<&[Vec<u8>], MessageError> {
     if received.oversized() {
         // What it held is freed; the memory guard gives it back to the system if it must.
-        Err(format!("a message of {} frames", received.count))
+        Err(MessageError::Oversized {
+            frames: received.count,
+        })
     } else {
         Ok(&received.frames)
     }
 }
 
 /// A reply on a DEALER socket, without the empty delimiter the server echoes back.
-pub fn reply_body(frames: &[Vec<u8>]) -> Result<&[Vec<u8>], String> {
+pub fn reply_body(frames: &[Vec<u8>]) -> Result<&[Vec<u8>], MessageError> {
     match frames.split_first() {
         Some((delimiter, body)) if delimiter.is_empty() => Ok(body),
-        _ => Err("reply without delimiter".into()),
+        _ => Err(MessageError::NoDelimiter),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_not_a_message_in_bounds_is_told_apart() {
+        let oversized = Received {
+            frames: vec![b"BANSHARE1".to_vec()],
+            count: 50_001,
+            ..Received::default()
+        };
+        assert_eq!(
+            within_bounds(&oversized),
+            Err(MessageError::Oversized { frames: 50_001 })
+        );
+        assert_eq!(
+            reply_body(&[b"BANSHARE1".to_vec()]),
+            Err(MessageError::NoDelimiter)
+        );
+        assert_eq!(reply_body(&[]), Err(MessageError::NoDelimiter));
+        let reply = [vec![], b"BANSHARE1".to_vec()];
+        assert_eq!(reply_body(&reply), Ok(&reply[1..]));
     }
 }

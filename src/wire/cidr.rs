@@ -215,16 +215,37 @@ fn mask(value: u128, width: u32, prefix: u8) -> u128 {
     }
 }
 
-impl FromStr for Cidr {
-    type Err = String;
+/// Why a text is not an address or network as the protocol writes it (docs/protocol.md
+/// section 2, `ip`). The texts kept are printable: they go back to the sender.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("{text:?} is not an IPv4 or IPv6 address")]
+    NotAnAddress { text: String },
+    /// Digits, but more than the address has bits: `/33` on an IPv4 address.
+    #[error("prefix length /{prefix} is out of range for {addr} (0 to {width})")]
+    PrefixOutOfRange {
+        prefix: String,
+        addr: String,
+        width: u8,
+    },
+    #[error("{text:?} is not a prefix length")]
+    NotAPrefix { text: String },
+    /// `198.51.100.7/24`: says which network was probably meant.
+    #[error("{text} has host bits set; did you mean {network}?")]
+    HostBitsSet { text: String, network: Cidr },
+}
 
-    fn from_str(text: &str) -> Result<Cidr, String> {
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(text: &str) -> Result<Cidr, CidrError> {
         let (addr_text, prefix_text) = match text.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),
         };
-        let addr = IpAddr::from_str(addr_text)
-            .map_err(|_| format!("{:?} is not an IPv4 or IPv6 address", printable(text)))?;
+        let addr = IpAddr::from_str(addr_text).map_err(|_| CidrError::NotAnAddress {
+            text: printable(text),
+        })?;
         let width = max_prefix(addr);
         let prefix = match prefix_text {
             None => width,
@@ -234,17 +255,19 @@ impl FromStr for Cidr {
                 .parse::<u8>()
                 .ok()
                 .filter(|p| *p <= width)
-                .ok_or_else(|| {
-                    format!("prefix length /{p} is out of range for {addr_text} (0 to {width})")
+                .ok_or_else(|| CidrError::PrefixOutOfRange {
+                    prefix: p.to_owned(),
+                    addr: addr_text.to_owned(),
+                    width,
                 })?,
-            Some(p) => return Err(format!("{:?} is not a prefix length", printable(p))),
+            Some(p) => return Err(CidrError::NotAPrefix { text: printable(p) }),
         };
         let network = Cidr::new(addr, prefix);
         if network != network.masked() {
-            return Err(format!(
-                "{text} has host bits set; did you mean {}?",
-                network.masked()
-            ));
+            return Err(CidrError::HostBitsSet {
+                text: text.to_owned(),
+                network: network.masked(),
+            });
         }
         Ok(network)
     }
@@ -375,7 +398,46 @@ mod tests {
     #[test]
     fn host_bits_error_suggests_the_network() {
         let err = "198.51.100.7/24".parse::<Cidr>().unwrap_err();
-        assert!(err.contains("198.51.100.0/24"), "{err}");
+        assert_eq!(
+            err,
+            CidrError::HostBitsSet {
+                text: "198.51.100.7/24".into(),
+                network: c("198.51.100.0/24"),
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "198.51.100.7/24 has host bits set; did you mean 198.51.100.0/24?"
+        );
+    }
+
+    #[test]
+    fn each_kind_of_bad_network_says_what_is_wrong() {
+        let err = |text: &str| text.parse::<Cidr>().unwrap_err();
+        assert_eq!(
+            err("1.2.3.4 && reboot"),
+            CidrError::NotAnAddress {
+                text: "1.2.3.4 && reboot".into()
+            }
+        );
+        assert!(matches!(err("1.2.3.4/-1"), CidrError::NotAPrefix { .. }));
+        assert!(matches!(err("1.2.3.4/"), CidrError::NotAPrefix { .. }));
+        assert!(matches!(
+            err("2001:db8::/129"),
+            CidrError::PrefixOutOfRange { width: 128, .. }
+        ));
+        assert_eq!(
+            err("x\u{1b}y").to_string(),
+            r#""x\\u{1b}y" is not an IPv4 or IPv6 address"#
+        );
+        assert_eq!(
+            err("1.2.3.4/0033").to_string(),
+            "prefix length /0033 is out of range for 1.2.3.4 (0 to 32)"
+        );
+        assert_eq!(
+            err("1.2.3.4/ 8").to_string(),
+            r#"" 8" is not a prefix length"#
+        );
     }
 
     #[test]

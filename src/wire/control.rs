@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::logging::printable;
 use crate::wire::cidr::Cidr;
+use crate::wire::error::FieldError;
 use crate::wire::protocol::{Report, VERSION};
 
 /// One active ban, for `banshare bans`.
@@ -249,13 +251,16 @@ impl Command {
         parts.into_iter().map(String::into_bytes).collect()
     }
 
-    pub fn decode(frames: &[Vec<u8>]) -> Result<Command, String> {
+    pub fn decode(frames: &[Vec<u8>]) -> Result<Command, ControlError> {
         let texts: Vec<&str> = frames
             .iter()
-            .map(|f| std::str::from_utf8(f).map_err(|_| "not text".to_string()))
+            .map(|f| std::str::from_utf8(f).map_err(|_| ControlError::NotText))
             .collect::<Result<_, _>>()?;
         match texts[..] {
-            [VERSION, "UNBAN", ip] => ip.parse().map(Command::Unban),
+            [VERSION, "UNBAN", ip] => {
+                let ip = ip.parse().map_err(FieldError::from)?;
+                Ok(Command::Unban(ip))
+            }
             [VERSION, "UNBAN-ORIGIN", name] => Ok(Command::UnbanOrigin(name.to_owned())),
             [VERSION, "IMPORT", origin, ref lines @ ..] => Ok(Command::Import {
                 origin: origin.to_owned(),
@@ -267,19 +272,34 @@ impl Command {
             [VERSION, "BANS"] => Ok(Command::Bans),
             [VERSION, "PENDING"] => Ok(Command::Pending),
             [VERSION, "STATUS"] => Ok(Command::Status),
-            _ => Err("unknown control request".into()),
+            _ => Err(ControlError::Unknown),
         }
     }
 }
 
+/// Why a control request cannot be read; `banshare` shows the reason to the admin
+/// (docs/protocol.md quotes `unknown control request`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("not text")]
+    NotText,
+    /// A verb this side does not take, or a known one with the wrong number of frames.
+    #[error("unknown control request")]
+    Unknown,
+    /// An import line that is not four space-separated fields.
+    #[error("bad import line {line:?}")]
+    BadImportLine { line: String },
+    #[error(transparent)]
+    Field(#[from] FieldError),
+}
+
 /// A report as `Command::Import` carries it: prog, jail, ip and bantime, space-separated.
-fn decode_report(line: &str) -> Result<Report, String> {
+fn decode_report(line: &str) -> Result<Report, ControlError> {
     match line.split(' ').collect::<Vec<_>>()[..] {
-        [prog, jail, ip, bantime] => Report::parse(prog, jail, ip, bantime),
-        _ => Err(format!(
-            "bad import line {:?}",
-            crate::logging::printable(line)
-        )),
+        [prog, jail, ip, bantime] => Ok(Report::parse(prog, jail, ip, bantime)?),
+        _ => Err(ControlError::BadImportLine {
+            line: printable(line),
+        }),
     }
 }
 
@@ -317,6 +337,33 @@ mod tests {
             assert_eq!(Command::decode(&command.encode()), Ok(command));
         }
         let bad: Vec<Vec<u8>> = vec![VERSION.into(), b"UNBAN".to_vec(), b"1.2.3.4;x".to_vec()];
-        assert!(Command::decode(&bad).is_err());
+        assert!(matches!(
+            Command::decode(&bad),
+            Err(ControlError::Field(FieldError::Network(_)))
+        ));
+    }
+
+    #[test]
+    fn bad_requests_are_told_apart() {
+        let frames = |parts: &[&str]| -> Vec<Vec<u8>> {
+            parts.iter().map(|p| p.as_bytes().to_vec()).collect()
+        };
+        assert_eq!(Command::decode(&[vec![0xff]]), Err(ControlError::NotText));
+        let unknown = Command::decode(&frames(&[VERSION, "REBOOT"])).unwrap_err();
+        assert_eq!(unknown, ControlError::Unknown);
+        assert_eq!(unknown.to_string(), "unknown control request");
+        let import = |line| Command::decode(&frames(&[VERSION, "IMPORT", "list", line]));
+        assert_eq!(
+            import("a b"),
+            Err(ControlError::BadImportLine { line: "a b".into() })
+        );
+        assert_eq!(
+            import("a\nb").unwrap_err().to_string(),
+            r#"bad import line "a\\nb""#
+        );
+        assert!(matches!(
+            import("f2b sshd 203.0.113.7 0"),
+            Err(ControlError::Field(FieldError::BadBantime { .. }))
+        ));
     }
 }

@@ -82,11 +82,22 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     line
 }
 
-pub fn decode<T: DeserializeOwned>(line: &[u8]) -> Result<T, String> {
+/// Why a line is not a handoff message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandoffError {
+    #[error("a line of over {MAX_LINE} bytes")]
+    TooLong,
+    /// Not the JSON of the message expected; `why` is serde_json's account, kept as text
+    /// since its error can be neither cloned nor compared.
+    #[error("not a handoff message: {why}")]
+    NotAMessage { why: String },
+}
+
+pub fn decode<T: DeserializeOwned>(line: &[u8]) -> Result<T, HandoffError> {
     if line.len() > MAX_LINE {
-        return Err(format!("a line of over {MAX_LINE} bytes"));
+        return Err(HandoffError::TooLong);
     }
-    serde_json::from_slice(line).map_err(|e| format!("not a handoff message: {e}"))
+    serde_json::from_slice(line).map_err(|e| HandoffError::NotAMessage { why: e.to_string() })
 }
 
 /// Frames as text: every frame of a report and of a verdict is UTF-8 (protocol.md §3).
@@ -130,10 +141,19 @@ mod tests {
     fn what_is_not_a_handoff_is_refused() {
         let route = "{\"key\":\"k\",\"servers\":[]}";
         let missing = format!("{{\"report\":[],\"route\":{route}}}\n");
-        assert!(decode::<Handoff>(missing.as_bytes()).is_err());
-        assert!(decode::<Handoff>(&vec![b' '; MAX_LINE + 1]).is_err());
+        assert!(matches!(
+            decode::<Handoff>(missing.as_bytes()),
+            Err(HandoffError::NotAMessage { .. })
+        ));
+        let long = decode::<Handoff>(&vec![b' '; MAX_LINE + 1]).unwrap_err();
+        assert_eq!(long, HandoffError::TooLong);
+        assert_eq!(long.to_string(), "a line of over 4096 bytes");
         let extra = format!("{{\"report\":[],\"route\":{route},\"timeout_ms\":1,\"sh\":\"x\"}}");
-        assert!(decode::<Handoff>(extra.as_bytes()).is_err());
+        let extra = decode::<Handoff>(extra.as_bytes()).unwrap_err();
+        assert!(matches!(extra, HandoffError::NotAMessage { .. }));
+        assert!(extra
+            .to_string()
+            .starts_with("not a handoff message: unknown field `sh`"));
         let reply = Handed::NoAnswer {
             servers: "tcp://127.0.0.1:41234".into(),
         };

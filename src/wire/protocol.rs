@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::logging::printable;
 use crate::wire::cidr::Cidr;
+use crate::wire::error::{FieldError, MessageError};
 use crate::wire::topic::{Group, Topic};
 
 pub use crate::wire::topic::VERSION;
@@ -25,7 +26,7 @@ pub const MAX_NAME: usize = 64;
 pub struct Name(Arc<str>);
 
 impl Name {
-    pub fn parse(field: &str, text: &str) -> Result<Name, String> {
+    pub fn parse(field: &str, text: &str) -> Result<Name, FieldError> {
         let ok = !text.is_empty()
             && text.len() <= MAX_NAME
             && !text.starts_with('-')
@@ -35,11 +36,10 @@ impl Name {
         if ok {
             Ok(Name(Arc::from(text)))
         } else {
-            Err(format!(
-                "{field} {:?} must be 1 to {MAX_NAME} characters from A-Z a-z 0-9 . _ @ : - \
-                 and must not start with -",
-                printable(text)
-            ))
+            Err(FieldError::BadName {
+                field: field.to_owned(),
+                text: printable(text),
+            })
         }
     }
 
@@ -73,16 +73,15 @@ pub enum Bantime {
 pub const MAX_BANTIME: u64 = 10 * 366 * 86400;
 
 impl Bantime {
-    pub fn parse(text: &str) -> Result<Bantime, String> {
+    pub fn parse(text: &str) -> Result<Bantime, FieldError> {
         match text {
             "" => Ok(Bantime::Default),
             "-1" => Ok(Bantime::Permanent),
             _ => match parse_u64(text) {
                 Some(s) if (1..=MAX_BANTIME).contains(&s) => Ok(Bantime::Seconds(s)),
-                _ => Err(format!(
-                    "bantime {:?} must be -1 or a number of seconds from 1 to {MAX_BANTIME}",
-                    printable(text)
-                )),
+                _ => Err(FieldError::BadBantime {
+                    text: printable(text),
+                }),
             },
         }
     }
@@ -111,8 +110,11 @@ pub fn bantime_text(bantime: Option<u64>) -> String {
 }
 
 /// The field `name` as a strict decimal (see `parse_u64`), or why it is not one.
-pub fn number(name: &str, text: &str) -> Result<u64, String> {
-    parse_u64(text).ok_or_else(|| format!("{name} {:?} is not a number", printable(text)))
+pub fn number(name: &str, text: &str) -> Result<u64, FieldError> {
+    parse_u64(text).ok_or_else(|| FieldError::NotANumber {
+        field: name.to_owned(),
+        text: printable(text),
+    })
 }
 
 /// Strict decimal: digits only, no sign, no spaces.
@@ -123,8 +125,8 @@ fn parse_u64(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-fn text(frame: &[u8]) -> Result<&str, String> {
-    std::str::from_utf8(frame).map_err(|_| "a field is not UTF-8 text".to_string())
+fn text(frame: &[u8]) -> Result<&str, FieldError> {
+    std::str::from_utf8(frame).map_err(|_| FieldError::NotText)
 }
 
 /// What a reporter asks the server to ban.
@@ -137,7 +139,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn parse(prog: &str, jail: &str, ip: &str, bantime: &str) -> Result<Report, String> {
+    pub fn parse(prog: &str, jail: &str, ip: &str, bantime: &str) -> Result<Report, FieldError> {
         Ok(Report {
             prog: Name::parse("prog", prog)?,
             jail: Name::parse("jail", jail)?,
@@ -194,41 +196,44 @@ pub struct Invalid {
 }
 
 pub fn decode_request(frames: &[Vec<u8>]) -> Result<Request, Invalid> {
-    let invalid = |reason: String, legacy| Invalid { reason, legacy };
+    let legacy = matches!(frames, [single] if !single.starts_with(b"BANSHARE"));
+    parse_request(frames).map_err(|error| Invalid {
+        reason: error.to_string(),
+        legacy,
+    })
+}
+
+/// `decode_request`, with why it fails as a kind, which tests match on; the reason sent
+/// back is its text.
+fn parse_request(frames: &[Vec<u8>]) -> Result<Request, MessageError> {
     match frames {
-        [single] if !single.starts_with(b"BANSHARE") => {
-            decode_legacy(single).map_err(|r| invalid(r, true))
+        [single] if !single.starts_with(b"BANSHARE") => decode_legacy(single),
+        [version, ..] if version.as_slice() != VERSION.as_bytes() => {
+            Err(MessageError::UnsupportedProtocol {
+                version: printable(&String::from_utf8_lossy(version)),
+            })
         }
-        [version, ..] if version.as_slice() != VERSION.as_bytes() => invalid_version(version),
         [_, verb, prog, jail, ip, bantime] if verb.as_slice() == b"REPORT" => {
-            let fields = (text(prog), text(jail), text(ip), text(bantime));
-            let (Ok(prog), Ok(jail), Ok(ip), Ok(bantime)) = fields else {
-                return Err(invalid("a field is not UTF-8 text".into(), false));
-            };
-            Report::parse(prog, jail, ip, bantime)
-                .map(Request::Report)
-                .map_err(|r| invalid(r, false))
+            let (prog, jail) = (text(prog)?, text(jail)?);
+            let (ip, bantime) = (text(ip)?, text(bantime)?);
+            Ok(Request::Report(Report::parse(prog, jail, ip, bantime)?))
         }
         [_, verb, after, group @ ..] if verb.as_slice() == b"SNAPSHOT" && group.len() <= 1 => {
-            decode_snapshot(after, group.first()).map_err(|r| invalid(r, false))
+            Ok(decode_snapshot(after, group.first())?)
         }
         [_, verb, line, group @ ..] if verb.as_slice() == b"FORWARD" && group.len() <= 1 => {
-            decode_forward(line, group.first()).map_err(|r| invalid(r, false))
+            Ok(decode_forward(line, group.first())?)
         }
-        [_, verb, ..] => Err(invalid(
-            format!(
-                "unknown request {:?} with {} frames",
-                printable(&String::from_utf8_lossy(verb)),
-                frames.len()
-            ),
-            false,
-        )),
-        _ => Err(invalid("empty request".into(), false)),
+        [_, verb, ..] => Err(MessageError::UnknownRequest {
+            verb: printable(&String::from_utf8_lossy(verb)),
+            frames: frames.len(),
+        }),
+        _ => Err(MessageError::EmptyRequest),
     }
 }
 
 /// `[FORWARD][line]` or `[FORWARD][line][group]`.
-fn decode_forward(line: &[u8], group: Option<&Vec<u8>>) -> Result<Request, String> {
+fn decode_forward(line: &[u8], group: Option<&Vec<u8>>) -> Result<Request, FieldError> {
     Ok(Request::Forward {
         line: text(line)?.to_owned(),
         group: decode_group(group)?,
@@ -236,7 +241,7 @@ fn decode_forward(line: &[u8], group: Option<&Vec<u8>>) -> Result<Request, Strin
 }
 
 /// `[SNAPSHOT][after]` or `[SNAPSHOT][after][group]`.
-fn decode_snapshot(after: &[u8], group: Option<&Vec<u8>>) -> Result<Request, String> {
+fn decode_snapshot(after: &[u8], group: Option<&Vec<u8>>) -> Result<Request, FieldError> {
     let after = match text(after)? {
         "" => None,
         after => Some(after.parse()?),
@@ -246,30 +251,19 @@ fn decode_snapshot(after: &[u8], group: Option<&Vec<u8>>) -> Result<Request, Str
 }
 
 /// The optional group frame of a SNAPSHOT or FORWARD request.
-fn decode_group(group: Option<&Vec<u8>>) -> Result<Option<Group>, String> {
+fn decode_group(group: Option<&Vec<u8>>) -> Result<Option<Group>, FieldError> {
     group.map(|g| text(g).and_then(Group::parse)).transpose()
 }
 
-fn invalid_version(version: &[u8]) -> Result<Request, Invalid> {
-    Err(Invalid {
-        reason: format!(
-            "unsupported protocol {:?}; this server speaks {VERSION}",
-            printable(&String::from_utf8_lossy(version))
-        ),
-        legacy: false,
-    })
-}
-
-fn decode_legacy(frame: &[u8]) -> Result<Request, String> {
+fn decode_legacy(frame: &[u8]) -> Result<Request, MessageError> {
     let line = text(frame)?;
     let fields: Vec<&str> = line.split(';').collect();
     let [prog, jail, ip, _sender] = fields[..] else {
-        return Err(format!(
-            "legacy report must be prog;jail;ip;sender, got {} fields",
-            fields.len()
-        ));
+        return Err(MessageError::LegacyFields {
+            fields: fields.len(),
+        });
     };
-    Report::parse(prog, jail, ip, "").map(Request::Legacy)
+    Ok(Request::Legacy(Report::parse(prog, jail, ip, "")?))
 }
 
 /// The server's answer to a report.
@@ -330,12 +324,14 @@ impl Verdict {
         vec![word.into_bytes()]
     }
 
-    pub fn decode(frames: &[Vec<u8>]) -> Result<Verdict, String> {
+    pub fn decode(frames: &[Vec<u8>]) -> Result<Verdict, MessageError> {
         let [version, status, reason] = frames else {
-            return Err(format!("reply has {} frames instead of 3", frames.len()));
+            return Err(MessageError::ReplyFrames {
+                frames: frames.len(),
+            });
         };
         if version.as_slice() != VERSION.as_bytes() {
-            return Err("reply is not in the BANSHARE1 format".into());
+            return Err(MessageError::ReplyVersion);
         }
         let reason = printable(text(reason)?);
         match status.as_slice() {
@@ -344,7 +340,7 @@ impl Verdict {
             b"INVALID" => Ok(Verdict::Invalid(reason)),
             b"REFUSED" => Ok(Verdict::Refused(reason)),
             b"PENDING" => Ok(Verdict::Pending(reason)),
-            _ => Err("reply has an unknown status".into()),
+            _ => Err(MessageError::UnknownStatus),
         }
     }
 }
@@ -495,9 +491,9 @@ impl Lift {
         )
     }
 
-    pub fn parse(fields: &[&str]) -> Result<Lift, String> {
+    pub fn parse(fields: &[&str]) -> Result<Lift, MessageError> {
         let ["unban", ip, at, until] = fields else {
-            return Err("an unban has 4 fields".into());
+            return Err(MessageError::UnbanFields);
         };
         let until = number("until", until)?;
         Ok(Lift {
@@ -573,18 +569,20 @@ pub fn ban_fields(ban: &Ban) -> [String; 7] {
 /// fields and are read with the same rules. Without the seventh, as servers before dated
 /// unbans sent it, the report time is worked out from the end (`expires - bantime`), or is
 /// 0 for a permanent ban, which any dated unban then lifts.
-pub fn parse_ban(fields: &[&str]) -> Result<Ban, String> {
+pub fn parse_ban(fields: &[&str]) -> Result<Ban, MessageError> {
     let (fields, reported) = match fields {
         [six @ .., reported] if six.len() == 6 => (six, Some(number("reported", reported)?)),
         _ => (fields, None),
     };
     let [ip, prog, jail, origin, bantime, expires] = fields else {
-        return Err(format!("a ban has 7 fields, not {}", fields.len()));
+        return Err(MessageError::BanFields {
+            fields: fields.len(),
+        });
     };
     let bantime = match Bantime::parse(bantime)? {
         Bantime::Seconds(s) => Some(s),
         Bantime::Permanent => None,
-        Bantime::Default => return Err("published ban has no bantime".into()),
+        Bantime::Default => return Err(MessageError::NoBantime),
     };
     let expires = number("expires", expires)?;
     let expires = (expires != 0).then_some(expires);
@@ -676,13 +674,13 @@ impl SnapshotPage {
         }
     }
 
-    pub fn decode(frames: &[Vec<u8>]) -> Result<SnapshotPage, String> {
+    pub fn decode(frames: &[Vec<u8>]) -> Result<SnapshotPage, MessageError> {
         let fields = frames
             .iter()
             .map(|f| text(f))
-            .collect::<Result<Vec<&str>, String>>()?;
+            .collect::<Result<Vec<&str>, FieldError>>()?;
         let [topic, "SNAPSHOT", epoch, seq, next, ref bans @ ..] = fields[..] else {
-            return Err("not a snapshot page".into());
+            return Err(MessageError::NotSnapshotPage);
         };
         let mut page = SnapshotPage {
             topic: Topic::parse(topic.as_bytes())?,
@@ -782,17 +780,17 @@ impl Publish {
     }
 
     /// A message and the topic it came under.
-    pub fn decode(frames: &[Vec<u8>]) -> Result<(Topic, Publish), String> {
-        let topic = Topic::parse(frames.first().ok_or("an empty message")?)?;
+    pub fn decode(frames: &[Vec<u8>]) -> Result<(Topic, Publish), MessageError> {
+        let topic = Topic::parse(frames.first().ok_or(MessageError::EmptyMessage)?)?;
         Ok((topic, Publish::decode_body(&frames[1..])?))
     }
 
     /// Frames 1 and later of a message.
-    fn decode_body(frames: &[Vec<u8>]) -> Result<Publish, String> {
+    fn decode_body(frames: &[Vec<u8>]) -> Result<Publish, MessageError> {
         let fields = frames
             .iter()
             .map(|f| text(f))
-            .collect::<Result<Vec<&str>, String>>()?;
+            .collect::<Result<Vec<&str>, FieldError>>()?;
         let count = frames.len() + 1;
         match fields[..] {
             ["HEARTBEAT", epoch, seq, interval_ms] => Ok(Publish::Heartbeat {
@@ -811,7 +809,7 @@ impl Publish {
                 let (ban, lifted) = match rest {
                     [ban @ .., at] if ban.len() == 7 => (ban, Some(number("unban time", at)?)),
                     _ if rest.len() == 6 => (rest, None),
-                    _ => return Err(format!("an UNBAN has 12 frames, not {count}")),
+                    _ => return Err(MessageError::UnbanFrames { frames: count }),
                 };
                 Ok(Publish::Unban {
                     epoch: number("epoch", epoch)?,
@@ -820,7 +818,7 @@ impl Publish {
                     lifted,
                 })
             }
-            _ => Err(format!("unknown message with {count} frames")),
+            _ => Err(MessageError::UnknownMessage { frames: count }),
         }
     }
 }
@@ -828,6 +826,7 @@ impl Publish {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::cidr::CidrError;
 
     fn frames(parts: &[&str]) -> Vec<Vec<u8>> {
         parts.iter().map(|s| s.as_bytes().to_vec()).collect()
@@ -855,29 +854,53 @@ mod tests {
             panic!("legacy not decoded")
         };
         assert_eq!(r.ip.to_string(), "203.0.113.7");
-        let semis = ";".repeat(1000);
-        let err = decode_request(&[semis.into_bytes()]).unwrap_err();
-        assert!(err.legacy && err.reason.contains("1001 fields"), "{err:?}");
+        let semis = [";".repeat(1000).into_bytes()];
+        let err = parse_request(&semis).unwrap_err();
+        assert_eq!(err, MessageError::LegacyFields { fields: 1001 });
+        // What a 2014 reporter is told, as docs/protocol.md quotes it.
+        let err = decode_request(&frames(&["fail2ban;sshd;203.0.113.7"])).unwrap_err();
+        assert!(err.legacy, "{err:?}");
+        assert_eq!(
+            err.reason,
+            "legacy report must be prog;jail;ip;sender, got 3 fields"
+        );
     }
 
     #[test]
     fn rejects_hostile_fields() {
+        let name = |field: &str, text: &str| FieldError::BadName {
+            field: field.into(),
+            text: text.into(),
+        };
+        let address =
+            |text: &str| -> FieldError { CidrError::NotAnAddress { text: text.into() }.into() };
+        let bantime = |text: &str| FieldError::BadBantime { text: text.into() };
         let bad = [
-            ["fail2ban", "x;touch /tmp/pwned", "203.0.113.7", ""],
-            ["fail2ban", "sshd", "1.2.3.4 && reboot", ""],
-            ["fail2ban", "sshd", "1.2.3.4\n", ""],
-            ["fail2ban", "sshd", "1.2.3.4", "0"],
-            ["fail2ban", "sshd", "1.2.3.4", "-2"],
-            ["fail2ban", "sshd", "1.2.3.4", "1e9"],
-            ["", "sshd", "1.2.3.4", ""],
-            ["$(reboot)", "sshd", "1.2.3.4", ""],
+            (
+                ["fail2ban", "x;touch /tmp/pwned", "203.0.113.7", ""],
+                name("jail", "x;touch /tmp/pwned"),
+            ),
+            (
+                ["fail2ban", "sshd", "1.2.3.4 && reboot", ""],
+                address("1.2.3.4 && reboot"),
+            ),
+            (["fail2ban", "sshd", "1.2.3.4\n", ""], address("1.2.3.4\\n")),
+            (["fail2ban", "sshd", "1.2.3.4", "0"], bantime("0")),
+            (["fail2ban", "sshd", "1.2.3.4", "-2"], bantime("-2")),
+            (["fail2ban", "sshd", "1.2.3.4", "1e9"], bantime("1e9")),
+            (["", "sshd", "1.2.3.4", ""], name("prog", "")),
+            (
+                ["$(reboot)", "sshd", "1.2.3.4", ""],
+                name("prog", "$(reboot)"),
+            ),
         ];
-        for [prog, jail, ip, bantime] in bad {
+        for ([prog, jail, ip, bantime], why) in bad {
             let request = frames(&[VERSION, "REPORT", prog, jail, ip, bantime]);
             assert!(decode_request(&request).is_err(), "{request:?}");
+            assert_eq!(parse_request(&request), Err(why.into()), "{request:?}");
         }
         for option in ["-rf", "--help", "-"] {
-            assert!(Name::parse("jail", option).is_err(), "{option}");
+            assert_eq!(Name::parse("jail", option), Err(name("jail", option)));
             let request = frames(&[VERSION, "REPORT", "fail2ban", option, "203.0.113.7", ""]);
             assert!(decode_request(&request).is_err(), "{option}");
             let ban = frames(&[
@@ -896,27 +919,48 @@ mod tests {
         }
         assert!(Name::parse("jail", "a-b").is_ok());
         let long = "a".repeat(65);
-        assert!(Name::parse("jail", &long).is_err());
+        assert_eq!(Name::parse("jail", &long), Err(name("jail", &long)));
         assert!(Name::parse("jail", &long[..64]).is_ok());
     }
 
     #[test]
     fn rejects_wrong_shapes() {
         assert!(decode_request(&[]).is_err());
-        assert!(decode_request(&frames(&[VERSION])).is_err());
-        assert!(
-            decode_request(&frames(&["BANSHARE9", "REPORT", "a", "b", "1.2.3.4", ""])).is_err()
+        assert_eq!(parse_request(&[]), Err(MessageError::EmptyRequest));
+        assert_eq!(
+            parse_request(&frames(&[VERSION])),
+            Err(MessageError::EmptyRequest)
         );
-        assert!(decode_request(&frames(&[VERSION, "REPORT", "a", "b", "1.2.3.4"])).is_err());
-        assert!(decode_request(&[
+        let newer = frames(&["BANSHARE9", "REPORT", "a", "b", "1.2.3.4", ""]);
+        assert_eq!(
+            parse_request(&newer),
+            Err(MessageError::UnsupportedProtocol {
+                version: "BANSHARE9".into()
+            })
+        );
+        let short = frames(&[VERSION, "REPORT", "a", "b", "1.2.3.4"]);
+        assert_eq!(
+            parse_request(&short),
+            Err(MessageError::UnknownRequest {
+                verb: "REPORT".into(),
+                frames: 5
+            })
+        );
+        let binary = [
             VERSION.into(),
             b"REPORT".to_vec(),
             vec![0xff],
             b"j".to_vec(),
             b"1.2.3.4".to_vec(),
-            vec![]
-        ])
-        .is_err());
+            vec![],
+        ];
+        assert_eq!(parse_request(&binary), Err(FieldError::NotText.into()));
+        // What a newer reporter reads to learn that this server is older (docs/protocol.md).
+        let newer = frames(&["BANSHARE2", "REPORT", "a", "b", "1.2.3.4", ""]);
+        assert_eq!(
+            decode_request(&newer).unwrap_err().reason,
+            r#"unsupported protocol "BANSHARE2"; this server speaks BANSHARE1"#
+        );
     }
 
     #[test]
@@ -935,6 +979,24 @@ mod tests {
             Verdict::Pending("x".into()).encode_legacy(),
             frames(&["OK"])
         );
+    }
+
+    #[test]
+    fn replies_that_are_not_verdicts_are_told_apart() {
+        assert_eq!(
+            Verdict::decode(&frames(&[VERSION, "ACCEPTED"])),
+            Err(MessageError::ReplyFrames { frames: 2 })
+        );
+        assert_eq!(
+            Verdict::decode(&frames(&["BANSHARE2", "ACCEPTED", ""])),
+            Err(MessageError::ReplyVersion)
+        );
+        assert_eq!(
+            Verdict::decode(&frames(&[VERSION, "OK", ""])),
+            Err(MessageError::UnknownStatus)
+        );
+        let binary = [VERSION.into(), b"REFUSED".to_vec(), vec![0xff]];
+        assert_eq!(Verdict::decode(&binary), Err(FieldError::NotText.into()));
     }
 
     #[test]
@@ -984,8 +1046,27 @@ mod tests {
             })
         );
         assert!(decode_request(&frames(&[VERSION, "SNAPSHOT", "1.2.3.4;x"])).is_err());
-        assert!(decode_request(&frames(&[VERSION, "SNAPSHOT", "", "w/x"])).is_err());
-        assert!(decode_request(&frames(&[VERSION, "SNAPSHOT", "", "web", "x"])).is_err());
+        assert!(matches!(
+            parse_request(&frames(&[VERSION, "SNAPSHOT", "1.2.3.4;x"])),
+            Err(MessageError::Field(FieldError::Network(
+                CidrError::NotAnAddress { .. }
+            )))
+        ));
+        assert_eq!(
+            parse_request(&frames(&[VERSION, "SNAPSHOT", "", "w/x"])),
+            Err(FieldError::BadGroup { text: "w/x".into() }.into())
+        );
+        assert_eq!(
+            parse_request(&frames(&[VERSION, "SNAPSHOT", "", "web", "x"])),
+            Err(MessageError::UnknownRequest {
+                verb: "SNAPSHOT".into(),
+                frames: 5
+            })
+        );
+        assert_eq!(
+            SnapshotPage::decode(&frames(&[VERSION, "BAN"])),
+            Err(MessageError::NotSnapshotPage)
+        );
     }
 
     #[test]
@@ -1041,8 +1122,14 @@ mod tests {
                 })
             );
         }
-        assert!(decode_request(&frames(&[VERSION, "FORWARD", line, "w/x"])).is_err());
-        assert!(decode_request(&frames(&[VERSION, "FORWARD", line, "web", "x"])).is_err());
+        assert!(matches!(
+            parse_request(&frames(&[VERSION, "FORWARD", line, "w/x"])),
+            Err(MessageError::Field(FieldError::BadGroup { .. }))
+        ));
+        assert!(matches!(
+            parse_request(&frames(&[VERSION, "FORWARD", line, "web", "x"])),
+            Err(MessageError::UnknownRequest { frames: 5, .. })
+        ));
     }
 
     #[test]
@@ -1071,6 +1158,40 @@ mod tests {
             [Some("203.0.113.8".into()), None, Some("203.0.113.9".into())]
         );
         assert!(page.unreadable[0].reason.contains("bantime"), "{page:?}");
+        assert_eq!(
+            page.unreadable[1].reason,
+            r#"a ban has 7 fields, not 1 in "garbage""#
+        );
+    }
+
+    #[test]
+    fn bad_bans_and_unbans_are_told_apart() {
+        let ban = |line: &str| parse_ban(&line.split(' ').collect::<Vec<_>>());
+        assert_eq!(ban("garbage"), Err(MessageError::BanFields { fields: 1 }));
+        assert_eq!(
+            ban("203.0.113.7 f2b sshd web1  99"),
+            Err(MessageError::NoBantime)
+        );
+        assert_eq!(
+            ban("203.0.113.7 f2b sshd web1 60 never"),
+            Err(FieldError::NotANumber {
+                field: "expires".into(),
+                text: "never".into()
+            }
+            .into())
+        );
+        assert!(matches!(
+            ban("203.0.113.7/24 f2b sshd web1 60 99"),
+            Err(MessageError::Field(FieldError::Network(
+                CidrError::HostBitsSet { .. }
+            )))
+        ));
+        let lift = |line: &str| Lift::parse(&line.split(' ').collect::<Vec<_>>());
+        assert_eq!(lift("unban 203.0.113.7"), Err(MessageError::UnbanFields));
+        assert!(matches!(
+            lift("unban 203.0.113.7 soon 0"),
+            Err(MessageError::Field(FieldError::NotANumber { .. }))
+        ));
     }
 
     #[test]
@@ -1152,8 +1273,32 @@ mod tests {
             let web = Topic::of(Group::parse("web").unwrap(), false);
             assert_eq!(Publish::decode(&msg.encode(&web)), Ok((web, msg)));
         }
-        assert!(Publish::decode(&frames(&[VERSION, "HEARTBEAT", "1", "-1", "1000"])).is_err());
-        assert!(Publish::decode(&frames(&[VERSION, "HEARTBEAT", "1", "1"])).is_err());
-        assert!(Publish::decode(&frames(&[VERSION, "BAN", "1", "2", "1.2.3.4"])).is_err());
+        assert_eq!(
+            Publish::decode(&frames(&[VERSION, "HEARTBEAT", "1", "-1", "1000"])),
+            Err(FieldError::NotANumber {
+                field: "seq".into(),
+                text: "-1".into()
+            }
+            .into())
+        );
+        assert_eq!(
+            Publish::decode(&frames(&[VERSION, "HEARTBEAT", "1", "1"])),
+            Err(MessageError::UnknownMessage { frames: 4 })
+        );
+        assert_eq!(
+            Publish::decode(&frames(&[VERSION, "BAN", "1", "2", "1.2.3.4"])),
+            Err(MessageError::BanFields { fields: 1 })
+        );
+        assert_eq!(
+            Publish::decode(&frames(&[VERSION, "UNBAN", "1", "2", "1.2.3.4"])),
+            Err(MessageError::UnbanFrames { frames: 5 })
+        );
+        assert_eq!(Publish::decode(&[]), Err(MessageError::EmptyMessage));
+        assert_eq!(
+            Publish::decode(&frames(&["BANSHARE1/web"])),
+            Err(MessageError::UnknownTopic {
+                topic: "BANSHARE1/web".into()
+            })
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::logging::printable;
+use crate::wire::error::{FieldError, MessageError};
 
 /// First frame of every current message, and the start of every topic; a new incompatible
 /// format gets a new tag.
@@ -26,7 +27,7 @@ const DRY_RUN: &str = "dry-run";
 pub struct Group(Arc<str>);
 
 impl Group {
-    pub fn parse(text: &str) -> Result<Group, String> {
+    pub fn parse(text: &str) -> Result<Group, FieldError> {
         let ok = text.len() <= MAX_GROUP
             && text.starts_with(|c: char| c.is_ascii_alphanumeric())
             && text
@@ -35,11 +36,9 @@ impl Group {
         if ok {
             Ok(Group(Arc::from(text)))
         } else {
-            Err(format!(
-                "group {:?} must be 1 to {MAX_GROUP} characters from A-Z a-z 0-9 _ - and \
-                 start with a letter or a digit",
-                printable(text)
-            ))
+            Err(FieldError::BadGroup {
+                text: printable(text),
+            })
         }
     }
 
@@ -91,12 +90,14 @@ impl Topic {
         }
     }
 
-    pub fn parse(frame: &[u8]) -> Result<Topic, String> {
-        let text = std::str::from_utf8(frame).map_err(|_| "frame 0 is not text".to_string())?;
+    pub fn parse(frame: &[u8]) -> Result<Topic, MessageError> {
+        let text = std::str::from_utf8(frame).map_err(|_| MessageError::TopicNotText)?;
         if text == VERSION {
             return Ok(Topic::ungrouped());
         }
-        let unknown = || format!("unknown topic {:?}", printable(text));
+        let unknown = || MessageError::UnknownTopic {
+            topic: printable(text),
+        };
         let rest = text
             .strip_prefix(VERSION)
             .and_then(|r| r.strip_prefix('/'))
@@ -174,11 +175,26 @@ mod tests {
             "BANSHARE1/w.b/",
             "BANSHARE1/web/dry-run/",
         ] {
-            assert!(Topic::parse(bad.as_bytes()).is_err(), "{bad}");
+            let topic = bad.into();
+            assert_eq!(
+                Topic::parse(bad.as_bytes()),
+                Err(MessageError::UnknownTopic { topic }),
+            );
         }
+        assert_eq!(Topic::parse(b"\xff"), Err(MessageError::TopicNotText));
+        assert_eq!(
+            Topic::parse(b"BANSHARE2").unwrap_err().to_string(),
+            r#"unknown topic "BANSHARE2""#
+        );
         for bad in ["", "-web", "_web", "web/x", "a.b", &"x".repeat(33)] {
-            assert!(Group::parse(bad).is_err(), "{bad}");
+            let text = bad.into();
+            assert_eq!(Group::parse(bad), Err(FieldError::BadGroup { text }));
         }
         assert!(Group::parse(&"x".repeat(32)).is_ok());
+        assert_eq!(
+            Group::parse("w/x").unwrap_err().to_string(),
+            "group \"w/x\" must be 1 to 32 characters from A-Z a-z 0-9 _ - and start with a \
+             letter or a digit"
+        );
     }
 }

@@ -313,8 +313,8 @@ impl Record for Ban {
         match fields {
             // Written by earlier versions, with the server's two further fields, empty; or
             // without the report time (six fields), which `parse_ban` works out.
-            [ban @ .., "0", "-"] if ban.len() == 6 => parse_ban(ban),
-            _ => parse_ban(fields),
+            [ban @ .., "0", "-"] if ban.len() == 6 => Ok(parse_ban(ban)?),
+            _ => Ok(parse_ban(fields)?),
         }
     }
 }

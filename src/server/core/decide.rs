@@ -157,7 +157,7 @@ impl Core {
         let origin = match Name::parse("origin", origin) {
             Ok(name) if self.auth.key_named(name.as_str()).is_none() => name,
             Ok(name) => return Err(format!("{name} is the name of a host's key")),
-            Err(reason) => return Err(reason),
+            Err(reason) => return Err(reason.to_string()),
         };
         let mut summary = ImportSummary::default();
         for report in reports {
