@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 
 use crate::blocklist;
 use crate::cli::{self, AdminArgs, AdminCommand, BansFormat, ControlTarget};
+use crate::config::duration::DurationError;
 use crate::config::{AnyConfig, ClientConfig, DEFAULT_CLIENT_SOCKET, DEFAULT_SOCKET};
 use crate::exit::{Exit, Failure};
 use crate::sockets::control;
 use crate::wire::control::{BanView, ClientStatus, Command, ImportSummary, PendingView, Status};
+use crate::wire::error::FieldError;
 use crate::wire::keys;
 use crate::wire::protocol::Bantime;
 use crate::wire::protocol::Name;
@@ -282,11 +284,23 @@ fn import(
     Ok(import_text(file, &total))
 }
 
+/// Why `banshare import --bantime` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ImportBantimeError {
+    /// Neither a bantime nor a duration: the duration's reason, as more likely meant.
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+    /// A duration that no report may ask for, such as 0s or more than ten years; the
+    /// reason is `Bantime::parse`'s.
+    #[error(transparent)]
+    OutOfRange(FieldError),
+}
+
 /// A bantime as banshare-report takes it, or a duration such as 1d.
-fn import_bantime(text: &str) -> Result<Bantime, String> {
+fn import_bantime(text: &str) -> Result<Bantime, ImportBantimeError> {
     Bantime::parse(text).or_else(|_| {
         let duration = crate::config::duration::parse(text)?;
-        Bantime::parse(&duration.as_secs().to_string()).map_err(|e| e.to_string())
+        Bantime::parse(&duration.as_secs().to_string()).map_err(ImportBantimeError::OutOfRange)
     })
 }
 
@@ -530,5 +544,26 @@ mod tests {
         assert_eq!(when(Some(1_767_225_599)), "2025-12-31 23:59:59");
         assert_eq!(when(Some(951_782_400)), "2000-02-29 00:00:00");
         assert_eq!(when(None), "never");
+    }
+
+    #[test]
+    fn import_bantimes_are_bantimes_or_durations() {
+        assert_eq!(import_bantime("600"), Ok(Bantime::Seconds(600)));
+        assert_eq!(import_bantime("-1"), Ok(Bantime::Permanent));
+        assert_eq!(import_bantime("1d"), Ok(Bantime::Seconds(86400)));
+        assert!(matches!(
+            import_bantime("5x"),
+            Err(ImportBantimeError::Duration(
+                DurationError::UnknownUnit { .. }
+            ))
+        ));
+        assert_eq!(
+            import_bantime("5x").unwrap_err().to_string(),
+            "invalid duration unit \"x\" in \"5x\": use ms, s, m, h, d or w"
+        );
+        assert!(matches!(
+            import_bantime("0s"),
+            Err(ImportBantimeError::OutOfRange(_))
+        ));
     }
 }

@@ -3,6 +3,8 @@
 //! skipped, and so is a CSV header line naming the columns. Each line becomes a report, which
 //! the server then checks like any other.
 
+use crate::wire::cidr::{Cidr, CidrError};
+use crate::wire::error::FieldError;
 use crate::wire::protocol::{Bantime, Name, Report};
 
 /// The prog of every imported ban, which `banshare bans` shows.
@@ -14,7 +16,25 @@ pub const JAIL: &str = "blocklist";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadLine {
     pub line: usize,
-    pub reason: String,
+    pub reason: EntryError,
+}
+
+/// Why a line is not a blocklist entry. A bad field carries the reason its parser gives a
+/// report (`Cidr`, `Bantime::parse`, `Name::parse`), so that an import and banshare-report
+/// word the same mistake alike.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("{0} fields, where a line has at most 3")]
+    TooManyFields(usize),
+    /// The first field is no address or network.
+    #[error(transparent)]
+    Address(CidrError),
+    /// The second field is neither empty, -1, nor a number of seconds in range.
+    #[error(transparent)]
+    Bantime(FieldError),
+    /// The third field is no valid jail name.
+    #[error(transparent)]
+    Jail(FieldError),
 }
 
 /// Every entry of `text`, with `bantime` for lines that give none, or every bad line.
@@ -42,26 +62,21 @@ pub fn parse(text: &str, bantime: Bantime) -> Result<Vec<Report>, Vec<BadLine>> 
 }
 
 /// `address`, or `address,bantime[,jail]`; an empty bantime is `bantime`.
-fn entry(line: &str, bantime: Bantime) -> Result<Report, String> {
+fn entry(line: &str, bantime: Bantime) -> Result<Report, EntryError> {
     let fields: Vec<&str> = line.split(',').map(str::trim).collect();
     let (ip, time, jail) = match fields[..] {
         [ip] => (ip, "", JAIL),
         [ip, time] => (ip, time, JAIL),
         [ip, time, jail] => (ip, time, if jail.is_empty() { JAIL } else { jail }),
-        _ => {
-            return Err(format!(
-                "{} fields, where a line has at most 3",
-                fields.len()
-            ))
-        }
+        _ => return Err(EntryError::TooManyFields(fields.len())),
     };
     Ok(Report {
-        prog: Name::parse("prog", PROG)?,
-        jail: Name::parse("jail", jail)?,
-        ip: ip.parse()?,
+        prog: Name::parse("prog", PROG).expect("a valid name"),
+        jail: Name::parse("jail", jail).map_err(EntryError::Jail)?,
+        ip: ip.parse::<Cidr>().map_err(EntryError::Address)?,
         bantime: match time {
             "" => bantime,
-            time => Bantime::parse(time)?,
+            time => Bantime::parse(time).map_err(EntryError::Bantime)?,
         },
     })
 }
@@ -103,6 +118,14 @@ mod tests {
         .unwrap_err();
         let lines: Vec<usize> = bad.iter().map(|b| b.line).collect();
         assert_eq!(lines, [2, 3, 4]);
-        assert!(bad[1].reason.contains("bantime"), "{:?}", bad[1]);
+        assert!(matches!(bad[0].reason, EntryError::Address(_)), "{bad:?}");
+        assert!(matches!(bad[1].reason, EntryError::Bantime(_)), "{bad:?}");
+        assert_eq!(bad[2].reason, EntryError::TooManyFields(4));
+        assert_eq!(
+            bad[2].reason.to_string(),
+            "4 fields, where a line has at most 3"
+        );
+        let bad = parse("1.2.3.4,1,-j\n", Bantime::Default).unwrap_err();
+        assert!(matches!(bad[0].reason, EntryError::Jail(_)), "{bad:?}");
     }
 }

@@ -14,7 +14,7 @@
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -79,6 +79,60 @@ fn regular(file: File) -> io::Result<File> {
     }
 }
 
+/// Why a directory a daemon writes to, or a file it trusts, was refused; each but `Io`
+/// says the `chmod` or `chown` that fixes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileCheckError {
+    /// It could not be made, found or looked at.
+    #[error("{shown}: {error}", shown = path.display())]
+    Io { path: PathBuf, error: IoFailure },
+    #[error("{shown} is not a directory", shown = .0.display())]
+    NotADirectory(PathBuf),
+    /// It belongs to `owner`, neither root nor `user`, the one this process runs as.
+    #[error(
+        "{shown} belongs to user {owner}, who could change it; fix it with: chown {user} {shown}",
+        shown = path.display()
+    )]
+    ForeignOwner {
+        path: PathBuf,
+        owner: String,
+        user: String,
+    },
+    /// Its group (other than root's) or everyone may write it.
+    #[error(
+        "{shown} is writable by other users (mode {mode:04o}); fix it with: chmod go-w {shown}",
+        shown = path.display()
+    )]
+    Writable { path: PathBuf, mode: u32 },
+}
+
+/// An I/O error as its kind and text, so that errors holding one stay `Clone` and `Eq`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text}")]
+pub struct IoFailure {
+    pub kind: io::ErrorKind,
+    pub text: String,
+}
+
+impl From<io::Error> for IoFailure {
+    fn from(e: io::Error) -> IoFailure {
+        IoFailure {
+            kind: e.kind(),
+            text: e.to_string(),
+        }
+    }
+}
+
+impl FileCheckError {
+    /// For `map_err`: an I/O error about `path`.
+    fn io(path: &Path) -> impl FnOnce(io::Error) -> FileCheckError + '_ {
+        move |e| FileCheckError::Io {
+            path: path.to_owned(),
+            error: e.into(),
+        }
+    }
+}
+
 /// Binds a local socket at `path` with `bind`, replacing a stale socket file from an
 /// earlier run, in a directory only root (and the daemon's own user) may write: whoever
 /// could write there could put a socket of their own in place of ours. The file is born
@@ -108,20 +162,20 @@ pub fn bind_socket<T>(
 
 /// Creates a directory that a daemon writes to, if missing, with `mode`, and refuses it
 /// when another user could put files there.
-pub fn own_dir(dir: &Path, mode: u32) -> Result<(), String> {
+pub fn own_dir(dir: &Path, mode: u32) -> Result<(), FileCheckError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)
         .create(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+        .map_err(FileCheckError::io(dir))?;
     check_own_dir(dir)
 }
 
 /// Refuses a directory that a daemon writes to when another user could put files there.
-pub fn check_own_dir(dir: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn check_own_dir(dir: &Path) -> Result<(), FileCheckError> {
+    let meta = std::fs::metadata(dir).map_err(FileCheckError::io(dir))?;
     if !meta.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
+        return Err(FileCheckError::NotADirectory(dir.to_owned()));
     }
     check_meta(dir, &meta, false)
 }
@@ -130,13 +184,16 @@ pub fn check_own_dir(dir: &Path) -> Result<(), String> {
 /// path itself, and the directory holding it, where another user could replace it (unless
 /// that directory is sticky, as /tmp is, so that only a file's owner may replace it).
 /// Symlinks are followed: an admin may link a key into place.
-pub fn check_trusted(path: &Path) -> Result<(), String> {
-    let shown = |e: io::Error| format!("{}: {e}", path.display());
-    let real = path.canonicalize().map_err(shown)?;
-    let meta = real.metadata().map_err(shown)?;
+pub fn check_trusted(path: &Path) -> Result<(), FileCheckError> {
+    // I/O errors name the path as given, which the admin knows.
+    let real = path.canonicalize().map_err(FileCheckError::io(path))?;
+    let meta = real.metadata().map_err(FileCheckError::io(path))?;
     check_meta(&real, &meta, false)?;
     match real.parent() {
-        Some(dir) => check_meta(dir, &dir.metadata().map_err(shown)?, true),
+        Some(dir) => {
+            let dir_meta = dir.metadata().map_err(FileCheckError::io(path))?;
+            check_meta(dir, &dir_meta, true)
+        }
         None => Ok(()),
     }
 }
@@ -144,23 +201,23 @@ pub fn check_trusted(path: &Path) -> Result<(), String> {
 const STICKY: u32 = 0o1000;
 
 /// Who may write `path` besides root and this process's user, with the fix.
-fn check_meta(path: &Path, meta: &Metadata, sticky_ok: bool) -> Result<(), String> {
+fn check_meta(path: &Path, meta: &Metadata, sticky_ok: bool) -> Result<(), FileCheckError> {
     let me = nix::unistd::geteuid().as_raw();
-    let shown = path.display();
     if meta.uid() != 0 && meta.uid() != me {
-        return Err(format!(
-            "{shown} belongs to user {}, who could change it; fix it with: chown {} {shown}",
-            user_name(meta.uid()),
-            user_name(me)
-        ));
+        return Err(FileCheckError::ForeignOwner {
+            path: path.to_owned(),
+            owner: user_name(meta.uid()),
+            user: user_name(me),
+        });
     }
     let mode = meta.mode() & 0o7777;
     let group_writes = mode & 0o020 != 0 && meta.gid() != 0;
     let others_write = mode & 0o002 != 0;
     if (group_writes || others_write) && !(sticky_ok && mode & STICKY != 0) {
-        return Err(format!(
-            "{shown} is writable by other users (mode {mode:04o}); fix it with: chmod go-w {shown}"
-        ));
+        return Err(FileCheckError::Writable {
+            path: path.to_owned(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -208,24 +265,64 @@ mod tests {
         check_own_dir(dir.path()).unwrap();
         chmod(dir.path(), 0o777);
         let err = check_own_dir(dir.path()).unwrap_err();
-        assert!(
-            err.ends_with(&format!("chmod go-w {}", dir.path().display())),
-            "{err}"
+        let writable = |path: &Path, mode| FileCheckError::Writable {
+            path: path.to_owned(),
+            mode,
+        };
+        assert_eq!(err, writable(dir.path(), 0o777));
+        let shown = dir.path().display();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{shown} is writable by other users (mode 0777); fix it with: chmod go-w {shown}"
+            )
         );
         // A sticky directory may hold trusted files, not a daemon's own ones.
         chmod(dir.path(), 0o1777);
-        assert!(check_own_dir(dir.path()).is_err());
+        assert_eq!(check_own_dir(dir.path()), Err(writable(dir.path(), 0o1777)));
         let file = dir.path().join("client.toml");
         fs::write(&file, "").unwrap();
         chmod(&file, 0o644);
         check_trusted(&file).unwrap();
         chmod(&file, 0o666);
-        assert!(check_trusted(&file).unwrap_err().contains("mode 0666"));
+        let real = file.canonicalize().unwrap();
+        assert_eq!(check_trusted(&file), Err(writable(&real, 0o666)));
         chmod(&file, 0o644);
         chmod(dir.path(), 0o777);
-        assert!(
-            check_trusted(&file).is_err(),
+        let real_dir = dir.path().canonicalize().unwrap();
+        assert_eq!(
+            check_trusted(&file),
+            Err(writable(&real_dir, 0o777)),
             "the directory could replace it"
         );
+    }
+
+    #[test]
+    fn missing_paths_and_files_for_directories_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = check_trusted(&missing).unwrap_err();
+        assert!(
+            matches!(&err, FileCheckError::Io { path, error }
+                if *path == missing && error.kind == io::ErrorKind::NotFound),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: ", missing.display())),
+            "{err}"
+        );
+        let file = dir.path().join("file");
+        fs::write(&file, "").unwrap();
+        let err = check_own_dir(&file).unwrap_err();
+        assert_eq!(err, FileCheckError::NotADirectory(file.clone()));
+        assert_eq!(
+            err.to_string(),
+            format!("{} is not a directory", file.display())
+        );
+        assert!(matches!(
+            own_dir(&file.join("sub"), 0o750),
+            Err(FileCheckError::Io { .. })
+        ));
     }
 }

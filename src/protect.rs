@@ -23,6 +23,24 @@ const BUILTIN: [(&str, &str); 9] = [
 /// How often a daemon reads its host's own addresses again, as interfaces come and go.
 pub const LOCAL_REFRESH: Duration = Duration::from_secs(10);
 
+/// Why a ban was refused as covering an address that must never be banned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtectedError {
+    /// An IPv6 form whose IPv4 address cannot be checked, or a whole range of them; the
+    /// reason is `Cidr::translation_problem`'s.
+    #[error("{0}")]
+    Untranslatable(String),
+    /// `ban` covers `net`, protected as `why` ("loopback", "protected", "this host's"...);
+    /// `seen` is the network that does: the ban itself, or the IPv4 network it carries.
+    #[error("{ban} covers {why} address {net}{view}", view = ban.as_view(seen))]
+    Covers {
+        ban: Cidr,
+        seen: Cidr,
+        why: String,
+        net: Cidr,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct Protected {
     nets: Vec<(Cidr, String)>,
@@ -56,14 +74,18 @@ impl Protected {
     /// Refuses a ban that covers any protected address, with the reason: also when written
     /// in an IPv6 form that carries an IPv4 address (NAT64, 6to4 and the like), and any ban
     /// that covers a whole such range.
-    pub fn check(&self, ban: &Cidr) -> Result<(), String> {
+    pub fn check(&self, ban: &Cidr) -> Result<(), ProtectedError> {
         if let Some(problem) = ban.translation_problem() {
-            return Err(problem);
+            return Err(ProtectedError::Untranslatable(problem));
         }
         for view in ban.views() {
             if let Some((net, why)) = self.nets.iter().find(|(net, _)| net.overlaps(&view)) {
-                let view = ban.as_view(&view);
-                return Err(format!("{ban} covers {why} address {net}{view}"));
+                return Err(ProtectedError::Covers {
+                    ban: *ban,
+                    seen: view,
+                    why: why.clone(),
+                    net: *net,
+                });
             }
         }
         Ok(())
@@ -117,7 +139,10 @@ mod tests {
             "ff02::1",
             "::ffff:127.0.0.1",
         ] {
-            assert!(p.check(&c(ip)).is_err(), "{ip}");
+            assert!(
+                matches!(p.check(&c(ip)), Err(ProtectedError::Covers { .. })),
+                "{ip}"
+            );
         }
         assert!(p.check(&c("203.0.113.7")).is_ok());
         assert!(p.check(&c("2001:db8::7")).is_ok());
@@ -128,8 +153,23 @@ mod tests {
         let mut p = Protected::new(&[c("198.51.100.0/24")]);
         p.add("192.0.2.10".parse().unwrap(), "server");
         let err = p.check(&c("198.51.100.7")).unwrap_err();
-        assert!(err.contains("198.51.100.0/24"), "{err}");
-        assert!(p.check(&c("192.0.2.0/24")).unwrap_err().contains("server"));
+        assert_eq!(
+            err,
+            ProtectedError::Covers {
+                ban: c("198.51.100.7"),
+                seen: c("198.51.100.7"),
+                why: "protected".into(),
+                net: c("198.51.100.0/24"),
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "198.51.100.7 covers protected address 198.51.100.0/24"
+        );
+        assert!(matches!(
+            p.check(&c("192.0.2.0/24")),
+            Err(ProtectedError::Covers { why, .. }) if why == "server"
+        ));
         assert!(p.check(&c("192.0.2.11")).is_ok());
     }
 
@@ -149,8 +189,19 @@ mod tests {
         ] {
             assert!(p.check(&c(ip)).is_err(), "{ip}");
         }
+        assert!(matches!(
+            p.check(&c("64:ff9b:1::/64")),
+            Err(ProtectedError::Untranslatable(_))
+        ));
         let err = p.check(&c("64:ff9b::c633:6407")).unwrap_err();
-        assert!(err.contains("as 198.51.100.7"), "{err}");
+        assert!(
+            matches!(err, ProtectedError::Covers { seen, .. } if seen == c("198.51.100.7")),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "64:ff9b::c633:6407 covers protected address 198.51.100.0/24, as 198.51.100.7"
+        );
         assert!(p.check(&c("64:ff9b::cb00:7107")).is_ok());
         assert!(p.check(&c("2002:cb00:7107::/48")).is_ok());
     }

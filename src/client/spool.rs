@@ -55,7 +55,7 @@ impl Spool {
             let path = path.to_owned();
             move |e| SpoolError::Io(path, e)
         };
-        files::own_dir(&self.dir, 0o750).map_err(SpoolError::Unsafe)?;
+        files::own_dir(&self.dir, 0o750).map_err(|e| SpoolError::Unsafe(e.to_string()))?;
         let waiting = self.waiting().map_err(io(&self.dir))?.len();
         if waiting >= self.max {
             return Err(SpoolError::Full(self.dir.clone(), self.max));

@@ -244,9 +244,9 @@ impl ClientConfig {
     pub fn from_text(path: &Path, text: &str) -> Result<ClientConfig, ConfigError> {
         let config: ClientConfig = parse(path, text)?;
         let err = |key: &str, reason: String| located(path, text, key, reason);
-        check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r))?;
+        check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r.to_string()))?;
         match (&config.server, config.servers.len()) {
-            (Some(server), 0) => check_host(server).map_err(|r| err("server", r))?,
+            (Some(server), 0) => check_host(server).map_err(|r| err("server", r.to_string()))?,
             (None, 1..=MAX_SERVERS) => {}
             (None, 0) => return Err(err("server", "server or servers is required".into())),
             (Some(_), _) => return Err(err("servers", "give server or servers, not both".into())),
@@ -277,10 +277,10 @@ impl ClientConfig {
             return Err(err("ban-command", why));
         }
         if let Some(groups) = &config.groups {
-            check_client_groups(groups).map_err(|r| err("groups", r))?;
+            check_client_groups(groups).map_err(|r| err("groups", r.to_string()))?;
         }
         check_metrics(config.metrics_listen, config.metrics_allow_remote)
-            .map_err(|r| err("metrics-listen", r))?;
+            .map_err(|r| err("metrics-listen", r.to_string()))?;
         if config.spool_max == 0 {
             return Err(err("spool-max", "must be at least 1".into()));
         }
@@ -360,20 +360,52 @@ impl ClientConfig {
     }
 }
 
+/// Why client.toml's `groups` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientGroupsError {
+    /// An empty list would receive nothing, surely not what was meant.
+    #[error("lists no group; leave it out to receive every group")]
+    Empty,
+    #[error("at most {max} groups", max = groups::MAX_GROUPS)]
+    TooMany,
+    #[error("names group {0} twice")]
+    Twice(Group),
+}
+
 /// client.toml's `groups`: some, none twice.
-fn check_client_groups(groups: &[Group]) -> Result<(), String> {
+fn check_client_groups(groups: &[Group]) -> Result<(), ClientGroupsError> {
     if groups.is_empty() {
-        return Err("lists no group; leave it out to receive every group".into());
+        return Err(ClientGroupsError::Empty);
     }
     if groups.len() > groups::MAX_GROUPS {
-        return Err(format!("at most {} groups", groups::MAX_GROUPS));
+        return Err(ClientGroupsError::TooMany);
     }
     match groups
         .iter()
         .enumerate()
         .find(|(i, g)| groups[..*i].contains(g))
     {
-        Some((_, twice)) => Err(format!("names group {twice} twice")),
+        Some((_, twice)) => Err(ClientGroupsError::Twice(twice.clone())),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_groups_are_some_and_none_twice() {
+        let group = |name: &str| Group::parse(name).unwrap();
+        assert_eq!(check_client_groups(&[]), Err(ClientGroupsError::Empty));
+        let many: Vec<Group> = (0..=groups::MAX_GROUPS)
+            .map(|i| group(&format!("g{i}")))
+            .collect();
+        assert_eq!(check_client_groups(&many), Err(ClientGroupsError::TooMany));
+        let twice = [group("web"), group("mail"), group("web")];
+        let err = check_client_groups(&twice).unwrap_err();
+        assert_eq!(err, ClientGroupsError::Twice(group("web")));
+        assert_eq!(err.to_string(), "names group web twice");
+        assert_eq!(check_client_groups(&twice[..2]), Ok(()));
     }
 }

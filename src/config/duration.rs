@@ -13,18 +13,32 @@ const UNITS: [(&str, u64); 6] = [
     ("w", 7 * 86_400_000),
 ];
 
+/// Why a duration was refused, with the text as written (trimmed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// No digits first: "", "m", "-5s".
+    #[error(
+        "invalid duration {0:?}: expected a number followed by ms, s, m, h, d or w, like \"5m\""
+    )]
+    NoNumber(String),
+    /// The digits are followed by something other than a unit: "5x", "1.5m", "5 m".
+    #[error("invalid duration unit {unit:?} in {text:?}: use ms, s, m, h, d or w")]
+    UnknownUnit { unit: String, text: String },
+    /// More milliseconds than a u64 holds.
+    #[error("duration {0:?} is too large")]
+    TooLarge(String),
+}
+
 /// Parses "<number><unit>" where unit is one of ms, s, m, h, d, w. A bare number means
 /// seconds.
-pub fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     if digits.is_empty() {
-        return Err(format!(
-            "invalid duration {text:?}: expected a number followed by ms, s, m, h, d or w, like \"5m\""
-        ));
+        return Err(DurationError::NoNumber(text.to_owned()));
     }
     let factor = match unit {
         "" => 1000,
@@ -32,8 +46,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .iter()
             .find(|(name, _)| *name == unit)
             .map(|(_, f)| *f)
-            .ok_or_else(|| {
-                format!("invalid duration unit {unit:?} in {text:?}: use ms, s, m, h, d or w")
+            .ok_or_else(|| DurationError::UnknownUnit {
+                unit: unit.to_owned(),
+                text: text.to_owned(),
             })?,
     };
     digits
@@ -41,7 +56,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .ok()
         .and_then(|n| n.checked_mul(factor))
         .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration {text:?} is too large"))
+        .ok_or_else(|| DurationError::TooLarge(text.to_owned()))
 }
 
 /// A duration that deserializes from the config's text form.
@@ -105,17 +120,39 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in [
-            "",
-            "m",
-            "5x",
-            "-5s",
-            "1.5m",
-            "5 m",
-            "99999999999999999999s",
-            "18446744073709551615w",
-        ] {
-            assert!(parse(bad).is_err(), "{bad:?} should be rejected");
+        for bad in ["", "m", "-5s"] {
+            assert!(
+                matches!(parse(bad), Err(DurationError::NoNumber(_))),
+                "{bad:?}"
+            );
         }
+        for bad in ["5x", "1.5m", "5 m"] {
+            assert!(
+                matches!(parse(bad), Err(DurationError::UnknownUnit { .. })),
+                "{bad:?}"
+            );
+        }
+        for bad in ["99999999999999999999s", "18446744073709551615w"] {
+            assert!(
+                matches!(parse(bad), Err(DurationError::TooLarge(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_are_unchanged() {
+        assert_eq!(
+            parse(" m ").unwrap_err().to_string(),
+            "invalid duration \"m\": expected a number followed by ms, s, m, h, d or w, like \"5m\""
+        );
+        assert_eq!(
+            parse("5x").unwrap_err().to_string(),
+            "invalid duration unit \"x\" in \"5x\": use ms, s, m, h, d or w"
+        );
+        assert_eq!(
+            parse("99999999999999999999s").unwrap_err().to_string(),
+            "duration \"99999999999999999999s\" is too large"
+        );
     }
 }

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use crate::config::duration::HumanDuration;
+use crate::wire::error::FieldError;
 use crate::wire::protocol::Name;
 use crate::wire::topic::{Group, DEFAULT_GROUP};
 
@@ -33,6 +34,29 @@ pub struct GroupConfig {
     pub confirm_window: Option<HumanDuration>,
 }
 
+/// Why server.toml's `[[groups]]` were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupsError {
+    /// A pattern whose name part is no valid name; the reason is `Name::parse`'s.
+    #[error("{0}, with an optional * at the end")]
+    BadPattern(FieldError),
+    #[error("at most {max} groups, the default one included", max = MAX_GROUPS)]
+    TooMany,
+    #[error("group {0} is named twice")]
+    NamedTwice(Group),
+    /// Rules on the default group would be ignored: it takes what the others leave.
+    #[error(
+        "group {default} takes what no other group matches, and has no jails, progs or hosts",
+        default = DEFAULT_GROUP
+    )]
+    DefaultHasRules,
+    /// A group without rules would match every report, leaving none for the others.
+    #[error("group {0} needs jails, progs or hosts to match reports")]
+    NoRules(Group),
+    #[error("group {group}: min-reporters must be between 1 and {max}")]
+    MinReporters { group: Group, max: usize },
+}
+
 /// A name, or the start of one followed by `*`: `sshd`, `nginx-*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
@@ -41,13 +65,13 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    pub fn parse(text: &str) -> Result<Pattern, String> {
+    pub fn parse(text: &str) -> Result<Pattern, GroupsError> {
         let (stem, prefix) = match text.strip_suffix('*') {
             Some(stem) => (stem, true),
             None => (text, false),
         };
         // "*" alone matches every name: the default group does that already.
-        Name::parse("pattern", stem).map_err(|e| format!("{e}, with an optional * at the end"))?;
+        Name::parse("pattern", stem).map_err(GroupsError::BadPattern)?;
         Ok(Pattern {
             text: stem.to_owned(),
             prefix,
@@ -118,36 +142,26 @@ pub fn resolve(groups: &[GroupConfig]) -> Vec<GroupConfig> {
 }
 
 /// Unique names, rules on every group but the default one, and sane policies.
-pub fn check(groups: &[GroupConfig], max_min_reporters: usize) -> Result<(), String> {
+pub fn check(groups: &[GroupConfig], max_min_reporters: usize) -> Result<(), GroupsError> {
     if groups.len() > MAX_GROUPS {
-        return Err(format!(
-            "at most {MAX_GROUPS} groups, the default one included"
-        ));
+        return Err(GroupsError::TooMany);
     }
     for (i, group) in groups.iter().enumerate() {
         let name = &group.name;
         if groups[..i].iter().any(|g| g.name == *name) {
-            return Err(format!("group {name} is named twice"));
+            return Err(GroupsError::NamedTwice(name.clone()));
         }
         match (group.is_default(), group.has_rules()) {
-            (true, true) => {
-                return Err(format!(
-                    "group {DEFAULT_GROUP} takes what no other group matches, and has no \
-                     jails, progs or hosts"
-                ))
-            }
-            (false, false) => {
-                return Err(format!(
-                    "group {name} needs jails, progs or hosts to match reports"
-                ))
-            }
+            (true, true) => return Err(GroupsError::DefaultHasRules),
+            (false, false) => return Err(GroupsError::NoRules(name.clone())),
             _ => {}
         }
         if let Some(k) = group.min_reporters {
             if !(1..=max_min_reporters).contains(&k) {
-                return Err(format!(
-                    "group {name}: min-reporters must be between 1 and {max_min_reporters}"
-                ));
+                return Err(GroupsError::MinReporters {
+                    group: name.clone(),
+                    max: max_min_reporters,
+                });
             }
         }
     }
@@ -193,16 +207,43 @@ mod tests {
 
     #[test]
     fn bad_groups_are_refused() {
+        let a = Group::parse("a").unwrap();
         let twice = groups("[[groups]]\nname='a'\njails=['x']\n[[groups]]\nname='a'\njails=['y']");
-        assert!(check(&twice, 16).unwrap_err().contains("twice"));
+        assert_eq!(check(&twice, 16), Err(GroupsError::NamedTwice(a.clone())));
         let bare = groups("[[groups]]\nname='a'");
-        assert!(check(&bare, 16).unwrap_err().contains("needs"));
+        assert_eq!(check(&bare, 16), Err(GroupsError::NoRules(a.clone())));
         let default = groups("[[groups]]\nname='default'\njails=['x']");
-        assert!(check(&default, 16).unwrap_err().contains("default"));
+        assert_eq!(check(&default, 16), Err(GroupsError::DefaultHasRules));
+        assert_eq!(
+            GroupsError::DefaultHasRules.to_string(),
+            "group default takes what no other group matches, and has no jails, progs or hosts"
+        );
         let k = groups("[[groups]]\nname='a'\njails=['x']\nmin-reporters=17");
-        assert!(check(&k, 16).unwrap_err().contains("min-reporters"));
+        let err = check(&k, 16).unwrap_err();
+        assert_eq!(err, GroupsError::MinReporters { group: a, max: 16 });
+        assert_eq!(
+            err.to_string(),
+            "group a: min-reporters must be between 1 and 16"
+        );
+        let many: String = (0..=MAX_GROUPS)
+            .map(|i| format!("[[groups]]\nname='g{i}'\njails=['x']\n"))
+            .collect();
+        assert_eq!(check(&groups(&many), 16), Err(GroupsError::TooMany));
+        let err = Pattern::parse("a b*").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("pattern \"a b\" must be 1 to 64 characters"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().ends_with(", with an optional * at the end"),
+            "{err}"
+        );
         for bad in ["*", "-x*", "a b", "x**"] {
-            assert!(Pattern::parse(bad).is_err(), "{bad}");
+            assert!(
+                matches!(Pattern::parse(bad), Err(GroupsError::BadPattern(_))),
+                "{bad}"
+            );
         }
     }
 }

@@ -29,6 +29,34 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// Why a value that either config file may hold was refused; `ConfigError` adds the key,
+/// the file and the line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    /// Metrics tell an attacker what the fleet bans and how it fares.
+    #[error(
+        "{0} is reachable from other hosts; use a loopback address such as \
+         127.0.0.1:{port}, or set metrics-allow-remote = true",
+        port = .0.port()
+    )]
+    RemoteMetrics(SocketAddr),
+    /// A URL or "host:port" where a host belongs, a common mistake.
+    #[error("{0:?} must be a host name or an IP address, without scheme or port")]
+    BadHost(String),
+    #[error("ipv4 must be at most 32 and ipv6 at most 128")]
+    MinPrefixRange,
+}
+
+/// A ban wider than `min-prefix` allows. `seen` is the network that was too wide: the ban
+/// itself, or the IPv4 network it carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{ban} is wider than the smallest allowed prefix /{min}{view}", view = ban.as_view(seen))]
+pub struct TooWide {
+    pub ban: Cidr,
+    pub seen: Cidr,
+    pub min: u8,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
@@ -72,14 +100,15 @@ impl Default for MinPrefix {
 impl MinPrefix {
     /// Refuses a network wider than the minimum, also as the IPv4 network it carries when
     /// it is written in an IPv6 form such as NAT64 (`64:ff9b::/104` is a /8).
-    pub fn check(&self, net: &Cidr) -> Result<(), String> {
+    pub fn check(&self, net: &Cidr) -> Result<(), TooWide> {
         for view in net.views() {
             let min = if view.is_ipv4() { self.ipv4 } else { self.ipv6 };
             if view.prefix() < min {
-                let view = net.as_view(&view);
-                return Err(format!(
-                    "{net} is wider than the smallest allowed prefix /{min}{view}"
-                ));
+                return Err(TooWide {
+                    ban: *net,
+                    seen: view,
+                    min,
+                });
             }
         }
         Ok(())
@@ -135,7 +164,7 @@ fn read(path: &Path) -> Result<String, ConfigError> {
         line: None,
         reason,
     };
-    crate::files::check_trusted(path).map_err(error)?;
+    crate::files::check_trusted(path).map_err(|e| error(e.to_string()))?;
     let mut text = String::new();
     std::fs::File::open(path)
         .and_then(|file| file.take(MAX_CONFIG).read_to_string(&mut text))
@@ -186,21 +215,19 @@ fn check_ports(report: u16, publish: u16) -> Result<(), (&'static str, String)> 
     }
 }
 
-/// A host name or an IP address; a URL or "host:port" is a common mistake worth catching.
 /// Metrics tell an attacker what the fleet bans and how it fares: loopback only, unless the
 /// operator says otherwise.
-fn check_metrics(listen: Option<SocketAddr>, allow_remote: bool) -> Result<(), String> {
+fn check_metrics(listen: Option<SocketAddr>, allow_remote: bool) -> Result<(), CheckError> {
     match listen {
-        Some(address) if !address.ip().is_loopback() && !allow_remote => Err(format!(
-            "{address} is reachable from other hosts; use a loopback address such as \
-             127.0.0.1:{}, or set metrics-allow-remote = true",
-            address.port()
-        )),
+        Some(address) if !address.ip().is_loopback() && !allow_remote => {
+            Err(CheckError::RemoteMetrics(address))
+        }
         _ => Ok(()),
     }
 }
 
-fn check_host(host: &str) -> Result<(), String> {
+/// A host name or an IP address; a URL or "host:port" is a common mistake worth catching.
+fn check_host(host: &str) -> Result<(), CheckError> {
     let name_ok = !host.is_empty()
         && host.len() <= 253
         && host
@@ -209,15 +236,13 @@ fn check_host(host: &str) -> Result<(), String> {
     if name_ok || host.parse::<IpAddr>().is_ok() {
         Ok(())
     } else {
-        Err(format!(
-            "{host:?} must be a host name or an IP address, without scheme or port"
-        ))
+        Err(CheckError::BadHost(host.to_owned()))
     }
 }
 
-fn check_min_prefix(min: &MinPrefix) -> Result<(), String> {
+fn check_min_prefix(min: &MinPrefix) -> Result<(), CheckError> {
     if min.ipv4 > 32 || min.ipv6 > 128 {
-        Err("ipv4 must be at most 32 and ipv6 at most 128".into())
+        Err(CheckError::MinPrefixRange)
     } else {
         Ok(())
     }
@@ -381,6 +406,29 @@ min-prefix = { ipv4 = 16, ipv6 = 48 }
     }
 
     #[test]
+    fn shared_values_are_checked() {
+        assert_eq!(check_host("gw.example.net"), Ok(()));
+        assert_eq!(check_host("2001:db8::1"), Ok(()));
+        let err = check_host("tcp://gw:5").unwrap_err();
+        assert_eq!(err, CheckError::BadHost("tcp://gw:5".into()));
+        assert_eq!(
+            err.to_string(),
+            "\"tcp://gw:5\" must be a host name or an IP address, without scheme or port"
+        );
+        let remote: SocketAddr = "0.0.0.0:9100".parse().unwrap();
+        let err = check_metrics(Some(remote), false).unwrap_err();
+        assert_eq!(err, CheckError::RemoteMetrics(remote));
+        assert_eq!(
+            err.to_string(),
+            "0.0.0.0:9100 is reachable from other hosts; use a loopback address such as \
+             127.0.0.1:9100, or set metrics-allow-remote = true"
+        );
+        assert_eq!(check_metrics(Some(remote), true), Ok(()));
+        let wide = MinPrefix { ipv4: 33, ipv6: 64 };
+        assert_eq!(check_min_prefix(&wide), Err(CheckError::MinPrefixRange));
+    }
+
+    #[test]
     fn any_config_detects_kind() {
         let (_d, path) = write("server = \"x\"\nreport-port = 1\npublish-port = 2\n");
         assert!(matches!(AnyConfig::load(&path), Ok(AnyConfig::Client(_))));
@@ -397,7 +445,18 @@ min-prefix = { ipv4 = 16, ipv6 = 48 }
         assert!(min.check(&"::/0".parse().unwrap()).is_err());
         assert!(min.check(&"2001:db8::/64".parse().unwrap()).is_ok());
         let err = min.check(&"64:ff9b::/104".parse().unwrap()).unwrap_err();
-        assert!(err.ends_with("/24, as 0.0.0.0/8"), "{err}");
+        assert_eq!(
+            err,
+            TooWide {
+                ban: "64:ff9b::/104".parse().unwrap(),
+                seen: "0.0.0.0/8".parse().unwrap(),
+                min: 24,
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "64:ff9b::/104 is wider than the smallest allowed prefix /24, as 0.0.0.0/8"
+        );
         assert!(min
             .check(&"64:ff9b::c633:6400/120".parse().unwrap())
             .is_ok());

@@ -217,7 +217,7 @@ impl ServerConfig {
         let config: ServerConfig = parse(path, text)?;
         let err = |key: &str, reason: String| located(path, text, key, reason);
         check_ports(config.report_port, config.publish_port).map_err(|(k, r)| err(k, r))?;
-        check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r))?;
+        check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r.to_string()))?;
         if config.heartbeat_interval.0.is_zero() {
             return Err(err("heartbeat-interval", "must be more than 0s".into()));
         }
@@ -240,9 +240,10 @@ impl ServerConfig {
         check_aggregation(&config).map_err(|(k, r)| err(k, r))?;
         check_confirmation(&config).map_err(|(k, r)| err(k, r))?;
         check_recidive(&config).map_err(|(k, r)| err(k, r))?;
-        groups::check(&config.groups, MAX_MIN_REPORTERS).map_err(|r| err("groups", r))?;
+        groups::check(&config.groups, MAX_MIN_REPORTERS)
+            .map_err(|r| err("groups", r.to_string()))?;
         check_metrics(config.metrics_listen, config.metrics_allow_remote)
-            .map_err(|r| err("metrics-listen", r))?;
+            .map_err(|r| err("metrics-listen", r.to_string()))?;
         for group in &config.groups {
             if let Some(window) = group.confirm_window {
                 check_window("confirm-window", window)

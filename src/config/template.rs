@@ -17,6 +17,40 @@ pub struct Template {
     args: Vec<String>,
 }
 
+/// Why a command template was refused when the config was read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("command is empty")]
+    Empty,
+    #[error("unterminated single quote")]
+    UnterminatedSingleQuote,
+    #[error("unterminated double quote")]
+    UnterminatedDoubleQuote,
+    #[error("trailing backslash")]
+    TrailingBackslash,
+    /// `<IP>` or `<JAIL>`, as the 2014 README wrote them: `lower` is the tag meant.
+    #[error("unknown tag {tag}: use {lower} (tags are lower case)")]
+    UpperCaseTag { tag: String, lower: String },
+    /// A `<name>` that is no tag of ours, almost always a typo.
+    #[error("unknown tag {0} (known tags: {known})", known = TAGS.join(", "))]
+    UnknownTag(String),
+    /// SRCIP, JAIL or PROG, which the 2014 version replaced and banshare does not.
+    #[error(
+        "{old} is the 2014 version's word, which banshare passes through literally: \
+         use {tag} instead of {old}"
+    )]
+    Word2014 {
+        old: &'static str,
+        tag: &'static str,
+    },
+    /// A program found through PATH could be another one than the admin meant.
+    #[error("program {0:?} must be an absolute path, so that PATH cannot change what runs")]
+    RelativeProgram(String),
+    /// "/usr/sbin/<prog>" would let whoever reports choose what runs.
+    #[error("program {program:?} may not contain {tag}: what runs must not depend on a report")]
+    TagInProgram { program: String, tag: &'static str },
+}
+
 /// The values substituted into a template.
 pub struct Values<'a> {
     pub ip: &'a str,
@@ -26,27 +60,23 @@ pub struct Values<'a> {
 }
 
 impl Template {
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
         let args = split(text)?;
         if args.is_empty() {
-            return Err("command is empty".into());
+            return Err(TemplateError::Empty);
         }
         for arg in &args {
             check_tags(arg)?;
             check_2014_words(arg)?;
         }
         if !args[0].starts_with('/') {
-            return Err(format!(
-                "program {:?} must be an absolute path, so that PATH cannot change what runs",
-                args[0]
-            ));
+            return Err(TemplateError::RelativeProgram(args[0].clone()));
         }
-        // "/usr/sbin/<prog>" would let whoever reports choose what runs.
-        if let Some(tag) = TAGS.iter().find(|tag| args[0].contains(*tag)) {
-            return Err(format!(
-                "program {:?} may not contain {tag}: what runs must not depend on a report",
-                args[0]
-            ));
+        if let Some(&tag) = TAGS.iter().find(|tag| args[0].contains(*tag)) {
+            return Err(TemplateError::TagInProgram {
+                program: args[0].clone(),
+                tag,
+            });
         }
         Ok(Template { args })
     }
@@ -105,24 +135,19 @@ fn expand_arg(arg: &str, values: &Values) -> String {
     out
 }
 
-fn check_tags(arg: &str) -> Result<(), String> {
+fn check_tags(arg: &str) -> Result<(), TemplateError> {
     let mut rest = arg;
     while let Some(start) = rest.find('<') {
         let tail = &rest[start..];
         match tail.find('>') {
             Some(end) if !TAGS.contains(&&tail[..=end]) && is_tag_like(&tail[1..end]) => {
-                let tag = &tail[..=end];
+                let tag = tail[..=end].to_owned();
                 // <IP> and <JAIL>, as the 2014 README wrote them.
                 let lower = tag.to_ascii_lowercase();
                 if TAGS.contains(&lower.as_str()) {
-                    return Err(format!(
-                        "unknown tag {tag}: use {lower} (tags are lower case)"
-                    ));
+                    return Err(TemplateError::UpperCaseTag { tag, lower });
                 }
-                return Err(format!(
-                    "unknown tag {tag} (known tags: {})",
-                    TAGS.join(", ")
-                ));
+                return Err(TemplateError::UnknownTag(tag));
             }
             Some(end) => rest = &tail[end + 1..],
             None => break,
@@ -132,13 +157,10 @@ fn check_tags(arg: &str) -> Result<(), String> {
 }
 
 /// Refuses SRCIP, JAIL and PROG as words of an argument, with the tag to use instead.
-fn check_2014_words(arg: &str) -> Result<(), String> {
+fn check_2014_words(arg: &str) -> Result<(), TemplateError> {
     let mut words = arg.split(|c: char| !c.is_ascii_alphanumeric() && c != '_');
     match words.find_map(|word| WORDS_2014.iter().find(|(old, _)| *old == word)) {
-        Some((old, tag)) => Err(format!(
-            "{old} is the 2014 version's word, which banshare passes through literally: \
-             use {tag} instead of {old}"
-        )),
+        Some(&(old, tag)) => Err(TemplateError::Word2014 { old, tag }),
         None => Ok(()),
     }
 }
@@ -150,7 +172,7 @@ fn is_tag_like(name: &str) -> bool {
 /// Splits like a POSIX shell does for words: whitespace separates, single quotes keep
 /// everything literal, double quotes allow \" and \\, a backslash escapes one character.
 /// There is no expansion of any kind.
-pub fn split(text: &str) -> Result<Vec<String>, String> {
+pub fn split(text: &str) -> Result<Vec<String>, TemplateError> {
     let mut args = Vec::new();
     let mut current: Option<String> = None;
     let mut chars = text.chars();
@@ -163,7 +185,7 @@ pub fn split(text: &str) -> Result<Vec<String>, String> {
                     match chars.next() {
                         Some('\'') => break,
                         Some(c) => word.push(c),
-                        None => return Err("unterminated single quote".into()),
+                        None => return Err(TemplateError::UnterminatedSingleQuote),
                     }
                 }
             }
@@ -178,16 +200,16 @@ pub fn split(text: &str) -> Result<Vec<String>, String> {
                                 word.push('\\');
                                 word.push(c);
                             }
-                            None => return Err("unterminated double quote".into()),
+                            None => return Err(TemplateError::UnterminatedDoubleQuote),
                         },
                         Some(c) => word.push(c),
-                        None => return Err("unterminated double quote".into()),
+                        None => return Err(TemplateError::UnterminatedDoubleQuote),
                     }
                 }
             }
             '\\' => match chars.next() {
                 Some(c) => current.get_or_insert_with(String::new).push(c),
-                None => return Err("trailing backslash".into()),
+                None => return Err(TemplateError::TrailingBackslash),
             },
             c => current.get_or_insert_with(String::new).push(c),
         }
@@ -219,9 +241,10 @@ mod tests {
         );
         assert_eq!(split("'' x").unwrap(), ["", "x"]);
         assert_eq!(split("$HOME;ls").unwrap(), ["$HOME;ls"]);
-        assert!(split("'open").is_err());
-        assert!(split("\"open").is_err());
-        assert!(split("x\\").is_err());
+        assert_eq!(split("'open"), Err(TemplateError::UnterminatedSingleQuote));
+        assert_eq!(split("\"open"), Err(TemplateError::UnterminatedDoubleQuote));
+        assert_eq!(split("\"a\\"), Err(TemplateError::UnterminatedDoubleQuote));
+        assert_eq!(split("x\\"), Err(TemplateError::TrailingBackslash));
     }
 
     #[test]
@@ -258,10 +281,29 @@ mod tests {
 
     #[test]
     fn rejects_bad_templates() {
-        assert!(Template::parse("").is_err());
-        assert!(Template::parse("fail2ban-client set x banip <ip>").is_err());
+        assert_eq!(Template::parse(" "), Err(TemplateError::Empty));
+        assert_eq!(
+            Template::parse("fail2ban-client set x banip <ip>"),
+            Err(TemplateError::RelativeProgram("fail2ban-client".into()))
+        );
         let err = Template::parse("/bin/echo <IP>").unwrap_err();
-        assert!(err.contains("unknown tag <IP>: use <ip>"), "{err}");
+        assert_eq!(
+            err,
+            TemplateError::UpperCaseTag {
+                tag: "<IP>".into(),
+                lower: "<ip>".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "unknown tag <IP>: use <ip> (tags are lower case)"
+        );
+        let err = Template::parse("/bin/echo <ip> <host>").unwrap_err();
+        assert_eq!(err, TemplateError::UnknownTag("<host>".into()));
+        assert_eq!(
+            err.to_string(),
+            "unknown tag <host> (known tags: <ip>, <jail>, <prog>, <bantime>)"
+        );
         assert!(Template::parse("/bin/echo --ip=<ip> JAILS")
             .unwrap()
             .uses("<ip>"));
@@ -270,23 +312,37 @@ mod tests {
 
     #[test]
     fn the_2014_words_are_refused_with_the_tag_to_use() {
-        for (command, hint) in [
+        for (command, old, tag) in [
             (
                 "/usr/bin/fail2ban-client set JAIL banip <ip>",
-                "use <jail> instead of JAIL",
+                "JAIL",
+                "<jail>",
             ),
-            (
-                "/usr/sbin/psad --fw-block-ip SRCIP",
-                "use <ip> instead of SRCIP",
-            ),
-            ("/bin/echo <ip> --from=PROG", "use <prog> instead of PROG"),
+            ("/usr/sbin/psad --fw-block-ip SRCIP", "SRCIP", "<ip>"),
+            ("/bin/echo <ip> --from=PROG", "PROG", "<prog>"),
         ] {
             let err = Template::parse(command).unwrap_err();
-            assert!(err.contains(hint), "{command}: {err}");
+            assert_eq!(err, TemplateError::Word2014 { old, tag }, "{command}");
         }
+        assert_eq!(
+            Template::parse("/bin/echo JAIL").unwrap_err().to_string(),
+            "JAIL is the 2014 version's word, which banshare passes through literally: \
+             use <jail> instead of JAIL"
+        );
         Template::parse("/bin/sh -c 'test 1 < 2' <ip>").unwrap();
         let err = Template::parse("/usr/sbin/<prog> <ip>").unwrap_err();
-        assert!(err.contains("may not contain <prog>"), "{err}");
+        assert_eq!(
+            err,
+            TemplateError::TagInProgram {
+                program: "/usr/sbin/<prog>".into(),
+                tag: "<prog>"
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "program \"/usr/sbin/<prog>\" may not contain <prog>: what runs must not depend \
+             on a report"
+        );
     }
 
     #[test]

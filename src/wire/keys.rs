@@ -151,7 +151,7 @@ fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 /// Reads a key file that no other user may change: whoever could would choose which key
 /// this host trusts or uses.
 fn read(path: &Path) -> Result<String, KeyError> {
-    crate::files::check_trusted(path).map_err(KeyError::Unsafe)?;
+    crate::files::check_trusted(path).map_err(|e| KeyError::Unsafe(e.to_string()))?;
     fs::read_to_string(path).map_err(|e| KeyError::Io(path.to_owned(), e))
 }
 
@@ -208,7 +208,7 @@ pub struct AuthorizedKeys {
 /// a ban does not depend on the order the file system lists them in.
 pub fn load_authorized(dir: &Path) -> Result<AuthorizedKeys, KeyError> {
     // Whoever could add a file here could let any key in.
-    crate::files::check_trusted(dir).map_err(KeyError::Unsafe)?;
+    crate::files::check_trusted(dir).map_err(|e| KeyError::Unsafe(e.to_string()))?;
     let mut paths = fs::read_dir(dir)
         .and_then(|entries| {
             entries
@@ -288,7 +288,7 @@ pub fn generate(dir: &Path, name: &str, force: bool) -> Result<(PathBuf, PathBuf
     check_name(name)?;
     // Before anything is written: another user who can write there could swap the files,
     // and the daemons would refuse to load them anyway.
-    crate::files::check_own_dir(dir).map_err(KeyError::Unsafe)?;
+    crate::files::check_own_dir(dir).map_err(|e| KeyError::Unsafe(e.to_string()))?;
     let public_path = dir.join(format!("{name}.key"));
     let secret_path = dir.join(format!("{name}.key_secret"));
     if !force {

@@ -189,12 +189,15 @@ impl Enforcer {
         if !config.ipv6 && !ban.ip.is_ipv4() {
             return Err("this host's ban command handles IPv4 only (ipv6 = false)".into());
         }
-        config.min_prefix.check(&ban.ip)?;
+        config
+            .min_prefix
+            .check(&ban.ip)
+            .map_err(|e| e.to_string())?;
         if self.protected_at.elapsed() >= LOCAL_REFRESH {
             self.protected = protection(config);
             self.protected_at = Instant::now();
         }
-        self.protected.check(&ban.ip)
+        self.protected.check(&ban.ip).map_err(|e| e.to_string())
     }
 
     /// Records finished commands. A failed one is tried again at a catch-up

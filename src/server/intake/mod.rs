@@ -299,8 +299,13 @@ impl Intake {
         ip: &Cidr,
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
     ) -> Result<(), (&'static str, String)> {
-        config.min_prefix.check(ip).map_err(|r| ("min-prefix", r))?;
-        self.protected.check(ip).map_err(|r| ("protected", r))?;
+        config
+            .min_prefix
+            .check(ip)
+            .map_err(|r| ("min-prefix", r.to_string()))?;
+        self.protected
+            .check(ip)
+            .map_err(|r| ("protected", r.to_string()))?;
         match fleet_host(ip) {
             Some((addr, name)) => Err((
                 "fleet-host",
