@@ -14,7 +14,8 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::config::Durability;
 use crate::files;
 use crate::logging::printable;
-use crate::wire::cidr::Cidr;
+use crate::wire::cidr::{Cidr, CidrError};
+use crate::wire::error::{FieldError, MessageError};
 use crate::wire::protocol::Lift;
 
 /// The server's journal; the client keeps its own, `applied.journal`, in its state-dir.
@@ -45,7 +46,48 @@ pub trait Record: Sized {
     fn encode(&self) -> String;
     /// A record from those fields, by the same rules as the wire: a record the wire would
     /// refuse must not be loaded, or it would be sent on.
-    fn decode(fields: &[&str]) -> Result<Self, String>;
+    fn decode(fields: &[&str]) -> Result<Self, RecordError>;
+}
+
+/// Why a journal line cannot be read back: the line is skipped, said in the log, and the
+/// journal kept in a copy for the admin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("not text")]
+    NotText,
+    #[error("no checksum")]
+    NoChecksum,
+    #[error("checksum mismatch")]
+    ChecksumMismatch,
+    #[error("unknown record")]
+    Unknown,
+    /// One part of a field is not what it must be: which part, and its text, made
+    /// printable.
+    #[error("bad {what} {text:?}")]
+    BadPart { what: &'static str, text: String },
+    #[error("more than {0} named reporters")]
+    TooManyReporters(usize),
+    #[error("too many reporters")]
+    UncountedReporters,
+    #[error("bantime {0} out of range")]
+    BantimeRange(u64),
+    /// A field the wire would refuse too, with the wire's reason.
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    #[error(transparent)]
+    Network(#[from] CidrError),
+}
+
+impl RecordError {
+    /// A bad `what`, whose text is written as it can be logged.
+    pub fn bad(what: &'static str, text: &str) -> RecordError {
+        RecordError::BadPart {
+            what,
+            text: printable(text),
+        }
+    }
 }
 
 /// What loading found, for the log.
@@ -278,17 +320,17 @@ enum Line<R> {
     Lift(Lift),
 }
 
-fn parse<R: Record>(text: &str) -> Result<Line<R>, String> {
-    let (crc, body) = text.split_once(' ').ok_or("no checksum")?;
+fn parse<R: Record>(text: &str) -> Result<Line<R>, RecordError> {
+    let (crc, body) = text.split_once(' ').ok_or(RecordError::NoChecksum)?;
     if u32::from_str_radix(crc, 16).ok() != Some(crc32(body.as_bytes())) {
-        return Err("checksum mismatch".into());
+        return Err(RecordError::ChecksumMismatch);
     }
     let fields: Vec<&str> = body.split(' ').collect();
     match fields[..] {
         ["del", ip] => Ok(Line::Del(ip.parse()?)),
         ["unban", ..] => Ok(Line::Lift(Lift::parse(&fields)?)),
         ["ban", ref record @ ..] => Ok(Line::Ban(R::decode(record)?)),
-        _ => Err("unknown record".into()),
+        _ => Err(RecordError::Unknown),
     }
 }
 
@@ -303,7 +345,7 @@ fn read<R: Record>(file: File) -> io::Result<Recovery<R>> {
         let line = line?;
         recovery.lines += 1;
         let parsed = std::str::from_utf8(&line)
-            .map_err(|_| "not text".to_string())
+            .map_err(|_| RecordError::NotText)
             .and_then(parse::<R>);
         match parsed {
             Ok(Line::Ban(record)) => {
@@ -382,13 +424,13 @@ mod tests {
         fn encode(&self) -> String {
             format!("{} {}", self.ip, self.until)
         }
-        fn decode(fields: &[&str]) -> Result<Note, String> {
+        fn decode(fields: &[&str]) -> Result<Note, RecordError> {
             let [ip, until] = fields else {
-                return Err("not a note".into());
+                return Err(RecordError::Unknown);
             };
             Ok(Note {
                 ip: ip.parse()?,
-                until: until.parse().map_err(|_| "bad time")?,
+                until: crate::wire::protocol::number("until", until)?,
             })
         }
     }
@@ -407,6 +449,21 @@ mod tests {
     fn sorted(mut notes: Vec<Note>) -> Vec<Note> {
         notes.sort();
         notes
+    }
+
+    #[test]
+    fn a_line_that_cannot_be_read_back_says_why_by_kind_and_in_the_same_words() {
+        let no_crc = parse::<Note>("ban 203.0.113.7 0");
+        assert_eq!(no_crc.err(), Some(RecordError::ChecksumMismatch));
+        assert_eq!(parse::<Note>("x").err(), Some(RecordError::NoChecksum));
+        let unknown = parse::<Note>(checksummed("nab 203.0.113.7".into()).trim_end());
+        assert_eq!(unknown.err(), Some(RecordError::Unknown));
+        let bad = RecordError::bad("reporter", "web1/10");
+        assert_eq!(bad.to_string(), r#"bad reporter "web1/10""#);
+        assert_eq!(
+            RecordError::TooManyReporters(16).to_string(),
+            "more than 16 named reporters"
+        );
     }
 
     #[test]

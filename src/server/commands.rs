@@ -27,7 +27,7 @@ impl Server {
                         reply: Ok(to_json(&summary)),
                         log: Some(imported(&origin, &summary)),
                     },
-                    Err(reason) => quiet(Err(reason)),
+                    Err(refused) => quiet(Err(refused.to_string())),
                 }
             }
             Ok(Command::Bans) => quiet(Ok(to_json(&core.bans(unix_now())))),

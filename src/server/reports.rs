@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::clock::unix_now;
 use crate::exit::Failure;
 use crate::server::changes::Changes;
-use crate::server::core::Peer;
+use crate::server::core::{GroupError, Peer};
 use crate::server::metrics::ServerMetrics;
 use crate::server::table::Page;
 use crate::server::zap::Authorizer;
@@ -23,6 +23,17 @@ const BATCH: usize = 256;
 /// Frames before a request on the report socket: the peer's routing id, and the empty
 /// delimiter that REQ sockets add.
 const ENVELOPE: usize = 2;
+
+/// Why a snapshot page is refused.
+#[derive(Debug, thiserror::Error)]
+enum NoPage {
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    #[error("{0} asked for more snapshot pages than its allowance")]
+    Allowance(String),
+    #[error("catching up with its peers; ask again in a few seconds")]
+    CatchingUp,
+}
 
 /// A reply's frames.
 type Reply = Vec<Vec<u8>>;
@@ -92,7 +103,7 @@ impl Server {
         let (verdict, legacy) = match decode_request(request) {
             Ok(Request::Snapshot { after, group }) => match self.snapshot(&peer, group.as_ref()) {
                 Ok(g) => return Some(reply(envelope, self.page(g, after, &peer))),
-                Err(reason) => (Verdict::Refused(reason), false),
+                Err(refused) => (Verdict::Refused(refused.to_string()), false),
             },
             Ok(Request::Report(report)) => (core.report(&report, &peer, changes), false),
             Ok(Request::Forward { line, group }) => {
@@ -115,23 +126,19 @@ impl Server {
         Some(reply(envelope, encoded))
     }
 
-    /// Whether `peer` may have a snapshot page of `group` now, and of which ledger; the
-    /// error is the reason to refuse it.
-    fn snapshot(&mut self, peer: &Peer, group: Option<&Group>) -> Result<usize, String> {
+    /// Whether `peer` may have a snapshot page of `group` now, and of which ledger.
+    fn snapshot(&mut self, peer: &Peer, group: Option<&Group>) -> Result<usize, NoPage> {
         let g = self.core.ledger_named(group)?;
         if !self.core.allow_snapshot(&peer.name, group) {
-            let reason = format!(
-                "{} asked for more snapshot pages than its allowance",
-                peer.name
-            );
-            let line = format!("refused a snapshot page to {peer}: {reason}");
+            let refused = NoPage::Allowance(peer.name.clone());
+            let line = format!("refused a snapshot page to {peer}: {refused}");
             self.core.warn_limited(&peer.name, &line);
-            return Err(reason);
+            return Err(refused);
         }
         if !self.peers.settled() && !self.peers.is_peer(&peer.key) {
             // Peers are answered at once, or two servers starting together would each
             // wait for the other.
-            return Err("catching up with its peers; ask again in a few seconds".into());
+            return Err(NoPage::CatchingUp);
         }
         Ok(g)
     }

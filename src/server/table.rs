@@ -9,8 +9,7 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use crate::config::MAX_RECIDIVE_WINDOW;
-use crate::logging::printable;
-use crate::store::Record;
+use crate::store::{Record, RecordError};
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{
     ban_fields, number, parse_ban, Ban, Lift, Name, Report, MAX_LIFTS_WITHOUT_BAN,
@@ -71,7 +70,7 @@ impl Record for Entry {
         line
     }
 
-    fn decode(fields: &[&str]) -> Result<Entry, String> {
+    fn decode(fields: &[&str]) -> Result<Entry, RecordError> {
         let mut history = History::default();
         let (ban, published, reporters) = match fields {
             [ban @ .., published, reporters] if ban.len() == 6 => {
@@ -92,7 +91,7 @@ impl Record for Entry {
                 };
                 (ban, published, Reporters::new([reporter], 0))
             }
-            _ => return Err("unknown record".into()),
+            _ => return Err(RecordError::Unknown),
         };
         let ban = Ban {
             reported: number("published", published)?,
@@ -156,11 +155,11 @@ impl History {
         parts.join(",")
     }
 
-    fn parse(field: &str) -> Result<History, String> {
+    fn parse(field: &str) -> Result<History, RecordError> {
         let mut history = History::default();
         for part in field.split(',') {
             let Some((name, at)) = part.split_once('/') else {
-                return Err(format!("bad ban in history {:?}", printable(part)));
+                return Err(RecordError::bad("ban in history", part));
             };
             history.add(&Name::parse("history", name)?, number("history", at)?);
         }
@@ -183,7 +182,7 @@ fn reporters_field(reporters: &Reporters) -> String {
     }
 }
 
-fn parse_reporters(field: &str) -> Result<Reporters, String> {
+fn parse_reporters(field: &str) -> Result<Reporters, RecordError> {
     if field == "-" {
         return Ok(Reporters::default());
     }
@@ -193,11 +192,11 @@ fn parse_reporters(field: &str) -> Result<Reporters, String> {
         if let Some(count) = part.strip_prefix('+') {
             more = number("reporters", count)?
                 .try_into()
-                .map_err(|_| "too many reporters")?;
+                .map_err(|_| RecordError::UncountedReporters)?;
             continue;
         }
         let [name, first, last] = part.split('/').collect::<Vec<_>>()[..] else {
-            return Err(format!("bad reporter {:?}", printable(part)));
+            return Err(RecordError::bad("reporter", part));
         };
         named.push(Reporter {
             name: Name::parse("reporter", name)?,
@@ -206,7 +205,7 @@ fn parse_reporters(field: &str) -> Result<Reporters, String> {
         });
     }
     if named.len() > MAX_REPORTERS {
-        return Err(format!("more than {MAX_REPORTERS} named reporters"));
+        return Err(RecordError::TooManyReporters(MAX_REPORTERS));
     }
     Ok(Reporters::new(named, more))
 }

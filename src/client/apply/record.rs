@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::apply::runner::Applied;
 use crate::config::Durability;
-use crate::store::{Record, Recovery, Store, StoreError};
+use crate::store::{Record, RecordError, Recovery, Store, StoreError};
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{ban_fields, parse_ban, Ban, Lift, MAX_LIFTS_WITHOUT_BAN};
 
@@ -309,7 +309,7 @@ impl Record for Ban {
         ban_fields(self).join(" ")
     }
 
-    fn decode(fields: &[&str]) -> Result<Ban, String> {
+    fn decode(fields: &[&str]) -> Result<Ban, RecordError> {
         match fields {
             // Written by earlier versions, with the server's two further fields, empty; or
             // without the report time (six fields), which `parse_ban` works out.

@@ -12,11 +12,22 @@ use crate::server::policy::confirm::PendingSet;
 use crate::store::Record;
 use crate::wire::cidr::Cidr;
 use crate::wire::control::ImportSummary;
+use crate::wire::error::FieldError;
 use crate::wire::protocol::{bantime_text, Name, Report, Verdict};
 use crate::wire::topic::Group;
 
 /// The refusals an import's answer names, beyond which it only counts them.
 const EXAMPLES: usize = 10;
+
+/// Why an import was refused whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Origin(FieldError),
+    /// The import's bans must never pass for a host's word.
+    #[error("{0} is the name of a host's key")]
+    KeyName(Name),
+}
 
 impl Core {
     /// A report from `peer`: decided, logged, and what it changed added to `changes`.
@@ -81,10 +92,10 @@ impl Core {
         };
         let g = match self.ledger_named(group) {
             Ok(g) => g,
-            Err(reason) => {
-                let line = format!("refused a forwarded report from {peer}: {reason}");
+            Err(refused) => {
+                let line = format!("refused a forwarded report from {peer}: {refused}");
                 self.warn_limited(&peer.name, &line);
-                return Verdict::Refused(reason);
+                return Verdict::Refused(refused.to_string());
             }
         };
         let said = Said {
@@ -153,11 +164,11 @@ impl Core {
         origin: &str,
         reports: &[Report],
         changes: &mut Changes,
-    ) -> Result<ImportSummary, String> {
+    ) -> Result<ImportSummary, ImportError> {
         let origin = match Name::parse("origin", origin) {
             Ok(name) if self.auth.key_named(name.as_str()).is_none() => name,
-            Ok(name) => return Err(format!("{name} is the name of a host's key")),
-            Err(reason) => return Err(reason.to_string()),
+            Ok(name) => return Err(ImportError::KeyName(name)),
+            Err(bad) => return Err(ImportError::Origin(bad)),
         };
         let mut summary = ImportSummary::default();
         for report in reports {

@@ -37,6 +37,25 @@ pub struct Core {
     log_limit: LogLimit,
 }
 
+/// Why a request, or what a peer published, names no group of this server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("this server has no groups, and so no group {0}")]
+    NoGroups(Group),
+    #[error("this server has no group {0}")]
+    NoSuchGroup(Group),
+    #[error(
+        "ignored what it published in group {0}, which this server does not have; give \
+         every server the same [[groups]]"
+    )]
+    PublishedIn(Group),
+    #[error(
+        "ignored what it published without groups, while this server has groups; give \
+         every server the same [[groups]]"
+    )]
+    PublishedUngrouped,
+}
+
 /// Who sent a request, as the log names it: key name, key fingerprint and address.
 pub struct Peer {
     pub name: String,
@@ -147,19 +166,16 @@ impl Core {
         }
     }
 
-    /// The ledger of the group a request names; none names the default group. The error
-    /// is the reason to refuse it.
-    pub fn ledger_named(&self, group: Option<&Group>) -> Result<usize, String> {
+    /// The ledger of the group a request names; none names the default group.
+    pub fn ledger_named(&self, group: Option<&Group>) -> Result<usize, GroupError> {
         let Some(group) = group else {
             return Ok(0);
         };
         if self.ledgers[0].topic.group.is_none() {
-            return Err(format!(
-                "this server has no groups, and so no group {group}"
-            ));
+            return Err(GroupError::NoGroups(group.clone()));
         }
         let found = self.ledgers.iter().position(|l| &l.group.name == group);
-        found.ok_or_else(|| format!("this server has no group {group}"))
+        found.ok_or_else(|| GroupError::NoSuchGroup(group.clone()))
     }
 
     /// Whether `name` may have another snapshot page of the group it asks for: each group
@@ -176,19 +192,14 @@ impl Core {
     /// The ledger that takes what a peer published under `topic`: that of the same group.
     /// Every server of a fleet needs the same groups; a group this one lacks is refused,
     /// never merged into another, whose hosts were not meant to have it.
-    pub fn ledger_of(&self, topic: &Topic) -> Result<usize, String> {
+    pub fn ledger_of(&self, topic: &Topic) -> Result<usize, GroupError> {
         let found = self
             .ledgers
             .iter()
             .position(|l| l.topic.group == topic.group);
         found.ok_or_else(|| match &topic.group {
-            Some(group) => format!(
-                "ignored what it published in group {group}, which this server does not have; \
-                 give every server the same [[groups]]"
-            ),
-            None => "ignored what it published without groups, while this server has groups; \
-                     give every server the same [[groups]]"
-                .into(),
+            Some(group) => GroupError::PublishedIn(group.clone()),
+            None => GroupError::PublishedUngrouped,
         })
     }
 

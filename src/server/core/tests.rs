@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::decide::ImportError;
 use super::*;
 use crate::clock::unix_now;
 use crate::server::changes::{Change, Committed};
@@ -249,7 +250,8 @@ fn an_import_bans_in_its_origins_name_which_no_hosts_key_may_have() {
     let mut core = core("protected = [\"198.51.100.0/24\"]");
     let list = [report("203.0.113.7"), report("198.51.100.5")];
     let (refused, written, _) = event(&mut core, |c, ch| c.import("web1", &list, ch));
-    assert_eq!(refused.unwrap_err(), "web1 is the name of a host's key");
+    let web1 = Name::parse("origin", "web1").unwrap();
+    assert_eq!(refused.unwrap_err(), ImportError::KeyName(web1));
     assert!(written.is_empty());
     let (summary, written, committed) = event(&mut core, |c, ch| c.import("spamhaus", &list, ch));
     let summary = summary.unwrap();
@@ -471,8 +473,7 @@ fn a_report_goes_to_the_group_its_rules_name_and_an_unknown_group_is_refused() {
     let web = Group::parse("web").unwrap();
     assert_eq!(core.ledger_named(Some(&web)), Ok(1));
     let mail = Group::parse("mail").unwrap();
-    assert_eq!(
-        core.ledger_named(Some(&mail)).unwrap_err(),
-        "this server has no group mail"
-    );
+    let refused = core.ledger_named(Some(&mail)).unwrap_err();
+    assert_eq!(refused, GroupError::NoSuchGroup(mail));
+    assert_eq!(refused.to_string(), "this server has no group mail");
 }

@@ -10,6 +10,7 @@ use crate::server::intake::{Book, Decision, Intake, Policy};
 use crate::server::policy::confirm::{PendingSet, Waiting, MAX_FORWARDED};
 use crate::server::table::Entry;
 use crate::wire::cidr::Cidr;
+use crate::wire::error::FieldError;
 use crate::wire::keys::PublicKey;
 use crate::wire::protocol::{Name, Report, MAX_AHEAD};
 
@@ -39,6 +40,24 @@ pub struct Forwarded<'a> {
     /// names must exist here.
     pub name_for: &'a dyn Fn(&PublicKey) -> Option<String>,
     pub key_named: &'a dyn Fn(&str) -> Option<PublicKey>,
+}
+
+/// Why a forwarded report is refused: what a peer may not say.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardRefused {
+    #[error("a forwarded report holds one report")]
+    NotOne,
+    #[error(transparent)]
+    Peer(#[from] FieldError),
+    #[error("peer {0} has {MAX_FORWARDED} forwarded reports waiting here already")]
+    TooMany(Name),
+    #[error("no key named {0} is authorized here")]
+    NoKeyNamed(Name),
+    /// The key's fingerprint.
+    #[error("key {0} is not authorized here")]
+    KeyUnknown(String),
+    #[error("it is dated {0} s ahead of this server's clock")]
+    Ahead(u64),
 }
 
 impl Intake {
@@ -238,9 +257,9 @@ impl Intake {
         let waiting = match self.check_forwarded(config, book, &forwarded, now) {
             Ok(Some(waiting)) => waiting,
             Ok(None) => return Decision::Duplicate(None, Policy::default()),
-            Err(reason) => {
+            Err(refused) => {
                 self.refused("forward");
-                return Decision::Refused(reason);
+                return Decision::Refused(refused.to_string());
             }
         };
         if let Err((kind, reason)) = self.network_refusal(config, book, &ip, fleet_host) {
@@ -264,15 +283,13 @@ impl Intake {
         book: &Book,
         forwarded: &Forwarded<'_>,
         now: u64,
-    ) -> Result<Option<Waiting>, String> {
+    ) -> Result<Option<Waiting>, ForwardRefused> {
         let [waiting] = &forwarded.set.reports[..] else {
-            return Err("a forwarded report holds one report".into());
+            return Err(ForwardRefused::NotOne);
         };
         let via = Name::parse("peer", forwarded.via)?;
         if book.pending.forwarded_by(&via) >= MAX_FORWARDED {
-            return Err(format!(
-                "peer {via} has {MAX_FORWARDED} forwarded reports waiting here already"
-            ));
+            return Err(ForwardRefused::TooMany(via));
         }
         // The key decides, and the name is this server's: a key filed under two names
         // on two servers must count once. A report of a version before keys were sent
@@ -280,15 +297,12 @@ impl Intake {
         let key = match waiting.key {
             Some(key) => key,
             None => (forwarded.key_named)(waiting.name.as_str())
-                .ok_or_else(|| format!("no key named {} is authorized here", waiting.name))?,
+                .ok_or_else(|| ForwardRefused::NoKeyNamed(waiting.name.clone()))?,
         };
         let name = (forwarded.name_for)(&key)
-            .ok_or_else(|| format!("key {} is not authorized here", key.fingerprint()))?;
+            .ok_or_else(|| ForwardRefused::KeyUnknown(key.fingerprint()))?;
         if waiting.at > now.saturating_add(MAX_AHEAD) {
-            return Err(format!(
-                "it is dated {} s ahead of this server's clock",
-                waiting.at - now
-            ));
+            return Err(ForwardRefused::Ahead(waiting.at - now));
         }
         // No longer than this server lets a report wait, from when it was made.
         let until = waiting

@@ -15,8 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use crate::logging::printable;
-use crate::store::Record;
+use crate::store::{Record, RecordError};
 use crate::wire::cidr::Cidr;
 use crate::wire::keys::PublicKey;
 use crate::wire::protocol::{number, Bantime, Name, MAX_BANTIME};
@@ -155,9 +154,9 @@ impl Record for PendingSet {
         format!("{} {}", self.ip, reports.join(","))
     }
 
-    fn decode(fields: &[&str]) -> Result<PendingSet, String> {
+    fn decode(fields: &[&str]) -> Result<PendingSet, RecordError> {
         let [ip, reports] = fields else {
-            return Err("unknown record".into());
+            return Err(RecordError::Unknown);
         };
         let reports = reports
             .split(',')
@@ -170,27 +169,27 @@ impl Record for PendingSet {
     }
 }
 
-fn parse_waiting(text: &str) -> Result<Waiting, String> {
+fn parse_waiting(text: &str) -> Result<Waiting, RecordError> {
     let fields: Vec<&str> = text.split('/').collect();
     let (&[name, at, until, prog, jail, bantime, kind], rest) =
         fields.split_at(fields.len().min(7))
     else {
-        return Err(format!("bad waiting report {:?}", printable(text)));
+        return Err(RecordError::bad("waiting report", text));
     };
     let (key, via) = match rest {
         [] => (None, None),
         [key] => (Some(key), None),
         [key, via] => (Some(key), Some(Name::parse("via", via)?)),
-        _ => return Err(format!("bad waiting report {:?}", printable(text))),
+        _ => return Err(RecordError::bad("waiting report", text)),
     };
     let key = key
-        .map(|k| PublicKey::from_hex(k).ok_or_else(|| format!("bad key {:?}", printable(k))))
+        .map(|k| PublicKey::from_hex(k).ok_or_else(|| RecordError::bad("key", k)))
         .transpose()?;
     let bantime = match bantime {
         "-1" => None,
         b => match number("bantime", b)? {
             n @ 1..=MAX_BANTIME => Some(n),
-            n => return Err(format!("bantime {n} out of range")),
+            n => return Err(RecordError::BantimeRange(n)),
         },
     };
     let (forwarded, held) = match kind {
@@ -198,7 +197,7 @@ fn parse_waiting(text: &str) -> Result<Waiting, String> {
         "held" => (false, true),
         "forwarded" => (true, false),
         "forwarded-held" => (true, true),
-        other => return Err(format!("bad kind {:?}", printable(other))),
+        other => return Err(RecordError::bad("kind", other)),
     };
     Ok(Waiting {
         name: Name::parse("reporter", name)?,
