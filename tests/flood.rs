@@ -220,9 +220,23 @@ fn send_frames(fleet: &Fleet, name: &str, frames: usize, size: usize) {
 }
 
 /// Waits until the server's RSS has settled (it gives freed pages back) and returns it.
+/// The server's resident memory once it holds steady (within 1 MB for a second), or after
+/// 15 s: a busy machine may take a while to read, refuse and free what was sent.
 fn settled_rss(pid: i32) -> f64 {
-    std::thread::sleep(Duration::from_millis(500));
-    rss_mb(pid)
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut readings = vec![rss_mb(pid)];
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        readings.push(rss_mb(pid));
+        let last = &readings[readings.len().saturating_sub(6)..];
+        let (low, high) = last
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)));
+        if last.len() == 6 && high - low < 1.0 {
+            break;
+        }
+    }
+    *readings.last().unwrap()
 }
 
 #[test]

@@ -176,7 +176,7 @@ impl Courier {
 
 /// A spooled file that does not read back as a report: set aside, not deleted, as the
 /// admin may still want what is in it.
-fn set_aside(path: &std::path::Path, why: &str, next_check: &mut Instant) {
+fn set_aside(path: &std::path::Path, why: &spool::SetAside, next_check: &mut Instant) {
     let aside = path.with_extension("bad");
     log::error!(
         "cannot read spooled report {} ({why}); moving it to {}",

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::files;
+use crate::wire::error::FieldError;
 use crate::wire::protocol::{Report, VERSION};
 
 const SUFFIX: &str = ".report";
@@ -104,14 +105,28 @@ fn encode(report: &Report) -> String {
 /// The largest spool file read: a real one is under 300 bytes.
 const MAX_FILE: u64 = 4096;
 
+/// Why a spool file was set aside rather than sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SetAside {
+    #[error(transparent)]
+    Unreadable(#[from] io::Error),
+    #[error("not text")]
+    NotText,
+    #[error("not a spooled banshare report")]
+    NotAReport,
+    /// A field the wire would refuse, with the wire's reason.
+    #[error(transparent)]
+    Field(#[from] FieldError),
+}
+
 /// Reads a spooled report back, checking every field again.
-pub fn read(path: &Path) -> Result<Report, String> {
-    let data = files::read_regular(path, MAX_FILE).map_err(|e| e.to_string())?;
-    let text = String::from_utf8(data).map_err(|_| "not text".to_string())?;
+pub fn read(path: &Path) -> Result<Report, SetAside> {
+    let data = files::read_regular(path, MAX_FILE)?;
+    let text = String::from_utf8(data).map_err(|_| SetAside::NotText)?;
     let fields: Vec<&str> = text.split('\n').collect();
     match fields[..] {
         [VERSION, prog, jail, ip, bantime, ""] => Ok(Report::parse(prog, jail, ip, bantime)?),
-        _ => Err("not a spooled banshare report".into()),
+        _ => Err(SetAside::NotAReport),
     }
 }
 

@@ -90,27 +90,6 @@ impl From<CidrError> for MessageError {
     }
 }
 
-/// Lets callers that still carry errors as text use `?` until they get typed errors too.
-impl From<FieldError> for String {
-    fn from(error: FieldError) -> String {
-        error.to_string()
-    }
-}
-
-/// As for `FieldError`.
-impl From<MessageError> for String {
-    fn from(error: MessageError) -> String {
-        error.to_string()
-    }
-}
-
-/// As for `FieldError`.
-impl From<CidrError> for String {
-    fn from(error: CidrError) -> String {
-        error.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
