@@ -4,8 +4,7 @@
 //! kept from the sender are made printable first (`logging::printable`).
 
 use crate::wire::cidr::CidrError;
-use crate::wire::protocol::{MAX_BANTIME, MAX_NAME, VERSION};
-use crate::wire::topic::MAX_GROUP;
+use crate::wire::limits::{MAX_BANTIME, MAX_GROUP, MAX_NAME, VERSION};
 
 /// A field that breaks the rules of docs/protocol.md section 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,5 +10,6 @@ pub mod error;
 pub mod follow;
 pub mod handoff;
 pub mod keys;
+pub mod limits;
 pub mod protocol;
 pub mod topic;

@@ -9,14 +9,13 @@ use crate::wire::cidr::Cidr;
 use crate::wire::error::{FieldError, MessageError};
 use crate::wire::topic::{Group, Topic};
 
-pub use crate::wire::topic::VERSION;
+pub use crate::wire::limits::{MAX_BANTIME, MAX_NAME, VERSION};
+
 /// Largest frame any banshare socket accepts (`ZMQ_MAXMSGSIZE`, which counts the frame after
 /// CURVE adds its 33 bytes); real frames are under 300 bytes.
 pub const MAX_FRAME: i64 = 4096;
 /// The most frames in any request: a REPORT has 6.
 pub const MAX_REQUEST_FRAMES: usize = 6;
-/// Longest prog, jail or key name.
-pub const MAX_NAME: usize = 64;
 
 /// A prog, jail or host name: 1 to 64 characters from `[A-Za-z0-9._@:-]`, not starting
 /// with `-`, so that no name can pass for an option (`-rf`, `--help`) in a ban command's
@@ -68,9 +67,6 @@ pub enum Bantime {
     Permanent,
     Seconds(u64),
 }
-
-/// Ten years: longer bantimes are surely a mistake, and bigger numbers risk overflow.
-pub const MAX_BANTIME: u64 = 10 * 366 * 86400;
 
 impl Bantime {
     pub fn parse(text: &str) -> Result<Bantime, FieldError> {

@@ -11,12 +11,7 @@ use std::sync::Arc;
 use crate::logging::printable;
 use crate::wire::error::{FieldError, MessageError};
 
-/// First frame of every current message, and the start of every topic; a new incompatible
-/// format gets a new tag.
-pub const VERSION: &str = "BANSHARE1";
-
-/// Longest group name.
-pub const MAX_GROUP: usize = 32;
+pub use crate::wire::limits::{MAX_GROUP, VERSION};
 /// The group of whatever no `[[groups]]` rule matches.
 pub const DEFAULT_GROUP: &str = "default";
 const DRY_RUN: &str = "dry-run";
