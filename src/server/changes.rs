@@ -94,6 +94,11 @@ impl Committed {
         &self.announced
     }
 
+    /// What subscribers must hear, taken for publishing.
+    pub fn into_announced(self) -> Vec<(usize, Change)> {
+        self.announced
+    }
+
     /// Reports to forward to every peer, by group.
     pub fn forwarded(&self) -> &[(usize, Vec<String>)] {
         &self.forwarded

@@ -191,7 +191,7 @@ impl Server {
             let group = self.core.ledgers[*g].topic.group.as_ref();
             self.peers.forward(lines, group);
         }
-        Ok(self.publisher.publish(&committed))
+        Ok(self.publisher.publish(committed))
     }
 
     fn serve(&mut self, signals: &Signals) -> Result<(), Failure> {

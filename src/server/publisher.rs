@@ -94,15 +94,15 @@ impl Publisher {
     /// Publishes what was committed, each in its group with its next sequence number, soon
     /// followed by a heartbeat; returns the last number. Only a `Committed` can be
     /// published: nothing reaches a host before it is durable here.
-    pub fn publish(&mut self, committed: &Committed) -> Option<u64> {
-        let announced = committed.announced();
+    pub fn publish(&mut self, committed: Committed) -> Option<u64> {
+        let announced = committed.into_announced();
         if !announced.is_empty() {
             self.heartbeat_soon();
         }
         let mut last = None;
         for (g, change) in announced {
-            let (epoch, seq) = self.next(*g);
-            let message = match change.clone() {
+            let (epoch, seq) = self.next(g);
+            let message = match change {
                 Change::Ban(ban) => Publish::Ban { epoch, seq, ban },
                 Change::Unban(ban, lifted) => Publish::Unban {
                     epoch,
@@ -111,7 +111,7 @@ impl Publisher {
                     lifted: Some(lifted),
                 },
             };
-            self.send(*g, &message);
+            self.send(g, &message);
             last = Some(seq);
         }
         last
