@@ -2,7 +2,7 @@
 //! the others carry on, the table has a ceiling, refusals cannot flood the log, and every
 //! accepted ban is logged once with where it came from.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! legacy message with 1,000 semicolons. The server and every client stay up, every
 //! legitimate ban is applied within normal time, and nothing harmful is applied or run.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

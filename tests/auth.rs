@@ -1,6 +1,6 @@
 //! Only hosts whose keys the server knows can report or listen; everyone else gets nothing.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::time::{Duration, Instant};

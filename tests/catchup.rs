@@ -1,7 +1,7 @@
 //! Nothing lost: every acknowledged ban is applied exactly once on every host, across client
 //! and server restarts, a frozen server, and bans that expired meanwhile.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The command-line contract: exit codes, one-line errors, key files, config checks.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,6 @@
 //! Fleet unban, and what the server says about itself: `banshare unban`, `bans`, `status`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,6 @@
 //! The daemons as systemd sees them: notifications on NOTIFY_SOCKET, SIGHUP, SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};

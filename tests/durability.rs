@@ -1,6 +1,6 @@
 //! The server's ban table survives kill -9 and damage to its journal.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

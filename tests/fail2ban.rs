@@ -3,7 +3,7 @@
 //! and nothing loops. Each fail2ban-server runs in a network namespace of the test's own, so
 //! its nftables actions never touch the host. Needs root, as the test command runs.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! responsive, its CPU and memory stay bounded, and its log says what happened in a few
 //! lines. Each test prints its figures.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{ErrorKind, Read};

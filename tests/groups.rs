@@ -2,7 +2,7 @@
 //! hosts that receive it, live and by catch-up, across several servers too, and a dry-run
 //! group changes nothing.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! three servers and three hosts on one LAN, each in a namespace of its own, every host
 //! reporting 20 times a second to whichever server answers and following all three.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::fs;

@@ -3,7 +3,7 @@
 //! code, the spool, and the key the server sees; only root and the client's user may use
 //! the socket; and nothing a local peer sends stalls the reports of others.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{Read, Write};

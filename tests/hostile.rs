@@ -1,7 +1,7 @@
 //! Injection attempts and malformed messages: rejected with a reason, nothing executed,
 //! nothing published, and the server keeps serving.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! nothing, and the daemons refuse directories, configs and keys that another user could
 //! change, saying which chmod fixes it.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};

@@ -1,6 +1,6 @@
 //! The man pages and shell completions of the four programs are generated from their clap
 //! definitions and kept in `man/` and `completions/`. This test fails when they are
-//! out of date; regenerate them with `BANSHARE_UPDATE_MAN=1 cargo test --test manpages`.
+//! out of date; regenerate them with `BANSHARE_UPDATE_MAN=1 cargo test --test integration manpages::`.
 //! And the other metadata that nothing else would check: `rust-version`.
 
 use std::path::Path;
@@ -28,7 +28,7 @@ fn check(path: &Path, page: &[u8]) {
     let shipped = std::fs::read(path).unwrap_or_default();
     assert!(
         shipped == page,
-        "{} is out of date: run BANSHARE_UPDATE_MAN=1 cargo test --test manpages",
+        "{} is out of date: run BANSHARE_UPDATE_MAN=1 cargo test --test integration manpages::",
         path.display()
     );
 }

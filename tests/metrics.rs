@@ -2,7 +2,7 @@
 //! checks both endpoints and the shipped alerting rules, and a real Prometheus scrapes a
 //! small fleet and sees the ban counter move after a report.
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};

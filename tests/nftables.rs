@@ -1,7 +1,7 @@
 //! The nftables backend with real nftables, inside a network namespace of the test's own so
 //! that the host's firewall is never touched. Needs root, as the test command runs.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Several servers that share one ban table (docs/ha.md): each server has its own key,
 //! journal and hosts, and follows the others' publish sockets. Real binaries on loopback.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The main job end to end: a report from one host is applied by every client.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! of the log backend, and what a reload that protects a network does to what is already
 //! banned.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

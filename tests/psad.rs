@@ -1,7 +1,7 @@
 //! psad as a detector and as a ban command, with real psad in a network namespace of the
 //! test's own. Needs root, as the test command runs.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! ban without losing the rest, and stay within its memory. And a peer server that lies:
 //! the real banshare-server holds it to the same rules, and to what a peer may forward.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::time::Duration;

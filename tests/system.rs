@@ -5,14 +5,16 @@
 //! with its scriptlets. Needs root and the packages that the test command builds first
 //! (`scripts/package`).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::container::{assert_cut_off, image, package, Container, Overlay, BOOKWORM_JAIL_LOCAL};
+use common::container::{
+    assert_cut_off, image, one_fleet_at_a_time, package, Container, Overlay, BOOKWORM_JAIL_LOCAL,
+};
 use common::*;
 
 const NAMES: [&str; 3] = ["srv", "web", "db"];
@@ -155,6 +157,7 @@ fn attack(host: &Container, ip: &str) {
 
 #[test]
 fn the_deb_installs_runs_under_systemd_shares_bans_revokes_and_purges() {
+    let _turn = one_fleet_at_a_time();
     let deb = package("debian", "_amd64.deb");
     let image = image();
     let lab = Lab::new("sy", &NAMES);

@@ -1,7 +1,7 @@
 //! The systemd units: they pass `systemd-analyze verify` without a single warning, and their
 //! sandboxing scores within the limits (server ≤ 2.0, client ≤ 4.5, lower is safer).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

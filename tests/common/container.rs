@@ -32,6 +32,15 @@ fn cache_dir() -> PathBuf {
     dir
 }
 
+/// Tests that boot containers take turns: two fleets of booted containers at once on two
+/// cores would time each other out. (`one_at_a_time` is for the floods, which may run beside
+/// a fleet.)
+pub fn one_fleet_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The overlay `lowerdir=` value of the image, built first if it is not cached. Tests that
 /// run at once wait for one build, under a lock.
 pub fn image() -> String {

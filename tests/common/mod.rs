@@ -12,7 +12,7 @@ mod netns;
 mod raw;
 pub mod servers;
 
-// Not every test binary uses every part.
+// Not every test uses every part.
 #[allow(unused_imports)]
 pub use {fleet::*, netns::*, raw::*};
 
@@ -50,7 +50,7 @@ pub fn peak_mb(pid: i32) -> f64 {
 }
 
 /// For tests that measure time, CPU or memory while they flood: they take turns within
-/// their test binary, since two floods at once on two cores would measure each other.
+/// the test binary, since two floods at once on two cores would measure each other.
 pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     TURN.lock()
