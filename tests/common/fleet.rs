@@ -391,7 +391,7 @@ impl Fleet {
         self.wait_logged(
             i,
             &format!("{} to apply {line:?}", self.hosts[i].name),
-            Duration::from_secs(5),
+            Duration::from_secs(30),
             || {
                 let n = self.applied(i).iter().filter(|l| *l == line).count();
                 (n > 0).then_some(n)
