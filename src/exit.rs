@@ -49,3 +49,17 @@ impl From<Exit> for std::process::ExitCode {
         std::process::ExitCode::from(exit as u8)
     }
 }
+
+/// Makes a panic in any thread end the whole process with SIGABRT, after the usual message.
+/// Every program calls this first: a daemon must fail closed (see src/daemon/worker.rs), and
+/// systemd restarts it. A hook rather than `panic = "abort"` in Cargo.toml, because cargo
+/// builds tests and benchmarks with unwinding whatever the profile says: with the profile
+/// setting, every dependency was compiled twice in each build, once for the programs and once
+/// for the test harness. The hook runs before any unwinding, so nothing can catch the panic.
+pub fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
+}

@@ -1,3 +1,4 @@
 fn main() -> std::process::ExitCode {
+    banshare::exit::abort_on_panic();
     banshare::client::report::main()
 }
