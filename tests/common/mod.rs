@@ -57,22 +57,29 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Polls `check` every 10 ms until it returns Some, or panics after `timeout`.
+/// Polls `check` until it returns Some, or panics after `timeout` (see `poll`).
 pub fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
     poll(timeout, check).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
-/// Polls `check` every 10 ms until it returns Some, or gives None after `timeout`.
+/// Polls `check` until it returns Some, or gives None after `timeout`. The first polls are
+/// 10 ms apart, and the gap grows by half each time up to 200 ms: a check may run
+/// `fail2ban-client` or a command in a container, and polling those every 10 ms through a
+/// long wait kept a core busy that the rest of the suite needed. What comes quickly is still
+/// seen within 10 to 20 ms.
 pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
+    let mut gap = Duration::from_millis(10);
     loop {
         if let Some(value) = check() {
             return Some(value);
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(gap.min(deadline - now));
+        gap = (gap * 3 / 2).min(Duration::from_millis(200));
     }
 }
 
