@@ -90,6 +90,18 @@ fn outsiders_cannot_starve_the_server_of_connections() {
     let _turn = one_at_a_time();
     let mut fleet = Fleet::start(&["web1"], "", "");
     let pid = fleet.server_pid();
+    // What a report takes on this machine now, without the flood: a machine busy with other
+    // work is slow without any attacker, and that is not what this test measures.
+    let unflooded = (1..=10)
+        .map(|i| {
+            let sent = Instant::now();
+            let (code, stderr) =
+                outcome(&fleet.report(0, &["fail2ban", "sshd", &format!("198.51.100.{i}")]));
+            assert_eq!(code, 0, "{stderr}");
+            sent.elapsed()
+        })
+        .max()
+        .unwrap();
     let stop = AtomicBool::new(false);
     let handshakes = AtomicUsize::new(0);
     let (held, latencies, cpu) = std::thread::scope(|scope| {
@@ -125,13 +137,17 @@ fn outsiders_cannot_starve_the_server_of_connections() {
     let handshakes = handshakes.load(Ordering::Relaxed);
     eprintln!(
         "held up to {held} idle connections while {handshakes} handshakes with random keys \
-         were refused: a legitimate report took {:?} at the median and {worst:?} at worst; \
-         the server used {:.0}% of a core; {refusal_lines} log lines about refusals",
+         were refused: a legitimate report took {:?} at the median and {worst:?} at worst \
+         ({unflooded:?} at worst before the flood); the server used {:.0}% of a core; \
+         {refusal_lines} log lines about refusals",
         sorted[sorted.len() / 2],
         cpu * 100.0
     );
     assert!(held >= 1900, "only {held} idle connections held");
-    assert!(*worst < Duration::from_secs(1), "{worst:?}");
+    assert!(
+        *worst < unflooded + Duration::from_secs(1),
+        "{worst:?}, and {unflooded:?} before the flood"
+    );
     assert!(cpu < 1.5, "{:.0}% of a core", cpu * 100.0);
     assert!(handshakes >= 1000, "{handshakes}");
     assert!(refusal_lines <= 45, "{refusal_lines} lines:\n{log}");
@@ -264,6 +280,7 @@ fn an_authorized_key_cannot_exhaust_the_servers_memory() {
     // One message of 20,000 frames of 4,000 bytes: whole, so its key is cut off.
     let (before, after) = step("20,000 frames of 4,000 bytes", &|| {
         send_frames(&fleet, "mal1", 20_000, 4000);
+        fleet.wait_server_logged("the server to cut mal1 off", "cut off mal1");
     });
     assert!(after < before + 32.0, "{before:.0} MB, then {after:.0} MB");
     let log = fleet.server_log();
@@ -274,6 +291,7 @@ fn an_authorized_key_cannot_exhaust_the_servers_memory() {
     // past the guard's limit every connection is closed before the message is whole.
     let (before, after) = step("100,000 frames of 4,000 bytes", &|| {
         send_frames(&fleet, "mal2", 100_000, 4000);
+        fleet.wait_server_logged("the memory guard", "memory guard: the server held");
     });
     assert!(after < before + 32.0, "{before:.0} MB, then {after:.0} MB");
     assert!(peak_mb(pid) < 266.0 + 200.0, "peak {:.0} MB", peak_mb(pid));
@@ -293,6 +311,7 @@ fn an_authorized_key_cannot_exhaust_the_servers_memory() {
                 .unwrap();
         }
         std::thread::sleep(Duration::from_secs(2));
+        fleet.wait_server_logged("the server to cut mal3 off", "cut off mal3");
     });
     assert!(after < before + 16.0, "{before:.0} MB, then {after:.0} MB");
     assert!(

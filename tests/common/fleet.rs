@@ -428,6 +428,13 @@ impl Fleet {
         read(&self.server_log)
     }
 
+    /// Waits up to 60 s, as long as a busy machine may take, for the server to log `text`.
+    pub fn wait_server_logged(&self, what: &str, text: &str) {
+        wait_for(what, Duration::from_secs(60), || {
+            self.server_log().contains(text).then_some(())
+        });
+    }
+
     pub fn client_log(&self, i: usize) -> String {
         read(&self.hosts[i].log)
     }
