@@ -1,8 +1,8 @@
 //! Threads a daemon cannot go on without. A daemon must fail closed: libzmq lets every CURVE
 //! client in when no ZAP handler answers, and a client whose batcher died would queue bans
 //! that never reach the firewall. So panics abort the process (every program calls
-//! `exit::abort_on_panic` first), and the main loop checks its workers before every watchdog ping and exits
-//! when one has ended, so that systemd restarts the daemon.
+//! `exit::abort_on_panic` first), and the main loop checks its workers before every
+//! watchdog ping and exits when one has ended, so that systemd restarts the daemon.
 
 use std::thread::{self, JoinHandle};
 
