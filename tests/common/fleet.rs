@@ -100,18 +100,12 @@ impl Fleet {
                 applied.display()
             )
         };
-        // 2 s, so that tests of an unanswered report end soon, unless the test sets its own.
-        let timeout = if client_extra.contains("report-timeout") {
-            ""
-        } else {
-            "report-timeout = \"2s\"\n"
-        };
         fs::write(
             &config,
             format!(
                 "server = \"127.0.0.1\"\nreport-port = {}\npublish-port = {}\n\
                  server-key = \"{}\"\nkey = \"{}\"\nban-command = {}\nunban-command = {}\n\
-                 {timeout}state-dir = \"{}\"\nspool-dir = \"{}\"\n\
+                 report-timeout = \"2s\"\nstate-dir = \"{}\"\nspool-dir = \"{}\"\n\
                  control-socket = \"{}\"\nreport-socket = \"{}\"\n{client_extra}\n",
                 self.report_port,
                 self.publish_port,
