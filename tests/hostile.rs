@@ -171,3 +171,67 @@ fn a_request_of_more_frames_than_any_request_has_cuts_the_key_off() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["counters"]["cut_off"], 1, "{status}");
 }
+
+/// Cutting a key off closes every connection (docs/protocol.md, section 1), and with them
+/// the requests other hosts had in flight: their reporters send them again once connected
+/// again, rather than wait out their timeout and spool. The server is stopped
+/// while the attack and the reports queue up, so that all of them are in flight at once.
+#[test]
+fn reports_in_flight_when_a_key_is_cut_off_are_sent_again() {
+    use nix::sys::signal::Signal;
+    use std::process::Stdio;
+    // One attacker a round, since each is cut off for 15 minutes.
+    let attackers = ["mal1", "mal2", "mal3", "mal4", "mal5"];
+    let names: Vec<&str> = ["web1", "web2"].iter().chain(&attackers).copied().collect();
+    let mut fleet = Fleet::new(&names, "", "");
+    fleet.start_server();
+    fleet.start_client(0);
+    fleet.start_client(1);
+    let mut worst = Duration::ZERO;
+    for (round, attacker) in attackers.iter().enumerate() {
+        // The clients' handoffs keep their connections open: the reports go straight in.
+        for host in 0..2 {
+            let ip = format!("203.0.113.{}", 61 + 2 * round + host);
+            fleet.report(host, &["fail2ban", "sshd", &ip]);
+        }
+        fleet.signal_server(Signal::SIGSTOP);
+        let mut attack = report_frames("fail2ban", "sshd", "203.0.113.99", "");
+        attack.push(b"one too many");
+        let mal = Raw::connect(
+            fleet.report_port,
+            Some((&fleet.server_key(), &fleet.host_key(attacker))),
+        );
+        mal.socket
+            .send_multipart(attack.iter().copied(), 0)
+            .unwrap();
+        let started = std::time::Instant::now();
+        let reports: Vec<_> = (0..4)
+            .map(|i| {
+                let ip = format!("198.51.100.{}", round * 10 + i + 1);
+                fleet
+                    .host_command(i % 2, REPORT)
+                    .arg("--config")
+                    .arg(&fleet.hosts[i % 2].config)
+                    .args(["fail2ban", "sshd", &ip])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        fleet.signal_server(Signal::SIGCONT);
+        for child in reports {
+            let (code, stderr) = outcome(&child.wait_with_output().unwrap());
+            assert_eq!(code, 0, "round {round}: {stderr}");
+        }
+        worst = worst.max(started.elapsed());
+        fleet.wait_server_logged("the cut-off", &format!("cut off {attacker} "));
+        drop(mal);
+    }
+    eprintln!("the slowest round of reports took {worst:?}");
+    for host in 0..2 {
+        assert_eq!(fleet.spooled(host), 0);
+    }
+}

@@ -79,6 +79,7 @@ impl Courier {
     /// `connect`, or sends it again to the next one when its answer is overdue.
     pub fn deliver(
         &mut self,
+        ctx: &zmq::Context,
         servers: usize,
         connect: impl Fn(usize) -> Result<zmq::Socket, Failure>,
     ) {
@@ -110,7 +111,7 @@ impl Courier {
         };
         match connect(server) {
             Ok(socket) => {
-                if !self.asked.send(server, socket, &request, alone) {
+                if !self.asked.send(ctx, server, socket, &request, alone) {
                     log::warn!("cannot deliver {} yet", path.display());
                 }
             }

@@ -381,12 +381,12 @@ impl Counter {
     /// as it does while this host's key is not authorized yet. False: not sent at all.
     fn send_to(&mut self, i: usize, request: &[Vec<u8>], asked: &mut Asked, alone: bool) -> bool {
         while let Some(socket) = self.idle[i].pop() {
-            if asked.send(i, socket, request, alone) {
+            if asked.send(&self.ctx, i, socket, request, alone) {
                 return true;
             }
         }
         self.socket_to(i)
-            .is_some_and(|socket| asked.send(i, socket, request, alone))
+            .is_some_and(|socket| asked.send(&self.ctx, i, socket, request, alone))
     }
 
     /// A new connection to server `i`; None (logged) when even the socket fails.

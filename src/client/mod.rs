@@ -199,7 +199,7 @@ impl Client {
     /// next one.
     fn deliver_spool(&mut self) {
         let (ctx, own, servers) = (&self.ctx, &self.own, &self.servers);
-        self.courier.deliver(servers.len(), |i| {
+        self.courier.deliver(ctx, servers.len(), |i| {
             request_socket(ctx, zmq::DEALER, &servers[i].target, own)
         });
     }

@@ -103,8 +103,8 @@ impl Forwarder {
         };
         match requester(ctx, &self.target, own) {
             Ok(socket) => {
-                self.asked
-                    .send(server, socket, &encode_forward(line, group.as_ref()), alone);
+                let request = encode_forward(line, group.as_ref());
+                self.asked.send(ctx, server, socket, &request, alone);
             }
             Err(e) => log::error!("{}: {e}", self.target.report_endpoint()),
         }

@@ -266,6 +266,50 @@ impl Attempts {
     }
 }
 
+/// Tells when a request socket is connected again after its connection dropped. libzmq
+/// reconnects a DEALER by itself, but what it had written to the old connection, and what
+/// the server had not read yet, is gone: a server closes every connection when it cuts a
+/// key off (docs/protocol.md, section 1), and its peers' requests in flight with them. The
+/// owner sends the request again once connected, which the server's de-duplication makes
+/// harmless, rather than wait out its timeout.
+pub struct Reconnects {
+    monitor: zmq::Socket,
+    /// Whether the connection dropped, and has not come back yet.
+    lost: bool,
+}
+
+impl Reconnects {
+    /// Watches `watched`, whose owner must `stop` the watch before closing it.
+    pub fn attach(ctx: &zmq::Context, watched: &zmq::Socket) -> zmq::Result<Reconnects> {
+        let events = [E::DISCONNECTED, E::HANDSHAKE_SUCCEEDED];
+        Ok(Reconnects {
+            monitor: monitor(ctx, watched, &events)?,
+            lost: false,
+        })
+    }
+
+    /// The monitor socket, to include in a poll.
+    pub fn socket(&self) -> &zmq::Socket {
+        &self.monitor
+    }
+
+    /// Whether the connection came back after a loss since the last call.
+    pub fn back_after_loss(&mut self) -> bool {
+        let mut back = false;
+        for (event, _) in events(&self.monitor) {
+            match event {
+                E::DISCONNECTED => self.lost = true,
+                E::HANDSHAKE_SUCCEEDED if self.lost => {
+                    self.lost = false;
+                    back = true;
+                }
+                _ => {}
+            }
+        }
+        back
+    }
+}
+
 /// libzmq's codes for why a handshake failed (zmq.h, ZMQ_PROTOCOL_ERROR_ZMTP_*).
 const CRYPTOGRAPHIC: u32 = 0x1100_0001;
 const MECHANISM_MISMATCH: u32 = 0x1100_0002;

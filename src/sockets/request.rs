@@ -1,15 +1,18 @@
 //! The sockets of one request that a server answers with a verdict, run by a `Schedule`
 //! (`crate::schedule`): one DEALER for each server asked, each behind the empty delimiter a
-//! REQ socket would add, and the first answer that comes on any of them.
+//! REQ socket would add, and the first answer that comes on any of them. A request whose
+//! connection dropped before its answer is sent again once it is back
+//! (`monitor::Reconnects`).
 
+use crate::sockets::monitor::{self, Reconnects};
 use crate::sockets::transport;
 use crate::sockets::upstream::{reply_body, send_request, within_bounds, VERDICT_FRAMES};
 use crate::wire::error::MessageError;
 
-/// The sockets a request went out on, each with the index of its server.
+/// The sockets a request went out on.
 #[derive(Default)]
 pub struct Asked {
-    sockets: Vec<(usize, zmq::Socket)>,
+    sockets: Vec<Sent>,
     /// Whether a reply had more frames than a verdict has, since `take_oversized`.
     oversized: bool,
 }
@@ -22,6 +25,26 @@ pub struct Answer {
     pub frames: Vec<Vec<u8>>,
 }
 
+/// A request on its way to one server: the index of the server, the socket, the watch
+/// of its connection (none when libzmq had no monitor to give), and the request itself,
+/// to send again.
+struct Sent {
+    server: usize,
+    socket: zmq::Socket,
+    reconnects: Option<Reconnects>,
+    request: Vec<Vec<u8>>,
+}
+
+impl Sent {
+    /// The socket, its watch stopped first (see `monitor::stop`).
+    fn close(self) -> (usize, zmq::Socket) {
+        if self.reconnects.is_some() {
+            monitor::stop(&self.socket);
+        }
+        (self.server, self.socket)
+    }
+}
+
 impl Asked {
     /// Sends `request` to server `server` on `socket`; with `alone`, the sockets asked
     /// before are closed first, so that a late answer on them is never read. False when it
@@ -29,26 +52,41 @@ impl Asked {
     /// leaves the message nowhere to go).
     pub fn send(
         &mut self,
+        ctx: &zmq::Context,
         server: usize,
         socket: zmq::Socket,
         request: &[Vec<u8>],
         alone: bool,
     ) -> bool {
         if alone {
-            self.sockets.clear();
+            self.clear();
         }
-        let sent = send_request(&socket, request.to_vec()).is_ok();
-        if sent {
-            self.sockets.push((server, socket));
+        // Watched before it is sent, so that no drop after the send is missed.
+        let reconnects = Reconnects::attach(ctx, &socket)
+            .inspect_err(|e| log::debug!("a request goes unwatched: {e}"))
+            .ok();
+        let sent = Sent {
+            server,
+            socket,
+            reconnects,
+            request: request.to_vec(),
+        };
+        if send_request(&sent.socket, sent.request.clone()).is_err() {
+            sent.close();
+            return false;
         }
-        sent
+        self.sockets.push(sent);
+        true
     }
 
-    /// The sockets to poll for an answer.
+    /// The sockets to poll for an answer, and their watches.
     pub fn poll_items(&self) -> impl Iterator<Item = zmq::PollItem<'_>> {
-        self.sockets
-            .iter()
-            .map(|(_, s)| s.as_poll_item(zmq::POLLIN))
+        self.sockets.iter().flat_map(|sent| {
+            let watch = sent.reconnects.as_ref().map(Reconnects::socket);
+            std::iter::once(&sent.socket)
+                .chain(watch)
+                .map(|s| s.as_poll_item(zmq::POLLIN))
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -62,12 +100,15 @@ impl Asked {
     /// The first answer that has come, if any; the other sockets are closed, and with them
     /// whatever they might still bring. A socket whose reply is not a verdict's shape (more
     /// frames than a verdict has, or no delimiter) is closed, and the others still count.
+    /// Before that, the request goes again on each socket connected again since it was
+    /// lost with its connection.
     pub fn answer(&mut self) -> Option<Answer> {
+        self.send_again_where_lost();
         while let Some(position) = self.readable() {
-            let (server, socket) = self.sockets.swap_remove(position);
+            let (server, socket) = self.sockets.swap_remove(position).close();
             match reply(&socket, &mut self.oversized) {
                 Ok(frames) => {
-                    self.sockets.clear();
+                    self.clear();
                     return Some(Answer {
                         server,
                         socket,
@@ -80,10 +121,22 @@ impl Asked {
         None
     }
 
+    fn send_again_where_lost(&mut self) {
+        for sent in &mut self.sockets {
+            let back = sent
+                .reconnects
+                .as_mut()
+                .is_some_and(Reconnects::back_after_loss);
+            if back && send_request(&sent.socket, sent.request.clone()).is_ok() {
+                log::debug!("sent a request again, lost with its connection");
+            }
+        }
+    }
+
     /// Where the first socket with something to read is.
     fn readable(&self) -> Option<usize> {
         let ready = |s: &zmq::Socket| s.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
-        self.sockets.iter().position(|(_, socket)| ready(socket))
+        self.sockets.iter().position(|sent| ready(&sent.socket))
     }
 
     /// Whether a reply had more frames than a verdict has since the last call: its frames
@@ -95,7 +148,15 @@ impl Asked {
 
     /// Closes every socket of the request.
     pub fn clear(&mut self) {
-        self.sockets.clear();
+        for sent in self.sockets.drain(..) {
+            sent.close();
+        }
+    }
+}
+
+impl Drop for Asked {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 

@@ -65,7 +65,7 @@ fn exchange(
             Step::GiveUp => return Ok(None),
             Step::Ask { server, alone } => {
                 let socket = request_socket(&ctx, zmq::DEALER, &servers[server], key)?;
-                if !asked.send(server, socket, &request, alone) {
+                if !asked.send(&ctx, server, socket, &request, alone) {
                     schedule.unsent(now);
                 }
                 continue;

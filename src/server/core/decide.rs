@@ -221,9 +221,12 @@ impl Core {
                 key: kind.into(),
                 from: from.into(),
             };
+            // The journal says what waits now, once: settling says it for most decisions.
+            let journaled = decision.journals_waiting(&ip);
             self.settle(g, &said, decision, changes);
-            // Refused, or still waiting: the journal says what waits now.
-            changes.write(g, self.ledgers[g].waiting_record(&ip));
+            if !journaled {
+                changes.write(g, self.ledgers[g].waiting_record(&ip));
+            }
         }
     }
 

@@ -228,7 +228,7 @@ fn a_held_report_is_banned_as_its_allowance_refills() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(released.0[..2], ["ban 0 203.0.113.8", "done 0 203.0.113.8"]);
+    assert_eq!(released.0, ["ban 0 203.0.113.8", "done 0 203.0.113.8"]);
     assert_eq!(released.1, ["ban 0 203.0.113.8"]);
 }
 
@@ -241,7 +241,7 @@ fn a_reload_that_lowers_min_reporters_bans_what_waited() {
     assert!(written.is_empty(), "still two of three");
     core.adopt(&config("min-reporters = 2"));
     let (_, written, committed) = event(&mut core, Core::confirm_waiting);
-    assert_eq!(written[..2], ["ban 0 203.0.113.7", "done 0 203.0.113.7"]);
+    assert_eq!(written, ["ban 0 203.0.113.7", "done 0 203.0.113.7"]);
     assert_eq!(announced(&committed), ["ban 0 203.0.113.7"]);
 }
 

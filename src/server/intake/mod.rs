@@ -80,6 +80,19 @@ pub enum Decision {
     Pending(Cidr, String, Policy),
 }
 
+impl Decision {
+    /// Whether settling it journals what waits for `ip` (`Core::settle`).
+    pub fn journals_waiting(&self, ip: &Cidr) -> bool {
+        match self {
+            Decision::Refused(_) => false,
+            Decision::Duplicate(_, policy) | Decision::Accepted(_, policy) => {
+                policy.waited.as_ref() == Some(ip)
+            }
+            Decision::Pending(network, ..) => network == ip,
+        }
+    }
+}
+
 /// What the fleet policy (`policy`) made of a report that was not refused.
 #[derive(Debug, Default)]
 pub struct Policy {
