@@ -8,7 +8,7 @@ use crate::client::spool::{self, Spool};
 use crate::exit::Failure;
 use crate::logging::Quiet;
 use crate::schedule::{Schedule, Step};
-use crate::sockets::request::Asked;
+use crate::sockets::request::{Asked, Requester};
 use crate::wire::follow::REQUEST_TIMEOUT;
 use crate::wire::protocol::Verdict;
 
@@ -79,9 +79,8 @@ impl Courier {
     /// `connect`, or sends it again to the next one when its answer is overdue.
     pub fn deliver(
         &mut self,
-        ctx: &zmq::Context,
         servers: usize,
-        connect: impl Fn(usize) -> Result<zmq::Socket, Failure>,
+        connect: impl Fn(usize) -> Result<Requester, Failure>,
     ) {
         // Looked at every second, a report on its way or not, so that a full spool is
         // said while the server is away.
@@ -110,8 +109,8 @@ impl Courier {
             }
         };
         match connect(server) {
-            Ok(socket) => {
-                if !self.asked.send(ctx, server, socket, &request, alone) {
+            Ok(requester) => {
+                if !self.asked.send(server, requester, &request, alone) {
                     log::warn!("cannot deliver {} yet", path.display());
                 }
             }

@@ -30,7 +30,7 @@ use crate::exit::{Exit, Failure};
 use crate::logging::Quiet;
 use crate::schedule::{Schedule, Step};
 use crate::sockets::poll::{Place, Poll};
-use crate::sockets::request::Asked;
+use crate::sockets::request::{Asked, Requester};
 use crate::sockets::upstream::Target;
 use crate::wire::handoff::{self, Handed, Handoff, Route, MAX_LINE};
 use crate::wire::keys::KeyPair;
@@ -139,7 +139,7 @@ struct Counter {
     who: Reporting,
     updates: Receiver<Reporting>,
     /// Open connections with nothing in flight, per server.
-    idle: Vec<Vec<zmq::Socket>>,
+    idle: Vec<Vec<Requester>>,
     /// The server the next report goes to first: in turn, from one picked at random at
     /// start, so that reports spread over the servers as banshare-report spreads them.
     next_first: usize,
@@ -338,7 +338,7 @@ impl Counter {
             answer(&mut flight.stream, &Handed::Verdict { frames, server });
             let i = reply.server;
             if flight.generation == self.generation && self.idle[i].len() < MAX_IDLE {
-                self.idle[i].push(reply.socket);
+                self.idle[i].push(reply.requester);
             }
         }
     }
@@ -380,20 +380,20 @@ impl Counter {
     /// that cannot send is dropped: libzmq gives up on a connection the server refused,
     /// as it does while this host's key is not authorized yet. False: not sent at all.
     fn send_to(&mut self, i: usize, request: &[Vec<u8>], asked: &mut Asked, alone: bool) -> bool {
-        while let Some(socket) = self.idle[i].pop() {
-            if asked.send(&self.ctx, i, socket, request, alone) {
+        while let Some(requester) = self.idle[i].pop() {
+            if asked.send(i, requester, request, alone) {
                 return true;
             }
         }
-        self.socket_to(i)
-            .is_some_and(|socket| asked.send(&self.ctx, i, socket, request, alone))
+        self.requester_to(i)
+            .is_some_and(|requester| asked.send(i, requester, request, alone))
     }
 
     /// A new connection to server `i`; None (logged) when even the socket fails.
-    fn socket_to(&mut self, i: usize) -> Option<zmq::Socket> {
+    fn requester_to(&mut self, i: usize) -> Option<Requester> {
         let target = &self.who.targets[i];
         match request_socket(&self.ctx, zmq::DEALER, target, &self.who.own) {
-            Ok(socket) => Some(socket),
+            Ok(socket) => Some(Requester::new(&self.ctx, socket)),
             Err(e) => {
                 self.quiet.warn(format!("report handoff: {e}"));
                 None

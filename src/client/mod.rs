@@ -29,6 +29,7 @@ use crate::exit::{Exit, Failure};
 use crate::logging::LogLimit;
 use crate::sockets::control as control_socket;
 use crate::sockets::poll::Poll;
+use crate::sockets::request::Requester;
 use crate::sockets::upstream::{Heard, Target, Upstream};
 use crate::wire::control::ClientStatus;
 use crate::wire::keys::KeyPair;
@@ -199,8 +200,9 @@ impl Client {
     /// next one.
     fn deliver_spool(&mut self) {
         let (ctx, own, servers) = (&self.ctx, &self.own, &self.servers);
-        self.courier.deliver(ctx, servers.len(), |i| {
-            request_socket(ctx, zmq::DEALER, &servers[i].target, own)
+        self.courier.deliver(servers.len(), |i| {
+            let socket = request_socket(ctx, zmq::DEALER, &servers[i].target, own)?;
+            Ok(Requester::new(ctx, socket))
         });
     }
 

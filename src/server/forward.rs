@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::schedule::{Schedule, Step};
-use crate::sockets::request::Asked;
+use crate::sockets::request::{Asked, Requester};
 use crate::sockets::upstream::{requester, Target};
 use crate::wire::follow::REQUEST_TIMEOUT;
 use crate::wire::keys::KeyPair;
@@ -104,7 +104,8 @@ impl Forwarder {
         match requester(ctx, &self.target, own) {
             Ok(socket) => {
                 let request = encode_forward(line, group.as_ref());
-                self.asked.send(ctx, server, socket, &request, alone);
+                let requester = Requester::new(ctx, socket);
+                self.asked.send(server, requester, &request, alone);
             }
             Err(e) => log::error!("{}: {e}", self.target.report_endpoint()),
         }

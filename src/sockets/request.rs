@@ -9,6 +9,39 @@ use crate::sockets::transport;
 use crate::sockets::upstream::{reply_body, send_request, within_bounds, VERDICT_FRAMES};
 use crate::wire::error::MessageError;
 
+/// A socket that requests go out on, and the watch of its connection (none when libzmq
+/// had no monitor to give). It may serve one request after another.
+pub struct Requester {
+    socket: zmq::Socket,
+    reconnects: Option<Reconnects>,
+}
+
+impl Requester {
+    /// Watches `socket`, a DEALER connected to a server's report socket.
+    pub fn new(ctx: &zmq::Context, socket: zmq::Socket) -> Requester {
+        let reconnects = Reconnects::attach(ctx, &socket)
+            .inspect_err(|e| log::debug!("a request socket goes unwatched: {e}"))
+            .ok();
+        Requester { socket, reconnects }
+    }
+
+    /// Whether the connection came back after a loss since the last call.
+    fn back_after_loss(&mut self) -> bool {
+        self.reconnects
+            .as_mut()
+            .is_some_and(Reconnects::back_after_loss)
+    }
+}
+
+impl Drop for Requester {
+    /// The watch stops before the socket closes (see `monitor::stop`).
+    fn drop(&mut self) {
+        if self.reconnects.is_some() {
+            monitor::stop(&self.socket);
+        }
+    }
+}
+
 /// The sockets a request went out on.
 #[derive(Default)]
 pub struct Asked {
@@ -21,69 +54,52 @@ pub struct Asked {
 /// later request), and the reply's frames without the delimiter.
 pub struct Answer {
     pub server: usize,
-    pub socket: zmq::Socket,
+    pub requester: Requester,
     pub frames: Vec<Vec<u8>>,
 }
 
-/// A request on its way to one server: the index of the server, the socket, the watch
-/// of its connection (none when libzmq had no monitor to give), and the request itself,
-/// to send again.
+/// A request on its way to one server: the index of the server, the socket, and the
+/// request itself, to send again.
 struct Sent {
     server: usize,
-    socket: zmq::Socket,
-    reconnects: Option<Reconnects>,
+    requester: Requester,
     request: Vec<Vec<u8>>,
 }
 
-impl Sent {
-    /// The socket, its watch stopped first (see `monitor::stop`).
-    fn close(self) -> (usize, zmq::Socket) {
-        if self.reconnects.is_some() {
-            monitor::stop(&self.socket);
-        }
-        (self.server, self.socket)
-    }
-}
-
 impl Asked {
-    /// Sends `request` to server `server` on `socket`; with `alone`, the sockets asked
+    /// Sends `request` to server `server` on `requester`; with `alone`, the sockets asked
     /// before are closed first, so that a late answer on them is never read. False when it
     /// could not be sent (libzmq gives up on a server that refused this host's key, and
     /// leaves the message nowhere to go).
     pub fn send(
         &mut self,
-        ctx: &zmq::Context,
         server: usize,
-        socket: zmq::Socket,
+        mut requester: Requester,
         request: &[Vec<u8>],
         alone: bool,
     ) -> bool {
         if alone {
             self.clear();
         }
-        // Watched before it is sent, so that no drop after the send is missed.
-        let reconnects = Reconnects::attach(ctx, &socket)
-            .inspect_err(|e| log::debug!("a request goes unwatched: {e}"))
-            .ok();
-        let sent = Sent {
-            server,
-            socket,
-            reconnects,
-            request: request.to_vec(),
-        };
-        if send_request(&sent.socket, sent.request.clone()).is_err() {
-            sent.close();
+        // A loss and a return while the socket was idle concern no request of this one.
+        requester.back_after_loss();
+        if send_request(&requester.socket, request.to_vec()).is_err() {
             return false;
         }
-        self.sockets.push(sent);
+        self.sockets.push(Sent {
+            server,
+            requester,
+            request: request.to_vec(),
+        });
         true
     }
 
     /// The sockets to poll for an answer, and their watches.
     pub fn poll_items(&self) -> impl Iterator<Item = zmq::PollItem<'_>> {
         self.sockets.iter().flat_map(|sent| {
-            let watch = sent.reconnects.as_ref().map(Reconnects::socket);
-            std::iter::once(&sent.socket)
+            let Requester { socket, reconnects } = &sent.requester;
+            let watch = reconnects.as_ref().map(Reconnects::socket);
+            std::iter::once(socket)
                 .chain(watch)
                 .map(|s| s.as_poll_item(zmq::POLLIN))
         })
@@ -105,13 +121,15 @@ impl Asked {
     pub fn answer(&mut self) -> Option<Answer> {
         self.send_again_where_lost();
         while let Some(position) = self.readable() {
-            let (server, socket) = self.sockets.swap_remove(position).close();
-            match reply(&socket, &mut self.oversized) {
+            let Sent {
+                server, requester, ..
+            } = self.sockets.swap_remove(position);
+            match reply(&requester.socket, &mut self.oversized) {
                 Ok(frames) => {
                     self.clear();
                     return Some(Answer {
                         server,
-                        socket,
+                        requester,
                         frames,
                     });
                 }
@@ -123,11 +141,8 @@ impl Asked {
 
     fn send_again_where_lost(&mut self) {
         for sent in &mut self.sockets {
-            let back = sent
-                .reconnects
-                .as_mut()
-                .is_some_and(Reconnects::back_after_loss);
-            if back && send_request(&sent.socket, sent.request.clone()).is_ok() {
+            let back = sent.requester.back_after_loss();
+            if back && send_request(&sent.requester.socket, sent.request.clone()).is_ok() {
                 log::debug!("sent a request again, lost with its connection");
             }
         }
@@ -136,7 +151,9 @@ impl Asked {
     /// Where the first socket with something to read is.
     fn readable(&self) -> Option<usize> {
         let ready = |s: &zmq::Socket| s.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
-        self.sockets.iter().position(|sent| ready(&sent.socket))
+        self.sockets
+            .iter()
+            .position(|sent| ready(&sent.requester.socket))
     }
 
     /// Whether a reply had more frames than a verdict has since the last call: its frames
@@ -148,15 +165,7 @@ impl Asked {
 
     /// Closes every socket of the request.
     pub fn clear(&mut self) {
-        for sent in self.sockets.drain(..) {
-            sent.close();
-        }
-    }
-}
-
-impl Drop for Asked {
-    fn drop(&mut self) {
-        self.clear();
+        self.sockets.clear();
     }
 }
 

@@ -9,7 +9,7 @@ use crate::client::link::{own_key, request_socket, targets};
 use crate::config::ClientConfig;
 use crate::exit::{Exit, Failure};
 use crate::schedule::{Schedule, Step};
-use crate::sockets::request::Asked;
+use crate::sockets::request::{Asked, Requester};
 use crate::sockets::transport;
 use crate::sockets::upstream::Target;
 use crate::wire::keys::KeyPair;
@@ -65,7 +65,7 @@ fn exchange(
             Step::GiveUp => return Ok(None),
             Step::Ask { server, alone } => {
                 let socket = request_socket(&ctx, zmq::DEALER, &servers[server], key)?;
-                if !asked.send(&ctx, server, socket, &request, alone) {
+                if !asked.send(server, Requester::new(&ctx, socket), &request, alone) {
                     schedule.unsent(now);
                 }
                 continue;
