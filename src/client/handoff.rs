@@ -198,6 +198,9 @@ impl Counter {
             self.read_callers(&readable.callers);
             self.read_verdicts(&readable.flights);
             self.advance(Instant::now());
+            for requester in self.idle.iter_mut().flatten() {
+                requester.drain();
+            }
         }
     }
 

@@ -279,7 +279,8 @@ pub struct Reconnects {
 }
 
 impl Reconnects {
-    /// Watches `watched`, whose owner must `stop` the watch before closing it.
+    /// Watches `watched`. Its owner must `stop` the watch before closing it, and read it
+    /// now and then: libzmq's I/O thread blocks on a monitor whose queue is full.
     pub fn attach(ctx: &zmq::Context, watched: &zmq::Socket) -> zmq::Result<Reconnects> {
         let events = [E::DISCONNECTED, E::HANDSHAKE_SUCCEEDED];
         Ok(Reconnects {

@@ -31,6 +31,13 @@ impl Requester {
             .as_mut()
             .is_some_and(Reconnects::back_after_loss)
     }
+
+    /// Reads the watch's events while no request is in flight, which concern none. An
+    /// owner that keeps an idle requester calls it now and then: libzmq's I/O thread
+    /// blocks on a monitor whose queue is full (see `monitor::stop`).
+    pub fn drain(&mut self) {
+        self.back_after_loss();
+    }
 }
 
 impl Drop for Requester {
@@ -81,8 +88,7 @@ impl Asked {
         if alone {
             self.clear();
         }
-        // A loss and a return while the socket was idle concern no request of this one.
-        requester.back_after_loss();
+        requester.drain();
         if send_request(&requester.socket, request.to_vec()).is_err() {
             return false;
         }
