@@ -232,10 +232,7 @@ fn an_attack_seen_by_fail2ban_on_one_host_is_dropped_by_the_others() {
             .iter()
             .map(|ip| {
                 fleet
-                    .host_command(0, REPORT)
-                    .arg("--config")
-                    .arg(&fleet.hosts[0].config)
-                    .args(["fail2ban", "sshd", ip])
+                    .report_command(0, &["fail2ban", "sshd", ip])
                     .spawn()
                     .unwrap()
             })

@@ -209,11 +209,7 @@ fn reports_in_flight_when_a_key_is_cut_off_are_sent_again() {
             .map(|i| {
                 let ip = format!("198.51.100.{}", round * 10 + i + 1);
                 fleet
-                    .host_command(i % 2, REPORT)
-                    .arg("--config")
-                    .arg(&fleet.hosts[i % 2].config)
-                    .args(["fail2ban", "sshd", &ip])
-                    .stdin(Stdio::null())
+                    .report_command(i % 2, &["fail2ban", "sshd", &ip])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .spawn()

@@ -369,13 +369,18 @@ impl Fleet {
 
     /// Runs banshare-report as host `i`.
     pub fn report(&self, i: usize, args: &[&str]) -> Output {
-        self.host_command(i, REPORT)
+        self.report_command(i, args).output().unwrap()
+    }
+
+    /// banshare-report as host `i`, to run or spawn.
+    pub fn report_command(&self, i: usize, args: &[&str]) -> Command {
+        let mut command = self.host_command(i, REPORT);
+        command
             .arg("--config")
             .arg(&self.hosts[i].config)
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(Stdio::null());
+        command
     }
 
     /// Lines written by host `i`'s ban and unban commands.
