@@ -105,8 +105,14 @@ fn decode_event(frames: &[Vec<u8>]) -> Option<(E, u32, String)> {
 /// and a peer that fails the handshake (plaintext, a wrong server key) is gone, its
 /// descriptor closed, within a millisecond: too soon for the server's loop, which read
 /// the address afterwards and logged `from ?`. The relay reads it at once. It ends when
-/// the listener closes (libzmq then sends MONITOR_STOPPED) or the context does.
-fn relay(ctx: &zmq::Context, source: zmq::Socket, name: &str) -> zmq::Result<zmq::Socket> {
+/// the listener has been destroyed (libzmq then sends MONITOR_STOPPED), after calling
+/// `destroyed`, or when the context ends.
+fn relay(
+    ctx: &zmq::Context,
+    source: zmq::Socket,
+    name: &str,
+    destroyed: fn(),
+) -> zmq::Result<zmq::Socket> {
     let address = new_address();
     let near = ctx.socket(zmq::PAIR)?;
     near.set_linger(0)?;
@@ -119,7 +125,7 @@ fn relay(ctx: &zmq::Context, source: zmq::Socket, name: &str) -> zmq::Result<zmq
     far.connect(&address)?;
     std::thread::Builder::new()
         .name(format!("{name}-watch"))
-        .spawn(move || hand_on(&source, &far))
+        .spawn(move || hand_on(&source, &far, destroyed))
         .map_err(|_| zmq::Error::EAGAIN)?;
     Ok(near)
 }
@@ -127,12 +133,13 @@ fn relay(ctx: &zmq::Context, source: zmq::Socket, name: &str) -> zmq::Result<zmq
 /// Events a relay holds for the server's loop at most.
 const RELAYED: i32 = 100_000;
 
-fn hand_on(source: &zmq::Socket, sink: &zmq::Socket) {
+fn hand_on(source: &zmq::Socket, sink: &zmq::Socket, destroyed: fn()) {
     while let Ok(frames) = source.recv_multipart(0) {
         let Some((event, value, _)) = decode_event(&frames) else {
             continue;
         };
         if event == E::MONITOR_STOPPED {
+            destroyed();
             return;
         }
         let address = match event {
@@ -334,10 +341,13 @@ pub struct ListenerWatch {
 }
 
 impl ListenerWatch {
+    /// Watches `watched`; `destroyed` is called on the watch's own thread once libzmq has
+    /// destroyed the socket, which is when what its connections held has been freed.
     pub fn attach(
         ctx: &zmq::Context,
         watched: &zmq::Socket,
         name: &str,
+        destroyed: fn(),
     ) -> zmq::Result<ListenerWatch> {
         let events = [
             E::ACCEPTED,
@@ -350,7 +360,7 @@ impl ListenerWatch {
         let source = monitor(ctx, watched, &events)?;
         // Without a thread for the relay (at a limit of tasks), the loop reads the monitor
         // itself, and may miss the address of a peer that is gone at once.
-        let (monitor, relayed) = match relay(ctx, source, name) {
+        let (monitor, relayed) = match relay(ctx, source, name, destroyed) {
             Ok(relayed) => (relayed, true),
             Err(_) => {
                 log::warn!("{name}: no thread to watch connections with; refused peers may be logged without their address");
