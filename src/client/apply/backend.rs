@@ -75,6 +75,7 @@ impl Batcher {
         let (done, results) = mpsc::channel();
         let set_up_again = Arc::new(AtomicBool::new(false));
         let again = Arc::clone(&set_up_again);
+        let mut rest_until = Instant::now();
         let worker = Worker::spawn("batcher", move || loop {
             let first = match ops.recv_timeout(CHECK_EVERY) {
                 Ok(first) => first,
@@ -86,6 +87,7 @@ impl Batcher {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            std::thread::sleep(rest_until.saturating_duration_since(Instant::now()));
             let batch = gather(&ops, first, size, delay);
             let started = Instant::now();
             let mut outcome = backend.carry_out(&batch);
@@ -93,7 +95,9 @@ impl Batcher {
                 again.store(true, Ordering::Relaxed);
                 outcome = backend.carry_out(&batch);
             }
-            latency.observe(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            latency.observe(took.as_secs_f64());
+            rest_until = Instant::now() + rest_after(batch.len(), size, took);
             for (op, applied) in batch.iter().zip(outcome) {
                 let _ = done.send(((op.ban.ip, op.action), applied));
             }
@@ -147,6 +151,21 @@ fn gather(ops: &Receiver<Op>, first: Op, size: usize, delay: Duration) -> Vec<Op
         }
     }
     batch
+}
+
+/// How long the next batch waits after one of `len` ops that took `took`. A command costs
+/// far more than the bans in it (each `fail2ban-client` starts a Python interpreter: about
+/// 0.2 s of CPU), so in a steady stream of bans each batch held one or two and the client
+/// kept fail2ban-client running without a break, on every host (most of a core in
+/// tests/ansible.rs, at 10 bans a second). After a batch that was not full the next waits
+/// as long as the last took, which holds the command to half a core at most; a backlog
+/// (full batches: a catch-up, an import) goes on at once, and a lone ban after a quiet
+/// moment never waits.
+fn rest_after(len: usize, size: usize, took: Duration) -> Duration {
+    match len < size {
+        true => took,
+        false => Duration::ZERO,
+    }
 }
 
 /// Runs a command; on failure logs why and returns false.
@@ -535,6 +554,41 @@ mod tests {
         assert_eq!(got, [3, 3, 1]);
         let applied = done.iter().take(7).filter(|(_, a)| *a == Applied::Done);
         assert_eq!(applied.count(), 7);
+    }
+
+    /// A backend whose command takes 200 ms, and says when each batch started.
+    struct Slow(Sender<(usize, Instant)>);
+
+    impl Firewall for Slow {
+        fn carry_out(&mut self, ops: &[Op]) -> Vec<Applied> {
+            self.0.send((ops.len(), Instant::now())).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            vec![Applied::Done; ops.len()]
+        }
+    }
+
+    #[test]
+    fn in_a_stream_the_next_batch_rests_as_long_as_the_last_took_and_a_backlog_does_not() {
+        let latency = crate::daemon::metrics::seconds_histogram();
+        let (starts, seen) = mpsc::channel();
+        let (batcher, _done) =
+            Batcher::start(Slow(starts), (500, Duration::ZERO), latency).unwrap();
+        // A ban while the first batch runs waits for it, then as long again.
+        batcher.submit(op(Action::Ban, "203.0.113.1", None));
+        let (_, first) = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+        batcher.submit(op(Action::Ban, "203.0.113.2", None));
+        let (_, second) = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(
+            second - first >= Duration::from_millis(400),
+            "{:?}",
+            second - first
+        );
+        // In rest_after's terms: full batches go on at once.
+        assert_eq!(rest_after(500, 500, Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(
+            rest_after(2, 500, Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
