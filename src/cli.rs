@@ -9,10 +9,17 @@ use crate::config::{DEFAULT_CLIENT_CONFIG, DEFAULT_SERVER_CONFIG};
 use crate::exit::Exit;
 use crate::logging::LogTarget;
 
+/// What `--version` prints: the release, and what it speaks and writes (docs/protocol.md,
+/// section 9). A test keeps the numbers equal to `REVISION` and `store::FORMAT`.
+pub const VERSION_TEXT: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (protocol BANSHARE1 revision 2, and revision 1 of banshare 0.1.0; journal format 2)"
+);
+
 /// Receives ban reports from the fleet, checks and de-duplicates them, and publishes them;
 /// with peers, shares one ban table with the fleet's other servers.
 #[derive(Debug, Parser)]
-#[command(name = "banshare-server", version)]
+#[command(name = "banshare-server", version = VERSION_TEXT)]
 pub struct ServerArgs {
     /// Configuration file.
     #[arg(short, long, default_value = DEFAULT_SERVER_CONFIG)]
@@ -24,7 +31,7 @@ pub struct ServerArgs {
 
 /// Receives bans from the server, or from each of several, and applies them on this host.
 #[derive(Debug, Parser)]
-#[command(name = "banshare-client", version)]
+#[command(name = "banshare-client", version = VERSION_TEXT)]
 pub struct ClientArgs {
     /// Configuration file.
     #[arg(short, long, default_value = DEFAULT_CLIENT_CONFIG)]
@@ -47,7 +54,7 @@ pub struct ClientArgs {
 /// report spooled for banshare-client to deliver, 77 refused by the server, 78 configuration
 /// error.
 #[derive(Debug, Parser)]
-#[command(name = "banshare-report", version)]
+#[command(name = "banshare-report", version = VERSION_TEXT)]
 pub struct ReportArgs {
     /// Configuration file (the client's).
     #[arg(short, long, default_value = DEFAULT_CLIENT_CONFIG)]
@@ -68,7 +75,7 @@ pub struct ReportArgs {
 
 /// banshare administration: keys, configuration checks, and the running server.
 #[derive(Debug, Parser)]
-#[command(name = "banshare", version)]
+#[command(name = "banshare", version = VERSION_TEXT)]
 pub struct AdminArgs {
     #[command(subcommand)]
     pub command: AdminCommand,
@@ -219,5 +226,18 @@ pub fn parse<T: Parser>() -> T {
             );
             std::process::exit(Exit::Usage.code());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_says_what_this_release_speaks_and_writes() {
+        let revision = format!("revision {}", crate::wire::protocol::REVISION);
+        let format = format!("journal format {}", crate::store::FORMAT);
+        assert!(VERSION_TEXT.contains(&revision), "{VERSION_TEXT}");
+        assert!(VERSION_TEXT.contains(&format), "{VERSION_TEXT}");
     }
 }

@@ -27,6 +27,12 @@ pub const CLIENT_JOURNAL: &str = "applied.journal";
 /// backend must then apply every ban, not take the dry run's for done.
 pub const DRY_RUN_JOURNAL: &str = "dry-run.journal";
 
+/// The journal format this version writes, as the first line of every journal it writes
+/// anew (`CRC format 2`). A journal without one is format 1, banshare 0.1.0's, whose lines
+/// are otherwise the same. A journal of a later format is refused, and left as it is: its
+/// lines may mean what this version cannot tell, and skipping them would lose bans.
+pub const FORMAT: u32 = 2;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{shown}: {error}", shown = path.display())]
 pub struct StoreError {
@@ -283,6 +289,8 @@ fn rewrite<R: Record>(
     }
     let file = files::create_new(&tmp, 0o640).map_err(err(&tmp))?;
     let mut out = BufWriter::new(file);
+    out.write_all(checksummed(format!("format {FORMAT}")).as_bytes())
+        .map_err(err(&tmp))?;
     for entry in entries {
         out.write_all(line(entry).as_bytes()).map_err(err(&tmp))?;
     }
@@ -313,11 +321,13 @@ pub fn checksummed(body: String) -> String {
     format!("{:08x} {body}\n", crc32(body.as_bytes()))
 }
 
-/// A line read back: a record (new or changed) or the removal of one.
+/// A line read back: a record (new or changed) or the removal of one, or the journal's
+/// format.
 enum Line<R> {
     Ban(R),
     Del(Cidr),
     Lift(Lift),
+    Format(u32),
 }
 
 fn parse<R: Record>(text: &str) -> Result<Line<R>, RecordError> {
@@ -328,6 +338,10 @@ fn parse<R: Record>(text: &str) -> Result<Line<R>, RecordError> {
     let fields: Vec<&str> = body.split(' ').collect();
     match fields[..] {
         ["del", ip] => Ok(Line::Del(ip.parse()?)),
+        ["format", n] => n
+            .parse()
+            .map(Line::Format)
+            .map_err(|_| RecordError::bad("format", n)),
         ["unban", ..] => Ok(Line::Lift(Lift::parse(&fields)?)),
         ["ban", ref record @ ..] => Ok(Line::Ban(R::decode(record)?)),
         _ => Err(RecordError::Unknown),
@@ -360,6 +374,16 @@ fn read<R: Record>(file: File) -> io::Result<Recovery<R>> {
                     lifts.insert(lift.ip, lift);
                 }
             }
+            Ok(Line::Format(format)) if format > FORMAT => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "written by a newer banshare (journal format {format}; this one reads \
+                         formats 1 to {FORMAT}), left as it is: upgrade banshare again"
+                    ),
+                ))
+            }
+            Ok(Line::Format(_)) => {}
             Err(why) => recovery.damaged.push(format!(
                 "line {}: {why}: {}",
                 i + 1,
@@ -513,8 +537,9 @@ mod tests {
         let (_, recovery) = open(dir.path(), 0);
         assert_eq!(recovery.entries.len(), 1);
         assert_eq!(recovery.damaged.len(), 2, "{:?}", recovery.damaged);
-        assert!(recovery.damaged[0].starts_with("line 2: checksum mismatch"));
-        assert!(recovery.damaged[1].starts_with("line 3: "));
+        // Line 1 is the format.
+        assert!(recovery.damaged[0].starts_with("line 3: checksum mismatch"));
+        assert!(recovery.damaged[1].starts_with("line 4: "));
         // The damaged journal is kept for inspection; the new one holds what was recovered.
         let kept = recovery.kept.expect("a copy of the damaged journal");
         assert_eq!(
@@ -524,6 +549,41 @@ mod tests {
         let (_, again) = open(dir.path(), 0);
         assert!(again.damaged.is_empty());
         assert_eq!(again.entries.len(), 1);
+    }
+
+    #[test]
+    fn a_journal_says_its_format_and_one_of_a_later_format_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.journal");
+        // Format 1 had no format line: read as it is, and written anew with one.
+        let old = checksummed("ban 203.0.113.7 0".into());
+        fs::write(&path, &old).unwrap();
+        let (store, recovery) = open(dir.path(), 0);
+        assert_eq!(recovery.entries, [note("203.0.113.7", 0)]);
+        assert!(recovery.damaged.is_empty());
+        drop(store);
+        let written = fs::read_to_string(&path).unwrap();
+        assert_eq!(written, checksummed(format!("format {FORMAT}")) + &old);
+        // A later format, even with lines this version could read, is left as it is.
+        let newer = checksummed(format!("format {}", FORMAT + 1)) + &old;
+        fs::write(&path, &newer).unwrap();
+        let err = Store::<Note>::open(dir.path(), "notes.journal", Durability::Write, 0)
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: written by a newer banshare (journal format 3; this one reads formats 1 \
+                 to 2), left as it is: upgrade banshare again",
+                path.display()
+            )
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), newer);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "a lock file only"
+        );
     }
 
     #[test]
@@ -558,6 +618,7 @@ mod tests {
             .unwrap()
             .lines()
             .count();
-        assert_eq!(lines, 2);
+        // The format, the live record and the new one.
+        assert_eq!(lines, 3);
     }
 }

@@ -56,9 +56,10 @@ fn a_truncated_journal_is_reported_and_the_rest_recovered() {
     fs::write(&journal, &text[..text.len() - 10]).unwrap();
     fleet.start_server();
     let log = fleet.server_log();
-    assert!(log.contains("skipped line 3: "), "{log}");
+    // Line 1 is the journal's format.
+    assert!(log.contains("skipped line 4: "), "{log}");
     assert!(
-        log.contains("recovered 2 active bans from 3 lines, skipped 1"),
+        log.contains("recovered 2 active bans from 4 lines, skipped 1"),
         "{log}"
     );
     assert_eq!(verdict(&fleet, "198.51.100.1").1, "duplicate");
@@ -109,7 +110,7 @@ fn a_record_the_wire_would_refuse_cannot_stall_the_fleet() {
     drop(store);
     fleet.start_server();
     assert!(
-        fleet.server_log().contains("skipped line 4: bantime"),
+        fleet.server_log().contains("skipped line 5: bantime"),
         "{}",
         fleet.server_log()
     );

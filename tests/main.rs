@@ -30,3 +30,4 @@ mod psad;
 mod rogue;
 mod system;
 mod systemd;
+mod upgrade;

@@ -149,11 +149,18 @@ fn socket(
         // would drop replies to a reporter that keeps a batch of 256 reports in flight.
         socket.set_sndhwm(1000).map_err(fail)?;
     }
-    // A closed listener's connections are freed by libzmq's reaper, a moment later: a few
-    // hundred distinct subscriptions of a cut-off key are 40 MB that glibc keeps unless
-    // given back then. The memory guard's second look, a second after closing, came too
-    // soon on a busy machine (a test saw 14 MB become 63 MB).
-    let watch =
-        ListenerWatch::attach(ctx, &socket, name, memory::release_free_pages).map_err(fail)?;
+    let watch = ListenerWatch::attach(ctx, &socket, name, freed).map_err(fail)?;
     Ok((socket, watch))
+}
+
+/// Once libzmq has destroyed a closed listener, which frees what its connections held, a
+/// moment after the close (seconds on a busy machine, for the trie of a thousand distinct
+/// subscriptions of a cut-off key): gives those pages back to the system, which glibc
+/// would otherwise keep, and says so.
+fn freed(name: &str) {
+    memory::release_free_pages();
+    log::info!(
+        "{name} socket closed: what its connections held is freed, {} in use",
+        memory::megabytes(memory::resident())
+    );
 }

@@ -112,6 +112,7 @@ impl Server {
                 (core.forwarded(&line, group.as_ref(), from, changes), false)
             }
             Ok(Request::Legacy(report)) => (core.report(&report, &peer, changes), true),
+            Ok(Request::Hello) => return Some(reply(envelope, Verdict::encode_hello())),
             Err(_) if !core.intake.answer_invalid(&peer.name) => return None,
             Err(invalid) => {
                 let line = format!("invalid request from {peer}: {}", invalid.reason);

@@ -106,12 +106,12 @@ fn decode_event(frames: &[Vec<u8>]) -> Option<(E, u32, String)> {
 /// descriptor closed, within a millisecond: too soon for the server's loop, which read
 /// the address afterwards and logged `from ?`. The relay reads it at once. It ends when
 /// the listener has been destroyed (libzmq then sends MONITOR_STOPPED), after calling
-/// `destroyed`, or when the context ends.
+/// `destroyed` with the listener's name, or when the context ends.
 fn relay(
     ctx: &zmq::Context,
     source: zmq::Socket,
     name: &str,
-    destroyed: fn(),
+    destroyed: fn(&str),
 ) -> zmq::Result<zmq::Socket> {
     let address = new_address();
     let near = ctx.socket(zmq::PAIR)?;
@@ -123,9 +123,10 @@ fn relay(
     far.set_linger(0)?;
     far.set_sndhwm(RELAYED)?;
     far.connect(&address)?;
+    let listener = name.to_owned();
     std::thread::Builder::new()
         .name(format!("{name}-watch"))
-        .spawn(move || hand_on(&source, &far, destroyed))
+        .spawn(move || hand_on(&source, &far, || destroyed(&listener)))
         .map_err(|_| zmq::Error::EAGAIN)?;
     Ok(near)
 }
@@ -133,7 +134,7 @@ fn relay(
 /// Events a relay holds for the server's loop at most.
 const RELAYED: i32 = 100_000;
 
-fn hand_on(source: &zmq::Socket, sink: &zmq::Socket, destroyed: fn()) {
+fn hand_on(source: &zmq::Socket, sink: &zmq::Socket, destroyed: impl FnOnce()) {
     while let Ok(frames) = source.recv_multipart(0) {
         let Some((event, value, _)) = decode_event(&frames) else {
             continue;
@@ -341,13 +342,13 @@ pub struct ListenerWatch {
 }
 
 impl ListenerWatch {
-    /// Watches `watched`; `destroyed` is called on the watch's own thread once libzmq has
-    /// destroyed the socket, which is when what its connections held has been freed.
+    /// Watches `watched`; `destroyed` is called with `name` on the watch's own thread once
+    /// libzmq has destroyed the socket, which is when what its connections held is freed.
     pub fn attach(
         ctx: &zmq::Context,
         watched: &zmq::Socket,
         name: &str,
-        destroyed: fn(),
+        destroyed: fn(&str),
     ) -> zmq::Result<ListenerWatch> {
         let events = [
             E::ACCEPTED,

@@ -19,12 +19,15 @@ use crate::wire::topic::{Group, Topic};
 /// The most streams followed from one server: its groups, at most 16 of them.
 const MAX_STREAMS: usize = 16;
 
-/// Frames in the largest message of each kind: an UNBAN; a snapshot page behind its
-/// delimiter. Anything longer is not read further (see `transport::recv_bounded`).
-pub const PUBLISHED_FRAMES: usize = 12;
+/// Frames in the largest message of each kind, with room for what a later revision may add
+/// at its end (docs/protocol.md, section 9): an UNBAN has 12; a snapshot page behind its
+/// delimiter (its head cannot grow, only its lines). Anything longer is not read further
+/// (see `transport::recv_bounded`).
+pub const PUBLISHED_FRAMES: usize = 24;
 pub const PAGE_FRAMES: usize = 1 + 5 + PAGE;
-/// Frames in a verdict behind its delimiter: the answer to a report or a FORWARD.
-pub const VERDICT_FRAMES: usize = 1 + 3;
+/// Frames in a verdict behind its delimiter, the answer to a report or a FORWARD: 3, and
+/// room for more.
+pub const VERDICT_FRAMES: usize = 1 + 8;
 /// After the server refused our key, try again this often with a new subscriber socket.
 const RETRY_REFUSED: Duration = Duration::from_secs(2);
 

@@ -47,7 +47,7 @@ pub enum MessageError {
     EmptyRequest,
     #[error("legacy report must be prog;jail;ip;sender, got {fields} fields")]
     LegacyFields { fields: usize },
-    #[error("reply has {frames} frames instead of 3")]
+    #[error("reply has {frames} frames, fewer than 3")]
     ReplyFrames { frames: usize },
     #[error("reply is not in the BANSHARE1 format")]
     ReplyVersion,
@@ -158,10 +158,10 @@ mod tests {
             ),
             (
                 MessageError::UnknownRequest {
-                    verb: text("HELLO"),
+                    verb: text("GOODBYE"),
                     frames: 3,
                 },
-                r#"unknown request "HELLO" with 3 frames"#,
+                r#"unknown request "GOODBYE" with 3 frames"#,
             ),
             (MessageError::EmptyRequest, "empty request"),
             (
@@ -170,7 +170,7 @@ mod tests {
             ),
             (
                 MessageError::ReplyFrames { frames: 2 },
-                "reply has 2 frames instead of 3",
+                "reply has 2 frames, fewer than 3",
             ),
             (
                 MessageError::ReplyVersion,

@@ -9,13 +9,14 @@ use crate::wire::cidr::Cidr;
 use crate::wire::error::{FieldError, MessageError};
 use crate::wire::topic::{Group, Topic};
 
-pub use crate::wire::limits::{MAX_BANTIME, MAX_NAME, VERSION};
+pub use crate::wire::limits::{MAX_BANTIME, MAX_NAME, REVISION, VERSION};
 
 /// Largest frame any banshare socket accepts (`ZMQ_MAXMSGSIZE`, which counts the frame after
 /// CURVE adds its 33 bytes); real frames are under 300 bytes.
 pub const MAX_FRAME: i64 = 4096;
-/// The most frames in any request: a REPORT has 6.
-pub const MAX_REQUEST_FRAMES: usize = 6;
+/// The most frames in any request: a REPORT has 6, and a later revision may add to the end
+/// of any request what this one ignores (docs/protocol.md, section 9).
+pub const MAX_REQUEST_FRAMES: usize = 16;
 
 /// A prog, jail or host name: 1 to 64 characters from `[A-Za-z0-9._@:-]`, not starting
 /// with `-`, so that no name can pass for an option (`-rf`, `--help`) in a ban command's
@@ -182,6 +183,8 @@ pub enum Request {
         line: String,
         group: Option<Group>,
     },
+    /// Which revision of the protocol the server speaks (section 9).
+    Hello,
 }
 
 /// Why a request could not be decoded, and how to answer it.
@@ -209,17 +212,19 @@ fn parse_request(frames: &[Vec<u8>]) -> Result<Request, MessageError> {
                 version: printable(&String::from_utf8_lossy(version)),
             })
         }
-        [_, verb, prog, jail, ip, bantime] if verb.as_slice() == b"REPORT" => {
+        // Frames after those a request has are what a later revision added: ignored.
+        [_, verb, prog, jail, ip, bantime, ..] if verb.as_slice() == b"REPORT" => {
             let (prog, jail) = (text(prog)?, text(jail)?);
             let (ip, bantime) = (text(ip)?, text(bantime)?);
             Ok(Request::Report(Report::parse(prog, jail, ip, bantime)?))
         }
-        [_, verb, after, group @ ..] if verb.as_slice() == b"SNAPSHOT" && group.len() <= 1 => {
+        [_, verb, after, group @ ..] if verb.as_slice() == b"SNAPSHOT" => {
             Ok(decode_snapshot(after, group.first())?)
         }
-        [_, verb, line, group @ ..] if verb.as_slice() == b"FORWARD" && group.len() <= 1 => {
+        [_, verb, line, group @ ..] if verb.as_slice() == b"FORWARD" => {
             Ok(decode_forward(line, group.first())?)
         }
+        [_, verb, ..] if verb.as_slice() == b"HELLO" => Ok(Request::Hello),
         [_, verb, ..] => Err(MessageError::UnknownRequest {
             verb: printable(&String::from_utf8_lossy(verb)),
             frames: frames.len(),
@@ -310,6 +315,15 @@ impl Verdict {
             .collect()
     }
 
+    /// The answer to HELLO: `[BANSHARE1][HELLO][revision]` (section 9).
+    pub fn encode_hello() -> Vec<Vec<u8>> {
+        vec![
+            VERSION.into(),
+            b"HELLO".to_vec(),
+            REVISION.to_string().into_bytes(),
+        ]
+    }
+
     /// The 2014 protocol had a single success word.
     pub fn encode_legacy(&self) -> Vec<Vec<u8>> {
         let word = if self.taken() {
@@ -321,7 +335,7 @@ impl Verdict {
     }
 
     pub fn decode(frames: &[Vec<u8>]) -> Result<Verdict, MessageError> {
-        let [version, status, reason] = frames else {
+        let [version, status, reason, ..] = frames else {
             return Err(MessageError::ReplyFrames {
                 frames: frames.len(),
             });
@@ -565,6 +579,9 @@ pub fn ban_fields(ban: &Ban) -> [String; 7] {
 /// fields and are read with the same rules. Without the seventh, as servers before dated
 /// unbans sent it, the report time is worked out from the end (`expires - bantime`), or is
 /// 0 for a permanent ban, which any dated unban then lifts.
+/// The fields of a ban on the wire: ip, prog, jail, origin, bantime, expires, reported.
+pub const BAN_FIELDS: usize = 7;
+
 pub fn parse_ban(fields: &[&str]) -> Result<Ban, MessageError> {
     let (fields, reported) = match fields {
         [six @ .., reported] if six.len() == 6 => (six, Some(number("reported", reported)?)),
@@ -693,9 +710,13 @@ impl SnapshotPage {
         };
         for line in bans {
             let fields: Vec<&str> = line.split(' ').collect();
+            // Fields after those a line has are what a later revision added: ignored.
             let read = match fields[0] {
-                "unban" => Lift::parse(&fields).map(|lift| page.lifts.push(lift)),
-                _ => parse_ban(&fields).map(|ban| page.bans.push(ban)),
+                "unban" => {
+                    Lift::parse(&fields[..fields.len().min(4)]).map(|lift| page.lifts.push(lift))
+                }
+                _ => parse_ban(&fields[..fields.len().min(BAN_FIELDS)])
+                    .map(|ban| page.bans.push(ban)),
             };
             match read {
                 Ok(()) => {}
@@ -788,8 +809,9 @@ impl Publish {
             .map(|f| text(f))
             .collect::<Result<Vec<&str>, FieldError>>()?;
         let count = frames.len() + 1;
+        // Fields after those a message has are what a later revision added: ignored.
         match fields[..] {
-            ["HEARTBEAT", epoch, seq, interval_ms] => Ok(Publish::Heartbeat {
+            ["HEARTBEAT", epoch, seq, interval_ms, ..] => Ok(Publish::Heartbeat {
                 epoch: number("epoch", epoch)?,
                 seq: number("seq", seq)?,
                 interval_ms: number("interval", interval_ms)?,
@@ -797,14 +819,17 @@ impl Publish {
             ["BAN", epoch, seq, ref ban @ ..] => Ok(Publish::Ban {
                 epoch: number("epoch", epoch)?,
                 seq: number("seq", seq)?,
-                ban: parse_ban(ban)?,
+                ban: parse_ban(&ban[..ban.len().min(BAN_FIELDS)])?,
             }),
             // Dated: the seven fields of the ban and the time of the unban; or, from a server
             // before dated unbans, the ban's first six fields alone.
             ["UNBAN", epoch, seq, ref rest @ ..] => {
-                let (ban, lifted) = match rest {
-                    [ban @ .., at] if ban.len() == 7 => (ban, Some(number("unban time", at)?)),
-                    _ if rest.len() == 6 => (rest, None),
+                let (ban, lifted) = match rest.len() {
+                    6 => (rest, None),
+                    n if n > BAN_FIELDS => {
+                        let at = number("unban time", rest[BAN_FIELDS])?;
+                        (&rest[..BAN_FIELDS], Some(at))
+                    }
                     _ => return Err(MessageError::UnbanFrames { frames: count }),
                 };
                 Ok(Publish::Unban {
@@ -959,6 +984,96 @@ mod tests {
         );
     }
 
+    /// docs/protocol.md, section 9: what a later revision adds at the end of a message is
+    /// ignored, and HELLO says which revision this one is.
+    #[test]
+    fn what_a_later_revision_adds_at_the_end_is_ignored() {
+        let later = |mut frames: Vec<Vec<u8>>| {
+            frames.extend([b"later".to_vec(), b"and more".to_vec()]);
+            frames
+        };
+        let report = Report::parse("fail2ban", "sshd", "203.0.113.7", "600").unwrap();
+        assert_eq!(
+            decode_request(&later(report.encode())),
+            Ok(Request::Report(report))
+        );
+        let web = Group::parse("web").unwrap();
+        assert_eq!(
+            decode_request(&later(encode_snapshot_request(None, Some(&web)))),
+            Ok(Request::Snapshot {
+                after: None,
+                group: Some(web.clone())
+            })
+        );
+        assert_eq!(
+            decode_request(&later(encode_forward("line", Some(&web)))),
+            Ok(Request::Forward {
+                line: "line".into(),
+                group: Some(web.clone())
+            })
+        );
+        let refused = Verdict::Refused("protected".into());
+        assert_eq!(Verdict::decode(&later(refused.encode())), Ok(refused));
+        let ban = Ban::sample("203.0.113.7", Some(600), Some(1_800_000_600));
+        let topic = Topic::of(web, false);
+        for message in [
+            Publish::Ban {
+                epoch: 1,
+                seq: 2,
+                ban: ban.clone(),
+            },
+            Publish::Unban {
+                epoch: 1,
+                seq: 3,
+                ban: ban.clone(),
+                lifted: Some(1_800_000_100),
+            },
+            Publish::Heartbeat {
+                epoch: 1,
+                seq: 3,
+                interval_ms: 1000,
+            },
+        ] {
+            let decoded = Publish::decode(&later(message.encode(&topic)));
+            assert_eq!(decoded, Ok((topic.clone(), message)));
+        }
+        // A page's lines may gain fields; its head may not.
+        let page = SnapshotPage {
+            topic: topic.clone(),
+            epoch: 1,
+            seq: 3,
+            next: None,
+            bans: vec![ban.clone()],
+            lifts: vec![Lift {
+                ip: "198.51.100.0/24".parse().unwrap(),
+                at: 1_800_000_000,
+                until: None,
+            }],
+            unreadable: Vec::new(),
+        };
+        let longer: Vec<Vec<u8>> = page
+            .encode()
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| {
+                if i < 5 {
+                    f
+                } else {
+                    [f, b" later".to_vec()].concat()
+                }
+            })
+            .collect();
+        assert_eq!(SnapshotPage::decode(&longer), Ok(page));
+        assert_eq!(
+            decode_request(&frames(&[VERSION, "HELLO"])),
+            Ok(Request::Hello)
+        );
+        assert_eq!(
+            Verdict::encode_hello(),
+            frames(&[VERSION, "HELLO", &REVISION.to_string()])
+        );
+    }
+
     #[test]
     fn verdict_round_trip() {
         for v in [
@@ -1052,11 +1167,12 @@ mod tests {
             parse_request(&frames(&[VERSION, "SNAPSHOT", "", "w/x"])),
             Err(FieldError::BadGroup { text: "w/x".into() }.into())
         );
+        // A fifth frame is what a later revision added: ignored (section 9).
         assert_eq!(
             parse_request(&frames(&[VERSION, "SNAPSHOT", "", "web", "x"])),
-            Err(MessageError::UnknownRequest {
-                verb: "SNAPSHOT".into(),
-                frames: 5
+            Ok(Request::Snapshot {
+                after: None,
+                group: Some(Group::parse("web").unwrap())
             })
         );
         assert_eq!(
@@ -1124,7 +1240,7 @@ mod tests {
         ));
         assert!(matches!(
             parse_request(&frames(&[VERSION, "FORWARD", line, "web", "x"])),
-            Err(MessageError::UnknownRequest { frames: 5, .. })
+            Ok(Request::Forward { .. })
         ));
     }
 

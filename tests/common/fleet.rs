@@ -11,8 +11,41 @@ use banshare::wire::keys::{self, KeyPair, PublicKey};
 
 use super::*;
 
+/// Which build of the four programs a server or a host runs: this one, or the previous
+/// release (`release::previous`) in the tests of upgrades.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    pub server: PathBuf,
+    pub client: PathBuf,
+    pub report: PathBuf,
+    pub admin: PathBuf,
+}
+
+impl Programs {
+    pub fn current() -> Programs {
+        Programs {
+            server: SERVER.into(),
+            client: CLIENT.into(),
+            report: REPORT.into(),
+            admin: ADMIN.into(),
+        }
+    }
+
+    /// The programs in `dir`, as a release build leaves them.
+    pub fn in_dir(dir: &std::path::Path) -> Programs {
+        Programs {
+            server: dir.join("banshare-server"),
+            client: dir.join("banshare-client"),
+            report: dir.join("banshare-report"),
+            admin: dir.join("banshare"),
+        }
+    }
+}
+
 pub struct Host {
     pub name: String,
+    /// What the host runs: its client and banshare-report.
+    pub programs: Programs,
     pub config: PathBuf,
     pub applied: PathBuf,
     pub log: PathBuf,
@@ -35,6 +68,8 @@ pub struct Fleet {
     pub netns: Option<String>,
     /// Environment for the server, such as libfaketime's for a server whose clock is off.
     pub server_env: Vec<(String, String)>,
+    /// What the server runs, and the `banshare` that talks to it.
+    pub programs: Programs,
 }
 
 impl Fleet {
@@ -81,6 +116,7 @@ impl Fleet {
             server: None,
             server_env: Vec::new(),
             netns: None,
+            programs: Programs::current(),
         };
         for name in names {
             fleet.add_host(name, client_extra);
@@ -122,6 +158,7 @@ impl Fleet {
         .unwrap();
         self.hosts.push(Host {
             name: name.to_string(),
+            programs: Programs::current(),
             log: self.dir.path().join(format!("{name}.log")),
             config,
             applied,
@@ -210,7 +247,7 @@ impl Fleet {
 
     /// Runs `banshare ARGS --socket <this fleet's control socket>`.
     pub fn admin(&self, args: &[&str]) -> Output {
-        self.command(ADMIN)
+        self.command(&self.programs.admin.to_string_lossy())
             .args(args)
             .arg("--socket")
             .arg(self.dir.path().join("control.sock"))
@@ -245,7 +282,7 @@ impl Fleet {
             .open(&self.server_log)
             .unwrap();
         let child = self
-            .command(SERVER)
+            .command(&self.programs.server.to_string_lossy())
             .envs(self.server_env.iter().cloned())
             .args(["--log", "stderr", "--config"])
             .arg(&self.server_config)
@@ -289,7 +326,7 @@ impl Fleet {
             .open(&self.hosts[i].log)
             .unwrap();
         let child = self
-            .host_command(i, CLIENT)
+            .host_command(i, &self.hosts[i].programs.client.to_string_lossy())
             .args(["--log", "stderr", "--config"])
             .arg(&self.hosts[i].config)
             .stderr(log)
@@ -374,7 +411,7 @@ impl Fleet {
 
     /// banshare-report as host `i`, to run or spawn.
     pub fn report_command(&self, i: usize, args: &[&str]) -> Command {
-        let mut command = self.host_command(i, REPORT);
+        let mut command = self.host_command(i, &self.hosts[i].programs.report.to_string_lossy());
         command
             .arg("--config")
             .arg(&self.hosts[i].config)

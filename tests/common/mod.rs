@@ -10,6 +10,7 @@ pub mod fail2ban;
 mod fleet;
 mod netns;
 mod raw;
+pub mod release;
 pub mod servers;
 
 // Not every test uses every part.
