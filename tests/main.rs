@@ -27,6 +27,7 @@ mod peering;
 mod pipeline;
 mod policy;
 mod psad;
+mod release;
 mod rogue;
 mod system;
 mod systemd;

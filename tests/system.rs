@@ -1,9 +1,11 @@
 //! The packages on real systemd: three Debian 12 containers booted with systemd, each in a
 //! network namespace of its own, install the .deb with Debian's fail2ban through apt, run
 //! one server and three clients as services, share a ban that fail2ban found, revoke a host
-//! on reload, stop cleanly and purge to nothing. The .rpm is installed into a root directory
-//! with its scriptlets. Needs root and the packages that the test command builds first
-//! (`scripts/package`).
+//! on reload, stop cleanly and purge to nothing. Another installs the previous release from
+//! the repository that `scripts/release` builds and upgrades it with apt under a stream of
+//! reports. The .rpm is installed into a root directory with its scriptlets, as an upgrade
+//! from the previous release's. Needs root and the packages that the test command builds
+//! first (`scripts/package`, `scripts/previous-release`).
 
 use crate::common;
 
@@ -15,6 +17,7 @@ use std::time::Duration;
 use common::container::{
     assert_cut_off, image, one_fleet_at_a_time, package, Container, Overlay, BOOKWORM_JAIL_LOCAL,
 };
+use common::release::{previous_packages, publish};
 use common::*;
 
 const NAMES: [&str; 3] = ["srv", "web", "db"];
@@ -324,7 +327,18 @@ fn the_rpm_has_the_debs_files_and_its_scriptlets_work() {
         assert!(out.status.success(), "rpm {args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    rpm_cmd(&["-i", "--nodeps", rpm.to_str().unwrap()]);
+    // The previous release first, its server.toml edited by the admin, then this one as an
+    // upgrade: the admin's file and the host's keys stay.
+    let [_, previous] = previous_packages();
+    rpm_cmd(&["-i", "--nodeps", previous.to_str().unwrap()]);
+    in_root("echo '# edited' >> /etc/banshare/server.toml");
+    let host_key = in_root("cat /etc/banshare/keys/host.key");
+    rpm_cmd(&["-U", "--nodeps", rpm.to_str().unwrap()]);
+    assert_eq!(rpm_cmd(&["-q", "--qf", "%{VERSION}", "banshare"]), "0.2.0");
+    assert!(in_root("cat /etc/banshare/server.toml").ends_with("# edited\n"));
+    // The package's changed version beside it, as %config(noreplace) does.
+    in_root("test -f /etc/banshare/server.toml.rpmnew");
+    assert_eq!(in_root("cat /etc/banshare/keys/host.key"), host_key);
 
     assert!(in_root("getent passwd banshare").contains(":/var/lib/banshare:"));
     assert_eq!(
@@ -347,7 +361,8 @@ fn the_rpm_has_the_debs_files_and_its_scriptlets_work() {
         assert!(configs.contains(config), "{config} is not a config file");
     }
 
-    // Erase removes what the scriptlets made, and keeps a key the admin made.
+    // Erase removes what the scriptlets made, and keeps a key the admin made, the file the
+    // admin edited (as .rpmsave) and the package's version left beside it at the upgrade.
     in_root("banshare keygen --dir /etc/banshare/keys --name server >/dev/null");
     rpm_cmd(&["-e", "banshare"]);
     assert_eq!(
@@ -357,6 +372,147 @@ fn the_rpm_has_the_debs_files_and_its_scriptlets_work() {
              -o -path '/etc/banshare/*' 2>/dev/null | sort; getent passwd banshare; true"
         ),
         "/etc/banshare\n/etc/banshare/keys\n/etc/banshare/keys/server.key\n\
-         /etc/banshare/keys/server.key_secret\n"
+         /etc/banshare/keys/server.key_secret\n/etc/banshare/server.toml.rpmnew\n\
+         /etc/banshare/server.toml.rpmsave\n"
     );
+}
+
+/// An operator's upgrade: 0.1.0 installed with apt from the repository that scripts/release
+/// builds, a server and a client running as services under a stream of reports, then
+/// 0.2.0 published and `apt-get upgrade` while the reports go on. The admin's edited
+/// configuration is kept, both services restart into 0.2.0, and every report reaches the
+/// host's fail2ban jail. Then `remove` keeps the configuration and `purge` does not.
+#[test]
+fn apt_upgrades_from_the_repository_under_a_stream_of_reports() {
+    let _turn = one_fleet_at_a_time();
+    let old = previous_packages();
+    let new = [
+        package("debian", "_amd64.deb"),
+        package("generate-rpm", ".x86_64.rpm"),
+    ];
+    let repo = tempfile::tempdir().unwrap();
+    publish(repo.path(), &[&old[0], &old[1]]);
+    let image = image();
+    let lab = Lab::new("up", &["up"]);
+    let host = Container::boot("up", lab.ns(0), &image);
+    // The repository as a host reaches it: a signed source, here a directory.
+    let serve = |host: &Container| {
+        let copied = Command::new("cp")
+            .args(["-a", "--no-target-directory"])
+            .arg(repo.path())
+            .arg(host.path("/srv/banshare"))
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        // Only this source: the image's mirror is out of the containers' reach, and its
+        // lists, already there, stay.
+        host.run(
+            "apt-get -q update -o Dir::Etc::sourcelist=sources.list.d/banshare.sources \
+             -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0",
+        );
+    };
+    fs::copy(
+        repo.path().join("banshare.gpg"),
+        host.path("/usr/share/keyrings/banshare.gpg"),
+    )
+    .unwrap();
+    host.write(
+        "/etc/apt/sources.list.d/banshare.sources",
+        "Types: deb\nURIs: file:/srv/banshare/apt\nSuites: bookworm\nComponents: main\n\
+         Signed-By: /usr/share/keyrings/banshare.gpg\n",
+    );
+    serve(&host);
+    host.write("/etc/fail2ban/jail.local", BOOKWORM_JAIL_LOCAL);
+    host.run(
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+         banshare fail2ban",
+    );
+    let version = |host: &Container| host.run("dpkg-query -W -f '${Version}' banshare");
+    assert_eq!(version(&host), "0.1.0-1");
+    configure(std::slice::from_ref(&host), lab.address(0));
+    start(&host, "banshare-server");
+    start(&host, "banshare-client");
+    let pids = |host: &Container| {
+        host.run("systemctl show -p MainPID --value banshare-server banshare-client")
+    };
+    let before = pids(&host);
+
+    // Reports every 50 ms, each from a new address, their exit codes written down.
+    host.run(
+        "nohup sh -c 'for i in $(seq 1 300); do ip=198.18.$((i / 250)).$((i % 250 + 1)); \
+         banshare-report lab sshd $ip; echo \"$ip $?\" >> /root/reports; sleep 0.05; done' \
+         >/dev/null 2>&1 &",
+    );
+    let reported =
+        |host: &Container| fs::read_to_string(host.path("/root/reports")).unwrap_or_default();
+    wait_for("the first reports", Duration::from_secs(30), || {
+        (reported(&host).lines().count() >= 20).then_some(())
+    });
+    publish(repo.path(), &[&new[0], &new[1]]);
+    serve(&host);
+    // dpkg asks about a configuration file that both the admin and the package changed
+    // (client.toml's comments did): an unattended upgrade keeps the admin's.
+    let started = std::time::Instant::now();
+    let upgrade = host.run(
+        "DEBIAN_FRONTEND=noninteractive apt-get upgrade -y -q \
+         -o Dpkg::Options::=--force-confold 2>&1",
+    );
+    let took = started.elapsed();
+    assert_eq!(version(&host), "0.2.0-1", "{upgrade}");
+    assert!(host
+        .read("/etc/banshare/server.toml")
+        .contains("report-port = 41234"));
+    assert!(host
+        .read("/etc/banshare/client.toml")
+        .contains("backend = \"fail2ban\""));
+    // Both services run again, restarted into 0.2.0 by the package.
+    let after = pids(&host);
+    assert_ne!(before, after, "{upgrade}");
+    for unit in ["banshare-server", "banshare-client"] {
+        assert_eq!(
+            host.run(&format!("systemctl is-active {unit}")).trim(),
+            "active"
+        );
+    }
+    let status = host.run("banshare status --json");
+    assert!(status.contains(r#""version":"0.2.0""#), "{status}");
+
+    wait_for("the stream to end", Duration::from_secs(120), || {
+        (reported(&host).lines().count() == 300).then_some(())
+    });
+    let lines = reported(&host);
+    let taken: Vec<&str> = lines
+        .lines()
+        .map(|l| l.split_once(' ').unwrap())
+        .map(|(ip, code)| {
+            assert!(code == "0" || code == "75", "{ip}: exit {code}");
+            ip
+        })
+        .collect();
+    wait_for("every report in the jail", Duration::from_secs(60), || {
+        let banned = host.jail_banned();
+        taken.iter().all(|ip| banned.contains(*ip)).then_some(())
+    });
+    let spooled = lines.lines().filter(|l| l.ends_with(" 75")).count();
+    // Both files the admin edited are ones the package changed since 0.1.0.
+    let kept = upgrade
+        .matches("Using current old file as you requested")
+        .count();
+    eprintln!(
+        "apt-get upgrade took {took:.1?} under {} reports ({spooled} spooled), all applied; \
+         {kept} configuration files kept",
+        taken.len()
+    );
+    assert_eq!(kept, 2, "{upgrade}");
+
+    // Remove keeps the configuration, as Debian policy wants; purge takes it.
+    host.run("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q banshare");
+    assert_eq!(
+        host.run("dpkg-query -W -f '${Status}' banshare"),
+        "deinstall ok config-files"
+    );
+    assert!(host.path("/etc/banshare/server.toml").exists());
+    assert!(!host.path("/usr/bin/banshare-server").exists());
+    host.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q banshare");
+    assert!(!host.path("/etc/banshare/server.toml").exists());
 }

@@ -83,7 +83,8 @@ fn mirror() -> String {
     "http://deb.debian.org/debian".to_string()
 }
 
-fn run_ok(what: &str, command: &mut Command) {
+/// Runs `command`, which must succeed, and returns what it printed.
+pub fn run_ok(what: &str, command: &mut Command) -> String {
     let out = command.output().unwrap();
     assert!(
         out.status.success(),
@@ -91,6 +92,7 @@ fn run_ok(what: &str, command: &mut Command) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Builds into a temporary directory and renames it, so an interrupted build leaves nothing

@@ -2,7 +2,7 @@
 //! its own: the tests of upgrades mix its programs and packages with this build's.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use super::Programs;
@@ -28,4 +28,29 @@ impl Programs {
     pub fn previous() -> Programs {
         Programs::in_dir(&previous().join("target/release"))
     }
+}
+
+/// Publishes `packages` into the repositories at `repo` with `scripts/release`.
+pub fn publish(repo: &Path, packages: &[&Path]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/release");
+    let out: Output = Command::new(script)
+        .args(packages)
+        .env("RELEASE_REPO", repo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/release failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The previous release's .deb and .rpm.
+pub fn previous_packages() -> [PathBuf; 2] {
+    let target = previous().join("target");
+    [
+        target.join("debian/banshare_0.1.0-1_amd64.deb"),
+        target.join("generate-rpm/banshare-0.1.0-1.x86_64.rpm"),
+    ]
 }
