@@ -1,9 +1,11 @@
 //! The Ansible role and playbooks, for real over SSH: four Debian 12 containers booted with
 //! systemd and sshd, two of them servers that peer with each other (docs/ha.md; one is a
-//! client of the fleet as well, the other only a server), deployed from scratch with
-//! site.yml from a control node on their network, after which `--check` finds nothing to
-//! change; one run revokes a host and moves a server to firewalld, and a second changes
-//! nothing; rotate-keys.yml then switches every key and port, the servers one at a time,
+//! client of the fleet as well, the other only a server), deployed from scratch with the
+//! previous release's site.yml and package from a control node on their network, upgraded
+//! to this release with upgrade.yml under 20 reports a second, none lost, after which
+//! `--check` of this release's site.yml finds nothing to change; one run revokes a host and
+//! moves a server to firewalld, and a second changes nothing; rotate-keys.yml then switches
+//! every key and port, the servers one at a time,
 //! under a steady stream of reports, which the other server answers meanwhile, and loses
 //! none of them. A second, smaller fleet checks that `--check` works before anything was
 //! deployed, and that `banshare_psad` wires psad both ways. Needs root, the .deb
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use common::container::{
     assert_cut_off, image, one_fleet_at_a_time, package, Container, BOOKWORM_JAIL_LOCAL,
 };
+use common::release;
 use common::*;
 
 const NAMES: [&str; 5] = ["srv", "srv2", "web", "db", "out"];
@@ -128,13 +131,18 @@ impl Control {
     }
 
     fn playbook(&self, name: &str, extra: &[&str]) -> Output {
+        self.playbook_of(repo(), name, extra)
+    }
+
+    /// A playbook of the tree at `root`: this one, or the previous release's.
+    fn playbook_of(&self, root: &Path, name: &str, extra: &[&str]) -> Output {
         let started = Instant::now();
         let out = Command::new("ip")
             .args(["netns", "exec", &self.netns])
             .arg(ansible_bin("ansible-playbook"))
             .arg("-i")
             .arg(self.dir.path().join("inventory"))
-            .arg(repo().join("ansible/playbooks").join(name))
+            .arg(root.join("ansible/playbooks").join(name))
             .args(extra)
             .env("ANSIBLE_NOCOLOR", "1")
             .env("ANSIBLE_HOME", self.dir.path().join("ansible-home"))
@@ -154,7 +162,11 @@ impl Control {
 
     /// Runs a playbook that must succeed, and returns each host's `changed=` count.
     fn run(&self, name: &str, extra: &[&str]) -> Vec<(String, u32)> {
-        let out = self.playbook(name, extra);
+        self.run_of(repo(), name, extra)
+    }
+
+    fn run_of(&self, root: &Path, name: &str, extra: &[&str]) -> Vec<(String, u32)> {
+        let out = self.playbook_of(root, name, extra);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -253,15 +265,19 @@ fn ping_one(host: &Container, address: &str, ports: (u16, u16), key: &str) -> Op
     out.status.code()
 }
 
-/// Reports from `host` at about 10 a second, each from a new address, until `stop`; each
-/// report runs as its own process and is not waited for, as fail2ban runs them. With each,
-/// the time it started, from the stream's start.
-fn report_stream(host: &Container, stop: &AtomicBool) -> Vec<(String, Duration, Child)> {
+/// Reports from `host`, `per_second` of them, each from a new address in `net`.0.0/16,
+/// until `stop`; each report runs as its own process and is not waited for, as fail2ban
+/// runs them. With each, the time it started, from the stream's start.
+fn report_stream(
+    host: &Container,
+    (per_second, net): (u64, &str),
+    stop: &AtomicBool,
+) -> Vec<(String, Duration, Child)> {
     let mut reports = Vec::new();
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let i = reports.len();
-        let ip = format!("198.18.{}.{}", i / 250, i % 250 + 1);
+        let ip = format!("{net}.{}.{}", i / 250, i % 250 + 1);
         let child = Command::new("nsenter")
             .args([
                 "-t",
@@ -276,10 +292,62 @@ fn report_stream(host: &Container, stop: &AtomicBool) -> Vec<(String, Duration, 
             .spawn()
             .unwrap();
         reports.push((ip, started.elapsed(), child));
-        let next = started + Duration::from_millis(100 * reports.len() as u64);
+        let next = started + Duration::from_millis(1000 / per_second * reports.len() as u64);
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     reports
+}
+
+/// upgrade.yml over a fleet of the previous release while `reporter` reports 20 addresses a
+/// second: every host runs this release after it, and every server has every report.
+fn upgrade_under_a_stream(control: &Control, hosts: &[Container], reporter: &Container) {
+    let version = |host: &Container| host.run("dpkg-query -W -f '${Version}' banshare");
+    assert_eq!(version(&hosts[0]), "0.1.0-1");
+    let stop = AtomicBool::new(false);
+    let (reports, upgraded) = std::thread::scope(|scope| {
+        let stream = scope.spawn(|| report_stream(reporter, (20, "198.19"), &stop));
+        std::thread::sleep(Duration::from_secs(2));
+        let upgraded = control.playbook("upgrade.yml", &[]);
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+        (stream.join().unwrap(), upgraded)
+    });
+    assert!(
+        upgraded.status.success(),
+        "upgrade.yml failed:\n{}\n{}",
+        String::from_utf8_lossy(&upgraded.stdout),
+        journals(hosts)
+    );
+    for host in hosts {
+        assert_eq!(version(host), "0.2.0-1", "{}", host.name);
+    }
+    let (mut sent, mut spooled) = (Vec::new(), 0);
+    for (ip, _, child) in reports {
+        let out = child.wait_with_output().unwrap();
+        match out.status.code() {
+            Some(0) => {}
+            Some(75) => spooled += 1,
+            code => panic!(
+                "report of {ip} exited {code:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+        sent.push(ip);
+    }
+    for server in &hosts[..SERVERS] {
+        wait_for(
+            "every report at the server",
+            Duration::from_secs(60),
+            || {
+                let bans = server_bans(server);
+                sent.iter().all(|ip| bans.contains(ip)).then_some(())
+            },
+        );
+    }
+    eprintln!(
+        "upgrade.yml under {} reports ({spooled} spooled): none lost",
+        sent.len()
+    );
 }
 
 #[test]
@@ -313,8 +381,14 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
         .collect();
     control.inventory(&addressed, (SERVERS, &CLIENTS), &deb);
 
-    // From scratch: each server lets every client in and follows the other.
-    control.run("site.yml", &[]);
+    // From scratch, by the previous release's role and package; then upgrade.yml brings the
+    // fleet to this release, the servers one at a time and then the hosts, while web reports
+    // 20 addresses a second: none is lost. Each server lets every client in and follows the
+    // other.
+    let [old_deb, _] = release::previous_packages();
+    let old = format!("banshare_package_file={}", old_deb.display());
+    control.run_of(release::previous(), "site.yml", &["-e", &old]);
+    upgrade_under_a_stream(&control, &hosts, web);
     for server in servers {
         let status = peered_status(server);
         let seen: Vec<&str> = status["hosts"]
@@ -423,7 +497,7 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
     let stop = AtomicBool::new(false);
     let started = Instant::now();
     let reports = std::thread::scope(|scope| {
-        let stream = scope.spawn(|| report_stream(web, &stop));
+        let stream = scope.spawn(|| report_stream(web, (10, "198.18"), &stop));
         std::thread::sleep(Duration::from_secs(2));
         let rotated = control.playbook(
             "rotate-keys.yml",
@@ -537,7 +611,8 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
 }
 
 #[test]
-fn check_mode_works_before_the_first_deploy_and_psad_is_wired_both_ways() {
+fn check_mode_works_before_the_first_deploy_a_fleet_of_the_previous_release_upgrades_and_psad_is_wired(
+) {
     let _turn = one_fleet_at_a_time();
     let deb = package("debian", "_amd64.deb");
     let image = image();
