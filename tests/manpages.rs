@@ -153,3 +153,26 @@ fn the_architecture_names_what_is_there_and_every_folder() {
         }
     }
 }
+
+/// debian/changelog is kept from CHANGELOG.md: the same releases, newest first, the first
+/// being this version, and no release in one that the other lacks.
+#[test]
+fn the_changelogs_list_the_same_releases_and_this_version_first() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ours = std::fs::read_to_string(root.join("CHANGELOG.md")).unwrap();
+    let debian = std::fs::read_to_string(root.join("debian/changelog")).unwrap();
+    // "## 0.2.0 (not yet released)" and "banshare (0.2.0-1) unstable; urgency=medium".
+    let releases: Vec<&str> = ours
+        .lines()
+        .filter_map(|l| l.strip_prefix("## ")?.split(' ').next())
+        .collect();
+    let packaged: Vec<&str> = debian
+        .lines()
+        .filter_map(|l| l.strip_prefix("banshare (")?.split('-').next())
+        .collect();
+    assert_eq!(
+        releases, packaged,
+        "CHANGELOG.md and debian/changelog differ"
+    );
+    assert_eq!(releases.first(), Some(&env!("CARGO_PKG_VERSION")));
+}
