@@ -14,7 +14,7 @@ use crate::server::zap::Authorizer;
 use crate::server::Server;
 use crate::sockets::transport::{self, Received};
 use crate::wire::protocol::{
-    decode_request, Request, SnapshotPage, Verdict, MAX_REQUEST_FRAMES, PAGE,
+    decode_request, encode_hello, Request, SnapshotPage, Verdict, MAX_REQUEST_FRAMES, PAGE,
 };
 use crate::wire::topic::Group;
 
@@ -112,7 +112,7 @@ impl Server {
                 (core.forwarded(&line, group.as_ref(), from, changes), false)
             }
             Ok(Request::Legacy(report)) => (core.report(&report, &peer, changes), true),
-            Ok(Request::Hello) => return Some(reply(envelope, Verdict::encode_hello())),
+            Ok(Request::Hello) => return Some(reply(envelope, encode_hello())),
             Err(_) if !core.intake.answer_invalid(&peer.name) => return None,
             Err(invalid) => {
                 let line = format!("invalid request from {peer}: {}", invalid.reason);

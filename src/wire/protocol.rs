@@ -315,15 +315,6 @@ impl Verdict {
             .collect()
     }
 
-    /// The answer to HELLO: `[BANSHARE1][HELLO][revision]` (section 9).
-    pub fn encode_hello() -> Vec<Vec<u8>> {
-        vec![
-            VERSION.into(),
-            b"HELLO".to_vec(),
-            REVISION.to_string().into_bytes(),
-        ]
-    }
-
     /// The 2014 protocol had a single success word.
     pub fn encode_legacy(&self) -> Vec<Vec<u8>> {
         let word = if self.taken() {
@@ -739,6 +730,15 @@ pub fn encode_snapshot_request(after: Option<&Cidr>, group: Option<&Group>) -> V
     frames
 }
 
+/// The answer to HELLO: `[BANSHARE1][HELLO][revision]` (section 9).
+pub fn encode_hello() -> Vec<Vec<u8>> {
+    vec![
+        VERSION.into(),
+        b"HELLO".to_vec(),
+        REVISION.to_string().into_bytes(),
+    ]
+}
+
 /// A FORWARD request, from one server to a peer (`Request::Forward`); with a fourth frame,
 /// in that group.
 pub fn encode_forward(line: &str, group: Option<&Group>) -> Vec<Vec<u8>> {
@@ -1069,7 +1069,7 @@ mod tests {
             Ok(Request::Hello)
         );
         assert_eq!(
-            Verdict::encode_hello(),
+            encode_hello(),
             frames(&[VERSION, "HELLO", &REVISION.to_string()])
         );
     }
