@@ -72,7 +72,7 @@ fn the_repositories_are_signed_and_offer_the_newest_release() {
     let old = previous_packages();
     let new = [
         package("debian", "_amd64.deb"),
-        package("generate-rpm", ".x86_64.rpm"),
+        package("rpm", ".x86_64.rpm"),
     ];
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");

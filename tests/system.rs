@@ -280,7 +280,7 @@ fn normalised(paths: &str) -> Vec<String> {
 
 #[test]
 fn the_rpm_has_the_debs_files_and_its_scriptlets_work() {
-    let rpm = package("generate-rpm", ".x86_64.rpm");
+    let rpm = package("rpm", ".x86_64.rpm");
     let deb = package("debian", "_amd64.deb");
     let rpm_files = Command::new("rpm")
         .args(["-qlp"])
@@ -339,6 +339,30 @@ fn the_rpm_has_the_debs_files_and_its_scriptlets_work() {
     // The package's changed version beside it, as %config(noreplace) does.
     in_root("test -f /etc/banshare/server.toml.rpmnew");
     assert_eq!(in_root("cat /etc/banshare/keys/host.key"), host_key);
+    // Its %changelog is debian/changelog's, newest first, where an EL admin reads it.
+    let debian =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/changelog")).unwrap();
+    let releases: Vec<&str> = debian
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("banshare (")?
+                .split_once(')')
+                .map(|(v, _)| v)
+        })
+        .collect();
+    let changelog = rpm_cmd(&["-q", "--changelog", "banshare"]);
+    let entries: Vec<&str> = changelog
+        .lines()
+        .filter(|l| l.starts_with("* "))
+        .filter_map(|l| l.rsplit(' ').next())
+        .collect();
+    assert_eq!(entries, releases, "{changelog}");
+    assert_eq!(releases[0], format!("{}-1", env!("CARGO_PKG_VERSION")));
+    let first_item = debian.lines().find_map(|l| l.strip_prefix("  * ")).unwrap();
+    assert!(
+        changelog.contains(&format!("- {first_item}\n")),
+        "{changelog}"
+    );
 
     assert!(in_root("getent passwd banshare").contains(":/var/lib/banshare:"));
     assert_eq!(
@@ -388,7 +412,7 @@ fn apt_upgrades_from_the_repository_under_a_stream_of_reports() {
     let old = previous_packages();
     let new = [
         package("debian", "_amd64.deb"),
-        package("generate-rpm", ".x86_64.rpm"),
+        package("rpm", ".x86_64.rpm"),
     ];
     let repo = tempfile::tempdir().unwrap();
     publish(repo.path(), &[&old[0], &old[1]]);
