@@ -19,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod exit;
 pub mod files;
+pub mod fuzz;
 pub mod logging;
 pub mod protect;
 pub mod schedule;

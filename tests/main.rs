@@ -15,6 +15,7 @@ mod daemon;
 mod durability;
 mod fail2ban;
 mod flood;
+mod fuzz;
 mod groups;
 mod ha;
 mod handoff;

@@ -1,16 +1,5 @@
-//! server.toml and client.toml, parsed and checked as the daemons do at start.
+//! The `config` target: what it does is `banshare::fuzz::config`, which tests/fuzz.rs also runs.
 
 #![no_main]
 
-use std::path::Path;
-
-use banshare::config::{ClientConfig, ServerConfig};
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let path = Path::new("fuzz.toml");
-        let _ = ServerConfig::from_text(path, text);
-        let _ = ClientConfig::from_text(path, text);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| banshare::fuzz::config(data));

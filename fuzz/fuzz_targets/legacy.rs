@@ -1,9 +1,5 @@
-//! The 2014 format, `prog;jail;ip;sender` in one frame, as the server decodes it.
+//! The `legacy` target: what it does is `banshare::fuzz::legacy`, which tests/fuzz.rs also runs.
 
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = banshare::wire::protocol::decode_request(&[data.to_vec()]);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| banshare::fuzz::legacy(data));
