@@ -30,7 +30,7 @@ complete -c banshare -n "__fish_banshare_needs_command" -f -a "keygen" -d 'Gener
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "report" -d 'Report a ban straight to the servers over CURVE, as banshare-report does when no banshare-client on this host takes it; same arguments and exit codes as banshare-report(1)'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "check-config" -d 'Validate a server.toml or client.toml and the key files it names'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "unban" -d 'Lift a ban on every host: the server forgets it, so do its peers, and every client runs its unban-command'
-complete -c banshare -n "__fish_banshare_needs_command" -f -a "import" -d 'Import a blocklist: one address or network per line, or CSV lines of address,bantime,jail. Each is checked like a report (protected networks, min-prefix, fleet hosts, max-bans), journaled and published in batches; a summary says how many were accepted, duplicates, or refused and why. A file with a bad line imports nothing (exit 65)'
+complete -c banshare -n "__fish_banshare_needs_command" -f -a "import" -d 'Import a blocklist: Spamhaus DROP (text or JSON), FireHOL netsets and ipsets, ipsum, CrowdSec\'s decisions, plain lists, or CSV lines of address,bantime,jail. Each entry is checked like a report, against import-min-prefix rather than min-prefix (protected networks and what covers them, fleet hosts, max-bans), journaled and published in batches; a summary says how many were accepted, duplicates, skipped or refused, and why. A file with a bad entry imports nothing (exit 65), unless --skip-invalid'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "bans" -d 'List the active bans with their expiry and every host that reported them'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "ping" -d 'Check that this host reaches the server, or each of several, and is let in, as banshare-client would be: ask for the first page of the ban list and wait for the answer. Exits 0 when every server answered, 69 when one did not'
 complete -c banshare -n "__fish_banshare_needs_command" -f -a "status" -d 'Show the server\'s version, uptime, position, counters, the hosts it has seen, and its peers; or, on a client\'s socket, the servers it follows, their seq, lag and last heartbeat, the backend and its last error, bans applied and failed, and the spool'
@@ -49,14 +49,25 @@ complete -c banshare -n "__fish_banshare_using_subcommand unban" -l origin -d 'I
 complete -c banshare -n "__fish_banshare_using_subcommand unban" -l socket -d 'The control socket. Without it or --config: the server\'s (/run/banshare/control.sock) when this host runs one, else the client\'s (/run/banshare-client/control.sock)' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand unban" -s c -l config -d 'Take the control socket from this server.toml or client.toml' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand unban" -s h -l help -d 'Print help'
-complete -c banshare -n "__fish_banshare_using_subcommand import" -l bantime -d 'Bantime of lines that give none, such as 600, 1d or -1 (permanent); without it, the server\'s default-bantime' -r
+complete -c banshare -n "__fish_banshare_using_subcommand import" -l format -d 'The list\'s format: auto tells them apart by the first entry' -r -f -a "auto\t'Told apart by the first entry'
+plain\t'One address or network per line, or CSV lines address,bantime,jail'
+spamhaus-json\t''
+ipsum\t''
+crowdsec\t''"
+complete -c banshare -n "__fish_banshare_using_subcommand import" -l bantime -d 'Bantime of entries that give none, such as 600, 1d or -1 (permanent); without it, the server\'s default-bantime' -r
 complete -c banshare -n "__fish_banshare_using_subcommand import" -l origin -d 'The name the bans are imported under, as `banshare bans` and `unban --origin` know them; not a host\'s key name' -r
+complete -c banshare -n "__fish_banshare_using_subcommand import" -l min-count -d 'ipsum: import the addresses that at least N lists name' -r
+complete -c banshare -n "__fish_banshare_using_subcommand import" -l min-prefix -d 'Refuse entries wider than this, such as 16 or 16,48 (IPv4, IPv6), within the server\'s import-min-prefix' -r
 complete -c banshare -n "__fish_banshare_using_subcommand import" -l socket -d 'The control socket. Without it or --config: the server\'s (/run/banshare/control.sock) when this host runs one, else the client\'s (/run/banshare-client/control.sock)' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand import" -s c -l config -d 'Take the control socket from this server.toml or client.toml' -r -F
-complete -c banshare -n "__fish_banshare_using_subcommand import" -s h -l help -d 'Print help'
-complete -c banshare -n "__fish_banshare_using_subcommand bans" -l format -d 'table, json, or plain: one network per line, to feed a firewall or a blocklist' -r -f -a "table\t''
+complete -c banshare -n "__fish_banshare_using_subcommand import" -l skip-invalid -d 'Import the good entries of a list with bad ones, and show the bad ones'
+complete -c banshare -n "__fish_banshare_using_subcommand import" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c banshare -n "__fish_banshare_using_subcommand bans" -l format -d 'table, json, plain (one network per line), or for other tools with the time each ban has left: nft (a file nft -f loads), ipset (ipset restore input), csv (address,bantime,jail, which banshare import reads)' -r -f -a "table\t''
 json\t''
-plain\t''"
+plain\t''
+nft\t''
+ipset\t''
+csv\t''"
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -l socket -d 'The control socket. Without it or --config: the server\'s (/run/banshare/control.sock) when this host runs one, else the client\'s (/run/banshare-client/control.sock)' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -s c -l config -d 'Take the control socket from this server.toml or client.toml' -r -F
 complete -c banshare -n "__fish_banshare_using_subcommand bans" -l json -d 'Print JSON instead of a table (the same as --format json)'
@@ -75,7 +86,7 @@ complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_s
 complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen report check-config unban import bans ping status help" -f -a "report" -d 'Report a ban straight to the servers over CURVE, as banshare-report does when no banshare-client on this host takes it; same arguments and exit codes as banshare-report(1)'
 complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen report check-config unban import bans ping status help" -f -a "check-config" -d 'Validate a server.toml or client.toml and the key files it names'
 complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen report check-config unban import bans ping status help" -f -a "unban" -d 'Lift a ban on every host: the server forgets it, so do its peers, and every client runs its unban-command'
-complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen report check-config unban import bans ping status help" -f -a "import" -d 'Import a blocklist: one address or network per line, or CSV lines of address,bantime,jail. Each is checked like a report (protected networks, min-prefix, fleet hosts, max-bans), journaled and published in batches; a summary says how many were accepted, duplicates, or refused and why. A file with a bad line imports nothing (exit 65)'
+complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen report check-config unban import bans ping status help" -f -a "import" -d 'Import a blocklist: Spamhaus DROP (text or JSON), FireHOL netsets and ipsets, ipsum, CrowdSec\'s decisions, plain lists, or CSV lines of address,bantime,jail. Each entry is checked like a report, against import-min-prefix rather than min-prefix (protected networks and what covers them, fleet hosts, max-bans), journaled and published in batches; a summary says how many were accepted, duplicates, skipped or refused, and why. A file with a bad entry imports nothing (exit 65), unless --skip-invalid'
 complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen report check-config unban import bans ping status help" -f -a "bans" -d 'List the active bans with their expiry and every host that reported them'
 complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen report check-config unban import bans ping status help" -f -a "ping" -d 'Check that this host reaches the server, or each of several, and is let in, as banshare-client would be: ask for the first page of the ban list and wait for the answer. Exits 0 when every server answered, 69 when one did not'
 complete -c banshare -n "__fish_banshare_using_subcommand help; and not __fish_seen_subcommand_from keygen report check-config unban import bans ping status help" -f -a "status" -d 'Show the server\'s version, uptime, position, counters, the hosts it has seen, and its peers; or, on a client\'s socket, the servers it follows, their seq, lag and last heartbeat, the backend and its last error, bans applied and failed, and the spool'

@@ -1,9 +1,10 @@
 //! banshare: the administration tool.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::blocklist;
-use crate::cli::{self, AdminArgs, AdminCommand, BansFormat, ControlTarget};
+use crate::cli::{self, AdminArgs, AdminCommand, BansFormat, ControlTarget, ImportArgs};
 use crate::config::duration::DurationError;
 use crate::config::{AnyConfig, ClientConfig, DEFAULT_CLIENT_SOCKET, DEFAULT_SOCKET};
 use crate::exit::{Exit, Failure};
@@ -115,19 +116,21 @@ fn run(command: AdminCommand) -> Result<String, Failure> {
                 }
                 (BansFormat::Table, false) => bans_table(&text),
                 (BansFormat::Table, true) => pending_table(&text),
+                (BansFormat::Nft | BansFormat::Ipset | BansFormat::Csv, true) => Err(Exit::Usage
+                    .with("--format nft, ipset and csv list bans, not the reports of --pending")),
+                (export, false) => {
+                    let bans: Vec<BanView> = parse(&text)?;
+                    let now = crate::clock::unix_now();
+                    let text = match export {
+                        BansFormat::Nft => blocklist::export::nft(&bans, now),
+                        BansFormat::Ipset => blocklist::export::ipset(&bans, now),
+                        _ => blocklist::export::csv(&bans, now),
+                    };
+                    Ok(text.trim_end().to_string())
+                }
             }
         }
-        AdminCommand::Import {
-            file,
-            bantime,
-            origin,
-            control,
-        } => import(
-            &file,
-            bantime.as_deref(),
-            &origin,
-            &control_socket(&control)?,
-        ),
+        AdminCommand::Import(args) => import(&args, &control_socket(&args.control)?),
         AdminCommand::Status { json, control } => {
             let socket = control_socket(&control)?;
             let text = control::request(&socket, &Command::Status)?;
@@ -232,40 +235,55 @@ fn client_status_text(text: &str, socket: &Path) -> Result<String, Failure> {
 /// one batch, small enough that each answer comes well within the control socket's 5 s.
 const IMPORT_BATCH: usize = 1000;
 
-/// Reads the blocklist, refusing it whole if a line is bad, and sends it in batches with a
-/// progress bar on a terminal; ends with the summary.
-fn import(
-    file: &Path,
-    bantime: Option<&str>,
-    origin: &str,
-    socket: &Path,
-) -> Result<String, Failure> {
-    let text = match file.to_str() {
-        Some("-") => std::io::read_to_string(std::io::stdin()),
-        _ => std::fs::read_to_string(file),
-    }
-    .map_err(|e| Exit::IoErr.with(format!("{}: {e}", file.display())))?;
-    let bantime = match bantime {
+/// The largest list `banshare import` reads: some million entries, many times the largest
+/// public lists (ipsum's, the longest common one, takes a few MB).
+const MAX_LIST_BYTES: u64 = 64 << 20;
+/// Bad entries and refusals shown after the summary.
+const EXAMPLES: usize = 10;
+
+/// Reads the blocklist, refusing it whole if an entry is bad (unless --skip-invalid), and
+/// sends it in batches with a progress bar on a terminal; ends with the summary.
+fn import(args: &ImportArgs, socket: &Path) -> Result<String, Failure> {
+    let file = &args.file;
+    let text = read_list(file)?;
+    let bantime = match &args.bantime {
         None => Bantime::Default,
         Some(text) => {
             import_bantime(text).map_err(|e| Exit::Usage.with(format!("--bantime: {e}")))?
         }
     };
-    let reports = blocklist::parse(&text, bantime).map_err(|bad| {
-        let first = &bad[0];
-        Exit::DataErr.with(format!(
-            "{}:{}: {} ({} bad lines; nothing imported)",
-            file.display(),
-            first.line,
+    let options = blocklist::Options {
+        format: args.format,
+        bantime,
+        min_count: args.min_count,
+    };
+    let mut list = blocklist::parse(&text, &options);
+    if let (Some(first), false) = (list.bad.first(), args.skip_invalid) {
+        return Err(Exit::DataErr.with(format!(
+            "{}: {} ({} bad entries; nothing imported; --skip-invalid imports the rest)",
+            place(file, first.at),
             first.reason,
-            bad.len()
-        ))
-    })?;
-    let bar = indicatif::ProgressBar::new(reports.len() as u64);
+            list.bad.len()
+        )));
+    }
     let mut total = ImportSummary::default();
-    for batch in reports.chunks(IMPORT_BATCH) {
+    if let Some(min) = &args.min_prefix {
+        list.reports.retain(|report| match min.check(&report.ip) {
+            Ok(()) => true,
+            Err(too_wide) => {
+                refuse(
+                    &mut total,
+                    "min-prefix",
+                    format!("{}: {too_wide} (--min-prefix)", report.ip),
+                );
+                false
+            }
+        });
+    }
+    let bar = indicatif::ProgressBar::new(list.reports.len() as u64);
+    for batch in list.reports.chunks(IMPORT_BATCH) {
         let command = Command::Import {
-            origin: origin.into(),
+            origin: args.origin.clone(),
             reports: batch.to_vec(),
         };
         let summary: ImportSummary = parse(&control::request(socket, &command)?)?;
@@ -274,14 +292,57 @@ fn import(
         for (reason, n) in summary.refused {
             *total.refused.entry(reason).or_default() += n;
         }
-        let room = 10usize.saturating_sub(total.examples.len());
+        let room = EXAMPLES.saturating_sub(total.examples.len());
         total
             .examples
             .extend(summary.examples.into_iter().take(room));
         bar.inc(batch.len() as u64);
     }
     bar.finish_and_clear();
-    Ok(import_text(file, &total))
+    Ok(import_text(file, &total, &list))
+}
+
+/// The list, at most `MAX_LIST_BYTES` of UTF-8.
+fn read_list(file: &Path) -> Result<String, Failure> {
+    let failed = |e: &dyn std::fmt::Display| Exit::IoErr.with(format!("{}: {e}", file.display()));
+    let reader: Box<dyn std::io::Read> = match file.to_str() {
+        Some("-") => Box::new(std::io::stdin()),
+        _ => Box::new(std::fs::File::open(file).map_err(|e| failed(&e))?),
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_LIST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| failed(&e))?;
+    if bytes.len() as u64 > MAX_LIST_BYTES {
+        return Err(Exit::DataErr.with(format!(
+            "{}: longer than {} MiB, the most banshare import reads",
+            file.display(),
+            MAX_LIST_BYTES >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        Exit::DataErr.with(format!(
+            "{}: not UTF-8 text (byte {})",
+            file.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// `FILE:LINE` for a line, `FILE: entry N` for an element of a JSON array.
+fn place(file: &Path, at: blocklist::Place) -> String {
+    match at {
+        blocklist::Place::Line(n) => format!("{}:{n}", file.display()),
+        at => format!("{}: {at}", file.display()),
+    }
+}
+
+fn refuse(summary: &mut ImportSummary, kind: &str, example: String) {
+    *summary.refused.entry(kind.into()).or_default() += 1;
+    if summary.examples.len() < EXAMPLES {
+        summary.examples.push(example);
+    }
 }
 
 /// Why `banshare import --bantime` was refused.
@@ -304,24 +365,39 @@ fn import_bantime(text: &str) -> Result<Bantime, ImportBantimeError> {
     })
 }
 
-fn import_text(file: &Path, summary: &ImportSummary) -> String {
+fn import_text(file: &Path, summary: &ImportSummary, list: &blocklist::List) -> String {
     let refused: u64 = summary.refused.values().sum();
-    let reasons: Vec<String> = summary
-        .refused
-        .iter()
-        .map(|(r, n)| format!("{r} {n}"))
-        .collect();
+    let skipped: usize = list.skipped.values().sum();
     let mut text = format!(
         "imported {}: {} accepted, {} duplicates, {refused} refused",
         file.display(),
         summary.accepted,
         summary.duplicate
     );
-    if !reasons.is_empty() {
+    if !summary.refused.is_empty() {
+        let reasons: Vec<String> = summary
+            .refused
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
         text.push_str(&format!(" ({})", reasons.join(", ")));
+    }
+    if skipped > 0 {
+        let why: Vec<String> = list
+            .skipped
+            .iter()
+            .map(|(r, n)| format!("{r}: {n}"))
+            .collect();
+        text.push_str(&format!(", {skipped} skipped ({})", why.join(", ")));
+    }
+    if !list.bad.is_empty() {
+        text.push_str(&format!(", {} bad entries skipped", list.bad.len()));
     }
     for example in &summary.examples {
         text.push_str(&format!("\n  refused {example}"));
+    }
+    for bad in list.bad.iter().take(EXAMPLES) {
+        text.push_str(&format!("\n  bad {}: {}", place(file, bad.at), bad.reason));
     }
     text
 }

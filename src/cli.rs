@@ -119,31 +119,22 @@ pub enum AdminCommand {
         #[command(flatten)]
         control: ControlTarget,
     },
-    /// Import a blocklist: one address or network per line, or CSV lines of
-    /// address,bantime,jail. Each is checked like a report (protected networks,
-    /// min-prefix, fleet hosts, max-bans), journaled and published in batches; a summary
-    /// says how many were accepted, duplicates, or refused and why. A file with a bad line
-    /// imports nothing (exit 65).
-    Import {
-        /// The blocklist file, or - for standard input.
-        file: PathBuf,
-        /// Bantime of lines that give none, such as 600, 1d or -1 (permanent); without
-        /// it, the server's default-bantime.
-        #[arg(long, allow_hyphen_values = true)]
-        bantime: Option<String>,
-        /// The name the bans are imported under, as `banshare bans` and `unban --origin`
-        /// know them; not a host's key name.
-        #[arg(long, default_value = "import")]
-        origin: String,
-        #[command(flatten)]
-        control: ControlTarget,
-    },
+    /// Import a blocklist: Spamhaus DROP (text or JSON), FireHOL netsets and ipsets,
+    /// ipsum, CrowdSec's decisions, plain lists, or CSV lines of address,bantime,jail.
+    /// Each entry is checked like a report, against import-min-prefix rather than
+    /// min-prefix (protected networks and what covers them, fleet hosts, max-bans),
+    /// journaled and published in batches; a summary says how many were accepted,
+    /// duplicates, skipped or refused, and why. A file with a bad entry imports nothing
+    /// (exit 65), unless --skip-invalid.
+    Import(ImportArgs),
     /// List the active bans with their expiry and every host that reported them.
     Bans {
         /// Print JSON instead of a table (the same as --format json).
         #[arg(long, conflicts_with = "format")]
         json: bool,
-        /// table, json, or plain: one network per line, to feed a firewall or a blocklist.
+        /// table, json, plain (one network per line), or for other tools with the time each
+        /// ban has left: nft (a file nft -f loads), ipset (ipset restore input), csv
+        /// (address,bantime,jail, which banshare import reads).
         #[arg(long, value_enum, default_value_t = BansFormat::Table)]
         format: BansFormat,
         /// List the reports waiting instead: for confirmation by more hosts
@@ -200,6 +191,9 @@ pub enum BansFormat {
     Table,
     Json,
     Plain,
+    Nft,
+    Ipset,
+    Csv,
 }
 
 /// Parses arguments; usage errors exit 64 with one line on stderr.
@@ -240,4 +234,46 @@ mod tests {
         assert!(VERSION_TEXT.contains(&revision), "{VERSION_TEXT}");
         assert!(VERSION_TEXT.contains(&format), "{VERSION_TEXT}");
     }
+}
+
+/// `banshare import`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// The blocklist file, or - for standard input.
+    pub file: PathBuf,
+    /// The list's format: auto tells them apart by the first entry.
+    #[arg(long, value_enum, default_value_t = crate::blocklist::Format::Auto)]
+    pub format: crate::blocklist::Format,
+    /// Bantime of entries that give none, such as 600, 1d or -1 (permanent); without it,
+    /// the server's default-bantime.
+    #[arg(long, allow_hyphen_values = true)]
+    pub bantime: Option<String>,
+    /// The name the bans are imported under, as `banshare bans` and `unban --origin` know
+    /// them; not a host's key name.
+    #[arg(long, default_value = "import")]
+    pub origin: String,
+    /// ipsum: import the addresses that at least N lists name.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub min_count: u64,
+    /// Refuse entries wider than this, such as 16 or 16,48 (IPv4, IPv6), within the
+    /// server's import-min-prefix.
+    #[arg(long, value_name = "IPV4[,IPV6]", value_parser = min_prefix)]
+    pub min_prefix: Option<crate::config::MinPrefix>,
+    /// Import the good entries of a list with bad ones, and show the bad ones.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    #[command(flatten)]
+    pub control: ControlTarget,
+}
+
+/// `--min-prefix IPV4[,IPV6]`; without IPV6, IPv6 entries are bounded by the server alone.
+fn min_prefix(text: &str) -> Result<crate::config::MinPrefix, String> {
+    let (ipv4, ipv6) = text.split_once(',').unwrap_or((text, "0"));
+    let bad = || format!("{text:?} is not IPV4[,IPV6], such as 16 or 16,48");
+    let ipv4: u8 = ipv4.trim().parse().map_err(|_| bad())?;
+    let ipv6: u8 = ipv6.trim().parse().map_err(|_| bad())?;
+    if ipv4 > 32 || ipv6 > 128 {
+        return Err("the IPv4 prefix is at most 32, the IPv6 one at most 128".into());
+    }
+    Ok(crate::config::MinPrefix { ipv4, ipv6 })
 }

@@ -6,20 +6,21 @@
 //! No target may panic, whatever the bytes. Where a parser makes a promise beyond that (a
 //! template's values never change the program), its target asserts it.
 
+use crate::blocklist::{self, Format, Options};
 use crate::config::template::{Template, Values};
 use crate::config::{ClientConfig, ServerConfig};
 use crate::daemon::http::{status_after, HEAD_MAX};
 use crate::server::policy::confirm::PendingSet;
 use crate::store::Record;
 use crate::wire::keys::{parse_public, parse_secret};
-use crate::wire::protocol::{decode_request, Publish, Request, SnapshotPage, Verdict};
+use crate::wire::protocol::{decode_request, Bantime, Publish, Request, SnapshotPage, Verdict};
 use std::path::Path;
 
 /// A target: what it does with one input.
 pub type Target = fn(&[u8]);
 
 /// Every target by name, the name of its folder in `fuzz/corpus/` and of its binary in `fuzz/`.
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("report", report),
     ("legacy", legacy),
     ("publish", publish),
@@ -27,6 +28,7 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("keyfile", keyfile),
     ("template", template),
     ("http_head", http_head),
+    ("blocklist", blocklist),
 ];
 
 /// The input cut at each 0x00 byte, so that a fuzzer reaches every count of frames or reads.
@@ -109,5 +111,33 @@ pub fn http_head(data: &[u8]) {
             let kept: usize = reads.iter().map(|r| r.len()).sum();
             assert!(kept < HEAD_MAX, "a head of {kept} bytes still waits");
         }
+    }
+}
+
+/// `banshare import`'s lists, in every format and as `auto` reads them: every entry is a
+/// report, a bad entry or a skipped one, and nothing else.
+pub fn blocklist(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for format in [
+        Format::Auto,
+        Format::Plain,
+        Format::SpamhausJson,
+        Format::Ipsum,
+        Format::Crowdsec,
+    ] {
+        let options = Options {
+            format,
+            bantime: Bantime::Default,
+            min_count: 2,
+        };
+        let list = blocklist::parse(text, &options);
+        let entries = list.reports.len() + list.bad.len() + list.skipped.values().sum::<usize>();
+        assert!(
+            entries <= text.len(),
+            "{entries} entries from {} bytes",
+            text.len()
+        );
     }
 }

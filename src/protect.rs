@@ -20,6 +20,26 @@ const BUILTIN: [(&str, &str); 9] = [
     ("255.255.255.255", "broadcast"),
 ];
 
+/// Private, shared and unique-local space: where a fleet's own hosts, offices and VPNs are.
+/// Public blocklists name it (FireHOL level1 lists every bogon), and such a ban could lock
+/// an admin out, so no list's ban may cover it; a host's report of one private address
+/// still bans that address.
+const PRIVATE: [(&str, &str); 5] = [
+    ("10.0.0.0/8", "private"),
+    ("172.16.0.0/12", "private"),
+    ("192.168.0.0/16", "private"),
+    ("100.64.0.0/10", "shared (carrier-grade NAT)"),
+    ("fc00::/7", "unique local"),
+];
+
+/// `PRIVATE`, parsed once.
+static PRIVATE_NETS: std::sync::LazyLock<Protected> = std::sync::LazyLock::new(|| Protected {
+    nets: PRIVATE
+        .iter()
+        .map(|(net, why)| (net.parse().expect("valid built-in"), (*why).to_string()))
+        .collect(),
+});
+
 /// How often a daemon reads its host's own addresses again, as interfaces come and go.
 pub const LOCAL_REFRESH: Duration = Duration::from_secs(10);
 
@@ -69,6 +89,21 @@ impl Protected {
 
     pub fn add(&mut self, addr: IpAddr, why: &str) {
         self.nets.push((Cidr::host(addr), why.to_string()));
+    }
+
+    /// Refuses what `check` refuses, and a blocklist's ban (prog `import`) of private space.
+    pub fn check_list(&self, ban: &Cidr) -> Result<(), ProtectedError> {
+        self.check(ban)?;
+        PRIVATE_NETS.check(ban)
+    }
+
+    /// `check_list` for a ban of `prog` from a blocklist, else `check`.
+    pub fn check_for(&self, prog: &str, ban: &Cidr) -> Result<(), ProtectedError> {
+        if crate::blocklist::is_list(prog) {
+            self.check_list(ban)
+        } else {
+            self.check(ban)
+        }
     }
 
     /// Refuses a ban that covers any protected address, with the reason: also when written
@@ -124,6 +159,28 @@ mod tests {
 
     fn c(t: &str) -> Cidr {
         t.parse().unwrap()
+    }
+
+    #[test]
+    fn a_lists_ban_of_private_space_is_refused_and_a_hosts_report_of_it_is_not() {
+        let p = Protected::new(&[]);
+        for private in [
+            "10.0.0.0/8",
+            "10.9.8.0/24",
+            "172.16.0.0/12",
+            "192.168.1.1",
+            "100.64.0.0/10",
+            "fd00::/8",
+            "64:ff9b::c0a8:101",
+        ] {
+            assert!(p.check_for("import", &c(private)).is_err(), "{private}");
+        }
+        assert!(p.check_for("fail2ban", &c("10.9.8.7")).is_ok());
+        assert!(p.check_for("import", &c("45.128.0.0/10")).is_ok());
+        assert_eq!(
+            p.check_list(&c("10.0.0.0/7")).unwrap_err().to_string(),
+            "10.0.0.0/7 covers private address 10.0.0.0/8"
+        );
     }
 
     #[test]

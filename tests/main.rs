@@ -8,6 +8,7 @@ mod abuse;
 mod ansible;
 mod attack;
 mod auth;
+mod blocklist;
 mod catchup;
 mod cli;
 mod control;

@@ -1,131 +1,350 @@
-//! Blocklist files for `banshare import`: one address or network per line, or CSV lines of
-//! `address,bantime,jail` (bantime and jail optional). Blank lines and `#` comments are
-//! skipped, and so is a CSV header line naming the columns. Each line becomes a report, which
-//! the server then checks like any other.
+//! Blocklists for `banshare import`, in the formats operators download. Each entry becomes
+//! a report, which the server then checks like any other (protected networks, fleet hosts,
+//! `import-min-prefix`, `max-bans`).
+//!
+//! | format | what it reads |
+//! |---|---|
+//! | `plain` (also `netset`, `ipset`, `spamhaus`, `csv`) | one address or network per line: FireHOL `.netset` and `.ipset`, Spamhaus DROP, EDROP and DROPv6 (`NETWORK ; SBLnnn`); or CSV lines `address,bantime,jail`, bantime and jail optional |
+//! | `spamhaus-json` | Spamhaus's JSON lists: one object per line with `cidr`, ending in a metadata line |
+//! | `ipsum` | `ADDRESS COUNT`, the count being how many lists name the address (`--min-count`) |
+//! | `crowdsec` | `cscli decisions list -o json`, and the JSON or CSV `cscli decisions import` takes |
+//!
+//! Everywhere, `#` and `;` start a comment, and blank lines and CRLF line ends are fine.
+//! `auto` (the default) tells the formats apart by their first entry.
+
+mod crowdsec;
+pub mod export;
 
 use crate::wire::cidr::{Cidr, CidrError};
 use crate::wire::error::FieldError;
 use crate::wire::protocol::{Bantime, Name, Report};
+use std::fmt;
 
-/// The prog of every imported ban, which `banshare bans` shows.
+/// The prog of every imported ban, which `banshare bans` shows, and which subscribers hold
+/// to `import-min-prefix` rather than `min-prefix`.
 pub const PROG: &str = "import";
-/// The jail of a line that names none.
+/// Whether a ban of `prog` is a blocklist's: held to `import-min-prefix` rather than
+/// `min-prefix`, and kept off private space, by servers, peers and clients alike.
+pub fn is_list(prog: &str) -> bool {
+    prog == PROG
+}
+
+/// The jail of an entry that names none.
 pub const JAIL: &str = "blocklist";
 
-/// A line that is not a blocklist entry: its number (from 1) and why.
+/// A blocklist's format (`banshare import --format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Told apart by the first entry.
+    Auto,
+    /// One address or network per line, or CSV lines address,bantime,jail.
+    #[value(alias = "netset", alias = "ipset", alias = "spamhaus", alias = "csv")]
+    #[serde(alias = "netset", alias = "ipset", alias = "spamhaus", alias = "csv")]
+    Plain,
+    SpamhausJson,
+    Ipsum,
+    Crowdsec,
+}
+
+/// What `parse` needs besides the text.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub format: Format,
+    /// For entries that give none.
+    pub bantime: Bantime,
+    /// ipsum: entries named by fewer lists are skipped.
+    pub min_count: u64,
+}
+
+/// A blocklist read: its entries as reports, its bad lines, and what it skipped on purpose.
+#[derive(Debug)]
+pub struct List {
+    pub reports: Vec<Report>,
+    pub bad: Vec<BadLine>,
+    /// Entries skipped by rule, by why: `named by fewer than 3 lists`, `not a ban: captcha`.
+    pub skipped: std::collections::BTreeMap<String, usize>,
+    /// For entries that give none.
+    bantime: Bantime,
+}
+
+/// An entry that could not be read: where, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadLine {
-    pub line: usize,
+    pub at: Place,
     pub reason: EntryError,
 }
 
-/// Why a line is not a blocklist entry. A bad field carries the reason its parser gives a
+/// Where an entry is: a line of a line-based list, or an element of a JSON array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Line(usize),
+    Entry(usize),
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Line(n) => write!(f, "line {n}"),
+            Place::Entry(n) => write!(f, "entry {n}"),
+        }
+    }
+}
+
+/// Why an entry is not a blocklist entry. A bad field carries the reason its parser gives a
 /// report (`Cidr`, `Bantime::parse`, `Name::parse`), so that an import and banshare-report
 /// word the same mistake alike.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EntryError {
-    #[error("{0} fields, where a line has at most 3")]
-    TooManyFields(usize),
-    /// The first field is no address or network.
+    #[error("{0} fields, where a line has at most {1}")]
+    TooManyFields(usize, usize),
+    /// The address field is no address or network.
     #[error(transparent)]
     Address(CidrError),
-    /// The second field is neither empty, -1, nor a number of seconds in range.
+    /// The bantime is neither empty, -1, nor a number of seconds in range.
     #[error(transparent)]
     Bantime(FieldError),
-    /// The third field is no valid jail name.
+    /// The jail is no valid name.
     #[error(transparent)]
     Jail(FieldError),
+    /// ipsum's second field.
+    #[error("count {0:?} is not a whole number")]
+    Count(String),
+    /// A line or element that is not the JSON the format has.
+    #[error("not the expected JSON: {0}")]
+    Json(String),
+    #[error("no {0}")]
+    Missing(&'static str),
+    /// A CrowdSec duration such as 3h59m58.5s.
+    #[error("duration {0:?} is not a Go duration such as 4h or 3h59m58s")]
+    Duration(String),
+    /// A CrowdSec CSV header naming a column it does not have.
+    #[error("unknown column {0:?}; cscli's are duration, origin, reason, scenario, scope, type, until, value")]
+    Column(String),
+    /// A Spamhaus JSON list whose metadata line counts other than its entries: cut short.
+    #[error("the metadata line counts {said} records, and the list has {found}: truncated?")]
+    Truncated { said: u64, found: u64 },
 }
 
-/// Every entry of `text`, with `bantime` for lines that give none, or every bad line.
-pub fn parse(text: &str, bantime: Bantime) -> Result<Vec<Report>, Vec<BadLine>> {
-    let mut reports = Vec::new();
-    let mut bad = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or_default().trim();
-        if line.is_empty() || (i == 0 && is_header(line)) {
-            continue;
-        }
-        match entry(line, bantime) {
-            Ok(report) => reports.push(report),
-            Err(reason) => bad.push(BadLine {
-                line: i + 1,
-                reason,
-            }),
-        }
-    }
-    if bad.is_empty() {
-        Ok(reports)
-    } else {
-        Err(bad)
-    }
+/// What one entry of a list says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    Ban {
+        ip: Cidr,
+        bantime: Option<Bantime>,
+        jail: Option<Name>,
+    },
+    /// Skipped on purpose, with why (counted in `List::skipped`).
+    Skip(String),
+    /// A comment, a header or metadata: not an entry at all.
+    Nothing,
 }
 
-/// `address`, or `address,bantime[,jail]`; an empty bantime is `bantime`.
-fn entry(line: &str, bantime: Bantime) -> Result<Report, EntryError> {
-    let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-    let (ip, time, jail) = match fields[..] {
-        [ip] => (ip, "", JAIL),
-        [ip, time] => (ip, time, JAIL),
-        [ip, time, jail] => (ip, time, if jail.is_empty() { JAIL } else { jail }),
-        _ => return Err(EntryError::TooManyFields(fields.len())),
+/// Every entry of `text`, read as `options.format` says.
+pub fn parse(text: &str, options: &Options) -> List {
+    let format = match options.format {
+        Format::Auto => detect(text),
+        format => format,
     };
-    Ok(Report {
-        prog: Name::parse("prog", PROG).expect("a valid name"),
-        jail: Name::parse("jail", jail).map_err(EntryError::Jail)?,
-        ip: ip.parse::<Cidr>().map_err(EntryError::Address)?,
+    let mut list = List {
+        reports: Vec::new(),
+        bad: Vec::new(),
+        skipped: Default::default(),
+        bantime: options.bantime,
+    };
+    match format {
+        Format::Crowdsec => crowdsec::parse(text, &mut list),
+        Format::SpamhausJson => spamhaus_json(text, &mut list),
+        _ => {
+            let mut first = true;
+            lines(text, &mut list, |line| {
+                let header_allowed = std::mem::replace(&mut first, false);
+                match format {
+                    Format::Ipsum => ipsum(line, options.min_count),
+                    _ => plain(line, header_allowed),
+                }
+            });
+        }
+    }
+    list
+}
+
+/// The format a list is in, from its first entry: a JSON array or object, a CSV header or
+/// line, an address with a count, or else one address per line.
+pub fn detect(text: &str) -> Format {
+    if text.trim_start().starts_with('[') {
+        return Format::Crowdsec;
+    }
+    let Some(first) = text.lines().map(uncommented).find(|l| !l.is_empty()) else {
+        return Format::Plain;
+    };
+    if first.starts_with('{') {
+        return if first.contains("\"value\"") {
+            Format::Crowdsec
+        } else {
+            Format::SpamhausJson
+        };
+    }
+    if crowdsec::is_header(first) {
+        return Format::Crowdsec;
+    }
+    let fields: Vec<&str> = first.split_whitespace().collect();
+    match fields[..] {
+        [_, count] if count.parse::<u64>().is_ok() && !first.contains(',') => Format::Ipsum,
+        _ => Format::Plain,
+    }
+}
+
+impl List {
+    fn add(&mut self, at: Place, entry: Result<Entry, EntryError>) {
+        match entry {
+            Ok(Entry::Ban { ip, bantime, jail }) => self.reports.push(Report {
+                prog: Name::parse("prog", PROG).expect("a valid name"),
+                jail: jail.unwrap_or_else(|| Name::parse("jail", JAIL).expect("a valid name")),
+                ip,
+                bantime: bantime.unwrap_or(self.bantime),
+            }),
+            Ok(Entry::Skip(why)) => *self.skipped.entry(why).or_default() += 1,
+            Ok(Entry::Nothing) => {}
+            Err(reason) => self.bad.push(BadLine { at, reason }),
+        }
+    }
+}
+
+/// A line without its comment (`#` or `;` to the end) and surrounding blanks.
+fn uncommented(line: &str) -> &str {
+    line.split(['#', ';']).next().unwrap_or_default().trim()
+}
+
+/// Runs `entry` on each line that is not blank or only a comment.
+fn lines(text: &str, list: &mut List, mut entry: impl FnMut(&str) -> Result<Entry, EntryError>) {
+    for (i, line) in text.lines().enumerate() {
+        let line = uncommented(line);
+        if !line.is_empty() {
+            list.add(Place::Line(i + 1), entry(line));
+        }
+    }
+}
+
+fn address(text: &str) -> Result<Cidr, EntryError> {
+    text.parse::<Cidr>().map_err(EntryError::Address)
+}
+
+/// `address`: FireHOL netsets, Spamhaus DROP with its `; SBL` comments, any plain list;
+/// or a CSV line.
+fn plain(line: &str, header_allowed: bool) -> Result<Entry, EntryError> {
+    if line.contains(',') {
+        return csv(line, header_allowed);
+    }
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    match fields[..] {
+        [ip] => Ok(Entry::Ban {
+            ip: address(ip)?,
+            bantime: None,
+            jail: None,
+        }),
+        _ => Err(EntryError::TooManyFields(fields.len(), 1)),
+    }
+}
+
+/// `address count`, tab or spaces between (ipsum).
+fn ipsum(line: &str, min_count: u64) -> Result<Entry, EntryError> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let [ip, count] = fields[..] else {
+        return Err(EntryError::TooManyFields(fields.len(), 2));
+    };
+    let ip = address(ip)?;
+    let count: u64 = count.parse().map_err(|_| EntryError::Count(count.into()))?;
+    if count < min_count {
+        return Ok(Entry::Skip(format!(
+            "named by fewer than {min_count} lists"
+        )));
+    }
+    Ok(Entry::Ban {
+        ip,
+        bantime: None,
+        jail: None,
+    })
+}
+
+/// `address`, or `address,bantime[,jail]`; an empty bantime or jail is the default. A first
+/// entry naming the columns (`address,bantime,jail`, as spreadsheets write) is a header.
+fn csv(line: &str, header_allowed: bool) -> Result<Entry, EntryError> {
+    let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+    let header = ["address", "ip", "network"].contains(&fields[0].to_ascii_lowercase().as_str());
+    if header && header_allowed {
+        return Ok(Entry::Nothing);
+    }
+    let (ip, time, jail) = match fields[..] {
+        [ip] => (ip, "", ""),
+        [ip, time] => (ip, time, ""),
+        [ip, time, jail] => (ip, time, jail),
+        _ => return Err(EntryError::TooManyFields(fields.len(), 3)),
+    };
+    Ok(Entry::Ban {
+        ip: address(ip)?,
         bantime: match time {
-            "" => bantime,
-            time => Bantime::parse(time).map_err(EntryError::Bantime)?,
+            "" => None,
+            time => Some(Bantime::parse(time).map_err(EntryError::Bantime)?),
+        },
+        jail: match jail {
+            "" => None,
+            jail => Some(Name::parse("jail", jail).map_err(EntryError::Jail)?),
         },
     })
 }
 
-/// `address,bantime,jail` and the like, as spreadsheets write them.
-fn is_header(line: &str) -> bool {
-    let first = line.split(',').next().unwrap_or_default().trim();
-    ["address", "ip", "network"].contains(&first.to_ascii_lowercase().as_str())
+/// Spamhaus's JSON lists (drop_v4.json, drop_v6.json): `{"cidr": …, "sblid": …, "rir": …}`
+/// per line, and last `{"type": "metadata", …, "records": N}`. A list whose metadata counts
+/// other than its entries was cut short, and is refused whole.
+fn spamhaus_json(text: &str, list: &mut List) {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        cidr: Option<String>,
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        records: Option<u64>,
+    }
+    let mut counted = None;
+    let mut found = 0u64;
+    let mut last = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            continue;
+        }
+        last = i + 1;
+        let entry = match serde_json::from_str::<Line>(raw) {
+            Err(e) => Err(EntryError::Json(e.to_string())),
+            Ok(Line {
+                kind: Some(kind),
+                records,
+                ..
+            }) if kind == "metadata" => {
+                counted = records;
+                Ok(Entry::Nothing)
+            }
+            Ok(Line { cidr: None, .. }) => Err(EntryError::Missing("cidr")),
+            Ok(Line {
+                cidr: Some(cidr), ..
+            }) => {
+                found += 1;
+                address(&cidr).map(|ip| Entry::Ban {
+                    ip,
+                    bantime: None,
+                    jail: None,
+                })
+            }
+        };
+        list.add(Place::Line(i + 1), entry);
+    }
+    if let Some(said) = counted.filter(|said| *said != found) {
+        list.add(
+            Place::Line(last),
+            Err(EntryError::Truncated { said, found }),
+        );
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_lines_and_csv_lines_with_their_defaults() {
-        let text = "address,bantime,jail\n203.0.113.7\n# a comment\n\n198.51.100.0/24,600\n\
-                    2001:db8::1,-1,web # why\n192.0.2.1,,\n";
-        let reports = parse(text, Bantime::Seconds(3600)).unwrap();
-        let fields: Vec<[String; 4]> = reports.iter().map(Report::fields).collect();
-        assert_eq!(
-            fields,
-            [
-                ["import", "blocklist", "203.0.113.7", "3600"],
-                ["import", "blocklist", "198.51.100.0/24", "600"],
-                ["import", "web", "2001:db8::1", "-1"],
-                ["import", "blocklist", "192.0.2.1", "3600"],
-            ]
-            .map(|f| f.map(String::from))
-        );
-    }
-
-    #[test]
-    fn every_bad_line_is_named() {
-        let bad = parse(
-            "203.0.113.7\nnot-an-ip\n1.2.3.4,x\n1.2.3.4,1,j,k\n",
-            Bantime::Default,
-        )
-        .unwrap_err();
-        let lines: Vec<usize> = bad.iter().map(|b| b.line).collect();
-        assert_eq!(lines, [2, 3, 4]);
-        assert!(matches!(bad[0].reason, EntryError::Address(_)), "{bad:?}");
-        assert!(matches!(bad[1].reason, EntryError::Bantime(_)), "{bad:?}");
-        assert_eq!(bad[2].reason, EntryError::TooManyFields(4));
-        assert_eq!(
-            bad[2].reason.to_string(),
-            "4 fields, where a line has at most 3"
-        );
-        let bad = parse("1.2.3.4,1,-j\n", Bantime::Default).unwrap_err();
-        assert!(matches!(bad[0].reason, EntryError::Jail(_)), "{bad:?}");
-    }
-}
+mod tests;

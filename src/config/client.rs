@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{
-    check_host, check_metrics, check_min_prefix, check_ports, default_log_level, located, parse,
-    read, ConfigError, LogLevel, MinPrefix,
+    check_host, check_metrics, check_min_prefix, check_ports, default_list_min_prefix,
+    default_log_level, list_min_prefix, located, min_prefix_for, parse, read, ConfigError,
+    LogLevel, MinPrefix,
 };
 use crate::config::duration::HumanDuration;
 use crate::config::groups;
@@ -91,6 +92,12 @@ pub struct ClientConfig {
     pub protected: Vec<Cidr>,
     #[serde(default)]
     pub min_prefix: MinPrefix,
+    /// The same for bans from blocklists (prog `import`), wider by default.
+    #[serde(
+        default = "default_list_min_prefix",
+        deserialize_with = "list_min_prefix"
+    )]
+    pub import_min_prefix: MinPrefix,
     #[serde(default = "default_command_timeout")]
     pub command_timeout: HumanDuration,
     #[serde(default = "default_max_commands")]
@@ -236,6 +243,11 @@ fn default_unban_command() -> Template {
 }
 
 impl ClientConfig {
+    /// The bound for a ban of `prog` (`import-min-prefix` for a blocklist's).
+    pub fn min_prefix_for(&self, prog: &str) -> &MinPrefix {
+        min_prefix_for(prog, &self.min_prefix, &self.import_min_prefix)
+    }
+
     pub fn load(path: &Path) -> Result<ClientConfig, ConfigError> {
         ClientConfig::from_text(path, &read(path)?)
     }
@@ -245,6 +257,8 @@ impl ClientConfig {
         let config: ClientConfig = parse(path, text)?;
         let err = |key: &str, reason: String| located(path, text, key, reason);
         check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r.to_string()))?;
+        check_min_prefix(&config.import_min_prefix)
+            .map_err(|r| err("import-min-prefix", r.to_string()))?;
         match (&config.server, config.servers.len()) {
             (Some(server), 0) => check_host(server).map_err(|r| err("server", r.to_string()))?,
             (None, 1..=MAX_SERVERS) => {}

@@ -115,6 +115,44 @@ impl MinPrefix {
     }
 }
 
+impl MinPrefix {
+    /// `import-min-prefix`'s defaults, for bans from blocklists (prog `import`): lists name
+    /// networks, and the admin's list is the admin's word, but a typo must not ban a /1.
+    /// /8 is the block IANA hands a registry, and the widest a list names (FireHOL level1's
+    /// bogons; Spamhaus DROP's widest are /10s); /19 is the widest IPv6 allocation a
+    /// registry makes to one holder (2003::/19).
+    pub const LISTS: MinPrefix = MinPrefix { ipv4: 8, ipv6: 19 };
+}
+
+/// Reads `import-min-prefix`, whose keys default to `MinPrefix::LISTS`.
+fn list_min_prefix<'de, D: serde::Deserializer<'de>>(d: D) -> Result<MinPrefix, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Given {
+        ipv4: Option<u8>,
+        ipv6: Option<u8>,
+    }
+    let given = Given::deserialize(d)?;
+    Ok(MinPrefix {
+        ipv4: given.ipv4.unwrap_or(MinPrefix::LISTS.ipv4),
+        ipv6: given.ipv6.unwrap_or(MinPrefix::LISTS.ipv6),
+    })
+}
+
+fn default_list_min_prefix() -> MinPrefix {
+    MinPrefix::LISTS
+}
+
+/// The bound for a ban of `prog`: `import-min-prefix` for a blocklist's, `min-prefix` for
+/// any other.
+fn min_prefix_for<'a>(prog: &str, reports: &'a MinPrefix, lists: &'a MinPrefix) -> &'a MinPrefix {
+    if crate::blocklist::is_list(prog) {
+        lists
+    } else {
+        reports
+    }
+}
+
 fn default_min_v4() -> u8 {
     24
 }
@@ -268,6 +306,23 @@ mod tests {
         assert_eq!(c.dedup_window.0, Duration::from_secs(300));
         assert_eq!(c.default_bantime.0, Duration::from_secs(86400));
         assert_eq!(c.min_prefix, MinPrefix { ipv4: 24, ipv6: 64 });
+        assert_eq!(c.import_min_prefix, MinPrefix { ipv4: 8, ipv6: 19 });
+        assert_eq!(c.min_prefix_for("import"), &c.import_min_prefix);
+        assert_eq!(c.min_prefix_for("fail2ban"), &c.min_prefix);
+    }
+
+    #[test]
+    fn import_min_prefix_keeps_the_defaults_of_the_keys_it_leaves_out() {
+        let base = "report-port = 5001\npublish-port = 5002\n";
+        let (_d, path) = write(&format!("{base}import-min-prefix = {{ ipv4 = 12 }}\n"));
+        let c = ServerConfig::load(&path).unwrap();
+        assert_eq!(c.import_min_prefix, MinPrefix { ipv4: 12, ipv6: 19 });
+        let (_d, path) = write(&format!("{base}import-min-prefix = {{ ipv4 = 33 }}\n"));
+        let e = ServerConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("import-min-prefix") && e.contains("at most 32"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{
-    check_host, check_metrics, check_min_prefix, check_ports, default_log_level, located, parse,
-    read, ConfigError, LogLevel, MinPrefix,
+    check_host, check_metrics, check_min_prefix, check_ports, default_list_min_prefix,
+    default_log_level, list_min_prefix, located, min_prefix_for, parse, read, ConfigError,
+    LogLevel, MinPrefix,
 };
 use crate::config::duration::{HumanDuration, MaxBantime};
 use crate::config::groups::{self, GroupConfig};
@@ -72,6 +73,12 @@ pub struct ServerConfig {
     pub protected: Vec<Cidr>,
     #[serde(default)]
     pub min_prefix: MinPrefix,
+    /// The same for bans from blocklists (prog `import`), wider by default.
+    #[serde(
+        default = "default_list_min_prefix",
+        deserialize_with = "list_min_prefix"
+    )]
+    pub import_min_prefix: MinPrefix,
     /// Reports one key may make at once...
     #[serde(default = "default_report_burst")]
     pub report_burst: u32,
@@ -208,6 +215,11 @@ fn default_heartbeat() -> HumanDuration {
 }
 
 impl ServerConfig {
+    /// The bound for a ban of `prog` (`import-min-prefix` for a blocklist's).
+    pub fn min_prefix_for(&self, prog: &str) -> &MinPrefix {
+        min_prefix_for(prog, &self.min_prefix, &self.import_min_prefix)
+    }
+
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
         ServerConfig::from_text(path, &read(path)?)
     }
@@ -218,6 +230,8 @@ impl ServerConfig {
         let err = |key: &str, reason: String| located(path, text, key, reason);
         check_ports(config.report_port, config.publish_port).map_err(|(k, r)| err(k, r))?;
         check_min_prefix(&config.min_prefix).map_err(|r| err("min-prefix", r.to_string()))?;
+        check_min_prefix(&config.import_min_prefix)
+            .map_err(|r| err("import-min-prefix", r.to_string()))?;
         if config.heartbeat_interval.0.is_zero() {
             return Err(err("heartbeat-interval", "must be more than 0s".into()));
         }

@@ -245,6 +245,14 @@ impl Fleet {
         fs::write(config, text + lines).unwrap();
     }
 
+    /// `admin`, which must succeed: its standard output.
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        let (code, stderr) = outcome(&out);
+        assert_eq!(code, 0, "banshare {args:?}: {stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Runs `banshare ARGS --socket <this fleet's control socket>`.
     pub fn admin(&self, args: &[&str]) -> Output {
         self.command(&self.programs.admin.to_string_lossy())

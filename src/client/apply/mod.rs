@@ -190,14 +190,17 @@ impl Enforcer {
             return Err("this host's ban command handles IPv4 only (ipv6 = false)".into());
         }
         config
-            .min_prefix
+            .min_prefix_for(ban.prog.as_str())
             .check(&ban.ip)
             .map_err(|e| e.to_string())?;
         if self.protected_at.elapsed() >= LOCAL_REFRESH {
             self.protected = protection(config);
             self.protected_at = Instant::now();
         }
-        self.protected.check(&ban.ip).map_err(|e| e.to_string())
+        let prog = ban.prog.as_str();
+        self.protected
+            .check_for(prog, &ban.ip)
+            .map_err(|e| e.to_string())
     }
 
     /// Records finished commands. A failed one is tried again at a catch-up

@@ -2,6 +2,7 @@
 //! `unban --origin` lifts what one host alone reported; a reload lifts what is now never
 //! banned; `bans` and `pending` show the ledgers.
 
+use crate::blocklist;
 use crate::clock::unix_now;
 use crate::server::changes::{Change, Changes};
 use crate::server::core::Core;
@@ -104,7 +105,8 @@ impl Core {
     }
 
     /// After a reload: lifts, fleet-wide, every ban that the server would now refuse,
-    /// because a network was added to `protected` or `min-prefix` was narrowed, with a line
+    /// because a network was added to `protected` or `min-prefix` (`import-min-prefix` for a
+    /// blocklist's) was narrowed, with a line
     /// for each. Otherwise such bans would stay in force until they expire.
     pub fn lift_never_banned(&mut self, changes: &mut Changes) {
         let now = unix_now();
@@ -117,9 +119,10 @@ impl Core {
                 .active(now)
                 .filter_map(|e| {
                     let ip = e.ban.ip;
+                    let list = blocklist::is_list(e.ban.prog.as_str());
                     let refusal = self
                         .intake
-                        .never_banned(&ledger.config, &ip, |ip| auth.fleet_host_in(ip));
+                        .never_banned(&ledger.config, list, &ip, |ip| auth.fleet_host_in(ip));
                     refusal.err().map(|(_, why)| (ip, why))
                 })
                 .collect();

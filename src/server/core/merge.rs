@@ -3,6 +3,7 @@
 //! `lift`) and added to the changes only when it changed the table: so each change crosses
 //! each link between servers once, and nothing loops.
 
+use crate::blocklist;
 use crate::clock::unix_now;
 use crate::server::changes::{Change, Changes, Written};
 use crate::server::core::Core;
@@ -47,11 +48,12 @@ impl Core {
         }
         let auth = &self.auth;
         let ledger = ledger::counted(&mut self.ledgers, g);
-        let checked = self
-            .intake
-            .network_refusal(&ledger.config, &ledger.book, &ban.ip, |ip| {
-                auth.fleet_host_in(ip)
-            });
+        let list = blocklist::is_list(ban.prog.as_str());
+        let checked =
+            self.intake
+                .network_refusal(&ledger.config, &ledger.book, list, &ban.ip, |ip| {
+                    auth.fleet_host_in(ip)
+                });
         if let Err((_, reason)) = checked {
             // A peer is held to the same rules as a host: its word bans nothing here
             // that this server would refuse.

@@ -303,6 +303,28 @@ fn a_peer_is_held_to_the_rules_of_a_report() {
     assert!(bans(&core).is_empty());
 }
 
+/// A peer's ban of prog import is a list's: held to import-min-prefix, not min-prefix, and
+/// kept off private space; the same network under another prog is held to min-prefix.
+#[test]
+fn a_peers_list_ban_is_held_to_the_rules_of_a_list() {
+    let mut core = core("");
+    let now = unix_now();
+    let list = |ip: &str| Ban {
+        prog: Name::parse("prog", "import").unwrap(),
+        ..Ban::sample(ip, Some(600), Some(now + 600))
+    };
+    let said = [
+        list("45.128.0.0/10"),
+        list("10.0.0.0/8"),
+        list("2.0.0.0/7"),
+        Ban::sample("46.0.0.0/10", Some(600), Some(now + 600)),
+    ];
+    event(&mut core, |c, ch| {
+        c.merge_from_peer("s2", 0, (&said, &[]), ch)
+    });
+    assert_eq!(bans(&core), ["45.128.0.0/10 by web1"]);
+}
+
 #[test]
 fn a_peers_unban_lifts_unless_enough_hosts_reported_here_after_it() {
     let mut core = core("");

@@ -167,10 +167,12 @@ impl Intake {
             self.protect(config);
         }
         let target = aggregate::target(config, &book.table, report.ip, now, |net| {
-            let refusal = self.never_banned(config, net, &fleet_host);
+            let refusal = self.never_banned(config, false, net, &fleet_host);
             refusal.map_err(|(_, why)| why)
         });
-        if let Err((kind, reason)) = self.network_refusal(config, book, &target.ip, fleet_host) {
+        if let Err((kind, reason)) =
+            self.network_refusal(config, book, false, &target.ip, fleet_host)
+        {
             self.refused(kind);
             return Decision::Refused(reason);
         }
@@ -229,7 +231,9 @@ impl Intake {
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
         now: u64,
     ) -> Result<Decision, (&'static str, String)> {
-        if let Err((kind, reason)) = self.network_refusal(config, book, &report.ip, fleet_host) {
+        if let Err((kind, reason)) =
+            self.network_refusal(config, book, true, &report.ip, fleet_host)
+        {
             self.refused(kind);
             return Err((kind, reason));
         }
@@ -281,18 +285,19 @@ impl Intake {
     }
 
     /// Why the server will not ban `ip` whoever asks, a host or a peer: too wide, protected,
-    /// a fleet host's, or one ban too many.
+    /// a fleet host's, or one ban too many. `list` for a blocklist's ban (`blocklist::is_list`).
     pub fn network_refusal(
         &mut self,
         config: &ServerConfig,
         book: &Book,
+        list: bool,
         ip: &Cidr,
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
     ) -> Result<(), (&'static str, String)> {
         if self.protected_at.elapsed() >= LOCAL_REFRESH {
             self.protect(config);
         }
-        self.never_banned(config, ip, fleet_host)?;
+        self.never_banned(config, list, ip, fleet_host)?;
         let max = config.max_bans;
         let table = &book.table;
         if table.len() + book.elsewhere >= max && !table.contains(ip) {
@@ -304,21 +309,24 @@ impl Intake {
         Ok(())
     }
 
-    /// Why `ip` must never be banned, however full the table: too wide, protected, or a
-    /// fleet host's. A reload that adds a protected network lifts the bans this now refuses.
+    /// Why `ip` must never be banned, however full the table: wider than `min-prefix` (for a
+    /// blocklist's ban, `import-min-prefix`), protected (for a blocklist's, private space
+    /// too), or a fleet host's. A reload that adds a protected network lifts the bans this
+    /// now refuses.
     pub fn never_banned(
         &self,
         config: &ServerConfig,
+        list: bool,
         ip: &Cidr,
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
     ) -> Result<(), (&'static str, String)> {
-        config
-            .min_prefix
-            .check(ip)
-            .map_err(|r| ("min-prefix", r.to_string()))?;
-        self.protected
-            .check(ip)
-            .map_err(|r| ("protected", r.to_string()))?;
+        let (min, protected) = if list {
+            (&config.import_min_prefix, self.protected.check_list(ip))
+        } else {
+            (&config.min_prefix, self.protected.check(ip))
+        };
+        min.check(ip).map_err(|r| ("min-prefix", r.to_string()))?;
+        protected.map_err(|r| ("protected", r.to_string()))?;
         match fleet_host(ip) {
             Some((addr, name)) => Err((
                 "fleet-host",

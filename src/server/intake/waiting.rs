@@ -201,7 +201,7 @@ impl Intake {
         fleet_host: impl Fn(&Cidr) -> Option<(IpAddr, String)>,
         now: u64,
     ) -> Decision {
-        if let Err((kind, reason)) = self.network_refusal(config, book, &ip, fleet_host) {
+        if let Err((kind, reason)) = self.network_refusal(config, book, false, &ip, fleet_host) {
             self.refused(kind);
             book.pending.take(&ip);
             return Decision::Refused(reason);
@@ -262,7 +262,7 @@ impl Intake {
                 return Decision::Refused(refused.to_string());
             }
         };
-        if let Err((kind, reason)) = self.network_refusal(config, book, &ip, fleet_host) {
+        if let Err((kind, reason)) = self.network_refusal(config, book, false, &ip, fleet_host) {
             self.refused(kind);
             return Decision::Refused(reason);
         }
