@@ -252,11 +252,7 @@ fn import(args: &ImportArgs, socket: &Path) -> Result<String, Failure> {
             import_bantime(text).map_err(|e| Exit::Usage.with(format!("--bantime: {e}")))?
         }
     };
-    let options = blocklist::Options {
-        format: args.format,
-        bantime,
-        min_count: args.min_count,
-    };
+    let options = blocklist::Options::import(args.format, bantime, args.min_count);
     let mut list = blocklist::parse(&text, &options);
     if let (Some(first), false) = (list.bad.first(), args.skip_invalid) {
         return Err(Exit::DataErr.with(format!(
@@ -535,6 +531,22 @@ fn status_text(text: &str) -> Result<String, Failure> {
         out.push_str(&format!(
             "group {}{dry_run}: seq {}, {} active bans, {} networks waiting\n",
             group.name, group.seq, group.active_bans, group.pending
+        ));
+    }
+    for feed in &status.feeds {
+        let last = feed
+            .last_success
+            .map_or("never".into(), |at| when(Some(at)));
+        let error = feed
+            .last_error
+            .as_ref()
+            .map_or(String::new(), |e| format!("; failing: {e}"));
+        out.push_str(&format!(
+            "feed {}: {} entries, last fetched {last}, next {}, {} failures{error}\n",
+            feed.name,
+            feed.entries,
+            when(Some(feed.next_fetch)),
+            feed.failures
         ));
     }
     out.push_str(&format!("counters: {counters}\nhosts seen:\n"));

@@ -127,11 +127,7 @@ pub fn blocklist(data: &[u8]) {
         Format::Ipsum,
         Format::Crowdsec,
     ] {
-        let options = Options {
-            format,
-            bantime: Bantime::Default,
-            min_count: 2,
-        };
+        let options = Options::import(format, Bantime::Default, 2);
         let list = blocklist::parse(text, &options);
         let entries = list.reports.len() + list.bad.len() + list.skipped.values().sum::<usize>();
         assert!(

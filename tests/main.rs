@@ -15,6 +15,7 @@ mod control;
 mod daemon;
 mod durability;
 mod fail2ban;
+mod feeds;
 mod flood;
 mod fuzz;
 mod groups;

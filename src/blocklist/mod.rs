@@ -48,13 +48,27 @@ pub enum Format {
 }
 
 /// What `parse` needs besides the text.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub format: Format,
     /// For entries that give none.
     pub bantime: Bantime,
     /// ipsum: entries named by fewer lists are skipped.
     pub min_count: u64,
+    /// For entries that name none: `JAIL` for an import, the feed's name for a feed.
+    pub jail: Name,
+}
+
+impl Options {
+    /// `banshare import`'s: entries without a jail are in `JAIL`.
+    pub fn import(format: Format, bantime: Bantime, min_count: u64) -> Options {
+        Options {
+            format,
+            bantime,
+            min_count,
+            jail: Name::parse("jail", JAIL).expect("a valid name"),
+        }
+    }
 }
 
 /// A blocklist read: its entries as reports, its bad lines, and what it skipped on purpose.
@@ -66,6 +80,7 @@ pub struct List {
     pub skipped: std::collections::BTreeMap<String, usize>,
     /// For entries that give none.
     bantime: Bantime,
+    jail: Name,
 }
 
 /// An entry that could not be read: where, and why.
@@ -151,6 +166,7 @@ pub fn parse(text: &str, options: &Options) -> List {
         bad: Vec::new(),
         skipped: Default::default(),
         bantime: options.bantime,
+        jail: options.jail.clone(),
     };
     match format {
         Format::Crowdsec => crowdsec::parse(text, &mut list),
@@ -200,7 +216,7 @@ impl List {
         match entry {
             Ok(Entry::Ban { ip, bantime, jail }) => self.reports.push(Report {
                 prog: Name::parse("prog", PROG).expect("a valid name"),
-                jail: jail.unwrap_or_else(|| Name::parse("jail", JAIL).expect("a valid name")),
+                jail: jail.unwrap_or_else(|| self.jail.clone()),
                 ip,
                 bantime: bantime.unwrap_or(self.bantime),
             }),

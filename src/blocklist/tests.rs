@@ -3,11 +3,7 @@
 use super::*;
 
 fn options(format: Format) -> Options {
-    Options {
-        format,
-        bantime: Bantime::Seconds(3600),
-        min_count: 1,
-    }
+    Options::import(format, Bantime::Seconds(3600), 1)
 }
 
 /// Each report as `prog jail ip bantime`.

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod duration;
+pub mod feeds;
 pub mod groups;
 pub mod server;
 pub mod template;

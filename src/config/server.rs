@@ -11,6 +11,7 @@ use super::{
     LogLevel, MinPrefix,
 };
 use crate::config::duration::{HumanDuration, MaxBantime};
+use crate::config::feeds::{self, FeedConfig};
 use crate::config::groups::{self, GroupConfig};
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::MAX_BANTIME;
@@ -117,6 +118,9 @@ pub struct ServerConfig {
     /// The other servers of the fleet, whose publish sockets this one follows and merges.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// Blocklists fetched on an interval and kept current (`[[feeds]]`).
+    #[serde(default)]
+    pub feeds: Vec<FeedConfig>,
     /// Which reports ban in which group (`groups`); none: one stream for every host.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
@@ -256,6 +260,7 @@ impl ServerConfig {
         check_recidive(&config).map_err(|(k, r)| err(k, r))?;
         groups::check(&config.groups, MAX_MIN_REPORTERS)
             .map_err(|r| err("groups", r.to_string()))?;
+        feeds::check(&config.feeds).map_err(|r| err("feeds", r.to_string()))?;
         check_metrics(config.metrics_listen, config.metrics_allow_remote)
             .map_err(|r| err("metrics-listen", r.to_string()))?;
         for group in &config.groups {

@@ -70,6 +70,7 @@ impl Server {
             },
             epoch,
             groups: groups.collect(),
+            feeds: self.feeds.views(),
             pending: core.ledgers.iter().map(|l| l.book.pending.len()).sum(),
             peers: self.peers.views(),
             hosts: core

@@ -141,6 +141,7 @@ impl Describe for ServerState {
             ),
             refusals,
         )?;
+        self.describe_feeds(out)?;
         out.gauge(
             "uptime_seconds",
             "Seconds since the server started",
@@ -175,6 +176,38 @@ impl ServerState {
         out.gauges(
             pending,
             groups.iter().map(|g| (g.name.as_str(), g.pending as f64)),
+        )
+    }
+}
+
+impl ServerState {
+    /// Each feed: its entries, its last good fetch, and its failed ones.
+    fn describe_feeds(&self, out: &mut Out<'_>) -> std::fmt::Result {
+        let feeds = &self.status.feeds;
+        if feeds.is_empty() {
+            return Ok(());
+        }
+        out.gauges(
+            (
+                "feed_entries",
+                "Entries of each feed's last good copy",
+                "feed",
+            ),
+            feeds.iter().map(|f| (f.name.as_str(), f.entries as f64)),
+        )?;
+        out.gauges(
+            (
+                "feed_last_success_timestamp_seconds",
+                "Unix time of each feed's last good fetch, 0 for never",
+                "feed",
+            ),
+            feeds
+                .iter()
+                .map(|f| (f.name.as_str(), f.last_success.unwrap_or(0) as f64)),
+        )?;
+        out.counters(
+            ("feed_failures", "Failed fetches of each feed", "feed"),
+            feeds.iter().map(|f| (f.name.as_str(), f.failures)),
         )
     }
 }

@@ -8,6 +8,7 @@
 pub mod changes;
 mod commands;
 pub mod core;
+pub mod feeds;
 mod forward;
 pub mod intake;
 pub mod journals;
@@ -41,6 +42,7 @@ use crate::sockets::upstream::Upstream;
 use crate::store::StoreError;
 use crate::wire::keys::{self, KeyPair};
 use changes::Changes;
+use feeds::Feeds;
 use forward::Forwarder;
 use journals::Journals;
 use listener::Listener;
@@ -95,6 +97,8 @@ struct Server {
     started: Instant,
     /// The Prometheus endpoint's state, when server.toml asks for one.
     metrics: Option<ServerMetrics>,
+    /// The `[[feeds]]`, fetched by a thread of their own.
+    feeds: Feeds,
 }
 
 fn load_keys(config: &ServerConfig) -> Result<(KeyPair, keys::AuthorizedKeys), Failure> {
@@ -135,10 +139,15 @@ impl Server {
         let control = control::bind(&ctx, &config.control_socket)?;
         let peers = Peers::open(&ctx, &config, &key, ledger::groups(&ledgers))?;
         let metrics = ServerMetrics::start(&config)?;
+        let mut core = core::Core::new(ledgers, &config, auth);
+        let mut changes = Changes::default();
+        let feeds = Feeds::start(&config.feeds, &config.state_dir, &mut core, &mut changes)
+            .map_err(|e| Exit::Config.with(e))?;
         let mut server = Server {
             metrics,
             peers,
-            core: core::Core::new(ledgers, &config, auth),
+            core,
+            feeds,
             journals,
             config_path: config_path.to_owned(),
             config,
@@ -153,7 +162,6 @@ impl Server {
             started: Instant::now(),
         };
         let peer_names: Vec<String> = server.config.peers.iter().map(PeerConfig::name).collect();
-        let mut changes = Changes::default();
         server.core.start(&peer_names, &mut changes);
         server.carry_out(changes)?;
         Ok(server)
@@ -217,6 +225,7 @@ impl Server {
             if now >= next_release {
                 let mut changes = Changes::default();
                 self.core.release_held(&mut changes);
+                self.feeds.apply(&mut self.core, &mut changes);
                 self.carry_out(changes)?;
                 next_release = now + Duration::from_secs(1);
             }

@@ -6,6 +6,7 @@ use crate::config::ServerConfig;
 use crate::daemon::service;
 use crate::exit::Failure;
 use crate::server::changes::Changes;
+use crate::server::feeds::Feeds;
 use crate::server::Server;
 use crate::wire::keys::{self, PublicKey};
 
@@ -15,8 +16,12 @@ impl Server {
         log::info!("reloading {}", self.config_path.display());
         match ServerConfig::load(&self.config_path) {
             Ok(config) => {
+                let feeds_before = self.config.feeds.clone();
                 if self.adopt(config) {
                     let mut changes = Changes::default();
+                    if self.config.feeds != feeds_before {
+                        self.restart_feeds(&mut changes);
+                    }
                     self.core.lift_never_banned(&mut changes);
                     self.core.confirm_waiting(&mut changes);
                     self.carry_out(changes)?;
@@ -26,6 +31,21 @@ impl Server {
         }
         service::ready(&self.describe());
         Ok(())
+    }
+
+    /// Stops the feeds' thread and starts it with the reloaded `[[feeds]]`: a removed feed's
+    /// bans are lifted, and an added one fetched at once.
+    fn restart_feeds(&mut self, changes: &mut Changes) {
+        self.feeds = Feeds::empty();
+        match Feeds::start(
+            &self.config.feeds,
+            &self.config.state_dir,
+            &mut self.core,
+            changes,
+        ) {
+            Ok(feeds) => self.feeds = feeds,
+            Err(e) => log::error!("the feeds are stopped: {e}"),
+        }
     }
 
     /// Takes a reloaded configuration: new authorized keys (revoked subscribers are cut

@@ -67,6 +67,9 @@ pub struct Status {
     /// Each group (`[[groups]]`), the default one first; empty without groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<GroupView>,
+    /// The `[[feeds]]`, when there are any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feeds: Vec<FeedView>,
     /// The other servers this one follows, as server.toml lists them.
     #[serde(default)]
     pub peers: Vec<PeerView>,
@@ -80,6 +83,23 @@ pub struct Status {
 }
 
 /// A group's stream, for `banshare status`.
+/// A feed, in `banshare status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FeedView {
+    pub name: String,
+    pub url: String,
+    /// In its last good copy.
+    pub entries: usize,
+    /// Unix time of the last fetch that brought a version or found it current.
+    pub last_success: Option<u64>,
+    /// Why the fetches since then failed, if they did.
+    pub last_error: Option<String>,
+    /// Failed fetches since the server started.
+    pub failures: u64,
+    /// Unix time.
+    pub next_fetch: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupView {
     pub active_bans: usize,

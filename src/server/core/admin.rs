@@ -74,16 +74,42 @@ impl Core {
     /// reports: the clean-up after its key was revoked. A ban another host reported too
     /// stays, since one host's word must not shorten another's ban; the answer counts them.
     pub fn unban_origin(&mut self, name: &str, changes: &mut Changes) -> Answer {
-        let now = unix_now();
-        let (mut lifted, mut kept, mut dropped) = (0u64, 0, 0);
+        let mut dropped = 0;
         for g in 0..self.ledgers.len() {
             let ledger = &mut self.ledgers[g];
             for ip in ledger.book.pending.drop_reports_of(name) {
                 changes.write(g, ledger.waiting_record(&ip));
                 dropped += 1;
             }
+        }
+        let (lifted, kept) = self.lift_reported_only_by(name, |_| true, changes);
+        let summary = format!(
+            "unbanned {lifted} bans that only {name} reported; kept {kept} that other hosts \
+             reported too; dropped {dropped} of its waiting reports"
+        );
+        Answer {
+            log: Some(summary.clone()),
+            reply: Ok(summary),
+        }
+    }
+
+    /// Lifts, fleet-wide, the active bans of the networks `which` picks that `name` alone
+    /// reported: those of a revoked host, or those a feed no longer lists. Returns how many
+    /// were lifted, and how many `name` reported with others, which stay.
+    pub fn lift_reported_only_by(
+        &mut self,
+        name: &str,
+        which: impl Fn(&Cidr) -> bool,
+        changes: &mut Changes,
+    ) -> (u64, usize) {
+        let now = unix_now();
+        let (mut lifted, mut kept) = (0u64, 0);
+        for g in 0..self.ledgers.len() {
             let mut theirs = Vec::new();
-            for entry in ledger.book.table.active(now) {
+            for entry in self.ledgers[g].book.table.active(now) {
+                if !which(&entry.ban.ip) {
+                    continue;
+                }
                 match entry.reporters.only(name) {
                     true => theirs.push(entry.ban.ip),
                     false => kept += usize::from(entry.reporters.includes(name)),
@@ -94,14 +120,18 @@ impl Core {
             }
         }
         self.intake.counters.unbanned += lifted;
-        let summary = format!(
-            "unbanned {lifted} bans that only {name} reported; kept {kept} that other hosts \
-             reported too; dropped {dropped} of its waiting reports"
-        );
-        Answer {
-            log: Some(summary.clone()),
-            reply: Ok(summary),
-        }
+        (lifted, kept)
+    }
+
+    /// Whether `ip` has no active ban that lasts until `at`, in any group: a feed renews it.
+    pub fn ends_before(&self, ip: &Cidr, at: u64) -> bool {
+        let now = unix_now();
+        !self.ledgers.iter().any(|l| {
+            l.book
+                .table
+                .active_ban(ip, now)
+                .is_some_and(|e| e.ban.expires.is_none_or(|end| end >= at))
+        })
     }
 
     /// After a reload: lifts, fleet-wide, every ban that the server would now refuse,
