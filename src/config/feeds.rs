@@ -42,6 +42,9 @@ pub struct FeedConfig {
     pub min_count: u64,
     /// The CA certificates (PEM) to verify an https server with, instead of the system's.
     pub ca_file: Option<PathBuf>,
+    /// The `[[groups]]` its bans are in; without it, the group the rules pick (which can
+    /// match the feed's name as jail).
+    pub group: Option<String>,
 }
 
 impl FeedConfig {
@@ -88,9 +91,12 @@ pub enum FeedError {
     MinPrefix(String),
     #[error("feed {0}: ca-file must be an absolute path")]
     CaFile(String),
+    #[error("feed {0}: group {1} is not one of [[groups]]")]
+    Group(String, String),
 }
 
-pub fn check(feeds: &[FeedConfig]) -> Result<(), FeedError> {
+/// Checks `feeds`, whose `group`s must be among `groups`.
+pub fn check(feeds: &[FeedConfig], groups: &[&str]) -> Result<(), FeedError> {
     if feeds.len() > MAX_FEEDS {
         return Err(FeedError::TooMany);
     }
@@ -128,6 +134,13 @@ pub fn check(feeds: &[FeedConfig]) -> Result<(), FeedError> {
         if feed.ca_file.as_ref().is_some_and(|p| !p.is_absolute()) {
             return Err(FeedError::CaFile(name()));
         }
+        if let Some(group) = feed
+            .group
+            .as_ref()
+            .filter(|g| !groups.contains(&g.as_str()))
+        {
+            return Err(FeedError::Group(name(), group.clone()));
+        }
     }
     Ok(())
 }
@@ -149,7 +162,7 @@ mod tests {
         let good = feeds(
             "[[feeds]]\nname = \"drop\"\nurl = \"https://www.spamhaus.org/drop/drop_v4.json\"\n",
         );
-        assert_eq!(check(&good), Ok(()));
+        assert_eq!(check(&good, &[]), Ok(()));
         assert_eq!(
             (
                 good[0].interval.0.as_secs(),
@@ -174,13 +187,13 @@ mod tests {
                 FeedError::MinPrefix("drop".into()),
             ),
         ] {
-            assert_eq!(check(&one(extra)), Err(error), "{extra}");
+            assert_eq!(check(&one(extra), &["web"]), Err(error), "{extra}");
         }
         let bad_url = feeds("[[feeds]]\nname = \"d\"\nurl = \"ftp://x.org/d\"\n");
-        assert_eq!(check(&bad_url), Err(FeedError::Url("d".into())));
+        assert_eq!(check(&bad_url, &[]), Err(FeedError::Url("d".into())));
         let bad_name = feeds("[[feeds]]\nname = \"a:b\"\nurl = \"https://x.org/d\"\n");
-        assert_eq!(check(&bad_name), Err(FeedError::Name("a:b".into())));
+        assert_eq!(check(&bad_name, &[]), Err(FeedError::Name("a:b".into())));
         let twice = [good.clone(), good].concat();
-        assert_eq!(check(&twice), Err(FeedError::Twice("drop".into())));
+        assert_eq!(check(&twice, &[]), Err(FeedError::Twice("drop".into())));
     }
 }

@@ -260,7 +260,8 @@ impl ServerConfig {
         check_recidive(&config).map_err(|(k, r)| err(k, r))?;
         groups::check(&config.groups, MAX_MIN_REPORTERS)
             .map_err(|r| err("groups", r.to_string()))?;
-        feeds::check(&config.feeds).map_err(|r| err("feeds", r.to_string()))?;
+        let groups: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+        feeds::check(&config.feeds, &groups).map_err(|r| err("feeds", r.to_string()))?;
         check_metrics(config.metrics_listen, config.metrics_allow_remote)
             .map_err(|r| err("metrics-listen", r.to_string()))?;
         for group in &config.groups {

@@ -165,6 +165,23 @@ impl Core {
         reports: &[Report],
         changes: &mut Changes,
     ) -> Result<ImportSummary, ImportError> {
+        self.import_in(origin, reports, None, changes)
+    }
+
+    /// `import`, into the group named `group` (a feed's `group`) rather than the one the
+    /// rules of `[[groups]]` pick.
+    pub fn import_in(
+        &mut self,
+        origin: &str,
+        reports: &[Report],
+        group: Option<&str>,
+        changes: &mut Changes,
+    ) -> Result<ImportSummary, ImportError> {
+        let named = group.and_then(|name| {
+            self.ledgers
+                .iter()
+                .position(|l| l.topic.group.as_ref().is_some_and(|g| g.as_str() == name))
+        });
         let origin = match Name::parse("origin", origin) {
             Ok(name) if self.auth.key_named(name.as_str()).is_none() => name,
             Ok(name) => return Err(ImportError::KeyName(name)),
@@ -173,7 +190,8 @@ impl Core {
         let mut summary = ImportSummary::default();
         for report in reports {
             let (prog, jail) = (report.prog.as_str(), report.jail.as_str());
-            let g = ledger::route(&self.ledgers, prog, jail, origin.as_str());
+            let g =
+                named.unwrap_or_else(|| ledger::route(&self.ledgers, prog, jail, origin.as_str()));
             let auth = &self.auth;
             let ledger = ledger::counted(&mut self.ledgers, g);
             let decided = self.intake.import(

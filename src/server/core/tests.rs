@@ -261,6 +261,20 @@ fn an_import_bans_in_its_origins_name_which_no_hosts_key_may_have() {
     assert_eq!(bans(&core), ["203.0.113.7 by spamhaus"]);
 }
 
+/// A feed's `group` puts its bans in that group, whatever the rules pick.
+#[test]
+fn an_import_into_a_named_group_goes_there() {
+    let mut core = core("[[groups]]\nname = \"web\"\njails = [\"nginx-*\"]\n");
+    let list = [report("203.0.113.7")];
+    let (_, written, _) = event(&mut core, |c, ch| {
+        c.import_in("feed:drop", &list, Some("web"), ch)
+    });
+    assert_eq!(written, ["ban 1 203.0.113.7"]);
+    let list = [report("203.0.113.8")];
+    let (_, written, _) = event(&mut core, |c, ch| c.import_in("feed:drop", &list, None, ch));
+    assert_eq!(written, ["ban 0 203.0.113.8"]);
+}
+
 #[test]
 fn what_a_peer_publishes_is_merged_once_and_never_announced_again() {
     let (mut one, mut two) = (core(""), core(""));

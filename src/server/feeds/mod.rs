@@ -191,7 +191,7 @@ impl Feed {
             .filter(|r| !self.copy.entries.contains_key(&r.ip) || renews(r))
             .cloned()
             .collect();
-        let summary = match core.import(&origin, &added, changes) {
+        let summary = match core.import_in(&origin, &added, self.config.group.as_deref(), changes) {
             Ok(summary) => summary,
             Err(e) => return log::error!("feed {}: {e}", self.config.name),
         };
