@@ -30,6 +30,7 @@
 //!   by `nft monitor`): as before (batch delay, direct report) and now, in the same run.
 //! - P11 `banshare import` of 1,000 bans, until all are in every client's nftables set.
 //! - P12 where a report's time goes: context, handshake, round trip, the server's commit.
+//! - P15 `banshare import` of a list of 100,000, as P11 (full run only).
 //! - P13 1,000 separate reports, 8 at a time, until all are in the client's nftables set:
 //!   handed to the client, and sent directly as before, in the same run.
 //! - P14 P1 without the ban command: from starting `banshare-report` until each of 10 and
@@ -86,6 +87,8 @@ struct Sizes {
     p10_reports: usize,
     p11_bans: usize,
     p11_clients: usize,
+    /// P15, a large list; 0 skips it.
+    p15_bans: usize,
     p13_reports: usize,
     p14_clients: &'static [usize],
 }
@@ -94,6 +97,7 @@ const FULL: Sizes = Sizes {
     p10_reports: 50,
     p11_bans: 1000,
     p11_clients: 10,
+    p15_bans: 100_000,
     p13_reports: 1000,
     p14_clients: &[10, 100],
     p1_clients: &[1, 10, 100],
@@ -114,6 +118,7 @@ const QUICK: Sizes = Sizes {
     p10_reports: 20,
     p11_bans: 1000,
     p11_clients: 3,
+    p15_bans: 0,
     p13_reports: 200,
     p14_clients: &[10],
     p1_clients: &[1, 10],
@@ -181,7 +186,10 @@ fn main() {
         nftables_latency(&mut results, sizes);
     }
     if firewall && wanted("p11") {
-        import_to_every_firewall(&mut results, sizes);
+        import_to_every_firewall(&mut results, "p11", sizes.p11_bans, sizes.p11_clients);
+    }
+    if firewall && wanted("p15") && sizes.p15_bans > 0 {
+        import_to_every_firewall(&mut results, "p15", sizes.p15_bans, sizes.p11_clients);
     }
     if firewall && wanted("p13") {
         burst_of_reports(&mut results, sizes);
@@ -236,7 +244,13 @@ fn run(args: &[&str]) -> String {
 
 /// Distinct addresses, `count` of them from `first` on: 10.0.0.1, 10.0.0.2, ...
 fn addresses(first: usize, count: usize) -> Vec<String> {
+    addresses_in(10, first, count)
+}
+
+/// `count` addresses in `octet`.0.0.0/8: a list's must be public, since a list may not ban
+/// private space (src/protect.rs).
+fn addresses_in(octet: u8, first: usize, count: usize) -> Vec<String> {
     (first + 1..=first + count)
-        .map(|i| format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255))
+        .map(|i| format!("{octet}.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255))
         .collect()
 }
