@@ -12,18 +12,21 @@ use std::time::Duration;
 
 use common::*;
 
+/// A process of the test's, killed with it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The feed's server: what it serves and how it behaves are files in `dir`.
 struct FeedServer {
     dir: tempfile::TempDir,
-    child: Child,
+    _server: Running,
     port: u16,
-}
-
-impl Drop for FeedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -119,7 +122,11 @@ impl FeedServer {
             .read_line(&mut line)
             .unwrap();
         let port = line.trim().parse().unwrap();
-        FeedServer { dir, child, port }
+        FeedServer {
+            dir,
+            _server: Running(child),
+            port,
+        }
     }
 
     fn ca(&self) -> PathBuf {
@@ -299,4 +306,156 @@ fn two_peered_servers_with_the_same_feed_converge() {
         );
         assert_eq!(applied.len(), 7, "each ban once: {applied:?}");
     }
+}
+
+/// A CrowdSec Local API of the real crowdsec package, alone (no agent, no central API),
+/// with its own configuration and database in a temporary directory.
+struct Lapi {
+    dir: tempfile::TempDir,
+    _api: Running,
+    port: u16,
+}
+
+/// `cscli` with the configuration in `dir`.
+fn cscli(dir: &Path, args: &[&str]) {
+    let out = Command::new("cscli")
+        .arg("-c")
+        .arg(dir.join("config.yaml"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cscli {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Lapi {
+    fn start() -> Lapi {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.path().display();
+        let config = fs::read_to_string("/etc/crowdsec/config.yaml")
+            .unwrap()
+            .replace("log_dir: /var/log/", &format!("log_dir: {d}/"))
+            .replace(
+                "/var/lib/crowdsec/data/crowdsec.db",
+                &format!("{d}/crowdsec.db"),
+            )
+            .replace(
+                "/etc/crowdsec/local_api_credentials.yaml",
+                &format!("{d}/local_api_credentials.yaml"),
+            )
+            .replace(
+                "listen_uri: 127.0.0.1:8080",
+                &format!("listen_uri: 127.0.0.1:{port}"),
+            );
+        fs::write(dir.path().join("config.yaml"), config).unwrap();
+        fs::write(dir.path().join("local_api_credentials.yaml"), "").unwrap();
+        let credentials = dir.path().join("local_api_credentials.yaml");
+        cscli(
+            dir.path(),
+            &[
+                "machines",
+                "add",
+                "banshare-test",
+                "--auto",
+                "--force",
+                "-f",
+                credentials.to_str().unwrap(),
+            ],
+        );
+        cscli(
+            dir.path(),
+            &[
+                "bouncers",
+                "add",
+                "banshare",
+                "-k",
+                "b4n5h4r3b0unc3rk3yf0r7h3735751",
+            ],
+        );
+        let child = Command::new("crowdsec")
+            .arg("-c")
+            .arg(dir.path().join("config.yaml"))
+            .args(["-no-cs", "-no-capi"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the Local API", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Lapi {
+            dir,
+            _api: Running(child),
+            port,
+        }
+    }
+
+    fn cscli(&self, args: &[&str]) {
+        cscli(self.dir.path(), args);
+    }
+}
+
+/// CrowdSec's detections reach every banshare host: the server polls the Local API's
+/// decisions stream as a bouncer does, and a deleted decision is lifted.
+#[test]
+fn a_crowdsec_local_api_is_a_feed() {
+    let lapi = Lapi::start();
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "203.0.113.9",
+        "--duration",
+        "4h",
+    ]);
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--range",
+        "198.51.100.0/24",
+        "--duration",
+        "23h",
+    ]);
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "192.0.2.77",
+        "--type",
+        "captcha",
+    ]);
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("crowdsec.key");
+    fs::write(&key, "b4n5h4r3b0unc3rk3yf0r7h3735751\n").unwrap();
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = format!(
+        "[[feeds]]\nname = \"crowdsec\"\nurl = \"http://127.0.0.1:{}\"\nformat = \"crowdsec-lapi\"\n\
+         interval = \"1s\"\napi-key-file = \"{}\"\n",
+        lapi.port,
+        key.display()
+    );
+    let fleet = Fleet::start(&["web1"], &config, "");
+    fleet.wait_applied(0, "ban import crowdsec 203.0.113.9 -1");
+    fleet.wait_applied(0, "ban import crowdsec 198.51.100.0/24 -1");
+    lapi.cscli(&["decisions", "delete", "--ip", "203.0.113.9"]);
+    fleet.wait_applied(0, "unban import crowdsec 203.0.113.9 -1");
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "203.0.113.10",
+        "--duration",
+        "1h",
+    ]);
+    fleet.wait_applied(0, "ban import crowdsec 203.0.113.10 -1");
+    assert_eq!(listed(&fleet), 2, "the captcha is no ban");
+    assert_eq!(feed_status(&fleet)["entries"], 2);
 }

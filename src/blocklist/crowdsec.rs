@@ -9,6 +9,7 @@
 //! or reason, is the jail when it makes a valid name.
 
 use super::{address, lines, Entry, EntryError, List, Place};
+use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{Bantime, Name, MAX_BANTIME};
 use serde::Deserialize;
 
@@ -71,6 +72,47 @@ fn json(text: &str, list: &mut List) {
             .and_then(|d| entry(&d));
         list.add(Place::Entry(i + 1), entry);
     }
+}
+
+/// A Local API's `GET /v1/decisions/stream` answer, `{"new": [...], "deleted": [...]}`
+/// (either may be null): the new decisions into `list`, and the networks of the deleted
+/// ones returned. An answer that is not that object is one bad entry. A decision's own
+/// duration is not its bantime: the feed bans it until the stream deletes it (or for the
+/// feed's bantime, renewed), as a bouncer does.
+pub fn stream(text: &str, list: &mut List) -> Vec<Cidr> {
+    #[derive(Deserialize)]
+    struct Stream {
+        new: Option<Vec<serde_json::Value>>,
+        deleted: Option<Vec<serde_json::Value>>,
+    }
+    let stream: Stream = match serde_json::from_str(text) {
+        Ok(stream) => stream,
+        Err(e) => {
+            list.add(Place::Line(e.line()), Err(EntryError::Json(e.to_string())));
+            return Vec::new();
+        }
+    };
+    for (i, decision) in stream.new.unwrap_or_default().into_iter().enumerate() {
+        let entry = serde_json::from_value::<Decision>(decision)
+            .map_err(|e| EntryError::Json(e.to_string()))
+            .and_then(|d| {
+                entry(&Decision {
+                    duration: None,
+                    ..d
+                })
+            });
+        list.add(Place::Entry(i + 1), entry);
+    }
+    let deleted = stream.deleted.unwrap_or_default().into_iter();
+    deleted
+        .filter_map(|d| {
+            serde_json::from_value::<Decision>(d)
+                .ok()?
+                .value?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// The CSV: the header's columns, in any order, then the decisions.

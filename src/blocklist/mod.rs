@@ -12,7 +12,7 @@
 //! Everywhere, `#` and `;` start a comment, and blank lines and CRLF line ends are fine.
 //! `auto` (the default) tells the formats apart by their first entry.
 
-mod crowdsec;
+pub mod crowdsec;
 pub mod export;
 
 use crate::wire::cidr::{Cidr, CidrError};
@@ -45,6 +45,9 @@ pub enum Format {
     SpamhausJson,
     Ipsum,
     Crowdsec,
+    /// A CrowdSec Local API's decisions stream, which only a feed reads (`[[feeds]]`).
+    #[value(skip)]
+    CrowdsecLapi,
 }
 
 /// What `parse` needs besides the text.
@@ -161,15 +164,12 @@ pub fn parse(text: &str, options: &Options) -> List {
         Format::Auto => detect(text),
         format => format,
     };
-    let mut list = List {
-        reports: Vec::new(),
-        bad: Vec::new(),
-        skipped: Default::default(),
-        bantime: options.bantime,
-        jail: options.jail.clone(),
-    };
+    let mut list = List::new(options);
     match format {
         Format::Crowdsec => crowdsec::parse(text, &mut list),
+        Format::CrowdsecLapi => {
+            crowdsec::stream(text, &mut list);
+        }
         Format::SpamhausJson => spamhaus_json(text, &mut list),
         _ => {
             let mut first = true;
@@ -212,6 +212,17 @@ pub fn detect(text: &str) -> Format {
 }
 
 impl List {
+    /// An empty list, to read entries into as `options` says.
+    pub fn new(options: &Options) -> List {
+        List {
+            reports: Vec::new(),
+            bad: Vec::new(),
+            skipped: Default::default(),
+            bantime: options.bantime,
+            jail: options.jail.clone(),
+        }
+    }
+
     fn add(&mut self, at: Place, entry: Result<Entry, EntryError>) {
         match entry {
             Ok(Entry::Ban { ip, bantime, jail }) => self.reports.push(Report {

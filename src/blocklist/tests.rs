@@ -254,3 +254,23 @@ fn detection_by_the_first_entry() {
     assert_eq!(detect("  [\n"), Format::Crowdsec);
     assert_eq!(detect("value\n1.2.3.4\n"), Format::Crowdsec);
 }
+
+/// A Local API's decisions stream, as crowdsec 1.4 answers a bouncer.
+#[test]
+fn a_crowdsec_decisions_stream() {
+    let text = r#"{"deleted":[{"duration":"-21.194805ms","id":1,"origin":"cscli","scenario":"manual 'ban' from 'test'","scope":"Ip","type":"ban","value":"203.0.113.9"}],"new":[{"duration":"3h59m58.98s","id":2,"origin":"cscli","scenario":"crowdsecurity/ssh-bf","scope":"Ip","type":"ban","value":"203.0.113.10"},{"duration":"4h","id":3,"scope":"Ip","type":"captcha","value":"203.0.113.11"}]}"#;
+    let mut list = List::new(&options(Format::CrowdsecLapi));
+    let deleted = crowdsec::stream(text, &mut list);
+    assert_eq!(deleted, ["203.0.113.9".parse().unwrap()]);
+    // Its own duration is not the bantime: the stream says when it ends.
+    assert_eq!(
+        fields(&list),
+        ["import crowdsecurity.ssh-bf 203.0.113.10 3600"]
+    );
+    assert_eq!(list.skipped.values().sum::<usize>(), 1);
+    let mut list = List::new(&options(Format::CrowdsecLapi));
+    assert!(crowdsec::stream("{\"deleted\":null,\"new\":null}", &mut list).is_empty());
+    assert!(list.reports.is_empty() && list.bad.is_empty());
+    crowdsec::stream("<html>", &mut list);
+    assert_eq!(list.bad.len(), 1);
+}

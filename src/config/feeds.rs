@@ -42,6 +42,9 @@ pub struct FeedConfig {
     pub min_count: u64,
     /// The CA certificates (PEM) to verify an https server with, instead of the system's.
     pub ca_file: Option<PathBuf>,
+    /// format = "crowdsec-lapi": the file (0600 or 0640) holding the bouncer API key that
+    /// `cscli bouncers add` made, sent as X-Api-Key.
+    pub api_key_file: Option<PathBuf>,
     /// The `[[groups]]` its bans are in; without it, the group the rules pick (which can
     /// match the feed's name as jail).
     pub group: Option<String>,
@@ -93,6 +96,8 @@ pub enum FeedError {
     CaFile(String),
     #[error("feed {0}: group {1} is not one of [[groups]]")]
     Group(String, String),
+    #[error("feed {0}: format = \"crowdsec-lapi\" needs api-key-file, and only it takes one")]
+    ApiKey(String),
 }
 
 /// Checks `feeds`, whose `group`s must be among `groups`.
@@ -133,6 +138,11 @@ pub fn check(feeds: &[FeedConfig], groups: &[&str]) -> Result<(), FeedError> {
         }
         if feed.ca_file.as_ref().is_some_and(|p| !p.is_absolute()) {
             return Err(FeedError::CaFile(name()));
+        }
+        let lapi = feed.format == Format::CrowdsecLapi;
+        let key_file = feed.api_key_file.as_ref();
+        if lapi != key_file.is_some() || key_file.is_some_and(|p| !p.is_absolute()) {
+            return Err(FeedError::ApiKey(name()));
         }
         if let Some(group) = feed
             .group
@@ -193,6 +203,14 @@ mod tests {
         assert_eq!(check(&bad_url, &[]), Err(FeedError::Url("d".into())));
         let bad_name = feeds("[[feeds]]\nname = \"a:b\"\nurl = \"https://x.org/d\"\n");
         assert_eq!(check(&bad_name, &[]), Err(FeedError::Name("a:b".into())));
+        let lapi = "format = \"crowdsec-lapi\"\n";
+        assert_eq!(
+            check(&one(lapi), &[]),
+            Err(FeedError::ApiKey("drop".into()))
+        );
+        let key = "api-key-file = \"/etc/banshare/crowdsec.key\"\n";
+        assert_eq!(check(&one(&format!("{lapi}{key}")), &[]), Ok(()));
+        assert_eq!(check(&one(key), &[]), Err(FeedError::ApiKey("drop".into())));
         let twice = [good.clone(), good].concat();
         assert_eq!(check(&twice, &[]), Err(FeedError::Twice("drop".into())));
     }

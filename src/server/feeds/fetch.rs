@@ -6,6 +6,7 @@
 //! Bounded as everything from outside: one thread for every feed, one request at a time,
 //! each within the feed's interval or 60 s, whichever is shorter, and `MAX_FEED_BYTES`.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -13,9 +14,11 @@ use std::time::Duration;
 use ureq::tls::{RootCerts, TlsConfig};
 use ureq::Agent;
 
+use crate::blocklist::Format;
 use crate::blocklist::{self, EntryError, Options};
 use crate::clock::unix_now;
 use crate::config::feeds::FeedConfig;
+use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{Bantime, Name, Report};
 
 /// The largest version read, as for `banshare import`.
@@ -37,6 +40,9 @@ pub struct Schedule {
     pub validators: Validators,
     pub entries: usize,
     pub next: u64,
+    /// A CrowdSec Local API's decisions as the stream has told them so far; None until it
+    /// has sent them all (`startup=true`), which it does again after each start.
+    pub stream: Option<BTreeMap<Cidr, Report>>,
 }
 
 /// A fetch's result, for feed number `feed`.
@@ -114,6 +120,9 @@ fn run(
                 continue;
             }
             let outcome = match &agents[i] {
+                Ok(agent) if feed.format == Format::CrowdsecLapi => {
+                    poll_lapi(agent, feed, &mut schedules[i])
+                }
                 Ok(agent) => fetch(agent, feed, &schedules[i]),
                 Err(e) => Outcome::Failed(e.clone()),
             };
@@ -185,12 +194,26 @@ fn download(
     feed: &FeedConfig,
     known: &Validators,
 ) -> Result<Option<(String, Validators)>, String> {
-    let mut request = agent.get(&feed.url);
+    let mut headers = Vec::new();
     if let Some(etag) = &known.etag {
-        request = request.header("If-None-Match", etag);
+        headers.push(("If-None-Match", etag.as_str()));
     }
     if let Some(date) = &known.last_modified {
-        request = request.header("If-Modified-Since", date);
+        headers.push(("If-Modified-Since", date.as_str()));
+    }
+    get(agent, &feed.url, &headers)
+}
+
+/// GET `url` with `headers`: the body (at most MAX_FEED_BYTES) and its validators, None
+/// for 304, or why it failed.
+fn get(
+    agent: &Agent,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Option<(String, Validators)>, String> {
+    let mut request = agent.get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let mut response = request.call().map_err(|e| e.to_string())?;
     match response.status().as_u16() {
@@ -216,17 +239,114 @@ fn download(
     Ok(Some((text, validators)))
 }
 
-/// A downloaded version, read and judged against the last good one's `before` entries.
-pub fn judge(feed: &FeedConfig, text: &str, validators: Validators, before: usize) -> Outcome {
-    let options = Options {
+/// A CrowdSec Local API, polled as a bouncer polls it: every decision at the first poll
+/// (`startup=true`), then what changed. Each poll's outcome is the whole set, which the loop
+/// applies as any version; only the first is judged against the last good copy's size,
+/// since later deletions are the API's own word, one by one.
+fn poll_lapi(agent: &Agent, feed: &FeedConfig, schedule: &mut Schedule) -> Outcome {
+    let startup = schedule.stream.is_none();
+    let url = format!(
+        "{}/v1/decisions/stream?startup={startup}",
+        feed.url.trim_end_matches('/')
+    );
+    let key = match api_key(feed) {
+        Ok(key) => key,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let text = match get(agent, &url, &[("X-Api-Key", key.as_str())]) {
+        Ok(Some((text, _))) => text,
+        Ok(None) => return Outcome::Failed("HTTP 304 from a decisions stream".into()),
+        Err(e) => return Outcome::Failed(e),
+    };
+    let mut list = blocklist::List::new(&options(feed));
+    let deleted = blocklist::crowdsec::stream(&text, &mut list);
+    if let Some(bad) = list
+        .bad
+        .iter()
+        .find(|b| matches!(b.reason, EntryError::Json(_)) && b.at == blocklist::Place::Line(1))
+    {
+        return Outcome::Failed(format!("not a decisions stream: {}", bad.reason));
+    }
+    let mut current = schedule.stream.clone().unwrap_or_default();
+    for ip in deleted {
+        current.remove(&ip);
+    }
+    current.extend(list.reports.into_iter().map(|r| (r.ip, r)));
+    let before = if startup { schedule.entries } else { 0 };
+    let reports: Vec<Report> = current.values().cloned().collect();
+    let narrowed = reports
+        .iter()
+        .filter(|r| feed.min_prefix.check(&r.ip).is_err())
+        .count();
+    if startup && !reports.is_empty() && narrowed == reports.len() {
+        return Outcome::Failed("every entry is wider than the feed's min-prefix".into());
+    }
+    if let Some(why) = shrunk(feed, before, reports.len() - narrowed) {
+        return Outcome::Failed(why);
+    }
+    schedule.stream = Some(current);
+    Outcome::New {
+        reports: reports
+            .into_iter()
+            .filter(|r| feed.min_prefix.check(&r.ip).is_ok())
+            .collect(),
+        validators: Validators::default(),
+        bad: list.bad.len(),
+        narrowed,
+    }
+}
+
+/// The bouncer key in `api-key-file`: a file others may not read, of one line.
+fn api_key(feed: &FeedConfig) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = feed.api_key_file.as_ref().ok_or("no api-key-file")?;
+    let failed = |e: &dyn std::fmt::Display| format!("api-key-file {}: {e}", path.display());
+    let mode = std::fs::metadata(path).map_err(|e| failed(&e))?.mode();
+    if mode & 0o007 != 0 {
+        return Err(failed(&format!(
+            "others may read it (mode {:o}): chmod 600 it",
+            mode & 0o777
+        )));
+    }
+    let bytes = crate::files::read_regular(path, 4096).map_err(|e| failed(&e))?;
+    let key = String::from_utf8(bytes)
+        .map_err(|_| failed(&"not text"))?
+        .trim()
+        .to_owned();
+    match key.is_empty() || key.contains(char::is_whitespace) {
+        true => Err(failed(&"not one key on one line")),
+        false => Ok(key),
+    }
+}
+
+/// How a feed's entries are read: its format, its bantime (none: until the entry leaves the
+/// list), its min-count, and its name as the jail of entries without one.
+fn options(feed: &FeedConfig) -> Options {
+    Options {
         format: feed.format,
         bantime: feed
             .bantime
             .map_or(Bantime::Permanent, |b| Bantime::Seconds(b.0.as_secs())),
         min_count: feed.min_count,
         jail: Name::parse("jail", &feed.name).expect("checked with the config"),
-    };
-    let mut list = blocklist::parse(text, &options);
+    }
+}
+
+/// Why a version of `after` entries may not follow one of `before`: more than max-shrink
+/// of them gone.
+fn shrunk(feed: &FeedConfig, before: usize, after: usize) -> Option<String> {
+    let dropped = before.saturating_sub(after);
+    (dropped * 100 > before * usize::from(feed.max_shrink)).then(|| {
+        format!(
+            "shrank from {before} to {after} entries, more than max-shrink ({}%)",
+            feed.max_shrink
+        )
+    })
+}
+
+/// A downloaded version, read and judged against the last good one's `before` entries.
+pub fn judge(feed: &FeedConfig, text: &str, validators: Validators, before: usize) -> Outcome {
+    let mut list = blocklist::parse(text, &options(feed));
     if let Some(cut) = list
         .bad
         .iter()
@@ -247,12 +367,8 @@ pub fn judge(feed: &FeedConfig, text: &str, validators: Validators, before: usiz
     if after == 0 {
         return Outcome::Failed("every entry is wider than the feed's min-prefix".into());
     }
-    let dropped = before.saturating_sub(after);
-    if dropped * 100 > before * usize::from(feed.max_shrink) {
-        return Outcome::Failed(format!(
-            "shrank from {before} to {after} entries, more than max-shrink ({}%)",
-            feed.max_shrink
-        ));
+    if let Some(why) = shrunk(feed, before, after) {
+        return Outcome::Failed(why);
     }
     Outcome::New {
         reports: list.reports,

@@ -100,6 +100,7 @@ impl Feeds {
                 validators: f.copy.validators.clone(),
                 entries: f.copy.entries.len(),
                 next: f.next_fetch,
+                stream: None,
             })
             .collect();
         let worker = match feeds.is_empty() {
