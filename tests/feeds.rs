@@ -197,13 +197,13 @@ fn a_feed_is_applied_by_difference_and_no_bad_download_lifts_it() {
         feed.hits().iter().any(|h| h.starts_with('"')).then_some(())
     });
 
-    // 10% fewer, one more: the one that left is lifted, the new one banned.
+    // 10% fewer: the one that left is lifted. Then one more: it is banned.
+    feed.serve(&networks(1..10));
+    fleet.wait_applied(0, "unban import drop 45.0.0.0/16 -1");
     let mut list = networks(1..10);
     list.push("46.0.0.0/16".into());
     feed.serve(&list);
-    fleet.wait_applied(0, "unban import drop 45.0.0.0/16 -1");
     fleet.wait_applied(0, "ban import drop 46.0.0.0/16 -1");
-
     assert_eq!(listed(&fleet), 10);
 
     // Nothing that goes wrong lifts anything: an error, a download cut short, a list that

@@ -383,12 +383,12 @@ pub fn burst_of_reports(results: &mut Results, sizes: &Sizes) {
     );
 }
 
-/// P11 and P15: `banshare import` of `bans` addresses, until all are in each of `clients`
-/// clients' nftables sets.
-pub fn import_to_every_firewall(results: &mut Results, key: &str, bans: usize, clients: usize) {
+/// A server with `server_extra` and `clients` started clients, client i with its nftables
+/// table `import{i}`.
+fn nftables_clients(clients: usize, server_extra: &str) -> Fleet {
     let names: Vec<String> = (0..clients).map(|i| format!("c{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut fleet = Fleet::new(&names, "", "backend = \"nftables\"\n");
+    let mut fleet = Fleet::new(&names, server_extra, "backend = \"nftables\"\n");
     for i in 0..clients {
         fleet.add_client_config(i, &format!("nft-table = \"import{i}\"\n"));
     }
@@ -396,14 +396,102 @@ pub fn import_to_every_firewall(results: &mut Results, key: &str, bans: usize, c
     for i in 0..clients {
         fleet.start_client(i);
     }
+    fleet
+}
+
+/// How many bans and unbans client i has put into nftables since `skip` lines of its log, for
+/// every client, until they reach `each`: the time since `started`.
+fn until_every_client(
+    fleet: &Fleet,
+    what: &str,
+    each: usize,
+    skip: &[usize],
+    started: Instant,
+) -> Duration {
+    let clients = skip.len();
+    until_count(what, clients * each, started, || {
+        (0..clients)
+            .map(|i| nft_batched(fleet, i, skip[i]).min(each))
+            .sum()
+    })
+}
+
+/// Each client's log lines so far.
+fn log_lines(fleet: &Fleet, clients: usize) -> Vec<usize> {
+    (0..clients)
+        .map(|i| fleet.client_log(i).lines().count())
+        .collect()
+}
+
+/// P16: a feed's new version that changes `changed` entries (half lifted, half new) of a
+/// list as long, served over http on loopback and fetched every second, from the moment the
+/// file changes until every client has applied the change: the fetch interval included.
+pub fn feed_refresh_to_every_firewall(results: &mut Results, changed: usize, clients: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.txt");
+    fs::write(&list, addresses_in(45, 0, changed).join("\n")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut http = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+        .arg(dir.path())
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let feed = format!(
+        "[[feeds]]\nname = \"bench\"\nurl = \"http://127.0.0.1:{port}/list.txt\"\ninterval = \"1s\"\n"
+    );
+    let fleet = nftables_clients(clients, &feed);
+    let skip = log_lines(&fleet, clients);
+    until_every_client(
+        &fleet,
+        "the feed's first version in every client's set",
+        changed,
+        &skip,
+        Instant::now(),
+    );
+    // Half of the entries gone, as many new: `changed` changes, the list as long.
+    let kept = addresses_in(45, changed / 2, changed - changed / 2);
+    let new = addresses_in(46, 0, changed / 2);
+    let skip = log_lines(&fleet, clients);
+    let started = Instant::now();
+    fs::write(&list, [kept, new].concat().join("\n")).unwrap();
+    let took = until_every_client(
+        &fleet,
+        "the feed's change in every client's set",
+        changed,
+        &skip,
+        started,
+    );
+    let _ = http.kill();
+    let _ = http.wait();
+    for i in 0..clients {
+        assert_eq!(nft_count(&format!("import{i}"), "addr4"), changed);
+    }
+    results.add(
+        "p16_feed_refresh",
+        format!("P16 a feed's version changing {changed} entries, file changed to all in {clients} clients' nftables sets (fetched every 1 s)"),
+        format!("{:.3} s", took.as_secs_f64()),
+        "≤ 2 s",
+        json!({"changed": changed, "clients": clients, "seconds": took.as_secs_f64()}),
+    );
+}
+
+/// P11 and P15: `banshare import` of `bans` addresses, until all are in each of `clients`
+/// clients' nftables sets.
+pub fn import_to_every_firewall(results: &mut Results, key: &str, bans: usize, clients: usize) {
+    let fleet = nftables_clients(clients, "");
     let file = fleet.dir.path().join("blocklist.txt");
     fs::write(&file, addresses_in(45, 700_000, bans).join("\n")).unwrap();
     // Counted from each client's "applied a batch" lines, written once nft has returned,
     // then checked in every set: `nft monitor`, printing 10,000 elements, would compete
     // with the ten clients for the two cores.
-    let skip: Vec<usize> = (0..clients)
-        .map(|i| fleet.client_log(i).lines().count())
-        .collect();
+    let skip = log_lines(&fleet, clients);
     let started = Instant::now();
     let out = fleet.admin(&["import", file.to_str().unwrap()]);
     assert!(
@@ -411,15 +499,12 @@ pub fn import_to_every_firewall(results: &mut Results, key: &str, bans: usize, c
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let took = until_count(
+    let took = until_every_client(
+        &fleet,
         "the import in every client's set",
-        clients * bans,
+        bans,
+        &skip,
         started,
-        || {
-            (0..clients)
-                .map(|i| nft_batched(&fleet, i, skip[i]).min(bans))
-                .sum()
-        },
     );
     for i in 0..clients {
         assert_eq!(nft_count(&format!("import{i}"), "addr4"), bans);

@@ -31,6 +31,7 @@
 //! - P11 `banshare import` of 1,000 bans, until all are in every client's nftables set.
 //! - P12 where a report's time goes: context, handshake, round trip, the server's commit.
 //! - P15 `banshare import` of a list of 100,000, as P11 (full run only).
+//! - P16 a feed's version changing 10,000 entries, to 10 clients' sets (full run only).
 //! - P13 1,000 separate reports, 8 at a time, until all are in the client's nftables set:
 //!   handed to the client, and sent directly as before, in the same run.
 //! - P14 P1 without the ban command: from starting `banshare-report` until each of 10 and
@@ -190,6 +191,9 @@ fn main() {
     }
     if firewall && wanted("p15") && sizes.p15_bans > 0 {
         import_to_every_firewall(&mut results, "p15", sizes.p15_bans, sizes.p11_clients);
+    }
+    if firewall && wanted("p16") && sizes.p15_bans > 0 {
+        feed_refresh_to_every_firewall(&mut results, 10_000, sizes.p11_clients);
     }
     if firewall && wanted("p13") {
         burst_of_reports(&mut results, sizes);
