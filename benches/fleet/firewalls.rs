@@ -460,7 +460,10 @@ pub fn feed_refresh_to_every_firewall(results: &mut Results, changed: usize, cli
     let new = addresses_in(46, 0, changed / 2);
     let skip = log_lines(&fleet, clients);
     let started = Instant::now();
-    fs::write(&list, [kept, new].concat().join("\n")).unwrap();
+    // Renamed into place, so that the feed's server never serves half of it.
+    let next = dir.path().join("next.txt");
+    fs::write(&next, [kept, new].concat().join("\n")).unwrap();
+    fs::rename(&next, &list).unwrap();
     let took = until_every_client(
         &fleet,
         "the feed's change in every client's set",

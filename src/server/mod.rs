@@ -225,9 +225,13 @@ impl Server {
             if now >= next_release {
                 let mut changes = Changes::default();
                 self.core.release_held(&mut changes);
-                self.feeds.apply(&mut self.core, &mut changes);
                 self.carry_out(changes)?;
                 next_release = now + Duration::from_secs(1);
+            }
+            // What the feeds' thread fetched, within a tick of its arrival.
+            let mut changes = Changes::default();
+            if self.feeds.apply(&mut self.core, &mut changes) {
+                self.carry_out(changes)?;
             }
             let wait = self.publisher.until_heartbeat(now).min(TICK);
             let publish = &self.publisher.listener;

@@ -367,7 +367,7 @@ impl Firewall for Nftables {
         let now = unix_now();
         let each: Vec<Option<Vec<(Change, Cidr)>>> =
             ops.iter().map(|op| Self::changes(op, now)).collect();
-        let all: Vec<(Change, Cidr)> = each.iter().flatten().flatten().copied().collect();
+        let all = coalesced(&each);
         let what = format!("nftables batch of {}", ops.len());
         if all.is_empty() || self.apply(&what, &all) == Applied::Done {
             log::info!("nftables: applied a batch of {} bans and unbans", ops.len());
@@ -389,6 +389,31 @@ impl Firewall for Nftables {
             })
             .collect()
     }
+}
+
+/// A batch's changes, one network's the last op's only, and every addition before every
+/// deletion: runs of one kind make one netlink message each. An unban, as an addition
+/// then a deletion, one after the other, made one message for each, and the kernel's
+/// acknowledgements of a batch of 500 unbans overflowed the socket (ENOBUFS).
+fn coalesced(each: &[Option<Vec<(Change, Cidr)>>]) -> Vec<(Change, Cidr)> {
+    let mut last: Vec<(Cidr, &[(Change, Cidr)])> = Vec::new();
+    let mut place: std::collections::HashMap<Cidr, usize> = std::collections::HashMap::new();
+    for changes in each.iter().flatten() {
+        let Some(&(_, ip)) = changes.first() else {
+            continue;
+        };
+        match place.get(&ip) {
+            Some(&i) => last[i].1 = changes,
+            None => {
+                place.insert(ip, last.len());
+                last.push((ip, changes));
+            }
+        }
+    }
+    let all = last.iter().flat_map(|(_, changes)| changes.iter().copied());
+    let (adds, deletes): (Vec<_>, Vec<_>) =
+        all.partition(|(change, _)| matches!(change, Change::Add(_)));
+    [adds, deletes].concat()
 }
 
 impl Nftables {
@@ -496,6 +521,28 @@ mod tests {
             action,
             ban: Ban::sample(ip, expires.map(|_| 60), expires),
         }
+    }
+
+    #[test]
+    fn a_batch_keeps_each_networks_last_op_and_adds_before_it_deletes() {
+        let (x, y, z): (Cidr, Cidr, Cidr) = (
+            "203.0.113.1".parse().unwrap(),
+            "203.0.113.2".parse().unwrap(),
+            "203.0.113.3".parse().unwrap(),
+        );
+        let ban = |ip, t| Some(vec![(Change::Add(Some(t)), ip)]);
+        let unban = |ip| Some(vec![(Change::Add(Some(1)), ip), (Change::Delete, ip)]);
+        let each = [ban(x, 60), unban(y), unban(x), ban(y, 90), None, unban(z)];
+        assert_eq!(
+            coalesced(&each),
+            [
+                (Change::Add(Some(1)), x),
+                (Change::Add(Some(90)), y),
+                (Change::Add(Some(1)), z),
+                (Change::Delete, x),
+                (Change::Delete, z)
+            ]
+        );
     }
 
     #[test]

@@ -118,6 +118,12 @@ fn exchange(request: &[u8], messages: u32, timeout: Duration) -> Result<(), Netl
         socket::setsockopt(&fd, sockopt::SndBufForce, &request.len())
             .map_err(NetlinkError::Socket)?;
     }
+    // And room for the acknowledgements, each a buffer of its own (about 1 KiB with its
+    // overhead), which overflow the default of 208 KiB past a couple of hundred.
+    let acks = messages as usize * 1024;
+    if acks > 128 * 1024 {
+        socket::setsockopt(&fd, sockopt::RcvBufForce, &acks).map_err(NetlinkError::Socket)?;
+    }
     socket::send(fd.as_raw_fd(), request, MsgFlags::empty()).map_err(NetlinkError::Socket)?;
     await_acks(&fd, messages, Instant::now() + timeout, timeout)
 }

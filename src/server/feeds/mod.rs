@@ -110,12 +110,13 @@ impl Feeds {
         Ok(Feeds { feeds, dir, worker })
     }
 
-    /// Applies what the thread fetched since the last pass.
-    pub fn apply(&mut self, core: &mut Core, changes: &mut Changes) {
+    /// Applies what the thread fetched since the last pass; false when it fetched nothing.
+    pub fn apply(&mut self, core: &mut Core, changes: &mut Changes) -> bool {
         let Some(worker) = &self.worker else {
-            return;
+            return false;
         };
         let fetched: Vec<Fetched> = worker.results.try_iter().collect();
+        let any = !fetched.is_empty();
         for Fetched { feed, at, outcome } in fetched {
             let feed = &mut self.feeds[feed];
             feed.next_fetch = at + feed.config.interval.0.as_secs();
@@ -145,6 +146,7 @@ impl Feeds {
                 }
             }
         }
+        any
     }
 
     /// For `banshare status` and the metrics.
