@@ -352,6 +352,9 @@ fn upgrade_under_a_stream(control: &Control, hosts: &[Container], reporter: &Con
 
 #[test]
 fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
+    // The previous release first: waiting for its build must not hold the other container
+    // tests' turn.
+    let [old_deb, _] = release::previous_packages();
     let _turn = one_fleet_at_a_time();
     let deb = package("debian", "_amd64.deb");
     let image = image();
@@ -385,7 +388,6 @@ fn site_deploys_a_fleet_rotation_loses_no_ban_and_revocation_cuts_a_host_off() {
     // fleet to this release, the servers one at a time and then the hosts, while web reports
     // 20 addresses a second: none is lost. Each server lets every client in and follows the
     // other.
-    let [old_deb, _] = release::previous_packages();
     let old = format!("banshare_package_file={}", old_deb.display());
     control.run_of(release::previous(), "site.yml", &["-e", &old]);
     upgrade_under_a_stream(&control, &hosts, web);

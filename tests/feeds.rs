@@ -183,8 +183,9 @@ fn listed(fleet: &Fleet) -> usize {
 fn a_feed_is_applied_by_difference_and_no_bad_download_lifts_it() {
     let feed = FeedServer::start();
     feed.serve(&networks(0..10));
+    let metrics = free_port();
     let config = format!(
-        "[[feeds]]\nname = \"drop\"\nurl = \"https://127.0.0.1:{}/drop.txt\"\ninterval = \"2s\"\nca-file = \"{}\"\n",
+        "metrics-listen = \"127.0.0.1:{metrics}\"\n[[feeds]]\nname = \"drop\"\nurl = \"https://127.0.0.1:{}/drop.txt\"\ninterval = \"2s\"\nca-file = \"{}\"\n",
         feed.port,
         feed.ca().display()
     );
@@ -230,6 +231,14 @@ fn a_feed_is_applied_by_difference_and_no_bad_download_lifts_it() {
     assert!(fleet
         .server_log()
         .contains("its last good copy (10 entries) stays"));
+    // The metrics say it too, once the endpoint's copy of the state is a second old at most.
+    wait_for("the feed's metrics", Duration::from_secs(10), || {
+        let (_, body) = http_get(metrics, "/metrics")?;
+        let failures = format!("banshare_server_feed_failures_total{{feed=\"drop\"}} {failures}");
+        (body.contains("banshare_server_feed_entries{feed=\"drop\"} 10.0")
+            && body.contains(&failures))
+        .then_some(())
+    });
 
     // The copy outlives a restart: the server starts with it, though the feed now fails.
     feed.mode("500");

@@ -408,8 +408,9 @@ fn the_rpm_has_the_debs_files_and_its_scriptlets_work() {
 /// host's fail2ban jail. Then `remove` keeps the configuration and `purge` does not.
 #[test]
 fn apt_upgrades_from_the_repository_under_a_stream_of_reports() {
-    let _turn = one_fleet_at_a_time();
+    // Before the turn: waiting for the previous release's build must not hold it.
     let old = previous_packages();
+    let _turn = one_fleet_at_a_time();
     let new = [
         package("debian", "_amd64.deb"),
         package("rpm", ".x86_64.rpm"),

@@ -78,7 +78,7 @@ fn default_min_count() -> u64 {
 pub enum FeedError {
     #[error("at most {MAX_FEEDS} feeds")]
     TooMany,
-    #[error("feed name {0:?}: letters, digits, . _ @ - only, at most {max} characters", max = MAX_NAME - 5)]
+    #[error("feed name {0:?}: letters, digits, . _ @ - only, not first . or -, at most {max} characters", max = MAX_NAME - 5)]
     Name(String),
     #[error("two feeds are named {0}")]
     Twice(String),
@@ -107,7 +107,10 @@ pub fn check(feeds: &[FeedConfig], groups: &[&str]) -> Result<(), FeedError> {
     }
     for (i, feed) in feeds.iter().enumerate() {
         let name = || feed.name.clone();
-        let named = Name::parse("jail", &feed.name).is_ok() && !feed.name.contains(':');
+        // A file name in the state dir too: no colon, no leading dot (`..`).
+        let named = Name::parse("jail", &feed.name).is_ok()
+            && !feed.name.contains(':')
+            && !feed.name.starts_with('.');
         if !named || Name::parse("origin", &feed.origin()).is_err() {
             return Err(FeedError::Name(feed.name.clone()));
         }
@@ -201,8 +204,12 @@ mod tests {
         }
         let bad_url = feeds("[[feeds]]\nname = \"d\"\nurl = \"ftp://x.org/d\"\n");
         assert_eq!(check(&bad_url, &[]), Err(FeedError::Url("d".into())));
-        let bad_name = feeds("[[feeds]]\nname = \"a:b\"\nurl = \"https://x.org/d\"\n");
-        assert_eq!(check(&bad_name, &[]), Err(FeedError::Name("a:b".into())));
+        for name in ["a:b", "..", ".hidden", "-x", "a/b"] {
+            let bad_name = feeds(&format!(
+                "[[feeds]]\nname = \"{name}\"\nurl = \"https://x.org/d\"\n"
+            ));
+            assert_eq!(check(&bad_name, &[]), Err(FeedError::Name(name.into())));
+        }
         let lapi = "format = \"crowdsec-lapi\"\n";
         assert_eq!(
             check(&one(lapi), &[]),

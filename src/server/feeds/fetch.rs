@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ureq::tls::{RootCerts, TlsConfig};
@@ -67,10 +66,11 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// The running thread: dropping it stops it.
+/// The running thread. Dropping it tells the thread to stop, without waiting: a request in
+/// flight may take a minute, which neither a reload nor a shutdown should wait for; the
+/// thread ends after it, its results going nowhere.
 pub struct Worker {
-    stop: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _stop: Sender<()>,
     pub results: Receiver<Fetched>,
 }
 
@@ -78,25 +78,14 @@ impl Worker {
     pub fn spawn(feeds: Vec<FeedConfig>, schedules: Vec<Schedule>) -> Result<Worker, String> {
         let (stop, stopped) = mpsc::channel();
         let (send, results) = mpsc::channel();
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("feeds".into())
             .spawn(move || run(&feeds, schedules, &stopped, &send))
             .map_err(|e| format!("cannot start the feeds' thread: {e}"))?;
         Ok(Worker {
-            stop: Some(stop),
-            thread: Some(thread),
+            _stop: stop,
             results,
         })
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            // A request in flight ends within its timeout.
-            let _ = thread.join();
-        }
     }
 }
 
