@@ -235,9 +235,6 @@ fn client_status_text(text: &str, socket: &Path) -> Result<String, Failure> {
 /// one batch, small enough that each answer comes well within the control socket's 5 s.
 const IMPORT_BATCH: usize = 1000;
 
-/// The largest list `banshare import` reads: some million entries, many times the largest
-/// public lists (ipsum's, the longest common one, takes a few MB).
-const MAX_LIST_BYTES: u64 = 64 << 20;
 /// Bad entries and refusals shown after the summary.
 const EXAMPLES: usize = 10;
 
@@ -298,7 +295,7 @@ fn import(args: &ImportArgs, socket: &Path) -> Result<String, Failure> {
     Ok(import_text(file, &total, &list))
 }
 
-/// The list, at most `MAX_LIST_BYTES` of UTF-8.
+/// The list, at most `blocklist::MAX_LIST_BYTES` of UTF-8.
 fn read_list(file: &Path) -> Result<String, Failure> {
     let failed = |e: &dyn std::fmt::Display| Exit::IoErr.with(format!("{}: {e}", file.display()));
     let reader: Box<dyn std::io::Read> = match file.to_str() {
@@ -307,14 +304,14 @@ fn read_list(file: &Path) -> Result<String, Failure> {
     };
     let mut bytes = Vec::new();
     reader
-        .take(MAX_LIST_BYTES + 1)
+        .take(blocklist::MAX_LIST_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| failed(&e))?;
-    if bytes.len() as u64 > MAX_LIST_BYTES {
+    if bytes.len() as u64 > blocklist::MAX_LIST_BYTES {
         return Err(Exit::DataErr.with(format!(
             "{}: longer than {} MiB, the most banshare import reads",
             file.display(),
-            MAX_LIST_BYTES >> 20
+            blocklist::MAX_LIST_BYTES >> 20
         )));
     }
     String::from_utf8(bytes).map_err(|e| {

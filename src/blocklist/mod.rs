@@ -20,6 +20,10 @@ use crate::wire::error::FieldError;
 use crate::wire::protocol::{Bantime, Name, Report};
 use std::fmt;
 
+/// The largest list read, by `banshare import` and by a feed: some million entries, many
+/// times the largest public lists (ipsum's, the longest common one, takes a few MB).
+pub const MAX_LIST_BYTES: u64 = 64 << 20;
+
 /// The prog of every imported ban, which `banshare bans` shows, and which subscribers hold
 /// to `import-min-prefix` rather than `min-prefix`.
 pub const PROG: &str = "import";

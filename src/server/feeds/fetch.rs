@@ -4,7 +4,7 @@
 //! the last good copy stays.
 //!
 //! Bounded as everything from outside: one thread for every feed, one request at a time,
-//! each within the feed's interval or 60 s, whichever is shorter, and `MAX_FEED_BYTES`.
+//! each within the feed's interval or 60 s, whichever is shorter, and `MAX_LIST_BYTES`.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -13,15 +13,13 @@ use std::time::Duration;
 use ureq::tls::{RootCerts, TlsConfig};
 use ureq::Agent;
 
-use crate::blocklist::Format;
 use crate::blocklist::{self, EntryError, Options};
+use crate::blocklist::{Format, MAX_LIST_BYTES};
 use crate::clock::unix_now;
 use crate::config::feeds::FeedConfig;
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{Bantime, Name, Report};
 
-/// The largest version read, as for `banshare import`.
-pub const MAX_FEED_BYTES: u64 = 64 << 20;
 /// The longest a request takes, when the feed's interval is longer.
 const MAX_REQUEST: Duration = Duration::from_secs(60);
 
@@ -193,7 +191,7 @@ fn download(
     get(agent, &feed.url, &headers)
 }
 
-/// GET `url` with `headers`: the body (at most MAX_FEED_BYTES) and its validators, None
+/// GET `url` with `headers`: the body (at most MAX_LIST_BYTES) and its validators, None
 /// for 304, or why it failed.
 fn get(
     agent: &Agent,
@@ -222,7 +220,7 @@ fn get(
     let text = response
         .body_mut()
         .with_config()
-        .limit(MAX_FEED_BYTES)
+        .limit(MAX_LIST_BYTES)
         .read_to_string()
         .map_err(|e| e.to_string())?;
     Ok(Some((text, validators)))

@@ -28,7 +28,6 @@ use fetch::{Fetched, Outcome, Schedule, Worker};
 struct Feed {
     config: FeedConfig,
     copy: saved::Copy,
-    last_success: Option<u64>,
     last_error: Option<String>,
     failures: u64,
     next_fetch: u64,
@@ -77,7 +76,6 @@ impl Feeds {
                     .fetched
                     .map_or(now, |at| (at + config.interval.0.as_secs()).max(now));
                 Feed {
-                    last_success: copy.fetched,
                     config: config.clone(),
                     copy,
                     last_error: None,
@@ -157,7 +155,7 @@ impl Feeds {
                 name: f.config.name.clone(),
                 url: f.config.url.clone(),
                 entries: f.copy.entries.len(),
-                last_success: f.last_success,
+                last_success: f.copy.fetched,
                 last_error: f.last_error.clone(),
                 failures: f.failures,
                 next_fetch: f.next_fetch,
@@ -168,7 +166,6 @@ impl Feeds {
 
 impl Feed {
     fn succeeded(&mut self, at: u64) {
-        self.last_success = Some(at);
         self.last_error = None;
         self.copy.fetched = Some(at);
     }

@@ -15,7 +15,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::fetch::{Validators, MAX_FEED_BYTES};
+use super::fetch::Validators;
+use crate::blocklist::MAX_LIST_BYTES;
 use crate::config::feeds::FeedConfig;
 use crate::wire::cidr::Cidr;
 use crate::wire::protocol::Report;
@@ -37,7 +38,7 @@ impl Copy {
     /// The copy of `feed`, or an empty one if it has none yet.
     pub fn load(dir: &Path, feed: &FeedConfig) -> Result<Copy, String> {
         let path = path(dir, &feed.name);
-        let bytes = match crate::files::read_regular(&path, 2 * MAX_FEED_BYTES) {
+        let bytes = match crate::files::read_regular(&path, 2 * MAX_LIST_BYTES) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Copy::default()),
             other => other.map_err(|e| format!("{}: {e}", path.display()))?,
         };
