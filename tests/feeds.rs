@@ -208,7 +208,8 @@ fn a_feed_is_applied_by_difference_and_no_bad_download_lifts_it() {
     assert_eq!(listed(&fleet), 10);
 
     // Nothing that goes wrong lifts anything: an error, a download cut short, a list that
-    // lost 90% of its entries, a server that does not answer within the interval.
+    // lost 90% of its entries, a server that does not answer within the interval, a list
+    // longer than 64 MiB.
     let mut failures = 0;
     for (mode, why) in [
         ("500", "HTTP 500"),
@@ -218,6 +219,7 @@ fn a_feed_is_applied_by_difference_and_no_bad_download_lifts_it() {
             "shrank from 10 to 1 entries, more than max-shrink (50%)",
         ),
         ("slow", ""),
+        ("huge", "limit"),
     ] {
         if mode == "ok" {
             feed.serve(&networks(1..2));

@@ -2,7 +2,7 @@
 
 Serves DIR/list with a strong ETag, answering 304 to an If-None-Match that matches, and
 appends each request's If-None-Match (or -) to DIR/hits. DIR/mode, read at each request,
-makes it misbehave: 500 answers HTTP 500; slow answers nothing for 30 s; truncate sends the
+makes it misbehave: 500 answers HTTP 500; huge sends a list of 64 MiB and a byte; slow answers nothing for 30 s; truncate sends the
 list whatever the ETag, promising 100 bytes more than it sends, then closes.
 
 Usage: feedserver.py DIR CERT KEY; prints the port it listens on.
@@ -35,6 +35,22 @@ class Feed(http.server.BaseHTTPRequestHandler):
             hits.write((self.headers.get("If-None-Match") or "-") + "\n")
         if mode == "slow":
             time.sleep(30)
+            return
+        if mode == "huge":
+            # 64 MiB and one byte more of a list: more than a feed may be.
+            size = (64 << 20) + 1
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            line = b"203.0.113.1\n" * 4096
+            sent = 0
+            try:
+                while sent < size:
+                    chunk = line[: size - sent]
+                    self.wfile.write(chunk)
+                    sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                pass
             return
         if mode == "500":
             self.send_response(500)
