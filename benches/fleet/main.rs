@@ -5,6 +5,7 @@
 //!   scripts/bench --quick         the short version that the test command runs
 //!   scripts/bench --json FILE     where the JSON goes (default target/bench/*.json)
 //!   scripts/bench --only p3,p5    only these measures (P2 comes with P1, P6 with P5)
+//!   scripts/bench --only p17 --subscribers 1000,20000   P17 with these numbers of subscribers
 //!
 //! As root it first moves into a network namespace of its own (`unshare --net`), so that the
 //! nftables and fail2ban measures never touch the host's firewall; without root, they are
@@ -36,9 +37,12 @@
 //!   handed to the client, and sent directly as before, in the same run.
 //! - P14 P1 without the ban command: from starting `banshare-report` until each of 10 and
 //!   100 clients has called its backend.
+//! - P17 fan-out: a report to the last of 1,000, 5,000 and 10,000 lightweight subscribers,
+//!   against a bare libzmq CURVE XPUB sending the same message to them (full run only).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod crowd;
 mod firewalls;
 mod picture;
 mod propagation;
@@ -61,7 +65,7 @@ use banshare::wire::protocol::{Publish, Report, Verdict, VERSION};
 use common::fail2ban::Fail2ban;
 use common::*;
 use serde_json::{json, Value};
-use {firewalls::*, picture::*, propagation::*, results::*, servers::*, throughput::*};
+use {crowd::*, firewalls::*, picture::*, propagation::*, results::*, servers::*, throughput::*};
 
 /// Set in the re-executed benchmark, inside its own network namespace.
 const IN_NETNS: &str = "BANSHARE_BENCH_NETNS";
@@ -92,6 +96,8 @@ struct Sizes {
     p15_bans: usize,
     p13_reports: usize,
     p14_clients: &'static [usize],
+    p17_subscribers: &'static [usize],
+    p17_rounds: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -113,6 +119,8 @@ const FULL: Sizes = Sizes {
     p8_subscribers: 1000,
     p8_reports: 100,
     p9_bans: 100_000,
+    p17_subscribers: &[1000, 5000, 10_000],
+    p17_rounds: 50,
 };
 
 const QUICK: Sizes = Sizes {
@@ -134,6 +142,8 @@ const QUICK: Sizes = Sizes {
     p8_subscribers: 200,
     p8_reports: 20,
     p9_bans: 20_000,
+    p17_subscribers: &[],
+    p17_rounds: 0,
 };
 
 fn main() {
@@ -142,6 +152,11 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    if let [floor, secret, io_threads] = &args[..] {
+        if floor == "--floor" {
+            return floor_main(Path::new(secret), io_threads.parse().unwrap());
+        }
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let json_path = option(&args, "--json")
         .map(PathBuf::from)
@@ -212,6 +227,13 @@ fn main() {
     }
     if wanted("p9") {
         catch_up_with_a_peer(&mut results, sizes);
+    }
+    if wanted("p17") {
+        // --subscribers 1000,20000: other sizes for P17.
+        let counts: Option<Vec<usize>> = option(&args, "--subscribers")
+            .map(|list| list.split(',').map(|n| n.parse().unwrap()).collect());
+        let counts = counts.as_deref().unwrap_or(sizes.p17_subscribers);
+        fan_out_to_crowds(&mut results, counts, sizes.p17_rounds.max(10));
     }
     results.finish(&json_path, quick);
 }

@@ -305,7 +305,7 @@ pub fn fan_out_without_exec(results: &mut Results, sizes: &Sizes) {
 
 /// The CPU time a process's threads have used, in seconds, from the scheduler's own
 /// account (`schedstat`, in nanoseconds): `stat`'s ticks of 10 ms round a short run to 0.
-fn cpu_seconds(pid: u32) -> f64 {
+pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0.0;
     };

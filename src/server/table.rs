@@ -314,6 +314,30 @@ pub enum Recorded {
     Duplicate(Option<Entry>),
 }
 
+/// What a peer's ban did to the table.
+#[derive(Debug)]
+pub enum Merged {
+    /// It won over what was here: journal and publish it.
+    Changed(Entry),
+    /// An unban kept here lifts it: a copy from a server that has not heard of the unban.
+    /// Publish the unban (with this ban, and the kept unban's date), so that the sender,
+    /// which may have no other path to that unban in a graph of servers that is not a full
+    /// mesh, lifts it too; journal what is kept, whose end it may have moved.
+    Stale(Lift),
+    /// Nothing: it is expired, implausible, or loses to the ban here.
+    Unchanged,
+}
+
+impl Merged {
+    /// The entry to journal and publish, if the ban won.
+    pub fn changed(self) -> Option<Entry> {
+        match self {
+            Merged::Changed(entry) => Some(entry),
+            _ => None,
+        }
+    }
+}
+
 /// What a dated unban did to the table; every case but `Unchanged` is journaled.
 #[derive(Debug)]
 pub enum Lifted {
@@ -387,25 +411,24 @@ impl BanTable {
     }
 
     /// Takes a ban that a peer published: the same merge as for reports, later end wins
-    /// (`Ban::rank`), without de-duplication, which its own server did. Returns the entry
-    /// when the table changed, to journal and publish; a ban lifted here by a later unban
-    /// is stale and changes nothing.
-    pub fn merge(&mut self, ban: &Ban, now: u64) -> Option<Entry> {
+    /// (`Ban::rank`), without de-duplication, which its own server did. A ban lifted here
+    /// by a later unban is stale: it changes nothing, and its sender must hear the unban.
+    pub fn merge(&mut self, ban: &Ban, now: u64) -> Merged {
         if !ban.active_at(now) || ban.implausible(now).is_some() {
-            return None;
+            return Merged::Unchanged;
         }
         if let Some(lift) = self.lifts.get_mut(&ban.ip) {
             if lift.covers(ban) {
                 // A stale ban that ends later than what the unban lifted here: keep the
                 // unban as long, or it would come back once the unban is forgotten.
                 lift.until = later_end(lift.until, ban.expires);
-                return None;
+                return Merged::Stale(*lift);
             }
         }
         let active = |e: &&mut Entry| e.ban.active_at(now);
         let current = self.entries.get(&ban.ip).filter(|e| e.ban.active_at(now));
         if current.is_some_and(|e| e.ban.rank() >= ban.rank()) {
-            return None;
+            return Merged::Unchanged;
         }
         let ban = Ban {
             prog: self.intern(&ban.prog),
@@ -424,7 +447,7 @@ impl BanTable {
                 self.start_ban(ban, reporters)
             }
         };
-        Some(entry)
+        Merged::Changed(entry)
     }
 
     /// A network banned afresh: a new entry, which carries on the network's history of
@@ -1074,9 +1097,12 @@ mod tests {
             reported,
             ..Ban::sample("203.0.113.1", None, None)
         };
-        assert!(t.merge(&ahead(now + MAX_AHEAD + 1), now).is_none());
+        assert!(t
+            .merge(&ahead(now + MAX_AHEAD + 1), now)
+            .changed()
+            .is_none());
         assert!(
-            t.merge(&ahead(now + 2), now).is_some(),
+            t.merge(&ahead(now + 2), now).changed().is_some(),
             "a fast clock is fine"
         );
         let lift = |at| Lift {
@@ -1193,16 +1219,17 @@ mod tests {
                 reported: now,
                 ..Ban::sample("203.0.113.1", bantime, expires)
             };
-            assert!(t.merge(&ban, now).is_none(), "{ban:?}");
+            assert!(t.merge(&ban, now).changed().is_none(), "{ban:?}");
         }
         let honest = Ban {
             reported: now,
             ..Ban::sample("203.0.113.1", Some(600), Some(now + 600))
         };
-        assert!(t.merge(&honest, now).is_some());
+        assert!(t.merge(&honest, now).changed().is_some());
     }
 
     /// What one server tells the others when its table changed, as `server::core::merge` does.
+    #[derive(Clone)]
     enum Said {
         Ban(Ban),
         Lift(Lift),
@@ -1216,19 +1243,22 @@ mod tests {
         bans.chain(lifts).collect()
     }
 
+    /// A number below `n`, at random: xorshift, enough to shuffle, and the same every run.
+    fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        }
+    }
+
     /// Servers that hear bans and unbans in any order, and tell each other what changed
     /// their tables, in any order, end with the same table: a little simulation of
     /// peering, over many random fleets.
     #[test]
     fn servers_converge_whatever_the_order() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut random = move |n: usize| {
-            // xorshift: enough to shuffle, and the same every run.
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut random = xorshift(0x2545_f491_4f6c_dd1d);
         let now = 1000;
         for _ in 0..2000 {
             let servers = 2 + random(2);
@@ -1258,7 +1288,10 @@ mod tests {
             while !queue.is_empty() {
                 let (to, said, first) = queue.swap_remove(random(queue.len()));
                 let told = match said {
-                    Said::Ban(ban) => tables[to].merge(&ban, now).map(|e| Said::Ban(e.ban)),
+                    Said::Ban(ban) => tables[to]
+                        .merge(&ban, now)
+                        .changed()
+                        .map(|e| Said::Ban(e.ban)),
                     // `banshare unban` publishes the unban it made; a peer's may renew.
                     Said::Lift(lift) => match tables[to].lift(lift, (!first).then_some(1), now) {
                         Lifted::Removed(_) => Some(Said::Lift(lift)),
@@ -1284,6 +1317,172 @@ mod tests {
             let first = state(&tables[0], now);
             for table in &tables[1..] {
                 assert_eq!(state(table, now), first);
+            }
+        }
+    }
+
+    /// What a server publishes after a peer told it `said`, by the rules of
+    /// `server::core::merge`; None when its table did not change.
+    fn hear(table: &mut BanTable, said: &Said, now: u64) -> Option<Said> {
+        match said {
+            Said::Ban(ban) => match table.merge(ban, now) {
+                Merged::Changed(entry) => Some(Said::Ban(entry.ban)),
+                Merged::Stale(lift) => Some(Said::Lift(lift)),
+                Merged::Unchanged => None,
+            },
+            Said::Lift(lift) => match table.lift(*lift, Some(1), now) {
+                Lifted::Removed(_) => Some(Said::Lift(*lift)),
+                Lifted::Outlived { entry, .. } | Lifted::Renewed(entry) => {
+                    Some(Said::Ban(entry.ban))
+                }
+                Lifted::Noted | Lifted::Unchanged => None,
+            },
+        }
+    }
+
+    /// Everything a server's snapshot pages hold, as a peer that catches up reads it.
+    fn pages(table: &BanTable, now: u64) -> Vec<Said> {
+        let lifts = table.lifts().map(|l| Said::Lift(*l));
+        let bans = table.active(now).map(|e| Said::Ban(e.ban.clone()));
+        lifts.chain(bans).collect()
+    }
+
+    /// A random connected graph of `n` servers: a random tree, and some links more.
+    fn random_graph(n: usize, random: &mut impl FnMut(usize) -> usize) -> Vec<(usize, usize)> {
+        let mut links: Vec<(usize, usize)> = (1..n).map(|i| (random(i), i)).collect();
+        for _ in 0..random(n) {
+            let (a, b) = (random(n), random(n));
+            if a != b && !links.contains(&(a, b)) && !links.contains(&(b, a)) {
+                links.push((a, b));
+            }
+        }
+        links
+    }
+
+    /// Servers in any connected graph, not only a full mesh, end with the same bans, while
+    /// links fail and servers restart: each server tells only its neighbours what changed
+    /// its table, a link that fails loses what was on it, and a link that comes back, or
+    /// a server that restarts, makes both ends read each other's snapshot (docs/ha.md).
+    #[test]
+    fn servers_converge_in_any_connected_graph() {
+        let mut random = xorshift(0x9e37_79b9_7f4a_7c15);
+        let now = 1000;
+        let ips = ["203.0.113.1", "203.0.113.2", "203.0.113.3"];
+        for _ in 0..3000 {
+            let n = 2 + random(11);
+            let links = random_graph(n, &mut random);
+            let mut up = vec![true; links.len()];
+            let mut tables: Vec<BanTable> = (0..n).map(|_| BanTable::default()).collect();
+            // In flight: (link, to, what).
+            let mut queue: Vec<(usize, usize, Said)> = Vec::new();
+            let tell =
+                |queue: &mut Vec<(usize, usize, Said)>, up: &[bool], from: usize, said: &Said| {
+                    for (l, &(a, b)) in links.iter().enumerate() {
+                        let to = if a == from {
+                            b
+                        } else if b == from {
+                            a
+                        } else {
+                            continue;
+                        };
+                        if up[l] {
+                            queue.push((l, to, said.clone()));
+                        }
+                    }
+                };
+            let catch_up =
+                |queue: &mut Vec<(usize, usize, Said)>, tables: &[BanTable], l: usize| {
+                    let (a, b) = links[l];
+                    for (from, to) in [(a, b), (b, a)] {
+                        for said in pages(&tables[from], now) {
+                            queue.push((l, to, said));
+                        }
+                    }
+                };
+            let mut events = 2 + random(10);
+            while events > 0 || !queue.is_empty() {
+                match random(10) {
+                    // A host reports to a random server, or an admin lifts a ban there.
+                    0 | 1 if events > 0 => {
+                        events -= 1;
+                        let to = random(n);
+                        let ip: Cidr = ips[random(ips.len())].parse().unwrap();
+                        let at = now + random(20) as u64;
+                        let said = match tables[to].unban_now(&ip, at) {
+                            Some(lift) if random(3) == 0 => {
+                                let _ = tables[to].lift(lift, None, now);
+                                Some(Said::Lift(lift))
+                            }
+                            _ => {
+                                let bantime = [None, Some(100), Some(500)][random(3)];
+                                let ban = Ban::sample(ips[0], bantime, bantime.map(|b| at + b));
+                                let ban = Ban {
+                                    ip,
+                                    reported: at,
+                                    origin: host(["web1", "web2"][random(2)]),
+                                    ..ban
+                                };
+                                let entry = tables[to].merge(&ban, now).changed();
+                                entry.map(|e| Said::Ban(e.ban))
+                            }
+                        };
+                        if let Some(said) = said {
+                            tell(&mut queue, &up, to, &said);
+                        }
+                    }
+                    // A link fails, and what was on it is lost.
+                    2 if events > 0 => {
+                        let l = random(links.len());
+                        up[l] = false;
+                        queue.retain(|(on, ..)| *on != l);
+                    }
+                    // A server restarts: what was on its way to it is lost; it and its
+                    // neighbours read each other's table.
+                    3 if events > 0 => {
+                        let s = random(n);
+                        queue.retain(|(_, to, _)| *to != s);
+                        for (l, &(a, b)) in links.iter().enumerate() {
+                            if up[l] && (a == s || b == s) {
+                                catch_up(&mut queue, &tables, l);
+                            }
+                        }
+                    }
+                    // A failed link comes back: both ends read each other's table.
+                    4 => {
+                        if let Some(l) = (0..links.len()).find(|&l| !up[l]) {
+                            up[l] = true;
+                            catch_up(&mut queue, &tables, l);
+                        }
+                    }
+                    _ if !queue.is_empty() => {
+                        let (_, to, said) = queue.swap_remove(random(queue.len()));
+                        if let Some(told) = hear(&mut tables[to], &said, now) {
+                            tell(&mut queue, &up, to, &told);
+                        }
+                    }
+                    _ => {}
+                }
+                // At the end every link is back.
+                if events == 0 && queue.is_empty() {
+                    if let Some(l) = (0..links.len()).find(|&l| !up[l]) {
+                        up[l] = true;
+                        catch_up(&mut queue, &tables, l);
+                    }
+                }
+            }
+            let bans = |t: &BanTable| -> Vec<String> {
+                t.active(now)
+                    .map(|e| ban_fields(&e.ban).join(" "))
+                    .collect()
+            };
+            for (s, table) in tables.iter().enumerate().skip(1) {
+                assert_eq!(
+                    bans(table),
+                    bans(&tables[0]),
+                    "server {s} of {n}, links {links:?}: {:?} {:?}",
+                    state(table, now),
+                    state(&tables[0], now)
+                );
             }
         }
     }

@@ -42,6 +42,13 @@ fn common(socket: &zmq::Socket) -> zmq::Result<()> {
     Ok(())
 }
 
+/// libzmq's I/O threads for a daemon's context: one per core, up to four. They do the
+/// CURVE work, which for a server's publish socket is one encryption per subscriber and
+/// message; libzmq's default of one thread leaves every other core idle.
+pub fn io_threads() -> i32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as i32
+}
+
 /// How long a peer may take from connecting to finishing its CURVE handshake (libzmq's
 /// default is 30 s): a connection that says nothing holds a file descriptor only this long.
 /// A handshake takes two round trips and a ZAP answer, well under a second even across

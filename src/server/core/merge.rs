@@ -1,14 +1,16 @@
 //! Changes that do not come from a report: bans and dated unbans heard from peer servers,
 //! and the unbans this server makes. Each is merged into the table (`BanTable::merge`,
 //! `lift`) and added to the changes only when it changed the table: so each change crosses
-//! each link between servers once, and nothing loops.
+//! each link between servers once, and nothing loops. The one exception is a stale ban, one
+//! that an unban kept here lifts: it is answered with that unban, once per copy, so that
+//! servers in any connected graph converge (docs/ha.md).
 
 use crate::blocklist;
 use crate::clock::unix_now;
 use crate::server::changes::{Change, Changes, Written};
 use crate::server::core::Core;
 use crate::server::ledger;
-use crate::server::table::Lifted;
+use crate::server::table::{Lifted, Merged};
 use crate::wire::protocol::{Ban, Lift};
 
 impl Core {
@@ -61,8 +63,16 @@ impl Core {
             return log::warn!("{prefix}refused {} from peer {peer}: {reason}", ban.ip);
         }
         let ledger = &mut self.ledgers[g];
-        let Some(mut entry) = ledger.book.table.merge(ban, now) else {
-            return;
+        let mut entry = match ledger.book.table.merge(ban, now) {
+            Merged::Changed(entry) => entry,
+            Merged::Stale(kept) => {
+                // The peer has not heard of the unban, and where servers are not a full
+                // mesh it may have no other way to: tell it, and everyone.
+                changes.write(g, Written::Lift(kept));
+                changes.announce(g, Change::Unban(ban.clone(), kept.at));
+                return;
+            }
+            Merged::Unchanged => return,
         };
         // Reports waiting here for it: a peer's ban confirmed it.
         let config = ledger.config.clone();

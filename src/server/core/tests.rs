@@ -379,6 +379,44 @@ fn a_peers_unban_lifts_unless_enough_hosts_reported_here_after_it() {
     assert!(bans(&other).is_empty());
 }
 
+/// Servers in a line, one - two - three: `two` has lifted a ban that `three` still holds
+/// and never heard the unban of, since `one` made it and `two` is its only way there.
+#[test]
+fn a_stale_ban_is_answered_with_the_unban_that_lifts_it() {
+    let (mut one, mut two, mut three) = (core(""), core(""), core(""));
+    let r = report("203.0.113.7");
+    let (_, _, committed) = event(&mut one, |c, ch| c.report(&r, &host(1), ch));
+    let (bans_heard, _) = heard(&committed);
+    for server in [&mut two, &mut three] {
+        event(server, |c, ch| {
+            c.merge_from_peer("s1", 0, (&bans_heard, &[]), ch)
+        });
+    }
+    let ip = r.ip;
+    let (_, _, committed) = event(&mut one, |c, ch| c.unban(&ip, ch));
+    let (_, lifts) = heard(&committed);
+    event(&mut two, |c, ch| {
+        c.merge_from_peer("s1", 0, (&[], &lifts), ch)
+    });
+    // `three` missed `two`'s unban (a link down), and pages its table to `two` later.
+    let (changed, written, committed) = event(&mut two, |c, ch| {
+        c.merge_from_peer("s3", 0, (&bans_heard, &[]), ch)
+    });
+    assert_eq!(changed, 1);
+    assert_eq!(written, ["lift 0 203.0.113.7"]);
+    assert_eq!(announced(&committed), ["unban 0 203.0.113.7"]);
+    let (_, answer) = heard(&committed);
+    event(&mut three, |c, ch| {
+        c.merge_from_peer("s2", 0, (&[], &answer), ch)
+    });
+    assert!(bans(&three).is_empty());
+    // The answer heard back changes nothing: nothing loops.
+    let (changed, ..) = event(&mut two, |c, ch| {
+        c.merge_from_peer("s3", 0, (&[], &answer), ch)
+    });
+    assert_eq!(changed, 0);
+}
+
 #[test]
 fn an_unban_lifts_the_ban_and_drops_what_waits() {
     let mut core = core("min-reporters = 2");
