@@ -403,3 +403,72 @@ fn an_authorized_key_cannot_exhaust_the_servers_memory() {
     fleet.wait_applied(0, "ban fail2ban sshd 203.0.113.91 86400");
     assert!(fleet.running());
 }
+
+/// Hosts that all catch up at once do not hold reports back: their snapshot pages are
+/// built after the reports that came with them are answered, 10 ms of pages per turn of
+/// the server's loop (docs/protocol.md section 5).
+#[test]
+fn a_crowd_catching_up_does_not_hold_a_report_back() {
+    let names: Vec<String> = (0..5).map(|i| format!("web{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut fleet = Fleet::new(&names, "", "");
+    fleet.preload(50_000);
+    fleet.start_server();
+    let ctx = zmq::Context::new();
+    let answer = |socket: &zmq::Socket| {
+        assert!(socket.poll(zmq::POLLIN, 60_000).unwrap() > 0, "no answer");
+        socket.recv_multipart(0).unwrap()
+    };
+    let request: Vec<&[u8]> = vec![b"", b"BANSHARE1", b"SNAPSHOT", b""];
+    let reporter = socket_as(&fleet, &ctx, zmq::DEALER, names[0], fleet.report_port);
+    let ping = report_frames("fail2ban", "sshd", "198.51.100.1", "");
+    let sent = std::sync::Barrier::new(5);
+    let (verdict_at, arrivals) = std::thread::scope(|scope| {
+        // Four hosts, connected, then asking 100 first pages each, within their allowance
+        // (2 × 51 pages + 10), and taking each page as it comes.
+        let crowd: Vec<_> = names[1..]
+            .iter()
+            .map(|name| {
+                let socket = socket_as(&fleet, &ctx, zmq::DEALER, name, fleet.report_port);
+                let (request, sent, answer) = (&request, &sent, &answer);
+                scope.spawn(move || {
+                    socket.send_multipart(request.iter().copied(), 0).unwrap();
+                    answer(&socket);
+                    sent.wait();
+                    for _ in 0..100 {
+                        socket.send_multipart(request.iter().copied(), 0).unwrap();
+                    }
+                    sent.wait();
+                    (0..100)
+                        .map(|_| (answer(&socket), Instant::now()).1)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        reporter
+            .send_multipart([&b""[..]].into_iter().chain(ping), 0)
+            .unwrap();
+        answer(&reporter);
+        sent.wait();
+        sent.wait();
+        let report = report_frames("fail2ban", "sshd", "198.51.100.2", "");
+        let report_at = Instant::now();
+        reporter
+            .send_multipart([&b""[..]].into_iter().chain(report), 0)
+            .unwrap();
+        let verdict = answer(&reporter);
+        let verdict_at = Instant::now();
+        assert_eq!(texts(&verdict[2..3]), ["ACCEPTED"], "{:?}", texts(&verdict));
+        let arrivals: Vec<Instant> = crowd.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        (
+            verdict_at - report_at,
+            arrivals.into_iter().max().unwrap() - report_at,
+        )
+    });
+    let (took, pages) = (verdict_at.as_millis(), arrivals.as_millis());
+    println!("the report was answered in {took} ms; the 400 pages took {pages} ms");
+    assert!(
+        took * 10 < pages,
+        "answered in {took} ms, pages in {pages} ms"
+    );
+}

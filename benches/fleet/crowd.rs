@@ -240,13 +240,13 @@ pub fn floor_main(secret: &Path, io_threads: i32) {
 }
 
 /// One CURVE connection that reports, as the handoff would, and waits for the verdict.
-struct Reporter {
+pub struct Reporter {
     socket: zmq::Socket,
     _ctx: zmq::Context,
 }
 
 impl Reporter {
-    fn connect(fleet: &Fleet) -> Reporter {
+    pub fn connect(fleet: &Fleet) -> Reporter {
         let ctx = zmq::Context::new();
         let key = fleet.host_key(&fleet.hosts[0].name);
         let socket =
@@ -257,7 +257,7 @@ impl Reporter {
         Reporter { socket, _ctx: ctx }
     }
 
-    fn report(&self, ip: &str) {
+    pub fn report(&self, ip: &str) {
         let report = Report::parse("bench", "bench", ip, "").unwrap();
         let frames = std::iter::once(Vec::new()).chain(report.encode());
         self.socket.send_multipart(frames, 0).unwrap();

@@ -39,6 +39,9 @@
 //!   100 clients has called its backend.
 //! - P17 fan-out: a report to the last of 1,000, 5,000 and 10,000 lightweight subscribers,
 //!   against a bare libzmq CURVE XPUB sending the same message to them (full run only).
+//! - P18 a server with 100,000 bans and 10,000 lightweight hosts, stopped cleanly and
+//!   started again: until every host is current, reports meanwhile, peak memory; and
+//!   killed, with a tenth of both, since every host then reads the whole table (full run).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -48,6 +51,7 @@ mod picture;
 mod propagation;
 mod results;
 mod servers;
+mod stampede;
 mod throughput;
 
 use std::collections::HashMap;
@@ -65,7 +69,10 @@ use banshare::wire::protocol::{Publish, Report, Verdict, VERSION};
 use common::fail2ban::Fail2ban;
 use common::*;
 use serde_json::{json, Value};
-use {crowd::*, firewalls::*, picture::*, propagation::*, results::*, servers::*, throughput::*};
+use {
+    crowd::*, firewalls::*, picture::*, propagation::*, results::*, servers::*, stampede::*,
+    throughput::*,
+};
 
 /// Set in the re-executed benchmark, inside its own network namespace.
 const IN_NETNS: &str = "BANSHARE_BENCH_NETNS";
@@ -98,6 +105,7 @@ struct Sizes {
     p14_clients: &'static [usize],
     p17_subscribers: &'static [usize],
     p17_rounds: usize,
+    p18_hosts: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -121,6 +129,7 @@ const FULL: Sizes = Sizes {
     p9_bans: 100_000,
     p17_subscribers: &[1000, 5000, 10_000],
     p17_rounds: 50,
+    p18_hosts: 10_000,
 };
 
 const QUICK: Sizes = Sizes {
@@ -144,6 +153,7 @@ const QUICK: Sizes = Sizes {
     p9_bans: 20_000,
     p17_subscribers: &[],
     p17_rounds: 0,
+    p18_hosts: 0,
 };
 
 fn main() {
@@ -234,6 +244,24 @@ fn main() {
             .map(|list| list.split(',').map(|n| n.parse().unwrap()).collect());
         let counts = counts.as_deref().unwrap_or(sizes.p17_subscribers);
         fan_out_to_crowds(&mut results, counts, sizes.p17_rounds.max(10));
+    }
+    if wanted("p18") {
+        // --hosts 10000 --bans 100000: other sizes for P18.
+        let number = |name, default| option(&args, name).map_or(default, |n| n.parse().unwrap());
+        let (hosts, bans) = (
+            number("--hosts", sizes.p18_hosts),
+            number("--bans", 100_000),
+        );
+        use nix::sys::signal::Signal;
+        let clean = [(Signal::SIGTERM, false), (Signal::SIGTERM, true)];
+        restart_with_crowd(&mut results, hosts, bans, &clean);
+        // Killed, every host reads the whole table again: a tenth of both.
+        restart_with_crowd(
+            &mut results,
+            hosts / 10,
+            bans / 10,
+            &[(Signal::SIGKILL, true)],
+        );
     }
     results.finish(&json_path, quick);
 }

@@ -26,6 +26,12 @@ pub fn open_all(config: &ServerConfig) -> Result<(Vec<Ledger>, Journals), Failur
     Ok((ledgers, journals))
 }
 
+/// The file names of every group's ban journal, in the server's order of groups.
+pub fn ban_journal_names(config: &ServerConfig) -> Vec<String> {
+    let (all, _) = ledger::groups_of(config);
+    all.iter().map(|group| journal_names(group).0).collect()
+}
+
 /// Each group's journals, in the server's order of groups.
 #[derive(Default)]
 pub struct Journals(Vec<GroupJournals>);
@@ -68,6 +74,15 @@ impl Journals {
         for journals in &mut self.0 {
             journals.bans.commit()?;
             journals.waiting.commit()?;
+        }
+        Ok(())
+    }
+
+    /// fdatasync every journal, whatever the durability: before a clean stop.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        for journals in &mut self.0 {
+            journals.bans.sync()?;
+            journals.waiting.sync()?;
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ pub mod listener;
 pub mod metrics;
 mod peering;
 pub mod policy;
+pub mod position;
 pub mod publisher;
 mod reload;
 mod reports;
@@ -99,6 +100,8 @@ struct Server {
     metrics: Option<ServerMetrics>,
     /// The `[[feeds]]`, fetched by a thread of their own.
     feeds: Feeds,
+    /// Snapshot pages asked for, sent within a budget per turn of the loop.
+    pages: reports::PageQueue,
 }
 
 fn load_keys(config: &ServerConfig) -> Result<(KeyPair, keys::AuthorizedKeys), Failure> {
@@ -114,8 +117,12 @@ impl Server {
     fn start(config_path: &Path, config: ServerConfig) -> Result<Server, Failure> {
         let (key, authorized) = load_keys(&config)?;
         crate::files::own_dir(&config.state_dir, 0o750).map_err(|e| Exit::Config.with(e))?;
+        let journal_names = journals::ban_journal_names(&config);
+        let clean_stop = position::take(&config.state_dir, &journal_names);
         let (ledgers, journals) = journals::open_all(&config)?;
         let ctx = zmq::Context::new();
+        ctx.set_io_threads(crate::sockets::transport::io_threads())
+            .map_err(|e| Exit::Software.with(format!("libzmq's I/O threads: {e}")))?;
         // Before any CURVE socket binds, or libzmq would let its peers in unchecked.
         let (auth, zap) = Authorizer::start(&ctx, authorized.by_key)
             .map_err(|e| Exit::Software.with(format!("ZAP handler: {e}")))?;
@@ -127,13 +134,22 @@ impl Server {
             "report",
             address(config.report_port),
         )?;
-        let publisher = Publisher::open(
+        let mut publisher = Publisher::open(
             &ctx,
             &key,
             address(config.publish_port),
             config.heartbeat_interval.0,
             ledgers.iter().map(|l| l.topic.clone()).collect(),
         )?;
+        if let Some(saved) = clean_stop {
+            let (epoch, streams) = (saved.epoch, saved.streams.len());
+            if publisher.go_on_from(saved) {
+                log::info!(
+                    "going on from epoch {epoch} ({streams} streams), as the last stop left \
+                     them: subscribers that missed nothing need not catch up"
+                );
+            }
+        }
         // A million bans take about 330 MB.
         let guard = memory::Guard::new((256 << 20) + 512 * config.max_bans as u64);
         let control = control::bind(&ctx, &config.control_socket)?;
@@ -158,6 +174,7 @@ impl Server {
             publisher,
             control,
             close_all: false,
+            pages: reports::PageQueue::default(),
             guard,
             started: Instant::now(),
         };
@@ -233,7 +250,10 @@ impl Server {
             if self.feeds.apply(&mut self.core, &mut changes) {
                 self.carry_out(changes)?;
             }
-            let wait = self.publisher.until_heartbeat(now).min(TICK);
+            let mut wait = self.publisher.until_heartbeat(now).min(TICK);
+            if !self.pages.is_empty() {
+                wait = Duration::ZERO;
+            }
             let publish = &self.publisher.listener;
             let mut poll = Poll::default();
             let reports = poll.add([self.report.socket.as_poll_item(zmq::POLLIN)]);
@@ -269,6 +289,7 @@ impl Server {
             if reports {
                 self.handle_reports()?;
             }
+            self.serve_pages();
             if subscriptions {
                 self.handle_subscriptions()?;
             }
@@ -283,7 +304,24 @@ impl Server {
         self.core.auth.flush_refusals(true);
         self.report.watch.flush_refusals(true);
         self.publisher.listener.watch.flush_refusals(true);
+        self.save_position();
         Ok(())
+    }
+
+    /// A clean stop: the next start goes on from this epoch and seq (`position`).
+    fn save_position(&mut self) {
+        let names = journals::ban_journal_names(&self.config);
+        let saved = self
+            .journals
+            .sync()
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let position = self.publisher.saved_position();
+                position::save(&self.config.state_dir, position, &names).map_err(|e| e.to_string())
+            });
+        if let Err(e) = saved {
+            log::warn!("cannot save the publish position, the next start takes a new epoch: {e}");
+        }
     }
 
     /// Copies the state for the metrics endpoint, once a second when it is on.

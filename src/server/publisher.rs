@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::exit::Failure;
 use crate::server::changes::{Change, Committed};
 use crate::server::listener::Listener;
+use crate::server::position::Position;
 use crate::sockets::transport::{self, Received};
 use crate::wire::keys::KeyPair;
 use crate::wire::protocol::{Publish, VERSION};
@@ -69,6 +70,33 @@ impl Publisher {
             next_heartbeat: Instant::now(),
             published: 0,
         })
+    }
+
+    /// Where every stream stands, to go on from after a clean stop (`position`).
+    pub fn saved_position(&self) -> Position {
+        let streams = self.streams.iter();
+        Position {
+            epoch: self.epoch,
+            streams: streams
+                .map(|(topic, seq)| (topic.group.as_ref().map(ToString::to_string), *seq))
+                .collect(),
+        }
+    }
+
+    /// Goes on from where a clean stop left the streams, if this server has the same
+    /// groups; whether it did.
+    pub fn go_on_from(&mut self, saved: Position) -> bool {
+        let groups = self.streams.iter().map(|(topic, _)| topic.group.as_ref());
+        let same = groups
+            .map(|g| g.map(ToString::to_string))
+            .eq(saved.streams.iter().map(|(g, _)| g.clone()));
+        if same {
+            self.epoch = saved.epoch;
+            for ((_, seq), (_, saved)) in self.streams.iter_mut().zip(saved.streams) {
+                *seq = saved;
+            }
+        }
+        same
     }
 
     /// (epoch, seq): where group `g`'s sequence stands.

@@ -2,7 +2,8 @@
 //! the batch's changes durable with one journal commit (group commit, `carry_out`); only
 //! then are they published and the requests answered.
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::clock::unix_now;
 use crate::exit::Failure;
@@ -13,6 +14,7 @@ use crate::server::table::Page;
 use crate::server::zap::Authorizer;
 use crate::server::Server;
 use crate::sockets::transport::{self, Received};
+use crate::wire::cidr::Cidr;
 use crate::wire::protocol::{
     decode_request, encode_hello, Request, SnapshotPage, Verdict, MAX_REQUEST_FRAMES, PAGE,
 };
@@ -24,6 +26,31 @@ const BATCH: usize = 256;
 /// delimiter that REQ sockets add.
 const ENVELOPE: usize = 2;
 
+/// How long one turn of the loop spends building snapshot pages, after the reports it read
+/// were answered: a page of 1,000 bans takes about a millisecond, and 10,000 hosts catching
+/// up at once must not hold reports back.
+const PAGE_BUDGET: Duration = Duration::from_millis(10);
+/// Snapshot requests that may wait for their page; beyond, one is refused and asked again
+/// 5 s later. One per host and stream at a time is what clients send.
+const MAX_ASKED: usize = 65_536;
+
+/// Snapshot pages asked for and not built yet, oldest first.
+#[derive(Default)]
+pub struct PageQueue(VecDeque<Asked>);
+
+struct Asked {
+    envelope: Vec<Vec<u8>>,
+    g: usize,
+    after: Option<Cidr>,
+    name: String,
+}
+
+impl PageQueue {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Why a snapshot page is refused.
 #[derive(Debug, thiserror::Error)]
 enum NoPage {
@@ -33,6 +60,8 @@ enum NoPage {
     Allowance(String),
     #[error("catching up with its peers; ask again in a few seconds")]
     CatchingUp,
+    #[error("{MAX_ASKED} snapshot pages are waiting; ask again in a few seconds")]
+    Busy,
 }
 
 /// A reply's frames.
@@ -102,7 +131,16 @@ impl Server {
         let core = &mut self.core;
         let (verdict, legacy) = match decode_request(request) {
             Ok(Request::Snapshot { after, group }) => match self.snapshot(&peer, group.as_ref()) {
-                Ok(g) => return Some(reply(envelope, self.page(g, after, &peer))),
+                Ok(g) => {
+                    // Built once the batch's reports are answered (`serve_pages`).
+                    self.pages.0.push_back(Asked {
+                        envelope: envelope.to_vec(),
+                        g,
+                        after,
+                        name: peer.name,
+                    });
+                    return None;
+                }
                 Err(refused) => (Verdict::Refused(refused.to_string()), false),
             },
             Ok(Request::Report(report)) => (core.report(&report, &peer, changes), false),
@@ -141,15 +179,38 @@ impl Server {
             // wait for the other.
             return Err(NoPage::CatchingUp);
         }
+        if self.pages.0.len() >= MAX_ASKED {
+            return Err(NoPage::Busy);
+        }
         Ok(g)
     }
 
-    /// Group `g`'s snapshot page after `after`, at the sequence published so far.
-    fn page(&self, g: usize, after: Option<crate::wire::cidr::Cidr>, peer: &Peer) -> Reply {
+    /// Sends the snapshot pages waiting, oldest first, for PAGE_BUDGET at most; the loop
+    /// comes back at once while some wait.
+    pub(super) fn serve_pages(&mut self) {
+        let started = Instant::now();
+        while started.elapsed() < PAGE_BUDGET {
+            let Some(asked) = self.pages.0.pop_front() else {
+                return;
+            };
+            let page = self.page(asked.g, asked.after, &asked.name);
+            if let Err(e) = self
+                .report
+                .socket
+                .send_multipart(reply(&asked.envelope, page), zmq::DONTWAIT)
+            {
+                log::warn!("cannot send a snapshot page to {}: {e}", asked.name);
+            }
+        }
+    }
+
+    /// Group `g`'s snapshot page after `after`, at the sequence published so far: built
+    /// when it is sent, so that its position matches what was published before it.
+    fn page(&self, g: usize, after: Option<Cidr>, name: &str) -> Reply {
         let ledger = &self.core.ledgers[g];
         let page = ledger.book.table.page(after.as_ref(), PAGE, unix_now());
         let Page { bans, lifts, next } = page;
-        log::debug!("snapshot page of {} bans for {}", bans.len(), peer.name);
+        log::debug!("snapshot page of {} bans for {name}", bans.len());
         let (epoch, seq) = self.publisher.position(g);
         let page = SnapshotPage {
             topic: ledger.topic.clone(),

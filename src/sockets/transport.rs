@@ -78,6 +78,17 @@ pub fn server_socket(
     Ok(socket)
 }
 
+/// How long a socket that a host keeps open waits before it reconnects, plus a random part
+/// of up to as much again that libzmq adds: when a server restarts, 10,000 hosts then
+/// come back over a second, not within libzmq's default 100 ms, whose CURVE handshakes
+/// would time out in the crowd and be tried again, and again.
+pub const RECONNECT: i32 = 1000;
+
+/// Spreads a long-lived socket's reconnections (`RECONNECT`).
+pub fn spread_reconnects(socket: &zmq::Socket) -> zmq::Result<()> {
+    socket.set_reconnect_ivl(RECONNECT)
+}
+
 /// A CURVE client socket that only talks to the server holding `server_key`.
 pub fn client_socket(
     ctx: &zmq::Context,

@@ -333,6 +333,7 @@ fn subscribe(
     // Room for a burst as large as the server's queue for us, so that a client busy with
     // its firewall still takes a burst of 10,000 bans live instead of re-reading them.
     subscriber.set_rcvhwm(10_000)?;
+    transport::spread_reconnects(&subscriber)?;
     let address = target.publish_endpoint();
     // Attached before connecting, so that not even the first failure goes unexplained.
     let watch = ConnectionWatch::attach(ctx, &subscriber, &address)?;
@@ -351,6 +352,7 @@ pub fn send_request(socket: &zmq::Socket, request: Vec<Vec<u8>>) -> zmq::Result<
 /// A DEALER on the server's report socket.
 pub fn requester(ctx: &zmq::Context, target: &Target, own: &KeyPair) -> zmq::Result<zmq::Socket> {
     let socket = transport::client_socket(ctx, zmq::DEALER, &target.key, own)?;
+    transport::spread_reconnects(&socket)?;
     socket.connect(&target.report_endpoint())?;
     Ok(socket)
 }

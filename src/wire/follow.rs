@@ -11,6 +11,10 @@ use crate::wire::protocol::SnapshotPage;
 
 /// How long a snapshot page may take before it is asked for again.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a catch-up that a silence started waits for the server to be heard again,
+/// which shows whether anything was missed, before it asks for pages anyway (a publish
+/// socket that stays silent while requests are answered).
+pub const SILENT_HOLD: Duration = Duration::from_secs(60);
 
 /// Where one server stands, as far as this client has heard.
 pub struct Follower {
@@ -27,6 +31,11 @@ pub struct Follower {
     /// at the earliest, while `heard_at` still says when the server was last heard.
     silence_noted_at: Instant,
     heartbeat: Duration,
+    /// The catch-up wanted or under way was started by a silence alone: dropped if the
+    /// server is heard again with nothing missed, before its first page (a restart that
+    /// kept the epoch, or a network blip), so that 10,000 hosts do not all page through
+    /// the table after one.
+    by_silence: bool,
     /// Who is followed, for the log: "the server", or a peer's name.
     name: String,
 }
@@ -77,6 +86,7 @@ impl Follower {
             heard_at: now,
             silence_noted_at: now,
             heartbeat: Duration::from_secs(1),
+            by_silence: false,
             name: name.to_owned(),
         }
     }
@@ -117,6 +127,7 @@ impl Follower {
         self.taken = None;
         self.resync = None;
         self.wanted = true;
+        self.by_silence = false;
     }
 
     /// Asks for a catch-up, unless one is under way.
@@ -150,6 +161,13 @@ impl Follower {
         } else {
             seq.saturating_sub(1)
         };
+        let nothing_missed = matches!(self.position,
+            Some((e, last)) if e == epoch && newest_missed <= last && self.taken == Some(last));
+        if nothing_missed {
+            self.drop_silent_catch_up();
+        } else {
+            self.by_silence = false;
+        }
         match self.position {
             Some((e, last)) if e == epoch && newest_missed > last => {
                 log::warn!(
@@ -192,8 +210,29 @@ impl Follower {
             return None;
         }
         self.wanted = true;
+        self.by_silence = true;
         self.silence_noted_at = now;
         Some(silent)
+    }
+
+    /// Whether a catch-up that a silence started has waited long enough.
+    fn hold_over(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.silence_noted_at) >= SILENT_HOLD
+    }
+
+    /// Drops a catch-up that only a silence started and that has no page yet.
+    fn drop_silent_catch_up(&mut self) {
+        let started = self.resync.as_ref().map(|r| r.pages);
+        if !self.by_silence || started.is_some_and(|pages| pages > 0) {
+            return;
+        }
+        self.by_silence = false;
+        self.wanted = false;
+        self.resync = None;
+        log::info!(
+            "{} is heard again and nothing was missed: no catch-up needed",
+            self.name
+        );
     }
 
     /// The page to ask for now, if any. The daemon then sends it and calls `asked`.
@@ -203,6 +242,7 @@ impl Follower {
                 Some(Due::Again(resync.after))
             }
             Some(_) => None,
+            None if self.wanted && self.by_silence && !self.hold_over(now) => None,
             None if self.wanted => {
                 self.wanted = false;
                 self.resync = Some(Resync {
@@ -230,7 +270,15 @@ impl Follower {
     /// A snapshot page: None when no catch-up is under way (a late answer). The daemon
     /// applies the page's bans, then asks for the next page or finishes.
     pub fn take_page(&mut self, page: &SnapshotPage) -> Option<Next> {
-        let resync = self.resync.as_mut()?;
+        let resync = self.resync.as_ref()?;
+        let current = matches!(self.position,
+            Some((e, s)) if e == page.epoch && s == page.seq && self.taken == Some(s));
+        if resync.pages == 0 && current {
+            // Where this follower stands: nothing was missed.
+            self.drop_silent_catch_up();
+            self.resync.as_ref()?;
+        }
+        let resync = self.resync.as_mut().expect("a catch-up under way");
         if resync.pages == 0 {
             // Everything published after this point arrives on the publish socket.
             match self.position {
@@ -248,6 +296,7 @@ impl Follower {
             Some(next) => Next::Page(next),
             None => {
                 self.taken = self.position.map(|(_, seq)| seq);
+                self.by_silence = false;
                 Next::Done(self.resync.take().expect("a catch-up under way"))
             }
         })
@@ -351,7 +400,63 @@ mod tests {
         assert!(follower.silence(later).is_none(), "said once");
         // Noticing the silence does not make the server heard: not live, as status says.
         assert!(!follower.is_live(later));
-        assert_eq!(follower.due(later), Some(Due::Start));
+        // It waits for the server to be heard again, which shows what was missed, or
+        // for SILENT_HOLD.
+        assert_eq!(follower.due(later), None);
+        assert_eq!(follower.due(later + SILENT_HOLD), Some(Due::Start));
+    }
+
+    #[test]
+    fn a_catch_up_that_a_silence_started_is_dropped_when_nothing_was_missed() {
+        let now = Instant::now();
+        let later = now + Duration::from_millis(3001);
+        // Heard again at the same place, as after a restart that kept the epoch: dropped,
+        // whether its first page was asked for or not.
+        for asked in [false, true] {
+            let mut follower = caught_up(7, 10, now);
+            assert!(follower.silence(later).is_some());
+            if asked {
+                let much_later = later + SILENT_HOLD;
+                assert_eq!(follower.due(much_later), Some(Due::Start));
+                follower.asked(None, much_later);
+            }
+            follower.heartbeat(7, 10, 1000, later);
+            assert_eq!(follower.due(later + SILENT_HOLD + REQUEST_TIMEOUT), None);
+            assert!(follower.take_page(&page(7, 10, &[], None)).is_none());
+            // The next BAN is taken in as usual.
+            follower.published(7, 11, "192.0.2.1".parse().unwrap(), later);
+            assert_eq!(follower.due(later), None);
+        }
+        // What was missed, or a new epoch, still needs the catch-up.
+        for (epoch, seq) in [(7, 11), (8, 0)] {
+            let mut follower = caught_up(7, 10, now);
+            assert!(follower.silence(later).is_some());
+            follower.heartbeat(epoch, seq, 1000, later);
+            assert_eq!(follower.due(later), Some(Due::Start), "{epoch} {seq}");
+        }
+        // A first page that shows nothing missed, before any heartbeat: dropped too.
+        let much_later = later + SILENT_HOLD;
+        let mut follower = caught_up(7, 10, now);
+        assert!(follower.silence(later).is_some());
+        assert_eq!(follower.due(much_later), Some(Due::Start));
+        follower.asked(None, much_later);
+        let after = "192.0.2.9";
+        assert!(follower
+            .take_page(&page(7, 10, &[after], Some(after)))
+            .is_none());
+        assert_eq!(follower.due(much_later + REQUEST_TIMEOUT), None);
+        // One that shows more: the catch-up goes on to the end.
+        let mut follower = caught_up(7, 10, now);
+        assert!(follower.silence(later).is_some());
+        assert_eq!(follower.due(much_later), Some(Due::Start));
+        follower.asked(None, much_later);
+        assert!(follower
+            .take_page(&page(7, 12, &[after], Some(after)))
+            .is_some());
+        assert!(matches!(
+            follower.take_page(&page(7, 12, &[], None)),
+            Some(Next::Done(_))
+        ));
     }
 
     #[test]

@@ -12,21 +12,39 @@ use super::*;
 /// servers peer with each other, server j being reached at `address(j)`; nothing is
 /// started.
 pub fn peered(servers: usize, server_extra: &str, address: impl Fn(usize) -> String) -> Vec<Fleet> {
+    let mesh: Vec<(usize, usize)> = (0..servers)
+        .flat_map(|i| (i + 1..servers).map(move |j| (i, j)))
+        .collect();
+    peered_in(servers, &mesh, server_extra, address)
+}
+
+/// As `peered`, but each server peers only with those `links` join it to: a graph of
+/// servers, such as regional servers that peer with core servers only (docs/ha.md).
+pub fn peered_in(
+    servers: usize,
+    links: &[(usize, usize)],
+    server_extra: &str,
+    address: impl Fn(usize) -> String,
+) -> Vec<Fleet> {
     let fleets: Vec<Fleet> = (0..servers)
         .map(|i| Fleet::new(&[&format!("web{}", i + 1)], server_extra, ""))
         .collect();
+    let linked = |i: usize, j: usize| links.contains(&(i, j)) || links.contains(&(j, i));
     for (i, fleet) in fleets.iter().enumerate() {
         let mut peers = String::new();
         for (j, other) in fleets.iter().enumerate().filter(|(j, _)| *j != i) {
-            // Servers authorize each other like hosts; the key file's name names the peer.
-            let key = fleet.dir.path().join(format!("bs{}.key", j + 1));
-            fs::copy(other.keys_dir.join("server.key"), &key).unwrap();
-            fs::copy(&key, fleet.auth_dir.join(format!("bs{}.key", j + 1))).unwrap();
             // Every host's key on every server, as docs/ha.md says: a peer's forwarded
             // report counts only under a key authorized here.
             let host = &other.hosts[0].name;
             let host_key = other.keys_dir.join(format!("{host}.key"));
             fs::copy(host_key, fleet.auth_dir.join(format!("{host}.key"))).unwrap();
+            if !linked(i, j) {
+                continue;
+            }
+            // Servers authorize each other like hosts; the key file's name names the peer.
+            let key = fleet.dir.path().join(format!("bs{}.key", j + 1));
+            fs::copy(other.keys_dir.join("server.key"), &key).unwrap();
+            fs::copy(&key, fleet.auth_dir.join(format!("bs{}.key", j + 1))).unwrap();
             peers.push_str(&format!(
                 "\n[[peers]]\naddress = \"{}\"\nreport-port = {}\npublish-port = {}\nkey = \"{}\"\n",
                 address(j),
