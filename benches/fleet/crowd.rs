@@ -1,9 +1,10 @@
 //! P17: a ban's fan-out to 1,000, 5,000 and 10,000 lightweight subscribers, beside libzmq's
 //! own floor in the same run: a bare CURVE XPUB in a process of its own (this benchmark,
 //! run again with `--floor`), with no server behind it, sending the same message to the
-//! same subscribers. The subscribers are CURVE SUB sockets in this process, one key each,
-//! read through epoll, so that what is measured is the publisher and not the reading of
-//! 10,000 sockets in turn.
+//! same subscribers. The subscribers are CURVE SUB sockets, one key each, read through
+//! epoll, so that what is measured is the publisher and not the reading of 10,000 sockets
+//! in turn; up to 4,000 in each process (this benchmark, run again with `--crowd`), since
+//! a process here may hold 20,000 descriptors and a subscriber takes two.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::BorrowedFd;
@@ -129,63 +130,167 @@ pub fn ban_of(ip: &str) -> impl Fn(&[Vec<u8>]) -> bool + '_ {
     move |frames| frames.len() > 4 && frames[1] == b"BAN" && frames[4] == ip.as_bytes()
 }
 
-/// libzmq's floor: the benchmark, run again as `--floor SECRET-KEY-FILE IO-THREADS`, binds
-/// a CURVE XPUB on loopback with no ZAP handler and sends what it is told.
-pub struct Floor {
+/// Up to this many subscribers in each process of `Crowds`.
+const PER_PROCESS: usize = 4000;
+
+/// Subscribers spread over processes of their own, each a `Crowd` run by `crowd_main`.
+pub struct Crowds(Vec<Helper>);
+
+/// A child process, told what to do on its standard input, answering a line on its output.
+struct Helper {
     child: Child,
     input: ChildStdin,
     output: BufReader<ChildStdout>,
-    pub port: u16,
 }
 
-impl Floor {
-    pub fn start(secret: &Path, io_threads: i32) -> Floor {
+impl Helper {
+    fn start(args: &[&str]) -> Helper {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .arg("--floor")
-            .arg(secret)
-            .arg(io_threads.to_string())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let input = child.stdin.take().unwrap();
-        let mut output = BufReader::new(child.stdout.take().unwrap());
-        let port = Floor::line(&mut output).parse().unwrap();
-        Floor {
+        let output = BufReader::new(child.stdout.take().unwrap());
+        Helper {
             child,
             input,
             output,
-            port,
         }
     }
 
-    fn line(output: &mut BufReader<ChildStdout>) -> String {
+    fn tell(&mut self, line: &str) {
+        writeln!(self.input, "{line}").unwrap();
+    }
+
+    fn answer(&mut self) -> String {
         let mut line = String::new();
-        output.read_line(&mut line).unwrap();
+        self.output.read_line(&mut line).unwrap();
         line.trim().to_owned()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Nanoseconds of the real-time clock, which every process here reads alike.
+fn now_ns() -> u128 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap().as_nanos()
+}
+
+impl Crowds {
+    /// A subscriber to `endpoint` for each secret key file, listed in files in `dir`.
+    pub fn connect(endpoint: &str, server: &PublicKey, secrets: &[PathBuf], dir: &Path) -> Crowds {
+        let helpers = secrets.chunks(PER_PROCESS).enumerate().map(|(c, chunk)| {
+            let list = dir.join(format!("crowd{c}"));
+            let paths: Vec<&str> = chunk.iter().map(|p| p.to_str().unwrap()).collect();
+            fs::write(&list, paths.join("\n")).unwrap();
+            let list = list.to_str().unwrap();
+            Helper::start(&["--crowd", endpoint, &server.z85(), list])
+        });
+        Crowds(helpers.collect())
+    }
+
+    /// Waits until every subscriber has had a message.
+    pub fn wait_connected(&mut self) {
+        for helper in &mut self.0 {
+            helper.tell("connected");
+        }
+        for helper in &mut self.0 {
+            let answer = helper.answer();
+            assert_eq!(answer, "ok", "connecting: {answer}");
+        }
+    }
+
+    /// Each subscriber is to wait for the BAN of `ip`, which is about to be sent.
+    fn expect(&mut self, ip: &str) {
+        for helper in &mut self.0 {
+            helper.tell(&format!("ban {ip}"));
+        }
+    }
+
+    /// When the last subscriber got the BAN expected, in `now_ns`.
+    fn latest(&mut self) -> u128 {
+        let answers = self.0.iter_mut().map(|helper| {
+            let answer = helper.answer();
+            let at = answer.strip_prefix("at ").map(str::parse::<u128>);
+            at.unwrap_or_else(|| panic!("lost: {answer}")).unwrap()
+        });
+        answers.max().unwrap()
+    }
+}
+
+/// A `Crowds` process: `--crowd ENDPOINT SERVER-KEY LIST`, where LIST names a secret key
+/// file on each line.
+pub fn crowd_main(endpoint: &str, server: &str, list: &Path) {
+    let text = fs::read_to_string(list).unwrap();
+    let load = |path: &str| banshare::wire::keys::load_secret(Path::new(path)).unwrap();
+    let keys: Vec<KeyPair> = text.lines().map(load).collect();
+    let server = PublicKey::from_z85(server).unwrap();
+    let crowd = Crowd::connect(endpoint, &server, &keys);
+    let mut out = std::io::stdout();
+    let mut everyone = true;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap();
+        let arrivals = match line.split_once(' ') {
+            None if line == "connected" => {
+                let arrivals = crowd.until_each(|_| true, Instant::now() + CONNECT_WITHIN, true);
+                everyone = false;
+                arrivals
+            }
+            Some(("ban", ip)) => {
+                crowd.until_each(ban_of(ip), Instant::now() + LOST_AFTER, everyone)
+            }
+            _ => return,
+        };
+        // The latest arrival, on the clock every process reads alike.
+        let answer = match arrivals {
+            Ok(_) if line == "connected" => "ok".to_owned(),
+            Ok(at) => {
+                let ago = at.iter().max().map_or(Duration::ZERO, Instant::elapsed);
+                format!("at {}", now_ns() - ago.as_nanos())
+            }
+            Err(n) => format!("{n} of {}", crowd.len()),
+        };
+        writeln!(out, "{answer}").unwrap();
+    }
+}
+
+/// libzmq's floor: the benchmark, run again as `--floor SECRET-KEY-FILE IO-THREADS`, binds
+/// a CURVE XPUB on loopback with no ZAP handler and sends what it is told.
+pub struct Floor {
+    helper: Helper,
+    pub port: u16,
+}
+
+impl Floor {
+    pub fn start(secret: &Path, io_threads: i32) -> Floor {
+        let secret = secret.to_str().unwrap();
+        let mut helper = Helper::start(&["--floor", secret, &io_threads.to_string()]);
+        let port = helper.answer().parse().unwrap();
+        Floor { helper, port }
     }
 
     /// Waits until `count` subscribers have subscribed.
     pub fn wait_subscribed(&mut self, count: usize) {
-        writeln!(self.input, "wait {count}").unwrap();
-        assert_eq!(Floor::line(&mut self.output), "ready");
+        self.helper.tell(&format!("wait {count}"));
+        assert_eq!(self.helper.answer(), "ready");
     }
 
     /// Sends one message, given as its frames.
     pub fn send(&mut self, frames: &[Vec<u8>]) {
         let hex: Vec<String> = frames.iter().map(|f| hex(f)).collect();
-        writeln!(self.input, "send {}", hex.join(" ")).unwrap();
+        self.helper.tell(&format!("send {}", hex.join(" ")));
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Floor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.helper.child.id()
     }
 }
 
@@ -299,11 +404,12 @@ pub fn fan_out_to_crowds(results: &mut Results, counts: &[usize], rounds: usize)
         }
         let mut ips = addresses_in(45, 900_000 + 1000 * count, 2 * rounds + 2).into_iter();
         let mut fleet = Fleet::new(&["h0"], "", "");
-        let keys = authorize(&fleet, count, "c");
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = authorize_files(&fleet, count, "c", dir.path());
         fleet.start_server();
-        let (banshare, template) = banshare_rounds(&fleet, &keys, &mut ips, rounds);
+        let (banshare, template) = banshare_rounds(&fleet, &secrets, &mut ips, rounds);
         let secret = fleet.keys_dir.join("server.key_secret");
-        let floor = floor_rounds(&secret, &keys, &template, &mut ips, rounds);
+        let floor = floor_rounds(&secret, &secrets, &template, &mut ips, rounds);
         drop(fleet);
         record(results, count, &banshare, &floor);
     }
@@ -313,20 +419,24 @@ pub fn fan_out_to_crowds(results: &mut Results, counts: &[usize], rounds: usize)
 /// returns what it measured and the frames of the first BAN, the floor's template.
 fn banshare_rounds(
     fleet: &Fleet,
-    keys: &[KeyPair],
+    secrets: &[PathBuf],
     ips: &mut impl Iterator<Item = String>,
     rounds: usize,
 ) -> (Spread, Vec<Vec<u8>>) {
+    let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let endpoint = format!("tcp://127.0.0.1:{}", fleet.publish_port);
-    let crowd = Crowd::connect(&endpoint, &fleet.server_key(), keys);
-    let heard = crowd.until_each(|_| true, started + CONNECT_WITHIN, true);
+    let mut crowds = Crowds::connect(&endpoint, &fleet.server_key(), secrets, dir.path());
+    crowds.wait_connected();
     let connected = started.elapsed();
-    if let Err(n) = heard {
-        panic!("{n} of {} subscribers connected", keys.len());
-    }
     let reporter = Reporter::connect(fleet);
-    // The first round only warms every connection up, and keeps a BAN as it was sent.
+    // The first round only warms every connection up; one more subscriber keeps a BAN as
+    // it was sent, for the floor.
+    let own = banshare::wire::keys::load_secret(&secrets[0]).unwrap();
+    let one = Crowd::connect(&endpoint, &fleet.server_key(), &[own]);
+    assert!(one
+        .until_each(|_| true, Instant::now() + LOST_AFTER, true)
+        .is_ok());
     let first = ips.next().unwrap();
     let template = std::cell::RefCell::new(Vec::new());
     let keep = |frames: &[Vec<u8>]| {
@@ -336,23 +446,29 @@ fn banshare_rounds(
         }
         wanted
     };
+    crowds.expect(&first);
     reporter.report(&first);
-    let _ = crowd.until_each(keep, Instant::now() + LOST_AFTER, false);
+    crowds.latest();
+    assert!(one
+        .until_each(keep, Instant::now() + LOST_AFTER, false)
+        .is_ok());
+    drop(one);
     let server = fleet.server_pid() as u32;
-    let spread = rounds_of(&crowd, server, ips.take(rounds), |ip| reporter.report(ip));
-    (
-        Spread {
-            connected,
-            ..spread
-        },
-        template.into_inner(),
-    )
+    let spread = rounds_of(&mut crowds, secrets.len(), server, ips.take(rounds), |ip| {
+        reporter.report(ip);
+    });
+    let spread = Spread {
+        connected,
+        ..spread
+    };
+    (spread, template.into_inner())
 }
 
 /// Each address once: `send` it, then wait until every subscriber has its BAN. What the
 /// publisher `pid` spent meanwhile, per ban and subscriber.
 fn rounds_of(
-    crowd: &Crowd,
+    crowds: &mut Crowds,
+    subscribers: usize,
     pid: u32,
     ips: impl Iterator<Item = String>,
     mut send: impl FnMut(&str),
@@ -360,16 +476,18 @@ fn rounds_of(
     let cpu_before = cpu_seconds(pid);
     let mut last = Vec::new();
     for ip in ips {
-        let started = Instant::now();
+        crowds.expect(&ip);
+        let started = now_ns();
         send(&ip);
-        let arrivals = crowd.until_each(ban_of(&ip), started + LOST_AFTER, false);
-        let arrivals = arrivals.unwrap_or_else(|n| panic!("lost: {ip} reached {n}"));
-        last.push(arrivals.iter().max().unwrap().duration_since(started));
+        let latest = crowds.latest();
+        last.push(Duration::from_nanos(
+            (latest.saturating_sub(started)) as u64,
+        ));
     }
     let bans = last.len() as f64;
     Spread {
         connected: Duration::ZERO,
-        cpu_us: (cpu_seconds(pid) - cpu_before) / bans / crowd.len() as f64 * 1e6,
+        cpu_us: (cpu_seconds(pid) - cpu_before) / bans / subscribers as f64 * 1e6,
         last,
     }
 }
@@ -377,21 +495,23 @@ fn rounds_of(
 /// The floor: the same subscribers, the same message with its address and seq changed.
 fn floor_rounds(
     secret: &Path,
-    keys: &[KeyPair],
+    secrets: &[PathBuf],
     template: &[Vec<u8>],
     ips: &mut impl Iterator<Item = String>,
     rounds: usize,
 ) -> Spread {
     let mut floor = Floor::start(secret, io_threads());
     let server = banshare::wire::keys::load_secret(secret).unwrap().public;
+    let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let endpoint = format!("tcp://127.0.0.1:{}", floor.port);
-    let crowd = Crowd::connect(&endpoint, &server, keys);
-    floor.wait_subscribed(keys.len());
+    let mut crowds = Crowds::connect(&endpoint, &server, secrets, dir.path());
+    floor.wait_subscribed(secrets.len());
     let connected = started.elapsed();
     let pid = floor.pid();
     let mut seq = 0u64;
-    let spread = rounds_of(&crowd, pid, ips.take(rounds + 1), |ip| {
+    let count = secrets.len();
+    let spread = rounds_of(&mut crowds, count, pid, ips.take(rounds + 1), |ip| {
         seq += 1;
         let mut frames = template.to_vec();
         frames[3] = seq.to_string().into_bytes();

@@ -162,10 +162,14 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    if let [floor, secret, io_threads] = &args[..] {
-        if floor == "--floor" {
+    match &args[..] {
+        [floor, secret, io_threads] if floor == "--floor" => {
             return floor_main(Path::new(secret), io_threads.parse().unwrap());
         }
+        [crowd, endpoint, server, list] if crowd == "--crowd" => {
+            return crowd_main(endpoint, server, Path::new(list));
+        }
+        _ => {}
     }
     let quick = args.iter().any(|a| a == "--quick");
     let json_path = option(&args, "--json")

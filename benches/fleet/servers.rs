@@ -94,12 +94,22 @@ struct Subscribers {
 /// `count` key pairs, authorized on `fleet`'s server before it starts.
 pub fn authorize(fleet: &Fleet, count: usize, tag: &str) -> Vec<KeyPair> {
     let dir = tempfile::tempdir().unwrap();
+    let secrets = authorize_files(fleet, count, tag, dir.path());
+    secrets
+        .iter()
+        .map(|secret| keys::load_secret(secret).unwrap())
+        .collect()
+}
+
+/// `count` key pairs in `dir`, authorized on `fleet`'s server before it starts: their
+/// secret key files.
+pub fn authorize_files(fleet: &Fleet, count: usize, tag: &str, dir: &Path) -> Vec<PathBuf> {
     (0..count)
         .map(|i| {
             let name = format!("{tag}{i}");
-            let (public, secret) = keys::generate(dir.path(), &name, false).unwrap();
+            let (public, secret) = keys::generate(dir, &name, false).unwrap();
             fs::copy(&public, fleet.auth_dir.join(format!("{name}.key"))).unwrap();
-            keys::load_secret(&secret).unwrap()
+            secret
         })
         .collect()
 }
