@@ -396,7 +396,10 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(180);
 
 pub fn fan_out_to_crowds(results: &mut Results, counts: &[usize], rounds: usize) {
     for &count in counts {
-        if !raise_file_limit(3 * count as u64 + 1024) {
+        // The server and the floor hold one per subscriber; each crowd process two per
+        // subscriber of its share.
+        let needed = count.max(2 * PER_PROCESS) as u64 + 2048;
+        if !raise_file_limit(needed) {
             results.skip(&format!(
                 "P17 with {count} subscribers needs more file descriptors (run as root)"
             ));

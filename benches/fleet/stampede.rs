@@ -257,7 +257,7 @@ pub fn restart_with_crowd(
     let deadline = Instant::now() + Duration::from_secs(300);
     let connected = hosts.run_until_current(|| (epoch, seq), deadline);
     assert_eq!(connected, count, "every host connected");
-    for &(signal, reports) in restarts {
+    for (round, &(signal, reports)) in restarts.iter().enumerate() {
         let how = match signal {
             Signal::SIGKILL => "killed",
             _ => "stopped cleanly",
@@ -269,7 +269,7 @@ pub fn restart_with_crowd(
         };
         fleet.signal_server(signal);
         fleet.wait_server();
-        let (took, latencies) = restart(&mut fleet, &mut hosts, reports);
+        let (took, latencies) = restart(&mut fleet, &mut hosts, reports, round);
         let pages = hosts.pages;
         let peak = peak_mb(fleet.server_pid() as u32);
         let measure = format!(
@@ -296,8 +296,14 @@ pub fn restart_with_crowd(
 }
 
 /// Starts the stopped server again and runs the hosts until every one is current, while a
-/// host reports every 20 ms if `reports`: how long it took, and each report's latency.
-fn restart(fleet: &mut Fleet, hosts: &mut Hosts, reports: bool) -> (Duration, Vec<Duration>) {
+/// host reports every 20 ms if `reports`, in `45.(200 + round).0.0/16`: how long it took,
+/// and each report's latency.
+fn restart(
+    fleet: &mut Fleet,
+    hosts: &mut Hosts,
+    reports: bool,
+    round: usize,
+) -> (Duration, Vec<Duration>) {
     hosts.pages = 0;
     hosts.heard.fill(false);
     let started = Instant::now();
@@ -311,7 +317,8 @@ fn restart(fleet: &mut Fleet, hosts: &mut Hosts, reports: bool) -> (Duration, Ve
             let mut n = 0usize;
             while reports && !done.load(Ordering::Relaxed) {
                 n += 1;
-                let ip = format!("45.{}.{}.{}", 200 + n / 65536, (n / 256) % 256, n % 256);
+                // Addresses of their own in each round: the same again would be duplicates.
+                let ip = format!("45.{}.{}.{}", 200 + round, (n / 256) % 256, n % 256);
                 let at = Instant::now();
                 reporter.report(&ip);
                 latencies.push(at.elapsed());
