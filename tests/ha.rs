@@ -143,9 +143,20 @@ fn assert_everywhere_once(fleets: &[Fleet], acknowledged: &[String]) {
             .into_iter()
             .filter(|((verb, ip), n)| verb == "ban" && ip.starts_with("10.") && *n > 1)
             .collect();
+        // What the host's log says of them, to tell why.
+        let log = fleet.client_log(0);
+        let said: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                twice
+                    .iter()
+                    .any(|((_, ip), _)| l.contains(&format!("{ip} ")))
+            })
+            .collect();
         assert!(
             twice.is_empty(),
-            "{name} applied these more than once: {twice:?}"
+            "{name} applied these more than once: {twice:?}\n{}",
+            said.join("\n")
         );
     }
 }

@@ -49,9 +49,6 @@ pub fn io_threads() -> i32 {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as i32
 }
 
-/// How often a server's listening sockets PING each peer, in ms.
-const SERVER_PING: i32 = 10_000;
-
 /// How long a peer may take from connecting to finishing its CURVE handshake (libzmq's
 /// default is 30 s): a connection that says nothing holds a file descriptor only this long.
 /// A handshake takes two round trips and a ZAP answer, well under a second even across
@@ -78,13 +75,6 @@ pub fn server_socket(
     socket.set_zap_domain(domain)?;
     socket.set_handshake_ivl(HANDSHAKE_LIMIT)?;
     socket.set_backlog(BACKLOG)?;
-    // Every banshare peer PINGs each second with a TTL of 3 s, which has the server drop a
-    // dead peer's connection within 3 s; the server's own PINGs, one per peer each second,
-    // cost as much CPU as the bans themselves with 5,000 subscribers (P17). Its PINGs
-    // remain, seldom, for peers that send none.
-    socket.set_heartbeat_ivl(SERVER_PING)?;
-    socket.set_heartbeat_timeout(3 * SERVER_PING)?;
-    socket.set_heartbeat_ttl(3 * SERVER_PING)?;
     Ok(socket)
 }
 
