@@ -250,10 +250,11 @@ impl Server {
             if self.feeds.apply(&mut self.core, &mut changes) {
                 self.carry_out(changes)?;
             }
-            let mut wait = self.publisher.until_heartbeat(now).min(TICK);
-            if !self.pages.is_empty() {
-                wait = Duration::ZERO;
-            }
+            // Straight back while snapshot pages wait (`serve_pages`).
+            let wait = match self.pages.is_empty() {
+                true => self.publisher.until_heartbeat(now).min(TICK),
+                false => Duration::ZERO,
+            };
             let publish = &self.publisher.listener;
             let mut poll = Poll::default();
             let reports = poll.add([self.report.socket.as_poll_item(zmq::POLLIN)]);

@@ -168,7 +168,7 @@ impl Publisher {
     }
 
     /// A heartbeat soon, for a new subscriber to learn where the streams stand, but at most
-    /// one such a heartbeat interval: each goes to every subscriber, and 10,000 hosts
+    /// one such early heartbeat per heartbeat interval: each goes to every subscriber, and 10,000 hosts
     /// reconnecting over a second would otherwise make ten a second, 100,000 messages to
     /// encrypt, which starved the handshakes of the hosts still connecting. (A heartbeat
     /// after each ban, as before, cost 40% more work per ban with 5,000 subscribers.)
